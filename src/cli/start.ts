@@ -1,0 +1,32 @@
+// `mailsrv start`: runs the daemon in the foreground, JSON logs on stdout.
+import type { Command } from 'commander';
+import { configPath, loadConfig } from '../config/load.js';
+import { runDaemon } from '../daemon.js';
+import { createLogger } from '../log.js';
+import { fail } from './fail.js';
+
+export function registerStartCommand(program: Command): void {
+  program
+    .command('start')
+    .description('run the daemon in the foreground (JSON logs on stdout)')
+    .option('-c, --config <file>', 'config file (default: $MAILSRV_CONFIG or /etc/mailsrv/mailsrv.toml)')
+    .action(async (opts: { config?: string }) => {
+      const config = loadConfigOrExit(opts.config);
+      const logger = createLogger(config.log.level);
+      try {
+        await runDaemon(config, logger);
+      } catch (err) {
+        logger.fatal({ err: (err as Error).message }, 'cannot start');
+        logger.flush();
+        process.exit(1);
+      }
+    });
+}
+
+export function loadConfigOrExit(option: string | undefined) {
+  try {
+    return loadConfig(configPath(option));
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+}

@@ -1,0 +1,50 @@
+// `mailsrv status` (is the daemon up: pid, listeners, queue size) and `mailsrv stop`.
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { runningPid } from '../daemon.js';
+import { isQueueId } from '../queue/id.js';
+import { fail } from './fail.js';
+import { loadConfigOrExit } from './start.js';
+
+export function registerStatusCommands(program: Command): void {
+  program
+    .command('status')
+    .description('is the daemon running: pid, listeners, queue size (exit 1 when not running)')
+    .option('-c, --config <file>', 'config file')
+    .action(async (opts: { config?: string }) => {
+      const config = loadConfigOrExit(opts.config);
+      const pid = await runningPid(config);
+      const queued = (await readdir(join(config.state_dir, 'queue')).catch(() => [])).filter(isQueueId).length;
+      if (pid === null) {
+        process.stdout.write(`mailsrv is not running (${queued} message(s) in the queue)\n`);
+        process.exit(1);
+      }
+      process.stdout.write(
+        `mailsrv is running, pid ${pid}\n` +
+          `  smtp:       ${config.smtp.listen.join(', ') || '-'}\n` +
+          `  submission: ${config.smtp.submission.join(', ') || '-'}\n` +
+          `  queue:      ${queued} message(s)\n`,
+      );
+    });
+
+  program
+    .command('stop')
+    .description('stop the running daemon gracefully and wait for it to exit')
+    .option('-c, --config <file>', 'config file')
+    .action(async (opts: { config?: string }) => {
+      const config = loadConfigOrExit(opts.config);
+      const pid = await runningPid(config);
+      if (pid === null) fail('mailsrv is not running');
+      process.kill(pid, 'SIGTERM');
+      const deadline = Date.now() + 90_000;
+      while (Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        if ((await runningPid(config)) === null) {
+          process.stdout.write(`mailsrv (pid ${pid}) stopped\n`);
+          return;
+        }
+      }
+      fail(`mailsrv (pid ${pid}) did not stop within 90 s`);
+    });
+}

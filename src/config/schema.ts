@@ -1,0 +1,104 @@
+// The one place that names every config key: its type, default and one-line doc.
+// config/mailsrv.toml documents the same keys for people (a unit test keeps them in step).
+import { hostname as osHostname } from 'node:os';
+import { z } from 'zod';
+import { isDuration, parseListen, parseNetwork } from './units.js';
+
+const duration = () =>
+  z.string().refine(isDuration, { message: 'expected a duration such as "30s", "5m", "4h" or "5d"' });
+const listenList = () =>
+  z.array(
+    z.string().refine((s) => parseListen(s) !== null, { message: 'expected "host:port" or "[ipv6]:port"' }),
+  );
+const networkList = () =>
+  z.array(
+    z.string().refine((s) => parseNetwork(s) !== null, { message: 'expected an address or CIDR such as "10.0.0.0/8"' }),
+  );
+const bytes = () => z.number().int().nonnegative();
+const count = () => z.number().int().positive();
+const domainName = z
+  .string()
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, {
+    message: 'expected a domain name such as "example.org"',
+  });
+const systemName = z.string().regex(/^[a-z_][a-z0-9_-]*$/i, { message: 'expected a user or group name' });
+
+const smtpSchema = z.strictObject({
+  listen: listenList().default(['0.0.0.0:25', '[::]:25']).describe('MX port: local delivery; relay only for mynetworks or AUTH'),
+  submission: listenList().default(['0.0.0.0:587']).describe('submission port (RFC 6409): AUTH required to send anything'),
+  smtps: listenList().default([]).describe('implicit-TLS submission (RFC 8314), e.g. ["0.0.0.0:465"]'),
+  max_clients: count().default(500).describe('simultaneous SMTP connections, all listeners together'),
+  max_recipients: count().default(100).describe('RCPT TO per message; more get 452 4.5.3'),
+  vrfy: z.boolean().default(false).describe('VRFY answers 252 without disclosure unless true'),
+  timeout: duration().default('5m').describe('idle time allowed between client commands (RFC 5321 4.5.3.2)'),
+  greet_pause: duration().default('0s').describe('wait before the 220 greeting on the MX port for clients outside mynetworks; early talkers are refused'),
+});
+
+const pop3Schema = z.strictObject({
+  listen: listenList().default(['0.0.0.0:110']).describe('POP3 listeners'),
+  pop3s: listenList().default([]).describe('implicit-TLS POP3 listeners, e.g. ["0.0.0.0:995"]'),
+});
+
+const tlsSchema = z.strictObject({
+  cert: z.string().default('/etc/mailsrv/tls/cert.pem').describe('PEM certificate chain; empty: no STARTTLS/STLS'),
+  key: z.string().default('/etc/mailsrv/tls/key.pem').describe('PEM private key'),
+});
+
+const relaySchema = z.strictObject({
+  relayhost: z.string().default('').describe('"" = deliver by MX lookup; "host:port" = smarthost'),
+  dns_servers: z.array(z.string()).default([]).describe('resolvers for MX lookups; [] = system resolvers'),
+  retry: z.array(duration()).nonempty().default(['1m', '5m', '15m', '1h']).describe('waits between outbound attempts; the last repeats'),
+  delay_warning: duration().default('4h').describe('warn the sender once a message has waited this long'),
+  max_queue_lifetime: duration().default('5d').describe('then the message is bounced to its sender'),
+});
+
+const deliverySchema = z.strictObject({
+  lock_timeout: duration().default('20s').describe('how long one local delivery waits for a mailbox lock before it is deferred'),
+  retry: z.array(duration()).nonempty().default(['10s', '1m', '5m', '15m']).describe('waits between local delivery attempts (locked or failing mailbox); the last repeats'),
+  concurrency: count().default(20).describe('local deliveries in progress at once'),
+});
+
+const logSchema = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('pino log level'),
+});
+
+export const configSchema = z.strictObject({
+  hostname: domainName.default(() => osHostname()).describe('banner, Received lines and bounces; default: the system host name'),
+  domains: z.array(domainName).default([]).describe('local domains; hostname and "localhost" are always local'),
+  spool_dir: z.string().min(1).default('/var/mail').describe('one mbox file per user: spool_dir/<user>'),
+  state_dir: z.string().min(1).default('/var/lib/mailsrv').describe('queue, indexes and pid file'),
+  users_file: z.string().min(1).default('/etc/mailsrv/users').describe('passwd-file: name:{SCHEME}hash'),
+  aliases_file: z.string().min(1).default('/etc/mailsrv/aliases').describe('/etc/aliases syntax'),
+  mynetworks: networkList().default(['127.0.0.0/8', '::1/128']).describe('clients that may relay without AUTH'),
+  plaintext_auth_networks: networkList().default(['127.0.0.0/8', '::1/128']).describe('clients that may log in without TLS'),
+  message_size_limit: count().default(10_240_000).describe('largest message accepted, in bytes'),
+  mailbox_size_limit: bytes().default(51_200_000).describe('largest mailbox, in bytes; 0 = unlimited; over it: 552 5.2.2 and nothing written'),
+  user: systemName.default('mail').describe('privileges dropped to this user after binding, when started as root'),
+  group: systemName.default('mail').describe('and to this group'),
+  smtp: smtpSchema.default(() => smtpSchema.parse({})),
+  pop3: pop3Schema.default(() => pop3Schema.parse({})),
+  tls: tlsSchema.default(() => tlsSchema.parse({})),
+  relay: relaySchema.default(() => relaySchema.parse({})),
+  delivery: deliverySchema.default(() => deliverySchema.parse({})),
+  log: logSchema.default(() => logSchema.parse({})),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+/** Every key as a dotted path with its doc, in schema order: for `mailsrv config` and the docs test. */
+export function describeKeys(): { key: string; doc: string }[] {
+  const keys: { key: string; doc: string }[] = [];
+  const walk = (shape: Record<string, z.ZodType>, prefix: string) => {
+    for (const [name, field] of Object.entries(shape)) {
+      const inner = unwrapDefault(field);
+      if (inner instanceof z.ZodObject) walk(inner.shape as Record<string, z.ZodType>, `${prefix}${name}.`);
+      else keys.push({ key: prefix + name, doc: field.description ?? '' });
+    }
+  };
+  walk(configSchema.shape as Record<string, z.ZodType>, '');
+  return keys;
+}
+
+function unwrapDefault(field: z.ZodType): z.ZodType {
+  return field instanceof z.ZodDefault ? (field.unwrap() as z.ZodType) : field;
+}

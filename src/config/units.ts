@@ -1,0 +1,51 @@
+// Parsers for the config file's human units: durations ("30s", "5m", "4h", "5d"),
+// listen addresses ("0.0.0.0:25", "[::]:25") and networks ("127.0.0.0/8").
+import { isIP } from 'node:net';
+
+const DURATION = /^(\d+)(ms|s|m|h|d)$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+export function isDuration(text: string): boolean {
+  return DURATION.test(text);
+}
+
+/** "5m" → 300000. Throws on anything isDuration() rejects. */
+export function durationMs(text: string): number {
+  const match = DURATION.exec(text);
+  if (!match) throw new Error(`not a duration: ${JSON.stringify(text)} (use e.g. "30s", "5m", "4h", "5d")`);
+  return Number(match[1]) * UNIT_MS[match[2]!]!;
+}
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** "0.0.0.0:25" or "[::1]:2525" → { host, port }; null when malformed. */
+export function parseListen(text: string): ListenAddress | null {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  if (!match) return null;
+  const host = match[1] ?? match[2]!;
+  const port = Number(match[3]);
+  if (port < 1 || port > 65535) return null;
+  if (match[1] !== undefined && isIP(host) !== 6) return null;
+  return { host, port };
+}
+
+export interface Network {
+  address: string;
+  prefix: number;
+  family: 'ipv4' | 'ipv6';
+}
+
+/** "10.0.0.0/8", "::1/128" or a bare address → Network; null when malformed. */
+export function parseNetwork(text: string): Network | null {
+  const [address, prefixText, extra] = text.split('/');
+  if (address === undefined || extra !== undefined) return null;
+  const version = isIP(address);
+  if (version === 0) return null;
+  const max = version === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (!/^\d+$/.test(prefixText ?? String(max)) || prefix > max) return null;
+  return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
+}

@@ -1,0 +1,22 @@
+// The trace headers a delivery adds on top of a message (SPEC §3 "Delivery adds"):
+// Return-Path, Delivered-To, Received and X-Delivery-ID, folded as RFC 5322 wants.
+import type { Envelope } from '../queue/store.js';
+
+/** "Wed, 25 Nov 2026 11:54:57 +0000" */
+export function rfc5322Date(date: Date): string {
+  return date.toUTCString().replace(/GMT$/, '+0000');
+}
+
+export function traceHeaders(envelope: Envelope, index: number, hostname: string, deliveredTo: string): string[] {
+  const recipient = envelope.recipients[index]!;
+  const { client } = envelope;
+  const clientName = client.hostname || 'unknown';
+  return [
+    `Return-Path: <${envelope.sender}>`,
+    `Delivered-To: ${deliveredTo}`,
+    `Received: from ${client.helo || 'unknown'} (${clientName} [${client.ip}])\r\n` +
+      `\tby ${hostname} (mailsrv) with ${client.protocol} id ${envelope.id}\r\n` +
+      `\tfor <${recipient.address}>; ${rfc5322Date(new Date(envelope.receivedAt))}`,
+    `X-Delivery-ID: ${recipient.deliveryId}`,
+  ];
+}

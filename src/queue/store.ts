@@ -1,0 +1,193 @@
+// The durable queue: one file per accepted message, `state_dir/queue/<id>`, holding a JSON
+// envelope line and then the raw message. A message is accepted only once its file and the
+// directory entry are fsynced. Per-recipient progress lives beside it in `<id>.progress`,
+// replaced atomically (write + rename), so a crash never leaves a half-written record.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { isQueueId, newQueueId } from './id.js';
+
+export interface ClientInfo {
+  ip: string;
+  helo: string;
+  /** ESMTP, ESMTPS, ESMTPSA, SMTP or LOCAL (sendmail injection) */
+  protocol: string;
+  /** reverse-DNS name, or '' */
+  hostname: string;
+  /** mail from mynetworks or an authenticated user: Message-ID/Date are added if missing */
+  submitted: boolean;
+}
+
+export type RecipientTarget = { kind: 'local'; user: string } | { kind: 'remote' };
+
+export interface EnvelopeRecipient {
+  /** the address as the client gave it (or the alias target) */
+  address: string;
+  target: RecipientTarget;
+  /** unique per delivery; written as X-Delivery-ID */
+  deliveryId: string;
+}
+
+export interface Envelope {
+  id: string;
+  sender: string;
+  receivedAt: number;
+  client: ClientInfo;
+  recipients: EnvelopeRecipient[];
+}
+
+export type RecipientState = 'pending' | 'delivered' | 'failed';
+
+export interface RecipientProgress {
+  state: RecipientState;
+  attempts: number;
+  nextAttemptAt: number;
+  lastError?: string;
+  /** set just before a mailbox append, so a restart can tell whether it completed */
+  appendingAt?: { mailbox: string; offset: number };
+}
+
+export interface QueueEntry {
+  envelope: Envelope;
+  progress: RecipientProgress[];
+  /** where the message starts in the queue file (after the envelope line) */
+  dataOffset: number;
+  /** size of the message in bytes */
+  size: number;
+}
+
+/** A message being received: write the data, then commit() or discard(). */
+export interface PendingEntry {
+  readonly id: string;
+  write(source: Readable): Promise<number>;
+  commit(): Promise<QueueEntry>;
+  discard(): Promise<void>;
+}
+
+export class QueueStore {
+  readonly dir: string;
+
+  constructor(stateDir: string) {
+    this.dir = join(stateDir, 'queue');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** Starts a new entry whose envelope is known; the message follows via write(). */
+  begin(envelope: Omit<Envelope, 'id' | 'recipients'> & { recipients: Omit<EnvelopeRecipient, 'deliveryId'>[] }): PendingEntry {
+    const id = newQueueId();
+    const full: Envelope = {
+      ...envelope,
+      id,
+      recipients: envelope.recipients.map((r, index) => ({ ...r, deliveryId: `${id}.${index}` })),
+    };
+    const header = Buffer.from(JSON.stringify(full) + '\n');
+    const tmpPath = join(this.dir, `${id}.tmp`);
+    const finalPath = join(this.dir, id);
+    let size = 0;
+    return {
+      id,
+      write: async (source) => {
+        const out = createWriteStream(tmpPath, { mode: 0o600, flags: 'wx' });
+        out.write(header);
+        await pipeline(source, out);
+        size = out.bytesWritten - header.length;
+        return size;
+      },
+      commit: async () => {
+        const handle = await open(tmpPath, 'r');
+        try {
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await rename(tmpPath, finalPath);
+        await this.syncDir();
+        return {
+          envelope: full,
+          progress: full.recipients.map(() => freshProgress(full.receivedAt)),
+          dataOffset: header.length,
+          size,
+        };
+      },
+      discard: async () => {
+        await rm(tmpPath, { force: true });
+      },
+    };
+  }
+
+  /** Every entry on disk (for the manager at start); removes leftovers of interrupted receipts. */
+  async loadAll(): Promise<QueueEntry[]> {
+    const entries: QueueEntry[] = [];
+    for (const name of await readdir(this.dir)) {
+      if (name.endsWith('.tmp')) {
+        await rm(join(this.dir, name), { force: true });
+        continue;
+      }
+      if (!isQueueId(name)) continue;
+      entries.push(await this.load(name));
+    }
+    return entries.sort((a, b) => a.envelope.receivedAt - b.envelope.receivedAt);
+  }
+
+  async load(id: string): Promise<QueueEntry> {
+    const path = join(this.dir, id);
+    const { envelope, dataOffset } = await readEnvelope(path);
+    const size = (await stat(path)).size - dataOffset;
+    let progress: RecipientProgress[];
+    try {
+      progress = JSON.parse(await readFile(`${path}.progress`, 'utf8')) as RecipientProgress[];
+    } catch {
+      progress = envelope.recipients.map(() => freshProgress(envelope.receivedAt));
+    }
+    return { envelope, progress, dataOffset, size };
+  }
+
+  /** The raw message of an entry, streamed from disk. */
+  openMessage(entry: QueueEntry): Readable {
+    return createReadStream(join(this.dir, entry.envelope.id), { start: entry.dataOffset });
+  }
+
+  /** Replaces the progress record atomically (no fsync: a lost update only risks a duplicate). */
+  async saveProgress(id: string, progress: RecipientProgress[]): Promise<void> {
+    const path = join(this.dir, `${id}.progress`);
+    await writeFile(`${path}.new`, JSON.stringify(progress), { mode: 0o600 });
+    await rename(`${path}.new`, path);
+  }
+
+  async remove(id: string): Promise<void> {
+    await rm(join(this.dir, `${id}.progress`), { force: true });
+    await unlink(join(this.dir, id));
+  }
+
+  private async syncDir(): Promise<void> {
+    const handle = await open(this.dir, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+function freshProgress(now: number): RecipientProgress {
+  return { state: 'pending', attempts: 0, nextAttemptAt: now };
+}
+
+/** Reads just the first line of a queue file: the JSON envelope (bounded to 1 MiB). */
+async function readEnvelope(path: string): Promise<{ envelope: Envelope; dataOffset: number }> {
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.alloc(1024 * 1024);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    const end = buffer.subarray(0, bytesRead).indexOf(10);
+    if (end < 0) throw new Error(`${path}: queue file has no envelope line`);
+    return { envelope: JSON.parse(buffer.subarray(0, end).toString('utf8')) as Envelope, dataOffset: end + 1 };
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,106 @@
+// What the SMTP side may accept, decided in one place: which domains are local, which
+// recipients exist (users and aliases), who may relay, and which senders and HELO names
+// are safe to write into a From_ line or a header. Every refusal carries its SMTP reply.
+import type { NetworkMatcher } from '../config/networks.js';
+import type { RecipientTarget } from '../queue/store.js';
+
+/** A refusal with the SMTP reply it becomes (smtp-server reads `responseCode`). */
+export class SmtpReplyError extends Error {
+  constructor(readonly responseCode: number, message: string) {
+    super(message);
+    this.name = 'SmtpReplyError';
+  }
+}
+
+export interface ResolvedRecipient {
+  address: string;
+  target: RecipientTarget;
+}
+
+export interface RecipientDirectory {
+  /** local part → local users and remote forwards, or null when nobody has that name */
+  resolve(localPart: string): { local: string[]; remote: string[] } | null;
+}
+
+export interface PolicyOptions {
+  hostname: string;
+  domains: string[];
+  mynetworks: NetworkMatcher;
+  directory: () => RecipientDirectory;
+  mailboxSizeLimit: number;
+  mailboxSize: (user: string) => Promise<number>;
+}
+
+const UNSAFE_IN_ENVELOPE = /[\s\x00-\x1f\x7f]/;
+
+export class SmtpPolicy {
+  private readonly localDomains: Set<string>;
+
+  constructor(private readonly options: PolicyOptions) {
+    this.localDomains = new Set([options.hostname, 'localhost', ...options.domains].map((d) => d.toLowerCase()));
+  }
+
+  isLocalDomain(domain: string): boolean {
+    return this.localDomains.has(domain.toLowerCase());
+  }
+
+  mayRelay(clientIp: string): boolean {
+    return this.options.mynetworks(clientIp);
+  }
+
+  /** HELO/EHLO names and senders end up in headers and the From_ line. */
+  checkHelo(helo: string): void {
+    if (/[\x00-\x1f\x7f]/.test(helo)) throw new SmtpReplyError(501, '5.5.4 Invalid HELO name');
+  }
+
+  checkSender(address: string): void {
+    if (UNSAFE_IN_ENVELOPE.test(address) || address.length > 320) {
+      throw new SmtpReplyError(501, '5.1.7 Bad sender address syntax');
+    }
+  }
+
+  /** Decides one RCPT TO: the deliveries it expands to, or a refusal. */
+  async checkRecipient(address: string, clientIp: string): Promise<ResolvedRecipient[]> {
+    const at = address.lastIndexOf('@');
+    if (at <= 0 || UNSAFE_IN_ENVELOPE.test(address)) {
+      if (at < 0 && /^postmaster$/i.test(address)) return this.checkRecipient(`postmaster@${this.options.hostname}`, clientIp);
+      throw new SmtpReplyError(501, '5.1.3 Bad recipient address syntax');
+    }
+    const localPart = address.slice(0, at);
+    const domain = address.slice(at + 1);
+    if (!this.isLocalDomain(domain)) {
+      if (this.mayRelay(clientIp)) return [{ address, target: { kind: 'remote' } }];
+      throw new SmtpReplyError(554, `5.7.1 <${address}>: Relay access denied`);
+    }
+    const resolved = this.options.directory().resolve(localPart);
+    if (!resolved) {
+      throw new SmtpReplyError(550, `5.1.1 <${address}>: Recipient address rejected: User unknown in local recipient table`);
+    }
+    await this.checkMailboxes(address, resolved.local);
+    return [
+      ...resolved.local.map((user): ResolvedRecipient => ({ address, target: { kind: 'local', user } })),
+      ...resolved.remote.map((remote): ResolvedRecipient => ({ address: remote, target: { kind: 'remote' } })),
+    ];
+  }
+
+  /** A message of `size` bytes must fit every local mailbox it goes to. */
+  async checkMessageFits(users: string[], size: number): Promise<void> {
+    const full = await this.firstFullMailbox(users, size);
+    if (full !== undefined) throw new SmtpReplyError(552, `5.2.2 Mailbox of ${full} is full`);
+  }
+
+  private async checkMailboxes(address: string, users: string[]): Promise<void> {
+    if ((await this.firstFullMailbox(users, 1)) !== undefined) {
+      throw new SmtpReplyError(552, `5.2.2 <${address}>: Mailbox full`);
+    }
+  }
+
+  private async firstFullMailbox(users: string[], size: number): Promise<string | undefined> {
+    const limit = this.options.mailboxSizeLimit;
+    if (limit === 0) return undefined;
+    for (const user of users) {
+      if ((await this.options.mailboxSize(user)) + size > limit) return user;
+    }
+    return undefined;
+  }
+}

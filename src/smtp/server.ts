@@ -1,0 +1,180 @@
+// The SMTP listeners (MX port and submission) wired to mailsrv's policy and queue:
+// smtp-server speaks the protocol; this file answers its hooks. A message is accepted
+// (250) only after the queue has it on disk, fsynced.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import type { Logger } from '../log.js';
+import type { QueueEntry, QueueStore } from '../queue/store.js';
+import { MailsrvSMTPServer } from './connection.js';
+import { SmtpPolicy, SmtpReplyError, type ResolvedRecipient } from './policy.js';
+
+export interface SmtpServiceOptions {
+  kind: 'mx' | 'submission';
+  hostname: string;
+  messageSizeLimit: number;
+  maxClients: number;
+  maxRecipients: number;
+  timeoutMs: number;
+  greetPauseMs: number;
+  vrfy: boolean;
+  policy: SmtpPolicy;
+  store: QueueStore;
+  onQueued: (entry: QueueEntry) => void;
+  logger: Logger;
+}
+
+/** Loopback clients need no reverse lookup (and a box without DNS would stall 1.5 s on it). */
+const resolver = {
+  reverse(ip: string, callback: (err: NodeJS.ErrnoException | null, hostnames: string[]) => void): void {
+    if (/^(127\.|::1$|::ffff:127\.)/.test(ip)) {
+      callback(null, ['localhost']);
+      return;
+    }
+    import('node:dns').then(({ reverse }) => reverse(ip, callback), (err: Error) => callback(err, []));
+  },
+};
+
+export function createSmtpServer(options: SmtpServiceOptions): MailsrvSMTPServer {
+  const { policy, logger } = options;
+  const resolved = new WeakMap<SMTPServerAddress, ResolvedRecipient[]>();
+  const sessionLog = (session: SMTPServerSession) => logger.child({ sessionId: session.id });
+
+  const server: MailsrvSMTPServer = new MailsrvSMTPServer({
+    name: options.hostname,
+    banner: 'mailsrv',
+    size: options.messageSizeLimit,
+    hideSize: false,
+    rejectOversized: true,
+    hideENHANCEDSTATUSCODES: false,
+    hidePIPELINING: false,
+    hide8BITMIME: false,
+    hideSMTPUTF8: false,
+    maxClients: options.maxClients,
+    maxRecipients: options.maxRecipients,
+    socketTimeout: options.timeoutMs,
+    closeTimeout: 30_000,
+    authOptional: options.kind === 'mx',
+    // AUTH and STARTTLS arrive with TLS support; the joke commands never.
+    disabledCommands: ['AUTH', 'STARTTLS', 'WIZ', 'SHELL', 'KILL'],
+    logger: false,
+    resolver,
+    vrfy: options.vrfy ? (address, session) => vrfyReply(policy, address, session.remoteAddress) : undefined,
+
+    onConnect(session, callback) {
+      sessionLog(session).info({ client: session.remoteAddress, port: session.localPort, listener: options.kind }, 'connect');
+      const pause = options.kind === 'mx' && !policy.mayRelay(session.remoteAddress) ? options.greetPauseMs : 0;
+      if (pause === 0) callback();
+      else void sleep(pause).then(() => callback());
+    },
+
+    onClose(session) {
+      sessionLog(session).info('disconnect');
+    },
+
+    onMailFrom(address, session, callback) {
+      try {
+        policy.checkHelo(session.hostNameAppearsAs ?? '');
+        policy.checkSender(address.address);
+        callback();
+      } catch (err) {
+        callback(err as Error);
+      }
+    },
+
+    onRcptTo(address, session, callback) {
+      policy.checkRecipient(address.address, session.remoteAddress).then(
+        (recipients) => {
+          resolved.set(address, recipients);
+          callback();
+        },
+        (err: Error) => {
+          if (!(err instanceof SmtpReplyError)) {
+            sessionLog(session).error({ err }, 'recipient check failed');
+            err = new SmtpReplyError(451, '4.3.0 Temporary lookup failure');
+          }
+          sessionLog(session).info({ to: address.address, reply: `${(err as SmtpReplyError).responseCode} ${err.message}` }, 'reject');
+          callback(err);
+        },
+      );
+    },
+
+    onData(stream, session, callback) {
+      const recipients = dedupe(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
+      receive(options, stream, session, recipients).then(
+        (entry) => {
+          options.onQueued(entry);
+          callback(null, `2.0.0 Ok: queued as ${entry.envelope.id}`);
+        },
+        (err: Error) => {
+          if (!(err instanceof SmtpReplyError)) {
+            sessionLog(session).error({ err }, 'cannot queue message');
+            err = new SmtpReplyError(451, '4.3.0 Error: queue file write error');
+          }
+          callback(err);
+        },
+      );
+    },
+  });
+  server.on('error', (err) => logger.warn({ err: err.message }, 'smtp connection error'));
+  return server;
+}
+
+/** Streams DATA into a queue entry; commits it only if it is complete, in size and fits. */
+async function receive(
+  options: SmtpServiceOptions,
+  stream: SMTPServerDataStream,
+  session: SMTPServerSession,
+  recipients: ResolvedRecipient[],
+): Promise<QueueEntry> {
+  const mailFrom = session.envelope.mailFrom;
+  const pending = options.store.begin({
+    sender: mailFrom ? mailFrom.address : '',
+    receivedAt: Date.now(),
+    client: {
+      ip: session.remoteAddress,
+      helo: session.hostNameAppearsAs ?? '',
+      hostname: session.clientHostname === `[${session.remoteAddress}]` ? '' : session.clientHostname,
+      protocol: session.transmissionType,
+      submitted: options.policy.mayRelay(session.remoteAddress),
+    },
+    recipients,
+  });
+  try {
+    const size = await pending.write(stream);
+    if (stream.sizeExceeded) {
+      throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${options.messageSizeLimit} bytes`);
+    }
+    const localUsers = recipients.flatMap((r) => (r.target.kind === 'local' ? [r.target.user] : []));
+    await options.policy.checkMessageFits(localUsers, size);
+    const entry = await pending.commit();
+    options.logger.info(
+      { sessionId: session.id, queueId: entry.envelope.id, from: entry.envelope.sender, nrcpt: recipients.length, size, client: session.remoteAddress },
+      'queued',
+    );
+    return entry;
+  } catch (err) {
+    await pending.discard();
+    throw err;
+  }
+}
+
+/** The same delivery requested twice (two RCPTs naming one user) happens once. */
+function dedupe(recipients: ResolvedRecipient[]): ResolvedRecipient[] {
+  const seen = new Set<string>();
+  return recipients.filter((r) => {
+    const key = r.target.kind === 'local' ? `local:${r.target.user}` : `remote:${r.address.toLowerCase()}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+async function vrfyReply(policy: SmtpPolicy, address: string, clientIp: string): Promise<{ code: number; message: string }> {
+  try {
+    await policy.checkRecipient(address.includes('@') ? address : `${address}@localhost`, clientIp);
+    return { code: 250, message: `2.1.5 <${address}>` };
+  } catch (err) {
+    if (err instanceof SmtpReplyError) return { code: err.responseCode, message: err.message };
+    throw err;
+  }
+}

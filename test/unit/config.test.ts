@@ -1,0 +1,82 @@
+// The config schema: defaults, errors that name the key and value, and the reference
+// config documenting every key.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { ConfigError, parseConfig } from '../../src/config/load.js';
+import { describeKeys } from '../../src/config/schema.js';
+import { durationMs, parseListen, parseNetwork } from '../../src/config/units.js';
+
+function problemsOf(text: string): string[] {
+  try {
+    parseConfig(text, 'test.toml');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    return err.problems;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+test('an empty file gives every default', () => {
+  const config = parseConfig('');
+  assert.equal(config.message_size_limit, 10_240_000);
+  assert.deepEqual(config.smtp.listen, ['0.0.0.0:25', '[::]:25']);
+  assert.equal(config.smtp.max_recipients, 100);
+  assert.deepEqual(config.relay.retry, ['1m', '5m', '15m', '1h']);
+  assert.equal(config.log.level, 'info');
+});
+
+test('a bad value names the key, the value and what is allowed', () => {
+  const [problem] = problemsOf('[smtp]\nmax_clients = "lots"\n');
+  assert.match(problem!, /test\.toml: key 'smtp\.max_clients': expected number.*got "lots"/);
+});
+
+test('unknown keys are errors, at the top and in sections', () => {
+  const problems = problemsOf('colour = 1\n[smtp]\nlisten_on = []\n');
+  assert.ok(problems.some((p) => p.includes("unknown key 'colour'")));
+  assert.ok(problems.some((p) => p.includes("unknown key 'smtp.listen_on'")));
+});
+
+test('durations, listen addresses and networks are checked', () => {
+  const problems = problemsOf('mynetworks = ["10.0.0.0/33"]\n[smtp]\nlisten = ["localhost"]\n[relay]\nretry = ["5 minutes"]\n');
+  assert.equal(problems.length, 3);
+  assert.ok(problems.some((p) => p.includes("'mynetworks.0'")));
+  assert.ok(problems.some((p) => p.includes("'smtp.listen.0'")));
+  assert.ok(problems.some((p) => p.includes("'relay.retry.0'")));
+});
+
+test('TOML syntax errors give the line', () => {
+  const [problem] = problemsOf('hostname = "a"\nsize = = 3\n');
+  assert.match(problem!, /^test\.toml:2: not valid TOML/);
+});
+
+test('unit parsers', () => {
+  assert.equal(durationMs('30s'), 30_000);
+  assert.equal(durationMs('5d'), 432_000_000);
+  assert.throws(() => durationMs('5'));
+  assert.deepEqual(parseListen('[::1]:2525'), { host: '::1', port: 2525 });
+  assert.deepEqual(parseListen('0.0.0.0:25'), { host: '0.0.0.0', port: 25 });
+  assert.equal(parseListen('0.0.0.0:70000'), null);
+  assert.equal(parseListen('[nonsense]:25'), null);
+  assert.deepEqual(parseNetwork('::1/128'), { address: '::1', prefix: 128, family: 'ipv6' });
+  assert.deepEqual(parseNetwork('192.0.2.7'), { address: '192.0.2.7', prefix: 32, family: 'ipv4' });
+  assert.equal(parseNetwork('192.0.2.0/x'), null);
+});
+
+test('config/mailsrv.toml documents every key and is itself valid', () => {
+  const text = readFileSync(new URL('../../config/mailsrv.toml', import.meta.url), 'utf8');
+  parseConfig(text, 'mailsrv.toml');
+  let section = '';
+  const documented = new Set<string>();
+  for (const line of text.split('\n')) {
+    const header = /^\[(\w+)\]/.exec(line);
+    if (header) section = `${header[1]}.`;
+    const key = /^(\w+)\s*=/.exec(line);
+    if (key) documented.add(section + key[1]);
+  }
+  for (const { key } of describeKeys()) assert.ok(documented.has(key), `config/mailsrv.toml lacks ${key}`);
+});
+
+test('config/dev.toml is valid', () => {
+  parseConfig(readFileSync(new URL('../../config/dev.toml', import.meta.url), 'utf8'), 'dev.toml');
+});
