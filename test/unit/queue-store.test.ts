@@ -1,0 +1,80 @@
+// The durable queue store: entries survive a reload, interrupted receipts are cleaned up,
+// progress is replaced atomically, and ids are unique and file-name safe.
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
+import { test } from 'node:test';
+import { isQueueId, newQueueId } from '../../src/queue/id.js';
+import { QueueStore } from '../../src/queue/store.js';
+
+const client = { ip: '127.0.0.1', helo: 'client.test', protocol: 'ESMTP', hostname: 'localhost', submitted: false };
+
+async function freshStore(): Promise<QueueStore> {
+  const store = new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-queue-')));
+  await store.init();
+  return store;
+}
+
+function begin(store: QueueStore) {
+  return store.begin({
+    sender: 'a@b.test',
+    receivedAt: Date.now(),
+    client,
+    recipients: [
+      { address: 'x@local.test', target: { kind: 'local', user: 'x' } },
+      { address: 'y@remote.test', target: { kind: 'remote' } },
+    ],
+  });
+}
+
+test('a committed entry reloads with its envelope, message and fresh progress', async () => {
+  const store = await freshStore();
+  const pending = begin(store);
+  const message = 'Subject: hi\r\n\r\nbody \u00e9\r\n';
+  assert.equal(await pending.write(Readable.from([Buffer.from(message)])), Buffer.byteLength(message));
+  const entry = await pending.commit();
+  assert.deepEqual(entry.envelope.recipients.map((r) => r.deliveryId), [`${entry.envelope.id}.0`, `${entry.envelope.id}.1`]);
+
+  const [loaded] = await store.loadAll();
+  assert.deepEqual(loaded!.envelope, entry.envelope);
+  assert.equal(loaded!.size, Buffer.byteLength(message));
+  assert.deepEqual(loaded!.progress.map((p) => p.state), ['pending', 'pending']);
+  assert.equal(await text(store.openMessage(loaded!)), message);
+});
+
+test('progress is saved and reloaded; remove deletes both files', async () => {
+  const store = await freshStore();
+  const pending = begin(store);
+  await pending.write(Readable.from([Buffer.from('x\r\n')]));
+  const entry = await pending.commit();
+  entry.progress[0]!.state = 'delivered';
+  entry.progress[1]!.lastError = '4.4.0 later';
+  await store.saveProgress(entry.envelope.id, entry.progress);
+  const [loaded] = await store.loadAll();
+  assert.equal(loaded!.progress[0]!.state, 'delivered');
+  assert.equal(loaded!.progress[1]!.lastError, '4.4.0 later');
+  await store.remove(entry.envelope.id);
+  assert.deepEqual(await readdir(store.dir), []);
+});
+
+test('a discarded or interrupted receipt leaves nothing behind', async () => {
+  const store = await freshStore();
+  const discarded = begin(store);
+  await discarded.write(Readable.from([Buffer.from('x\r\n')]));
+  await discarded.discard();
+  await writeFile(join(store.dir, `${newQueueId()}.tmp`), 'half a message');
+  assert.deepEqual(await store.loadAll(), []);
+  assert.deepEqual(await readdir(store.dir), []);
+});
+
+test('queue ids are unique, time-ordered and file-name safe', () => {
+  const ids = new Set<string>();
+  for (let i = 0; i < 10_000; i++) ids.add(newQueueId());
+  assert.equal(ids.size, 10_000);
+  for (const id of ids) assert.ok(isQueueId(id), id);
+  assert.ok(newQueueId(1_000) < newQueueId(2_000_000_000_000));
+  assert.equal(isQueueId('../etc/passwd'), false);
+});
