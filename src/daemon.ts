@@ -3,6 +3,7 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from './config/schema.js';
+import { localDomainMatcher } from './config/domains.js';
 import { networkMatcher } from './config/networks.js';
 import { durationMs, parseListen } from './config/units.js';
 import { Directory } from './delivery/directory.js';
@@ -25,15 +26,15 @@ export async function runDaemon(config: Config, logger: Logger): Promise<void> {
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
   await clearStaleLocks(config.spool_dir, (info) => logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed'));
 
+  const isLocalDomain = localDomainMatcher(config);
   const policy = new SmtpPolicy({
     hostname: config.hostname,
-    domains: config.domains,
+    isLocalDomain,
     mynetworks: networkMatcher(config.mynetworks),
     directory: () => directory,
     mailboxSizeLimit: config.mailbox_size_limit,
     mailboxSize: (user) => mailboxSize(join(config.spool_dir, user)),
   });
-  const isLocalDomain = (domain: string) => policy.isLocalDomain(domain);
   let directory = await loadDirectory(config, isLocalDomain, logger);
 
   const store = new QueueStore(config.state_dir);

@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'smol-toml';
 import { parseUsersFile } from '../auth/users.js';
+import { localDomainMatcher } from '../config/domains.js';
 import { ConfigError, configPath, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { checkAliases, parseAliases } from '../delivery/aliases.js';
@@ -53,7 +54,7 @@ async function checkEverything(config: Config): Promise<string[]> {
   const aliasesText = await readOptional(config.aliases_file, 'aliases_file', problems);
   const aliases = parseAliases(aliasesText ?? '', config.aliases_file);
   problems.push(...aliases.problems);
-  problems.push(...checkAliases({ has: (name: string) => users.users.has(name) }, aliases.aliases).map((p) => `${config.aliases_file}: ${p}`));
+  problems.push(...checkAliases({ has: (name: string) => users.users.has(name) }, aliases.aliases, localDomainMatcher(config)).map((p) => `${config.aliases_file}: ${p}`));
   if (config.tls.cert !== '') {
     for (const [key, file] of [['tls.cert', config.tls.cert], ['tls.key', config.tls.key]] as const) {
       try {

@@ -1,6 +1,7 @@
 // What the SMTP side may accept, decided in one place: which domains are local, which
 // recipients exist (users and aliases), who may relay, and which senders and HELO names
 // are safe to write into a From_ line or a header. Every refusal carries its SMTP reply.
+import type { DomainMatcher } from '../config/domains.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import type { RecipientTarget } from '../queue/store.js';
 
@@ -24,7 +25,7 @@ export interface RecipientDirectory {
 
 export interface PolicyOptions {
   hostname: string;
-  domains: string[];
+  isLocalDomain: DomainMatcher;
   mynetworks: NetworkMatcher;
   directory: () => RecipientDirectory;
   mailboxSizeLimit: number;
@@ -34,15 +35,7 @@ export interface PolicyOptions {
 const UNSAFE_IN_ENVELOPE = /[\s\x00-\x1f\x7f]/;
 
 export class SmtpPolicy {
-  private readonly localDomains: Set<string>;
-
-  constructor(private readonly options: PolicyOptions) {
-    this.localDomains = new Set([options.hostname, 'localhost', ...options.domains].map((d) => d.toLowerCase()));
-  }
-
-  isLocalDomain(domain: string): boolean {
-    return this.localDomains.has(domain.toLowerCase());
-  }
+  constructor(private readonly options: PolicyOptions) {}
 
   mayRelay(clientIp: string): boolean {
     return this.options.mynetworks(clientIp);
@@ -68,7 +61,7 @@ export class SmtpPolicy {
     }
     const localPart = address.slice(0, at);
     const domain = address.slice(at + 1);
-    if (!this.isLocalDomain(domain)) {
+    if (!this.options.isLocalDomain(domain)) {
       if (this.mayRelay(clientIp)) return [{ address, target: { kind: 'remote' } }];
       throw new SmtpReplyError(554, `5.7.1 <${address}>: Relay access denied`);
     }

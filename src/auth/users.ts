@@ -1,0 +1,216 @@
+// The users file (SPEC §4), Dovecot passwd-file style: one user a line, `name:{SCHEME}hash`,
+// optionally followed by more `:`-separated fields (ignored here, kept on rewrite); `#` comments
+// and blank lines. Reading it for the daemon and `mailsrv check`, and the read-modify-write
+// edits behind `mailsrv user add/passwd/del`, which keep every other line as it was and
+// replace the file atomically (temp file, fsync, rename, fsync of the directory), mode 0600.
+//
+// A user whose hash is missing or of an unsupported scheme is reported as a problem but still
+// exists (mail for it is delivered; it cannot log in), so a typo in a hash bounces no mail.
+// Duplicate names: the first line counts, as in Dovecot.
+import { randomBytes } from 'node:crypto';
+import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { hashPassword, isSupportedScheme, schemeOf } from './password.js';
+import { normalizeUsername, USERNAME_MAX_LENGTH } from './username.js';
+
+/** The users of one users file; every lookup is case-insensitive. */
+export interface UserDb {
+  has(name: string): boolean;
+  /** The stored `{SCHEME}hash` of a user, or undefined when there is no such user. */
+  hashOf(name: string): string | undefined;
+  /** Every user name (lowercased), in file order. */
+  names(): string[];
+  /** What was wrong in the file, as `file:line: message`. */
+  readonly problems: string[];
+}
+
+/** A users-file edit that cannot be done (bad name, user exists, no such user, ...). */
+export class UsersFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsersFileError';
+  }
+}
+
+const NAME_RULE = `user names are 1 to ${USERNAME_MAX_LENGTH} letters, digits, '.', '_' or '-', starting with a letter or digit`;
+
+/** One line split into its fields: the name before the first `:`, the hash, the rest. */
+interface UserLine {
+  name: string;
+  hash: string;
+  /** Everything after the hash field, starting with its `:` (or empty). */
+  extra: string;
+}
+
+/** The fields of a user line, or null for a comment or blank line. A line without `:` has hash ''. */
+function splitUserLine(line: string): UserLine | null {
+  if (line.trim() === '' || line.trimStart().startsWith('#')) return null;
+  const colon = line.indexOf(':');
+  if (colon < 0) return { name: line.trim(), hash: '', extra: '' };
+  const rest = line.slice(colon + 1);
+  const end = rest.indexOf(':');
+  return {
+    name: line.slice(0, colon).trim(),
+    hash: (end < 0 ? rest : rest.slice(0, end)).trim(),
+    extra: end < 0 ? '' : rest.slice(end),
+  };
+}
+
+/** Lines of a text without their end-of-line (LF or CRLF), and without the empty piece after a final newline. */
+function splitLines(text: string): string[] {
+  if (text === '') return [];
+  const lines = text.split('\n').map((line) => (line.endsWith('\r') ? line.slice(0, -1) : line));
+  if (lines.at(-1) === '') lines.pop();
+  return lines;
+}
+
+export function parseUsersFile(text: string, fileName: string): { users: Map<string, string>; problems: string[] } {
+  const users = new Map<string, string>();
+  const problems: string[] = [];
+  splitLines(text).forEach((line, index) => {
+    const fields = splitUserLine(line);
+    if (fields === null) return;
+    const where = `${fileName}:${index + 1}`;
+    const name = normalizeUsername(fields.name);
+    if (name === null) {
+      problems.push(`${where}: bad user name ${JSON.stringify(fields.name)} (${NAME_RULE}); line ignored`);
+      return;
+    }
+    if (users.has(name)) {
+      problems.push(`${where}: duplicate user "${name}"; the first entry is used`);
+      return;
+    }
+    users.set(name, fields.hash);
+    if (fields.hash === '') {
+      problems.push(`${where}: user "${name}" has no password hash (expected name:{SCHEME}hash); it cannot log in`);
+      return;
+    }
+    const scheme = schemeOf(fields.hash);
+    if (scheme === null) {
+      problems.push(`${where}: password hash of user "${name}" has no {SCHEME} prefix; it cannot log in`);
+    } else if (!isSupportedScheme(scheme)) {
+      problems.push(
+        `${where}: user "${name}" has unknown password scheme {${scheme}} ` +
+          `(supported: {ARGON2ID}, {ARGON2I}, {BLF-CRYPT}, {SHA512-CRYPT}); it cannot log in`,
+      );
+    }
+  });
+  return { users, problems };
+}
+
+/** The text of the users file, or null when it does not exist. */
+async function readUsersText(path: string): Promise<string | null> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new UsersFileError(`cannot read users file ${path}: ${(err as Error).message}`);
+  }
+}
+
+/** Reads the users file; a missing file is an empty one. Throws UsersFileError when it cannot be read. */
+export async function loadUsers(path: string): Promise<UserDb> {
+  const { users, problems } = parseUsersFile((await readUsersText(path)) ?? '', path);
+  const lookup = (name: string) => {
+    const normalized = normalizeUsername(name);
+    return normalized === null ? undefined : users.get(normalized);
+  };
+  return {
+    has: (name) => lookup(name) !== undefined,
+    hashOf: lookup,
+    names: () => [...users.keys()],
+    problems,
+  };
+}
+
+function requireName(name: string): string {
+  const normalized = normalizeUsername(name);
+  if (normalized === null) throw new UsersFileError(`bad user name ${JSON.stringify(name)}: ${NAME_RULE}`);
+  return normalized;
+}
+
+async function requireHash(plain: string): Promise<string> {
+  if (plain === '') throw new UsersFileError('empty password refused');
+  return hashPassword(plain);
+}
+
+/** Index of the lines that belong to user `name` (already normalized). */
+function linesOf(lines: string[], name: string): number[] {
+  return lines.flatMap((line, index) => {
+    const fields = splitUserLine(line);
+    return fields !== null && normalizeUsername(fields.name) === name ? [index] : [];
+  });
+}
+
+/** Adds a user with a new {ARGON2ID} password; creates the file when missing. Returns the normalized name. */
+export async function addUser(path: string, name: string, plain: string): Promise<string> {
+  const user = requireName(name);
+  const text = await readUsersText(path);
+  const lines = splitLines(text ?? '');
+  if (linesOf(lines, user).length > 0) throw new UsersFileError(`user "${user}" already exists in ${path}`);
+  lines.push(`${user}:${await requireHash(plain)}`);
+  await writeAtomically(path, lines, text !== null);
+  return user;
+}
+
+/** Replaces a user's password hash, keeping the line's other fields. Returns the normalized name. */
+export async function setPassword(path: string, name: string, plain: string): Promise<string> {
+  const user = requireName(name);
+  const text = await readUsersText(path);
+  const lines = splitLines(text ?? '');
+  // With duplicate lines, the first is the one in force (see parseUsersFile).
+  const index = linesOf(lines, user)[0];
+  if (text === null || index === undefined) throw new UsersFileError(`no such user "${user}" in ${path}`);
+  const fields = splitUserLine(lines[index]!)!;
+  lines[index] = `${fields.name}:${await requireHash(plain)}${fields.extra}`;
+  await writeAtomically(path, lines, true);
+  return user;
+}
+
+/** Removes a user (every line of it, when duplicated). Returns the normalized name. */
+export async function deleteUser(path: string, name: string): Promise<string> {
+  const user = requireName(name);
+  const text = await readUsersText(path);
+  const lines = splitLines(text ?? '');
+  const doomed = new Set(linesOf(lines, user));
+  if (text === null || doomed.size === 0) throw new UsersFileError(`no such user "${user}" in ${path}`);
+  await writeAtomically(path, lines.filter((_, index) => !doomed.has(index)), true);
+  return user;
+}
+
+/**
+ * Replaces `path` with `lines` so that a crash leaves either the old or the new file: write
+ * a temp file in the same directory, fsync it, rename it over, fsync the directory. The new
+ * file is mode 0600 and, when it replaces one, keeps that file's owner and group (the daemon
+ * may read it as an unprivileged user after `mailsrv user add` ran as root).
+ */
+async function writeAtomically(path: string, lines: string[], replacing: boolean): Promise<void> {
+  const dir = dirname(path);
+  const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const owner = replacing ? await stat(path) : null;
+  try {
+    const file = await open(temp, 'wx', 0o600);
+    try {
+      await file.chmod(0o600); // whatever the umask
+      if (owner !== null) await file.chown(owner.uid, owner.gid);
+      await file.writeFile(lines.map((line) => `${line}\n`).join(''), 'utf8');
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(temp, path);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw new UsersFileError(`cannot write users file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const directory = await open(dir, 'r');
+    try {
+      await directory.sync();
+    } finally {
+      await directory.close();
+    }
+  } catch (err) {
+    throw new UsersFileError(`users file ${path} was replaced, but syncing ${dir} failed: ${(err as Error).message}`);
+  }
+}

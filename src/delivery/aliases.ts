@@ -1,0 +1,223 @@
+// The aliases file (SPEC §4) in /etc/aliases syntax, and recipient resolution through it.
+//
+//   name: target, target      # only whole-line comments; names are matched case-insensitively
+//     target                  # a line starting with whitespace continues the previous entry
+//
+// Targets: a local name (a user or another alias), `\name` (the user itself, never expanded
+// as an alias, the sendmail idiom for "keep a copy"), or a remote address `local@domain`
+// (the local part may be quoted). `|command`, `:include:file` and `/file` targets are not
+// supported: they are dropped with a problem reported. Expansion follows Postfix: recursive,
+// each alias expanded once, and a name met again inside its own expansion is delivered to
+// the user of that name (if there is one) instead of being expanded again.
+import { readFile } from 'node:fs/promises';
+import { normalizeUsername } from '../auth/username.js';
+
+export type Aliases = Map<string, string[]>;
+
+/** The user-name view resolution needs; UserDb from auth/users.ts fits. */
+export interface UserLookup {
+  has(name: string): boolean;
+}
+
+export interface Resolution {
+  /** Normalized local user names, without duplicates. */
+  local: string[];
+  /** Remote addresses (domain lowercased), without duplicates. */
+  remote: string[];
+}
+
+/** Expansion stops this many aliases deep: a chain this long is a mistake, not a design. */
+export const MAX_ALIAS_DEPTH = 20;
+
+/** An address `local@domain`, the local part a dot-atom-ish word or a quoted string. */
+const ADDRESS = /^(?<local>"(?:[^"\\\r\n]|\\.)*"|[^\s"@,:<>()[\]\\]+)@(?<domain>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)$/i;
+
+/** Splits on commas outside double quotes. */
+function splitTargets(text: string): string[] {
+  const parts: string[] = [];
+  let current = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '\\' && quoted && i + 1 < text.length) {
+      current += c + text[++i]!;
+    } else if (c === '"') {
+      quoted = !quoted;
+      current += c;
+    } else if (c === ',' && !quoted) {
+      parts.push(current);
+      current = '';
+    } else {
+      current += c;
+    }
+  }
+  parts.push(current);
+  return parts.map((part) => part.trim()).filter((part) => part !== '');
+}
+
+/** The stored form of one target, or a problem saying why it is dropped. */
+function parseTarget(target: string): { target: string } | { problem: string } {
+  const bare = target.startsWith('"') && target.endsWith('"') && !target.includes('@') ? target.slice(1, -1) : target;
+  if (bare.startsWith('|')) return { problem: `command target ${JSON.stringify(target)} is not supported` };
+  if (bare.toLowerCase().startsWith(':include:')) return { problem: `${JSON.stringify(target)}: :include: is not supported` };
+  if (bare.startsWith('/')) return { problem: `file target ${JSON.stringify(target)} is not supported` };
+  const address = ADDRESS.exec(target);
+  if (address) return { target: `${address.groups!.local}@${address.groups!.domain!.toLowerCase()}` };
+  const keep = bare.startsWith('\\');
+  const name = normalizeUsername(keep ? bare.slice(1) : bare);
+  if (name === null) return { problem: `bad target ${JSON.stringify(target)} (not a user name or local@domain)` };
+  return { target: keep ? `\\${name}` : name };
+}
+
+/** Parses an aliases file. Names are lowercased; problems are `file:line: message`. */
+export function parseAliases(text: string, fileName: string): { aliases: Aliases; problems: string[] } {
+  const aliases: Aliases = new Map();
+  const problems: string[] = [];
+  // One entry: its name and where its targets are, line by line (for problem line numbers).
+  let entry: { name: string | null; line: number; targets: string[] } | null = null;
+
+  const finish = () => {
+    if (entry === null || entry.name === null) return;
+    if (entry.targets.length === 0) {
+      problems.push(`${fileName}:${entry.line}: alias "${entry.name}" has no usable target; ignored`);
+    } else {
+      aliases.set(entry.name, [...new Set(entry.targets)]);
+    }
+  };
+  const addTargets = (list: string, line: number) => {
+    for (const raw of splitTargets(list)) {
+      const parsed = parseTarget(raw);
+      if ('problem' in parsed) problems.push(`${fileName}:${line}: ${parsed.problem}; target ignored`);
+      else entry!.targets.push(parsed.target);
+    }
+  };
+
+  text.split('\n').forEach((rawLine, index) => {
+    const lineNo = index + 1;
+    const line = rawLine.endsWith('\r') ? rawLine.slice(0, -1) : rawLine;
+    if (line.trim() === '' || line.trimStart().startsWith('#')) return;
+    if (/^\s/.test(line)) {
+      if (entry === null) problems.push(`${fileName}:${lineNo}: continuation line without an alias before it; ignored`);
+      else if (entry.name !== null) addTargets(line, lineNo);
+      return;
+    }
+    finish();
+    const colon = line.indexOf(':');
+    if (colon < 0) {
+      problems.push(`${fileName}:${lineNo}: expected "name: target, target"; line ignored`);
+      entry = { name: null, line: lineNo, targets: [] };
+      return;
+    }
+    const written = line.slice(0, colon).trim().replace(/^"(.*)"$/, '$1');
+    const name = normalizeUsername(written);
+    if (name === null) {
+      problems.push(`${fileName}:${lineNo}: bad alias name ${JSON.stringify(written)}; entry ignored`);
+    } else if (aliases.has(name)) {
+      problems.push(`${fileName}:${lineNo}: duplicate alias "${name}"; the first entry is used`);
+    }
+    // A rejected entry still swallows its continuation lines, so they are not misread.
+    entry = { name: name === null || aliases.has(name) ? null : name, line: lineNo, targets: [] };
+    if (entry.name !== null) addTargets(line.slice(colon + 1), lineNo);
+  });
+  finish();
+  return { aliases, problems };
+}
+
+/** Reads and parses an aliases file; a missing file has no aliases. Throws when it cannot be read. */
+export async function loadAliases(path: string): Promise<{ aliases: Aliases; problems: string[] }> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { aliases: new Map(), problems: [] };
+    throw new Error(`cannot read aliases file ${path}: ${(err as Error).message}`);
+  }
+  return parseAliases(text, path);
+}
+
+/**
+ * Where mail for `localPart` (of a local domain) goes: the local users and remote addresses
+ * its alias expansion reaches, or the user itself. Null when the name is neither a user nor
+ * an alias, or when its expansion reaches no one (a loop without a user in it). `postmaster`
+ * (RFC 5321 4.5.1), when neither a user nor an alias, resolves as `root` does.
+ */
+export function resolveRecipient(
+  localPart: string,
+  users: UserLookup,
+  aliases: Aliases,
+  localDomains: (domain: string) => boolean,
+): Resolution | null {
+  let name = normalizeUsername(localPart);
+  if (name === null) return null;
+  if (name === 'postmaster' && !users.has(name) && !aliases.has(name)) name = 'root';
+  if (!users.has(name) && !aliases.has(name)) return null;
+
+  const local = new Set<string>();
+  const remote = new Set<string>();
+  const expanded = new Set<string>(); // aliases already expanded once
+  const open = new Set<string>(); // aliases being expanded (the current chain)
+
+  const deliverToUser = (user: string) => {
+    if (users.has(user)) local.add(user);
+  };
+  const visit = (target: string, depth: number): void => {
+    if (target.startsWith('\\')) return deliverToUser(target.slice(1));
+    const at = target.lastIndexOf('@');
+    if (at >= 0) {
+      if (!localDomains(target.slice(at + 1))) {
+        remote.add(target);
+        return;
+      }
+      const user = normalizeUsername(target.slice(0, at).replace(/^"(.*)"$/, '$1'));
+      if (user !== null) visit(user, depth);
+      return;
+    }
+    const targets = aliases.get(target);
+    if (targets === undefined || open.has(target) || depth >= MAX_ALIAS_DEPTH) return deliverToUser(target);
+    if (expanded.has(target)) return; // its whole expansion is already collected
+    expanded.add(target);
+    open.add(target);
+    for (const next of targets) visit(next, depth + 1);
+    open.delete(target);
+  };
+  visit(name, 0);
+
+  if (local.size === 0 && remote.size === 0) return null;
+  return { local: [...local], remote: [...remote] };
+}
+
+/**
+ * Problems a whole users + aliases pair has, for `mailsrv check`: postmaster reaching no
+ * one, alias targets naming neither a user nor an alias, aliases that reach no one.
+ */
+export function checkAliases(
+  users: UserLookup,
+  aliases: Aliases,
+  localDomains: (domain: string) => boolean = () => false,
+): string[] {
+  const problems: string[] = [];
+  if (resolveRecipient('postmaster', users, aliases, localDomains) === null) {
+    problems.push('postmaster does not resolve to any user: add a "postmaster: USER" alias (or "root: USER")');
+  }
+  for (const [name, targets] of aliases) {
+    for (const target of targets) {
+      const local = localNameOf(target, localDomains);
+      if (local === undefined) continue;
+      const known = local !== null && (users.has(local) || (!target.startsWith('\\') && aliases.has(local)));
+      if (!known) problems.push(`alias "${name}": target "${target}" is not a known user${target.startsWith('\\') ? '' : ' or alias'}`);
+    }
+    if (resolveRecipient(name, users, aliases, localDomains) === null) {
+      problems.push(`alias "${name}" reaches no user or address (an alias loop?)`);
+    }
+  }
+  return problems;
+}
+
+/** The local name a target names: null for a local address with a bad name, undefined for a remote one. */
+function localNameOf(target: string, localDomains: (domain: string) => boolean): string | null | undefined {
+  if (target.startsWith('\\')) return target.slice(1);
+  const at = target.lastIndexOf('@');
+  if (at < 0) return target;
+  if (!localDomains(target.slice(at + 1))) return undefined;
+  return normalizeUsername(target.slice(0, at).replace(/^"(.*)"$/, '$1'));
+}

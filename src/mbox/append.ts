@@ -1,0 +1,254 @@
+// Appends one message to an mbox file under the dotlock: From_ line, edited headers and the
+// mboxrd-quoted body, streamed and fsynced; any failure truncates the file back (no partial mail).
+import { constants, promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { Writable, type Readable, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fromLine, MboxrdQuoter } from './format.js';
+import { editHeaders } from './headers.js';
+import { acquireDotlock, MailboxLockedError, type StaleLockHandler } from './lock.js';
+
+export { MailboxLockedError };
+
+export interface AppendOptions {
+  mailboxPath: string;
+  /** the raw message (CRLF line ends) */
+  source: Readable;
+  /** envelope sender for the From_ line; '' is the null sender */
+  sender: string;
+  /** delivery time for the From_ line */
+  date: Date;
+  /** complete header lines (no final CRLF) put at the top of the message */
+  addHeaders: string[];
+  /** total mailbox size allowed after the append in bytes; 0 = unlimited */
+  sizeLimit: number;
+  lockTimeoutMs: number;
+  onStaleBroken?: StaleLockHandler;
+  /**
+   * Called under the lock with the offset the message will start at, before any byte is
+   * written (e.g. to note it for crash recovery). If it rejects, nothing is written.
+   */
+  beforeWrite?: (offset: number) => Promise<void>;
+}
+
+export interface AppendResult {
+  /** where the message (its From_ line) starts in the mailbox */
+  offset: number;
+  /** its length there, up to and including the blank separator line: the mailbox now ends at offset + bytes */
+  bytes: number;
+}
+
+/** The mailbox is (or would become) larger than its limit: 552 5.2.2. Nothing was written. */
+export class MailboxFullError extends Error {
+  readonly path: string;
+  readonly limit: number;
+  constructor(path: string, limit: number) {
+    super(`mailbox full: ${path} (limit ${limit} bytes)`);
+    this.name = 'MailboxFullError';
+    this.path = path;
+    this.limit = limit;
+  }
+}
+
+/** Any other failure (file system, source stream): retry later. The mailbox is unchanged. */
+export class MailboxIOError extends Error {
+  readonly path: string;
+  constructor(path: string, message: string, cause: unknown) {
+    super(`${message}: ${path}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'MailboxIOError';
+    this.path = path;
+  }
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
+}
+
+/** Size of a mailbox file in bytes, 0 if it does not exist. */
+export async function mailboxSize(path: string): Promise<number> {
+  try {
+    return (await fs.stat(path)).size;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return 0;
+    throw err;
+  }
+}
+
+/** Writes all of `buffers` at the end of the file (O_APPEND), looping over short writes. */
+async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<void> {
+  let rest = buffers;
+  while (rest.length > 0) {
+    let { bytesWritten } = await handle.writev(rest);
+    const next: Buffer[] = [];
+    for (const buf of rest) {
+      if (bytesWritten >= buf.length) {
+        bytesWritten -= buf.length;
+      } else {
+        next.push(bytesWritten > 0 ? buf.subarray(bytesWritten) : buf);
+        bytesWritten = 0;
+      }
+    }
+    rest = next;
+  }
+}
+
+/**
+ * File sink that writes `head` first (From_ line), counts bytes and refuses to grow the mailbox
+ * past its limit.
+ */
+class MailboxWriter extends Writable {
+  written = 0;
+  private inflight: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly path: string,
+    private readonly head: Buffer,
+    private readonly room: number,
+    private readonly limit: number,
+  ) {
+    super({ highWaterMark: 64 * 1024 });
+  }
+
+  override _construct(callback: (error?: Error | null) => void): void {
+    this.writeBuffers([this.head], callback);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.writeBuffers([chunk], callback);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    this.writeBuffers(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
+  }
+
+  /** Resolves once no file write is in flight (so truncating cannot race a late write). */
+  settled(): Promise<void> {
+    return this.inflight;
+  }
+
+  private writeBuffers(buffers: Buffer[], callback: (error?: Error | null) => void): void {
+    const size = buffers.reduce((sum, b) => sum + b.length, 0);
+    if (this.written + size > this.room) {
+      callback(new MailboxFullError(this.path, this.limit));
+      return;
+    }
+    this.written += size;
+    this.inflight = writeAll(this.handle, buffers).then(
+      () => callback(),
+      (err: unknown) => callback(err instanceof Error ? err : new Error(String(err))),
+    );
+  }
+}
+
+/** Opens the mailbox for append, creating it with mode 0600 if missing. Symlinks are refused. */
+async function openMailbox(path: string): Promise<{ handle: FileHandle; created: boolean }> {
+  const flags = constants.O_RDWR | constants.O_APPEND | constants.O_NOFOLLOW;
+  for (;;) {
+    try {
+      return { handle: await fs.open(path, flags), created: false };
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw err;
+    }
+    try {
+      return { handle: await fs.open(path, flags | constants.O_CREAT | constants.O_EXCL, 0o600), created: true };
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+    }
+  }
+}
+
+/** Line feeds needed so the new From_ line follows a blank line (or starts the file). */
+async function separatorPadding(handle: FileHandle, size: number): Promise<string> {
+  if (size === 0) return '';
+  const tail = Buffer.alloc(2);
+  const n = Math.min(2, size);
+  await handle.read(tail, 0, n, size - n);
+  if (tail[n - 1] !== 0x0a) return '\n\n';
+  if (n === 2 && tail[0] !== 0x0a) return '\n';
+  return '';
+}
+
+async function fsyncDir(path: string): Promise<void> {
+  const dir = await fs.open(path, 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+/**
+ * Appends one message to `mailboxPath` under its dotlock and fsyncs it. Throws
+ * MailboxLockedError (retry later), MailboxFullError (552 5.2.2) or MailboxIOError (retry
+ * later); after any failure the file has its old length again and `source` is destroyed.
+ * A bad sender or header line is a TypeError, thrown before anything is locked.
+ */
+export async function appendMessage(options: AppendOptions): Promise<AppendResult> {
+  const { mailboxPath: path } = options;
+  const from = fromLine(options.sender, options.date);
+  const editor = editHeaders({ add: options.addHeaders });
+  try {
+    let lock;
+    try {
+      lock = await acquireDotlock(path, { timeoutMs: options.lockTimeoutMs, onStaleBroken: options.onStaleBroken });
+    } catch (err) {
+      if (err instanceof MailboxLockedError) throw err;
+      throw new MailboxIOError(path, 'cannot lock mailbox', err);
+    }
+    try {
+      return await appendLocked(options, from, editor);
+    } finally {
+      await lock.release().catch(() => undefined);
+    }
+  } catch (err) {
+    options.source.destroy();
+    throw err;
+  }
+}
+
+async function appendLocked(options: AppendOptions, from: string, editor: Transform): Promise<AppendResult> {
+  const { mailboxPath: path, sizeLimit } = options;
+  let opened;
+  try {
+    opened = await openMailbox(path);
+  } catch (err) {
+    throw new MailboxIOError(path, 'cannot open mailbox', err);
+  }
+  const { handle, created } = opened;
+  /** the old size, which a failed append truncates back to */
+  let oldSize = -1;
+  let writer: MailboxWriter | null = null;
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) throw new Error('not a regular file');
+    if (sizeLimit > 0 && st.size >= sizeLimit) throw new MailboxFullError(path, sizeLimit);
+    const padding = await separatorPadding(handle, st.size);
+    const offset = st.size + padding.length;
+    await options.beforeWrite?.(offset);
+    oldSize = st.size;
+    writer = new MailboxWriter(handle, path, Buffer.from(padding + from, 'utf8'), sizeLimit > 0 ? sizeLimit - oldSize : Infinity, sizeLimit);
+    await pipeline(options.source, editor, new MboxrdQuoter(), writer);
+    await handle.sync();
+    if (created) await fsyncDir(dirname(path));
+    return { offset, bytes: writer.written - padding.length };
+  } catch (err) {
+    const failure = err instanceof MailboxFullError ? err : new MailboxIOError(path, 'cannot append to mailbox', err);
+    if (writer !== null) await writer.settled();
+    if (oldSize >= 0) {
+      try {
+        await handle.truncate(oldSize);
+        await handle.sync();
+      } catch (truncateErr) {
+        throw new MailboxIOError(path, `append failed (${failure.message}) and truncating back failed`, truncateErr);
+      }
+    }
+    throw failure;
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,217 @@
+// mboxrd on-disk format: the From_ separator line and streaming (un)quoting of message bodies.
+import { Transform, type TransformCallback } from 'node:stream';
+
+const LF = 0x0a;
+const CR = 0x0d;
+const GT = 0x3e;
+const FROM_ = Buffer.from('From ', 'latin1');
+const QUOTED_FROM_ = Buffer.from('>From ', 'latin1');
+const LF_BUF = Buffer.from([LF]);
+const CR_BUF = Buffer.from([CR]);
+const GT_BUF = Buffer.from([GT]);
+
+const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** Pushes the collected output pieces of one chunk as a single Buffer (nothing if empty). */
+function pushAll(stream: Transform, out: Buffer[]): void {
+  if (out.length === 1) stream.push(out[0]);
+  else if (out.length > 1) stream.push(Buffer.concat(out));
+}
+
+function pad2(n: number): string {
+  return n < 10 ? `0${n}` : String(n);
+}
+
+/** asctime(3) form of a date in UTC: `Wed Nov  5 11:54:57 2026` (day padded with a space). */
+function asctimeUtc(date: Date): string {
+  const day = date.getUTCDate();
+  return (
+    `${DAYS[date.getUTCDay()]} ${MONTHS[date.getUTCMonth()]} ${day < 10 ? ` ${day}` : day} ` +
+    `${pad2(date.getUTCHours())}:${pad2(date.getUTCMinutes())}:${pad2(date.getUTCSeconds())} ${date.getUTCFullYear()}`
+  );
+}
+
+/**
+ * The mbox separator line `From <sender> <asctime>\n`. The null sender `''` is written as
+ * MAILER-DAEMON. A sender with whitespace, CR, LF or NUL would break the line and is refused.
+ */
+export function fromLine(sender: string, date: Date): string {
+  if (/[\s\0]/.test(sender)) {
+    throw new TypeError(`envelope sender not usable in a From_ line: ${JSON.stringify(sender)}`);
+  }
+  if (Number.isNaN(date.getTime())) {
+    throw new TypeError('invalid date for From_ line');
+  }
+  return `From ${sender === '' ? 'MAILER-DAEMON' : sender} ${asctimeUtc(date)}\n`;
+}
+
+/**
+ * Raw RFC 5322 message (CRLF or LF line ends) → mboxrd message body: LF line ends (a CR right
+ * before LF is dropped, other CRs kept), `^>*From ` lines get one more `>`, a missing final
+ * newline is added, and one blank separator line is appended.
+ *
+ * Buffering is bounded: at most the first 4 bytes of a line (a partial `From`) and one CR are
+ * held back; the rest of every line is passed on as it arrives.
+ */
+export class MboxrdQuoter extends Transform {
+  /** still inside the `>*` run at the start of a line (nothing else seen on it yet) */
+  private atLinePrefix = true;
+  /** how many bytes of `From ` have been matched after the `>*` run (held back, 0..4) */
+  private matched = 0;
+  /** a CR ended the previous chunk: dropped if the next byte is LF */
+  private pendingCr = false;
+  /** the current output line has content (so a final newline is missing) */
+  private lineOpen = false;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const out: Buffer[] = [];
+    const len = chunk.length;
+    let pos = 0;
+    while (pos < len) {
+      if (this.pendingCr) {
+        this.pendingCr = false;
+        if (chunk[pos] !== LF) {
+          out.push(CR_BUF);
+        }
+      }
+      if (this.atLinePrefix) {
+        const b = chunk[pos];
+        if (this.matched === 0 && b === GT) {
+          // a `>` run can be passed on at once: the extra `>` may go anywhere in the run
+          let end = pos + 1;
+          while (end < len && chunk[end] === GT) end++;
+          out.push(chunk.subarray(pos, end));
+          this.lineOpen = true;
+          pos = end;
+          continue;
+        }
+        if (b === FROM_[this.matched]) {
+          this.matched++;
+          this.lineOpen = true;
+          pos++;
+          if (this.matched === FROM_.length) {
+            out.push(QUOTED_FROM_);
+            this.matched = 0;
+            this.atLinePrefix = false;
+          }
+          continue;
+        }
+        this.releasePrefix(out);
+      }
+      const nl = chunk.indexOf(LF, pos);
+      if (nl === -1) {
+        let end = len;
+        if (chunk[len - 1] === CR) {
+          end = len - 1;
+          this.pendingCr = true;
+        }
+        if (end > pos) out.push(chunk.subarray(pos, end));
+        this.lineOpen = true;
+        pos = len;
+        break;
+      }
+      const contentEnd = nl > pos && chunk[nl - 1] === CR ? nl - 1 : nl;
+      if (contentEnd > pos) out.push(chunk.subarray(pos, contentEnd));
+      out.push(LF_BUF);
+      this.lineOpen = false;
+      this.atLinePrefix = true;
+      pos = nl + 1;
+    }
+    pushAll(this, out);
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const out: Buffer[] = [];
+    this.releasePrefix(out);
+    if (this.pendingCr) out.push(CR_BUF);
+    if (this.lineOpen) out.push(LF_BUF);
+    out.push(LF_BUF);
+    callback(null, Buffer.concat(out));
+  }
+
+  /** The line turned out not to be a `>*From ` line: emit the held-back part of `From`. */
+  private releasePrefix(out: Buffer[]): void {
+    if (this.matched > 0) out.push(FROM_.subarray(0, this.matched));
+    this.matched = 0;
+    this.atLinePrefix = false;
+  }
+}
+
+/**
+ * Reverses mboxrd quoting of one line: strips exactly one `>` from a line matching `^>+From `.
+ * Any other line is returned unchanged (the same Buffer).
+ */
+export function unquoteMboxrdLine(line: Buffer): Buffer {
+  let i = 0;
+  while (i < line.length && line[i] === GT) i++;
+  if (i === 0 || line.length - i < FROM_.length) return line;
+  return line.compare(FROM_, 0, FROM_.length, i, i + FROM_.length) === 0 ? line.subarray(1) : line;
+}
+
+/**
+ * Streaming form of unquoteMboxrdLine for a whole mbox message body (LF or CRLF line ends).
+ * Holds back at most the first `>` and 4 bytes of `From` of a line.
+ */
+export class MboxrdUnquoter extends Transform {
+  private atLinePrefix = true;
+  /** the first `>` of the line has been seen and held back */
+  private heldGt = false;
+  private matched = 0;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const out: Buffer[] = [];
+    const len = chunk.length;
+    let pos = 0;
+    while (pos < len) {
+      if (this.atLinePrefix) {
+        const b = chunk[pos];
+        if (this.matched === 0 && b === GT) {
+          // hold the first `>` (the one to strip); later ones can go out at once
+          const start = this.heldGt ? pos : pos + 1;
+          this.heldGt = true;
+          let end = pos + 1;
+          while (end < len && chunk[end] === GT) end++;
+          if (end > start) out.push(chunk.subarray(start, end));
+          pos = end;
+          continue;
+        }
+        if (this.heldGt && b === FROM_[this.matched]) {
+          this.matched++;
+          pos++;
+          if (this.matched === FROM_.length) {
+            out.push(FROM_);
+            this.matched = 0;
+            this.heldGt = false;
+            this.atLinePrefix = false;
+          }
+          continue;
+        }
+        this.releasePrefix(out);
+      }
+      const nl = chunk.indexOf(LF, pos);
+      const end = nl === -1 ? len : nl + 1;
+      out.push(chunk.subarray(pos, end));
+      this.atLinePrefix = nl !== -1;
+      pos = end;
+    }
+    pushAll(this, out);
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const out: Buffer[] = [];
+    this.releasePrefix(out);
+    pushAll(this, out);
+    callback();
+  }
+
+  private releasePrefix(out: Buffer[]): void {
+    if (this.heldGt) out.push(GT_BUF);
+    if (this.matched > 0) out.push(FROM_.subarray(0, this.matched));
+    this.heldGt = false;
+    this.matched = 0;
+    this.atLinePrefix = false;
+  }
+}

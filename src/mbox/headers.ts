@@ -1,0 +1,178 @@
+// Streaming header edit for delivery: drops headers only a mailbox store may write, adds new
+// ones at the top, and passes every other byte through unchanged (bounded buffering).
+//
+// Not built on @zone-eu/mailsplit: once headers are edited, its Headers.build() rewrites the
+// header block (bare CRs inside header lines are deleted, LF line ends become CRLF, a blank line
+// is appended to a message that has none, a leading `From ` line is kept above added headers),
+// and its Splitter fails messages with more than 1000 MIME parts. Only the top-level header
+// block needs editing, so this small state machine does it byte-exactly.
+import { Transform, type TransformCallback } from 'node:stream';
+
+/** Headers that only a mailbox store may write; removed from every delivered message. */
+export const STORE_ONLY_HEADERS: readonly string[] = [
+  'x-uidl',
+  'x-uid',
+  'x-imapbase',
+  'x-imap',
+  'status',
+  'x-status',
+  'x-keywords',
+  'content-length',
+  'x-delivery-id',
+];
+
+const STRIPPED = new Set(STORE_ONLY_HEADERS);
+const LF = 0x0a;
+const CR = 0x0d;
+const SP = 0x20;
+const HTAB = 0x09;
+const COLON = 0x3a;
+const CRLF = '\r\n';
+/** Longest line start searched for the `:` of a field name (RFC 5322 line limit + CRLF). */
+const MAX_FIELD_PREFIX = 1000;
+
+export interface EditHeadersOptions {
+  /** complete header lines without the final CRLF (may be folded with CRLF + WSP), added at the top in this order */
+  add: string[];
+}
+
+/** A line to add must be exactly one header field: `name: value`, only folding line breaks. */
+function checkAddedLine(line: string): void {
+  if (!/^[!-9;-~]+:/.test(line) || /\0|\r(?!\n[ \t])|(?<!\r)\n/.test(line)) {
+    throw new TypeError(`not a single header line: ${JSON.stringify(line)}`);
+  }
+}
+
+/** Field name of a header line start `name WSP* :`, lowercased, or null if it is no header line. */
+function fieldName(prefix: Buffer, colon: number): string | null {
+  let end = colon;
+  while (end > 0 && (prefix[end - 1] === SP || prefix[end - 1] === HTAB)) end--;
+  if (end === 0) return null;
+  for (let i = 0; i < end; i++) {
+    const b = prefix[i];
+    if (b < 0x21 || b > 0x7e) return null;
+  }
+  return prefix.toString('latin1', 0, end).toLowerCase();
+}
+
+class HeaderEditor extends Transform {
+  private added: Buffer | null;
+  private inBody = false;
+  /** at the start of a header-section line (collecting its first bytes in `prefix`) */
+  private atLineStart = true;
+  private readonly prefix = Buffer.allocUnsafe(MAX_FIELD_PREFIX);
+  private prefixLen = 0;
+  /** whether the rest of the current line is passed on */
+  private keepLine = true;
+  /** whether the current header field (and so its continuation lines) is kept */
+  private keepField = true;
+
+  constructor(options: EditHeadersOptions) {
+    super();
+    for (const line of options.add) checkAddedLine(line);
+    this.added = Buffer.from(options.add.map((line) => line + CRLF).join(''), 'utf8');
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.pushAdded();
+    if (this.inBody) {
+      this.push(chunk);
+      callback();
+      return;
+    }
+    const len = chunk.length;
+    let pos = 0;
+    while (pos < len && !this.inBody) {
+      if (this.atLineStart) {
+        pos = this.scanLineStart(chunk, pos);
+        continue;
+      }
+      const nl = chunk.indexOf(LF, pos);
+      const end = nl === -1 ? len : nl + 1;
+      if (this.keepLine) this.push(chunk.subarray(pos, end));
+      this.atLineStart = nl !== -1;
+      pos = end;
+    }
+    if (pos < len) this.push(chunk.subarray(pos));
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.pushAdded();
+    // an unfinished first part of a last line without a colon: not a header, keep it
+    if (this.prefixLen > 0) this.push(Buffer.from(this.prefix.subarray(0, this.prefixLen)));
+    callback();
+  }
+
+  private pushAdded(): void {
+    if (this.added) {
+      if (this.added.length > 0) this.push(this.added);
+      this.added = null;
+    }
+  }
+
+  /**
+   * Collects the start of a header-section line until it can be classified (continuation,
+   * blank line, header field with a name, or other line). Returns the new position.
+   */
+  private scanLineStart(chunk: Buffer, start: number): number {
+    let pos = start;
+    if (this.prefixLen === 0 && (chunk[pos] === SP || chunk[pos] === HTAB)) {
+      // folded continuation: belongs to the field before it
+      this.beginRest(this.keepField);
+      return pos;
+    }
+    while (pos < chunk.length) {
+      const b = chunk[pos++];
+      this.prefix[this.prefixLen++] = b;
+      if (b === LF) {
+        const line = this.takePrefix();
+        this.push(line);
+        const blank = line.length === 1 || (line.length === 2 && line[0] === CR);
+        if (blank) {
+          this.inBody = true;
+        } else {
+          this.keepField = true;
+        }
+        return pos;
+      }
+      if (b === COLON) {
+        const name = fieldName(this.prefix, this.prefixLen - 1);
+        this.keepField = name === null || !STRIPPED.has(name);
+        const line = this.takePrefix();
+        if (this.keepField) this.push(line);
+        this.beginRest(this.keepField);
+        return pos;
+      }
+      if (this.prefixLen === MAX_FIELD_PREFIX) {
+        // far too long for a field name: some other line, kept as it is
+        this.keepField = true;
+        this.push(this.takePrefix());
+        this.beginRest(true);
+        return pos;
+      }
+    }
+    return pos;
+  }
+
+  private beginRest(keep: boolean): void {
+    this.keepLine = keep;
+    this.atLineStart = false;
+  }
+
+  private takePrefix(): Buffer {
+    const copy = Buffer.from(this.prefix.subarray(0, this.prefixLen));
+    this.prefixLen = 0;
+    return copy;
+  }
+}
+
+/**
+ * Transform for a raw message: removes every STORE_ONLY_HEADERS field (with its folded
+ * continuation lines) from the top-level header block, which ends at the first empty line,
+ * and puts `add` at the top. All other bytes, header and body, pass unchanged. Lines in the
+ * header block that are not header fields are kept as they are.
+ */
+export function editHeaders(options: EditHeadersOptions): Transform {
+  return new HeaderEditor(options);
+}

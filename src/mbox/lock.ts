@@ -1,0 +1,280 @@
+// Classic mailbox dotlock (`<mailbox>.lock`), interoperable with liblockfile/dotlockfile,
+// Postfix local, procmail and Dovecot: link(2)-based creation, liblockfile staleness rules.
+import { randomBytes } from 'node:crypto';
+import { promises as fs, type Stats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** A lock without a live holder pid is stale once its mtime is this old (liblockfile: 300 s). */
+const STALE_AGE_MS = 5 * 60 * 1000;
+/** While held, the lock's mtime is refreshed this often so others never judge it stale. */
+const TOUCH_INTERVAL_MS = 60 * 1000;
+const FIRST_RETRY_MS = 50;
+const MAX_RETRY_MS = 1000;
+/** liblockfile reads at most this much of a lock file for the pid. */
+const PID_READ_BYTES = 16;
+const MAX_PID = 2 ** 31 - 1;
+
+export interface StaleLockInfo {
+  path: string;
+  reason: string;
+}
+
+export type StaleLockHandler = (info: StaleLockInfo) => void;
+
+export interface DotlockOptions {
+  /** give up (MailboxLockedError) after waiting this long */
+  timeoutMs: number;
+  /** told about every stale lock that was broken */
+  onStaleBroken?: StaleLockHandler;
+}
+
+export interface Dotlock {
+  /** the lock file path */
+  readonly path: string;
+  /** stops the mtime refresh and removes the lock (if it is still ours) */
+  release(): Promise<void>;
+}
+
+/** The mailbox stayed locked by someone else for the whole timeout: retry later. */
+export class MailboxLockedError extends Error {
+  readonly path: string;
+  constructor(path: string, timeoutMs: number) {
+    super(`mailbox is locked: ${path} (waited ${timeoutMs} ms)`);
+    this.name = 'MailboxLockedError';
+    this.path = path;
+  }
+}
+
+/** The dotlock file name of a mailbox. */
+export function lockPathOf(mailboxPath: string): string {
+  return `${mailboxPath}.lock`;
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
+}
+
+/** Short host name, as liblockfile uses it (up to the first dot). */
+function shortHostname(): string {
+  return hostname().split('.')[0] || 'localhost';
+}
+
+/** true if a process with this pid exists on this host (EPERM: exists, owned by someone else). */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return !isErrno(err, 'ESRCH');
+  }
+}
+
+/** The pid a lock file names, as liblockfile's atoi() reads it; 0 if none. */
+async function readLockPid(path: string): Promise<number> {
+  let handle;
+  try {
+    handle = await fs.open(path, 'r');
+  } catch {
+    return 0;
+  }
+  try {
+    const buf = Buffer.alloc(PID_READ_BYTES);
+    const { bytesRead } = await handle.read(buf, 0, PID_READ_BYTES, 0);
+    const match = /^\s*(\d+)/.exec(buf.toString('latin1', 0, bytesRead));
+    const pid = match ? Number.parseInt(match[1], 10) : 0;
+    // no process can have a pid beyond this; such content counts as no pid
+    return pid <= MAX_PID ? pid : 0;
+  } catch {
+    return 0;
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Why an existing lock is stale, or null if it is valid (liblockfile rules): a pid of a process
+ * that is gone → stale at once; a live pid → valid; no pid → stale when older than 5 minutes.
+ * A directory (proper-lockfile) only goes stale by age. `ownPidIsStale` treats our own pid as
+ * dead (at daemon start no lock of ours can be held).
+ */
+async function staleReason(path: string, st: Stats, ownPidIsStale: boolean): Promise<string | null> {
+  const ageMs = Date.now() - st.mtimeMs;
+  const oldReason = `older than ${STALE_AGE_MS / 1000} s (mtime ${st.mtime.toISOString()})`;
+  if (st.isDirectory()) {
+    return ageMs >= STALE_AGE_MS ? `directory lock ${oldReason}` : null;
+  }
+  const pid = await readLockPid(path);
+  if (pid > 0) {
+    if (ownPidIsStale && pid === process.pid) return `holder pid ${pid} is this process from an earlier run`;
+    if (!pidAlive(pid)) return `holder pid ${pid} is not running`;
+    return null;
+  }
+  return ageMs >= STALE_AGE_MS ? oldReason : null;
+}
+
+/** Removes a lock judged stale, unless it was replaced meanwhile. Returns true if removed. */
+async function breakLock(path: string, judged: Stats): Promise<boolean> {
+  let now: Stats;
+  try {
+    now = await fs.lstat(path);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return false;
+    throw err;
+  }
+  if (now.ino !== judged.ino || now.dev !== judged.dev || now.mtimeMs !== judged.mtimeMs) return false;
+  try {
+    if (now.isDirectory()) await fs.rmdir(path);
+    else await fs.unlink(path);
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return false;
+    throw err;
+  }
+}
+
+/**
+ * A lock we hold. The open handle pins the lock's inode: no other file can get its number
+ * while we hold it, so comparing inode numbers tells reliably whether the lock at the path
+ * is still ours. Touching goes through the handle, so it never refreshes someone else's lock.
+ */
+class HeldDotlock implements Dotlock {
+  private readonly timer: NodeJS.Timeout;
+  private released = false;
+
+  constructor(
+    readonly path: string,
+    private readonly handle: FileHandle,
+  ) {
+    this.timer = setInterval(() => {
+      const now = new Date();
+      // a failed touch is not fatal: the next one may succeed, and release() still cleans up
+      this.handle.utimes(now, now).catch(() => undefined);
+    }, TOUCH_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    clearInterval(this.timer);
+    try {
+      const ours = await this.handle.stat();
+      let st: Stats;
+      try {
+        st = await fs.lstat(this.path);
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) return;
+        throw err;
+      }
+      // never remove a lock someone else took after breaking ours
+      if (st.ino !== ours.ino || st.dev !== ours.dev) return;
+      try {
+        await fs.unlink(this.path);
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err;
+      }
+    } finally {
+      await this.handle.close();
+    }
+  }
+}
+
+/** Tries once to link the temp file to the lock name. Returns true if we got the lock. */
+async function tryLink(tempPath: string, lockPath: string): Promise<boolean> {
+  let linkError: unknown = null;
+  try {
+    await fs.link(tempPath, lockPath);
+  } catch (err) {
+    linkError = err;
+  }
+  if (linkError === null) return true;
+  // link() may report failure over NFS although it worked: nlink 2 says it did
+  if ((await fs.lstat(tempPath)).nlink === 2) return true;
+  if (!isErrno(linkError, 'EEXIST')) throw linkError;
+  return false;
+}
+
+/**
+ * Takes `<mailboxPath>.lock`, waiting with a growing delay (50 ms → 1 s) while someone else
+ * holds it, breaking it if stale. Throws MailboxLockedError after `timeoutMs`.
+ */
+export async function acquireDotlock(mailboxPath: string, options: DotlockOptions): Promise<Dotlock> {
+  const lockPath = lockPathOf(mailboxPath);
+  const tempPath = `${lockPath}.${shortHostname()}.${process.pid}.${randomBytes(6).toString('hex')}`;
+  const deadline = Date.now() + options.timeoutMs;
+  // the handle stays open: it becomes the held lock's handle (see HeldDotlock)
+  const handle = await fs.open(tempPath, 'wx', 0o644);
+  let held = false;
+  try {
+    await handle.writeFile(`${process.pid}\n`);
+    let delay = FIRST_RETRY_MS;
+    for (;;) {
+      if (await tryLink(tempPath, lockPath)) {
+        held = true;
+        return new HeldDotlock(lockPath, handle);
+      }
+
+      let existing: Stats | null = null;
+      try {
+        existing = await fs.lstat(lockPath);
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err;
+      }
+      if (existing === null) continue; // released meanwhile: try again at once
+      const reason = await staleReason(lockPath, existing, false);
+      if (reason !== null && (await breakLock(lockPath, existing))) {
+        options.onStaleBroken?.({ path: lockPath, reason });
+        continue;
+      }
+
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw new MailboxLockedError(lockPath, options.timeoutMs);
+      await sleep(Math.min(delay, remaining));
+      delay = Math.min(Math.round(delay * 1.5), MAX_RETRY_MS);
+    }
+  } finally {
+    if (!held) await handle.close();
+    await fs.unlink(tempPath).catch(() => undefined);
+  }
+}
+
+/**
+ * Daemon start: removes stale `*.lock` files and directories in spoolDir (dead holder pid, our
+ * own pid from an earlier run, or old without a pid) and leftover temp lock files
+ * (`*.lock.<host>.<pid>.<random>`) of this host whose pid is dead or our own.
+ */
+export async function clearStaleLocks(spoolDir: string, onBroken: StaleLockHandler): Promise<void> {
+  const host = shortHostname();
+  const names = await fs.readdir(spoolDir);
+  for (const name of names) {
+    const path = join(spoolDir, name);
+    if (name.endsWith('.lock')) {
+      let st: Stats;
+      try {
+        st = await fs.lstat(path);
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) continue;
+        throw err;
+      }
+      if (!st.isFile() && !st.isDirectory()) continue;
+      const reason = await staleReason(path, st, true);
+      if (reason !== null && (await breakLock(path, st))) onBroken({ path, reason });
+      continue;
+    }
+    const temp = /\.lock\.([^.]+)\.(\d+)\.[0-9a-f]+$/.exec(name);
+    if (temp === null || temp[1] !== host) continue;
+    const pid = Number.parseInt(temp[2], 10);
+    if (pid > MAX_PID || (pid !== process.pid && pidAlive(pid))) continue;
+    try {
+      await fs.unlink(path);
+      const why = pid === process.pid ? 'this process from an earlier run' : 'not running';
+      onBroken({ path, reason: `temporary lock file of pid ${pid}, ${why}` });
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw err;
+    }
+  }
+}
+

@@ -1,0 +1,165 @@
+// Unit tests for src/mbox/format.ts: From_ line, mboxrd quoting/unquoting, chunk boundaries.
+import assert from 'node:assert/strict';
+import { Readable, Writable, type Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { fromLine, MboxrdQuoter, MboxrdUnquoter, unquoteMboxrdLine } from '../../src/mbox/format.js';
+
+async function run(transform: Transform, chunks: Buffer[]): Promise<Buffer> {
+  const out: Buffer[] = [];
+  await pipeline(
+    Readable.from(chunks),
+    transform,
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        out.push(chunk);
+        cb();
+      },
+    }),
+  );
+  return Buffer.concat(out);
+}
+
+const quote = async (s: string, chunks?: Buffer[]): Promise<string> =>
+  (await run(new MboxrdQuoter(), chunks ?? [Buffer.from(s, 'latin1')])).toString('latin1');
+const unquote = async (s: string, chunks?: Buffer[]): Promise<string> =>
+  (await run(new MboxrdUnquoter(), chunks ?? [Buffer.from(s, 'latin1')])).toString('latin1');
+const bytewise = (s: string): Buffer[] => [...Buffer.from(s, 'latin1')].map((b) => Buffer.from([b]));
+
+/** Splits a string at the given cut points (sorted, deduplicated, in range). */
+function splitAt(s: string, cuts: number[]): Buffer[] {
+  const buf = Buffer.from(s, 'latin1');
+  const points = [...new Set(cuts.map((c) => c % (buf.length + 1)))].sort((a, b) => a - b);
+  const parts: Buffer[] = [];
+  let last = 0;
+  for (const p of points) {
+    parts.push(buf.subarray(last, p));
+    last = p;
+  }
+  parts.push(buf.subarray(last));
+  return parts.filter((p) => p.length > 0);
+}
+
+describe('fromLine', () => {
+  it('writes sender and UTC asctime', () => {
+    assert.equal(fromLine('a@example.org', new Date('2026-11-25T11:54:57Z')), 'From a@example.org Wed Nov 25 11:54:57 2026\n');
+  });
+  it('pads a one-digit day with a space as ctime does', () => {
+    assert.equal(fromLine('a@b', new Date('2026-03-05T01:02:03Z')), 'From a@b Thu Mar  5 01:02:03 2026\n');
+  });
+  it('uses UTC whatever the local zone', () => {
+    assert.equal(fromLine('a@b', new Date('2026-01-01T00:30:00+02:00')), 'From a@b Wed Dec 31 22:30:00 2025\n');
+  });
+  it('writes the null sender as MAILER-DAEMON', () => {
+    assert.equal(fromLine('', new Date('2026-11-25T11:54:57Z')), 'From MAILER-DAEMON Wed Nov 25 11:54:57 2026\n');
+  });
+  it('refuses whitespace, CR, LF and NUL in the sender', () => {
+    for (const bad of ['a b@c', 'a\t@b', 'a\r@b', 'a\n@b', 'a\0@b', 'a@b\u00a0']) {
+      assert.throws(() => fromLine(bad, new Date()), TypeError, JSON.stringify(bad));
+    }
+  });
+  it('refuses an invalid date', () => {
+    assert.throws(() => fromLine('a@b', new Date('nope')), TypeError);
+  });
+});
+
+describe('MboxrdQuoter', () => {
+  it('quotes From_ lines mboxrd style', async () => {
+    const input = 'Subject: x\r\n\r\nFrom here\r\n>From there\r\n>>From far\r\nFrom\r\nFromage\r\n From x\r\n>From\r\n>>\r\nend\r\n';
+    const expected = 'Subject: x\n\n>From here\n>>From there\n>>>From far\nFrom\nFromage\n From x\n>From\n>>\nend\n\n';
+    assert.equal(await quote(input), expected);
+    assert.equal(await quote(input, bytewise(input)), expected);
+  });
+  it('quotes a From_ line at the very start and at the very end', async () => {
+    assert.equal(await quote('From x'), '>From x\n\n');
+    assert.equal(await quote('a\nFrom '), 'a\n>From \n\n');
+  });
+  it('turns CRLF into LF, keeps other CRs, adds a missing final newline', async () => {
+    assert.equal(await quote('a\r\nb\rc\r\n\r\r\nd'), 'a\nb\rc\n\r\nd\n\n');
+    assert.equal(await quote('a\r'), 'a\r\n\n');
+    assert.equal(await quote('a\n'), 'a\n\n');
+    assert.equal(await quote('a\n\n'), 'a\n\n\n');
+  });
+  it('writes only the separator for an empty message', async () => {
+    assert.equal(await quote(''), '\n');
+  });
+  it('gives the same output for every way of chunking', async () => {
+    const input = '>>From a\r\nFrom\rb\r\nFro\r\n\r\n>From\r\nFrom ';
+    const whole = await quote(input);
+    assert.equal(await quote(input, bytewise(input)), whole);
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.nat({ max: 64 }), { maxLength: 12 }), async (cuts) => {
+        assert.equal(await quote(input, splitAt(input, cuts)), whole);
+      }),
+    );
+  });
+  it('streams a long line without holding it back', () => {
+    const quoter = new MboxrdQuoter();
+    quoter.write(Buffer.alloc(1024 * 1024, 0x61));
+    assert.equal(quoter.read()?.length, 1024 * 1024);
+    quoter.write(Buffer.from('From '));
+    assert.equal(quoter.read()?.toString(), 'From ');
+    quoter.write(Buffer.from('b\r'));
+    assert.equal(quoter.read()?.toString(), 'b', 'only a final CR is held back');
+    quoter.destroy();
+  });
+  it('holds back at most a partial From at a line start', () => {
+    const quoter = new MboxrdQuoter();
+    quoter.write(Buffer.from('x\n>>>Fro'));
+    assert.equal(quoter.read()?.toString(), 'x\n>>>');
+    quoter.destroy();
+  });
+});
+
+describe('mboxrd unquoting', () => {
+  it('strips exactly one > from >+From lines', async () => {
+    const input = '>From a\n>>From b\nFrom c\n>Fromage\n>\n>> From\nx >From\n';
+    const expected = 'From a\n>From b\nFrom c\n>Fromage\n>\n>> From\nx >From\n';
+    assert.equal(await unquote(input), expected);
+    assert.equal(await unquote(input, bytewise(input)), expected);
+    assert.equal(await unquote('>Fro'), '>Fro');
+    assert.equal(await unquote('>>'), '>>');
+  });
+  it('unquoteMboxrdLine matches the stream', () => {
+    const cases: [string, string][] = [
+      ['>From a\n', 'From a\n'],
+      ['>>>From \n', '>>From \n'],
+      ['From a\n', 'From a\n'],
+      ['>Fro', '>Fro'],
+      ['>From', '>From'],
+      ['', ''],
+    ];
+    for (const [input, expected] of cases) {
+      assert.equal(unquoteMboxrdLine(Buffer.from(input)).toString(), expected);
+    }
+  });
+});
+
+describe('quote/unquote property', () => {
+  const lineChar = fc.constantFrom('>', 'F', 'r', 'o', 'm', ' ', 'x', '\t', '\u00e9');
+  const line = fc.oneof(
+    fc.string({ unit: lineChar, maxLength: 12 }),
+    fc.tuple(fc.string({ unit: fc.constant('>'), maxLength: 4 }), fc.string({ unit: lineChar, maxLength: 6 })).map(([q, rest]) => `${q}From ${rest}`),
+  );
+
+  it('unquote(quote(msg)) gives the message with LF line ends, and no line starts with From_', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(line, { maxLength: 20 }), fc.array(fc.nat({ max: 400 }), { maxLength: 8 }), async (lines, cuts) => {
+        const crlf = lines.map((l) => `${l}\r\n`).join('');
+        const lf = lines.map((l) => `${l}\n`).join('');
+        const quoted = await quote(crlf, splitAt(crlf, cuts));
+        assert.ok(quoted.endsWith('\n'));
+        const body = quoted.slice(0, -1); // the separator line
+        assert.ok(!/(^|\n)From /.test(body), 'a line starts with From_');
+        assert.equal(await unquote(body, splitAt(body, cuts)), lf);
+        const perLine = body
+          .split(/(?<=\n)/)
+          .map((l) => unquoteMboxrdLine(Buffer.from(l, 'latin1')).toString('latin1'))
+          .join('');
+        assert.equal(perLine, lf);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
