@@ -47,6 +47,7 @@ class Client {
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     const client = new Client(socket);
     await client.expect('220');
+    await client.expect('250', 'EHLO bench.load.test\r\n');
     return client;
   }
 
@@ -107,8 +108,8 @@ async function startMailsrv(): Promise<{ host: string; port: number; pid: number
       `aliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nsubmission = []\n` +
       `max_clients = 1000\n[pop3]\nlisten = []\n[tls]\ncert = ""\n[log]\nlevel = "warn"\n`,
   );
-  const child = spawn(process.execPath, ['bin/mailsrv', 'start', '-c', join(dir, 'mailsrv.toml')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  child.stdout.resume();
+  const child = spawn(process.execPath, ['bin/mailsrv', 'start', '-c', join(dir, 'mailsrv.toml')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  process.on('exit', () => child.kill('SIGKILL'));
   const deadline = Date.now() + 15_000;
   for (;;) {
     try {

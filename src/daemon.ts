@@ -2,92 +2,82 @@
 // the process's life (pid file, SIGHUP reload, SIGTERM/SIGINT graceful stop).
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from './config/schema.js';
+import { isDeepStrictEqual } from 'node:util';
 import { localDomainMatcher } from './config/domains.js';
+import { loadConfig } from './config/load.js';
 import { networkMatcher } from './config/networks.js';
+import type { Config } from './config/schema.js';
 import { durationMs, parseListen } from './config/units.js';
 import { Directory } from './delivery/directory.js';
 import { LocalDelivery } from './delivery/local.js';
 import type { Logger } from './log.js';
-import { clearStaleLocks } from './mbox/lock.js';
 import { mailboxSize } from './mbox/append.js';
+import { clearStaleLocks } from './mbox/lock.js';
 import { QueueManager } from './queue/manager.js';
 import { QueueStore } from './queue/store.js';
 import type { MailsrvSMTPServer } from './smtp/connection.js';
 import { SmtpPolicy } from './smtp/policy.js';
-import { createSmtpServer } from './smtp/server.js';
+import { createSmtpServer, type SmtpService, type SmtpSettings } from './smtp/server.js';
+
+/** Keys that only take effect at start; SIGHUP says so when they changed. */
+const RESTART_KEYS = ['spool_dir', 'state_dir', 'user', 'group', 'smtp.listen', 'smtp.submission', 'smtp.smtps', 'pop3', 'tls'] as const;
 
 export function pidFilePath(config: Config): string {
   return join(config.state_dir, 'mailsrv.pid');
 }
 
-export async function runDaemon(config: Config, logger: Logger): Promise<void> {
+export async function runDaemon(configFile: string, initial: Config, logger: Logger): Promise<void> {
+  let config = initial;
   await mkdir(config.spool_dir, { recursive: true, mode: 0o775 });
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
   await clearStaleLocks(config.spool_dir, (info) => logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed'));
 
-  const isLocalDomain = localDomainMatcher(config);
+  let directory = await loadDirectory(config, logger);
   const policy = new SmtpPolicy({
-    hostname: config.hostname,
-    isLocalDomain,
-    mynetworks: networkMatcher(config.mynetworks),
+    ...policySettings(config),
     directory: () => directory,
-    mailboxSizeLimit: config.mailbox_size_limit,
-    mailboxSize: (user) => mailboxSize(join(config.spool_dir, user)),
+    mailboxSize: (user) => mailboxSize(join(initial.spool_dir, user)),
   });
-  let directory = await loadDirectory(config, isLocalDomain, logger);
-
   const store = new QueueStore(config.state_dir);
   await store.init();
   const local = new LocalDelivery({
+    ...localSettings(config),
     spoolDir: config.spool_dir,
-    hostname: config.hostname,
-    mailboxSizeLimit: config.mailbox_size_limit,
-    lockTimeoutMs: durationMs(config.delivery.lock_timeout),
     store,
     userExists: (user) => directory.users.has(user),
     logger,
   });
-  const manager = new QueueManager({
-    store,
-    local,
-    logger,
-    concurrency: config.delivery.concurrency,
-    localRetryMs: config.delivery.retry.map(durationMs),
-    remoteRetryMs: config.relay.retry.map(durationMs),
-    maxLifetimeMs: durationMs(config.relay.max_queue_lifetime),
+  const manager = new QueueManager({ ...managerSettings(config), store, local, logger });
+  const service = (kind: 'mx' | 'submission', address: string) => ({
+    address,
+    service: createSmtpServer({ kind, settings: smtpSettings(config), policy, store, onQueued: (entry) => manager.add(entry), logger }),
   });
-  const smtpCommon = {
-    hostname: config.hostname,
-    messageSizeLimit: config.message_size_limit,
-    maxClients: config.smtp.max_clients,
-    maxRecipients: config.smtp.max_recipients,
-    timeoutMs: durationMs(config.smtp.timeout),
-    greetPauseMs: durationMs(config.smtp.greet_pause),
-    vrfy: config.smtp.vrfy,
-    policy,
-    store,
-    onQueued: (entry: Parameters<QueueManager['add']>[0]) => manager.add(entry),
-    logger,
-  };
-  const servers: { server: MailsrvSMTPServer; address: string }[] = [
-    ...config.smtp.listen.map((address) => ({ server: createSmtpServer({ ...smtpCommon, kind: 'mx' }), address })),
-    ...config.smtp.submission.map((address) => ({ server: createSmtpServer({ ...smtpCommon, kind: 'submission' }), address })),
+  const listeners: { service: SmtpService; address: string }[] = [
+    ...config.smtp.listen.map((address) => service('mx', address)),
+    ...config.smtp.submission.map((address) => service('submission', address)),
   ];
-  for (const { server, address } of servers) await listen(server, address);
+  for (const { service, address } of listeners) await listen(service.server, address);
 
   await manager.start();
   await writeFile(pidFilePath(config), `${process.pid}\n`);
   logger.info({ pid: process.pid, smtp: config.smtp.listen, submission: config.smtp.submission, queued: manager.size }, 'ready');
 
+  const reload = async () => {
+    const fresh = loadConfig(configFile);
+    const freshDirectory = await loadDirectory(fresh, logger);
+    const needRestart = RESTART_KEYS.filter((key) => !isDeepStrictEqual(valueAt(config, key), valueAt(fresh, key)));
+    if (needRestart.length > 0) logger.warn({ keys: needRestart }, 'these changes take effect at the next start');
+    config = fresh;
+    directory = freshDirectory;
+    logger.level = fresh.log.level;
+    policy.reconfigure(policySettings(fresh));
+    local.reconfigure(localSettings(fresh));
+    manager.reconfigure(managerSettings(fresh));
+    for (const { service } of listeners) service.reconfigure(smtpSettings(fresh));
+    logger.info({ users: freshDirectory.users.names().length, aliases: freshDirectory.aliases.size }, 'reloaded config, users and aliases');
+  };
   process.on('SIGHUP', () => {
-    loadDirectory(config, isLocalDomain, logger).then(
-      (fresh) => {
-        directory = fresh;
-        logger.info({ users: fresh.users.names().length, aliases: fresh.aliases.size }, 'reloaded users and aliases');
-      },
-      (err: Error) => logger.error({ err: err.message }, 'reload failed; keeping the previous users and aliases'),
-    );
+    reload().catch((err: Error) => logger.error({ err: err.message }, 'reload failed; keeping the running config'));
   });
 
   let stopping = false;
@@ -95,7 +85,7 @@ export async function runDaemon(config: Config, logger: Logger): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'stopping: no new connections, finishing messages in progress');
-    await Promise.all(servers.map(({ server }) => closeGracefully(server)));
+    await Promise.all(listeners.map(({ service }) => closeGracefully(service.server)));
     await manager.stop();
     await rm(pidFilePath(config), { force: true });
     logger.info('stopped');
@@ -106,9 +96,51 @@ export async function runDaemon(config: Config, logger: Logger): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-async function loadDirectory(config: Config, isLocalDomain: (domain: string) => boolean, logger: Logger): Promise<Directory> {
-  const { directory, problems } = await Directory.load(config.users_file, config.aliases_file, isLocalDomain);
-  for (const problem of problems) logger.warn({ problem }, 'aliases file problem');
+function policySettings(config: Config) {
+  return {
+    hostname: config.hostname,
+    isLocalDomain: localDomainMatcher(config),
+    mynetworks: networkMatcher(config.mynetworks),
+    mailboxSizeLimit: config.mailbox_size_limit,
+  };
+}
+
+function localSettings(config: Config) {
+  return {
+    hostname: config.hostname,
+    mailboxSizeLimit: config.mailbox_size_limit,
+    lockTimeoutMs: durationMs(config.delivery.lock_timeout),
+  };
+}
+
+function managerSettings(config: Config) {
+  return {
+    concurrency: config.delivery.concurrency,
+    localRetryMs: config.delivery.retry.map(durationMs),
+    remoteRetryMs: config.relay.retry.map(durationMs),
+    maxLifetimeMs: durationMs(config.relay.max_queue_lifetime),
+  };
+}
+
+function smtpSettings(config: Config): SmtpSettings {
+  return {
+    hostname: config.hostname,
+    messageSizeLimit: config.message_size_limit,
+    maxClients: config.smtp.max_clients,
+    maxRecipients: config.smtp.max_recipients,
+    timeoutMs: durationMs(config.smtp.timeout),
+    greetPauseMs: durationMs(config.smtp.greet_pause),
+    vrfy: config.smtp.vrfy,
+  };
+}
+
+function valueAt(config: Config, dotted: string): unknown {
+  return dotted.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown>)[part], config);
+}
+
+async function loadDirectory(config: Config, logger: Logger): Promise<Directory> {
+  const { directory, problems } = await Directory.load(config.users_file, config.aliases_file, localDomainMatcher(config));
+  for (const problem of problems) logger.warn({ problem }, 'users or aliases file problem');
   return directory;
 }
 

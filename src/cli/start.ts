@@ -14,7 +14,7 @@ export function registerStartCommand(program: Command): void {
       const config = loadConfigOrExit(opts.config);
       const logger = createLogger(config.log.level);
       try {
-        await runDaemon(config, logger);
+        await runDaemon(configPath(opts.config), config, logger);
       } catch (err) {
         logger.fatal({ err: (err as Error).message }, 'cannot start');
         logger.flush();

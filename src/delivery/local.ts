@@ -7,7 +7,7 @@ import { appendMessage, MailboxFullError, MailboxLockedError } from '../mbox/app
 import { messageAtOffsetHasHeader } from '../mbox/probe.js';
 import { PermanentDeliveryError, type DeliveryAgent } from '../queue/manager.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
-import { traceHeaders } from './trace.js';
+import { missingSubmissionHeaders, traceHeaders } from './trace.js';
 
 export interface LocalDeliveryOptions {
   spoolDir: string;
@@ -21,6 +21,11 @@ export interface LocalDeliveryOptions {
 
 export class LocalDelivery implements DeliveryAgent {
   constructor(private readonly options: LocalDeliveryOptions) {}
+
+  /** Applies changed settings (SIGHUP); the next decision uses them. */
+  reconfigure(settings: Partial<LocalDeliveryOptions>): void {
+    Object.assign(this.options, settings);
+  }
 
   mailboxPath(user: string): string {
     const name = normalizeUsername(user);
@@ -43,6 +48,7 @@ export class LocalDelivery implements DeliveryAgent {
         sender: envelope.sender,
         date: new Date(envelope.receivedAt),
         addHeaders: traceHeaders(envelope, index, this.options.hostname, `${user}@${domain.toLowerCase()}`),
+        addHeadersIfMissing: missingSubmissionHeaders(envelope, this.options.hostname),
         sizeLimit: this.options.mailboxSizeLimit,
         lockTimeoutMs: this.options.lockTimeoutMs,
         beforeWrite: (offset) => recordAppend(mailbox, offset),

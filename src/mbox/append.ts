@@ -21,6 +21,8 @@ export interface AppendOptions {
   date: Date;
   /** complete header lines (no final CRLF) put at the top of the message */
   addHeaders: string[];
+  /** header lines added at the end of the header block when the message lacks that field */
+  addHeadersIfMissing?: string[];
   /** total mailbox size allowed after the append in bytes; 0 = unlimited */
   sizeLimit: number;
   lockTimeoutMs: number;
@@ -191,7 +193,7 @@ async function fsyncDir(path: string): Promise<void> {
 export async function appendMessage(options: AppendOptions): Promise<AppendResult> {
   const { mailboxPath: path } = options;
   const from = fromLine(options.sender, options.date);
-  const editor = editHeaders({ add: options.addHeaders });
+  const editor = editHeaders({ add: options.addHeaders, addIfMissing: options.addHeadersIfMissing });
   try {
     let lock;
     try {

@@ -34,6 +34,8 @@ const MAX_FIELD_PREFIX = 1000;
 export interface EditHeadersOptions {
   /** complete header lines without the final CRLF (may be folded with CRLF + WSP), added at the top in this order */
   add: string[];
+  /** header lines added at the end of the header block when no field of their name is there */
+  addIfMissing?: string[];
 }
 
 /** A line to add must be exactly one header field: `name: value`, only folding line breaks. */
@@ -66,11 +68,14 @@ class HeaderEditor extends Transform {
   private keepLine = true;
   /** whether the current header field (and so its continuation lines) is kept */
   private keepField = true;
+  /** addIfMissing lines by lowercased field name; a name seen in the message is deleted */
+  private readonly missing = new Map<string, string>();
 
   constructor(options: EditHeadersOptions) {
     super();
-    for (const line of options.add) checkAddedLine(line);
+    for (const line of [...options.add, ...(options.addIfMissing ?? [])]) checkAddedLine(line);
     this.added = Buffer.from(options.add.map((line) => line + CRLF).join(''), 'utf8');
+    for (const line of options.addIfMissing ?? []) this.missing.set(line.slice(0, line.indexOf(':')).toLowerCase(), line);
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -100,8 +105,19 @@ class HeaderEditor extends Transform {
   override _flush(callback: TransformCallback): void {
     this.pushAdded();
     // an unfinished first part of a last line without a colon: not a header, keep it
+    const unfinishedLine = this.prefixLen > 0 || !this.atLineStart;
     if (this.prefixLen > 0) this.push(Buffer.from(this.prefix.subarray(0, this.prefixLen)));
+    if (!this.inBody && this.missing.size > 0) {
+      if (unfinishedLine) this.push(CRLF);
+      this.pushMissing();
+    }
     callback();
+  }
+
+  /** The addIfMissing lines whose field never appeared, at the end of the header block. */
+  private pushMissing(): void {
+    if (this.missing.size > 0) this.push(Buffer.from([...this.missing.values()].map((line) => line + CRLF).join(''), 'utf8'));
+    this.missing.clear();
   }
 
   private pushAdded(): void {
@@ -127,8 +143,9 @@ class HeaderEditor extends Transform {
       this.prefix[this.prefixLen++] = b;
       if (b === LF) {
         const line = this.takePrefix();
-        this.push(line);
         const blank = line.length === 1 || (line.length === 2 && line[0] === CR);
+        if (blank) this.pushMissing();
+        this.push(line);
         if (blank) {
           this.inBody = true;
         } else {
@@ -139,6 +156,7 @@ class HeaderEditor extends Transform {
       if (b === COLON) {
         const name = fieldName(this.prefix, this.prefixLen - 1);
         this.keepField = name === null || !STRIPPED.has(name);
+        if (name !== null) this.missing.delete(name);
         const line = this.takePrefix();
         if (this.keepField) this.push(line);
         this.beginRest(this.keepField);

@@ -52,6 +52,11 @@ export class QueueManager {
 
   constructor(private readonly options: QueueManagerOptions) {}
 
+  /** Applies changed settings (SIGHUP); the next decision uses them. */
+  reconfigure(settings: Partial<QueueManagerOptions>): void {
+    Object.assign(this.options, settings);
+  }
+
   /** Loads every entry left on disk, settles interrupted appends, and starts delivering. */
   async start(): Promise<void> {
     for (const entry of await this.options.store.loadAll()) {

@@ -19,8 +19,8 @@ export interface VrfyReply {
 }
 
 export interface MailsrvServerOptions extends SMTPServerOptions {
-  /** answers VRFY when set; otherwise 252 without disclosure */
-  vrfy?: (address: string, session: SMTPServerSession) => Promise<VrfyReply>;
+  /** answers VRFY; when it (or its result) is undefined: 252 without disclosure */
+  vrfy?: (address: string, session: SMTPServerSession) => Promise<VrfyReply> | undefined;
 }
 
 class MailsrvConnection extends SMTPConnection {

@@ -37,6 +37,11 @@ const UNSAFE_IN_ENVELOPE = /[\s\x00-\x1f\x7f]/;
 export class SmtpPolicy {
   constructor(private readonly options: PolicyOptions) {}
 
+  /** Applies changed settings (SIGHUP); the next decision uses them. */
+  reconfigure(settings: Partial<PolicyOptions>): void {
+    Object.assign(this.options, settings);
+  }
+
   mayRelay(clientIp: string): boolean {
     return this.options.mynetworks(clientIp);
   }

@@ -8,8 +8,8 @@ import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { MailsrvSMTPServer } from './connection.js';
 import { SmtpPolicy, SmtpReplyError, type ResolvedRecipient } from './policy.js';
 
-export interface SmtpServiceOptions {
-  kind: 'mx' | 'submission';
+/** What SIGHUP may change on a running listener. */
+export interface SmtpSettings {
   hostname: string;
   messageSizeLimit: number;
   maxClients: number;
@@ -17,6 +17,11 @@ export interface SmtpServiceOptions {
   timeoutMs: number;
   greetPauseMs: number;
   vrfy: boolean;
+}
+
+export interface SmtpServiceOptions {
+  kind: 'mx' | 'submission';
+  settings: SmtpSettings;
   policy: SmtpPolicy;
   store: QueueStore;
   onQueued: (entry: QueueEntry) => void;
@@ -34,35 +39,37 @@ const resolver = {
   },
 };
 
-export function createSmtpServer(options: SmtpServiceOptions): MailsrvSMTPServer {
+export interface SmtpService {
+  server: MailsrvSMTPServer;
+  reconfigure(settings: SmtpSettings): void;
+}
+
+export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const { policy, logger } = options;
+  let settings = options.settings;
   const resolved = new WeakMap<SMTPServerAddress, ResolvedRecipient[]>();
   const sessionLog = (session: SMTPServerSession) => logger.child({ sessionId: session.id });
 
   const server: MailsrvSMTPServer = new MailsrvSMTPServer({
-    name: options.hostname,
+    ...serverLimits(settings),
     banner: 'mailsrv',
-    size: options.messageSizeLimit,
     hideSize: false,
     rejectOversized: true,
     hideENHANCEDSTATUSCODES: false,
     hidePIPELINING: false,
     hide8BITMIME: false,
     hideSMTPUTF8: false,
-    maxClients: options.maxClients,
-    maxRecipients: options.maxRecipients,
-    socketTimeout: options.timeoutMs,
     closeTimeout: 30_000,
     authOptional: options.kind === 'mx',
     // AUTH and STARTTLS arrive with TLS support; the joke commands never.
     disabledCommands: ['AUTH', 'STARTTLS', 'WIZ', 'SHELL', 'KILL'],
     logger: false,
     resolver,
-    vrfy: options.vrfy ? (address, session) => vrfyReply(policy, address, session.remoteAddress) : undefined,
+    vrfy: (address, session) => (settings.vrfy ? vrfyReply(policy, address, session.remoteAddress) : undefined),
 
     onConnect(session, callback) {
       sessionLog(session).info({ client: session.remoteAddress, port: session.localPort, listener: options.kind }, 'connect');
-      const pause = options.kind === 'mx' && !policy.mayRelay(session.remoteAddress) ? options.greetPauseMs : 0;
+      const pause = options.kind === 'mx' && !policy.mayRelay(session.remoteAddress) ? settings.greetPauseMs : 0;
       if (pause === 0) callback();
       else void sleep(pause).then(() => callback());
     },
@@ -100,7 +107,7 @@ export function createSmtpServer(options: SmtpServiceOptions): MailsrvSMTPServer
 
     onData(stream, session, callback) {
       const recipients = dedupe(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
-      receive(options, stream, session, recipients).then(
+      receive(options, settings, stream, session, recipients).then(
         (entry) => {
           options.onQueued(entry);
           callback(null, `2.0.0 Ok: queued as ${entry.envelope.id}`);
@@ -116,12 +123,30 @@ export function createSmtpServer(options: SmtpServiceOptions): MailsrvSMTPServer
     },
   });
   server.on('error', (err) => logger.warn({ err: err.message }, 'smtp connection error'));
-  return server;
+  return {
+    server,
+    reconfigure(fresh) {
+      settings = fresh;
+      Object.assign(server.options, serverLimits(fresh));
+    },
+  };
+}
+
+/** The smtp-server options that follow from mailsrv's settings (read by it per connection). */
+function serverLimits(settings: SmtpSettings) {
+  return {
+    name: settings.hostname,
+    size: settings.messageSizeLimit,
+    maxClients: settings.maxClients,
+    maxRecipients: settings.maxRecipients,
+    socketTimeout: settings.timeoutMs,
+  };
 }
 
 /** Streams DATA into a queue entry; commits it only if it is complete, in size and fits. */
 async function receive(
   options: SmtpServiceOptions,
+  settings: SmtpSettings,
   stream: SMTPServerDataStream,
   session: SMTPServerSession,
   recipients: ResolvedRecipient[],
@@ -142,7 +167,7 @@ async function receive(
   try {
     const size = await pending.write(stream);
     if (stream.sizeExceeded) {
-      throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${options.messageSizeLimit} bytes`);
+      throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
     const localUsers = recipients.flatMap((r) => (r.target.kind === 'local' ? [r.target.user] : []));
     await options.policy.checkMessageFits(localUsers, size);

@@ -6,13 +6,13 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { editHeaders } from '../../src/mbox/headers.js';
 
-async function edit(input: Buffer | string, add: string[] = [], chunking: 'whole' | 'bytes' = 'whole'): Promise<Buffer> {
+async function edit(input: Buffer | string, add: string[] = [], chunking: 'whole' | 'bytes' = 'whole', addIfMissing: string[] = []): Promise<Buffer> {
   const buf = typeof input === 'string' ? Buffer.from(input, 'latin1') : input;
   const chunks = chunking === 'whole' ? [buf] : [...buf].map((b) => Buffer.from([b]));
   const out: Buffer[] = [];
   await pipeline(
     Readable.from(chunks),
-    editHeaders({ add }),
+    editHeaders({ add, addIfMissing }),
     new Writable({
       write(chunk: Buffer, _enc, cb) {
         out.push(chunk);
@@ -124,5 +124,23 @@ describe('editHeaders', () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('editHeaders addIfMissing', () => {
+  const ensure = ['Message-ID: <1@x>', 'Date: Thu, 1 Jan 2026 00:00:00 +0000'];
+  const expectEnsured = async (input: string, expected: string) => {
+    assert.equal((await edit(input, [], 'whole', ensure)).toString('latin1'), expected);
+    assert.equal((await edit(input, [], 'bytes', ensure)).toString('latin1'), expected, 'byte by byte');
+  };
+
+  it('adds only the fields the message lacks, at the end of the header block', async () => {
+    await expectEnsured('Subject: a\r\nmessage-id: <own@y>\r\n\r\nbody\r\n', 'Subject: a\r\nmessage-id: <own@y>\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n\r\nbody\r\n');
+    await expectEnsured('Subject: a\r\nDate: x\r\nMessage-ID: <z>\r\n\r\nbody\r\n', 'Subject: a\r\nDate: x\r\nMessage-ID: <z>\r\n\r\nbody\r\n');
+  });
+
+  it('handles a message of headers only, and ignores fields in the body', async () => {
+    await expectEnsured('Subject: only headers', 'Subject: only headers\r\nMessage-ID: <1@x>\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n');
+    await expectEnsured('Subject: a\r\n\r\nDate: in the body\r\n', 'Subject: a\r\nMessage-ID: <1@x>\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n\r\nDate: in the body\r\n');
   });
 });

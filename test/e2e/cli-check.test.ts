@@ -1,0 +1,202 @@
+// E2E: the command line around the config file: `mailsrv check` names every bad key and
+// exits 1, `mailsrv config` prints the effective config with defaults, `mailsrv start`
+// refuses a bad config or a busy port with exit 1.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { parse as parseToml, stringify } from 'smol-toml';
+import { deepMerge, makeEnv, REPO_ROOT, runCli, startDaemon, withTimeout, type ConfigTree, type TestEnv } from './harness.js';
+
+describe('mailsrv check / config / start with bad input', () => {
+  let env: TestEnv;
+  let n = 0;
+
+  before(async () => {
+    env = await makeEnv();
+  });
+  after(async () => {
+    if (env) await env.cleanup();
+  });
+
+  /** Writes a variant of the test config (deep-merged overrides, or raw TOML text) and returns its path. */
+  async function variant(over: ConfigTree | string): Promise<string> {
+    n += 1;
+    const path = join(env.dir, `variant-${n}.toml`);
+    const text = typeof over === 'string' ? over : stringify(deepMerge(env.config, over));
+    await writeFile(path, text);
+    return path;
+  }
+
+  function check(path: string) {
+    return runCli(['check', '-c', path]);
+  }
+
+  test('a good config: exit 0 and "is OK"', () => {
+    const r = check(env.configPath);
+    assert.equal(r.code, 0, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+    assert.match(r.stdout, /is OK/);
+    assert.ok(r.stdout.includes(env.configPath), r.stdout);
+  });
+
+  test('a wrong type: exit 1, the key, the expected type and the value are named', async () => {
+    const path = await variant({ smtp: { max_clients: 'x' } });
+    const r = check(path);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^${escape(path)}: key 'smtp\\.max_clients': expected number, received string \\(got "x"\\)$`, 'm'));
+  });
+
+  test('an unknown key, at the top and in a section: exit 1, each named', async () => {
+    const path = await variant({ smtp: { bogus: 1 }, bogus_top: true });
+    const r = check(path);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^${escape(path)}: unknown key 'smtp\\.bogus'$`, 'm'));
+    assert.match(r.stderr, /unknown key 'bogus_top'/);
+  });
+
+  test('bad values of several kinds are all reported in one run', async () => {
+    const path = await variant({
+      mynetworks: ['300.1.1.0/24'],
+      smtp: { listen: ['no-port-here'], max_recipients: 0 },
+      delivery: { lock_timeout: 'soon' },
+      relay: { retry: [] as string[] },
+      log: { level: 'loud' },
+      hostname: 'not a host name',
+    });
+    const r = check(path);
+    assert.equal(r.code, 1, r.stderr);
+    for (const key of ['mynetworks', 'smtp.listen', 'smtp.max_recipients', 'delivery.lock_timeout', 'relay.retry', 'log.level', 'hostname']) {
+      assert.match(r.stderr, new RegExp(`key '${escape(key)}(\\.\\d+)?'`), `${key} not named in:\n${r.stderr}`);
+    }
+    assert.match(r.stderr, /"300\.1\.1\.0\/24"/, 'the bad value is not shown');
+  });
+
+  test('TOML syntax error: exit 1 naming the file and line', async () => {
+    const path = await variant('hostname = "mx.test.local"\n[smtp\nlisten = []\n');
+    const r = check(path);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`${escape(path)}:2\\b`), r.stderr);
+  });
+
+  test('missing config file: exit 1 naming it', () => {
+    const missing = join(env.dir, 'does-not-exist.toml');
+    const r = check(missing);
+    assert.equal(r.code, 1);
+    assert.ok(r.stderr.includes(missing), r.stderr);
+  });
+
+  test('-c defaults to $MAILSRV_CONFIG', () => {
+    const r = runCli(['check'], { env: { MAILSRV_CONFIG: env.configPath } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.includes(env.configPath), r.stdout);
+  });
+
+  test('a bad users file line: exit 1 naming file:line', async () => {
+    const usersFile = join(env.dir, 'users-bad');
+    const good = readFileSync(env.usersFile, 'utf8').split('\n').find((l) => l.startsWith('alice:'))!;
+    await writeFile(usersFile, `${good}\nBad Name!:{ARGON2ID}nothash\n`);
+    const r = check(await variant({ users_file: usersFile }));
+    assert.equal(r.code, 1, `stdout ${r.stdout} stderr ${r.stderr}`);
+    assert.ok(r.stderr.includes(`${usersFile}:2`), `users file line not named:\n${r.stderr}`);
+  });
+
+  test('postmaster that resolves nowhere: exit 1', async () => {
+    const aliasesFile = join(env.dir, 'aliases-no-postmaster');
+    await writeFile(aliasesFile, 'team: alice, bob\n');
+    const r = check(await variant({ aliases_file: aliasesFile }));
+    assert.equal(r.code, 1, `stdout ${r.stdout} stderr ${r.stderr}`);
+    assert.match(r.stderr, /postmaster/i);
+  });
+
+  test('unusable spool_dir and unreadable TLS files: exit 1 naming the keys', async () => {
+    const file = join(env.dir, 'plain-file');
+    await writeFile(file, 'x');
+    const r = check(await variant({ spool_dir: join(file, 'spool'), tls: { cert: join(env.dir, 'nope.pem'), key: join(env.dir, 'nope.key') } }));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /'spool_dir'/);
+    assert.match(r.stderr, /'tls\.cert'/);
+  });
+
+  test('mailsrv config prints the effective config with every default filled in', async () => {
+    const r = runCli(['config', '-c', env.configPath]);
+    assert.equal(r.code, 0, r.stderr);
+    const cfg = parseToml(r.stdout) as Record<string, unknown>;
+    assert.equal(cfg.hostname, 'mx.test.local');
+    assert.deepEqual((cfg.delivery as Record<string, unknown>).retry, ['1s']);
+    const smtp = cfg.smtp as Record<string, unknown>;
+    assert.equal(smtp.max_clients, 500);
+    assert.equal(smtp.max_recipients, 100);
+    assert.equal(smtp.vrfy, false);
+    assert.deepEqual(cfg.plaintext_auth_networks, ['127.0.0.0/8', '::1/128']);
+    const relay = cfg.relay as Record<string, unknown>;
+    assert.deepEqual(relay.retry, ['1m', '5m', '15m', '1h']);
+    assert.equal(relay.delay_warning, '4h');
+    assert.equal(relay.max_queue_lifetime, '5d');
+
+    // a config that sets almost nothing shows the documented defaults (SPEC §2)
+    const minimal = await variant('hostname = "only.test"\n');
+    const m = runCli(['config', '-c', minimal]);
+    assert.equal(m.code, 0, m.stderr);
+    const d = parseToml(m.stdout) as Record<string, unknown>;
+    assert.equal(d.hostname, 'only.test');
+    assert.equal(d.spool_dir, '/var/mail');
+    assert.equal(d.state_dir, '/var/lib/mailsrv');
+    assert.deepEqual(d.mynetworks, ['127.0.0.0/8', '::1/128']);
+    assert.equal(d.message_size_limit, 10240000);
+    assert.equal(d.mailbox_size_limit, 51200000);
+    assert.deepEqual((d.smtp as Record<string, unknown>).listen, ['0.0.0.0:25', '[::]:25']);
+    assert.deepEqual((d.smtp as Record<string, unknown>).submission, ['0.0.0.0:587']);
+    assert.deepEqual((d.pop3 as Record<string, unknown>).listen, ['0.0.0.0:110']);
+    assert.equal((d.log as Record<string, unknown>).level, 'info');
+  });
+
+  test('mailsrv config and start refuse a bad config with exit 1 naming the key', async () => {
+    const path = await variant({ smtp: { max_clients: 'x' } });
+    const c = runCli(['config', '-c', path]);
+    assert.equal(c.code, 1);
+    assert.match(c.stderr, /smtp\.max_clients/);
+    const s = runCli(['start', '-c', path]);
+    assert.equal(s.code, 1);
+    assert.match(s.stderr + s.stdout, /smtp\.max_clients/);
+  });
+
+  test('start on a busy port exits 1 with an error naming the address', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const stateDir = join(env.dir, 'state-busy');
+      await mkdir(stateDir, { recursive: true });
+      const path = await variant({ state_dir: stateDir, smtp: { listen: [`127.0.0.1:${port}`] } });
+      const started = startDaemon(path, 10_000).then(
+        async (d) => {
+          await d.kill9();
+          return 'started';
+        },
+        (err: Error) => err.message,
+      );
+      const outcome = await withTimeout(started, 15_000, 'start did not return');
+      assert.notEqual(outcome, 'started', 'the daemon became ready on a busy port');
+      assert.match(outcome, /daemon exited \(code 1/, outcome);
+      assert.match(outcome, new RegExp(`EADDRINUSE|${port}`), outcome);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  test('--version and --help', () => {
+    const v = runCli(['--version']);
+    assert.equal(v.code, 0);
+    const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(v.stdout.trim(), pkg.version);
+    const h = runCli(['--help']);
+    assert.equal(h.code, 0);
+    for (const cmd of ['start', 'check', 'config']) assert.match(h.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), h.stdout);
+  });
+});
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+}
