@@ -6,7 +6,9 @@
 // Verified: {ARGON2ID}, {ARGON2I}, {BLF-CRYPT} ($2a$/$2b$/$2y$) and {SHA512-CRYPT} ($6$).
 //
 // None of this may stall the event loop (SMTP and POP3 share it):
-// - argon2 and bcrypt run in native code on the libuv thread pool (async APIs);
+// - argon2 runs in native code on the libuv thread pool (async API); bcryptjs is pure JS
+//   (the native @node-rs/bcrypt ships platform packages this registry lacks, so `npm ci`
+//   fails with it) but its async compare works in short slices between event-loop turns;
 // - SHA512-CRYPT uses unixcrypt, which is synchronous pure JS. Measured on the build box:
 //   about 12 ms a verify at the default 5000 rounds (28 ms for the very first, cold call),
 //   and the cost grows with `rounds=`: 10000 rounds took 22 ms, passlib's default of
@@ -15,7 +17,7 @@
 //   with more rounds in a short-lived worker thread, given up after 10 s.
 import { Worker } from 'node:worker_threads';
 import { hash as argon2Hash, verify as argon2Verify, type Algorithm } from '@node-rs/argon2';
-import { verify as bcryptVerify } from '@node-rs/bcrypt';
+import bcrypt from 'bcryptjs';
 import { verify as sha512CryptVerify } from 'unixcrypt';
 
 export const SUPPORTED_SCHEMES = ['ARGON2ID', 'ARGON2I', 'BLF-CRYPT', 'SHA512-CRYPT'] as const;
@@ -81,9 +83,9 @@ export async function verifyPassword(stored: string, plain: string): Promise<boo
       case 'ARGON2I':
         return await argon2Verify(hashed, plain);
       case 'BLF-CRYPT':
-        // @node-rs/bcrypt accepts the $2y$ prefix (PHP, htpasswd, Dovecot) as is: checked
+        // bcryptjs accepts the $2y$ prefix (PHP, htpasswd, Dovecot) as is: checked
         // against a hash made by `htpasswd -B` in the unit test.
-        return await bcryptVerify(plain, hashed);
+        return await bcrypt.compare(plain, hashed);
       case 'SHA512-CRYPT':
         return sha512CryptVerify(plain, hashed);
     }
