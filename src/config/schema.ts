@@ -37,6 +37,9 @@ const smtpSchema = z.strictObject({
 const pop3Schema = z.strictObject({
   listen: listenList().default(['0.0.0.0:110']).describe('POP3 listeners'),
   pop3s: listenList().default([]).describe('implicit-TLS POP3 listeners, e.g. ["0.0.0.0:995"]'),
+  max_clients: count().default(200).describe('simultaneous POP3 connections, all listeners together'),
+  timeout: duration().default('10m').describe('autologout: idle time allowed between commands (RFC 1939: at least 10 minutes)'),
+  auth_failure_delay: duration().default('2s').describe('wait before answering a failed login; grows with repeated failures from one address'),
 });
 
 const tlsSchema = z.strictObject({
