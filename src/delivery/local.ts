@@ -1,11 +1,11 @@
-// The local delivery agent (Postfix's `local`): appends one queued message to one user's
-// mbox with the trace headers on top, under the mailbox lock, fsynced, or not at all.
+// The local delivery agent (Postfix's `local`): appends queued messages to one user's mbox
+// with the trace headers on top, under the mailbox lock, fsynced, or not at all.
 import { join } from 'node:path';
 import { normalizeUsername } from '../auth/username.js';
 import type { Logger } from '../log.js';
-import { appendMessage, MailboxFullError, MailboxLockedError } from '../mbox/append.js';
+import { appendMessages, MailboxFullError, MailboxLockedError, type MessageToAppend } from '../mbox/append.js';
 import { messageAtOffsetHasHeader } from '../mbox/probe.js';
-import { PermanentDeliveryError, type DeliveryAgent } from '../queue/manager.js';
+import { PermanentDeliveryError, type DeliveryAgent, type DeliveryJob } from '../queue/manager.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { missingSubmissionHeaders, traceHeaders } from './trace.js';
 
@@ -27,41 +27,57 @@ export class LocalDelivery implements DeliveryAgent {
     Object.assign(this.options, settings);
   }
 
-  mailboxPath(user: string): string {
+  private mailboxPath(user: string): string {
     const name = normalizeUsername(user);
     if (name === null || name !== user) throw new PermanentDeliveryError(`5.1.3 invalid mailbox name ${JSON.stringify(user)}`);
     return join(this.options.spoolDir, name);
   }
 
-  async deliver(entry: QueueEntry, index: number, recordAppend: (mailbox: string, offset: number) => Promise<void>): Promise<void> {
-    const { envelope } = entry;
-    const recipient = envelope.recipients[index]!;
-    if (recipient.target.kind !== 'local') throw new Error('not a local recipient');
-    const user = recipient.target.user;
+  /** Appends each job's message to its user's mailbox (all jobs name the same user). */
+  async deliver(jobs: DeliveryJob[], recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>): Promise<(Error | null)[]> {
+    const targets = jobs.map(({ entry, index }) => entry.envelope.recipients[index]!.target);
+    const user = targets[0]?.kind === 'local' ? targets[0].user : undefined;
+    if (user === undefined || targets.some((t) => t.kind !== 'local' || t.user !== user)) {
+      throw new Error('a local delivery batch must name one local user');
+    }
     const mailbox = this.mailboxPath(user);
-    if (!this.options.userExists(user)) throw new PermanentDeliveryError(`5.1.1 <${recipient.address}>: user unknown`);
-    const domain = recipient.address.includes('@') ? recipient.address.slice(recipient.address.lastIndexOf('@') + 1) : this.options.hostname;
-    try {
-      await appendMessage({
+    if (!this.options.userExists(user)) {
+      return jobs.map(({ entry, index }) => new PermanentDeliveryError(`5.1.1 <${entry.envelope.recipients[index]!.address}>: user unknown`));
+    }
+    const results = await appendMessages(
+      {
         mailboxPath: mailbox,
-        source: this.options.store.openMessage(entry),
-        sender: envelope.sender,
-        date: new Date(envelope.receivedAt),
-        addHeaders: traceHeaders(envelope, index, this.options.hostname, `${user}@${domain.toLowerCase()}`),
-        addHeadersIfMissing: missingSubmissionHeaders(envelope, this.options.hostname),
         sizeLimit: this.options.mailboxSizeLimit,
         lockTimeoutMs: this.options.lockTimeoutMs,
-        beforeWrite: (offset) => recordAppend(mailbox, offset),
-        onStaleBroken: (info) => this.options.logger.warn({ queueId: envelope.id, lock: info.path, reason: info.reason }, 'stale mailbox lock broken'),
-      });
-    } catch (err) {
-      if (err instanceof MailboxFullError) throw new Error(`4.2.2 mailbox of ${user} is full`);
-      if (err instanceof MailboxLockedError) throw new Error(`4.2.0 mailbox of ${user} is locked by another program`);
-      throw new Error(`4.3.0 cannot write mailbox of ${user}: ${(err as Error).message}`);
-    }
+        onStaleBroken: (info) => this.options.logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock broken'),
+      },
+      jobs.map((job) => this.message(job, user, (offset) => recordAppend(job, mailbox, offset))),
+    );
+    return results.map((result) => (result instanceof Error ? deliveryError(result, user) : null));
+  }
+
+  private message({ entry, index }: DeliveryJob, user: string, beforeWrite: (offset: number) => Promise<void>): MessageToAppend {
+    const { envelope } = entry;
+    const address = envelope.recipients[index]!.address;
+    const domain = address.includes('@') ? address.slice(address.lastIndexOf('@') + 1).toLowerCase() : this.options.hostname;
+    return {
+      source: this.options.store.openMessage(entry),
+      sender: envelope.sender,
+      date: new Date(envelope.receivedAt),
+      addHeaders: traceHeaders(envelope, index, this.options.hostname, `${user}@${domain}`),
+      addHeadersIfMissing: missingSubmissionHeaders(envelope, this.options.hostname),
+      beforeWrite,
+    };
   }
 
   wasAppended(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean> {
     return messageAtOffsetHasHeader(mailbox, offset, `X-Delivery-ID: ${entry.envelope.recipients[index]!.deliveryId}`);
   }
+}
+
+/** What the queue manager should make of an append failure (all temporary). */
+function deliveryError(err: Error, user: string): Error {
+  if (err instanceof MailboxFullError) return new Error(`4.2.2 mailbox of ${user} is full`);
+  if (err instanceof MailboxLockedError) return new Error(`4.2.0 mailbox of ${user} is locked by another program`);
+  return new Error(`4.3.0 cannot write mailbox of ${user}: ${err.message}`);
 }

@@ -1,5 +1,6 @@
-// Appends one message to an mbox file under the dotlock: From_ line, edited headers and the
-// mboxrd-quoted body, streamed and fsynced; any failure truncates the file back (no partial mail).
+// Appends messages to an mbox file under the dotlock: From_ line, edited headers and the
+// mboxrd-quoted body, streamed and fsynced; any failure truncates the file back (no partial
+// mail). Several messages for one mailbox can share one lock, one open and one fsync.
 import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -11,8 +12,17 @@ import { acquireDotlock, MailboxLockedError, type StaleLockHandler } from './loc
 
 export { MailboxLockedError };
 
-export interface AppendOptions {
+/** The mailbox to append to, and how. */
+export interface MailboxTarget {
   mailboxPath: string;
+  /** total mailbox size allowed after the append in bytes; 0 = unlimited */
+  sizeLimit: number;
+  lockTimeoutMs: number;
+  onStaleBroken?: StaleLockHandler;
+}
+
+/** One message to append. */
+export interface MessageToAppend {
   /** the raw message (CRLF line ends) */
   source: Readable;
   /** envelope sender for the From_ line; '' is the null sender */
@@ -23,16 +33,14 @@ export interface AppendOptions {
   addHeaders: string[];
   /** header lines added at the end of the header block when the message lacks that field */
   addHeadersIfMissing?: string[];
-  /** total mailbox size allowed after the append in bytes; 0 = unlimited */
-  sizeLimit: number;
-  lockTimeoutMs: number;
-  onStaleBroken?: StaleLockHandler;
   /**
    * Called under the lock with the offset the message will start at, before any byte is
    * written (e.g. to note it for crash recovery). If it rejects, nothing is written.
    */
   beforeWrite?: (offset: number) => Promise<void>;
 }
+
+export type AppendOptions = MailboxTarget & MessageToAppend;
 
 export interface AppendResult {
   /** where the message (its From_ line) starts in the mailbox */
@@ -191,37 +199,84 @@ async function fsyncDir(path: string): Promise<void> {
  * A bad sender or header line is a TypeError, thrown before anything is locked.
  */
 export async function appendMessage(options: AppendOptions): Promise<AppendResult> {
-  const { mailboxPath: path } = options;
-  const from = fromLine(options.sender, options.date);
-  const editor = editHeaders({ add: options.addHeaders, addIfMissing: options.addHeadersIfMissing });
-  try {
-    let lock;
+  const [result] = await appendMessages(options, [options]);
+  if (result instanceof Error) throw result;
+  return result!;
+}
+
+/**
+ * Appends messages in order to one mailbox under one dotlock, then fsyncs once. Each message
+ * gets its own outcome: an AppendResult, or the error appendMessage would have thrown (a
+ * failed message is truncated away and the next one is still tried). If the lock, the open
+ * or the final fsync fails, every message fails and the file has its old length again.
+ */
+export async function appendMessages(target: MailboxTarget, messages: MessageToAppend[]): Promise<(AppendResult | Error)[]> {
+  const prepared = messages.map((message) => {
     try {
-      lock = await acquireDotlock(path, { timeoutMs: options.lockTimeoutMs, onStaleBroken: options.onStaleBroken });
+      return { from: fromLine(message.sender, message.date), editor: editHeaders({ add: message.addHeaders, addIfMissing: message.addHeadersIfMissing }) };
     } catch (err) {
-      if (err instanceof MailboxLockedError) throw err;
-      throw new MailboxIOError(path, 'cannot lock mailbox', err);
+      return err instanceof Error ? err : new Error(String(err));
     }
-    try {
-      return await appendLocked(options, from, editor);
-    } finally {
-      await lock.release().catch(() => undefined);
-    }
+  });
+  if (prepared.every((p) => p instanceof Error)) {
+    for (const message of messages) message.source.destroy();
+    return prepared as Error[];
+  }
+  const path = target.mailboxPath;
+  const failAll = (err: Error) => {
+    for (const message of messages) message.source.destroy();
+    return messages.map(() => err);
+  };
+  let lock;
+  try {
+    lock = await acquireDotlock(path, { timeoutMs: target.lockTimeoutMs, onStaleBroken: target.onStaleBroken });
   } catch (err) {
-    options.source.destroy();
-    throw err;
+    return failAll(err instanceof MailboxLockedError ? err : new MailboxIOError(path, 'cannot lock mailbox', err));
+  }
+  try {
+    let opened;
+    try {
+      opened = await openMailbox(path);
+    } catch (err) {
+      return failAll(new MailboxIOError(path, 'cannot open mailbox', err));
+    }
+    const { handle, created } = opened;
+    try {
+      const batchStart = (await handle.stat()).size;
+      const outcomes: (AppendResult | Error)[] = [];
+      for (const [index, message] of messages.entries()) {
+        const ready = prepared[index]!;
+        try {
+          outcomes.push(ready instanceof Error ? ready : await appendLocked(handle, target, message, ready.from, ready.editor));
+        } catch (fatal) {
+          // the file could not be truncated back: append nothing more after the damage
+          for (const rest of messages.slice(index)) rest.source.destroy();
+          outcomes.push(...messages.slice(index).map(() => fatal as Error));
+          break;
+        }
+      }
+      try {
+        await handle.sync();
+        if (created) await fsyncDir(dirname(path));
+      } catch (err) {
+        await handle.truncate(batchStart).catch(() => undefined);
+        return outcomes.map(() => new MailboxIOError(path, 'cannot fsync mailbox', err));
+      }
+      return outcomes;
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  } finally {
+    await lock.release().catch(() => undefined);
   }
 }
 
-async function appendLocked(options: AppendOptions, from: string, editor: Transform): Promise<AppendResult> {
-  const { mailboxPath: path, sizeLimit } = options;
-  let opened;
-  try {
-    opened = await openMailbox(path);
-  } catch (err) {
-    throw new MailboxIOError(path, 'cannot open mailbox', err);
-  }
-  const { handle, created } = opened;
+/**
+ * One message onto an open, locked mailbox. A failed message is truncated away and returned as
+ * its error; throws only when even the truncation failed.
+ */
+async function appendLocked(handle: FileHandle, target: MailboxTarget, message: MessageToAppend, from: string, editor: Transform): Promise<AppendResult | Error> {
+  const { mailboxPath: path, sizeLimit } = target;
   /** the old size, which a failed append truncates back to */
   let oldSize = -1;
   let writer: MailboxWriter | null = null;
@@ -231,26 +286,22 @@ async function appendLocked(options: AppendOptions, from: string, editor: Transf
     if (sizeLimit > 0 && st.size >= sizeLimit) throw new MailboxFullError(path, sizeLimit);
     const padding = await separatorPadding(handle, st.size);
     const offset = st.size + padding.length;
-    await options.beforeWrite?.(offset);
+    await message.beforeWrite?.(offset);
     oldSize = st.size;
     writer = new MailboxWriter(handle, path, Buffer.from(padding + from, 'utf8'), sizeLimit > 0 ? sizeLimit - oldSize : Infinity, sizeLimit);
-    await pipeline(options.source, editor, new MboxrdQuoter(), writer);
-    await handle.sync();
-    if (created) await fsyncDir(dirname(path));
+    await pipeline(message.source, editor, new MboxrdQuoter(), writer);
     return { offset, bytes: writer.written - padding.length };
   } catch (err) {
+    message.source.destroy();
     const failure = err instanceof MailboxFullError ? err : new MailboxIOError(path, 'cannot append to mailbox', err);
     if (writer !== null) await writer.settled();
     if (oldSize >= 0) {
       try {
         await handle.truncate(oldSize);
-        await handle.sync();
       } catch (truncateErr) {
         throw new MailboxIOError(path, `append failed (${failure.message}) and truncating back failed`, truncateErr);
       }
     }
-    throw failure;
-  } finally {
-    await handle.close().catch(() => undefined);
+    return failure;
   }
 }

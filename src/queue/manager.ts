@@ -1,7 +1,8 @@
 // The queue manager (Postfix's qmgr): decides which recipient of which queue entry is
 // delivered when. Local recipients go to the local delivery agent, one delivery per
-// mailbox at a time; failures are deferred along a retry schedule, never dropped; an entry
-// leaves the queue once every recipient is delivered or has failed for good.
+// mailbox at a time (what queued up for a busy mailbox goes in next as one batch: one lock,
+// one fsync); failures are deferred along a retry schedule, never dropped; an entry leaves
+// the queue once every recipient is delivered or has failed for good.
 import type { Logger } from '../log.js';
 import type { QueueEntry, QueueStore, RecipientProgress } from './store.js';
 
@@ -13,12 +14,19 @@ export class PermanentDeliveryError extends Error {
   }
 }
 
+/** One recipient of one queue entry. */
+export interface DeliveryJob {
+  entry: QueueEntry;
+  index: number;
+}
+
 export interface DeliveryAgent {
   /**
-   * Delivers recipient `index` of `entry`. Calls `recordAppend` once it holds the mailbox
-   * lock and knows where the message will start, before writing anything.
+   * Delivers jobs that all go to one mailbox, in order; returns one outcome per job (null:
+   * delivered). Calls `recordAppend` for a job once it holds the mailbox lock and knows
+   * where the message will start, before writing it.
    */
-  deliver(entry: QueueEntry, index: number, recordAppend: (mailbox: string, offset: number) => Promise<void>): Promise<void>;
+  deliver(jobs: DeliveryJob[], recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>): Promise<(Error | null)[]>;
   /** After a crash: did the append recorded for this recipient complete? */
   wasAppended(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean>;
 }
@@ -34,10 +42,10 @@ export interface QueueManagerOptions {
   maxLifetimeMs: number;
 }
 
-interface Job {
-  entry: QueueEntry;
-  index: number;
-}
+type Job = DeliveryJob;
+
+/** Most messages one mailbox lock covers. */
+const MAX_BATCH = 20;
 
 export class QueueManager {
   private readonly entries = new Map<string, QueueEntry>();
@@ -100,65 +108,91 @@ export class QueueManager {
     while (!this.stopping && this.inFlight.size < this.options.concurrency && this.ready.length > 0) {
       const job = this.ready.shift()!;
       const mailbox = mailboxKey(job);
-      if (mailbox !== undefined && this.busyMailboxes.has(mailbox)) {
+      if (mailbox === undefined) {
+        this.run(undefined, [job]);
+      } else if (this.busyMailboxes.has(mailbox)) {
         const waiting = this.waitingForMailbox.get(mailbox) ?? [];
         waiting.push(job);
         this.waitingForMailbox.set(mailbox, waiting);
-        continue;
+      } else {
+        this.run(mailbox, [job]);
       }
-      if (mailbox !== undefined) this.busyMailboxes.add(mailbox);
-      const run = this.attempt(job).finally(() => {
-        this.inFlight.delete(run);
-        if (mailbox !== undefined) this.releaseMailbox(mailbox);
-        this.dispatch();
-      });
-      this.inFlight.add(run);
     }
   }
 
+  /** Delivers a batch (one mailbox, or one remote job), then records the outcomes. */
+  private run(mailbox: string | undefined, jobs: Job[]): void {
+    if (mailbox !== undefined) this.busyMailboxes.add(mailbox);
+    const run = (async () => {
+      try {
+        await this.attempt(jobs);
+      } finally {
+        // the mailbox is free once the appends are done; recording the outcome can overlap the next batch
+        if (mailbox !== undefined) this.releaseMailbox(mailbox);
+      }
+      await Promise.all(jobs.map((job) => this.settle(job)));
+    })().finally(() => {
+      this.inFlight.delete(run);
+      this.dispatch();
+    });
+    this.inFlight.add(run);
+  }
+
+  /**
+   * Frees a mailbox; what waited for it goes in at once as the next batch (so at most one
+   * batch per mailbox runs beyond `concurrency`).
+   */
   private releaseMailbox(mailbox: string): void {
     this.busyMailboxes.delete(mailbox);
     const waiting = this.waitingForMailbox.get(mailbox);
-    if (!waiting) return;
-    this.waitingForMailbox.delete(mailbox);
-    this.ready.unshift(...waiting);
+    if (!waiting || this.stopping) return;
+    const batch = waiting.splice(0, MAX_BATCH);
+    if (waiting.length === 0) this.waitingForMailbox.delete(mailbox);
+    this.run(mailbox, batch);
   }
 
-  private async attempt(job: Job): Promise<void> {
+  private async attempt(jobs: Job[]): Promise<void> {
+    const started = Date.now();
+    for (const { entry, index } of jobs) entry.progress[index]!.attempts += 1;
+    let outcomes: (Error | null)[];
+    if (jobs.length === 1 && jobs[0]!.entry.envelope.recipients[jobs[0]!.index]!.target.kind === 'remote') {
+      outcomes = [new Error('4.4.0 relay to remote domains is not available yet')];
+    } else {
+      outcomes = await this.options.local
+        .deliver(jobs, async ({ entry, index }, mailbox, offset) => {
+          entry.progress[index]!.appendingAt = { mailbox, offset };
+          await this.options.store.saveProgress(entry.envelope.id, entry.progress);
+        })
+        .catch((err: Error) => jobs.map(() => err));
+    }
+    jobs.forEach((job, i) => this.record(job, outcomes[i] ?? null, started));
+  }
+
+  /** Notes one job's outcome: delivered, failed for good, expired, or deferred to a later attempt. */
+  private record(job: Job, error: Error | null, started: number): void {
     const { entry, index } = job;
     const { envelope } = entry;
     const recipient = envelope.recipients[index]!;
     const progress = entry.progress[index]!;
     const log = this.options.logger.child({ queueId: envelope.id, to: recipient.address });
-    progress.attempts += 1;
-    const started = Date.now();
-    try {
-      if (recipient.target.kind === 'remote') {
-        throw new Error('4.4.0 relay to remote domains is not available yet');
-      }
-      await this.options.local.deliver(entry, index, async (mailbox, offset) => {
-        progress.appendingAt = { mailbox, offset };
-        await this.options.store.saveProgress(envelope.id, entry.progress);
-      });
+    delete progress.appendingAt;
+    if (error === null) {
       progress.state = 'delivered';
-      delete progress.appendingAt;
       delete progress.lastError;
       log.info({ user: recipient.target.kind === 'local' ? recipient.target.user : undefined, delay: ms(started, envelope.receivedAt), status: 'sent' }, 'delivered');
-    } catch (err) {
-      delete progress.appendingAt;
-      progress.lastError = (err as Error).message;
-      if (err instanceof PermanentDeliveryError) {
-        progress.state = 'failed';
-        log.warn({ status: 'bounced', reason: progress.lastError }, 'bounced');
-      } else if (Date.now() - envelope.receivedAt >= this.options.maxLifetimeMs) {
-        progress.state = 'failed';
-        log.warn({ status: 'expired', reason: progress.lastError }, 'expired');
-      } else {
-        progress.nextAttemptAt = Date.now() + this.retryDelay(job, progress);
-        log.info({ status: 'deferred', reason: progress.lastError, attempts: progress.attempts, nextAttemptAt: new Date(progress.nextAttemptAt).toISOString() }, 'deferred');
-      }
+      return;
     }
-    await this.settle(job);
+    progress.lastError = error.message;
+    if (error instanceof PermanentDeliveryError) {
+      progress.state = 'failed';
+      log.warn({ status: 'bounced', reason: progress.lastError }, 'bounced');
+    } else if (Date.now() - envelope.receivedAt >= this.options.maxLifetimeMs) {
+      progress.state = 'failed';
+      log.warn({ status: 'expired', reason: progress.lastError }, 'expired');
+    } else {
+      progress.nextAttemptAt = Date.now() + this.retryDelay(job, progress);
+      log.info({ status: 'deferred', reason: progress.lastError, attempts: progress.attempts, nextAttemptAt: new Date(progress.nextAttemptAt).toISOString() }, 'deferred');
+    }
   }
 
   private retryDelay(job: Job, progress: RecipientProgress): number {
@@ -182,7 +216,7 @@ export class QueueManager {
   }
 
   private async finish(entry: QueueEntry): Promise<void> {
-    this.entries.delete(entry.envelope.id);
+    if (!this.entries.delete(entry.envelope.id)) return; // another recipient's settle got here first
     try {
       await this.options.store.remove(entry.envelope.id);
       this.options.logger.info({ queueId: entry.envelope.id }, 'removed');

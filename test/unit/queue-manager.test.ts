@@ -8,13 +8,13 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { PermanentDeliveryError, QueueManager, type DeliveryAgent } from '../../src/queue/manager.js';
-import { QueueStore, type QueueEntry } from '../../src/queue/store.js';
+import { PermanentDeliveryError, QueueManager, type DeliveryAgent, type DeliveryJob } from '../../src/queue/manager.js';
+import { QueueStore } from '../../src/queue/store.js';
 
 const logger = pino({ level: 'silent' });
 
-async function setup(users: string[]) {
-  const store = new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-qmgr-')));
+async function setup(users: string[], existing?: QueueStore) {
+  const store = existing ?? new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-qmgr-')));
   await store.init();
   const pending = store.begin({
     sender: 's@x.test',
@@ -42,9 +42,9 @@ test('a failing delivery is retried until it succeeds, then the entry is removed
   const { store, entry } = await setup(['a']);
   let calls = 0;
   const qmgr = manager(store, {
-    deliver: async () => {
+    deliver: async (jobs) => {
       calls += 1;
-      if (calls < 3) throw new Error('4.2.0 locked');
+      return jobs.map(() => (calls < 3 ? new Error('4.2.0 locked') : null));
     },
     wasAppended: async () => false,
   });
@@ -56,19 +56,20 @@ test('a failing delivery is retried until it succeeds, then the entry is removed
 
 test('deliveries to one mailbox never overlap; different mailboxes run together', async () => {
   const { store, entry } = await setup(['a', 'b']);
-  const second = await setup(['a']);
+  const second = await setup(['a'], store);
   const active = new Map<string, number>();
   let maxSameMailbox = 0;
   let maxTotal = 0;
   const qmgr = manager(store, {
-    deliver: async (e: QueueEntry, index: number) => {
-      const target = e.envelope.recipients[index]!.target;
+    deliver: async (jobs: DeliveryJob[]) => {
+      const target = jobs[0]!.entry.envelope.recipients[jobs[0]!.index]!.target;
       const user = target.kind === 'local' ? target.user : '';
       active.set(user, (active.get(user) ?? 0) + 1);
       maxSameMailbox = Math.max(maxSameMailbox, active.get(user)!);
       maxTotal = Math.max(maxTotal, [...active.values()].reduce((a, b) => a + b, 0));
       await new Promise((r) => setTimeout(r, 30));
       active.set(user, active.get(user)! - 1);
+      return jobs.map(() => null);
     },
     wasAppended: async () => false,
   });
@@ -83,9 +84,9 @@ test('a permanent failure ends the recipient without retries', async () => {
   const { store, entry } = await setup(['gone']);
   let calls = 0;
   const qmgr = manager(store, {
-    deliver: async () => {
+    deliver: async (jobs) => {
       calls += 1;
-      throw new PermanentDeliveryError('5.1.1 user unknown');
+      return jobs.map(() => new PermanentDeliveryError('5.1.1 user unknown'));
     },
     wasAppended: async () => false,
   });
@@ -101,12 +102,31 @@ test('an append recorded before a crash is found complete at start, not redone',
   await store.saveProgress(entry.envelope.id, entry.progress);
   const delivered: number[] = [];
   const qmgr = manager(store, {
-    deliver: async (_e, index) => {
-      delivered.push(index);
+    deliver: async (jobs) => {
+      delivered.push(...jobs.map((job) => job.index));
+      return jobs.map(() => null);
     },
     wasAppended: async (_e, index, mailbox, offset) => index === 0 && mailbox === '/spool/a' && offset === 42,
   });
   await qmgr.start();
   await until(() => qmgr.size === 0);
   assert.deepEqual(delivered, [1]);
+});
+
+test('what queued up for a busy mailbox goes in as one batch, in order', async () => {
+  const first = await setup(['a']);
+  const rest = await Promise.all([1, 2, 3, 4].map(() => setup(['a'], first.store)));
+  const batches: string[][] = [];
+  const qmgr = manager(first.store, {
+    deliver: async (jobs) => {
+      batches.push(jobs.map((job) => job.entry.envelope.id));
+      await new Promise((r) => setTimeout(r, 30));
+      return jobs.map(() => null);
+    },
+    wasAppended: async () => false,
+  });
+  qmgr.add(first.entry);
+  for (const { entry } of rest) qmgr.add(entry);
+  await until(async () => (await readdir(first.store.dir)).length === 0);
+  assert.deepEqual(batches, [[first.entry.envelope.id], rest.map(({ entry }) => entry.envelope.id)]);
 });
