@@ -3,6 +3,7 @@
 // Clients connect from 127.0.0.1 (outside mynetworks) unless they bind 127.0.0.2 (inside).
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
   crlf,
@@ -339,7 +340,7 @@ describe('smtp connection limits', () => {
   let daemon: Daemon;
 
   before(async () => {
-    env = await makeEnv({ config: { smtp: { max_clients: 3, timeout: '2s' } } });
+    env = await makeEnv({ config: { smtp: { max_clients: 3, timeout: '2s', greet_pause: '400ms' } } });
     daemon = await startDaemon(env);
   });
 
@@ -387,5 +388,28 @@ describe('smtp connection limits', () => {
     } finally {
       client.destroy();
     }
+  });
+
+  test('smtp.greet_pause: strangers wait for the greeting and early talkers are refused; mynetworks does not wait', async () => {
+    const started = Date.now();
+    const { client: patient, greeting } = await SmtpClient.connect(env.port);
+    patient.destroy();
+    assert.equal(greeting.code, 220);
+    assert.ok(Date.now() - started >= 350, `greeting after ${Date.now() - started} ms with greet_pause = "400ms"`);
+
+    const early = new Socket();
+    const replies: string[] = [];
+    early.setEncoding('latin1').on('data', (chunk: string) => replies.push(chunk));
+    await new Promise<void>((resolve) => early.connect(env.port, '127.0.0.1', resolve));
+    early.write('EHLO early.test\r\n');
+    await sleep(800);
+    early.destroy();
+    assert.match(replies.join(''), /^421 /m, `early talker got: ${replies.join('')}`);
+
+    const insideStart = Date.now();
+    const { client: local, greeting: g } = await SmtpClient.connect(env.port, { localAddress: '127.0.0.2' });
+    local.destroy();
+    assert.equal(g.code, 220);
+    assert.ok(Date.now() - insideStart < 300, `mynetworks client waited ${Date.now() - insideStart} ms`);
   });
 });
