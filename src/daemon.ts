@@ -12,7 +12,9 @@ import { Directory } from './delivery/directory.js';
 import { LocalDelivery } from './delivery/local.js';
 import type { Logger } from './log.js';
 import { mailboxSize } from './mbox/append.js';
-import { clearStaleLocks } from './mbox/lock.js';
+import { recoverInterruptedExpunges } from './mbox/expunge.js';
+import { clearStaleLocks, type StaleLockInfo } from './mbox/lock.js';
+import { createPop3Server, type Pop3Settings } from './pop3/server.js';
 import { QueueManager } from './queue/manager.js';
 import { QueueStore } from './queue/store.js';
 import type { MailsrvSMTPServer } from './smtp/connection.js';
@@ -20,17 +22,36 @@ import { SmtpPolicy } from './smtp/policy.js';
 import { createSmtpServer, type SmtpService, type SmtpSettings } from './smtp/server.js';
 
 /** Keys that only take effect at start; SIGHUP says so when they changed. */
-const RESTART_KEYS = ['spool_dir', 'state_dir', 'user', 'group', 'smtp.listen', 'smtp.submission', 'smtp.smtps', 'pop3', 'tls'] as const;
+const RESTART_KEYS = ['spool_dir', 'state_dir', 'user', 'group', 'smtp.listen', 'smtp.submission', 'smtp.smtps', 'pop3.listen', 'pop3.pop3s', 'tls'] as const;
 
 export function pidFilePath(config: Config): string {
   return join(config.state_dir, 'mailsrv.pid');
+}
+
+/** What scan.ts learnt about each mailbox (POP3). */
+function indexDir(config: Config): string {
+  return join(config.state_dir, 'index');
+}
+
+/** The POP3 update's crash journal. */
+function journalDir(config: Config): string {
+  return join(config.state_dir, 'journal');
 }
 
 export async function runDaemon(configFile: string, initial: Config, logger: Logger): Promise<void> {
   let config = initial;
   await mkdir(config.spool_dir, { recursive: true, mode: 0o775 });
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
-  await clearStaleLocks(config.spool_dir, (info) => logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed'));
+  await mkdir(indexDir(config), { recursive: true, mode: 0o700 });
+  await mkdir(journalDir(config), { recursive: true, mode: 0o700 });
+  const onStaleLock = (info: StaleLockInfo) => logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed');
+  await clearStaleLocks(config.spool_dir, onStaleLock);
+  // a POP3 update that a crash interrupted is completed or undone before anyone reads or appends
+  await recoverInterruptedExpunges(
+    journalDir(config),
+    (info) => logger.warn({ mailbox: info.mailbox, action: info.action }, 'interrupted POP3 update recovered'),
+    { onStaleBroken: onStaleLock },
+  );
 
   let directory = await loadDirectory(config, logger);
   const policy = new SmtpPolicy({
@@ -57,10 +78,22 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     ...config.smtp.submission.map((address) => service('submission', address)),
   ];
   for (const { service, address } of listeners) await listen(service.server, address);
+  const pop3 = createPop3Server({
+    settings: pop3Settings(config),
+    spoolDir: config.spool_dir,
+    indexDir: indexDir(config),
+    journalDir: journalDir(config),
+    users: () => directory.users,
+    logger,
+  });
+  for (const address of config.pop3.listen) {
+    const { host, port } = parseListen(address)!;
+    await pop3.listen(host, port);
+  }
 
   await manager.start();
   await writeFile(pidFilePath(config), `${process.pid}\n`);
-  logger.info({ pid: process.pid, smtp: config.smtp.listen, submission: config.smtp.submission, queued: manager.size }, 'ready');
+  logger.info({ pid: process.pid, smtp: config.smtp.listen, submission: config.smtp.submission, pop3: config.pop3.listen, queued: manager.size }, 'ready');
 
   const reload = async () => {
     const fresh = loadConfig(configFile);
@@ -74,6 +107,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     local.reconfigure(localSettings(fresh));
     manager.reconfigure(managerSettings(fresh));
     for (const { service } of listeners) service.reconfigure(smtpSettings(fresh));
+    pop3.reconfigure(pop3Settings(fresh));
     logger.info({ users: freshDirectory.users.names().length, aliases: freshDirectory.aliases.size }, 'reloaded config, users and aliases');
   };
   process.on('SIGHUP', () => {
@@ -85,7 +119,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'stopping: no new connections, finishing messages in progress');
-    await Promise.all(listeners.map(({ service }) => closeGracefully(service.server)));
+    await Promise.all([...listeners.map(({ service }) => closeGracefully(service.server)), pop3.shutdown()]);
     await manager.stop();
     await rm(pidFilePath(config), { force: true });
     logger.info('stopped');
@@ -131,6 +165,16 @@ function smtpSettings(config: Config): SmtpSettings {
     timeoutMs: durationMs(config.smtp.timeout),
     greetPauseMs: durationMs(config.smtp.greet_pause),
     vrfy: config.smtp.vrfy,
+  };
+}
+
+function pop3Settings(config: Config): Pop3Settings {
+  return {
+    maxClients: config.pop3.max_clients,
+    timeoutMs: durationMs(config.pop3.timeout),
+    authFailureDelayMs: durationMs(config.pop3.auth_failure_delay),
+    lockTimeoutMs: durationMs(config.delivery.lock_timeout),
+    plaintextAuth: networkMatcher(config.plaintext_auth_networks),
   };
 }
 

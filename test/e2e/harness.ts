@@ -724,11 +724,23 @@ export function pythonMbox(path: string): { count: number; messages: PyMessage[]
 }
 
 /** Polls `check` until it returns true or the time is up. */
+/**
+ * Polls `check` until it is true. A check that throws counts as "not yet" (a mailbox read
+ * while the daemon is still appending is legitimately incomplete); the last error is reported
+ * on timeout.
+ */
 export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
   for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what}`);
+    try {
+      if (await check()) return;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms: ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
+    }
     await sleep(intervalMs);
   }
 }
@@ -754,4 +766,213 @@ export async function cleanupAllTempDirs(): Promise<void> {
   if (process.env.KEEP_E2E) return;
   await Promise.all([...tempDirs].map((d) => rm(d, { recursive: true, force: true })));
   tempDirs.clear();
+}
+
+// ---------------------------------------------------------------- POP3
+
+/** An env whose daemon also listens for POP3 on a free loopback port (pop3Port). */
+export async function makePop3Env(options: EnvOptions = {}): Promise<TestEnv & { pop3Port: number }> {
+  const pop3Port = await freePort();
+  const config = deepMerge({ pop3: { listen: [`127.0.0.1:${pop3Port}`], auth_failure_delay: '200ms' } }, options.config ?? {});
+  const env = await makeEnv({ ...options, config });
+  return Object.assign(env, { pop3Port });
+}
+
+/** Delivers one message to a local user over SMTP and waits until it is in the mailbox; returns the queue id. */
+export async function deliverOverSmtp(daemon: Daemon, env: TestEnv, user: string, message: string | Buffer): Promise<string> {
+  const result = await sendRaw(env.port, { from: 'sender@client.test', to: [`${user}@${DOMAIN}`], message });
+  if (result.queueId === null) throw new Error(`SMTP refused the message: ${JSON.stringify(result.end ?? result.rcpt)}`);
+  const queueId = result.queueId;
+  await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId && e.user === user, 10_000, `delivered ${queueId} to ${user}`);
+  return queueId;
+}
+
+export interface Pop3MultiReply {
+  /** the status line (`+OK ...` / `-ERR ...`) */
+  status: string;
+  /** the lines of a multi-line reply, dot-unstuffed, without the terminator (empty for -ERR) */
+  lines: string[];
+}
+
+/**
+ * A deliberately dumb POP3 client over a raw socket: every line is read as latin1 (one char =
+ * one byte), so message bodies can be compared byte for byte; nothing is hidden (pipelining,
+ * raw writes, dropping the connection are up to the test).
+ */
+export class Pop3Client {
+  private buffer = '';
+  private readonly lines: string[] = [];
+  private waiter: (() => void) | null = null;
+  private ended = false;
+  private error: Error | null = null;
+
+  private constructor(readonly socket: Socket, readonly timeoutMs: number) {
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      this.buffer += chunk;
+      let nl: number;
+      while ((nl = this.buffer.indexOf('\n')) !== -1) {
+        this.lines.push(this.buffer.slice(0, nl).replace(/\r$/, ''));
+        this.buffer = this.buffer.slice(nl + 1);
+      }
+      this.wake();
+    });
+    const end = () => {
+      this.ended = true;
+      this.wake();
+    };
+    socket.on('end', end);
+    socket.on('close', end);
+    socket.on('error', (err) => {
+      this.error = err;
+      this.wake();
+    });
+  }
+
+  /** Connects and reads the greeting line. */
+  static async connect(port: number, options: ConnectOptions = {}): Promise<{ client: Pop3Client; greeting: string }> {
+    const socket = new Socket();
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    await withTimeout(
+      new Promise<void>((resolveConnect, reject) => {
+        socket.once('error', reject);
+        socket.connect({ port, host: options.host ?? '127.0.0.1', ...(options.localAddress ? { localAddress: options.localAddress } : {}) }, () => {
+          socket.off('error', reject);
+          resolveConnect();
+        });
+      }),
+      timeoutMs,
+      `cannot connect to POP3 port ${port}`,
+    );
+    const client = new Pop3Client(socket, timeoutMs);
+    return { client, greeting: await client.readLine() };
+  }
+
+  /** Connects and logs in with USER/PASS; throws unless both get +OK. */
+  static async login(port: number, user: string, password = PASSWORD, options: ConnectOptions = {}): Promise<Pop3Client> {
+    const { client } = await Pop3Client.connect(port, options);
+    const userReply = await client.cmd(`USER ${user}`);
+    const passReply = await client.cmd(`PASS ${password}`);
+    if (!userReply.startsWith('+OK') || !passReply.startsWith('+OK')) {
+      client.destroy();
+      throw new Error(`POP3 login as ${user} failed: ${userReply} / ${passReply}`);
+    }
+    return client;
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  get closed(): boolean {
+    return this.ended;
+  }
+
+  /** Lines received and not read yet. */
+  get unread(): number {
+    return this.lines.length;
+  }
+
+  /** The next line (without CRLF); rejects on timeout or when the server closes first. */
+  async readLine(timeoutMs = this.timeoutMs): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const line = this.lines.shift();
+      if (line !== undefined) return line;
+      if (this.error) throw new Error(`socket error while waiting for a POP3 line: ${this.error.message}`);
+      if (this.ended) throw new Error(`server closed the connection while a line was awaited (partial: ${JSON.stringify(this.buffer.slice(0, 200))})`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no POP3 line within ${timeoutMs} ms (partial: ${JSON.stringify(this.buffer.slice(0, 200))})`);
+      await new Promise<void>((resolveWait) => {
+        const timer = setTimeout(() => {
+          this.waiter = null;
+          resolveWait();
+        }, left);
+        this.waiter = () => {
+          clearTimeout(timer);
+          resolveWait();
+        };
+      });
+    }
+  }
+
+  /** Resolves once the server has closed the connection (rejects after timeoutMs). */
+  async waitClosed(timeoutMs = this.timeoutMs): Promise<void> {
+    await eventually(() => this.ended, timeoutMs, 'POP3 server to close the connection', 10);
+  }
+
+  /** Writes raw bytes (a string is sent as latin1). */
+  write(data: string | Buffer): void {
+    this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
+  }
+
+  /** Sends one command (CRLF added) and reads its one-line reply. */
+  async cmd(line: string, timeoutMs = this.timeoutMs): Promise<string> {
+    this.write(`${line}\r\n`);
+    return this.readLine(timeoutMs);
+  }
+
+  /** Reads a reply that is multi-line when it starts with +OK. */
+  async readMulti(timeoutMs = this.timeoutMs): Promise<Pop3MultiReply> {
+    const status = await this.readLine(timeoutMs);
+    const lines: string[] = [];
+    if (!status.startsWith('+OK')) return { status, lines };
+    for (;;) {
+      const line = await this.readLine(timeoutMs);
+      if (line === '.') return { status, lines };
+      lines.push(line.startsWith('.') ? line.slice(1) : line);
+    }
+  }
+
+  /** Sends a command whose +OK reply is multi-line (CAPA, LIST, UIDL, RETR, TOP). */
+  async multi(line: string, timeoutMs = this.timeoutMs): Promise<Pop3MultiReply> {
+    this.write(`${line}\r\n`);
+    return this.readMulti(timeoutMs);
+  }
+
+  /** RETR or TOP: the message bytes as the client gets them (unstuffed lines, each + CRLF). */
+  async message(command: string, timeoutMs = this.timeoutMs): Promise<{ status: string; body: Buffer }> {
+    const { status, lines } = await this.multi(command, timeoutMs);
+    return { status, body: Buffer.from(lines.map((l) => `${l}\r\n`).join(''), 'latin1') };
+  }
+
+  /** `UIDL` as a map from message number to uid. */
+  async uidls(): Promise<Map<number, string>> {
+    const { status, lines } = await this.multi('UIDL');
+    if (!status.startsWith('+OK')) throw new Error(`UIDL failed: ${status}`);
+    return new Map(lines.map((l) => [Number(l.split(' ')[0]), l.split(' ')[1]!]));
+  }
+
+  /** `LIST` as a map from message number to size. */
+  async sizes(): Promise<Map<number, number>> {
+    const { status, lines } = await this.multi('LIST');
+    if (!status.startsWith('+OK')) throw new Error(`LIST failed: ${status}`);
+    return new Map(lines.map((l) => [Number(l.split(' ')[0]), Number(l.split(' ')[1])]));
+  }
+
+  /** QUIT and its reply; the connection is closed afterwards. */
+  async quit(): Promise<string> {
+    try {
+      return await this.cmd('QUIT');
+    } finally {
+      this.socket.end();
+    }
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+/**
+ * What POP3 RETR must send for message `n` (1-based) of an mbox file, computed from the file with
+ * parseMbox (independent of src/): CRLF line ends, one `>` removed from `^>+From ` lines.
+ */
+export function pop3Wire(path: string, n: number): Buffer {
+  const message = readMailbox(path).messages[n - 1];
+  if (message === undefined) throw new Error(`${path} has no message ${n}`);
+  const body = message.body.toString('latin1');
+  return Buffer.from(body.replace(/^>(>*From )/gm, '$1').replace(/\n/g, '\r\n'), 'latin1');
 }

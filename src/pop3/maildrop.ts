@@ -1,0 +1,85 @@
+// The mailbox side of a POP3 session, in one place: open (measure the file under its dotlock,
+// then scan up to that size, so the session sees only messages whose delivery was complete),
+// stream one message, and the QUIT update. The mbox format, the lock and the update itself
+// live in src/mbox/; this file only puts the pieces together for the protocol code.
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { normalizeUsername } from '../auth/username.js';
+import { expungeMessages } from '../mbox/expunge.js';
+import { acquireDotlock, type StaleLockHandler } from '../mbox/lock.js';
+import type { MailboxSnapshot, MessageInfo } from '../mbox/mailbox.js';
+import { retrieveMessage } from '../mbox/retrieve.js';
+import { scanMailbox } from '../mbox/scan.js';
+
+/** The mailbox path names something that is not a regular file: no retry will help. */
+export class NotAMailboxError extends Error {
+  constructor(readonly path: string) {
+    super(`${path} is not a regular file`);
+    this.name = 'NotAMailboxError';
+  }
+}
+
+export interface MaildropOptions {
+  spoolDir: string;
+  /** state_dir/index: scan.ts keeps what it learnt about each mailbox here */
+  indexDir: string;
+  /** state_dir/journal: expunge.ts's crash journal */
+  journalDir: string;
+  /** how long opening and the update wait for the dotlock (read at each use: SIGHUP may change it) */
+  lockTimeoutMs: () => number;
+  onStaleBroken?: StaleLockHandler;
+}
+
+export class Maildrop {
+  constructor(private readonly options: MaildropOptions) {}
+
+  /** spool_dir/<user>; the name must already be a normalized user name (never a path). */
+  pathOf(user: string): string {
+    if (normalizeUsername(user) !== user) throw new Error(`not a normalized user name: ${JSON.stringify(user)}`);
+    return join(this.options.spoolDir, user);
+  }
+
+  /**
+   * The messages of a user's mailbox as they are now. A delivery in progress holds the dotlock,
+   * so the size measured under it ends after the last complete message; the scan itself runs
+   * without the lock (deliveries go on meanwhile and only append after that size).
+   * Throws MailboxLockedError when another program keeps the lock past the timeout.
+   */
+  async open(user: string): Promise<MailboxSnapshot> {
+    const path = this.pathOf(user);
+    const lock = await acquireDotlock(path, this.lockOptions());
+    let size: number;
+    try {
+      const st = await lstat(path);
+      // a symlink is refused too (scan.ts opens with O_NOFOLLOW): it could lead out of the spool
+      if (!st.isFile()) throw new NotAMailboxError(path);
+      size = st.size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      size = 0; // no mailbox yet: an empty one
+    } finally {
+      await lock.release();
+    }
+    return scanMailbox(path, { indexDir: this.options.indexDir, upTo: size });
+  }
+
+  /** One message as POP3 sends it before dot-stuffing (CRLF); with bodyLines, TOP's part of it. */
+  retrieve(snapshot: MailboxSnapshot, message: MessageInfo, bodyLines?: number): Readable {
+    return retrieveMessage(snapshot.path, message, bodyLines === undefined ? {} : { bodyLines });
+  }
+
+  /** The QUIT update: removes the messages at these indexes of snapshot.messages. */
+  expunge(snapshot: MailboxSnapshot, deleted: ReadonlySet<number>): Promise<{ removed: number; bytesFreed: number }> {
+    return expungeMessages(snapshot, deleted, {
+      journalDir: this.options.journalDir,
+      lockTimeoutMs: this.options.lockTimeoutMs(),
+      indexDir: this.options.indexDir,
+      onStaleBroken: this.options.onStaleBroken,
+    });
+  }
+
+  private lockOptions() {
+    return { timeoutMs: this.options.lockTimeoutMs(), onStaleBroken: this.options.onStaleBroken };
+  }
+}

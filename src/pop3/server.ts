@@ -1,0 +1,122 @@
+// The POP3 service: its listeners, the sessions they accept (at most pop3.max_clients, all
+// listeners together), which mailboxes are in use (one session per mailbox), the failed-login
+// throttle, SIGHUP reconfiguration and the graceful stop. The protocol is in session.ts.
+import { createServer, type Server, type Socket } from 'node:net';
+import type { UserDb } from '../auth/users.js';
+import type { Logger } from '../log.js';
+import { DecoyHashes } from './decoy.js';
+import { Maildrop } from './maildrop.js';
+import { Pop3Session, type Pop3Settings, type SessionContext } from './session.js';
+import { AuthThrottle } from './throttle.js';
+
+export type { Pop3Settings } from './session.js';
+
+export interface Pop3ServerOptions {
+  settings: Pop3Settings;
+  spoolDir: string;
+  /** state_dir/index */
+  indexDir: string;
+  /** state_dir/journal */
+  journalDir: string;
+  /** the users file as loaded now (SIGHUP replaces it) */
+  users: () => UserDb;
+  logger: Logger;
+}
+
+export interface Pop3Service {
+  /** accepts connections; the first listen() binds it */
+  server: Server;
+  /** opens a listener: `server` the first time, then further servers feeding the same sessions */
+  listen(host: string, port: number): Promise<void>;
+  /** sessions open now */
+  readonly connections: number;
+  reconfigure(settings: Pop3Settings): void;
+  /** stops accepting; sessions get `-ERR [SYS/TEMP] server shutting down` once any QUIT update in progress is done */
+  shutdown(): Promise<void>;
+}
+
+export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
+  const { logger } = options;
+  let settings = options.settings;
+  const sessions = new Set<Pop3Session>();
+  const inUse = new Map<string, Pop3Session>();
+  const throttle = new AuthThrottle({ baseDelayMs: settings.authFailureDelayMs });
+  const decoys = new DecoyHashes();
+  // made now, so the first failed login does not pay for it
+  decoys.for(options.users()).catch((err: Error) => logger.error({ err: err.message }, 'cannot make the decoy password hash'));
+  const maildrop = new Maildrop({
+    spoolDir: options.spoolDir,
+    indexDir: options.indexDir,
+    journalDir: options.journalDir,
+    lockTimeoutMs: () => settings.lockTimeoutMs,
+    onStaleBroken: (info) => logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed'),
+  });
+  const context: SessionContext = {
+    settings: () => settings,
+    users: options.users,
+    throttle,
+    decoy: (users) => decoys.for(users),
+    maildrop,
+    claim(user, session) {
+      if (inUse.has(user)) return false;
+      inUse.set(user, session);
+      return true;
+    },
+    release(user, session) {
+      if (inUse.get(user) === session) inUse.delete(user);
+    },
+    logger,
+  };
+
+  let accepting = true;
+  const onConnection = (socket: Socket) => {
+    socket.on('error', (err) => logger.debug({ err: err.message }, 'pop3 socket error'));
+    if (!accepting) {
+      socket.destroy();
+      return;
+    }
+    if (sessions.size >= settings.maxClients) {
+      logger.warn({ client: socket.remoteAddress, maxClients: settings.maxClients }, 'pop3: too many connections');
+      socket.end('-ERR [SYS/TEMP] too many connections\r\n');
+      setTimeout(() => socket.destroy(), 5000).unref();
+      return;
+    }
+    const session = new Pop3Session(socket, context);
+    sessions.add(session);
+    void session.closed.then(() => sessions.delete(session));
+    session.start();
+  };
+
+  const server = createServer(onConnection);
+  const servers: Server[] = [];
+  const listen = (host: string, port: number) => {
+    const target = servers.length === 0 ? server : createServer(onConnection);
+    return new Promise<void>((resolve, reject) => {
+      target.once('error', reject);
+      target.listen(port, host, () => {
+        target.off('error', reject);
+        target.on('error', (err) => logger.error({ err: err.message, host, port }, 'pop3 listener error'));
+        servers.push(target);
+        resolve();
+      });
+    });
+  };
+
+  return {
+    server,
+    listen,
+    get connections() {
+      return sessions.size;
+    },
+    reconfigure(fresh) {
+      settings = fresh;
+      throttle.setBaseDelay(fresh.authFailureDelayMs);
+    },
+    async shutdown() {
+      accepting = false;
+      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      await Promise.all([...sessions].map((session) => session.shutdown()));
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,107 @@
+// How long a failed POP3 login waits before its -ERR: `pop3.auth_failure_delay` for the first
+// failure from a client address, doubled for each further failure from it (up to a cap), so a
+// password guesser slows down whatever connection it uses, while a user who mistypes once waits
+// only the base delay. A success clears the address; failures are forgotten after a quiet while.
+// The table is bounded: past maxEntries the address idle longest is dropped.
+//
+// IPv6 clients are counted per /64 (one host usually holds a whole /64), IPv4 per address.
+import { isIPv4, isIPv6 } from 'node:net';
+
+export interface ThrottleOptions {
+  baseDelayMs: number;
+  /** the delay never grows past this (default 30 s, below any sane client timeout) */
+  maxDelayMs?: number;
+  /** an address with no failure for this long starts over (default 15 min) */
+  forgetAfterMs?: number;
+  /** addresses remembered at most (default 10,000) */
+  maxEntries?: number;
+  /** the clock, for tests */
+  now?: () => number;
+}
+
+interface Entry {
+  failures: number;
+  last: number;
+}
+
+export class AuthThrottle {
+  private readonly entries = new Map<string, Entry>();
+  private baseDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly forgetAfterMs: number;
+  private readonly maxEntries: number;
+  private readonly now: () => number;
+
+  constructor(options: ThrottleOptions) {
+    this.baseDelayMs = options.baseDelayMs;
+    this.maxDelayMs = options.maxDelayMs ?? 30_000;
+    this.forgetAfterMs = options.forgetAfterMs ?? 15 * 60_000;
+    this.maxEntries = options.maxEntries ?? 10_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  setBaseDelay(ms: number): void {
+    this.baseDelayMs = ms;
+  }
+
+  /** Records a failed login from `address`; returns how long to wait before answering it. */
+  recordFailure(address: string): number {
+    const key = throttleKey(address);
+    const now = this.now();
+    const old = this.live(key, now);
+    const entry = { failures: (old?.failures ?? 0) + 1, last: now };
+    // re-insert so the Map's order stays "idle longest first"
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    // cap the exponent too: 2 ** 1000 is Infinity, and Infinity * 0 is NaN
+    const factor = 2 ** Math.min(entry.failures - 1, 30);
+    return Math.min(this.baseDelayMs * factor, Math.max(this.maxDelayMs, this.baseDelayMs));
+  }
+
+  recordSuccess(address: string): void {
+    this.entries.delete(throttleKey(address));
+  }
+
+  /** Recent failures of an address (0 when none or forgotten). */
+  failures(address: string): number {
+    return this.live(throttleKey(address), this.now())?.failures ?? 0;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private live(key: string, now: number): Entry | undefined {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    if (now - entry.last < this.forgetAfterMs) return entry;
+    this.entries.delete(key);
+    return undefined;
+  }
+}
+
+/** The part of a client address that is throttled as one: IPv4 (also IPv4-mapped) whole, IPv6 by /64. */
+export function throttleKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (isIPv4(address) || !isIPv6(address)) return address;
+  return `${expandIPv6(address).slice(0, 4).join(':')}::/64`;
+}
+
+/** The eight 16-bit groups of an IPv6 address, as lowercase hex without leading zeros. */
+function expandIPv6(address: string): string[] {
+  const [head, tail] = address.toLowerCase().split('%')[0]!.split('::') as [string, string | undefined];
+  const part = (text: string) => (text === '' ? [] : text.split(':').flatMap(group));
+  const left = part(head);
+  const right = tail === undefined ? [] : part(tail);
+  const middle = Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0');
+  return [...left, ...middle, ...right];
+}
+
+/** One group, or the two groups an embedded IPv4 tail (`::1.2.3.4`) stands for. */
+function group(text: string): string[] {
+  if (!text.includes('.')) return [Number.parseInt(text, 16).toString(16)];
+  const [a, b, c, d] = text.split('.').map(Number) as [number, number, number, number];
+  return [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
+}

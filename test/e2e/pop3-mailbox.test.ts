@@ -1,0 +1,242 @@
+// E2E: POP3 and the mailbox file: UIDLs (unique for identical deliveries; stable across
+// sessions, a restart, the deletion of another message and new deliveries), what QUIT, RSET and
+// a dropped connection do to the file, SMTP deliveries during a session, a mailbox written by
+// Postfix (mboxo, no X-Delivery-ID) and another POP3 server's X-UIDL, and a 40 MB message
+// streamed to a client that does not read (the daemon must not buffer it).
+import assert from 'node:assert/strict';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import {
+  crlf,
+  deliverOverSmtp,
+  eventually,
+  makePop3Env,
+  messageId,
+  PASSWORD,
+  Pop3Client,
+  pop3Wire,
+  readMailbox,
+  rfcDate,
+  sleep,
+  startDaemon,
+  type Daemon,
+  type TestEnv,
+} from './harness.js';
+
+function subjects(path: string): string[] {
+  return readMailbox(path).messages.map((m) => /^Subject: (.*)$/m.exec(m.body.toString('latin1'))?.[1] ?? '(none)');
+}
+
+function note(subject: string): string {
+  return crlf('From: someone@client.test', `Subject: ${subject}`, `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', `body of ${subject}`);
+}
+
+describe('pop3 and the mailbox', () => {
+  let env: TestEnv & { pop3Port: number };
+  let daemon: Daemon;
+  const daemons: Daemon[] = [];
+  const start = async () => {
+    daemon = await startDaemon(env);
+    daemons.push(daemon);
+  };
+
+  before(async () => {
+    env = await makePop3Env({ users: ['alice', 'bob', 'carol', 'dave', 'erin', 'big'], config: { message_size_limit: 1_000_000 } });
+    await start();
+  });
+
+  after(async () => {
+    for (const d of daemons) await d.kill9();
+    await env?.cleanup();
+  });
+
+  test('UIDLs: unique for identical deliveries; stable across sessions, a restart, deletions and new mail', async () => {
+    const same = crlf('From: twin@client.test', 'Subject: twin', 'Date: Tue, 24 Nov 2026 10:00:00 +0000', 'Message-ID: <twin@client.test>', '', 'same bytes');
+    await deliverOverSmtp(daemon, env, 'bob', same);
+    await deliverOverSmtp(daemon, env, 'bob', same);
+    await deliverOverSmtp(daemon, env, 'bob', note('third'));
+
+    let client = await Pop3Client.login(env.pop3Port, 'bob');
+    const first = await client.uidls();
+    assert.equal(first.size, 3);
+    assert.equal(new Set(first.values()).size, 3, 'identical messages get different UIDLs');
+    await client.quit();
+
+    client = await Pop3Client.login(env.pop3Port, 'bob');
+    assert.deepEqual(await client.uidls(), first, 'same UIDLs in the next session');
+    await client.quit();
+
+    assert.equal(await daemon.stop(), 0);
+    await start();
+    client = await Pop3Client.login(env.pop3Port, 'bob');
+    assert.deepEqual(await client.uidls(), first, 'same UIDLs after a restart');
+    assert.match(await client.cmd('DELE 1'), /^\+OK/);
+    assert.match(await client.quit(), /^\+OK/);
+
+    await deliverOverSmtp(daemon, env, 'bob', note('fourth'));
+    client = await Pop3Client.login(env.pop3Port, 'bob');
+    const later = await client.uidls();
+    assert.deepEqual([...later.values()].slice(0, 2), [first.get(2), first.get(3)], 'the others keep their UIDLs after a deletion');
+    assert.equal(later.size, 3);
+    assert.ok(![...first.values()].includes(later.get(3)!), 'the new message has a new UIDL');
+    await client.quit();
+  });
+
+  test('DELE + dropped connection keeps; DELE + RSET + QUIT keeps; DELE + QUIT removes (in place)', async () => {
+    const box = env.mailbox('carol');
+    for (const s of ['c1', 'c2', 'c3']) await deliverOverSmtp(daemon, env, 'carol', note(s));
+    const before = statSync(box);
+
+    let client = await Pop3Client.login(env.pop3Port, 'carol');
+    assert.match(await client.cmd('DELE 1'), /^\+OK/);
+    assert.match(await client.cmd('DELE 3'), /^\+OK/);
+    client.destroy();
+    await daemon.waitForLog((e) => e.msg === 'connection dropped without QUIT: nothing deleted' && e.user === 'carol');
+    assert.deepEqual(subjects(box), ['c1', 'c2', 'c3']);
+
+    client = await Pop3Client.login(env.pop3Port, 'carol');
+    assert.match(await client.cmd('DELE 1'), /^\+OK/);
+    assert.match(await client.cmd('RSET'), /^\+OK maildrop has 3 messages/);
+    assert.match(await client.quit(), /^\+OK/);
+    assert.deepEqual(subjects(box), ['c1', 'c2', 'c3']);
+
+    client = await Pop3Client.login(env.pop3Port, 'carol');
+    const wire3 = pop3Wire(box, 3);
+    assert.match(await client.cmd('DELE 2'), /^\+OK/);
+    assert.match(await client.quit(), /^\+OK .*1 messages? deleted/);
+    await client.waitClosed();
+    assert.deepEqual(subjects(box), ['c1', 'c3']);
+    const afterQuit = statSync(box);
+    assert.equal(afterQuit.ino, before.ino, 'the update compacts in place: same inode');
+    assert.equal(afterQuit.mode, before.mode);
+
+    client = await Pop3Client.login(env.pop3Port, 'carol');
+    assert.deepEqual((await client.message('RETR 2')).body, wire3);
+    assert.match(await client.quit(), /^\+OK/);
+  });
+
+  test('mail delivered over SMTP during a session that deletes others survives its QUIT', async () => {
+    const box = env.mailbox('erin');
+    await deliverOverSmtp(daemon, env, 'erin', note('e1'));
+    await deliverOverSmtp(daemon, env, 'erin', note('e2'));
+    const client = await Pop3Client.login(env.pop3Port, 'erin');
+    assert.match(await client.cmd('STAT'), /^\+OK 2 /);
+    assert.match(await client.cmd('DELE 1'), /^\+OK/);
+    // delivery does not wait for the session
+    const started = Date.now();
+    await deliverOverSmtp(daemon, env, 'erin', note('during'));
+    assert.ok(Date.now() - started < 3000, 'the delivery went through while the session was open');
+    assert.deepEqual(subjects(box), ['e1', 'e2', 'during']);
+    assert.match(await client.cmd('STAT'), /^\+OK 1 /, 'the session keeps its own view');
+    assert.match(await client.quit(), /^\+OK/);
+    await client.waitClosed();
+    assert.deepEqual(subjects(box), ['e2', 'during']);
+
+    const next = await Pop3Client.login(env.pop3Port, 'erin');
+    assert.match(await next.cmd('STAT'), /^\+OK 2 /);
+    assert.deepEqual((await next.message('RETR 2')).body, pop3Wire(box, 2));
+    await next.quit();
+  });
+
+  test('a Postfix-style mboxo mailbox (no X-Delivery-ID) and an X-UIDL from another POP3 server are served correctly', async () => {
+    const box = env.mailbox('dave');
+    const postfixMessage = (id: string, queue: string) =>
+      [
+        'From sender@example.org  Tue Nov 24 10:00:00 2026',
+        'Return-Path: <sender@example.org>',
+        'X-Original-To: dave@example.test',
+        'Delivered-To: dave@example.test',
+        'Received: from client.example.org (client.example.org [192.0.2.1])',
+        `\tby mx.example.test (Postfix) with ESMTP id ${queue}`,
+        '\tfor <dave@example.test>; Tue, 24 Nov 2026 10:00:00 +0000 (UTC)',
+        'From: Sender <sender@example.org>',
+        'Subject: from postfix',
+        'Date: Tue, 24 Nov 2026 10:00:00 +0000',
+        `Message-ID: <${id}@example.org>`,
+        '',
+        'Hello Dave,',
+        '>From the start, Postfix quoted this line.',
+        '.a line with a dot',
+        '',
+        'after a blank line',
+        '', // the separator line Postfix writes after each message
+        '',
+      ].join('\n');
+    const qpopper = [
+      'From old@example.org Mon Nov 23 09:00:00 2026',
+      'Subject: kept from qpopper',
+      'Status: RO',
+      'X-UIDL: 8c1a2e9f0b7d3c4a',
+      '',
+      'old mail',
+      '',
+      '',
+    ].join('\n');
+    // the same Message-ID twice (one message delivered twice by Postfix: other queue id)
+    writeFileSync(box, postfixMessage('same', '4Xa1') + postfixMessage('same', '4Xb2') + qpopper, { mode: 0o600 });
+
+    const client = await Pop3Client.login(env.pop3Port, 'dave');
+    const sizes = await client.sizes();
+    assert.equal(sizes.size, 3);
+    for (const n of [1, 2, 3]) {
+      const wire = pop3Wire(box, n);
+      const retr = await client.message(`RETR ${n}`);
+      assert.equal(retr.body.length, sizes.get(n), `RETR ${n} sends the LIST size`);
+      assert.deepEqual(retr.body, wire);
+    }
+    const first = (await client.message('RETR 1')).body.toString('latin1');
+    assert.ok(first.includes('\r\nFrom the start, Postfix quoted this line.\r\n.a line with a dot\r\n\r\nafter a blank line\r\n'), first);
+    assert.ok(first.endsWith('after a blank line\r\n'), 'the separator line is not part of the message');
+    const uidls = await client.uidls();
+    assert.equal(new Set(uidls.values()).size, 3, 'two deliveries of one message get different UIDLs');
+    assert.equal(uidls.get(3), '8c1a2e9f0b7d3c4a', 'X-UIDL honoured');
+    assert.deepEqual((await client.message('TOP 3 0')).body.toString('latin1'), 'Subject: kept from qpopper\r\nStatus: RO\r\nX-UIDL: 8c1a2e9f0b7d3c4a\r\n\r\n');
+    await client.quit();
+
+    const again = await Pop3Client.login(env.pop3Port, 'dave');
+    assert.deepEqual(await again.uidls(), uidls, 'stable across sessions');
+    await again.quit();
+  });
+
+  test('a 40 MB message to a client that stops reading: streamed, not buffered, and complete', async () => {
+    const box = env.mailbox('big');
+    const line = `${'x'.repeat(76)}\n`;
+    const count = Math.ceil((40 * 1024 * 1024) / line.length);
+    const head = 'From big@example.org Tue Nov 24 10:00:00 2026\nSubject: big\nMessage-ID: <big@example.org>\n\n';
+    writeFileSync(box, head + line.repeat(count) + '\n', { mode: 0o600 });
+    const expectedSize = 'Subject: big\r\nMessage-ID: <big@example.org>\r\n\r\n'.length + count * (line.length + 1);
+
+    const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${daemon.child.pid}/status`, 'utf8'))![1]) * 1024;
+    const socket = new Socket();
+    await new Promise<void>((resolve, reject) => socket.connect(env.pop3Port, '127.0.0.1', resolve).once('error', reject));
+    let received = 0;
+    let tail = '';
+    let text = '';
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received < 4096) text += chunk.toString('latin1');
+      tail = (tail + chunk.toString('latin1')).slice(-5);
+    };
+    socket.on('data', onData);
+    socket.write(`USER big\r\nPASS ${PASSWORD}\r\nLIST 1\r\n`);
+    await eventually(() => (text.match(/\r\n/g) ?? []).length >= 4, 10_000, 'login and LIST replies');
+    const listed = Number(/\+OK 1 (\d+)\r\n/.exec(text)![1]);
+    assert.equal(listed, expectedSize);
+    const baseline = rss();
+
+    socket.pause();
+    socket.write('RETR 1\r\n');
+    await sleep(1500);
+    const held = rss() - baseline;
+    assert.ok(held < 20 * 1024 * 1024, `the daemon holds ${Math.round(held / 1024 / 1024)} MB for a client that does not read`);
+
+    received = 0;
+    tail = '';
+    socket.resume();
+    await eventually(() => tail === '\r\n.\r\n', 30_000, 'the whole message');
+    const statusLength = `+OK ${expectedSize} octets\r\n`.length;
+    assert.equal(received, statusLength + expectedSize + 3, 'octets sent = LIST size (+ status and terminator)');
+    socket.end('QUIT\r\n');
+  });
+});

@@ -1,0 +1,50 @@
+// Unit tests for src/pop3/throttle.ts: doubling per failure, the cap, success and time forget,
+// the bounded table, IPv6 /64 grouping.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AuthThrottle, throttleKey } from '../../src/pop3/throttle.js';
+
+describe('AuthThrottle', () => {
+  it('doubles the delay per failure from one address, up to the cap', () => {
+    const t = new AuthThrottle({ baseDelayMs: 1000, maxDelayMs: 5000 });
+    assert.deepEqual([1, 2, 3, 4, 5].map(() => t.recordFailure('192.0.2.1')), [1000, 2000, 4000, 5000, 5000]);
+    assert.equal(t.recordFailure('192.0.2.2'), 1000, 'another address starts at the base');
+  });
+
+  it('a success clears the address; failures are forgotten after a while', () => {
+    let now = 0;
+    const t = new AuthThrottle({ baseDelayMs: 100, forgetAfterMs: 1000, now: () => now });
+    t.recordFailure('a');
+    t.recordFailure('a');
+    t.recordSuccess('a');
+    assert.equal(t.recordFailure('a'), 100);
+    now = 999;
+    assert.equal(t.recordFailure('a'), 200);
+    now = 2000;
+    assert.equal(t.recordFailure('a'), 100);
+  });
+
+  it('remembers at most maxEntries addresses, dropping the idle longest', () => {
+    let now = 0;
+    const t = new AuthThrottle({ baseDelayMs: 10, maxEntries: 3, now: () => now++ });
+    for (const a of ['1.1.1.1', '2.2.2.2', '3.3.3.3']) t.recordFailure(a);
+    t.recordFailure('1.1.1.1'); // now the most recent
+    t.recordFailure('4.4.4.4');
+    assert.equal(t.size, 3);
+    assert.equal(t.failures('2.2.2.2'), 0);
+    assert.equal(t.failures('1.1.1.1'), 2);
+  });
+
+  it('a zero base delay stays zero (no NaN), even after many failures', () => {
+    const t = new AuthThrottle({ baseDelayMs: 0 });
+    for (let i = 0; i < 2000; i++) assert.equal(t.recordFailure('x'), 0);
+  });
+
+  it('groups IPv6 by /64 and reads IPv4-mapped addresses as IPv4', () => {
+    assert.equal(throttleKey('2001:db8:1:2:3:4:5:6'), throttleKey('2001:db8:1:2::99'));
+    assert.notEqual(throttleKey('2001:db8:1:2::1'), throttleKey('2001:db8:1:3::1'));
+    assert.equal(throttleKey('::ffff:192.0.2.7'), '192.0.2.7');
+    assert.equal(throttleKey('::1'), '0:0:0:0::/64');
+    assert.equal(throttleKey('192.0.2.7'), '192.0.2.7');
+  });
+});
