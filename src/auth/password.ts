@@ -12,13 +12,11 @@
 // - SHA512-CRYPT uses unixcrypt, which is synchronous pure JS. Measured on the build box:
 //   about 12 ms a verify at the default 5000 rounds (28 ms for the very first, cold call),
 //   and the cost grows with `rounds=`: 10000 rounds took 22 ms, passlib's default of
-//   656000 took 1.8 s. So hashes with at most 5000 rounds (what doveadm, openssl passwd -6,
-//   mkpasswd and Python's crypt make by default) are verified with a plain call, and hashes
-//   with more rounds in a short-lived worker thread, given up after 10 s.
+//   656000 took 1.8 s. Even 12 ms would stall every other session, so every SHA512-CRYPT
+//   verify runs in a short-lived worker thread (~30 ms to start), given up after 10 s.
 import { Worker } from 'node:worker_threads';
 import { hash as argon2Hash, verify as argon2Verify, type Algorithm } from '@node-rs/argon2';
 import bcrypt from 'bcryptjs';
-import { verify as sha512CryptVerify } from 'unixcrypt';
 
 export const SUPPORTED_SCHEMES = ['ARGON2ID', 'ARGON2I', 'BLF-CRYPT', 'SHA512-CRYPT'] as const;
 export type Scheme = (typeof SUPPORTED_SCHEMES)[number];
@@ -30,9 +28,6 @@ export const DEFAULT_SCHEME: Scheme = 'ARGON2ID';
 // file-by-file transpiler (tsx) cannot inline `Algorithm.Argon2id`: the value is spelled out.
 const ARGON2ID: Algorithm = 2;
 const ARGON2ID_OPTIONS = { algorithm: ARGON2ID, memoryCost: 65536, timeCost: 2, parallelism: 1 };
-
-/** SHA512-CRYPT hashes with more rounds than this are verified in a worker thread. */
-const SHA512_INLINE_MAX_ROUNDS = 5000;
 
 /** A verification in a worker thread is abandoned (and rejects) after this long. */
 const SHA512_WORKER_TIMEOUT_MS = 10_000;
@@ -74,9 +69,7 @@ export async function verifyPassword(stored: string, plain: string): Promise<boo
   if (scheme === null || !isSupportedScheme(scheme)) return false;
   const hashed = stored.slice(scheme.length + 2);
   if (!HASH_SHAPE[scheme].test(hashed)) return false;
-  if (scheme === 'SHA512-CRYPT' && sha512Rounds(hashed) > SHA512_INLINE_MAX_ROUNDS) {
-    return sha512VerifyInWorker(plain, hashed);
-  }
+  if (scheme === 'SHA512-CRYPT') return sha512VerifyInWorker(plain, hashed);
   try {
     switch (scheme) {
       case 'ARGON2ID':
@@ -86,19 +79,11 @@ export async function verifyPassword(stored: string, plain: string): Promise<boo
         // bcryptjs accepts the $2y$ prefix (PHP, htpasswd, Dovecot) as is: checked
         // against a hash made by `htpasswd -B` in the unit test.
         return await bcrypt.compare(plain, hashed);
-      case 'SHA512-CRYPT':
-        return sha512CryptVerify(plain, hashed);
     }
   } catch {
     // The libraries throw on hashes they cannot parse (bad base64, short output, ...).
     return false;
   }
-}
-
-/** The rounds of a `$6$[rounds=N$]salt$hash` string: 5000 when not given, as crypt(3). */
-function sha512Rounds(hashed: string): number {
-  const match = /^\$6\$rounds=(\d+)\$/.exec(hashed);
-  return match ? Number(match[1]) : 5000;
 }
 
 // The worker is evaluated from source (it is small and this keeps it working both from
