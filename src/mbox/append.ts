@@ -247,7 +247,12 @@ export async function appendMessages(target: MailboxTarget, messages: MessageToA
       for (const [index, message] of messages.entries()) {
         const ready = prepared[index]!;
         try {
-          outcomes.push(ready instanceof Error ? ready : await appendLocked(handle, target, message, ready.from, ready.editor));
+          if (ready instanceof Error) {
+            message.source.destroy();
+            outcomes.push(ready);
+          } else {
+            outcomes.push(await appendLocked(handle, target, message, ready.from, ready.editor));
+          }
         } catch (fatal) {
           // the file could not be truncated back: append nothing more after the damage
           for (const rest of messages.slice(index)) rest.source.destroy();

@@ -67,7 +67,8 @@ export class QueueManager {
 
   /** Loads every entry left on disk, settles interrupted appends, and starts delivering. */
   async start(): Promise<void> {
-    for (const entry of await this.options.store.loadAll()) {
+    const corrupt = (queueId: string, err: Error) => this.options.logger.error({ queueId, err: err.message }, 'unreadable queue entry moved to queue/corrupt');
+    for (const entry of await this.options.store.loadAll(corrupt)) {
       await this.recover(entry);
       this.add(entry);
     }
@@ -131,7 +132,18 @@ export class QueueManager {
         if (mailbox !== undefined) this.releaseMailbox(mailbox);
       }
       await Promise.all(jobs.map((job) => this.settle(job)));
-    })().finally(() => {
+    })()
+      .catch((err: Error) => {
+        // a fault in the manager itself: keep the jobs, try again later
+        this.options.logger.error({ err: err.message }, 'delivery attempt failed unexpectedly');
+        for (const job of jobs) {
+          const progress = job.entry.progress[job.index]!;
+          if (progress.state !== 'pending') continue;
+          progress.nextAttemptAt = Date.now() + this.retryDelay(job, progress);
+          this.schedule(job);
+        }
+      })
+      .finally(() => {
       this.inFlight.delete(run);
       this.dispatch();
     });

@@ -120,8 +120,11 @@ export class QueueStore {
     };
   }
 
-  /** Every entry on disk (for the manager at start); removes leftovers of interrupted receipts. */
-  async loadAll(): Promise<QueueEntry[]> {
+  /**
+   * Every entry on disk (for the manager at start); removes leftovers of interrupted receipts
+   * and moves entries that cannot be read to `queue/corrupt/`.
+   */
+  async loadAll(onCorrupt: (id: string, err: Error) => void): Promise<QueueEntry[]> {
     const entries: QueueEntry[] = [];
     for (const name of await readdir(this.dir)) {
       if (name.endsWith('.tmp')) {
@@ -129,7 +132,14 @@ export class QueueStore {
         continue;
       }
       if (!isQueueId(name)) continue;
-      entries.push(await this.load(name));
+      try {
+        entries.push(await this.load(name));
+      } catch (err) {
+        // one unreadable entry must not keep the daemon from starting: set it aside for a human
+        await mkdir(join(this.dir, 'corrupt'), { recursive: true, mode: 0o700 });
+        await rename(join(this.dir, name), join(this.dir, 'corrupt', name));
+        onCorrupt(name, err as Error);
+      }
     }
     return entries.sort((a, b) => a.envelope.receivedAt - b.envelope.receivedAt);
   }

@@ -1,6 +1,8 @@
 // The SMTP listeners (MX port and submission) wired to mailsrv's policy and queue:
 // smtp-server speaks the protocol; this file answers its hooks. A message is accepted
 // (250) only after the queue has it on disk, fsynced.
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Logger } from '../log.js';
@@ -61,7 +63,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     hideSMTPUTF8: false,
     closeTimeout: 30_000,
     authOptional: options.kind === 'mx',
-    // AUTH and STARTTLS arrive with TLS support; the joke commands never.
+    // AUTH and STARTTLS arrive with TLS support (until then the submission port refuses MAIL,
+    // see onMailFrom); the joke commands never.
     disabledCommands: ['AUTH', 'STARTTLS', 'WIZ', 'SHELL', 'KILL'],
     logger: false,
     resolver,
@@ -80,6 +83,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
 
     onMailFrom(address, session, callback) {
       try {
+        // RFC 6409: the submission port relays nothing for strangers, not even to local users.
+        if (options.kind === 'submission' && !session.user) throw new SmtpReplyError(530, '5.7.0 Authentication required');
         policy.checkHelo(session.hostNameAppearsAs ?? '');
         policy.checkSender(address.address);
         callback();
@@ -165,7 +170,10 @@ async function receive(
     recipients,
   });
   try {
-    const size = await pending.write(stream);
+    const capped = new SizeCap(settings.messageSizeLimit);
+    // a client that drops mid-DATA errors `stream`; pipeline passes that on to `capped`
+    pipeline(stream, capped).catch(() => undefined);
+    const size = await pending.write(capped);
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
@@ -180,6 +188,24 @@ async function receive(
   } catch (err) {
     await pending.discard();
     throw err;
+  }
+}
+
+/**
+ * Passes a message through until it exceeds the limit, then drops the rest: an oversized
+ * message is refused at the end of DATA anyway, and must not fill the queue directory first.
+ */
+class SizeCap extends Transform {
+  private seen = 0;
+
+  constructor(private readonly limit: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const before = this.seen;
+    this.seen += chunk.length;
+    callback(null, before <= this.limit ? chunk : undefined);
   }
 }
 

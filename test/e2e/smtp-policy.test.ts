@@ -10,6 +10,7 @@ import {
   Daemon,
   DOMAIN,
   expectedMboxrd,
+  freePort,
   makeEnv,
   messageId,
   parseMbox,
@@ -411,5 +412,32 @@ describe('smtp connection limits', () => {
     local.destroy();
     assert.equal(g.code, 220);
     assert.ok(Date.now() - insideStart < 300, `mynetworks client waited ${Date.now() - insideStart} ms`);
+  });
+});
+
+describe('submission port without AUTH', () => {
+  let env: TestEnv;
+  let daemon: Daemon;
+  let submissionPort: number;
+
+  before(async () => {
+    submissionPort = await freePort();
+    env = await makeEnv({ config: { smtp: { submission: [`127.0.0.1:${submissionPort}`] } } });
+    daemon = await startDaemon(env);
+  });
+
+  after(async () => {
+    if (daemon) await daemon.stop().catch(() => daemon.kill9());
+    if (env) await env.cleanup();
+  });
+
+  test('refuses MAIL with 530 5.7.0, even for a local user and from mynetworks', async () => {
+    for (const localAddress of [undefined, INSIDE]) {
+      const replies = await smtpDialog(submissionPort, ['EHLO client.test', 'MAIL FROM:<a@client.test>', `RCPT TO:<alice@${DOMAIN}>`, 'QUIT'], localAddress ? { localAddress } : {});
+      assert.equal(replies[0]!.code, 220);
+      assert.match(replies[2]!.raw, /^530 5\.7\.0 /, `MAIL on the submission port: ${replies[2]!.raw}`);
+      assert.notEqual(replies[3]!.code, 250);
+    }
+    assert.equal(daemon.find((e) => e.msg === 'queued').length, 0);
   });
 });

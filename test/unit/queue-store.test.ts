@@ -12,6 +12,8 @@ import { QueueStore } from '../../src/queue/store.js';
 
 const client = { ip: '127.0.0.1', helo: 'client.test', protocol: 'ESMTP', hostname: 'localhost', submitted: false };
 
+const noCorruption = (id: string, err: Error) => assert.fail(`unexpected corrupt entry ${id}: ${err.message}`);
+
 async function freshStore(): Promise<QueueStore> {
   const store = new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-queue-')));
   await store.init();
@@ -38,7 +40,7 @@ test('a committed entry reloads with its envelope, message and fresh progress', 
   const entry = await pending.commit();
   assert.deepEqual(entry.envelope.recipients.map((r) => r.deliveryId), [`${entry.envelope.id}.0`, `${entry.envelope.id}.1`]);
 
-  const [loaded] = await store.loadAll();
+  const [loaded] = await store.loadAll(noCorruption);
   assert.deepEqual(loaded!.envelope, entry.envelope);
   assert.equal(loaded!.size, Buffer.byteLength(message));
   assert.deepEqual(loaded!.progress.map((p) => p.state), ['pending', 'pending']);
@@ -53,7 +55,7 @@ test('progress is saved and reloaded; remove deletes both files', async () => {
   entry.progress[0]!.state = 'delivered';
   entry.progress[1]!.lastError = '4.4.0 later';
   await store.saveProgress(entry.envelope.id, entry.progress);
-  const [loaded] = await store.loadAll();
+  const [loaded] = await store.loadAll(noCorruption);
   assert.equal(loaded!.progress[0]!.state, 'delivered');
   assert.equal(loaded!.progress[1]!.lastError, '4.4.0 later');
   await store.remove(entry.envelope.id);
@@ -66,7 +68,7 @@ test('a discarded or interrupted receipt leaves nothing behind', async () => {
   await discarded.write(Readable.from([Buffer.from('x\r\n')]));
   await discarded.discard();
   await writeFile(join(store.dir, `${newQueueId()}.tmp`), 'half a message');
-  assert.deepEqual(await store.loadAll(), []);
+  assert.deepEqual(await store.loadAll(noCorruption), []);
   assert.deepEqual(await readdir(store.dir), []);
 });
 
@@ -77,4 +79,18 @@ test('queue ids are unique, time-ordered and file-name safe', () => {
   for (const id of ids) assert.ok(isQueueId(id), id);
   assert.ok(newQueueId(1_000) < newQueueId(2_000_000_000_000));
   assert.equal(isQueueId('../etc/passwd'), false);
+});
+
+test('an unreadable entry is moved to queue/corrupt and the others still load', async () => {
+  const store = await freshStore();
+  const good = begin(store);
+  await good.write(Readable.from([Buffer.from('x\r\n')]));
+  const entry = await good.commit();
+  const badId = newQueueId();
+  await writeFile(join(store.dir, badId), '{"id": "truncated envel');
+  const corrupt: string[] = [];
+  const loaded = await store.loadAll((id) => corrupt.push(id));
+  assert.deepEqual(loaded.map((e) => e.envelope.id), [entry.envelope.id]);
+  assert.deepEqual(corrupt, [badId]);
+  assert.deepEqual(await readdir(join(store.dir, 'corrupt')), [badId]);
 });
