@@ -3,8 +3,9 @@
 import { join } from 'node:path';
 import { normalizeUsername } from '../auth/username.js';
 import type { Logger } from '../log.js';
-import { appendMessages, MailboxFullError, MailboxLockedError, type MessageToAppend } from '../mbox/append.js';
-import { messageAtOffsetHasHeader } from '../mbox/probe.js';
+import { appendMessages, MailboxFullError, MailboxLockedError, renderedLength, type MessageToAppend } from '../mbox/append.js';
+import type { StaleLockInfo } from '../mbox/lock.js';
+import { settleInterruptedAppend } from '../mbox/probe.js';
 import { PermanentDeliveryError, type DeliveryAgent, type DeliveryJob } from '../queue/manager.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { missingSubmissionHeaders, traceHeaders } from './trace.js';
@@ -26,6 +27,8 @@ export class LocalDelivery implements DeliveryAgent {
   reconfigure(settings: Partial<LocalDeliveryOptions>): void {
     Object.assign(this.options, settings);
   }
+
+  private readonly staleLockLogger = (info: StaleLockInfo) => this.options.logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock broken');
 
   private mailboxPath(user: string): string {
     const name = normalizeUsername(user);
@@ -49,7 +52,7 @@ export class LocalDelivery implements DeliveryAgent {
         mailboxPath: mailbox,
         sizeLimit: this.options.mailboxSizeLimit,
         lockTimeoutMs: this.options.lockTimeoutMs,
-        onStaleBroken: (info) => this.options.logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock broken'),
+        onStaleBroken: this.staleLockLogger,
       },
       jobs.map((job) => this.message(job, user, (offset) => recordAppend(job, mailbox, offset))),
     );
@@ -70,8 +73,19 @@ export class LocalDelivery implements DeliveryAgent {
     };
   }
 
-  wasAppended(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean> {
-    return messageAtOffsetHasHeader(mailbox, offset, `X-Delivery-ID: ${entry.envelope.recipients[index]!.deliveryId}`);
+  /** After a crash: keeps a complete append (true), cuts a torn one off (false: deliver again). */
+  async settleInterruptedAppend(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean> {
+    const recipient = entry.envelope.recipients[index]!;
+    if (recipient.target.kind !== 'local') return false;
+    const expectedBytes = await renderedLength(this.message({ entry, index }, recipient.target.user, async () => undefined));
+    return settleInterruptedAppend({
+      mailboxPath: mailbox,
+      offset,
+      expectedBytes,
+      headerLine: `X-Delivery-ID: ${recipient.deliveryId}`,
+      lockTimeoutMs: this.options.lockTimeoutMs,
+      onStaleBroken: this.staleLockLogger,
+    });
   }
 }
 

@@ -193,6 +193,22 @@ async function fsyncDir(path: string): Promise<void> {
 }
 
 /**
+ * How many bytes `message` takes in a mailbox once appended (From_ line through its blank
+ * separator line): what appendMessages' result reports as `bytes`. Reads the whole source.
+ */
+export async function renderedLength(message: MessageToAppend): Promise<number> {
+  let bytes = Buffer.byteLength(fromLine(message.sender, message.date));
+  const counter = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      bytes += chunk.length;
+      callback();
+    },
+  });
+  await pipeline(message.source, editHeaders({ add: message.addHeaders, addIfMissing: message.addHeadersIfMissing }), new MboxrdQuoter(), counter);
+  return bytes;
+}
+
+/**
  * Appends one message to `mailboxPath` under its dotlock and fsyncs it. Throws
  * MailboxLockedError (retry later), MailboxFullError (552 5.2.2) or MailboxIOError (retry
  * later); after any failure the file has its old length again and `source` is destroyed.

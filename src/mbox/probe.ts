@@ -1,26 +1,75 @@
-// Answers "does the message at this offset of a mailbox carry this header line?" without
-// reading more than its first 64 KiB: used after a crash to tell whether an append that was
-// under way completed (its X-Delivery-ID is there) or must be redone.
+// After a crash: settles an append that was under way. Before each append the queue records
+// where the message would start; at the next start this tells whether the message there is
+// complete (it stays: delivered) or torn (it is cut off, under the mailbox lock, so the
+// redelivery leaves no partial message behind).
 import { open } from 'node:fs/promises';
+import { acquireDotlock, type StaleLockHandler } from './lock.js';
 
 const PROBE_BYTES = 64 * 1024;
+const NEXT_MESSAGE = Buffer.from('\n\nFrom ', 'latin1');
 
-export async function messageAtOffsetHasHeader(mailboxPath: string, offset: number, headerLine: string): Promise<boolean> {
+export interface InterruptedAppend {
+  mailboxPath: string;
+  /** where the message's From_ line was to start */
+  offset: number;
+  /** how many bytes the complete message takes there (From_ line through its blank line) */
+  expectedBytes: number;
+  /** a header line only this message carries, e.g. `X-Delivery-ID: ...` */
+  headerLine: string;
+  lockTimeoutMs: number;
+  onStaleBroken?: StaleLockHandler;
+}
+
+/** True when the message is there complete; otherwise false, with a torn tail cut off. */
+export async function settleInterruptedAppend(append: InterruptedAppend): Promise<boolean> {
   let handle;
   try {
-    handle = await open(mailboxPath, 'r');
+    handle = await open(append.mailboxPath, 'r+');
   } catch {
     return false;
   }
   try {
-    const buffer = Buffer.alloc(PROBE_BYTES);
-    const { bytesRead } = await handle.read(buffer, 0, PROBE_BYTES, offset);
-    const text = buffer.subarray(0, bytesRead).toString('latin1');
-    if (!text.startsWith('From ')) return false;
-    const headerEnd = text.indexOf('\n\n');
-    const headers = headerEnd < 0 ? text : text.slice(0, headerEnd);
-    return headers.split('\n').includes(headerLine);
+    const size = (await handle.stat()).size;
+    if (size <= append.offset) return false;
+    const lock = await acquireDotlock(append.mailboxPath, { timeoutMs: append.lockTimeoutMs, onStaleBroken: append.onStaleBroken });
+    try {
+      const end = append.offset + append.expectedBytes;
+      if (size >= end && (await isOurs(handle, append)) && (await bytesAt(handle, end - 2, 2)).equals(Buffer.from('\n\n'))) return true;
+      // torn: cut it off, unless another program has appended a message after it since
+      if (!(await containsAfter(handle, append.offset, size, NEXT_MESSAGE))) {
+        await handle.truncate(append.offset);
+        await handle.sync();
+      }
+      return false;
+    } finally {
+      await lock.release();
+    }
   } finally {
     await handle.close();
   }
+}
+
+async function bytesAt(handle: Awaited<ReturnType<typeof open>>, position: number, length: number): Promise<Buffer> {
+  const buffer = Buffer.alloc(length);
+  const { bytesRead } = await handle.read(buffer, 0, length, position);
+  return buffer.subarray(0, bytesRead);
+}
+
+/** The message at the offset starts with a From_ line and carries the header line. */
+async function isOurs(handle: Awaited<ReturnType<typeof open>>, append: InterruptedAppend): Promise<boolean> {
+  const text = (await bytesAt(handle, append.offset, PROBE_BYTES)).toString('latin1');
+  if (!text.startsWith('From ')) return false;
+  const headerEnd = text.indexOf('\n\n');
+  return (headerEnd < 0 ? text : text.slice(0, headerEnd)).split('\n').includes(append.headerLine);
+}
+
+/** Whether `needle` occurs in [start, end) of the file, read in bounded chunks. */
+async function containsAfter(handle: Awaited<ReturnType<typeof open>>, start: number, end: number, needle: Buffer): Promise<boolean> {
+  const chunk = Buffer.alloc(PROBE_BYTES);
+  for (let position = start; position < end; position += PROBE_BYTES - needle.length) {
+    const { bytesRead } = await handle.read(chunk, 0, Math.min(PROBE_BYTES, end - position), position);
+    if (chunk.subarray(0, bytesRead).includes(needle)) return true;
+    if (bytesRead < PROBE_BYTES) return false;
+  }
+  return false;
 }

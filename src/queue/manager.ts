@@ -27,8 +27,11 @@ export interface DeliveryAgent {
    * where the message will start, before writing it.
    */
   deliver(jobs: DeliveryJob[], recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>): Promise<(Error | null)[]>;
-  /** After a crash: did the append recorded for this recipient complete? */
-  wasAppended(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean>;
+  /**
+   * After a crash: did the append recorded for this recipient complete? (A torn one is cut
+   * off, so the redelivery leaves no partial message.)
+   */
+  settleInterruptedAppend(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean>;
 }
 
 export interface QueueManagerOptions {
@@ -242,9 +245,14 @@ export class QueueManager {
     for (const [index, progress] of entry.progress.entries()) {
       const appending = progress.appendingAt;
       if (progress.state !== 'pending' || !appending) continue;
-      if (await this.options.local.wasAppended(entry, index, appending.mailbox, appending.offset)) {
-        progress.state = 'delivered';
-        this.options.logger.info({ queueId: entry.envelope.id, to: entry.envelope.recipients[index]!.address }, 'delivery found complete after restart');
+      const log = this.options.logger.child({ queueId: entry.envelope.id, to: entry.envelope.recipients[index]!.address });
+      try {
+        if (await this.options.local.settleInterruptedAppend(entry, index, appending.mailbox, appending.offset)) {
+          progress.state = 'delivered';
+          log.info('delivery found complete after restart');
+        }
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'cannot check an interrupted delivery; delivering again');
       }
       delete progress.appendingAt;
     }

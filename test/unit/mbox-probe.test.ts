@@ -1,0 +1,62 @@
+// Settling an append interrupted by a crash: a complete message stays, a torn one is cut off,
+// and a torn one that another program has appended after is left alone.
+import assert from 'node:assert/strict';
+import { appendFile, mkdtemp, readFile, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import { appendMessage, renderedLength, type MessageToAppend } from '../../src/mbox/append.js';
+import { settleInterruptedAppend } from '../../src/mbox/probe.js';
+
+const OLD = 'From old@x.test Mon Jan  5 10:00:00 2026\nSubject: old\n\nold body\n\n';
+
+function message(body: string): MessageToAppend {
+  return {
+    source: Readable.from([Buffer.from(`Subject: new\r\n\r\n${body}`)]),
+    sender: 'a@b.test',
+    date: new Date('2026-11-25T12:00:00Z'),
+    addHeaders: ['X-Delivery-ID: Q1.0'],
+  };
+}
+
+async function mailboxWithNewMessage(body: string): Promise<{ path: string; offset: number; expectedBytes: number }> {
+  const path = join(await mkdtemp(join(tmpdir(), 'mbox-probe-')), 'user');
+  await writeFile(path, OLD);
+  const { offset, bytes } = await appendMessage({ ...message(body), mailboxPath: path, sizeLimit: 0, lockTimeoutMs: 1000 });
+  assert.equal(await renderedLength(message(body)), bytes);
+  return { path, offset, expectedBytes: bytes };
+}
+
+const settle = (path: string, offset: number, expectedBytes: number) =>
+  settleInterruptedAppend({ mailboxPath: path, offset, expectedBytes, headerLine: 'X-Delivery-ID: Q1.0', lockTimeoutMs: 1000 });
+
+test('a complete append is reported delivered and left as it is', async () => {
+  const { path, offset, expectedBytes } = await mailboxWithNewMessage('line\r\n'.repeat(1000));
+  const before = await readFile(path);
+  assert.equal(await settle(path, offset, expectedBytes), true);
+  assert.deepEqual(await readFile(path), before);
+});
+
+test('a torn append (killed mid-body) is cut back to where it started', async () => {
+  const { path, offset, expectedBytes } = await mailboxWithNewMessage('line\r\n'.repeat(1000));
+  await truncate(path, offset + 200);
+  assert.equal(await settle(path, offset, expectedBytes), false);
+  assert.equal(await readFile(path, 'latin1'), OLD);
+});
+
+test('nothing written yet: not delivered, file unchanged', async () => {
+  const { path, offset, expectedBytes } = await mailboxWithNewMessage('x\r\n');
+  await truncate(path, offset);
+  assert.equal(await settle(path, offset, expectedBytes), false);
+  assert.equal(await readFile(path, 'latin1'), OLD);
+});
+
+test('a torn append followed by another program\'s message is not cut', async () => {
+  const { path, offset, expectedBytes } = await mailboxWithNewMessage('line\r\n'.repeat(1000));
+  await truncate(path, offset + 200);
+  await appendFile(path, '\n\nFrom procmail@x.test Mon Jan  5 10:00:00 2026\nSubject: later\n\nlater\n\n');
+  const before = await readFile(path);
+  assert.equal(await settle(path, offset, expectedBytes), false);
+  assert.deepEqual(await readFile(path), before);
+});
