@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { fromLine, MboxrdQuoter } from './format.js';
 import { editHeaders } from './headers.js';
 import { acquireDotlock, MailboxLockedError, type StaleLockHandler } from './lock.js';
+import { fsyncDir, isErrno } from '../fsutil.js';
 
 export { MailboxLockedError };
 
@@ -69,10 +70,6 @@ export class MailboxIOError extends Error {
     this.name = 'MailboxIOError';
     this.path = path;
   }
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
 }
 
 /** Size of a mailbox file in bytes, 0 if it does not exist. */
@@ -181,15 +178,6 @@ async function separatorPadding(handle: FileHandle, size: number): Promise<strin
   if (tail[n - 1] !== 0x0a) return '\n\n';
   if (n === 2 && tail[0] !== 0x0a) return '\n';
   return '';
-}
-
-async function fsyncDir(path: string): Promise<void> {
-  const dir = await fs.open(path, 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }
 
 /**

@@ -46,6 +46,7 @@ import { z } from 'zod';
 import { acquireDotlock, type StaleLockHandler } from './lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from './mailbox.js';
 import { saveIndex } from './scan.js';
+import { fsyncDir, isErrno } from '../fsutil.js';
 
 /** copy buffer: the most of a mailbox ever held in memory */
 const CHUNK_BYTES = 1024 * 1024;
@@ -122,19 +123,6 @@ interface Range {
   handle: FileHandle;
   position: number;
   length: number;
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
-}
-
-async function fsyncDir(path: string): Promise<void> {
-  const dir = await fs.open(path, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }
 
 /** mkdir -p (0700), making every created directory's entry durable. */

@@ -1,4 +1,5 @@
-// mboxrd on-disk format: the From_ separator line and streaming (un)quoting of message bodies.
+// mboxrd on-disk format: the From_ separator line and streaming quoting of message bodies
+// (reading them back, unquoted, is retrieve.ts's job).
 import { Transform, type TransformCallback } from 'node:stream';
 
 const LF = 0x0a;
@@ -8,7 +9,6 @@ const FROM_ = Buffer.from('From ', 'latin1');
 const QUOTED_FROM_ = Buffer.from('>From ', 'latin1');
 const LF_BUF = Buffer.from([LF]);
 const CR_BUF = Buffer.from([CR]);
-const GT_BUF = Buffer.from([GT]);
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
@@ -134,83 +134,6 @@ export class MboxrdQuoter extends Transform {
   /** The line turned out not to be a `>*From ` line: emit the held-back part of `From`. */
   private releasePrefix(out: Buffer[]): void {
     if (this.matched > 0) out.push(FROM_.subarray(0, this.matched));
-    this.matched = 0;
-    this.atLinePrefix = false;
-  }
-}
-
-/**
- * Reverses mboxrd quoting of one line: strips exactly one `>` from a line matching `^>+From `.
- * Any other line is returned unchanged (the same Buffer).
- */
-export function unquoteMboxrdLine(line: Buffer): Buffer {
-  let i = 0;
-  while (i < line.length && line[i] === GT) i++;
-  if (i === 0 || line.length - i < FROM_.length) return line;
-  return line.compare(FROM_, 0, FROM_.length, i, i + FROM_.length) === 0 ? line.subarray(1) : line;
-}
-
-/**
- * Streaming form of unquoteMboxrdLine for a whole mbox message body (LF or CRLF line ends).
- * Holds back at most the first `>` and 4 bytes of `From` of a line.
- */
-export class MboxrdUnquoter extends Transform {
-  private atLinePrefix = true;
-  /** the first `>` of the line has been seen and held back */
-  private heldGt = false;
-  private matched = 0;
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    const out: Buffer[] = [];
-    const len = chunk.length;
-    let pos = 0;
-    while (pos < len) {
-      if (this.atLinePrefix) {
-        const b = chunk[pos];
-        if (this.matched === 0 && b === GT) {
-          // hold the first `>` (the one to strip); later ones can go out at once
-          const start = this.heldGt ? pos : pos + 1;
-          this.heldGt = true;
-          let end = pos + 1;
-          while (end < len && chunk[end] === GT) end++;
-          if (end > start) out.push(chunk.subarray(start, end));
-          pos = end;
-          continue;
-        }
-        if (this.heldGt && b === FROM_[this.matched]) {
-          this.matched++;
-          pos++;
-          if (this.matched === FROM_.length) {
-            out.push(FROM_);
-            this.matched = 0;
-            this.heldGt = false;
-            this.atLinePrefix = false;
-          }
-          continue;
-        }
-        this.releasePrefix(out);
-      }
-      const nl = chunk.indexOf(LF, pos);
-      const end = nl === -1 ? len : nl + 1;
-      out.push(chunk.subarray(pos, end));
-      this.atLinePrefix = nl !== -1;
-      pos = end;
-    }
-    pushAll(this, out);
-    callback();
-  }
-
-  override _flush(callback: TransformCallback): void {
-    const out: Buffer[] = [];
-    this.releasePrefix(out);
-    pushAll(this, out);
-    callback();
-  }
-
-  private releasePrefix(out: Buffer[]): void {
-    if (this.heldGt) out.push(GT_BUF);
-    if (this.matched > 0) out.push(FROM_.subarray(0, this.matched));
-    this.heldGt = false;
     this.matched = 0;
     this.atLinePrefix = false;
   }

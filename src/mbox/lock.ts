@@ -6,6 +6,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isErrno } from '../fsutil.js';
 
 /** A lock without a live holder pid is stale once its mtime is this old (liblockfile: 300 s). */
 const STALE_AGE_MS = 5 * 60 * 1000;
@@ -51,10 +52,6 @@ export class MailboxLockedError extends Error {
 /** The dotlock file name of a mailbox. */
 export function lockPathOf(mailboxPath: string): string {
   return `${mailboxPath}.lock`;
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
 }
 
 /** Short host name, as liblockfile uses it (up to the first dot). */

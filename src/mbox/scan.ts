@@ -54,6 +54,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, join } from 'node:path';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from './mailbox.js';
+import { isErrno } from '../fsutil.js';
 
 /** bytes per read(2) of a scan */
 const READ_SIZE = 512 * 1024;
@@ -101,10 +102,6 @@ export interface ScanOptions {
   stats?: ScanStats;
   /** called when the index cannot be read (other than missing or corrupt) or written; the scan goes on */
   onIndexError?: (error: Error) => void;
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
 }
 
 function asError(err: unknown): Error {

@@ -7,6 +7,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } f
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { fsyncDir } from '../fsutil.js';
 import { isQueueId, newQueueId } from './id.js';
 
 export interface ClientInfo {
@@ -106,7 +107,7 @@ export class QueueStore {
           await handle.close();
         }
         await rename(tmpPath, finalPath);
-        await this.syncDir();
+        await fsyncDir(this.dir);
         return {
           envelope: full,
           progress: full.recipients.map(() => freshProgress(full.receivedAt)),
@@ -172,15 +173,6 @@ export class QueueStore {
   async remove(id: string): Promise<void> {
     await rm(join(this.dir, `${id}.progress`), { force: true });
     await unlink(join(this.dir, id));
-  }
-
-  private async syncDir(): Promise<void> {
-    const handle = await open(this.dir, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
   }
 }
 

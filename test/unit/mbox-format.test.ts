@@ -4,7 +4,7 @@ import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { fromLine, MboxrdQuoter, MboxrdUnquoter, unquoteMboxrdLine } from '../../src/mbox/format.js';
+import { fromLine, MboxrdQuoter } from '../../src/mbox/format.js';
 
 async function run(transform: Transform, chunks: Buffer[]): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -23,8 +23,8 @@ async function run(transform: Transform, chunks: Buffer[]): Promise<Buffer> {
 
 const quote = async (s: string, chunks?: Buffer[]): Promise<string> =>
   (await run(new MboxrdQuoter(), chunks ?? [Buffer.from(s, 'latin1')])).toString('latin1');
-const unquote = async (s: string, chunks?: Buffer[]): Promise<string> =>
-  (await run(new MboxrdUnquoter(), chunks ?? [Buffer.from(s, 'latin1')])).toString('latin1');
+/** Reference mboxrd reader for the round-trip property (the product's is src/mbox/retrieve.ts). */
+const unquote = (s: string): string => s.replace(/^>(>*From )/gm, '$1');
 const bytewise = (s: string): Buffer[] => [...Buffer.from(s, 'latin1')].map((b) => Buffer.from([b]));
 
 /** Splits a string at the given cut points (sorted, deduplicated, in range). */
@@ -112,30 +112,6 @@ describe('MboxrdQuoter', () => {
   });
 });
 
-describe('mboxrd unquoting', () => {
-  it('strips exactly one > from >+From lines', async () => {
-    const input = '>From a\n>>From b\nFrom c\n>Fromage\n>\n>> From\nx >From\n';
-    const expected = 'From a\n>From b\nFrom c\n>Fromage\n>\n>> From\nx >From\n';
-    assert.equal(await unquote(input), expected);
-    assert.equal(await unquote(input, bytewise(input)), expected);
-    assert.equal(await unquote('>Fro'), '>Fro');
-    assert.equal(await unquote('>>'), '>>');
-  });
-  it('unquoteMboxrdLine matches the stream', () => {
-    const cases: [string, string][] = [
-      ['>From a\n', 'From a\n'],
-      ['>>>From \n', '>>From \n'],
-      ['From a\n', 'From a\n'],
-      ['>Fro', '>Fro'],
-      ['>From', '>From'],
-      ['', ''],
-    ];
-    for (const [input, expected] of cases) {
-      assert.equal(unquoteMboxrdLine(Buffer.from(input)).toString(), expected);
-    }
-  });
-});
-
 describe('quote/unquote property', () => {
   const lineChar = fc.constantFrom('>', 'F', 'r', 'o', 'm', ' ', 'x', '\t', '\u00e9');
   const line = fc.oneof(
@@ -152,12 +128,7 @@ describe('quote/unquote property', () => {
         assert.ok(quoted.endsWith('\n'));
         const body = quoted.slice(0, -1); // the separator line
         assert.ok(!/(^|\n)From /.test(body), 'a line starts with From_');
-        assert.equal(await unquote(body, splitAt(body, cuts)), lf);
-        const perLine = body
-          .split(/(?<=\n)/)
-          .map((l) => unquoteMboxrdLine(Buffer.from(l, 'latin1')).toString('latin1'))
-          .join('');
-        assert.equal(perLine, lf);
+        assert.equal(unquote(body), lf);
       }),
       { numRuns: 300 },
     );

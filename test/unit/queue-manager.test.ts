@@ -46,7 +46,7 @@ test('a failing delivery is retried until it succeeds, then the entry is removed
       calls += 1;
       return jobs.map(() => (calls < 3 ? new Error('4.2.0 locked') : null));
     },
-    wasAppended: async () => false,
+    settleInterruptedAppend: async () => false,
   });
   qmgr.add(entry);
   await until(async () => (await readdir(store.dir)).length === 0);
@@ -71,7 +71,7 @@ test('deliveries to one mailbox never overlap; different mailboxes run together'
       active.set(user, active.get(user)! - 1);
       return jobs.map(() => null);
     },
-    wasAppended: async () => false,
+    settleInterruptedAppend: async () => false,
   });
   qmgr.add(entry);
   qmgr.add(second.entry);
@@ -88,7 +88,7 @@ test('a permanent failure ends the recipient without retries', async () => {
       calls += 1;
       return jobs.map(() => new PermanentDeliveryError('5.1.1 user unknown'));
     },
-    wasAppended: async () => false,
+    settleInterruptedAppend: async () => false,
   });
   qmgr.add(entry);
   await until(() => qmgr.size === 0);
@@ -106,7 +106,7 @@ test('an append recorded before a crash is found complete at start, not redone',
       delivered.push(...jobs.map((job) => job.index));
       return jobs.map(() => null);
     },
-    wasAppended: async (_e, index, mailbox, offset) => index === 0 && mailbox === '/spool/a' && offset === 42,
+    settleInterruptedAppend: async (_e, index, mailbox, offset) => index === 0 && mailbox === '/spool/a' && offset === 42,
   });
   await qmgr.start();
   await until(() => qmgr.size === 0);
@@ -123,7 +123,7 @@ test('what queued up for a busy mailbox goes in as one batch, in order', async (
       await new Promise((r) => setTimeout(r, 30));
       return jobs.map(() => null);
     },
-    wasAppended: async () => false,
+    settleInterruptedAppend: async () => false,
   });
   qmgr.add(first.entry);
   for (const { entry } of rest) qmgr.add(entry);
