@@ -18,11 +18,11 @@ import { Worker } from 'node:worker_threads';
 import { hash as argon2Hash, verify as argon2Verify, type Algorithm } from '@node-rs/argon2';
 import bcrypt from 'bcryptjs';
 
-export const SUPPORTED_SCHEMES = ['ARGON2ID', 'ARGON2I', 'BLF-CRYPT', 'SHA512-CRYPT'] as const;
+const SUPPORTED_SCHEMES = ['ARGON2ID', 'ARGON2I', 'BLF-CRYPT', 'SHA512-CRYPT'] as const;
 export type Scheme = (typeof SUPPORTED_SCHEMES)[number];
 
 /** The scheme new passwords are stored with. */
-export const DEFAULT_SCHEME: Scheme = 'ARGON2ID';
+const DEFAULT_SCHEME: Scheme = 'ARGON2ID';
 
 // `Algorithm` is a const enum that @node-rs/argon2 does not export at run time, so a
 // file-by-file transpiler (tsx) cannot inline `Algorithm.Argon2id`: the value is spelled out.

@@ -5,7 +5,7 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { configSchema, type Config } from './schema.js';
 
-export const DEFAULT_CONFIG_PATH = '/etc/mailsrv/mailsrv.toml';
+const DEFAULT_CONFIG_PATH = '/etc/mailsrv/mailsrv.toml';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

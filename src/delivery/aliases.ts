@@ -27,7 +27,7 @@ export interface Resolution {
 }
 
 /** Expansion stops this many aliases deep: a chain this long is a mistake, not a design. */
-export const MAX_ALIAS_DEPTH = 20;
+const MAX_ALIAS_DEPTH = 20;
 
 /** An address `local@domain`, the local part a dot-atom-ish word or a quoted string. */
 const ADDRESS = /^(?<local>"(?:[^"\\\r\n]|\\.)*"|[^\s"@,:<>()[\]\\]+)@(?<domain>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)$/i;

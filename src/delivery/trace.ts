@@ -4,7 +4,7 @@
 import type { Envelope } from '../queue/store.js';
 
 /** "Wed, 25 Nov 2026 11:54:57 +0000" */
-export function rfc5322Date(date: Date): string {
+function rfc5322Date(date: Date): string {
   return date.toUTCString().replace(/GMT$/, '+0000');
 }
 

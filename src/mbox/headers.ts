@@ -9,7 +9,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 
 /** Headers that only a mailbox store may write; removed from every delivered message. */
-export const STORE_ONLY_HEADERS: readonly string[] = [
+const STORE_ONLY_HEADERS: readonly string[] = [
   'x-uidl',
   'x-uid',
   'x-imapbase',

@@ -114,11 +114,18 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       const recipients = dedupe(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
       receive(options, settings, stream, session, recipients).then(
         (entry) => {
-          options.onQueued(entry);
+          try {
+            options.onQueued(entry);
+          } catch (err) {
+            // the message is on disk: the queue manager picks it up at the latest at the next start
+            sessionLog(session).error({ err, queueId: entry.envelope.id }, 'queued message not scheduled');
+          }
           callback(null, `2.0.0 Ok: queued as ${entry.envelope.id}`);
         },
         (err: Error) => {
-          if (!(err instanceof SmtpReplyError)) {
+          if (stream.errored) {
+            sessionLog(session).info({ reason: err.message }, 'message aborted by the client');
+          } else if (!(err instanceof SmtpReplyError)) {
             sessionLog(session).error({ err }, 'cannot queue message');
             err = new SmtpReplyError(451, '4.3.0 Error: queue file write error');
           }
