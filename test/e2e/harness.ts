@@ -351,6 +351,23 @@ export interface ConnectOptions {
   timeoutMs?: number;
 }
 
+/** A TCP connection to a loopback port, from `options.localAddress` when given. */
+async function connectSocket(port: number, options: ConnectOptions, timeoutMs: number): Promise<Socket> {
+  const socket = new Socket();
+  await withTimeout(
+    new Promise<void>((resolveConnect, reject) => {
+      socket.once('error', reject);
+      socket.connect({ port, host: options.host ?? '127.0.0.1', ...(options.localAddress ? { localAddress: options.localAddress } : {}) }, () => {
+        socket.off('error', reject);
+        resolveConnect();
+      });
+    }),
+    timeoutMs,
+    `cannot connect to port ${port}`,
+  );
+  return socket;
+}
+
 /**
  * A deliberately dumb SMTP client over a raw socket: writes exactly the bytes it is given
  * and parses replies (multi-line aware), so tests control dot-stuffing, pipelining and line ends.
@@ -384,20 +401,8 @@ export class SmtpClient {
 
   /** Connects and reads the greeting. */
   static async connect(port: number, options: ConnectOptions = {}): Promise<{ client: SmtpClient; greeting: Reply }> {
-    const socket = new Socket();
     const timeoutMs = options.timeoutMs ?? 10_000;
-    await withTimeout(
-      new Promise<void>((resolveConnect, reject) => {
-        socket.once('error', reject);
-        socket.connect({ port, host: options.host ?? '127.0.0.1', ...(options.localAddress ? { localAddress: options.localAddress } : {}) }, () => {
-          socket.off('error', reject);
-          resolveConnect();
-        });
-      }),
-      timeoutMs,
-      `cannot connect to port ${port}`,
-    );
-    const client = new SmtpClient(socket, timeoutMs);
+    const client = new SmtpClient(await connectSocket(port, options, timeoutMs), timeoutMs);
     const greeting = await client.read();
     return { client, greeting };
   }
@@ -831,20 +836,8 @@ export class Pop3Client {
 
   /** Connects and reads the greeting line. */
   static async connect(port: number, options: ConnectOptions = {}): Promise<{ client: Pop3Client; greeting: string }> {
-    const socket = new Socket();
     const timeoutMs = options.timeoutMs ?? 10_000;
-    await withTimeout(
-      new Promise<void>((resolveConnect, reject) => {
-        socket.once('error', reject);
-        socket.connect({ port, host: options.host ?? '127.0.0.1', ...(options.localAddress ? { localAddress: options.localAddress } : {}) }, () => {
-          socket.off('error', reject);
-          resolveConnect();
-        });
-      }),
-      timeoutMs,
-      `cannot connect to POP3 port ${port}`,
-    );
-    const client = new Pop3Client(socket, timeoutMs);
+    const client = new Pop3Client(await connectSocket(port, options, timeoutMs), timeoutMs);
     return { client, greeting: await client.readLine() };
   }
 

@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { fromLine, MboxrdQuoter } from '../../src/mbox/format.js';
+import { splitAt } from '../support/chunks.js';
 
 async function run(transform: Transform, chunks: Buffer[]): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -27,19 +28,8 @@ const quote = async (s: string, chunks?: Buffer[]): Promise<string> =>
 const unquote = (s: string): string => s.replace(/^>(>*From )/gm, '$1');
 const bytewise = (s: string): Buffer[] => [...Buffer.from(s, 'latin1')].map((b) => Buffer.from([b]));
 
-/** Splits a string at the given cut points (sorted, deduplicated, in range). */
-function splitAt(s: string, cuts: number[]): Buffer[] {
-  const buf = Buffer.from(s, 'latin1');
-  const points = [...new Set(cuts.map((c) => c % (buf.length + 1)))].sort((a, b) => a - b);
-  const parts: Buffer[] = [];
-  let last = 0;
-  for (const p of points) {
-    parts.push(buf.subarray(last, p));
-    last = p;
-  }
-  parts.push(buf.subarray(last));
-  return parts.filter((p) => p.length > 0);
-}
+/** Latin-1 chunks of `s` cut at `cuts`. */
+const chunksOf = (s: string, cuts: number[]): Buffer[] => splitAt(s, cuts).map((part) => Buffer.from(part, 'latin1'));
 
 describe('fromLine', () => {
   it('writes sender and UTC asctime', () => {
@@ -90,7 +80,7 @@ describe('MboxrdQuoter', () => {
     assert.equal(await quote(input, bytewise(input)), whole);
     await fc.assert(
       fc.asyncProperty(fc.array(fc.nat({ max: 64 }), { maxLength: 12 }), async (cuts) => {
-        assert.equal(await quote(input, splitAt(input, cuts)), whole);
+        assert.equal(await quote(input, chunksOf(input, cuts)), whole);
       }),
     );
   });
@@ -124,7 +114,7 @@ describe('quote/unquote property', () => {
       fc.asyncProperty(fc.array(line, { maxLength: 20 }), fc.array(fc.nat({ max: 400 }), { maxLength: 8 }), async (lines, cuts) => {
         const crlf = lines.map((l) => `${l}\r\n`).join('');
         const lf = lines.map((l) => `${l}\n`).join('');
-        const quoted = await quote(crlf, splitAt(crlf, cuts));
+        const quoted = await quote(crlf, chunksOf(crlf, cuts));
         assert.ok(quoted.endsWith('\n'));
         const body = quoted.slice(0, -1); // the separator line
         assert.ok(!/(^|\n)From /.test(body), 'a line starts with From_');

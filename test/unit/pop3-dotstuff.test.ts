@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { DotStuffer, type DotStufferOptions } from '../../src/pop3/dotstuff.js';
+import { splitAt } from '../support/chunks.js';
 
 async function stuff(chunks: string[], options: DotStufferOptions = {}): Promise<string> {
   const out: Buffer[] = [];
@@ -63,14 +64,7 @@ describe('DotStuffer', () => {
     return fc.assert(
       fc.asyncProperty(fc.array(lineArb, { maxLength: 12 }), fc.array(fc.nat(200), { maxLength: 6 }), async (lines, cuts) => {
         const text = lines.map((l) => `${l}\r\n`).join('');
-        const points = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b);
-        const chunks: string[] = [];
-        let last = 0;
-        for (const p of points) {
-          chunks.push(text.slice(last, p));
-          last = p;
-        }
-        chunks.push(text.slice(last));
+        const chunks = splitAt(text, cuts);
         const wire = await stuff(chunks, { expectedBytes: text.length });
         assert.equal(unstuff(wire), text);
         assert.ok(!/(^|\r\n)\.[^.\r]/.test(wire.slice(0, -3)), 'no unstuffed dot line before the terminator');

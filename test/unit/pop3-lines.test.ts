@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { LineReader, MAX_COMMAND_LENGTH, type LineEvent } from '../../src/pop3/lines.js';
+import { splitAt } from '../support/chunks.js';
 
 const show = (event: LineEvent | null) => (event === null ? null : event.kind === 'line' ? event.line.toString('latin1') : '<too-long>');
 
@@ -76,14 +77,7 @@ describe('LineReader', () => {
     fc.assert(
       fc.property(fc.array(lineArb, { maxLength: 10 }), fc.array(fc.nat(400), { maxLength: 8 }), fc.boolean(), (lines, cuts, bareLf) => {
         const text = lines.map((l) => `${l}${bareLf ? '\n' : '\r\n'}`).join('');
-        const points = [...new Set(cuts.map((c) => c % (text.length + 1)))].sort((a, b) => a - b);
-        const chunks: string[] = [];
-        let last = 0;
-        for (const p of points) {
-          chunks.push(text.slice(last, p));
-          last = p;
-        }
-        chunks.push(text.slice(last));
+        const chunks = splitAt(text, cuts);
         assert.deepEqual(feed(chunks), lines);
       }),
     );
