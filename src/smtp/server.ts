@@ -8,6 +8,7 @@ import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 
 import type { Logger } from '../log.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { MailsrvSMTPServer } from './connection.js';
+import { smtpProtocolLogger } from './protocol-log.js';
 import { SmtpPolicy, SmtpReplyError, type ResolvedRecipient } from './policy.js';
 
 /** What SIGHUP may change on a running listener. */
@@ -66,7 +67,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     // AUTH and STARTTLS arrive with TLS support (until then the submission port refuses MAIL,
     // see onMailFrom); the joke commands never.
     disabledCommands: ['AUTH', 'STARTTLS', 'WIZ', 'SHELL', 'KILL'],
-    logger: false,
+    logger: smtpProtocolLogger(logger),
     resolver,
     vrfy: (address, session) => (settings.vrfy ? vrfyReply(policy, address, session.remoteAddress) : undefined),
 

@@ -1,0 +1,39 @@
+// smtp-server's log calls become pino debug lines with the sessionId, only at level debug.
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import { smtpProtocolLogger } from '../../src/smtp/protocol-log.js';
+
+function capture(level: string) {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+      callback();
+    },
+  });
+  return { lines, logger: pino({ level }, sink) };
+}
+
+test('commands and replies are debug lines carrying the sessionId', () => {
+  const { lines, logger } = capture('debug');
+  const adapter = smtpProtocolLogger(logger);
+  adapter.info({ tnx: 'command', cid: 'abc' }, 'C:', 'MAIL FROM:<a@b.test>');
+  adapter.debug({ tnx: 'send', cid: 'abc' }, 'S:', '250 2.1.0 Accepted');
+  adapter.error('plain %s', 'message');
+  assert.deepEqual(
+    lines.map((l) => [l.level, l.sessionId, l.msg]),
+    [
+      [20, 'abc', 'C: MAIL FROM:<a@b.test>'],
+      [20, 'abc', 'S: 250 2.1.0 Accepted'],
+      [20, undefined, 'plain message'],
+    ],
+  );
+});
+
+test('nothing is logged above debug', () => {
+  const { lines, logger } = capture('info');
+  smtpProtocolLogger(logger).info({ tnx: 'command', cid: 'abc' }, 'C:', 'EHLO x');
+  assert.deepEqual(lines, []);
+});
