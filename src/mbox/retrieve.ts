@@ -2,11 +2,13 @@
 // every line ends in CRLF (an LF gets its CR, an existing CRLF stays), one `>` is dropped from
 // lines matching `^>+From ` (mboxrd), a last line without LF gets CRLF. For RETR that is exactly
 // MessageInfo.size bytes (scan.ts counts by the same rules). Only
-// [contentOffset, contentOffset + contentLength) is read, in 64 KiB chunks; at most the first
-// `>` and 4 bytes of `From` of a line are held back.
+// [contentOffset, contentOffset + contentLength) is read, in chunks of at most 64 KiB; at most
+// the first `>` and 4 bytes of `From` of a line are held back.
+//
+// A plain pull reader, not a stream: the caller asks for the next chunk when it can take it
+// (that is the backpressure), and may pass a file handle it keeps open for many messages.
 import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
 import { MailboxChangedError, type MessageInfo } from './mailbox.js';
 
 const CHUNK = 64 * 1024;
@@ -21,14 +23,21 @@ const FROM_ = Buffer.from('From ', 'latin1');
 export interface RetrieveOptions {
   /** TOP: the header block, the blank line, and this many body lines; undefined: the whole message (RETR) */
   bodyLines?: number;
+  /** the file at `path`, already open: read from it, left open (the caller's to close) */
+  handle?: FileHandle;
 }
 
-class MessageStream extends Readable {
-  private handle: FileHandle | null = null;
-  /** read buffer, reused: what is pushed is always a copy */
-  private readonly buffer = Buffer.allocUnsafe(CHUNK);
+export class MessageReader implements AsyncIterable<Buffer> {
+  /** the handle reads go to; null until the path is opened (or once closed) */
+  private handle: FileHandle | null;
+  /** the handle was opened here, so it is closed here */
+  private readonly ownsHandle: boolean;
+  /** read buffer, reused: what is returned is always a copy */
+  private readonly buffer: Buffer;
   private position: number;
   private remaining: number;
+  /** all returned (or failed, or closed): next() gives null */
+  private finished = false;
   /** at the start of a line, still inside its `>*From ` prefix check */
   private atLineStart = true;
   /** the line's first `>` is held back (the one to drop if `From ` follows the run) */
@@ -47,59 +56,57 @@ class MessageStream extends Readable {
     private readonly path: string,
     message: MessageInfo,
     bodyLines: number | undefined,
+    handle: FileHandle | undefined,
   ) {
-    super({ highWaterMark: CHUNK });
+    this.handle = handle ?? null;
+    this.ownsHandle = handle === undefined;
     this.position = message.contentOffset;
     this.remaining = message.contentLength;
     this.bodyLeft = bodyLines ?? null;
+    this.buffer = Buffer.allocUnsafe(Math.max(1, Math.min(CHUNK, message.contentLength)));
   }
 
-  override _construct(callback: (error?: Error | null) => void): void {
-    fs.open(this.path, constants.O_RDONLY | constants.O_NOFOLLOW).then(
-      (handle) => {
-        this.handle = handle;
-        callback();
-      },
-      (err: unknown) => callback(err instanceof Error ? err : new Error(String(err))),
-    );
+  /** The next piece of the message (never empty), or null once it is all out. */
+  async next(): Promise<Buffer | null> {
+    if (this.finished) return null;
+    try {
+      this.handle ??= await fs.open(this.path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      const out: Buffer[] = [];
+      let done = false;
+      while (out.length === 0 && !done) {
+        if (this.remaining === 0) {
+          this.endOfContent(out);
+          done = true;
+          break;
+        }
+        const { bytesRead } = await this.handle.read(this.buffer, 0, Math.min(this.buffer.length, this.remaining), this.position);
+        if (bytesRead === 0) throw new MailboxChangedError(this.path, `message at offset ${this.position} is shorter than expected`);
+        this.position += bytesRead;
+        this.remaining -= bytesRead;
+        done = this.convert(this.buffer.subarray(0, bytesRead), out);
+      }
+      if (done) await this.close();
+      return out.length > 0 ? Buffer.concat(out) : null;
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
   }
 
-  override _read(): void {
-    this.readChunk().catch((err: unknown) => this.destroy(err instanceof Error ? err : new Error(String(err))));
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+  /** Stops early: closes the file if it was opened here. Safe to call more than once. */
+  async close(): Promise<void> {
+    this.finished = true;
     const handle = this.handle;
     this.handle = null;
-    if (handle === null) {
-      callback(error);
-      return;
-    }
-    handle.close().then(
-      () => callback(error),
-      (closeErr: unknown) => callback(error ?? (closeErr instanceof Error ? closeErr : new Error(String(closeErr)))),
-    );
+    if (handle !== null && this.ownsHandle) await handle.close();
   }
 
-  /** Reads and converts until there is output to push (or the end). */
-  private async readChunk(): Promise<void> {
-    const out: Buffer[] = [];
-    let done = false;
-    while (out.length === 0 && !done) {
-      if (this.remaining === 0) {
-        this.endOfContent(out);
-        done = true;
-        break;
-      }
-      const { bytesRead } = await this.handle!.read(this.buffer, 0, Math.min(CHUNK, this.remaining), this.position);
-      if (bytesRead === 0) throw new MailboxChangedError(this.path, `message at offset ${this.position} is shorter than expected`);
-      this.position += bytesRead;
-      this.remaining -= bytesRead;
-      done = this.convert(this.buffer.subarray(0, bytesRead), out);
+  async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+    try {
+      for (let chunk = await this.next(); chunk !== null; chunk = await this.next()) yield chunk;
+    } finally {
+      await this.close();
     }
-    if (this.destroyed) return;
-    if (out.length > 0) this.push(Buffer.concat(out));
-    if (done) this.push(null);
   }
 
   /** Converts one chunk of content into `out`; true once TOP has all its lines. */
@@ -187,13 +194,14 @@ class MessageStream extends Readable {
 /**
  * The message as POP3 sends it (before dot-stuffing): RETR without `bodyLines`, exactly
  * `message.size` bytes; TOP with `bodyLines: n`: the header block, the blank line and the first
- * n body lines (a message without a blank line: all of it, as headers). The stream fails with
- * MailboxChangedError if the file ends before the message does.
+ * n body lines (a message without a blank line: all of it, as headers). Reading fails with
+ * MailboxChangedError if the file ends before the message does. Without `options.handle` the
+ * file is opened at the first read and closed at the end, on an error, or by close().
  */
-export function retrieveMessage(path: string, message: MessageInfo, options: RetrieveOptions = {}): Readable {
-  const { bodyLines } = options;
+export function retrieveMessage(path: string, message: MessageInfo, options: RetrieveOptions = {}): MessageReader {
+  const { bodyLines, handle } = options;
   if (bodyLines !== undefined && !(Number.isSafeInteger(bodyLines) && bodyLines >= 0)) {
     throw new RangeError(`bodyLines must be a non-negative integer, not ${bodyLines}`);
   }
-  return new MessageStream(path, message, bodyLines);
+  return new MessageReader(path, message, bodyLines, handle);
 }

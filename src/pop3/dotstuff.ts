@@ -1,43 +1,39 @@
-// The body of a POP3 multi-line reply (RFC 1939 §3), as a stream: every line that starts with
-// "." gets one more "." in front, and the reply ends with the terminating ".CRLF" line. The
-// input is a message with CRLF line ends (what mbox/retrieve.ts produces); should its last line
-// lack a line end, CRLF is added so the terminator stands on a line of its own.
+// The body of a POP3 multi-line reply (RFC 1939 §3), a chunk at a time: every line that
+// starts with "." gets one more "." in front, and the reply ends with the terminating ".CRLF"
+// line. The input is a message with CRLF line ends (what mbox/retrieve.ts produces); should its
+// last line lack a line end, CRLF is added so the terminator stands on a line of its own.
 //
 // With `expectedBytes` (RETR: the size LIST announced), a different number of input bytes is an
 // error at the end, and the terminator is not sent: the client must not take a short or long
 // message for a complete one.
 //
 // Nothing is held back: each chunk goes out as it comes in, so the caller's backpressure
-// (socket → this stream → the file read) bounds what is in memory.
-import { Transform, type TransformCallback } from 'node:stream';
+// (socket → the file read) bounds what is in memory.
 
 const LF = 0x0a;
 const DOT = 0x2e;
 const DOT_BUF = Buffer.from('.', 'latin1');
-const CRLF = Buffer.from('\r\n', 'latin1');
 const TERMINATOR = Buffer.from('.\r\n', 'latin1');
+const CRLF_TERMINATOR = Buffer.from('\r\n.\r\n', 'latin1');
 
 export interface DotStufferOptions {
   /** the input must be exactly this many bytes */
   expectedBytes?: number;
 }
 
-export class DotStuffer extends Transform {
+export class DotStuffer {
   /** bytes taken in (before stuffing): what RETR promised in its octet count */
   bytesIn = 0;
   private atLineStart = true;
   private readonly expectedBytes: number | undefined;
 
   constructor(options: DotStufferOptions = {}) {
-    super();
     this.expectedBytes = options.expectedBytes;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    if (chunk.length === 0) {
-      callback();
-      return;
-    }
+  /** The chunk as it goes on the wire (the chunk itself when nothing needs stuffing). */
+  push(chunk: Buffer): Buffer {
+    if (chunk.length === 0) return chunk;
     this.bytesIn += chunk.length;
     const out: Buffer[] = [];
     let start = 0;
@@ -54,15 +50,14 @@ export class DotStuffer extends Transform {
       lineStart = start;
     }
     this.atLineStart = chunk[chunk.length - 1] === LF;
-    callback(null, out.length === 1 ? out[0] : Buffer.concat(out));
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
   }
 
-  override _flush(callback: TransformCallback): void {
+  /** What ends the reply: the terminator (after a CRLF if the input lacked one); throws on an octet mismatch. */
+  end(): Buffer {
     if (this.expectedBytes !== undefined && this.bytesIn !== this.expectedBytes) {
-      callback(new Error(`message has ${this.bytesIn} octets, ${this.expectedBytes} expected`));
-      return;
+      throw new Error(`message has ${this.bytesIn} octets, ${this.expectedBytes} expected`);
     }
-    if (!this.atLineStart) this.push(CRLF);
-    callback(null, TERMINATOR);
+    return this.atLineStart ? TERMINATOR : CRLF_TERMINATOR;
   }
 }

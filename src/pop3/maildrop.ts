@@ -1,15 +1,15 @@
 // The mailbox side of a POP3 session, in one place: open (measure the file under its dotlock,
 // then scan up to that size, so the session sees only messages whose delivery was complete),
-// stream one message, and the QUIT update. The mbox format, the lock and the update itself
+// open the file once for the session's reads, read one message, and the QUIT update. The mbox format, the lock and the update itself
 // live in src/mbox/; this file only puts the pieces together for the protocol code.
-import { lstat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { normalizeUsername } from '../auth/username.js';
 import { expungeMessages } from '../mbox/expunge.js';
 import { acquireDotlock, type StaleLockHandler } from '../mbox/lock.js';
-import type { MailboxSnapshot, MessageInfo } from '../mbox/mailbox.js';
-import { retrieveMessage } from '../mbox/retrieve.js';
+import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
+import { retrieveMessage, type MessageReader } from '../mbox/retrieve.js';
 import { scanMailbox } from '../mbox/scan.js';
 
 /** The mailbox path names something that is not a regular file: no retry will help. */
@@ -64,9 +64,25 @@ export class Maildrop {
     return scanMailbox(path, { indexDir: this.options.indexDir, upTo: size });
   }
 
+  /**
+   * The snapshot's file, opened for retrieve() (the caller closes it). Throws
+   * MailboxChangedError if the path now names another file than the one scanned.
+   */
+  async openFile(snapshot: MailboxSnapshot): Promise<FileHandle> {
+    const handle = await open(snapshot.path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      const st = await handle.stat();
+      if (st.dev !== snapshot.dev || st.ino !== snapshot.ino) throw new MailboxChangedError(snapshot.path, 'the file was replaced');
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    return handle;
+  }
+
   /** One message as POP3 sends it before dot-stuffing (CRLF); with bodyLines, TOP's part of it. */
-  retrieve(snapshot: MailboxSnapshot, message: MessageInfo, bodyLines?: number): Readable {
-    return retrieveMessage(snapshot.path, message, bodyLines === undefined ? {} : { bodyLines });
+  retrieve(snapshot: MailboxSnapshot, file: FileHandle, message: MessageInfo, bodyLines?: number): MessageReader {
+    return retrieveMessage(snapshot.path, message, { bodyLines, handle: file });
   }
 
   /** The QUIT update: removes the messages at these indexes of snapshot.messages. */

@@ -5,14 +5,16 @@
 // next is looked at (pipelining, RFC 2449 §6.6). Memory per session is bounded: the reader
 // holds at most one line, the socket is paused while too many pipelined bytes wait, every reply
 // waits for the socket to drain before the next command runs, and a message is streamed from
-// the file through the dot-stuffer at the pace the client reads.
+// the file through the dot-stuffer at the pace the client reads (one chunk at a time).
+// Replies are corked, so a small message goes out with its status line and terminator in one
+// write.
 //
-// Nothing here touches the mailbox file: Maildrop does (open, stream, update). Nothing here
+// Nothing here touches the mailbox file: Maildrop does (open, read, update); the session only
+// keeps the handle Maildrop opened for its reads, and closes it. Nothing here
 // logs a password or an AUTH payload.
 import { randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isSupportedScheme, schemeOf, verifyPassword } from '../auth/password.js';
 import { normalizeUsername } from '../auth/username.js';
@@ -110,6 +112,8 @@ export class Pop3Session {
   /** the mailbox this session holds (claimed), from a successful login until the end */
   private mailboxUser: string | null = null;
   private snapshot: MailboxSnapshot | null = null;
+  /** the mailbox file, opened at the first RETR or TOP, closed with the mailbox */
+  private file: Promise<FileHandle> | null = null;
   /** indexes into snapshot.messages marked by DELE */
   private readonly deleted = new Set<number>();
   private badCommands = 0;
@@ -259,16 +263,14 @@ export class Pop3Session {
         this.arity(args, 1, 1);
         const { info } = this.message(args[0]!);
         if (info === null) return;
-        this.send(`+OK ${info.size} octets`);
-        return this.sendMessage(info);
+        return this.sendMessage(`+OK ${info.size} octets`, info);
       }
       case 'TOP': {
         this.arity(args, 2, 2);
         if (!/^\d{1,15}$/.test(args[1]!)) throw new BadCommand('-ERR Invalid number of lines');
         const { info } = this.message(args[0]!);
         if (info === null) return;
-        this.send('+OK top of message follows');
-        return this.sendMessage(info, Number(args[1]));
+        return this.sendMessage('+OK top of message follows', info, Number(args[1]));
       }
       case 'DELE': {
         this.arity(args, 1, 1);
@@ -424,6 +426,10 @@ export class Pop3Session {
   }
 
   private releaseMailbox(): void {
+    const file = this.file;
+    this.file = null;
+    // a read still running keeps the handle until it is done (FileHandle.close waits for it)
+    if (file !== null) void file.then((handle) => handle.close()).catch(() => undefined);
     if (this.mailboxUser === null) return;
     this.ctx.release(this.mailboxUser, this);
     this.mailboxUser = null;
@@ -496,32 +502,41 @@ export class Pop3Session {
   }
 
   /**
-   * Streams a message (RETR) or its headers and first bodyLines lines (TOP) from the file, dot-
-   * stuffed, then the terminating ".". For RETR the octets must be exactly the size LIST gave:
-   * if the file no longer holds them (another program changed it), the connection is cut before
-   * the terminator, so the client sees a failure instead of a wrong message.
+   * Sends the status line, then streams a message (RETR) or its headers and first bodyLines
+   * lines (TOP) from the file, dot-stuffed, then the terminating ".". For RETR the octets must be
+   * exactly the size LIST gave: if the file no longer holds them (another program changed it),
+   * the connection is cut before the terminator, so the client sees a failure instead of a
+   * wrong message.
    */
-  private async sendMessage(info: MessageInfo, bodyLines?: number): Promise<void> {
-    const source = this.ctx.maildrop.retrieve(this.snapshot!, info, bodyLines);
+  private async sendMessage(status: string, info: MessageInfo, bodyLines?: number): Promise<void> {
+    const { socket } = this;
     const stuffer = new DotStuffer(bodyLines === undefined ? { expectedBytes: info.size } : {});
-    const sink = new Writable({
-      write: (chunk: Buffer, _encoding, callback) => {
-        // a client that went away stops the file read (pipeline destroys the source)
-        if (this.ended || this.socket.destroyed) return callback(new ConnectionGone());
-        this.socket.write(chunk);
-        if (!this.socket.writableNeedDrain) callback();
-        else this.drained().then(() => callback(), callback);
-      },
-    });
     this.streaming = true;
+    socket.cork();
     try {
-      await pipeline(source, stuffer, sink);
+      this.send(status);
+      const snapshot = this.snapshot!;
+      this.file ??= this.ctx.maildrop.openFile(snapshot);
+      const reader = this.ctx.maildrop.retrieve(snapshot, await this.file, info, bodyLines);
+      for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) {
+        // a client that went away stops the file read
+        if (this.ended || socket.destroyed) throw new ConnectionGone();
+        socket.write(stuffer.push(chunk));
+        if (socket.writableNeedDrain) {
+          socket.uncork();
+          await this.drained();
+          socket.cork();
+        }
+      }
+      if (this.ended || socket.destroyed) throw new ConnectionGone();
+      socket.write(stuffer.end());
     } catch (err) {
-      if (this.ended) throw new ConnectionGone();
+      if (this.ended || err instanceof ConnectionGone) throw new ConnectionGone();
       this.log.error({ user: this.mailboxUser, offset: info.offset, err: (err as Error).message }, 'cannot send message; closing the connection');
-      this.socket.destroy();
+      socket.destroy();
       throw new ConnectionGone();
     } finally {
+      socket.uncork();
       this.streaming = false;
     }
   }

@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { promises as fs, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../../src/mbox/mailbox.js';
@@ -22,7 +21,7 @@ after(async () => {
 let counter = 0;
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 
-async function collect(stream: Readable): Promise<Buffer> {
+async function collect(stream: AsyncIterable<Buffer>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
@@ -176,17 +175,26 @@ describe('retrieveMessage: errors and resources', () => {
     await assert.rejects(collect(retrieveMessage(snapshot.path, snapshot.messages[0]!)), { code: 'ENOENT' });
   });
 
-  it('closes the file when done, after TOP stops early, and when destroyed', async () => {
+  it('closes the file when done, after TOP stops early, when closed early, and leaves a given handle open', async () => {
     const snapshot = await mailbox(`From a Mon\nSubject: x\n\n${'line\n'.repeat(100_000)}\n`);
     const openFds = (): number => readdirSync('/proc/self/fd').length;
     const before = openFds();
     await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!));
     await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!, { bodyLines: 2 }));
-    const stream = retrieveMessage(snapshot.path, snapshot.messages[0]!);
-    await new Promise<void>((resolve) => stream.once('data', () => resolve()));
-    stream.destroy();
-    await new Promise<void>((resolve) => stream.once('close', () => resolve()));
-    await new Promise((resolve) => setImmediate(resolve));
+    const reader = retrieveMessage(snapshot.path, snapshot.messages[0]!);
+    assert.ok((await reader.next()) !== null);
+    await reader.close();
+    assert.equal(await reader.next(), null);
+    for await (const _chunk of retrieveMessage(snapshot.path, snapshot.messages[0]!)) break;
+    assert.equal(openFds(), before);
+    const handle = await fs.open(snapshot.path, 'r');
+    try {
+      const viaHandle = await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!, { handle }));
+      assert.deepEqual(viaHandle, await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!)));
+      assert.equal((await handle.stat()).isFile(), true, 'the given handle stays open');
+    } finally {
+      await handle.close();
+    }
     assert.equal(openFds(), before);
   });
 });

@@ -44,7 +44,7 @@ async function fullScan(path: string, upTo?: number): Promise<MailboxSnapshot> {
   return scanMailbox(path, { indexDir: join(dir, `full${++counter}`), upTo });
 }
 
-async function collect(stream: Readable): Promise<Buffer> {
+async function collect(stream: AsyncIterable<Buffer>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);

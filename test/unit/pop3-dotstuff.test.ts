@@ -1,25 +1,15 @@
 // Unit tests for src/pop3/dotstuff.ts: dot-stuffing at line starts only (also across chunk
 // boundaries), the terminator, a missing final CRLF, and the octet check for RETR.
 import assert from 'node:assert/strict';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { DotStuffer, type DotStufferOptions } from '../../src/pop3/dotstuff.js';
 import { splitAt } from '../support/chunks.js';
 
 async function stuff(chunks: string[], options: DotStufferOptions = {}): Promise<string> {
-  const out: Buffer[] = [];
-  await pipeline(
-    Readable.from(chunks.map((c) => Buffer.from(c, 'latin1'))),
-    new DotStuffer(options),
-    new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        out.push(chunk);
-        cb();
-      },
-    }),
-  );
+  const stuffer = new DotStuffer(options);
+  const out = chunks.map((c) => stuffer.push(Buffer.from(c, 'latin1')));
+  out.push(stuffer.end());
   return Buffer.concat(out).toString('latin1');
 }
 
