@@ -87,10 +87,12 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
     session.start();
   };
 
-  const server = createServer(onConnection);
+  // half-open: a client that sends its commands and then shuts down its side (`printf ... | nc`)
+  // still gets every reply; the session ends the connection once its input is answered
+  const server = createServer({ allowHalfOpen: true }, onConnection);
   const servers: Server[] = [];
   const listen = (host: string, port: number) => {
-    const target = servers.length === 0 ? server : createServer(onConnection);
+    const target = servers.length === 0 ? server : createServer({ allowHalfOpen: true }, onConnection);
     return new Promise<void>((resolve, reject) => {
       target.once('error', reject);
       target.listen(port, host, () => {

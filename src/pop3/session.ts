@@ -102,6 +102,8 @@ export class Pop3Session {
   private state: State = 'authorization';
   /** the socket is closed or closing: no more commands, no more replies */
   private ended = false;
+  /** the client shut down its side: answer what it sent, then end the connection */
+  private inputEnded = false;
   private pumping = false;
   /** a multi-line reply is being written: an out-of-band -ERR would corrupt it */
   private streaming = false;
@@ -145,6 +147,10 @@ export class Pop3Session {
     });
     socket.on('close', () => this.onClose());
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => {
+      this.inputEnded = true;
+      void this.pump();
+    });
     this.send(GREETING);
   }
 
@@ -195,6 +201,8 @@ export class Pop3Session {
     } finally {
       this.pumping = false;
     }
+    // like a dropped connection: nothing is deleted unless a QUIT came
+    if (this.inputEnded && !this.ended) this.socket.end();
     if (!this.ended && this.socket.isPaused()) this.socket.resume();
   }
 

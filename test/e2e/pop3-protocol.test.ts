@@ -5,6 +5,7 @@
 // (max_clients, autologout) and the graceful stop.
 import assert from 'node:assert/strict';
 import { appendFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -86,6 +87,21 @@ describe('pop3 protocol', () => {
     assert.match(capa.status, /^\+OK/);
     assert.deepEqual(capa.lines, ['TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'USER', 'SASL PLAIN', 'IMPLEMENTATION mailsrv']);
     assert.match(await client.quit(), /^\+OK/);
+  });
+
+  test('a client that sends its commands and shuts down its side (printf | nc) gets every reply', async () => {
+    const socket = createConnection({ port, host: '127.0.0.1' });
+    let received = '';
+    socket.setEncoding('latin1').on('data', (chunk: string) => (received += chunk));
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    socket.end(`USER bob\r\nPASS ${PASSWORD}\r\nSTAT\r\nDELE 1\r\nNOOP\r\n`);
+    await closed;
+    const replies = received.split('\r\n').filter(Boolean);
+    assert.equal(replies.length, 6, received);
+    // greeting, USER, PASS, STAT
+    assert.ok(replies.slice(0, 4).every((r) => r.startsWith('+OK')), received);
+    assert.match(replies[4]!, /^-ERR/); // bob's mailbox is empty: DELE 1 has nothing to delete
+    assert.match(replies[5]!, /^\+OK/);
   });
 
   test('a session: STAT/LIST octets equal RETR bytes, UIDL, TOP n 0 / n 3, errors for bad commands', async () => {
