@@ -124,7 +124,7 @@ describe('pop3 with real clients', () => {
     );
     chmodSync(rc, 0o600);
     const fetch = () =>
-      run('fetchmail', ['-f', rc, '--idfile', join(home, 'ids'), '--keep', '--uidl', '--nodetach', '--nosyslog', '-v'], {
+      run('fetchmail', ['-f', rc, '--idfile', join(home, 'ids'), '--pidfile', join(home, 'pid'), '--keep', '--uidl', '--nodetach', '--nosyslog', '-v'], {
         env: { ...process.env, HOME: home, FETCHMAILHOME: home },
       });
     const fetchedSubjects = () => (existsSync(out) ? [...readFileSync(out, 'latin1').matchAll(/^Subject: (.*)$/gm)].map((m) => m[1]) : []);
