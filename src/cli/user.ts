@@ -20,37 +20,12 @@ interface PasswordOptions extends ConfigOption {
 export function registerUserCommands(program: Command): void {
   const user = program.command('user').description('manage the users file (users_file)');
 
-  user
-    .command('add')
-    .description('add a user; asks for the password (no echo) unless --password-stdin')
-    .argument('<name>', 'user name: letters, digits, ".", "_", "-"; case-insensitive')
-    .option('-c, --config <file>', 'config file')
-    .option('--password-stdin', 'read the password from the first line of stdin')
-    .action((name: string, opts: PasswordOptions) =>
-      run(opts, async (config) => {
-        const normalized = checkedName(name);
-        const users = await loadUsers(config.users_file);
-        if (users.has(normalized)) fail(`user "${normalized}" already exists in ${config.users_file}`);
-        const added = await addUser(config.users_file, normalized, await readNewPassword(opts));
-        return `user "${added}" added to ${config.users_file}`;
-      }),
-    );
-
-  user
-    .command('passwd')
-    .description("change a user's password; asks for it (no echo) unless --password-stdin")
-    .argument('<name>', 'user name')
-    .option('-c, --config <file>', 'config file')
-    .option('--password-stdin', 'read the password from the first line of stdin')
-    .action((name: string, opts: PasswordOptions) =>
-      run(opts, async (config) => {
-        const normalized = checkedName(name);
-        const users = await loadUsers(config.users_file);
-        if (!users.has(normalized)) fail(`no such user "${normalized}" in ${config.users_file}`);
-        const changed = await setPassword(config.users_file, normalized, await readNewPassword(opts));
-        return `password of "${changed}" changed in ${config.users_file}`;
-      }),
-    );
+  passwordCommand(user, 'add', 'add a user; asks for the password (no echo) unless --password-stdin', false, async (file, name, password) => {
+    return `user "${await addUser(file, name, password)}" added to ${file}`;
+  });
+  passwordCommand(user, 'passwd', "change a user's password; asks for it (no echo) unless --password-stdin", true, async (file, name, password) => {
+    return `password of "${await setPassword(file, name, password)}" changed in ${file}`;
+  });
 
   user
     .command('del')
@@ -73,6 +48,34 @@ export function registerUserCommands(program: Command): void {
         const users = await loadUsers(config.users_file);
         for (const problem of users.problems) process.stderr.write(`warning: ${problem}\n`);
         return users.names().join('\n');
+      }),
+    );
+}
+
+/**
+ * `user add` and `user passwd`: the name is checked, and whether the user must exist or must
+ * not, before the password is asked for (nobody types a password twice to learn of a typo).
+ */
+function passwordCommand(
+  user: Command,
+  command: string,
+  description: string,
+  mustExist: boolean,
+  apply: (usersFile: string, name: string, password: string) => Promise<string>,
+): void {
+  user
+    .command(command)
+    .description(description)
+    .argument('<name>', 'user name: letters, digits, ".", "_", "-"; case-insensitive')
+    .option('-c, --config <file>', 'config file')
+    .option('--password-stdin', 'read the password from the first line of stdin')
+    .action((name: string, opts: PasswordOptions) =>
+      run(opts, async (config) => {
+        const normalized = checkedName(name);
+        const exists = (await loadUsers(config.users_file)).has(normalized);
+        if (exists && !mustExist) fail(`user "${normalized}" already exists in ${config.users_file}`);
+        if (!exists && mustExist) fail(`no such user "${normalized}" in ${config.users_file}`);
+        return apply(config.users_file, normalized, await readNewPassword(opts));
       }),
     );
 }

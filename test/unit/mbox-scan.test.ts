@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { appendMessage } from '../../src/mbox/append.js';
 import { fromLine, MboxrdQuoter } from '../../src/mbox/format.js';
-import { MailboxChangedError, type MailboxSnapshot } from '../../src/mbox/mailbox.js';
+import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../../src/mbox/mailbox.js';
 import { retrieveMessage } from '../../src/mbox/retrieve.js';
 import { indexPathOf, saveIndex, scanMailbox, type ScanStats } from '../../src/mbox/scan.js';
 
@@ -91,13 +91,7 @@ interface RefLine {
   end: number;
   hasLF: boolean;
 }
-interface RefMessage {
-  offset: number;
-  contentOffset: number;
-  contentLength: number;
-  spanLength: number;
-  size: number;
-  uidl: string;
+interface RefMessage extends MessageInfo {
   wire: Buffer;
 }
 
