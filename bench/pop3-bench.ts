@@ -26,6 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { daemonUserConfig } from './daemon-user.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -409,9 +410,10 @@ async function startMailsrv(connections: number): Promise<OwnServer> {
   const generateSeconds = (performance.now() - generateStarted) / 1000;
 
   const port = await freeLoopbackPort();
+  const daemonUser = await daemonUserConfig(dir);
   await writeFile(
     join(dir, 'mailsrv.toml'),
-    `hostname = "bench.test"\nspool_dir = "${spool}"\nstate_dir = "${dir}/state"\nusers_file = "${dir}/users"\n` +
+    `${daemonUser}hostname = "bench.test"\nspool_dir = "${spool}"\nstate_dir = "${dir}/state"\nusers_file = "${dir}/users"\n` +
       `aliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\n[smtp]\nlisten = []\nsubmission = []\n` +
       `[pop3]\nlisten = ["127.0.0.1:${port}"]\nmax_clients = ${Math.max(200, connections + 10)}\n` +
       `[tls]\ncert = ""\n[log]\nlevel = "warn"\n`,

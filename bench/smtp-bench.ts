@@ -8,6 +8,7 @@
 //   options: --messages 2000 --connections 10 --size 1024 --per-connection 0 (0 = all on one
 //            connection each; 1 = a new connection per message, like most MTAs)
 import { spawn } from 'node:child_process';
+import { daemonUserConfig } from './daemon-user.js';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -102,9 +103,10 @@ async function startMailsrv(): Promise<{ host: string; port: number; pid: number
   const { hash } = await import('@node-rs/argon2');
   await writeFile(join(dir, 'users'), `bench:{ARGON2ID}${await hash('bench', { algorithm: 2 })}\n`);
   await writeFile(join(dir, 'aliases'), 'postmaster: bench\n');
+  const daemonUser = await daemonUserConfig(dir);
   await writeFile(
     join(dir, 'mailsrv.toml'),
-    `hostname = "bench.test"\nspool_dir = "${dir}/spool"\nstate_dir = "${dir}/state"\nusers_file = "${dir}/users"\n` +
+    `${daemonUser}hostname = "bench.test"\nspool_dir = "${dir}/spool"\nstate_dir = "${dir}/state"\nusers_file = "${dir}/users"\n` +
       `aliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nsubmission = []\n` +
       `max_clients = 1000\n[pop3]\nlisten = []\n[tls]\ncert = ""\n[log]\nlevel = "warn"\n`,
   );

@@ -1,8 +1,9 @@
-// The composition root: builds every part from a Config, opens the listeners, and owns
-// the process's life (pid file, SIGHUP reload, SIGTERM/SIGINT graceful stop).
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+// The composition root: builds every part from a Config, opens the listeners, drops root
+// privileges, and owns the process's life (pid file, SIGHUP reload, SIGTERM/SIGINT graceful stop).
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
+import { Authenticator, type AuthSettings } from './auth/authenticator.js';
 import { localDomainMatcher } from './config/domains.js';
 import { loadConfig } from './config/load.js';
 import { networkMatcher } from './config/networks.js';
@@ -15,14 +16,16 @@ import { mailboxSize } from './mbox/append.js';
 import { recoverInterruptedExpunges } from './mbox/expunge.js';
 import { clearStaleLocks, type StaleLockInfo } from './mbox/lock.js';
 import { createPop3Server, type Pop3Settings } from './pop3/server.js';
+import { checkWritable, dropPrivileges, prepareDirectories, resolveIdentity, startedAsRoot } from './privileges.js';
 import { QueueManager } from './queue/manager.js';
 import { QueueStore } from './queue/store.js';
 import type { MailsrvSMTPServer } from './smtp/connection.js';
 import { SmtpPolicy } from './smtp/policy.js';
-import { createSmtpServer, type SmtpService, type SmtpSettings } from './smtp/server.js';
+import { createSmtpServer, type SmtpListenerKind, type SmtpService, type SmtpSettings } from './smtp/server.js';
+import { loadTlsCredentials } from './tls/credentials.js';
 
 /** Keys that only take effect at start; SIGHUP says so when they changed. */
-const RESTART_KEYS = ['spool_dir', 'state_dir', 'user', 'group', 'smtp.listen', 'smtp.submission', 'smtp.smtps', 'pop3.listen', 'pop3.pop3s', 'tls'] as const;
+const RESTART_KEYS = ['spool_dir', 'state_dir', 'user', 'group', 'smtp.listen', 'smtp.submission', 'smtp.smtps', 'pop3.listen', 'pop3.pop3s'] as const;
 
 export function pidFilePath(config: Config): string {
   return join(config.state_dir, 'mailsrv.pid');
@@ -40,27 +43,24 @@ function journalDir(config: Config): string {
 
 export async function runDaemon(configFile: string, initial: Config, logger: Logger): Promise<void> {
   let config = initial;
-  await mkdir(config.spool_dir, { recursive: true, mode: 0o775 });
-  await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
-  await mkdir(indexDir(config), { recursive: true, mode: 0o700 });
-  await mkdir(journalDir(config), { recursive: true, mode: 0o700 });
-  const onStaleLock = (info: StaleLockInfo) => logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed');
-  await clearStaleLocks(config.spool_dir, onStaleLock);
-  // a POP3 update that a crash interrupted is completed or undone before anyone reads or appends
-  await recoverInterruptedExpunges(
-    journalDir(config),
-    (info) => logger.warn({ mailbox: info.mailbox, action: info.action }, 'interrupted POP3 update recovered'),
-    { onStaleBroken: onStaleLock },
-  );
-
+  // as root: who to become once the ports are bound (a bad user/group stops the start here)
+  const identity = startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
+  await prepareDirectories({ spool: config.spool_dir, state: [config.state_dir, indexDir(config), journalDir(config)] }, identity);
+  let tls = await loadTlsCredentials(config.tls);
   let directory = await loadDirectory(config, logger);
+
+  // sessions wait for this: the listeners are bound before the mail is safe to touch
+  let opened!: () => void;
+  const ready = new Promise<void>((resolve) => {
+    opened = resolve;
+  });
+  const authenticator = new Authenticator(() => directory.users, authSettings(config));
   const policy = new SmtpPolicy({
     ...policySettings(config),
     directory: () => directory,
     mailboxSize: (user) => mailboxSize(join(initial.spool_dir, user)),
   });
   const store = new QueueStore(config.state_dir);
-  await store.init();
   const local = new LocalDelivery({
     ...localSettings(config),
     spoolDir: config.spool_dir,
@@ -69,46 +69,91 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     logger,
   });
   const manager = new QueueManager({ ...managerSettings(config), store, local, logger });
-  const service = (kind: 'mx' | 'submission', address: string) => ({
+  const service = (kind: SmtpListenerKind, address: string) => ({
     address,
-    service: createSmtpServer({ kind, settings: smtpSettings(config), policy, store, onQueued: (entry) => manager.add(entry), logger }),
+    service: createSmtpServer({
+      kind,
+      settings: smtpSettings(config),
+      tls,
+      ready,
+      policy,
+      authenticator,
+      store,
+      onQueued: (entry) => manager.add(entry),
+      logger,
+    }),
   });
   const listeners: { service: SmtpService; address: string }[] = [
     ...config.smtp.listen.map((address) => service('mx', address)),
     ...config.smtp.submission.map((address) => service('submission', address)),
+    ...config.smtp.smtps.map((address) => service('smtps', address)),
   ];
   for (const { service, address } of listeners) await listen(service.server, address);
   const pop3 = createPop3Server({
     settings: pop3Settings(config),
+    tls: () => tls,
+    ready,
     spoolDir: config.spool_dir,
     indexDir: indexDir(config),
     journalDir: journalDir(config),
-    users: () => directory.users,
+    authenticator,
     logger,
   });
-  for (const address of config.pop3.listen) {
-    const { host, port } = parseListen(address)!;
-    await pop3.listen(host, port);
-  }
+  for (const address of config.pop3.listen) await pop3.listen(parseListen(address)!, { implicitTls: false });
+  for (const address of config.pop3.pop3s) await pop3.listen(parseListen(address)!, { implicitTls: true });
 
+  if (identity !== null) {
+    dropPrivileges(identity);
+    logger.info({ user: identity.user, uid: identity.uid, group: identity.group, gid: identity.gid }, 'privileges dropped');
+  }
+  await checkWritable({ spool_dir: config.spool_dir, state_dir: config.state_dir });
+  const onStaleLock = (info: StaleLockInfo) => logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed');
+  await clearStaleLocks(config.spool_dir, onStaleLock);
+  // a POP3 update that a crash interrupted is completed or undone before anyone reads or appends
+  await recoverInterruptedExpunges(
+    journalDir(config),
+    (info) => logger.warn({ mailbox: info.mailbox, action: info.action }, 'interrupted POP3 update recovered'),
+    { onStaleBroken: onStaleLock },
+  );
+  await store.init();
   await manager.start();
+  authenticator.prepare().catch((err: Error) => logger.error({ err: err.message }, 'cannot make the decoy password hash'));
+  opened();
   await writeFile(pidFilePath(config), `${process.pid}\n`);
-  logger.info({ pid: process.pid, smtp: config.smtp.listen, submission: config.smtp.submission, pop3: config.pop3.listen, queued: manager.size }, 'ready');
+  logger.info(
+    {
+      pid: process.pid,
+      smtp: config.smtp.listen,
+      submission: config.smtp.submission,
+      smtps: config.smtp.smtps,
+      pop3: config.pop3.listen,
+      pop3s: config.pop3.pop3s,
+      tls: tls === null ? 'off' : { validTo: tls.validTo.toISOString() },
+      queued: manager.size,
+    },
+    'ready',
+  );
 
   const reload = async () => {
     const fresh = loadConfig(configFile);
     const freshDirectory = await loadDirectory(fresh, logger);
+    const freshTls = await loadTlsCredentials(fresh.tls);
     const needRestart = RESTART_KEYS.filter((key) => !isDeepStrictEqual(valueAt(config, key), valueAt(fresh, key)));
     if (needRestart.length > 0) logger.warn({ keys: needRestart }, 'these changes take effect at the next start');
     config = fresh;
     directory = freshDirectory;
+    tls = freshTls;
     logger.level = fresh.log.level;
+    authenticator.reconfigure(authSettings(fresh));
     policy.reconfigure(policySettings(fresh));
     local.reconfigure(localSettings(fresh));
     manager.reconfigure(managerSettings(fresh));
-    for (const { service } of listeners) service.reconfigure(smtpSettings(fresh));
+    for (const { service } of listeners) service.reconfigure(smtpSettings(fresh), freshTls);
     pop3.reconfigure(pop3Settings(fresh));
-    logger.info({ users: freshDirectory.users.names().length, aliases: freshDirectory.aliases.size }, 'reloaded config, users and aliases');
+    logger.info(
+      { users: freshDirectory.users.names().length, aliases: freshDirectory.aliases.size, tls: tls === null ? 'off' : { validTo: tls.validTo.toISOString() } },
+      'reloaded config, users, aliases and TLS certificate',
+    );
   };
   process.on('SIGHUP', () => {
     reload().catch((err: Error) => logger.error({ err: err.message }, 'reload failed; keeping the running config'));
@@ -139,6 +184,14 @@ function policySettings(config: Config) {
   };
 }
 
+function authSettings(config: Config): AuthSettings {
+  return {
+    failureDelayMs: durationMs(config.auth.failure_delay),
+    maxFailures: config.auth.max_failures,
+    lockoutMs: durationMs(config.auth.lockout),
+  };
+}
+
 function localSettings(config: Config) {
   return {
     hostname: config.hostname,
@@ -165,6 +218,8 @@ function smtpSettings(config: Config): SmtpSettings {
     timeoutMs: durationMs(config.smtp.timeout),
     greetPauseMs: durationMs(config.smtp.greet_pause),
     vrfy: config.smtp.vrfy,
+    senderLoginMatch: config.smtp.sender_login_match,
+    plaintextAuth: networkMatcher(config.plaintext_auth_networks),
   };
 }
 
@@ -172,7 +227,6 @@ function pop3Settings(config: Config): Pop3Settings {
   return {
     maxClients: config.pop3.max_clients,
     timeoutMs: durationMs(config.pop3.timeout),
-    authFailureDelayMs: durationMs(config.pop3.auth_failure_delay),
     lockTimeoutMs: durationMs(config.delivery.lock_timeout),
     plaintextAuth: networkMatcher(config.plaintext_auth_networks),
   };
@@ -215,9 +269,15 @@ export async function runningPid(config: Config): Promise<number | null> {
   let pid: number;
   try {
     pid = Number((await readFile(pidFilePath(config), 'utf8')).trim());
-    process.kill(pid, 0);
   } catch {
     return null;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    // EPERM: it runs, as the daemon's user (after the privilege drop), not as us
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return null;
   }
   return pid;
 }

@@ -180,9 +180,10 @@ export async function deleteUser(path: string, name: string): Promise<string> {
 
 /**
  * Replaces `path` with `lines` so that a crash leaves either the old or the new file: write
- * a temp file in the same directory, fsync it, rename it over, fsync the directory. The new
- * file is mode 0600 and, when it replaces one, keeps that file's owner and group (the daemon
- * may read it as an unprivileged user after `mailsrv user add` ran as root).
+ * a temp file in the same directory, fsync it, rename it over, fsync the directory. A new
+ * file is mode 0600; a replacement keeps the old file's owner, group and mode, less any
+ * permission for others (the daemon reads it as its unprivileged user after `mailsrv user add`
+ * ran as root: `mailsrv init` makes it root:mail 0640).
  */
 async function writeAtomically(path: string, lines: string[], replacing: boolean): Promise<void> {
   const dir = dirname(path);
@@ -191,7 +192,7 @@ async function writeAtomically(path: string, lines: string[], replacing: boolean
   try {
     const file = await open(temp, 'wx', 0o600);
     try {
-      await file.chmod(0o600); // whatever the umask
+      await file.chmod(owner === null ? 0o600 : owner.mode & 0o770); // whatever the umask
       if (owner !== null) await file.chown(owner.uid, owner.gid);
       await file.writeFile(lines.map((line) => `${line}\n`).join(''), 'utf8');
       await file.sync();

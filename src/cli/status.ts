@@ -24,6 +24,9 @@ export function registerStatusCommands(program: Command): void {
         `mailsrv is running, pid ${pid}\n` +
           `  smtp:       ${config.smtp.listen.join(', ') || '-'}\n` +
           `  submission: ${config.smtp.submission.join(', ') || '-'}\n` +
+          `  smtps:      ${config.smtp.smtps.join(', ') || '-'}\n` +
+          `  pop3:       ${config.pop3.listen.join(', ') || '-'}\n` +
+          `  pop3s:      ${config.pop3.pop3s.join(', ') || '-'}\n` +
           `  queue:      ${queued} message(s)\n`,
       );
     });

@@ -30,6 +30,7 @@ const smtpSchema = z.strictObject({
   max_clients: count().default(500).describe('simultaneous SMTP connections, all listeners together'),
   max_recipients: count().default(100).describe('RCPT TO per message; more get 452 4.5.3'),
   vrfy: z.boolean().default(false).describe('VRFY answers 252 without disclosure unless true'),
+  sender_login_match: z.boolean().default(true).describe('an authenticated user may only send as user@<local domain> or an alias that delivers to them'),
   timeout: duration().default('5m').describe('idle time allowed between client commands (RFC 5321 4.5.3.2)'),
   greet_pause: duration().default('0s').describe('wait before the 220 greeting on the MX port for clients outside mynetworks; early talkers are refused'),
 });
@@ -39,12 +40,17 @@ const pop3Schema = z.strictObject({
   pop3s: listenList().default([]).describe('implicit-TLS POP3 listeners, e.g. ["0.0.0.0:995"]'),
   max_clients: count().default(200).describe('simultaneous POP3 connections, all listeners together'),
   timeout: duration().default('10m').describe('autologout: idle time allowed between commands (RFC 1939: at least 10 minutes)'),
-  auth_failure_delay: duration().default('2s').describe('wait before answering a failed login; grows with repeated failures from one address'),
+});
+
+const authSchema = z.strictObject({
+  failure_delay: duration().default('2s').describe('wait before answering a failed login (SMTP AUTH or POP3); doubles with each further failure from the same address'),
+  max_failures: count().default(10).describe('failed logins from one address before it is refused outright for `lockout`'),
+  lockout: duration().default('15m').describe('how long an address that failed max_failures times is refused, even with the right password'),
 });
 
 const tlsSchema = z.strictObject({
   cert: z.string().default('/etc/mailsrv/tls/cert.pem').describe('PEM certificate chain; empty: no STARTTLS/STLS'),
-  key: z.string().default('/etc/mailsrv/tls/key.pem').describe('PEM private key'),
+  key: z.string().default('/etc/mailsrv/tls/key.pem').describe('PEM private key (ignored when cert is "")'),
 });
 
 const relaySchema = z.strictObject({
@@ -65,7 +71,7 @@ const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('pino log level'),
 });
 
-export const configSchema = z.strictObject({
+const fullSchema = z.strictObject({
   hostname: domainName.default(() => osHostname()).describe('banner, Received lines and bounces; default: the system host name'),
   domains: z.array(domainName).default([]).describe('local domains; hostname and "localhost" are always local'),
   spool_dir: z.string().min(1).default('/var/mail').describe('one mbox file per user: spool_dir/<user>'),
@@ -80,10 +86,24 @@ export const configSchema = z.strictObject({
   group: systemName.default('mail').describe('and to this group'),
   smtp: smtpSchema.default(() => smtpSchema.parse({})),
   pop3: pop3Schema.default(() => pop3Schema.parse({})),
+  auth: authSchema.default(() => authSchema.parse({})),
   tls: tlsSchema.default(() => tlsSchema.parse({})),
   relay: relaySchema.default(() => relaySchema.parse({})),
   delivery: deliverySchema.default(() => deliverySchema.parse({})),
   log: logSchema.default(() => logSchema.parse({})),
+});
+
+/** The schema with the rules that tie keys together (a problem names the key to fix). */
+export const configSchema = fullSchema.superRefine((config, ctx) => {
+  const tlsListeners = { 'smtp.smtps': config.smtp.smtps, 'pop3.pop3s': config.pop3.pop3s };
+  for (const [key, addresses] of Object.entries(tlsListeners)) {
+    if (addresses.length > 0 && config.tls.cert === '') {
+      ctx.addIssue({ code: 'custom', path: key.split('.'), message: 'implicit-TLS listeners need tls.cert and tls.key' });
+    }
+  }
+  if (config.tls.cert !== '' && config.tls.key === '') {
+    ctx.addIssue({ code: 'custom', path: ['tls', 'key'], message: 'a certificate (tls.cert) needs its private key' });
+  }
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -98,7 +118,7 @@ export function describeKeys(): { key: string; doc: string }[] {
       else keys.push({ key: prefix + name, doc: field.description ?? '' });
     }
   };
-  walk(configSchema.shape as Record<string, z.ZodType>, '');
+  walk(fullSchema.shape as Record<string, z.ZodType>, '');
   return keys;
 }
 

@@ -34,6 +34,12 @@ export class LineReader {
     this.dropDiscarded();
   }
 
+  /** Drops every byte received and not handed out yet (STLS: what came before TLS must not count). */
+  clear(): void {
+    this.pending = Buffer.alloc(0);
+    this.discarding = false;
+  }
+
   /** The next complete line (without its line end) or `too-long`; null when no full line is here yet. */
   next(): LineEvent | null {
     this.dropDiscarded();

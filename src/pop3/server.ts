@@ -1,33 +1,38 @@
-// The POP3 service: its listeners, the sessions they accept (at most pop3.max_clients, all
-// listeners together), which mailboxes are in use (one session per mailbox), the failed-login
-// throttle, SIGHUP reconfiguration and the graceful stop. The protocol is in session.ts.
+// The POP3 service: its listeners (plaintext with STLS, and implicit TLS), the sessions they
+// accept (at most pop3.max_clients, all listeners together), which mailboxes are in use (one
+// session per mailbox), SIGHUP reconfiguration and the graceful stop. The protocol is in
+// session.ts, the TLS handshake in tls.ts.
 import { createServer, type Server, type Socket } from 'node:net';
-import type { UserDb } from '../auth/users.js';
+import type { Authenticator } from '../auth/authenticator.js';
+import type { ListenAddress } from '../config/units.js';
 import type { Logger } from '../log.js';
-import { DecoyHashes } from './decoy.js';
+import type { TlsCredentials } from '../tls/credentials.js';
 import { Maildrop } from './maildrop.js';
 import { Pop3Session, type Pop3Settings, type SessionContext } from './session.js';
-import { AuthThrottle } from './throttle.js';
 
 export type { Pop3Settings } from './session.js';
 
 export interface Pop3ServerOptions {
   settings: Pop3Settings;
+  /** the certificate as loaded now (SIGHUP replaces it): STLS and implicit TLS; null: no TLS */
+  tls: () => TlsCredentials | null;
+  /** sessions are greeted once this resolves (the daemon is ready to touch mailboxes) */
+  ready: Promise<void>;
   spoolDir: string;
   /** state_dir/index */
   indexDir: string;
   /** state_dir/journal */
   journalDir: string;
-  /** the users file as loaded now (SIGHUP replaces it) */
-  users: () => UserDb;
+  /** password checks, shared with SMTP AUTH */
+  authenticator: Authenticator;
   logger: Logger;
 }
 
 export interface Pop3Service {
   /** accepts connections; the first listen() binds it */
   server: Server;
-  /** opens a listener: `server` the first time, then further servers feeding the same sessions */
-  listen(host: string, port: number): Promise<void>;
+  /** opens a listener: `server` the first time, then further servers feeding the same sessions; implicitTls: pop3s (TLS from the first byte, RFC 8314) */
+  listen(address: ListenAddress, options: { implicitTls: boolean }): Promise<void>;
   /** sessions open now */
   readonly connections: number;
   reconfigure(settings: Pop3Settings): void;
@@ -40,10 +45,6 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
   let settings = options.settings;
   const sessions = new Set<Pop3Session>();
   const inUse = new Map<string, Pop3Session>();
-  const throttle = new AuthThrottle({ baseDelayMs: settings.authFailureDelayMs });
-  const decoys = new DecoyHashes();
-  // made now, so the first failed login does not pay for it
-  decoys.for(options.users()).catch((err: Error) => logger.error({ err: err.message }, 'cannot make the decoy password hash'));
   const maildrop = new Maildrop({
     spoolDir: options.spoolDir,
     indexDir: options.indexDir,
@@ -53,9 +54,8 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
   });
   const context: SessionContext = {
     settings: () => settings,
-    users: options.users,
-    throttle,
-    decoy: (users) => decoys.for(users),
+    tls: options.tls,
+    authenticator: options.authenticator,
     maildrop,
     claim(user, session) {
       if (inUse.has(user)) return false;
@@ -69,34 +69,40 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
   };
 
   let accepting = true;
-  const onConnection = (socket: Socket) => {
+  const onConnection = (socket: Socket, implicitTls: boolean) => {
     socket.on('error', (err) => logger.debug({ err: err.message }, 'pop3 socket error'));
     if (!accepting) {
       socket.destroy();
       return;
     }
     if (sessions.size >= settings.maxClients) {
-      logger.warn({ client: socket.remoteAddress, maxClients: settings.maxClients }, 'pop3: too many connections');
+      logger.warn({ client: socket.remoteAddress, maxClients: settings.maxClients, listener: implicitTls ? 'pop3s' : 'pop3' }, 'pop3: too many connections');
+      // a pop3s client could only read the refusal after a whole handshake: it is just closed
+      if (implicitTls) {
+        socket.destroy();
+        return;
+      }
       socket.end('-ERR [SYS/TEMP] too many connections\r\n');
       setTimeout(() => socket.destroy(), 5000).unref();
       return;
     }
-    const session = new Pop3Session(socket, context);
+    const session = new Pop3Session(socket, context, implicitTls);
     sessions.add(session);
     void session.closed.then(() => sessions.delete(session));
-    session.start();
+    void session.start(options.ready);
   };
 
   // half-open: a client that sends its commands and then shuts down its side (`printf ... | nc`)
   // still gets every reply; the session ends the connection once its input is answered
-  const server = createServer({ allowHalfOpen: true }, onConnection);
+  const server = createServer({ allowHalfOpen: true });
   const servers: Server[] = [];
-  const listen = (host: string, port: number) => {
-    const target = servers.length === 0 ? server : createServer({ allowHalfOpen: true }, onConnection);
+  const listen = ({ host, port }: ListenAddress, { implicitTls }: { implicitTls: boolean }) => {
+    const target = servers.length === 0 ? server : createServer({ allowHalfOpen: true });
     return new Promise<void>((resolve, reject) => {
       target.once('error', reject);
       target.listen(port, host, () => {
         target.off('error', reject);
+        target.on('connection', (socket: Socket) => onConnection(socket, implicitTls));
         target.on('error', (err) => logger.error({ err: err.message, host, port }, 'pop3 listener error'));
         servers.push(target);
         resolve();
@@ -112,7 +118,6 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
     },
     reconfigure(fresh) {
       settings = fresh;
-      throttle.setBaseDelay(fresh.authFailureDelayMs);
     },
     async shutdown() {
       accepting = false;

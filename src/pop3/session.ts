@@ -1,5 +1,7 @@
 // One POP3 connection: the RFC 1939 state machine AUTHORIZATION → TRANSACTION → UPDATE, with
-// CAPA and RESP-CODES (RFC 2449), AUTH-RESP-CODE (RFC 3206) and AUTH PLAIN (RFC 5034, 4616).
+// CAPA and RESP-CODES (RFC 2449), AUTH-RESP-CODE (RFC 3206), AUTH PLAIN (RFC 5034, 4616) and
+// STLS (RFC 2595); on an implicit-TLS listener (RFC 8314) the session starts over TLS. A
+// plaintext password is taken only over TLS or from plaintext_auth_networks.
 //
 // Commands are taken from the line reader one at a time, in order, each answered before the
 // next is looked at (pipelining, RFC 2449 §6.6). Memory per session is bounded: the reader
@@ -15,26 +17,22 @@
 import { randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { isSupportedScheme, schemeOf, verifyPassword } from '../auth/password.js';
-import { normalizeUsername } from '../auth/username.js';
-import type { UserDb } from '../auth/users.js';
+import type { Authenticator } from '../auth/authenticator.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import type { Logger } from '../log.js';
 import { MailboxLockedError } from '../mbox/lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
+import type { TlsCredentials } from '../tls/credentials.js';
 import { DotStuffer } from './dotstuff.js';
 import { LineReader, MAX_COMMAND_LENGTH } from './lines.js';
 import { NotAMailboxError, type Maildrop } from './maildrop.js';
-import type { AuthThrottle } from './throttle.js';
+import { acceptTls, describeTls } from './tls.js';
 
 /** What SIGHUP may change for running and new sessions. */
 export interface Pop3Settings {
   maxClients: number;
   /** autologout: idle time allowed between commands */
   timeoutMs: number;
-  /** first failed login's delay (see throttle.ts) */
-  authFailureDelayMs: number;
   /** how long opening a mailbox and the QUIT update wait for its dotlock */
   lockTimeoutMs: number;
   /** clients that may log in with a plaintext password without TLS */
@@ -44,10 +42,10 @@ export interface Pop3Settings {
 /** What every session shares (server.ts makes it). */
 export interface SessionContext {
   settings(): Pop3Settings;
-  users(): UserDb;
-  throttle: AuthThrottle;
-  /** the decoy hash unknown users are checked against, so they take as long as known ones (decoy.ts) */
-  decoy(users: UserDb): Promise<string>;
+  /** the certificate as loaded now, for STLS and implicit TLS; null: TLS is off */
+  tls(): TlsCredentials | null;
+  /** checks passwords for every protocol (throttle, lockout, equal timing) */
+  authenticator: Authenticator;
   maildrop: Maildrop;
   /** one session per mailbox: false when another session holds it */
   claim(user: string, session: Pop3Session): boolean;
@@ -71,12 +69,16 @@ const LISTING_CHUNK = 16 * 1024;
 /** after our last reply, how long a client may take to close before the socket is destroyed */
 const LINGER_MS = 10_000;
 const SHUTDOWN_LINGER_MS = 2_000;
+/** the longest a TLS handshake may take (never longer than pop3.timeout) */
+const HANDSHAKE_TIMEOUT_MS = 30_000;
 
 const PLAINTEXT_REFUSED = '-ERR [AUTH] Plaintext authentication disallowed on non-secured connection';
 const AUTH_FAILED = '-ERR [AUTH] Invalid user name or password';
+const STLS_UNAVAILABLE = '-ERR STLS not available: TLS is not configured';
+const ALREADY_TLS = '-ERR Already in TLS';
 
 const COMMANDS = {
-  authorization: new Set(['USER', 'PASS', 'AUTH', 'CAPA', 'QUIT']),
+  authorization: new Set(['USER', 'PASS', 'AUTH', 'CAPA', 'STLS', 'QUIT']),
   transaction: new Set(['STAT', 'LIST', 'RETR', 'DELE', 'NOOP', 'RSET', 'TOP', 'UIDL', 'QUIT', 'CAPA']),
 };
 const KNOWN = new Set([...COMMANDS.authorization, ...COMMANDS.transaction]);
@@ -100,6 +102,12 @@ export class Pop3Session {
   private readonly reader = new LineReader(MAX_COMMAND_LENGTH);
   private readonly client: string;
   private state: State = 'authorization';
+  /** the stream commands come from and replies go to: the connection, or TLS over it */
+  private socket: Socket;
+  /** the session runs over TLS (implicit, or after STLS) */
+  private secure = false;
+  /** the greeting went out and no TLS handshake is under way: replies may be written on `socket` */
+  private talking = false;
   /** the socket is closed or closing: no more commands, no more replies */
   private ended = false;
   /** the client shut down its side: answer what it sent, then end the connection */
@@ -125,32 +133,45 @@ export class Pop3Session {
   private resolveClosed!: () => void;
 
   constructor(
-    private readonly socket: Socket,
+    /** the TCP connection: its close ends the session, whatever runs over it */
+    private readonly connection: Socket,
     private readonly ctx: SessionContext,
+    /** accepted by an implicit-TLS (pop3s) listener: the handshake comes before the greeting */
+    private readonly implicitTls: boolean,
   ) {
-    this.client = socket.remoteAddress ?? 'unknown';
+    this.socket = connection;
+    this.client = connection.remoteAddress ?? 'unknown';
     this.log = ctx.logger.child({ sessionId: this.id });
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
   }
 
-  /** Sends the greeting and starts reading commands. */
-  start(): void {
-    const { socket } = this;
-    this.log.info({ client: this.client, port: socket.localPort, listener: 'pop3' }, 'connect');
-    socket.setNoDelay(true);
-    socket.setTimeout(this.ctx.settings().timeoutMs);
-    socket.on('timeout', () => this.onTimeout());
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      this.log.debug({ err: err.message, code: err.code }, 'socket error');
-    });
-    socket.on('close', () => this.onClose());
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('end', () => {
-      this.inputEnded = true;
-      void this.pump();
-    });
+  /**
+   * Greets the client and reads its commands once the daemon is ready to touch mailboxes
+   * (`ready`) and, on an implicit-TLS listener, the TLS handshake is done. Until then nothing is
+   * read as a command and nothing is answered.
+   */
+  async start(ready: Promise<void>): Promise<void> {
+    const { connection } = this;
+    this.log.info({ client: this.client, port: connection.localPort, listener: this.implicitTls ? 'pop3s' : 'pop3', tls: this.implicitTls }, 'connect');
+    connection.setNoDelay(true);
+    connection.on('error', this.onSocketError);
+    connection.on('close', () => this.onClose());
+    await ready;
+    if (this.ended) return;
+    if (!this.implicitTls) {
+      this.attach(connection);
+    } else {
+      const credentials = this.ctx.tls();
+      if (credentials === null) {
+        this.log.warn({ client: this.client }, 'pop3s connection closed: TLS is not configured');
+        connection.destroy();
+        return;
+      }
+      if (!(await this.startTls(credentials, 'tls'))) return;
+    }
+    this.talking = true;
     this.send(GREETING);
   }
 
@@ -163,7 +184,7 @@ export class Pop3Session {
     if (this.updating !== null) {
       await this.updating;
     } else if (!this.ended) {
-      if (this.streaming) this.socket.destroy();
+      if (this.streaming || !this.talking) this.socket.destroy();
       else this.finish('-ERR [SYS/TEMP] server shutting down', SHUTDOWN_LINGER_MS);
     }
     await this.closed;
@@ -171,12 +192,37 @@ export class Pop3Session {
 
   // ---------------------------------------------------------------- input
 
-  private onData(chunk: Buffer): void {
+  /** Makes `stream` the one the session reads commands from and answers on. */
+  private attach(stream: Socket): void {
+    this.socket = stream;
+    stream.setTimeout(this.ctx.settings().timeoutMs);
+    stream.on('timeout', this.onTimeout);
+    stream.on('data', this.onData);
+    stream.on('end', this.onEnd);
+  }
+
+  private detach(stream: Socket): void {
+    stream.setTimeout(0);
+    stream.off('timeout', this.onTimeout);
+    stream.off('data', this.onData);
+    stream.off('end', this.onEnd);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
     if (this.ended) return;
     this.reader.push(chunk);
     if (this.reader.buffered > MAX_BUFFERED) this.socket.pause();
     void this.pump();
-  }
+  };
+
+  private readonly onEnd = (): void => {
+    this.inputEnded = true;
+    void this.pump();
+  };
+
+  private readonly onSocketError = (err: NodeJS.ErrnoException): void => {
+    this.log.debug({ err: err.message, code: err.code }, 'socket error');
+  };
 
   /** Handles the queued lines one at a time, each fully answered before the next. */
   private async pump(): Promise<void> {
@@ -258,6 +304,8 @@ export class Pop3Session {
         return this.passCommand(rest);
       case 'AUTH':
         return this.authCommand(args);
+      case 'STLS':
+        return this.stls(args);
       case 'STAT': {
         this.arity(args, 0, 0);
         const { count, size } = this.stat();
@@ -307,12 +355,16 @@ export class Pop3Session {
   // ---------------------------------------------------------------- AUTHORIZATION
 
   private plaintextAllowed(): boolean {
-    return this.ctx.settings().plaintextAuth(this.client);
+    return this.secure || this.ctx.settings().plaintextAuth(this.client);
   }
 
+  /** What this session may do now: USER, SASL and STLS only before login, STLS only while not under TLS. */
   private capa(): Promise<void> {
     const caps = ['TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING'];
-    if (this.state === 'authorization' && this.plaintextAllowed()) caps.push('USER', 'SASL PLAIN');
+    if (this.state === 'authorization') {
+      if (this.plaintextAllowed()) caps.push('USER', 'SASL PLAIN');
+      if (!this.secure && this.ctx.tls() !== null) caps.push('STLS');
+    }
     caps.push('IMPLEMENTATION mailsrv');
     return this.sendMultiline('+OK Capability list follows', caps);
   }
@@ -358,6 +410,46 @@ export class Pop3Session {
     await this.saslPlain(line);
   }
 
+  /** RFC 2595 §4: STLS, then the TLS handshake over the same connection. */
+  private async stls(args: string[]): Promise<void> {
+    this.arity(args, 0, 0);
+    if (this.secure) return this.send(ALREADY_TLS);
+    const credentials = this.ctx.tls();
+    if (credentials === null) return this.send(STLS_UNAVAILABLE);
+    this.send('+OK Begin TLS negotiation');
+    // whatever the client sent after STLS it sent before it saw this +OK, in plaintext: it is
+    // thrown away, never run as commands over TLS (the command injection of CVE-2011-0411)
+    this.userArg = null;
+    this.reader.clear();
+    this.detach(this.connection);
+    this.connection.pause();
+    while (this.connection.read() !== null) continue;
+    await this.startTls(credentials, 'starttls');
+  }
+
+  /**
+   * The TLS handshake on the connection; once it is done the session goes on over TLS. False when
+   * it failed (logged; the connection is destroyed and the session ends).
+   */
+  private async startTls(credentials: TlsCredentials, event: 'starttls' | 'tls'): Promise<boolean> {
+    this.talking = false;
+    const timeoutMs = Math.min(HANDSHAKE_TIMEOUT_MS, this.ctx.settings().timeoutMs);
+    const { socket, handshake } = acceptTls(this.connection, credentials.context, timeoutMs);
+    socket.on('error', this.onSocketError);
+    try {
+      await handshake;
+    } catch (err) {
+      this.ended = true;
+      this.log.info({ client: this.client, err: (err as Error).message }, 'TLS handshake failed');
+      return false;
+    }
+    this.secure = true;
+    this.log.info({ client: this.client, ...describeTls(socket) }, event);
+    this.attach(socket);
+    this.talking = true;
+    return true;
+  }
+
   /** RFC 4616: base64 of `authzid NUL authcid NUL password`; "=" is an empty initial response. */
   private async saslPlain(encoded: string): Promise<void> {
     const text = encoded === '=' ? '' : encoded;
@@ -367,43 +459,27 @@ export class Pop3Session {
     const parts = Buffer.from(text, 'base64').toString('utf8').split('\0');
     if (parts.length !== 3) return this.send('-ERR [AUTH] Malformed AUTH PLAIN response');
     const [authzid, authcid, password] = parts as [string, string, string];
-    // no proxy logins: an authorization identity, if given, must be the user itself
-    const sameUser = authzid === '' || normalizeUsername(authzid) === normalizeUsername(authcid);
-    await this.login(authcid, password, sameUser);
+    await this.login(authcid, password, authzid);
   }
 
-  /**
-   * Checks a name and password; on success opens the mailbox. An unknown user, a malformed name
-   * and a wrong password all cost the same (a hash is always verified) and get the same reply at
-   * the same moment: the throttled delay counts from the start of the check, so how long the
-   * hash took does not show (unless it took longer than the delay).
-   */
-  private async login(name: string, password: string, allowed = true): Promise<void> {
-    const started = Date.now();
-    const users = this.ctx.users();
-    const user = normalizeUsername(name);
-    const stored = user === null ? undefined : users.hashOf(user);
-    const scheme = stored === undefined ? null : schemeOf(stored);
-    const usable = stored !== undefined && scheme !== null && isSupportedScheme(scheme);
-    let verified: boolean;
-    try {
-      verified = await verifyPassword(usable ? stored : await this.ctx.decoy(users), password);
-    } catch (err) {
-      this.log.error({ err: (err as Error).message, user }, 'password check failed');
-      return this.send('-ERR [SYS/TEMP] Authentication is temporarily unavailable, try again later');
-    }
+  /** Checks a name and password (authenticator.ts: throttle, lockout, equal timing); on success opens the mailbox. */
+  private async login(name: string, password: string, authzid?: string): Promise<void> {
+    const result = await this.ctx.authenticator.login({ name, password, client: this.client, authzid });
     if (this.ended) return;
-    if (!(usable && verified && allowed && user !== null)) {
-      const delay = this.ctx.throttle.recordFailure(this.client);
-      this.authFailures += 1;
-      this.log.info({ user: user ?? '(invalid name)', client: this.client, delayMs: delay }, 'login failed');
-      await sleep(Math.max(0, started + delay - Date.now()));
-      if (this.ended) return;
-      if (this.authFailures >= MAX_AUTH_FAILURES) return this.finish(`${AUTH_FAILED}; too many failures, closing the connection`);
-      return this.send(AUTH_FAILED);
+    if (result.ok) return this.openMailbox(result.user);
+    switch (result.reason) {
+      case 'unavailable':
+        this.log.error({ err: result.error.message }, 'password check failed');
+        return this.send('-ERR [SYS/TEMP] Authentication is temporarily unavailable, try again later');
+      case 'locked-out':
+        this.log.info({ client: this.client, retryInS: Math.ceil(result.retryInMs / 1000) }, 'login refused: too many failures from this address');
+        return this.finish('-ERR [SYS/TEMP] Too many failed logins from your address, try again later');
+      case 'invalid':
+        this.authFailures += 1;
+        this.log.info({ user: result.user ?? '(invalid name)', client: this.client, delayMs: result.delayMs }, 'login failed');
+        if (this.authFailures >= MAX_AUTH_FAILURES) return this.finish(`${AUTH_FAILED}; too many failures, closing the connection`);
+        return this.send(AUTH_FAILED);
     }
-    this.ctx.throttle.recordSuccess(this.client);
-    await this.openMailbox(user);
   }
 
   private async openMailbox(user: string): Promise<void> {
@@ -429,7 +505,7 @@ export class Pop3Session {
     this.snapshot = snapshot;
     this.state = 'transaction';
     const { count, size } = this.stat();
-    this.log.info({ user, client: this.client, messages: count, size }, 'login');
+    this.log.info({ user, client: this.client, tls: this.secure, messages: count, size }, 'login');
     this.send(`+OK ${user} has ${messagesText(count)} (${size} octets)`);
   }
 
@@ -644,12 +720,12 @@ export class Pop3Session {
     setTimeout(() => this.socket.destroy(), lingerMs).unref();
   }
 
-  private onTimeout(): void {
+  private readonly onTimeout = (): void => {
     if (this.updating !== null) return;
     this.log.info({ client: this.client, user: this.mailboxUser }, 'autologout');
     if (this.streaming) this.socket.destroy();
     else this.finish('-ERR Autologout; idle for too long');
-  }
+  };
 
   private onClose(): void {
     const dropped = !this.ended;

@@ -69,6 +69,8 @@ export interface PendingEntry {
 
 export class QueueStore {
   readonly dir: string;
+  /** the progress save of each entry in flight (see saveProgress) */
+  private readonly saving = new Map<string, Promise<void>>();
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, 'queue');
@@ -163,14 +165,30 @@ export class QueueStore {
     return createReadStream(join(this.dir, entry.envelope.id), { start: entry.dataOffset });
   }
 
-  /** Replaces the progress record atomically (no fsync: a lost update only risks a duplicate). */
-  async saveProgress(id: string, progress: RecipientProgress[]): Promise<void> {
+  /**
+   * Replaces the progress record atomically (no fsync: a lost update only risks a duplicate).
+   * Saves of one entry run one after the other: deliveries to two mailboxes finish at the same
+   * moment, and two writers of `<id>.progress.new` would rename each other's file away.
+   */
+  saveProgress(id: string, progress: RecipientProgress[]): Promise<void> {
+    const save = (this.saving.get(id) ?? Promise.resolve()).catch(() => undefined).then(() => this.writeProgress(id, progress));
+    this.saving.set(id, save);
+    const forget = () => {
+      if (this.saving.get(id) === save) this.saving.delete(id);
+    };
+    save.then(forget, forget);
+    return save;
+  }
+
+  private async writeProgress(id: string, progress: RecipientProgress[]): Promise<void> {
     const path = join(this.dir, `${id}.progress`);
     await writeFile(`${path}.new`, JSON.stringify(progress), { mode: 0o600 });
     await rename(`${path}.new`, path);
   }
 
   async remove(id: string): Promise<void> {
+    // a save still running would leave a progress file without its message
+    await this.saving.get(id)?.catch(() => undefined);
     await rm(join(this.dir, `${id}.progress`), { force: true });
     await unlink(join(this.dir, id));
   }

@@ -4,12 +4,18 @@
 //   replaces it where the config asks for one;
 // - replies whose text starts with an enhanced status code (RFC 3463, "5.7.1 ...") are sent
 //   with that code instead of the one smtp-server would derive from the reply number;
+// - TLS only with mailsrv's certificate: STARTTLS is offered while one is loaded (SIGHUP may
+//   add, replace or remove it; running sessions keep theirs), never with smtp-server's own;
+// - AUTH (RFC 4954) is advertised and accepted only over TLS or from plaintext_auth_networks
+//   (smtp-server would allow it in plaintext whenever STARTTLS is off), and never inside a
+//   mail transaction;
 // - VRFY answers from mailsrv's recipient policy when `smtp.vrfy` is on;
 // - shutdown(): 421 to every session that is not inside DATA.
 import type { Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
 
 const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -18,12 +24,28 @@ export interface VrfyReply {
   message: string;
 }
 
-export interface MailsrvServerOptions extends SMTPServerOptions {
+export interface MailsrvServerOptions extends Omit<SMTPServerOptions, 'key' | 'cert' | 'allowInsecureAuth' | 'hideSTARTTLS'> {
+  /** the certificate for STARTTLS (and implicit TLS with `secure`); null: no TLS */
+  tls: TlsCredentials | null;
+  /** may a client AUTH without TLS (asked per command: SIGHUP changes it) */
+  plaintextAuth: (clientIp: string) => boolean;
   /** answers VRFY; when it (or its result) is undefined: 252 without disclosure */
   vrfy?: (address: string, session: SMTPServerSession) => Promise<VrfyReply> | undefined;
 }
 
+/** smtp-server's TLS options for a certificate (it builds its secure context from them). */
+function certificateOptions(tls: TlsCredentials) {
+  return { ...TLS_SERVER_OPTIONS, cert: tls.cert, key: tls.key };
+}
+
 class MailsrvConnection extends SMTPConnection {
+  /** set while EHLO lists the extensions: AUTH is listed only where it is accepted */
+  private listingExtensions = false;
+
+  private get mailsrv(): MailsrvSMTPServer {
+    return this._server as MailsrvSMTPServer;
+  }
+
   override init(): void {
     this._setListeners(() => {
       const { maxClients } = this._server.options;
@@ -41,6 +63,39 @@ class MailsrvConnection extends SMTPConnection {
     super.send(code, data, context);
   }
 
+  /** STARTTLS follows the loaded certificate; AUTH is hidden from EHLO where it is refused. */
+  override _isDisabled(command: string): boolean {
+    if (command === 'STARTTLS') return !this.mailsrv.offersStartTls;
+    if (command === 'AUTH' && this.listingExtensions && !this.authAllowed()) return true;
+    return super._isDisabled(command);
+  }
+
+  override handler_EHLO(command: Buffer, callback: () => void): void {
+    this.listingExtensions = true;
+    try {
+      super.handler_EHLO(command, callback);
+    } finally {
+      this.listingExtensions = false;
+    }
+  }
+
+  override handler_AUTH(command: Buffer, callback: () => void): void {
+    if (this.session.envelope.mailFrom) {
+      this.send(503, '5.5.1 Error: MAIL transaction in progress');
+    } else if (!this.authAllowed()) {
+      if (this._isSupported('STARTTLS')) this.send(538, '5.7.11 Encryption required for requested authentication mechanism');
+      else this.send(503, '5.5.1 Error: authentication not enabled');
+    } else {
+      super.handler_AUTH(command, callback);
+      return;
+    }
+    callback();
+  }
+
+  private authAllowed(): boolean {
+    return this.secure || this.mailsrv.plaintextAuth(this.remoteAddress);
+  }
+
   handler_VRFY(command: Buffer, callback: () => void): void {
     const argument = command.toString().trim().split(/\s+/).slice(1).join(' ');
     if (!argument) {
@@ -48,7 +103,7 @@ class MailsrvConnection extends SMTPConnection {
       callback();
       return;
     }
-    const lookup = (this._server as MailsrvSMTPServer).vrfy(argument.replace(/^<(.*)>$/, '$1'), this.session);
+    const lookup = this.mailsrv.vrfy(argument.replace(/^<(.*)>$/, '$1'), this.session);
     if (!lookup) {
       this.send(252, '2.0.0 Send some mail, I will try my best');
       callback();
@@ -71,10 +126,35 @@ class MailsrvConnection extends SMTPConnection {
 
 export class MailsrvSMTPServer extends SMTPServer {
   private readonly vrfyPolicy: MailsrvServerOptions['vrfy'];
+  readonly plaintextAuth: MailsrvServerOptions['plaintextAuth'];
+  private hasCertificate: boolean;
 
-  constructor(options: MailsrvServerOptions) {
-    super(options);
-    this.vrfyPolicy = options.vrfy;
+  constructor({ tls, plaintextAuth, vrfy, ...options }: MailsrvServerOptions) {
+    if (options.secure && tls === null) throw new Error('implicit TLS needs a certificate');
+    super({
+      ...options,
+      ...(tls === null ? {} : certificateOptions(tls)),
+      // mailsrv decides both per session (MailsrvConnection): smtp-server's list always names
+      // STARTTLS, so it never warns about, let alone presents, its built-in certificate
+      disabledCommands: [...(options.disabledCommands ?? []), 'STARTTLS'],
+      allowInsecureAuth: true,
+    });
+    this.hasCertificate = tls !== null;
+    this.plaintextAuth = plaintextAuth;
+    this.vrfyPolicy = vrfy;
+  }
+
+  get offersStartTls(): boolean {
+    return this.hasCertificate;
+  }
+
+  /**
+   * SIGHUP: new TLS sessions use this certificate, running ones keep theirs. null turns
+   * STARTTLS off for new sessions; an implicit-TLS listener keeps its last certificate.
+   */
+  useCertificate(tls: TlsCredentials | null): void {
+    this.hasCertificate = tls !== null;
+    if (tls !== null) this.updateSecureContext(certificateOptions(tls));
   }
 
   vrfy(address: string, session: SMTPServerSession): Promise<VrfyReply> | undefined {

@@ -1,6 +1,7 @@
 // What the SMTP side may accept, decided in one place: which domains are local, which
-// recipients exist (users and aliases), who may relay, and which senders and HELO names
-// are safe to write into a From_ line or a header. Every refusal carries its SMTP reply.
+// recipients exist (users and aliases), who may relay (mynetworks and logged-in users), which
+// senders a logged-in user may use, and which senders and HELO names are safe to write into a
+// From_ line or a header. Every refusal carries its SMTP reply.
 import type { DomainMatcher } from '../config/domains.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import type { RecipientTarget } from '../queue/store.js';
@@ -23,6 +24,12 @@ export interface RecipientDirectory {
   resolve(localPart: string): { local: string[]; remote: string[] } | null;
 }
 
+/** Who sends: the client's address and, after SMTP AUTH, the user it logged in as. */
+export interface SmtpClientIdentity {
+  ip: string;
+  user?: string;
+}
+
 export interface PolicyOptions {
   hostname: string;
   isLocalDomain: DomainMatcher;
@@ -42,8 +49,9 @@ export class SmtpPolicy {
     Object.assign(this.options, settings);
   }
 
-  mayRelay(clientIp: string): boolean {
-    return this.options.mynetworks(clientIp);
+  /** mynetworks and logged-in users may relay; their mail counts as submitted (RFC 6409). */
+  mayRelay(client: SmtpClientIdentity): boolean {
+    return client.user !== undefined || this.options.mynetworks(client.ip);
   }
 
   /** HELO/EHLO names and senders end up in headers and the From_ line. */
@@ -57,17 +65,32 @@ export class SmtpPolicy {
     }
   }
 
+  /**
+   * A logged-in user sends as themselves (smtp.sender_login_match): the null sender, or an
+   * address in a local domain whose local part is the user or an alias that delivers to them.
+   */
+  checkSenderOwner(address: string, user: string): void {
+    if (address === '') return;
+    const at = address.lastIndexOf('@');
+    const localPart = address.slice(0, at);
+    const owned =
+      at > 0 &&
+      this.options.isLocalDomain(address.slice(at + 1)) &&
+      (localPart.toLowerCase() === user || (this.options.directory().resolve(localPart)?.local.includes(user) ?? false));
+    if (!owned) throw new SmtpReplyError(553, `5.7.1 <${address}>: Sender address rejected: not owned by user ${user}`);
+  }
+
   /** Decides one RCPT TO: the deliveries it expands to, or a refusal. */
-  async checkRecipient(address: string, clientIp: string): Promise<ResolvedRecipient[]> {
+  async checkRecipient(address: string, client: SmtpClientIdentity): Promise<ResolvedRecipient[]> {
     const at = address.lastIndexOf('@');
     if (at <= 0 || UNSAFE_IN_ENVELOPE.test(address)) {
-      if (at < 0 && /^postmaster$/i.test(address)) return this.checkRecipient(`postmaster@${this.options.hostname}`, clientIp);
+      if (at < 0 && /^postmaster$/i.test(address)) return this.checkRecipient(`postmaster@${this.options.hostname}`, client);
       throw new SmtpReplyError(501, '5.1.3 Bad recipient address syntax');
     }
     const localPart = address.slice(0, at);
     const domain = address.slice(at + 1);
     if (!this.options.isLocalDomain(domain)) {
-      if (this.mayRelay(clientIp)) return [{ address, target: { kind: 'remote' } }];
+      if (this.mayRelay(client)) return [{ address, target: { kind: 'remote' } }];
       throw new SmtpReplyError(554, `5.7.1 <${address}>: Relay access denied`);
     }
     const resolved = this.options.directory().resolve(localPart);

@@ -1,15 +1,20 @@
-// The SMTP listeners (MX port and submission) wired to mailsrv's policy and queue:
-// smtp-server speaks the protocol; this file answers its hooks. A message is accepted
-// (250) only after the queue has it on disk, fsynced.
+// The SMTP listeners (MX port, submission, implicit-TLS submission) wired to mailsrv's policy,
+// logins and queue: smtp-server speaks the protocol; this file answers its hooks. Sessions are
+// greeted once the daemon is ready; AUTH checks passwords through the shared Authenticator; a
+// message is accepted (250) only after the queue has it on disk, fsynced.
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { TLSSocket } from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import type { Authenticator, LoginResult } from '../auth/authenticator.js';
+import type { NetworkMatcher } from '../config/networks.js';
 import type { Logger } from '../log.js';
+import type { TlsCredentials } from '../tls/credentials.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { MailsrvSMTPServer } from './connection.js';
 import { smtpProtocolLogger } from './protocol-log.js';
-import { SmtpPolicy, SmtpReplyError, type ResolvedRecipient } from './policy.js';
+import { SmtpPolicy, SmtpReplyError, type ResolvedRecipient, type SmtpClientIdentity } from './policy.js';
 
 /** What SIGHUP may change on a running listener. */
 export interface SmtpSettings {
@@ -20,12 +25,24 @@ export interface SmtpSettings {
   timeoutMs: number;
   greetPauseMs: number;
   vrfy: boolean;
+  /** an authenticated user may only send as their own addresses */
+  senderLoginMatch: boolean;
+  /** clients that may AUTH without TLS */
+  plaintextAuth: NetworkMatcher;
 }
 
+/** mx: port 25 (AUTH optional); submission: 587 (AUTH required, STARTTLS); smtps: 465 (AUTH required, implicit TLS) */
+export type SmtpListenerKind = 'mx' | 'submission' | 'smtps';
+
 export interface SmtpServiceOptions {
-  kind: 'mx' | 'submission';
+  kind: SmtpListenerKind;
   settings: SmtpSettings;
+  /** the certificate for STARTTLS and implicit TLS; null: no TLS */
+  tls: TlsCredentials | null;
+  /** sessions are greeted once this resolves (the daemon is ready to take mail) */
+  ready: Promise<void>;
   policy: SmtpPolicy;
+  authenticator: Authenticator;
   store: QueueStore;
   onQueued: (entry: QueueEntry) => void;
   logger: Logger;
@@ -42,15 +59,32 @@ const resolver = {
   },
 };
 
+/** failed AUTHs in one session before it is closed */
+const MAX_AUTH_FAILURES_PER_SESSION = 5;
+
+/** The reply to a session's `failures`-th refused login (a 421 reply closes the connection). */
+function loginRefusal(reason: 'invalid' | 'locked-out', failures: number): SmtpReplyError {
+  if (failures >= MAX_AUTH_FAILURES_PER_SESSION) return new SmtpReplyError(421, '4.7.0 Too many failed authentication attempts, closing connection');
+  if (reason === 'locked-out') return new SmtpReplyError(454, '4.7.0 Too many failed logins from your address, try again later');
+  return new SmtpReplyError(535, '5.7.8 Authentication credentials invalid');
+}
+
+/** The client as the policy sees it: its address and, after AUTH, its user. */
+function clientOf(session: SMTPServerSession): SmtpClientIdentity {
+  return typeof session.user === 'string' ? { ip: session.remoteAddress, user: session.user } : { ip: session.remoteAddress };
+}
+
 export interface SmtpService {
   server: MailsrvSMTPServer;
-  reconfigure(settings: SmtpSettings): void;
+  /** SIGHUP: new settings and the certificate as reloaded (null: TLS now off) */
+  reconfigure(settings: SmtpSettings, tls: TlsCredentials | null): void;
 }
 
 export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const { policy, logger } = options;
   let settings = options.settings;
   const resolved = new WeakMap<SMTPServerAddress, ResolvedRecipient[]>();
+  const authFailures = new WeakMap<SMTPServerSession, number>();
   const sessionLog = (session: SMTPServerSession) => logger.child({ sessionId: session.id });
 
   const server: MailsrvSMTPServer = new MailsrvSMTPServer({
@@ -63,19 +97,54 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     hide8BITMIME: false,
     hideSMTPUTF8: false,
     closeTimeout: 30_000,
-    authOptional: options.kind === 'mx',
-    // AUTH and STARTTLS arrive with TLS support (until then the submission port refuses MAIL,
-    // see onMailFrom); the joke commands never.
-    disabledCommands: ['AUTH', 'STARTTLS', 'WIZ', 'SHELL', 'KILL'],
+    secure: options.kind === 'smtps',
+    tls: options.tls,
+    authMethods: ['PLAIN', 'LOGIN'],
+    // AUTH is never required by smtp-server: onMailFrom refuses MAIL without it on submission
+    authOptional: true,
+    plaintextAuth: (ip) => settings.plaintextAuth(ip),
+    disabledCommands: ['WIZ', 'SHELL', 'KILL'],
     logger: smtpProtocolLogger(logger),
     resolver,
-    vrfy: (address, session) => (settings.vrfy ? vrfyReply(policy, address, session.remoteAddress) : undefined),
+    vrfy: (address, session) => (settings.vrfy ? vrfyReply(policy, address, clientOf(session)) : undefined),
 
     onConnect(session, callback) {
       sessionLog(session).info({ client: session.remoteAddress, port: session.localPort, listener: options.kind }, 'connect');
-      const pause = options.kind === 'mx' && !policy.mayRelay(session.remoteAddress) ? settings.greetPauseMs : 0;
-      if (pause === 0) callback();
-      else void sleep(pause).then(() => callback());
+      const pause = options.kind === 'mx' && !policy.mayRelay(clientOf(session)) ? settings.greetPauseMs : 0;
+      void options.ready.then(() => (pause === 0 ? undefined : sleep(pause))).then(() => callback());
+    },
+
+    onSecure(socket, session, callback) {
+      sessionLog(session).info({ protocol: (socket as TLSSocket).getProtocol(), cipher: session.tlsOptions ? session.tlsOptions.name : null }, 'tls');
+      callback();
+    },
+
+    onAuth(auth, session, callback) {
+      const log = sessionLog(session);
+      const client = session.remoteAddress;
+      options.authenticator
+        .login({ name: auth.username ?? '', password: auth.password ?? '', client, authzid: auth.authzid })
+        .catch((error: Error): LoginResult => ({ ok: false, reason: 'unavailable', error }))
+        .then((result) => {
+          if (result.ok) {
+            log.info({ user: result.user, client, method: auth.method }, 'login');
+            callback(null, { user: result.user });
+            return;
+          }
+          if (result.reason === 'unavailable') {
+            log.error({ err: result.error.message }, 'password check failed');
+            callback(new SmtpReplyError(454, '4.7.0 Temporary authentication failure'));
+            return;
+          }
+          if (result.reason === 'locked-out') {
+            log.info({ client, retryInS: Math.ceil(result.retryInMs / 1000) }, 'login refused: too many failures from this address');
+          } else {
+            log.info({ user: result.user ?? '(invalid name)', client, delayMs: result.delayMs, method: auth.method }, 'login failed');
+          }
+          const failures = (authFailures.get(session) ?? 0) + 1;
+          authFailures.set(session, failures);
+          callback(loginRefusal(result.reason, failures));
+        });
     },
 
     onClose(session) {
@@ -84,10 +153,12 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
 
     onMailFrom(address, session, callback) {
       try {
-        // RFC 6409: the submission port relays nothing for strangers, not even to local users.
-        if (options.kind === 'submission' && !session.user) throw new SmtpReplyError(530, '5.7.0 Authentication required');
+        const client = clientOf(session);
+        // RFC 6409: the submission ports relay nothing for strangers, not even to local users.
+        if (options.kind !== 'mx' && client.user === undefined) throw new SmtpReplyError(530, '5.7.0 Authentication required');
         policy.checkHelo(session.hostNameAppearsAs ?? '');
         policy.checkSender(address.address);
+        if (settings.senderLoginMatch && client.user !== undefined) policy.checkSenderOwner(address.address, client.user);
         callback();
       } catch (err) {
         callback(err as Error);
@@ -95,7 +166,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onRcptTo(address, session, callback) {
-      policy.checkRecipient(address.address, session.remoteAddress).then(
+      policy.checkRecipient(address.address, clientOf(session)).then(
         (recipients) => {
           resolved.set(address, recipients);
           callback();
@@ -138,9 +209,10 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   server.on('error', (err) => logger.warn({ err: err.message }, 'smtp connection error'));
   return {
     server,
-    reconfigure(fresh) {
+    reconfigure(fresh, tls) {
       settings = fresh;
       Object.assign(server.options, serverLimits(fresh));
+      server.useCertificate(tls);
     },
   };
 }
@@ -173,7 +245,7 @@ async function receive(
       helo: session.hostNameAppearsAs ?? '',
       hostname: session.clientHostname === `[${session.remoteAddress}]` ? '' : session.clientHostname,
       protocol: session.transmissionType,
-      submitted: options.policy.mayRelay(session.remoteAddress),
+      submitted: options.policy.mayRelay(clientOf(session)),
     },
     recipients,
   });
@@ -228,9 +300,9 @@ function dedupe(recipients: ResolvedRecipient[]): ResolvedRecipient[] {
   });
 }
 
-async function vrfyReply(policy: SmtpPolicy, address: string, clientIp: string): Promise<{ code: number; message: string }> {
+async function vrfyReply(policy: SmtpPolicy, address: string, client: SmtpClientIdentity): Promise<{ code: number; message: string }> {
   try {
-    await policy.checkRecipient(address.includes('@') ? address : `${address}@localhost`, clientIp);
+    await policy.checkRecipient(address.includes('@') ? address : `${address}@localhost`, client);
     return { code: 250, message: `2.1.5 <${address}>` };
   } catch (err) {
     if (err instanceof SmtpReplyError) return { code: err.responseCode, message: err.message };

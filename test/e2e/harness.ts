@@ -4,13 +4,15 @@
 // Every daemon started here is killed when the test process exits, whatever happens.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hash } from '@node-rs/argon2';
 import { stringify } from 'smol-toml';
+import { resolveIdentity } from '../../src/privileges.js';
+import { generateSelfSigned, type SelfSignedPem } from '../../src/tls/selfsigned.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI_ENTRY = join(REPO_ROOT, 'dist', 'cli', 'main.js');
@@ -19,6 +21,15 @@ export const PYTHON = '/usr/bin/python3';
 export const HOSTNAME = 'mx.test.local';
 export const DOMAIN = 'example.test';
 export const PASSWORD = 'secret-pw';
+
+/**
+ * Run as root (CI), every daemon drops to `nobody` as a real installation drops to `mail`; the
+ * files tests create for it (mailboxes, locks, certificates) must then be usable by that user, so
+ * this process creates them world-readable and -writable. A test never needs that as another user.
+ */
+export const RUN_AS_ROOT = process.getuid?.() === 0;
+export const DAEMON_USER = RUN_AS_ROOT ? { user: 'nobody', group: 'nogroup' } : null;
+if (RUN_AS_ROOT) process.umask(0);
 
 /** Throws a clear error when the daemon has not been built. */
 export function requireBuild(): void {
@@ -39,6 +50,8 @@ export interface EnvOptions {
   users?: string[];
   /** full text of the aliases file; default: postmaster → alice */
   aliases?: string;
+  /** writes a self-signed certificate for HOSTNAME (cert.pem, key.pem) and sets tls.cert/tls.key */
+  tls?: boolean;
 }
 
 export interface TestEnv {
@@ -51,6 +64,8 @@ export interface TestEnv {
   /** the MX listener port */
   port: number;
   config: ConfigTree;
+  /** with `tls: true`: the certificate (PEM), for clients' `ca`, and the files */
+  tls: { cert: string; certFile: string; keyFile: string } | null;
   mailbox(user: string): string;
   /** rewrites the config file (e.g. before a restart) */
   writeConfig(config: ConfigTree): Promise<void>;
@@ -90,11 +105,25 @@ export function passwordHash(): Promise<string> {
   return cachedHash;
 }
 
+let cachedCertificate: Promise<SelfSignedPem> | undefined;
+/** One self-signed certificate for HOSTNAME per test process, written into `dir`. */
+export async function writeTestCertificate(dir: string): Promise<{ cert: string; certFile: string; keyFile: string }> {
+  cachedCertificate ??= generateSelfSigned(HOSTNAME, 30);
+  const { cert, key } = await cachedCertificate;
+  const certFile = join(dir, 'cert.pem');
+  const keyFile = join(dir, 'key.pem');
+  await writeFile(certFile, cert);
+  await writeFile(keyFile, key);
+  return { cert, certFile, keyFile };
+}
+
 const tempDirs = new Set<string>();
 
 export async function makeEnv(options: EnvOptions = {}): Promise<TestEnv> {
   const dir = await mkdtemp(join(tmpdir(), 'mailsrv-e2e-'));
   tempDirs.add(dir);
+  // mkdtemp makes it 0700: the daemon's user must get in (see RUN_AS_ROOT)
+  await chmod(dir, 0o755);
   const spoolDir = join(dir, 'spool');
   const stateDir = join(dir, 'state');
   const usersFile = join(dir, 'users');
@@ -118,12 +147,20 @@ export async function makeEnv(options: EnvOptions = {}): Promise<TestEnv> {
     tls: { cert: '', key: '' },
     delivery: { retry: ['1s'], lock_timeout: '1s' },
     log: { level: 'info' },
+    ...(DAEMON_USER ?? {}),
   };
+  const tls = options.tls ? await writeTestCertificate(dir) : null;
+  if (tls) base.tls = { cert: tls.certFile, key: tls.keyFile };
   const config = deepMerge(base, options.config ?? {});
   const users = options.users ?? ['alice', 'bob', 'carol'];
   const h = await passwordHash();
   await writeFile(usersFile, `# test users\n${users.map((u) => `${u}:${h}\n`).join('')}`);
   await writeFile(aliasesFile, options.aliases ?? 'postmaster: alice\n');
+  if (DAEMON_USER) {
+    // as `mailsrv init` does for the daemon's group: `mailsrv user add` keeps owner and group
+    const { uid, gid } = resolveIdentity(DAEMON_USER.user, DAEMON_USER.group);
+    await chown(usersFile, uid, gid);
+  }
   const writeConfig = async (c: ConfigTree) => writeFile(configPath, stringify(c) + '\n');
   await writeConfig(config);
   return {
@@ -135,6 +172,7 @@ export async function makeEnv(options: EnvOptions = {}): Promise<TestEnv> {
     aliasesFile,
     port,
     config,
+    tls,
     mailbox: (user) => join(spoolDir, user),
     writeConfig,
     cleanup: async () => {
@@ -778,7 +816,7 @@ export async function cleanupAllTempDirs(): Promise<void> {
 /** An env whose daemon also listens for POP3 on a free loopback port (pop3Port). */
 export async function makePop3Env(options: EnvOptions = {}): Promise<TestEnv & { pop3Port: number }> {
   const pop3Port = await freePort();
-  const config = deepMerge({ pop3: { listen: [`127.0.0.1:${pop3Port}`], auth_failure_delay: '200ms' } }, options.config ?? {});
+  const config = deepMerge({ pop3: { listen: [`127.0.0.1:${pop3Port}`] }, auth: { failure_delay: '200ms' } }, options.config ?? {});
   const env = await makeEnv({ ...options, config });
   return Object.assign(env, { pop3Port });
 }
@@ -968,4 +1006,85 @@ export function pop3Wire(path: string, n: number): Buffer {
   if (message === undefined) throw new Error(`${path} has no message ${n}`);
   const body = message.body.toString('latin1');
   return Buffer.from(body.replace(/^>(>*From )/gm, '$1').replace(/\n/g, '\r\n'), 'latin1');
+}
+
+// ---------------------------------------------------------------- SMTP over TLS and AUTH
+// (added for the SMTP TLS/AUTH tests; kept at the end so other sections stay untouched)
+
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+
+/** SmtpClient's constructor is private to keep tests on connect(); TLS needs it over a TLS socket. */
+const SmtpClientOver = SmtpClient as unknown as new (socket: Socket, timeoutMs: number) => SmtpClient;
+
+/** A TLS handshake on `socket` that verifies the server's certificate for HOSTNAME against `ca`. */
+export async function tlsHandshake(socket: Socket, ca: string, timeoutMs = 10_000): Promise<TLSSocket> {
+  const secure = tlsConnect({ socket, ca, servername: HOSTNAME });
+  await withTimeout(
+    new Promise<void>((resolveHandshake, reject) => {
+      secure.once('error', reject);
+      secure.once('secureConnect', () => {
+        secure.off('error', reject);
+        resolveHandshake();
+      });
+    }),
+    timeoutMs,
+    'TLS handshake did not complete',
+  );
+  return secure;
+}
+
+/**
+ * Continues `client` over TLS once the server has said 220 to STARTTLS: the returned client
+ * speaks over the TLS session, `client` is spent.
+ */
+export async function continueOverTls(client: SmtpClient, ca: string): Promise<SmtpClient> {
+  return new SmtpClientOver(await tlsHandshake(client.socket, ca, client.timeoutMs), client.timeoutMs);
+}
+
+/** STARTTLS (after EHLO) and the TLS handshake; throws unless the server says 220. */
+export async function startTls(client: SmtpClient, ca: string): Promise<SmtpClient> {
+  const reply = await client.cmd('STARTTLS');
+  if (reply.code !== 220) throw new Error(`STARTTLS refused: ${reply.raw}`);
+  return continueOverTls(client, ca);
+}
+
+/** Connects to an implicit-TLS port (smtps) and reads the greeting. */
+export async function connectSmtpTls(port: number, ca: string, options: ConnectOptions = {}): Promise<{ client: SmtpClient; greeting: Reply }> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const client = new SmtpClientOver(await tlsHandshake(await connectSocket(port, options, timeoutMs), ca, timeoutMs), timeoutMs);
+  return { client, greeting: await client.read() };
+}
+
+/** The base64 initial response of AUTH PLAIN (RFC 4616: authzid NUL authcid NUL password). */
+export function authPlain(user: string, password = PASSWORD, authzid = ''): string {
+  return Buffer.from(`${authzid}\0${user}\0${password}`, 'utf8').toString('base64');
+}
+
+// ---------------------------------------------------------------- POP3 over TLS
+// (added for the POP3 STLS/pop3s tests; kept at the end so other sections stay untouched)
+
+/** Pop3Client's constructor is private to keep tests on connect(); TLS needs it over a TLS socket. */
+const Pop3ClientOver = Pop3Client as unknown as new (socket: Socket, timeoutMs: number) => Pop3Client;
+
+/**
+ * Continues `client` over TLS once the server has said +OK to STLS (verifying the certificate for
+ * HOSTNAME against `ca`): the returned client speaks over the TLS session, `client` is spent.
+ */
+export async function pop3ContinueOverTls(client: Pop3Client, ca: string): Promise<Pop3Client> {
+  return new Pop3ClientOver(await tlsHandshake(client.socket, ca, client.timeoutMs), client.timeoutMs);
+}
+
+/** STLS and the TLS handshake; throws unless the server says +OK. */
+export async function pop3Stls(client: Pop3Client, ca: string): Promise<Pop3Client> {
+  const reply = await client.cmd('STLS');
+  if (!reply.startsWith('+OK')) throw new Error(`STLS refused: ${reply}`);
+  return pop3ContinueOverTls(client, ca);
+}
+
+/** Connects to an implicit-TLS port (pop3s) and reads the greeting; `socket` shows the certificate. */
+export async function connectPop3s(port: number, ca: string, options: ConnectOptions = {}): Promise<{ client: Pop3Client; greeting: string; socket: TLSSocket }> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const socket = await tlsHandshake(await connectSocket(port, options, timeoutMs), ca, timeoutMs);
+  const client = new Pop3ClientOver(socket, timeoutMs);
+  return { client, greeting: await client.readLine(), socket };
 }

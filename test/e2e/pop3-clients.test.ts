@@ -115,7 +115,7 @@ describe('pop3 with real clients', () => {
       rc,
       [
         'set no syslog',
-        // sslproto '': no STLS attempt (fetchmail >= 6.4 insists on TLS unless told; mailsrv has no TLS yet)
+        // sslproto '': no STLS attempt (fetchmail >= 6.4 insists on TLS unless told; this env has no certificate)
         `poll 127.0.0.1 with service ${env.pop3Port} protocol pop3 uidl auth password timeout 20:`,
         `  user "carol" there with password "${PASSWORD}" is "carol" here`,
         `  mda "cat >> ${out}" sslproto ''`,

@@ -174,7 +174,7 @@ describe('pop3 and the mailbox', () => {
       '',
     ].join('\n');
     // the same Message-ID twice (one message delivered twice by Postfix: other queue id)
-    writeFileSync(box, postfixMessage('same', '4Xa1') + postfixMessage('same', '4Xb2') + qpopper, { mode: 0o600 });
+    writeFileSync(box, postfixMessage('same', '4Xa1') + postfixMessage('same', '4Xb2') + qpopper);
 
     const client = await Pop3Client.login(env.pop3Port, 'dave');
     const sizes = await client.sizes();
@@ -204,7 +204,7 @@ describe('pop3 and the mailbox', () => {
     const line = `${'x'.repeat(76)}\n`;
     const count = Math.ceil((40 * 1024 * 1024) / line.length);
     const head = 'From big@example.org Tue Nov 24 10:00:00 2026\nSubject: big\nMessage-ID: <big@example.org>\n\n';
-    writeFileSync(box, head + line.repeat(count) + '\n', { mode: 0o600 });
+    writeFileSync(box, head + line.repeat(count) + '\n');
     const expectedSize = 'Subject: big\r\nMessage-ID: <big@example.org>\r\n\r\n'.length + count * (line.length + 1);
 
     const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${daemon.child.pid}/status`, 'utf8'))![1]) * 1024;

@@ -66,7 +66,7 @@ describe('pop3 protocol', () => {
   before(async () => {
     env = await makePop3Env({
       users: ['alice', 'bob', 'carol', 'erin', 'frank'],
-      config: { plaintext_auth_networks: [`${INSIDE}/32`, '127.0.1.0/24'], pop3: { auth_failure_delay: `${DELAY_MS}ms` } },
+      config: { plaintext_auth_networks: [`${INSIDE}/32`, '127.0.1.0/24'], auth: { failure_delay: `${DELAY_MS}ms` } },
     });
     port = env.pop3Port;
     daemon = await startDaemon(env);
@@ -364,7 +364,7 @@ describe('pop3 limits and stop', () => {
     appendFileSync(env.usersFile, `zed:${await passwordHash()}\n`);
     await env.writeConfig(deepMerge(env.config, { plaintext_auth_networks: ['127.0.0.2/32'] }));
     daemon.child.kill('SIGHUP');
-    await daemon.waitForLog((e) => e.msg === 'reloaded config, users and aliases');
+    await daemon.waitForLog((e) => e.msg === 'reloaded config, users, aliases and TLS certificate');
     const { client: refused } = await Pop3Client.connect(port);
     assert.equal(await refused.cmd('USER zed'), '-ERR [AUTH] Plaintext authentication disallowed on non-secured connection');
     refused.destroy();

@@ -57,8 +57,8 @@ describe('smtp policy', () => {
       users: USERS,
       config: { message_size_limit: SIZE_LIMIT, mailbox_size_limit: MAILBOX_LIMIT, smtp: { max_recipients: 5 } },
     });
-    writeFileSync(env.mailbox('full'), mboxOfSize(MAILBOX_LIMIT - 1), { mode: 0o600 });
-    writeFileSync(env.mailbox('nearly'), mboxOfSize(100_000), { mode: 0o600 });
+    writeFileSync(env.mailbox('full'), mboxOfSize(MAILBOX_LIMIT - 1));
+    writeFileSync(env.mailbox('nearly'), mboxOfSize(100_000));
     daemon = await startDaemon(env);
   });
 

@@ -80,3 +80,18 @@ test('config/mailsrv.toml documents every key and is itself valid', () => {
 test('config/dev.toml is valid', () => {
   parseConfig(readFileSync(new URL('../../config/dev.toml', import.meta.url), 'utf8'), 'dev.toml');
 });
+
+test('implicit-TLS listeners need a certificate; a certificate needs a key', () => {
+  assert.match(problemsOf('[tls]\ncert = ""\nkey = ""\n[smtp]\nsmtps = ["0.0.0.0:465"]\n')[0]!, /key 'smtp\.smtps': implicit-TLS listeners need tls\.cert/);
+  assert.match(problemsOf('[tls]\ncert = ""\nkey = ""\n[pop3]\npop3s = ["0.0.0.0:995"]\n')[0]!, /key 'pop3\.pop3s': implicit-TLS/);
+  assert.match(problemsOf('[tls]\ncert = "/c.pem"\nkey = ""\n')[0]!, /key 'tls\.key': a certificate \(tls\.cert\) needs its private key/);
+  assert.equal(parseConfig('[tls]\ncert = ""\n').tls.cert, '', 'no TLS: the key is not needed');
+  const withCert = parseConfig('[smtp]\nsmtps = ["0.0.0.0:465"]\n');
+  assert.deepEqual(withCert.smtp.smtps, ['0.0.0.0:465'], 'the default cert path counts as set');
+});
+
+test('[auth] defaults: 2 s first delay, lockout after 10 failures for 15 minutes; senders must match the login', () => {
+  const config = parseConfig('');
+  assert.deepEqual(config.auth, { failure_delay: '2s', max_failures: 10, lockout: '15m' });
+  assert.equal(config.smtp.sender_login_match, true);
+});

@@ -1,5 +1,5 @@
 // Unit tests for src/pop3/lines.ts: CRLF and bare LF, pipelined lines in order, split chunks,
-// the 255-octet limit and what happens after an over-long line.
+// the 255-octet limit and what happens after an over-long line, clear() (STLS).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
@@ -81,5 +81,18 @@ describe('LineReader', () => {
         assert.deepEqual(feed(chunks), lines);
       }),
     );
+  });
+
+  it('clear() drops what is buffered, a line being discarded included (STLS)', () => {
+    const reader = new LineReader();
+    reader.push(Buffer.from('USER injected\r\nCAPA\r\nPART'));
+    reader.clear();
+    assert.equal(reader.buffered, 0);
+    assert.equal(reader.next(), null);
+    assert.deepEqual(feed(['NOOP\r\n'], reader), ['NOOP']);
+    reader.push(Buffer.alloc(MAX_COMMAND_LENGTH + 10, 'x'));
+    assert.equal(show(reader.next()), '<too-long>');
+    reader.clear();
+    assert.deepEqual(feed(['rest of the long line\r\nSTAT\r\n'], reader), ['rest of the long line', 'STAT']);
   });
 });

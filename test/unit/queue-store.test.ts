@@ -94,3 +94,14 @@ test('an unreadable entry is moved to queue/corrupt and the others still load', 
   assert.deepEqual(corrupt, [badId]);
   assert.deepEqual(await readdir(join(store.dir, 'corrupt')), [badId]);
 });
+
+test('concurrent progress saves of one entry all succeed, leaving one progress file', async () => {
+    const store = new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-queue-')));
+    await store.init();
+    const saves = Array.from({ length: 50 }, (_, i) =>
+      store.saveProgress('ID1', [{ state: 'pending', attempts: i, nextAttemptAt: 0 }]),
+    );
+    await Promise.all(saves);
+    const names = await readdir(store.dir);
+    assert.deepEqual(names.sort(), ['ID1.progress']);
+});

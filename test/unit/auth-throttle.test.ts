@@ -1,8 +1,8 @@
-// Unit tests for src/pop3/throttle.ts: doubling per failure, the cap, success and time forget,
+// Unit tests for src/auth/throttle.ts: doubling per failure, the cap, success and time forget,
 // the bounded table, IPv6 /64 grouping.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AuthThrottle, throttleKey } from '../../src/pop3/throttle.js';
+import { AuthThrottle, throttleKey } from '../../src/auth/throttle.js';
 
 describe('AuthThrottle', () => {
   it('doubles the delay per failure from one address, up to the cap', () => {
@@ -46,5 +46,31 @@ describe('AuthThrottle', () => {
     assert.equal(throttleKey('::ffff:192.0.2.7'), '192.0.2.7');
     assert.equal(throttleKey('::1'), '0:0:0:0::/64');
     assert.equal(throttleKey('192.0.2.7'), '192.0.2.7');
+  });
+});
+
+describe('AuthThrottle lockout', () => {
+  it('refuses an address for the lockout window after maxFailures, then lets it start over', () => {
+    let now = 0;
+    const t = new AuthThrottle({ baseDelayMs: 10, maxFailures: 3, lockoutMs: 60_000, forgetAfterMs: 1000, now: () => now });
+    t.recordFailure('192.0.2.1');
+    t.recordFailure('192.0.2.1');
+    assert.equal(t.lockedOutFor('192.0.2.1'), 0, 'two failures: not yet');
+    t.recordFailure('192.0.2.1');
+    assert.equal(t.lockedOutFor('192.0.2.1'), 60_000);
+    assert.equal(t.lockedOutFor('192.0.2.2'), 0, 'other addresses are not affected');
+    now = 30_000; // longer than forgetAfterMs: a locked-out address is still remembered
+    assert.equal(t.lockedOutFor('192.0.2.1'), 30_000);
+    now = 60_000;
+    assert.equal(t.lockedOutFor('192.0.2.1'), 0);
+    assert.equal(t.failures('192.0.2.1'), 0, 'after the lockout the count starts over');
+  });
+
+  it('reconfigure changes the limits for addresses already counted', () => {
+    const t = new AuthThrottle({ baseDelayMs: 10 });
+    for (let i = 0; i < 5; i++) t.recordFailure('a');
+    assert.equal(t.lockedOutFor('a'), 0, 'no lockout by default');
+    t.reconfigure({ baseDelayMs: 10, maxFailures: 5, lockoutMs: 1000 });
+    assert.ok(t.lockedOutFor('a') > 0);
   });
 });

@@ -1,14 +1,20 @@
-// How long a failed POP3 login waits before its -ERR: `pop3.auth_failure_delay` for the first
-// failure from a client address, doubled for each further failure from it (up to a cap), so a
-// password guesser slows down whatever connection it uses, while a user who mistypes once waits
-// only the base delay. A success clears the address; failures are forgotten after a quiet while.
-// The table is bounded: past maxEntries the address idle longest is dropped.
+// Failed logins per client address, for SMTP AUTH and POP3 alike. A failed login waits before
+// its error reply: `auth.failure_delay` for the first failure from an address, doubled for each
+// further one (up to a cap), so a password guesser slows down whatever connection and protocol it
+// uses, while a user who mistypes once waits only the base delay. After `auth.max_failures`
+// the address is refused outright, without a password check, for `auth.lockout`. A success
+// clears the address; failures are forgotten after a quiet while. The table is bounded: past
+// maxEntries the address idle longest is dropped.
 //
 // IPv6 clients are counted per /64 (one host usually holds a whole /64), IPv4 per address.
 import { isIPv4, isIPv6 } from 'node:net';
 
 export interface ThrottleOptions {
   baseDelayMs: number;
+  /** failures from one address before it is locked out (default: never) */
+  maxFailures?: number;
+  /** how long a locked-out address is refused (default 15 min) */
+  lockoutMs?: number;
   /** the delay never grows past this (default 30 s, below any sane client timeout) */
   maxDelayMs?: number;
   /** an address with no failure for this long starts over (default 15 min) */
@@ -27,6 +33,8 @@ interface Entry {
 export class AuthThrottle {
   private readonly entries = new Map<string, Entry>();
   private baseDelayMs: number;
+  private maxFailures: number;
+  private lockoutMs: number;
   private readonly maxDelayMs: number;
   private readonly forgetAfterMs: number;
   private readonly maxEntries: number;
@@ -34,14 +42,31 @@ export class AuthThrottle {
 
   constructor(options: ThrottleOptions) {
     this.baseDelayMs = options.baseDelayMs;
+    this.maxFailures = options.maxFailures ?? Infinity;
+    this.lockoutMs = options.lockoutMs ?? 15 * 60_000;
     this.maxDelayMs = options.maxDelayMs ?? 30_000;
     this.forgetAfterMs = options.forgetAfterMs ?? 15 * 60_000;
     this.maxEntries = options.maxEntries ?? 10_000;
     this.now = options.now ?? Date.now;
   }
 
-  setBaseDelay(ms: number): void {
-    this.baseDelayMs = ms;
+  /** Applies changed settings (SIGHUP); recorded failures are kept. */
+  reconfigure(settings: { baseDelayMs: number; maxFailures: number; lockoutMs: number }): void {
+    this.baseDelayMs = settings.baseDelayMs;
+    this.maxFailures = settings.maxFailures;
+    this.lockoutMs = settings.lockoutMs;
+  }
+
+  /** How long `address` is still refused without a password check (0: it may try). */
+  lockedOutFor(address: string): number {
+    const key = throttleKey(address);
+    const entry = this.live(key, this.now());
+    if (entry === undefined || entry.failures < this.maxFailures) return 0;
+    const left = entry.last + this.lockoutMs - this.now();
+    if (left > 0) return left;
+    // the lockout is over: the address starts over
+    this.entries.delete(key);
+    return 0;
   }
 
   /** Records a failed login from `address`; returns how long to wait before answering it. */
@@ -75,7 +100,9 @@ export class AuthThrottle {
   private live(key: string, now: number): Entry | undefined {
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
-    if (now - entry.last < this.forgetAfterMs) return entry;
+    // a locked-out address is remembered at least as long as its lockout lasts
+    const keep = entry.failures >= this.maxFailures ? Math.max(this.forgetAfterMs, this.lockoutMs) : this.forgetAfterMs;
+    if (now - entry.last < keep) return entry;
     this.entries.delete(key);
     return undefined;
   }

@@ -6,8 +6,8 @@
 // passwords when the file has none. One decoy per parameter set, made once.
 import { randomBytes } from 'node:crypto';
 import { hash as argon2Hash } from '@node-rs/argon2';
-import { hashPassword } from '../auth/password.js';
-import type { UserDb } from '../auth/users.js';
+import { hashPassword } from './password.js';
+import type { UserDb } from './users.js';
 
 const ARGON2ID = 2; // @node-rs/argon2's Algorithm.Argon2id (a const enum, not exported at run time)
 const PARAMS = /^\{ARGON2ID\}\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)\$/i;

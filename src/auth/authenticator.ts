@@ -1,0 +1,95 @@
+// Password logins for every protocol (SMTP AUTH, POP3 USER/PASS and AUTH PLAIN), decided in
+// one place so both protocols share the brute-force defences:
+// - a locked-out client address (too many failures, see throttle.ts) is refused without a
+//   password check;
+// - an unknown user, a malformed name and a wrong password cost the same (a hash is always
+//   verified: the decoy for names without one) and answer at the same moment: the failure
+//   delay counts from the start of the check, so how long the hash took does not show;
+// - the delay grows with each failure from the address, whatever connection or protocol it
+//   comes over.
+// Nothing here logs; callers log the outcome with their session (never the password).
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DecoyHashes } from './decoy.js';
+import { isSupportedScheme, schemeOf, verifyPassword } from './password.js';
+import { AuthThrottle } from './throttle.js';
+import { normalizeUsername } from './username.js';
+import type { UserDb } from './users.js';
+
+export interface AuthSettings {
+  /** delay before the first failure's reply; doubles per further failure from the address */
+  failureDelayMs: number;
+  /** failures from one address before it is locked out */
+  maxFailures: number;
+  /** how long a locked-out address is refused */
+  lockoutMs: number;
+}
+
+export type LoginResult =
+  | { ok: true; user: string }
+  /** wrong name or password (the delay has been waited already); `user` is null for a malformed name */
+  | { ok: false; reason: 'invalid'; user: string | null; delayMs: number }
+  /** the address failed too often: refused without a check for `retryInMs` more */
+  | { ok: false; reason: 'locked-out'; retryInMs: number }
+  /** the check itself failed (a server fault): the client should try again later */
+  | { ok: false; reason: 'unavailable'; error: Error };
+
+export interface LoginRequest {
+  name: string;
+  password: string;
+  /** client IP address (the throttle's key) */
+  client: string;
+  /** SASL authorization identity: no proxy logins, so it must be empty or the user itself */
+  authzid?: string;
+}
+
+export class Authenticator {
+  private readonly throttle: AuthThrottle;
+  private readonly decoys = new DecoyHashes();
+
+  constructor(
+    private readonly users: () => UserDb,
+    settings: AuthSettings,
+  ) {
+    this.throttle = new AuthThrottle({ baseDelayMs: settings.failureDelayMs, maxFailures: settings.maxFailures, lockoutMs: settings.lockoutMs });
+  }
+
+  /** Makes the decoy hash now, so the first failed login does not pay for it. */
+  prepare(): Promise<void> {
+    return this.decoys.for(this.users()).then(() => undefined);
+  }
+
+  reconfigure(settings: AuthSettings): void {
+    this.throttle.reconfigure({ baseDelayMs: settings.failureDelayMs, maxFailures: settings.maxFailures, lockoutMs: settings.lockoutMs });
+  }
+
+  /** How long `client` is still refused (0: it may try); lets a protocol refuse before asking for a password. */
+  lockedOutFor(client: string): number {
+    return this.throttle.lockedOutFor(client);
+  }
+
+  async login(request: LoginRequest): Promise<LoginResult> {
+    const started = Date.now();
+    const retryInMs = this.throttle.lockedOutFor(request.client);
+    if (retryInMs > 0) return { ok: false, reason: 'locked-out', retryInMs };
+    const users = this.users();
+    const user = normalizeUsername(request.name);
+    const stored = user === null ? undefined : users.hashOf(user);
+    const scheme = stored === undefined ? null : schemeOf(stored);
+    const usable = stored !== undefined && scheme !== null && isSupportedScheme(scheme);
+    const authzid = request.authzid ?? '';
+    const sameUser = authzid === '' || (user !== null && normalizeUsername(authzid) === user);
+    let verified: boolean;
+    try {
+      verified = await verifyPassword(usable ? stored : await this.decoys.for(users), request.password);
+    } catch (err) {
+      return { ok: false, reason: 'unavailable', error: err as Error };
+    }
+    if (usable && verified && sameUser && user !== null) {
+      this.throttle.recordSuccess(request.client);
+      return { ok: true, user };
+    }
+    const delayMs = this.throttle.recordFailure(request.client);
+    await sleep(Math.max(0, started + delayMs - Date.now()));
+    return { ok: false, reason: 'invalid', user, delayMs };
+  }
+}
