@@ -8,7 +8,7 @@ import { localDomainMatcher } from './config/domains.js';
 import { loadConfig } from './config/load.js';
 import { networkMatcher } from './config/networks.js';
 import type { Config } from './config/schema.js';
-import { durationMs, parseListen } from './config/units.js';
+import { durationMs, listenOptions, parseListen } from './config/units.js';
 import { Directory } from './delivery/directory.js';
 import { LocalDelivery } from './delivery/local.js';
 import type { Logger } from './log.js';
@@ -243,10 +243,9 @@ async function loadDirectory(config: Config, logger: Logger): Promise<Directory>
 }
 
 function listen(server: MailsrvSMTPServer, address: string): Promise<void> {
-  const { host, port } = parseListen(address)!;
   return new Promise((resolve, reject) => {
     server.server.once('error', reject);
-    server.listen(port, host, () => {
+    server.server.listen(listenOptions(parseListen(address)!), () => {
       server.server.off('error', reject);
       resolve();
     });

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerCheckCommands } from './check.js';
+import { registerInitCommand } from './init.js';
 import { registerStartCommand } from './start.js';
 import { registerStatusCommands } from './status.js';
 import { registerUserCommands } from './user.js';
@@ -13,6 +14,7 @@ const program = new Command('mailsrv')
   .version(version);
 registerStartCommand(program);
 registerCheckCommands(program);
+registerInitCommand(program);
 registerStatusCommands(program);
 registerUserCommands(program);
 await program.parseAsync(process.argv);

@@ -32,6 +32,15 @@ export function parseListen(text: string): ListenAddress | null {
   return { host, port };
 }
 
+/**
+ * What net.Server#listen takes for an address. An IPv6 socket is IPv6-only, so "0.0.0.0:25"
+ * and "[::]:25" can both be listened on (Linux would otherwise give the IPv6 one the IPv4
+ * port too, and the second listen would fail with EADDRINUSE).
+ */
+export function listenOptions(address: ListenAddress): { host: string; port: number; ipv6Only: boolean } {
+  return { ...address, ipv6Only: isIP(address.host) === 6 };
+}
+
 export interface Network {
   address: string;
   prefix: number;

@@ -4,7 +4,7 @@
 // session.ts, the TLS handshake in tls.ts.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Authenticator } from '../auth/authenticator.js';
-import type { ListenAddress } from '../config/units.js';
+import { listenOptions, type ListenAddress } from '../config/units.js';
 import type { Logger } from '../log.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { Maildrop } from './maildrop.js';
@@ -100,7 +100,7 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
     const target = servers.length === 0 ? server : createServer({ allowHalfOpen: true });
     return new Promise<void>((resolve, reject) => {
       target.once('error', reject);
-      target.listen(port, host, () => {
+      target.listen(listenOptions({ host, port }), () => {
         target.off('error', reject);
         target.on('connection', (socket: Socket) => onConnection(socket, implicitTls));
         target.on('error', (err) => logger.error({ err: err.message, host, port }, 'pop3 listener error'));

@@ -1,14 +1,19 @@
 // E2E: the command line around the config file: `mailsrv check` names every bad key and
-// exits 1, `mailsrv config` prints the effective config with defaults, `mailsrv start`
-// refuses a bad config or a busy port with exit 1.
+// exits 1 (and checks the TLS files as the daemon loads them, their dates, names and modes, and,
+// as root, what the daemon can re-read after dropping root), `mailsrv config` prints the
+// effective config with defaults, `mailsrv start` refuses a bad config or a busy port with exit 1.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseToml, stringify } from 'smol-toml';
-import { deepMerge, makeEnv, REPO_ROOT, runCli, startDaemon, withTimeout, type ConfigTree, type TestEnv } from './harness.js';
+import { resolveIdentity } from '../../src/privileges.js';
+import { generateSelfSigned, type SelfSignedPem } from '../../src/tls/selfsigned.js';
+import { DAEMON_USER, deepMerge, HOSTNAME, makeEnv, REPO_ROOT, runCli, startDaemon, withTimeout, type ConfigTree, type TestEnv } from './harness.js';
+
+const DAY_MS = 86_400_000;
 
 describe('mailsrv check / config / start with bad input', () => {
   let env: TestEnv;
@@ -119,6 +124,97 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.match(r.stderr, /'tls\.cert'/);
   });
 
+  /**
+   * A config variant using this certificate and key. The key is mode 0640 and, run as root,
+   * belongs to the daemon's group (as `mailsrv init` makes it) unless `keyOwnedByRoot`.
+   */
+  async function tlsVariant(pem: SelfSignedPem, options: { key?: string; keyMode?: number; keyOwnedByRoot?: boolean } = {}): Promise<{ path: string; cert: string; key: string }> {
+    n += 1;
+    const cert = join(env.dir, `cert-${n}.pem`);
+    const key = join(env.dir, `key-${n}.pem`);
+    await writeFile(cert, pem.cert);
+    await writeFile(key, options.key ?? pem.key);
+    await chmod(key, options.keyMode ?? 0o640);
+    if (DAEMON_USER && !options.keyOwnedByRoot) await chown(key, 0, resolveIdentity(DAEMON_USER.user, DAEMON_USER.group).gid);
+    return { path: await variant({ tls: { cert, key } }), cert, key };
+  }
+
+  test('a valid certificate for hostname and a private key: exit 0 without warnings', async () => {
+    const r = check((await tlsVariant(await generateSelfSigned(HOSTNAME, 365))).path);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+  });
+
+  test('a key that does not belong to the certificate: exit 1 naming tls.key', async () => {
+    const other = await generateSelfSigned(HOSTNAME, 365);
+    const { path, key } = await tlsVariant(await generateSelfSigned(HOSTNAME, 365), { key: other.key });
+    const r = check(path);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^key 'tls\\.key': ${escape(key)}: does not belong to the certificate in tls\\.cert$`, 'm'));
+  });
+
+  test('a certificate file without a certificate: exit 1 naming tls.cert', async () => {
+    const pem = await generateSelfSigned(HOSTNAME, 365);
+    const r = check((await tlsVariant({ cert: pem.key, key: pem.key })).path);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^key 'tls\.cert': .*: not a PEM certificate/m);
+  });
+
+  test('an expired certificate: exit 1 naming tls.cert', async () => {
+    const r = check((await tlsVariant(await generateSelfSigned(HOSTNAME, 1, new Date(Date.now() - 10 * DAY_MS)))).path);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^key 'tls\.cert': .*: the certificate expired on \d{4}-\d\d-\d\d \d\d:\d\d UTC/m);
+  });
+
+  test('a certificate not valid yet: exit 1 naming tls.cert', async () => {
+    const r = check((await tlsVariant(await generateSelfSigned(HOSTNAME, 365, new Date(Date.now() + 10 * DAY_MS)))).path);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^key 'tls\.cert': .*: the certificate is not valid before /m);
+  });
+
+  test('a certificate expiring within 30 days: a warning, exit 0', async () => {
+    const r = check((await tlsVariant(await generateSelfSigned(HOSTNAME, 10))).path);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^warning: key 'tls\.cert': .*: the certificate expires on .* \(in \d days?\): renew it$/m);
+    assert.match(r.stdout, /is OK \(1 warning\)/);
+  });
+
+  test('a certificate that does not name hostname: a warning naming tls.cert, exit 0', async () => {
+    const r = check((await tlsVariant(await generateSelfSigned('other.example', 365))).path);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`^warning: key 'tls\\.cert': .* is for DNS:other\\.example, not for hostname "${escape(HOSTNAME)}"`, 'm'));
+  });
+
+  test('a private key readable by every user: exit 1 naming tls.key and the fix', async () => {
+    const { path, key } = await tlsVariant(await generateSelfSigned(HOSTNAME, 365), { keyMode: 0o644 });
+    const r = check(path);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^key 'tls\\.key': ${escape(key)} is readable by every user \\(mode 0644\\).*chmod o-rwx ${escape(key)}$`, 'm'));
+  });
+
+  test('run as root: files the daemon cannot re-read after dropping root are warnings naming the fix', { skip: !DAEMON_USER }, async () => {
+    const { user, group } = DAEMON_USER!;
+    const hidden = join(env.dir, 'root-only');
+    await mkdir(hidden, { recursive: true });
+    await chmod(hidden, 0o700);
+    const usersFile = join(hidden, 'users');
+    await copyFile(env.usersFile, usersFile);
+    const { cert, key } = await tlsVariant(await generateSelfSigned(HOSTNAME, 365), { keyOwnedByRoot: true });
+    const path = await variant({ users_file: usersFile, tls: { cert, key } });
+    const r = check(path);
+    assert.equal(r.code, 0, r.stderr);
+    const who = `is not readable by user ${user}/group ${group}, as whom mailsrv re-reads it on SIGHUP`;
+    assert.ok(r.stderr.includes(`warning: key 'tls.key': ${key} ${who}: chgrp ${group} ${key}; chmod 0640 ${key}\n`), r.stderr);
+    assert.ok(r.stderr.includes(`warning: key 'users_file': ${usersFile} ${who}: directory ${hidden} is not searchable by them`), r.stderr);
+    assert.match(r.stdout, /is OK \(2 warnings\)/);
+  });
+
+  test('run as root: a user that does not exist is an error naming the key', { skip: !DAEMON_USER }, async () => {
+    const r = check(await variant({ user: 'no-such-user-here' }));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /key 'user': no such user "no-such-user-here"/);
+  });
+
   test('mailsrv config prints the effective config with every default filled in', async () => {
     const r = runCli(['config', '-c', env.configPath]);
     assert.equal(r.code, 0, r.stderr);
@@ -193,7 +289,7 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.equal(v.stdout.trim(), pkg.version);
     const h = runCli(['--help']);
     assert.equal(h.code, 0);
-    for (const cmd of ['start', 'check', 'config']) assert.match(h.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), h.stdout);
+    for (const cmd of ['start', 'check', 'config', 'init']) assert.match(h.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), h.stdout);
   });
 });
 

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import { describeKeys } from '../../src/config/schema.js';
-import { durationMs, parseListen, parseNetwork } from '../../src/config/units.js';
+import { durationMs, listenOptions, parseListen, parseNetwork } from '../../src/config/units.js';
 
 function problemsOf(text: string): string[] {
   try {
@@ -94,4 +94,9 @@ test('[auth] defaults: 2 s first delay, lockout after 10 failures for 15 minutes
   const config = parseConfig('');
   assert.deepEqual(config.auth, { failure_delay: '2s', max_failures: 10, lockout: '15m' });
   assert.equal(config.smtp.sender_login_match, true);
+});
+
+test('IPv6 listeners are IPv6-only, so "0.0.0.0:25" and "[::]:25" can both be opened', () => {
+  assert.deepEqual(listenOptions(parseListen('[::]:25')!), { host: '::', port: 25, ipv6Only: true });
+  assert.deepEqual(listenOptions(parseListen('0.0.0.0:25')!), { host: '0.0.0.0', port: 25, ipv6Only: false });
 });

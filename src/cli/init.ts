@@ -1,0 +1,265 @@
+// `mailsrv init [--dir DIR] [--hostname NAME]`: a starter installation for this host in DIR
+// (default /etc/mailsrv): mailsrv.toml, an empty users file, an aliases file routing
+// postmaster, abuse and MAILER-DAEMON to root, and a self-signed certificate. It never
+// overwrites: every file is created exclusively and whatever exists is kept (the certificate
+// and its key as a pair), so running it again only fills in what is missing.
+import { chmod, lstat, mkdir, open, unlink } from 'node:fs/promises';
+import { hostname as osHostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { ConfigError, configPath, parseConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { PrivilegeError, resolveIdentity, startedAsRoot } from '../privileges.js';
+import { generateSelfSigned } from '../tls/selfsigned.js';
+import { fail } from './fail.js';
+
+const DEFAULT_DIR = '/etc/mailsrv';
+/** config/mailsrv.toml, installed with the package: every key, its default and its meaning. */
+const REFERENCE_CONFIG = fileURLToPath(new URL('../../config/mailsrv.toml', import.meta.url));
+const CERTIFICATE_DAYS = 3650;
+
+interface Layout {
+  dir: string;
+  config: string;
+  users: string;
+  aliases: string;
+  tlsDir: string;
+  cert: string;
+  key: string;
+}
+
+function layoutOf(dir: string): Layout {
+  const tlsDir = join(dir, 'tls');
+  return {
+    dir,
+    config: join(dir, 'mailsrv.toml'),
+    users: join(dir, 'users'),
+    aliases: join(dir, 'aliases'),
+    tlsDir,
+    cert: join(tlsDir, 'cert.pem'),
+    key: join(tlsDir, 'key.pem'),
+  };
+}
+
+export function registerInitCommand(program: Command): void {
+  program
+    .command('init')
+    .description('write a starter config, an empty users file, an aliases file with postmaster and a self-signed TLS certificate; existing files are kept')
+    .option('--dir <dir>', 'where to write them', DEFAULT_DIR)
+    .option('--hostname <name>', "the mail server's name (default: the system host name)")
+    .action(async (opts: { dir: string; hostname?: string }) => {
+      const hostname = (opts.hostname ?? osHostname()).toLowerCase();
+      const layout = layoutOf(resolve(opts.dir));
+      const configText = starterConfig(hostname, layout);
+      const config = validated(configText, layout.config, hostname);
+      try {
+        await writeInstallation(layout, configText, config);
+      } catch (err) {
+        fail(`init in ${layout.dir} failed: ${(err as Error).message}`);
+      }
+    });
+}
+
+/** The starter config as the daemon will read it; a host name the schema refuses stops init here. */
+function validated(configText: string, path: string, hostname: string): Config {
+  try {
+    return parseConfig(configText, path);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return fail(`cannot make a config for host name "${hostname}": ${err.problems.join('; ')}; pass --hostname NAME (the fully qualified name of this mail server)`);
+  }
+}
+
+async function writeInstallation(layout: Layout, configText: string, config: Config): Promise<void> {
+  const secretGroup = groupForSecrets(config);
+  await makeDirectory(layout.dir);
+  await makeDirectory(layout.tlsDir);
+  const certificateExists = await certificatePairExists(layout);
+  const groupNote = secretGroup === null ? '' : `, group ${config.group}`;
+  const outcomes = [
+    outcome(layout.config, await createFile(layout.config, configText, 0o644, null)),
+    outcome(layout.users, await createFile(layout.users, USERS_FILE, 0o640, secretGroup), `mode 0640${groupNote}`),
+    outcome(layout.aliases, await createFile(layout.aliases, ALIASES_FILE, 0o644, null)),
+    ...(certificateExists
+      ? [outcome(layout.cert, false), outcome(layout.key, false)]
+      : await createCertificate(layout, config.hostname, secretGroup, groupNote)),
+  ];
+  process.stdout.write(`mailsrv init: ${layout.dir} for ${config.hostname}\n${outcomes.map((line) => `  ${line}\n`).join('')}${nextSteps(layout)}`);
+}
+
+/**
+ * Run as root, the users file and the TLS key get the daemon's group, so the daemon can read
+ * them again (SIGHUP) after it dropped root. Null: leave the group as it comes.
+ */
+function groupForSecrets(config: Config): number | null {
+  if (!startedAsRoot()) return null;
+  try {
+    return resolveIdentity(config.user, config.group).gid;
+  } catch (err) {
+    if (!(err instanceof PrivilegeError)) throw err;
+    process.stderr.write(`warning: ${err.message}; the users file and the TLS key keep root's group: once the user and group exist, chgrp ${config.group} them\n`);
+    return null;
+  }
+}
+
+/** Creates a directory (mode 0755 whatever the umask); one that exists is left as it is. */
+async function makeDirectory(dir: string): Promise<void> {
+  if ((await mkdir(dir, { recursive: true })) !== undefined) await chmod(dir, 0o755);
+}
+
+/** Writes a new file with exactly `mode` (and group `gid`); false when the file already exists. */
+async function createFile(path: string, text: string, mode: number, gid: number | null): Promise<boolean> {
+  let file;
+  try {
+    file = await open(path, 'wx', mode);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+  try {
+    await file.chmod(mode); // the mode asked for, whatever the umask
+    if (gid !== null) await file.chown(process.getuid!(), gid);
+    await file.writeFile(text, 'utf8');
+    await file.sync();
+  } catch (err) {
+    await unlink(path).catch(() => undefined); // no half-written file for the next run to keep
+    throw err;
+  } finally {
+    await file.close();
+  }
+  return true;
+}
+
+function outcome(path: string, written: boolean, detail = ''): string {
+  return written ? `wrote ${path}${detail ? ` (${detail})` : ''}` : `kept existing ${path}`;
+}
+
+/** The certificate and its key are a pair: both exist (kept), or neither (written); one alone stops init. */
+async function certificatePairExists(layout: Layout): Promise<boolean> {
+  const [certExists, keyExists] = await Promise.all([exists(layout.cert), exists(layout.key)]);
+  if (certExists !== keyExists) {
+    const [present, missing] = certExists ? [layout.cert, layout.key] : [layout.key, layout.cert];
+    throw new Error(`${present} exists without ${missing}: put its partner there, or remove it to have a new self-signed pair made`);
+  }
+  return certExists;
+}
+
+async function createCertificate(layout: Layout, hostname: string, secretGroup: number | null, groupNote: string): Promise<string[]> {
+  const pem = await generateSelfSigned(hostname, CERTIFICATE_DAYS);
+  const keyMode = startedAsRoot() ? 0o640 : 0o600;
+  const keyWritten = await createFile(layout.key, pem.key, keyMode, secretGroup);
+  const certWritten = await createFile(layout.cert, pem.cert, 0o644, null);
+  return [
+    outcome(layout.cert, certWritten, `self-signed for ${hostname}, valid ${CERTIFICATE_DAYS / 365} years`),
+    outcome(layout.key, keyWritten, `mode 0${keyMode.toString(8)}${groupNote}`),
+  ];
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+function nextSteps(layout: Layout): string {
+  const configOption = configPath(undefined) === layout.config ? '' : ` -c ${layout.config}`;
+  return [
+    'Next steps:',
+    `  1. mailsrv user add${configOption} NAME     (asks for the password)`,
+    `  2. add a line "root: NAME" to ${layout.aliases}, so that mail to postmaster reaches that user`,
+    `  3. review ${layout.config} (hostname, domains, mynetworks, listeners)`,
+    `  4. mailsrv check${configOption}`,
+    `  5. mailsrv start${configOption}`,
+    '',
+  ].join('\n');
+}
+
+/** The domain part of a host name (mail.example.org: example.org), never a bare top-level domain. */
+function domainOf(hostname: string): string | null {
+  const domain = hostname.slice(hostname.indexOf('.') + 1);
+  return hostname.includes('.') && domain.includes('.') ? domain : null;
+}
+
+/** A TOML string or array of strings: TOML basic strings take JSON's quoting and escapes. */
+const toml = (value: string | string[]) =>
+  typeof value === 'string' ? JSON.stringify(value) : `[${value.map((item) => JSON.stringify(item)).join(', ')}]`;
+
+/** Both address families on one port. */
+const anyAddress = (port: number) => [`0.0.0.0:${port}`, `[::]:${port}`];
+
+function starterConfig(hostname: string, layout: Layout): string {
+  const domain = domainOf(hostname);
+  return `# mailsrv configuration for ${hostname}, written by \`mailsrv init\`.
+# Only the keys a site usually edits are here; every other key takes its default. Every key,
+# its default and what it does: ${REFERENCE_CONFIG}
+# After an edit: \`mailsrv check -c ${layout.config}\`, then restart mailsrv (or send it SIGHUP).
+
+# The name in the SMTP banner, Received lines and bounces: the name your MX record points to.
+hostname = ${toml(hostname)}
+# Domains whose mail is delivered here (NAME@domain); hostname and "localhost" always are.
+${domain === null ? '# For example: domains = ["example.org"]\n' : ''}domains = ${toml(domain === null ? [] : [domain])}
+# One mbox file per user: spool_dir/NAME.
+spool_dir = "/var/mail"
+# The queue, indexes and the pid file.
+state_dir = "/var/lib/mailsrv"
+# The users (\`mailsrv user add NAME\`) and the aliases (/etc/aliases syntax).
+users_file = ${toml(layout.users)}
+aliases_file = ${toml(layout.aliases)}
+# Clients that may send mail anywhere without logging in; add your LAN, e.g. "192.168.1.0/24".
+mynetworks = ["127.0.0.0/8", "::1/128"]
+# Started as root, mailsrv binds its ports and then runs as this user and group. The users
+# file and the TLS key must stay readable by the group (run as root, init gave them to it, 0640).
+user = "mail"
+group = "mail"
+
+# Each listener list takes IPv4 and IPv6 addresses; remove the "[::]" ones on a host without IPv6.
+[smtp]
+# The MX port: mail for local users from anyone; to other domains only from mynetworks or after AUTH.
+listen = ${toml(anyAddress(25))}
+# Submission for mail clients: STARTTLS, then AUTH (RFC 6409); the same with implicit TLS (RFC 8314).
+submission = ${toml(anyAddress(587))}
+smtps = ${toml(anyAddress(465))}
+
+[pop3]
+# POP3 (STLS, then login) and POP3 with implicit TLS.
+listen = ${toml(anyAddress(110))}
+pop3s = ${toml(anyAddress(995))}
+
+[tls]
+# A self-signed certificate for ${hostname}, made by \`mailsrv init\`; mail clients warn about it
+# until you replace it with one from a CA (Let's Encrypt: fullchain.pem and privkey.pem).
+# The key must not be readable by others; mailsrv re-reads both on SIGHUP.
+cert = ${toml(layout.cert)}
+key = ${toml(layout.key)}
+
+[log]
+# fatal, error, warn, info, debug (every SMTP command and reply) or trace.
+level = "info"
+`;
+}
+
+const USERS_FILE = `# mailsrv users: one \`name:{SCHEME}hash\` a line (Dovecot passwd-file format, so
+# \`doveadm pw -s ARGON2ID\` output works). Manage them with
+#   mailsrv user add NAME       add a user (asks for the password; only its hash is stored)
+#   mailsrv user passwd NAME    change a password
+#   mailsrv user del NAME       remove a user (the mailbox stays)
+#   mailsrv user list
+# A name is letters, digits, ".", "_" or "-"; mail to NAME@ any local domain goes to
+# spool_dir/NAME. mailsrv reads this file at start and on SIGHUP.
+`;
+
+const ALIASES_FILE = `# mailsrv aliases, /etc/aliases syntax: \`name: target, target\`; a line starting with
+# whitespace continues the one before. A target is a user, another alias, or a remote address
+# (someone@example.net) to forward to. mailsrv reads this file at start and on SIGHUP.
+#
+# Mail to postmaster, abuse and MAILER-DAEMON must reach a person (RFC 5321, RFC 2142): add a
+# user (\`mailsrv user add NAME\`), then a line "root: NAME" below, and run \`mailsrv check\`.
+postmaster: root
+abuse: postmaster
+MAILER-DAEMON: postmaster
+`;
