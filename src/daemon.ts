@@ -4,6 +4,10 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Authenticator, type AuthSettings } from './auth/authenticator.js';
+import { ORIGINAL_HEADERS_CAP } from './bounce/dsn.js';
+import { readHeaderBlock } from './bounce/header-block.js';
+import { countReceivedHeaders } from './bounce/hops.js';
+import { BounceNotifier } from './bounce/notifier.js';
 import { localDomainMatcher } from './config/domains.js';
 import { loadConfig } from './config/load.js';
 import { networkMatcher } from './config/networks.js';
@@ -17,8 +21,10 @@ import { recoverInterruptedExpunges } from './mbox/expunge.js';
 import { clearStaleLocks, type StaleLockInfo } from './mbox/lock.js';
 import { createPop3Server, type Pop3Settings } from './pop3/server.js';
 import { checkWritable, dropPrivileges, prepareDirectories, resolveIdentity, startedAsRoot } from './privileges.js';
+import { Injector } from './queue/inject.js';
 import { QueueManager } from './queue/manager.js';
 import { QueueStore } from './queue/store.js';
+import { RemoteDelivery, type RemoteSettings } from './relay/agent.js';
 import type { MailsrvSMTPServer } from './smtp/connection.js';
 import { SmtpPolicy } from './smtp/policy.js';
 import { createSmtpServer, type SmtpListenerKind, type SmtpService, type SmtpSettings } from './smtp/server.js';
@@ -68,7 +74,21 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     userExists: (user) => directory.users.has(user),
     logger,
   });
-  const manager = new QueueManager({ ...managerSettings(config), store, local, logger });
+  const injector = new Injector({
+    store,
+    routing: () => ({ hostname: config.hostname, isLocalDomain: localDomainMatcher(config), directory }),
+    onQueued: (entry) => manager.add(entry),
+  });
+  const remote = new RemoteDelivery({ ...remoteSettings(config), store, logger });
+  const manager: QueueManager = new QueueManager({
+    ...managerSettings(config),
+    store,
+    local,
+    remote,
+    notifier: new BounceNotifier({ store, injector, settings: () => ({ hostname: config.hostname, maxLifetimeMs: durationMs(config.relay.max_queue_lifetime) }) }),
+    hops: async (entry) => countReceivedHeaders(await readHeaderBlock(store.openMessage(entry), ORIGINAL_HEADERS_CAP)),
+    logger,
+  });
   const service = (kind: SmtpListenerKind, address: string) => ({
     address,
     service: createSmtpServer({
@@ -137,7 +157,12 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   const reload = async () => {
     const fresh = loadConfig(configFile);
     const freshDirectory = await loadDirectory(fresh, logger);
-    const freshTls = await loadTlsCredentials(fresh.tls);
+    // a certificate that cannot be read (say, a root-only key: SIGHUP reads as the daemon's
+    // user) must not stop users, aliases and settings from reloading
+    const freshTls = await loadTlsCredentials(fresh.tls).catch((err: Error) => {
+      logger.error({ err: err.message }, 'cannot reload the TLS certificate; keeping the running one');
+      return tls;
+    });
     const needRestart = RESTART_KEYS.filter((key) => !isDeepStrictEqual(valueAt(config, key), valueAt(fresh, key)));
     if (needRestart.length > 0) logger.warn({ keys: needRestart }, 'these changes take effect at the next start');
     config = fresh;
@@ -148,6 +173,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     policy.reconfigure(policySettings(fresh));
     local.reconfigure(localSettings(fresh));
     manager.reconfigure(managerSettings(fresh));
+    remote.reconfigure(remoteSettings(fresh));
     for (const { service } of listeners) service.reconfigure(smtpSettings(fresh), freshTls);
     pop3.reconfigure(pop3Settings(fresh));
     logger.info(
@@ -155,6 +181,11 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
       'reloaded config, users, aliases and TLS certificate',
     );
   };
+  // `mailsrv queue flush` (and `queue delete`, so the manager notices at once)
+  process.on('SIGUSR1', () => {
+    logger.info('queue flush requested');
+    manager.flush();
+  });
   process.on('SIGHUP', () => {
     reload().catch((err: Error) => logger.error({ err: err.message }, 'reload failed; keeping the running config'));
   });
@@ -200,9 +231,25 @@ function localSettings(config: Config) {
   };
 }
 
+function remoteSettings(config: Config): RemoteSettings {
+  return {
+    hostname: config.hostname,
+    relayhost: config.relay.relayhost,
+    relayhostUser: config.relay.relayhost_user,
+    relayhostPasswordFile: config.relay.relayhost_password_file,
+    tlsSecurity: config.relay.tls_security,
+    dnsServers: config.relay.dns_servers,
+    connectTimeoutMs: durationMs(config.relay.connect_timeout),
+    timeoutMs: durationMs(config.relay.timeout),
+  };
+}
+
 function managerSettings(config: Config) {
   return {
     concurrency: config.delivery.concurrency,
+    remoteConcurrency: config.relay.concurrency,
+    destinationConcurrency: config.relay.destination_concurrency,
+    delayWarningMs: durationMs(config.relay.delay_warning),
     localRetryMs: config.delivery.retry.map(durationMs),
     remoteRetryMs: config.relay.retry.map(durationMs),
     maxLifetimeMs: durationMs(config.relay.max_queue_lifetime),
@@ -278,5 +325,7 @@ export async function runningPid(config: Config): Promise<number | null> {
     // EPERM: it runs, as the daemon's user (after the privilege drop), not as us
     if ((err as NodeJS.ErrnoException).code !== 'EPERM') return null;
   }
-  return pid;
+  // the pid file is the daemon user's to write: root must not signal whatever it names
+  const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return command.includes('mailsrv') ? pid : null;
 }

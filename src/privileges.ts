@@ -6,8 +6,8 @@
 // changes nothing and runs as that user.
 import { execFileSync } from 'node:child_process';
 import { constants } from 'node:fs';
-import { access, chmod, chown, lstat, mkdir, readdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { access, chmod, lchown, mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 
 export interface Identity {
   user: string;
@@ -32,6 +32,7 @@ export function resolveIdentity(user: string, group: string): Identity {
   const uid = lookup('passwd', user, 'user');
   const gid = lookup('group', group, 'group');
   if (uid === 0) throw new PrivilegeError(`config key 'user' names ${user} (uid 0): mailsrv does not run as root; use an unprivileged user such as "mail"`);
+  if (gid === 0) throw new PrivilegeError(`config key 'group' names ${group} (gid 0): mailsrv does not keep root's group; use an unprivileged group such as "mail"`);
   return { user, uid, group, gid };
 }
 
@@ -48,17 +49,18 @@ function lookup(database: 'passwd' | 'group', name: string, key: 'user' | 'group
 
 /**
  * Creates the spool and state directories (spool 0770, state and its parts 0700) and, when
- * started as root, gives them to the daemon's user: the state directory is mailsrv's alone, so
- * everything in it is handed over (a root-owned queue file left by an older version would
- * otherwise be unreadable after the drop); a spool directory that already existed keeps its
- * owner (/var/mail is root:mail 2775 on Debian) and only has to be writable by the user.
+ * started as root, gives the state directories to the daemon's user; a spool directory that
+ * already existed keeps its owner (/var/mail is root:mail 2775 on Debian) and only has to be
+ * writable by the user. Only these named directories are handed over, with lchown: root never
+ * walks a tree the daemon's user controls (it could swap a directory for a link to /etc
+ * mid-walk and have root chown what it points to).
  */
 export async function prepareDirectories(dirs: { spool: string; state: string[] }, identity: Identity | null): Promise<void> {
   const spoolCreated = await makeDirectory(dirs.spool, 0o770);
   for (const dir of dirs.state) await makeDirectory(dir, 0o700);
   if (identity === null) return;
-  if (spoolCreated) await chown(dirs.spool, identity.uid, identity.gid);
-  await chownTree(dirs.state[0]!, identity);
+  if (spoolCreated) await lchown(dirs.spool, identity.uid, identity.gid);
+  for (const dir of dirs.state) await lchown(dir, identity.uid, identity.gid);
 }
 
 /** Creates `dir` with `mode` (missing parents 0755, so the daemon's user can get through them); false if it existed. */
@@ -72,16 +74,6 @@ async function makeDirectory(dir: string, mode: number): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw err;
   }
-}
-
-async function chownTree(path: string, identity: Identity): Promise<void> {
-  const info = await lstat(path);
-  if (info.uid !== identity.uid || info.gid !== identity.gid) {
-    if (info.isSymbolicLink()) return; // never follow a link out of the state directory
-    await chown(path, identity.uid, identity.gid);
-  }
-  if (!info.isDirectory()) return;
-  for (const name of await readdir(path)) await chownTree(join(path, name), identity);
 }
 
 /** Becomes `identity` for good; throws (the daemon exits) if anything is left of root. */

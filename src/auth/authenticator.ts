@@ -6,7 +6,8 @@
 //   verified: the decoy for names without one) and answer at the same moment: the failure
 //   delay counts from the start of the check, so how long the hash took does not show;
 // - the delay grows with each failure from the address, whatever connection or protocol it
-//   comes over.
+//   comes over; checks in progress count against the lockout, and a success forgives only that
+//   user's failures.
 // Nothing here logs; callers log the outcome with their session (never the password).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DecoyHashes } from './decoy.js';
@@ -78,17 +79,20 @@ export class Authenticator {
     const usable = stored !== undefined && scheme !== null && isSupportedScheme(scheme);
     const authzid = request.authzid ?? '';
     const sameUser = authzid === '' || (user !== null && normalizeUsername(authzid) === user);
+    // counted from here, so parallel checks cannot get past the lockout (no await since lockedOutFor)
+    this.throttle.begin(request.client);
     let verified: boolean;
     try {
       verified = await verifyPassword(usable ? stored : await this.decoys.for(users), request.password);
     } catch (err) {
+      this.throttle.abandon(request.client);
       return { ok: false, reason: 'unavailable', error: err as Error };
     }
     if (usable && verified && sameUser && user !== null) {
-      this.throttle.recordSuccess(request.client);
+      this.throttle.recordSuccess(request.client, user);
       return { ok: true, user };
     }
-    const delayMs = this.throttle.recordFailure(request.client);
+    const delayMs = this.throttle.recordFailure(request.client, user ?? request.name.slice(0, 64));
     await sleep(Math.max(0, started + delayMs - Date.now()));
     return { ok: false, reason: 'invalid', user, delayMs };
   }

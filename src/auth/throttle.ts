@@ -2,9 +2,11 @@
 // its error reply: `auth.failure_delay` for the first failure from an address, doubled for each
 // further one (up to a cap), so a password guesser slows down whatever connection and protocol it
 // uses, while a user who mistypes once waits only the base delay. After `auth.max_failures`
-// the address is refused outright, without a password check, for `auth.lockout`. A success
-// clears the address; failures are forgotten after a quiet while. The table is bounded: past
-// maxEntries the address idle longest is dropped.
+// the address is refused outright, without a password check, for `auth.lockout`. Checks in
+// progress count as failures until they end, so a guesser cannot run a hundred checks in
+// parallel past the limit. A success forgives only the failures for that user name (someone
+// with one account cannot reset the count while guessing others); failures are forgotten after
+// a quiet while. The table is bounded: past maxEntries the address idle longest is dropped.
 //
 // IPv6 clients are counted per /64 (one host usually holds a whole /64), IPv4 per address.
 import { isIPv4, isIPv6 } from 'node:net';
@@ -28,10 +30,16 @@ export interface ThrottleOptions {
 interface Entry {
   failures: number;
   last: number;
+  /** failures per user name tried (at most MAX_NAMES names; the rest are not forgiven by a success) */
+  byUser: Map<string, number>;
 }
+
+const MAX_NAMES = 32;
 
 export class AuthThrottle {
   private readonly entries = new Map<string, Entry>();
+  /** password checks in progress per address (begin → recordSuccess/recordFailure/abandon) */
+  private readonly checking = new Map<string, number>();
   private baseDelayMs: number;
   private maxFailures: number;
   private lockoutMs: number;
@@ -57,11 +65,16 @@ export class AuthThrottle {
     this.lockoutMs = settings.lockoutMs;
   }
 
-  /** How long `address` is still refused without a password check (0: it may try). */
+  /**
+   * How long `address` is still refused without a password check (0: it may try). Checks in
+   * progress count: with as many running as failures are left, the next one waits.
+   */
   lockedOutFor(address: string): number {
     const key = throttleKey(address);
     const entry = this.live(key, this.now());
-    if (entry === undefined || entry.failures < this.maxFailures) return 0;
+    const failures = entry?.failures ?? 0;
+    if (failures + (this.checking.get(key) ?? 0) < this.maxFailures) return 0;
+    if (entry === undefined || failures < this.maxFailures) return this.lockoutMs;
     const left = entry.last + this.lockoutMs - this.now();
     if (left > 0) return left;
     // the lockout is over: the address starts over
@@ -69,12 +82,29 @@ export class AuthThrottle {
     return 0;
   }
 
-  /** Records a failed login from `address`; returns how long to wait before answering it. */
-  recordFailure(address: string): number {
+  /** A password check from `address` starts; it must end with recordSuccess, recordFailure or abandon. */
+  begin(address: string): void {
+    const key = throttleKey(address);
+    this.checking.set(key, (this.checking.get(key) ?? 0) + 1);
+  }
+
+  /** A check that could not be made (server fault): neither failure nor success. */
+  abandon(address: string): void {
+    const key = throttleKey(address);
+    const left = (this.checking.get(key) ?? 1) - 1;
+    if (left > 0) this.checking.set(key, left);
+    else this.checking.delete(key);
+  }
+
+  /** Records a failed login from `address` for `user`; returns how long to wait before answering it. */
+  recordFailure(address: string, user = ''): number {
+    this.abandon(address);
     const key = throttleKey(address);
     const now = this.now();
     const old = this.live(key, now);
-    const entry = { failures: (old?.failures ?? 0) + 1, last: now };
+    const byUser = old?.byUser ?? new Map<string, number>();
+    if (byUser.has(user) || byUser.size < MAX_NAMES) byUser.set(user, (byUser.get(user) ?? 0) + 1);
+    const entry = { failures: (old?.failures ?? 0) + 1, last: now, byUser };
     // re-insert so the Map's order stays "idle longest first"
     this.entries.delete(key);
     this.entries.set(key, entry);
@@ -84,8 +114,15 @@ export class AuthThrottle {
     return Math.min(this.baseDelayMs * factor, Math.max(this.maxDelayMs, this.baseDelayMs));
   }
 
-  recordSuccess(address: string): void {
-    this.entries.delete(throttleKey(address));
+  /** A login of `user` from `address` succeeded: its own failures are forgiven, others' stay. */
+  recordSuccess(address: string, user = ''): void {
+    this.abandon(address);
+    const key = throttleKey(address);
+    const entry = this.entries.get(key);
+    if (entry === undefined) return;
+    entry.failures -= entry.byUser.get(user) ?? 0;
+    entry.byUser.delete(user);
+    if (entry.failures <= 0) this.entries.delete(key);
   }
 
   /** Recent failures of an address (0 when none or forgotten). */

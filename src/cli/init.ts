@@ -103,9 +103,9 @@ function groupForSecrets(config: Config): number | null {
   }
 }
 
-/** Creates a directory (mode 0755 whatever the umask); one that exists is left as it is. */
+/** Creates a directory and any missing parents (mode 0755, never more, whatever the umask); one that exists is left as it is. */
 async function makeDirectory(dir: string): Promise<void> {
-  if ((await mkdir(dir, { recursive: true })) !== undefined) await chmod(dir, 0o755);
+  if ((await mkdir(dir, { recursive: true, mode: 0o755 })) !== undefined) await chmod(dir, 0o755);
 }
 
 /** Writes a new file with exactly `mode` (and group `gid`); false when the file already exists. */

@@ -1,5 +1,6 @@
 // The one place that names every config key: its type, default and one-line doc.
 // config/mailsrv.toml documents the same keys for people (a unit test keeps them in step).
+import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { z } from 'zod';
 import { isDuration, parseListen, parseNetwork } from './units.js';
@@ -54,11 +55,18 @@ const tlsSchema = z.strictObject({
 });
 
 const relaySchema = z.strictObject({
-  relayhost: z.string().default('').describe('"" = deliver by MX lookup; "host:port" = smarthost'),
-  dns_servers: z.array(z.string()).default([]).describe('resolvers for MX lookups; [] = system resolvers'),
+  relayhost: z.string().refine((s) => s === '' || parseListen(s) !== null || /^[a-z0-9.-]+$/i.test(s), { message: 'expected "", "host" or "host:port"' }).default('').describe('"" = deliver by MX lookup; "host:port" = smarthost for all remote mail'),
+  relayhost_user: z.string().default('').describe('AUTH user name at the smarthost; "" = no AUTH'),
+  relayhost_password_file: z.string().default('').describe('file holding the smarthost password (kept out of this file, which `mailsrv config` prints)'),
+  tls_security: z.enum(['may', 'encrypt', 'verify']).default('may').describe('outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; verify = TLS with a valid certificate for the host'),
+  dns_servers: z.array(z.string().refine((s) => parseListen(s) !== null || isIP(s) !== 0, { message: 'expected an IP address or "ip:port"' })).default([]).describe('resolvers for MX lookups; [] = system resolvers'),
   retry: z.array(duration()).nonempty().default(['1m', '5m', '15m', '1h']).describe('waits between outbound attempts; the last repeats'),
   delay_warning: duration().default('4h').describe('warn the sender once a message has waited this long'),
   max_queue_lifetime: duration().default('5d').describe('then the message is bounced to its sender'),
+  concurrency: count().default(20).describe('outbound SMTP deliveries in progress at once'),
+  destination_concurrency: count().default(5).describe('outbound deliveries in progress at once to one domain (or the relayhost)'),
+  connect_timeout: duration().default('30s').describe('how long to wait for a remote server to accept the connection and greet'),
+  timeout: duration().default('5m').describe('how long to wait for each reply of a remote server (RFC 5321 4.5.3.2)'),
 });
 
 const deliverySchema = z.strictObject({

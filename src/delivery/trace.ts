@@ -4,7 +4,7 @@
 import type { Envelope } from '../queue/store.js';
 
 /** "Wed, 25 Nov 2026 11:54:57 +0000" */
-function rfc5322Date(date: Date): string {
+export function rfc5322Date(date: Date): string {
   return date.toUTCString().replace(/GMT$/, '+0000');
 }
 
@@ -18,11 +18,13 @@ export function traceHeaders(envelope: Envelope, index: number, hostname: string
   const recipient = envelope.recipients[index]!;
   const { client } = envelope;
   const clientName = client.hostname || 'unknown';
+  // mail made on this host (bounces, sendmail) has no client to name, as Postfix's pickup writes it
+  const from = client.ip === '' ? '' : `from ${client.helo || 'unknown'} (${clientName} [${client.ip}])\r\n\t`;
+  const by = client.uid === undefined ? `by ${hostname} (mailsrv)` : `by ${hostname} (mailsrv, from userid ${client.uid})`;
   return [
     `Return-Path: <${envelope.sender}>`,
     `Delivered-To: ${deliveredTo}`,
-    `Received: from ${client.helo || 'unknown'} (${clientName} [${client.ip}])\r\n` +
-      `\tby ${hostname} (mailsrv) with ${client.protocol} id ${envelope.id}\r\n` +
+    `Received: ${from}${by} with ${client.protocol} id ${envelope.id}\r\n` +
       `\tfor <${recipient.address}>; ${rfc5322Date(new Date(envelope.receivedAt))}`,
     `X-Delivery-ID: ${recipient.deliveryId}`,
   ];

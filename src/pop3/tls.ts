@@ -32,16 +32,21 @@ export function acceptTls(connection: Socket, context: SecureContext, timeoutMs:
       socket.destroy();
       reject(err);
     };
+    // the listeners are half-open (allowHalfOpen): a client that hangs up only ends its side
     const onClose = () => fail(new Error('connection closed during the TLS handshake'));
     const cleanup = () => {
       clearTimeout(timer);
       socket.off('secure', onSecure);
       socket.off('error', fail);
       socket.off('close', onClose);
+      socket.off('end', onClose);
+      connection.off('end', onClose);
     };
     socket.on('secure', onSecure);
     socket.on('error', fail);
     socket.on('close', onClose);
+    socket.on('end', onClose);
+    connection.on('end', onClose);
   });
   return { socket, handshake };
 }

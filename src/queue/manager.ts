@@ -1,8 +1,13 @@
 // The queue manager (Postfix's qmgr): decides which recipient of which queue entry is
 // delivered when. Local recipients go to the local delivery agent, one delivery per
 // mailbox at a time (what queued up for a busy mailbox goes in next as one batch: one lock,
-// one fsync); failures are deferred along a retry schedule, never dropped; an entry leaves
-// the queue once every recipient is delivered or has failed for good.
+// one fsync). Remote recipients go to the outbound agent, all recipients of a message at one
+// destination in one attempt, with a cap on attempts in progress in all and per destination
+// (so a dead domain holds up only its own share). Failures are deferred along a retry
+// schedule, never dropped; a recipient that fails for good or outlives max_queue_lifetime is
+// reported to the sender in a bounce, one that waits past delay_warning in a warning (once);
+// a message that went round too many hops is bounced as a loop. An entry leaves the queue
+// once every recipient is delivered or has failed and been reported.
 import type { Logger } from '../log.js';
 import type { QueueEntry, QueueStore, RecipientProgress } from './store.js';
 
@@ -34,18 +39,52 @@ export interface DeliveryAgent {
   settleInterruptedAppend(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean>;
 }
 
+/** What one attempt for one recipient came to. */
+export interface AttemptOutcome {
+  /** null: delivered; PermanentDeliveryError: failed for good; any other: try again later */
+  error: Error | null;
+  /** the remote server that answered ("host:port"), for outbound attempts */
+  relay?: string;
+  /** its reply, for the log */
+  reply?: string;
+}
+
+export interface RemoteAgent {
+  /** The destination a remote address goes to (its domain, or the relayhost): the unit of concurrency. */
+  destinationOf(address: string): string;
+  /** Sends one entry to recipients that share a destination, over one connection; one outcome per job. */
+  deliver(jobs: DeliveryJob[]): Promise<AttemptOutcome[]>;
+}
+
+export interface Notifier {
+  /** Queues a delivery status notification to the entry's sender about these recipients. */
+  notify(entry: QueueEntry, indexes: number[], kind: 'failure' | 'delay'): Promise<void>;
+}
+
 export interface QueueManagerOptions {
   store: QueueStore;
   local: DeliveryAgent;
+  remote: RemoteAgent;
+  notifier: Notifier;
+  /** Received headers of an entry's message (a loop shows as too many) */
+  hops: (entry: QueueEntry) => Promise<number>;
   logger: Logger;
+  /** local deliveries in progress at once */
   concurrency: number;
+  /** outbound attempts in progress at once, in all and per destination */
+  remoteConcurrency: number;
+  destinationConcurrency: number;
   /** waits between attempts for local recipients / remote recipients, in ms; the last repeats */
   localRetryMs: number[];
   remoteRetryMs: number[];
   maxLifetimeMs: number;
+  delayWarningMs: number;
 }
 
 type Job = DeliveryJob;
+
+/** More Received headers than this: a mail loop (Postfix's hopcount_limit). */
+export const MAX_HOPS = 50;
 
 /** Most messages one mailbox lock covers. */
 const MAX_BATCH = 20;
@@ -53,10 +92,17 @@ const MAX_BATCH = 20;
 export class QueueManager {
   private readonly entries = new Map<string, QueueEntry>();
   private readonly ready: Job[] = [];
+  private readonly readyRemote: Job[] = [];
   private readonly deferred = new Set<Job>();
   private readonly busyMailboxes = new Set<string>();
   private readonly waitingForMailbox = new Map<string, Job[]>();
+  /** outbound attempts in progress per destination */
+  private readonly busyDestinations = new Map<string, number>();
   private readonly inFlight = new Set<Promise<void>>();
+  private localInFlight = 0;
+  private remoteInFlight = 0;
+  /** entries found to be looping (too many hops), checked once per entry */
+  private readonly hopChecks = new Map<string, Promise<boolean>>();
   private deferTimer: NodeJS.Timeout | undefined;
   private deferTimerAt = Infinity;
   private stopping = false;
@@ -83,12 +129,20 @@ export class QueueManager {
     entry.progress.forEach((progress, index) => {
       if (progress.state === 'pending') this.schedule({ entry, index });
     });
-    if (entry.progress.every((p) => p.state !== 'pending')) void this.finish(entry);
+    // nothing left to deliver (a restart after the last attempt): report what is unreported, then remove
+    if (entry.progress.every((p) => p.state !== 'pending')) void this.settleEntry(entry, []);
     this.dispatch();
   }
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** `mailsrv queue flush`: every deferred recipient is tried again now. */
+  flush(): void {
+    const now = Date.now();
+    for (const job of this.deferred) job.entry.progress[job.index]!.nextAttemptAt = now;
+    this.wakeDeferred();
   }
 
   /** Stops starting deliveries and waits for those in progress. */
@@ -101,55 +155,105 @@ export class QueueManager {
   private schedule(job: Job): void {
     const due = job.entry.progress[job.index]!.nextAttemptAt;
     if (due <= Date.now()) {
-      this.ready.push(job);
+      this.makeReady(job);
       return;
     }
     this.deferred.add(job);
     if (due < this.deferTimerAt) this.armDeferTimer();
   }
 
+  private makeReady(job: Job): void {
+    if (isRemote(job)) this.readyRemote.push(job);
+    else this.ready.push(job);
+  }
+
   private dispatch(): void {
-    while (!this.stopping && this.inFlight.size < this.options.concurrency && this.ready.length > 0) {
+    if (this.stopping) return;
+    while (this.localInFlight < this.options.concurrency && this.ready.length > 0) {
       const job = this.ready.shift()!;
       const mailbox = mailboxKey(job);
-      if (mailbox === undefined) {
-        this.run(undefined, [job]);
-      } else if (this.busyMailboxes.has(mailbox)) {
+      if (this.busyMailboxes.has(mailbox)) {
         const waiting = this.waitingForMailbox.get(mailbox) ?? [];
         waiting.push(job);
         this.waitingForMailbox.set(mailbox, waiting);
       } else {
-        this.run(mailbox, [job]);
+        this.runLocal(mailbox, [job]);
       }
+    }
+    this.dispatchRemote();
+  }
+
+  /**
+   * Starts outbound attempts while there is room: the first ready job whose destination has a
+   * free slot goes, with every other ready recipient of its entry at that destination.
+   */
+  private dispatchRemote(): void {
+    for (let i = 0; i < this.readyRemote.length && this.remoteInFlight < this.options.remoteConcurrency; ) {
+      const job = this.readyRemote[i]!;
+      const destination = this.options.remote.destinationOf(recipientOf(job).address);
+      if ((this.busyDestinations.get(destination) ?? 0) >= this.options.destinationConcurrency) {
+        i += 1;
+        continue;
+      }
+      const batch: Job[] = [];
+      for (let j = i; j < this.readyRemote.length; ) {
+        const other = this.readyRemote[j]!;
+        if (other.entry === job.entry && this.options.remote.destinationOf(recipientOf(other).address) === destination) {
+          batch.push(other);
+          this.readyRemote.splice(j, 1);
+        } else {
+          j += 1;
+        }
+      }
+      this.runRemote(destination, batch);
     }
   }
 
-  /** Delivers a batch (one mailbox, or one remote job), then records the outcomes. */
-  private run(mailbox: string | undefined, jobs: Job[]): void {
-    if (mailbox !== undefined) this.busyMailboxes.add(mailbox);
+  private runLocal(mailbox: string, jobs: Job[]): void {
+    this.busyMailboxes.add(mailbox);
+    this.localInFlight += 1;
+    this.run(jobs, () => {
+      // the mailbox is free once the appends are done; recording the outcome can overlap the next batch
+      this.localInFlight -= 1;
+      this.releaseMailbox(mailbox);
+    });
+  }
+
+  private runRemote(destination: string, jobs: Job[]): void {
+    this.busyDestinations.set(destination, (this.busyDestinations.get(destination) ?? 0) + 1);
+    this.remoteInFlight += 1;
+    this.run(jobs, () => {
+      this.remoteInFlight -= 1;
+      const left = this.busyDestinations.get(destination)! - 1;
+      if (left === 0) this.busyDestinations.delete(destination);
+      else this.busyDestinations.set(destination, left);
+    });
+  }
+
+  /** Delivers a batch (one mailbox, or one entry's recipients at one destination), then records the outcomes. */
+  private run(jobs: Job[], release: () => void): void {
     const run = (async () => {
       try {
         await this.attempt(jobs);
       } finally {
-        // the mailbox is free once the appends are done; recording the outcome can overlap the next batch
-        if (mailbox !== undefined) this.releaseMailbox(mailbox);
+        release();
       }
-      await Promise.all(jobs.map((job) => this.settle(job)));
+      await this.settle(jobs);
     })()
       .catch((err: Error) => {
         // a fault in the manager itself: keep the jobs, try again later
         this.options.logger.error({ err: err.message }, 'delivery attempt failed unexpectedly');
         for (const job of jobs) {
           const progress = job.entry.progress[job.index]!;
-          if (progress.state !== 'pending') continue;
+          if (progress.state !== 'pending' || !this.entries.has(job.entry.envelope.id)) continue;
           progress.nextAttemptAt = Date.now() + this.retryDelay(job, progress);
           this.schedule(job);
         }
       })
       .finally(() => {
-      this.inFlight.delete(run);
-      this.dispatch();
-    });
+        this.inFlight.delete(run);
+        this.dispatch();
+      });
     this.inFlight.add(run);
   }
 
@@ -163,50 +267,90 @@ export class QueueManager {
     if (!waiting || this.stopping) return;
     const batch = waiting.splice(0, MAX_BATCH);
     if (waiting.length === 0) this.waitingForMailbox.delete(mailbox);
-    this.run(mailbox, batch);
+    this.runLocal(mailbox, batch);
   }
 
   private async attempt(jobs: Job[]): Promise<void> {
     const started = Date.now();
-    for (const { entry, index } of jobs) entry.progress[index]!.attempts += 1;
-    let outcomes: (Error | null)[];
-    if (jobs.length === 1 && jobs[0]!.entry.envelope.recipients[jobs[0]!.index]!.target.kind === 'remote') {
-      outcomes = [new Error('4.4.0 relay to remote domains is not available yet')];
-    } else {
-      outcomes = await this.options.local
-        .deliver(jobs, async ({ entry, index }, mailbox, offset) => {
-          entry.progress[index]!.appendingAt = { mailbox, offset };
-          await this.options.store.saveProgress(entry.envelope.id, entry.progress);
-        })
-        .catch((err: Error) => jobs.map(() => err));
+    for (const { entry, index } of jobs) {
+      entry.progress[index]!.attempts += 1;
+      entry.progress[index]!.lastAttemptAt = started;
     }
-    jobs.forEach((job, i) => this.record(job, outcomes[i] ?? null, started));
+    const outcomes = new Map<Job, AttemptOutcome>();
+    const deliverable: Job[] = [];
+    for (const entry of new Set(jobs.map((job) => job.entry))) {
+      const own = jobs.filter((job) => job.entry === entry);
+      if (!(await this.options.store.exists(entry.envelope.id))) {
+        // `mailsrv queue delete` removed it: forget it, no bounce
+        if (this.entries.delete(entry.envelope.id)) this.options.logger.info({ queueId: entry.envelope.id }, 'removed by queue delete');
+      } else if (await this.looping(entry)) {
+        const loop = new PermanentDeliveryError(`5.4.6 Too many hops (more than ${MAX_HOPS} Received headers): mail forwarding loop`);
+        for (const job of own) outcomes.set(job, { error: loop });
+      } else {
+        deliverable.push(...own);
+      }
+    }
+    if (deliverable.length > 0) {
+      const results = isRemote(deliverable[0]!) ? await this.deliverRemote(deliverable) : await this.deliverLocal(deliverable);
+      deliverable.forEach((job, i) => outcomes.set(job, results[i] ?? { error: new Error('4.3.0 no outcome') }));
+    }
+    for (const [job, outcome] of outcomes) this.record(job, outcome, started);
+  }
+
+  private deliverRemote(jobs: Job[]): Promise<AttemptOutcome[]> {
+    return this.options.remote.deliver(jobs).catch((err: Error) => jobs.map(() => ({ error: err })));
+  }
+
+  private async deliverLocal(jobs: Job[]): Promise<AttemptOutcome[]> {
+    const errors = await this.options.local
+      .deliver(jobs, async ({ entry, index }, mailbox, offset) => {
+        entry.progress[index]!.appendingAt = { mailbox, offset };
+        await this.options.store.saveProgress(entry.envelope.id, entry.progress);
+      })
+      .catch((err: Error) => jobs.map(() => err));
+    return errors.map((error) => ({ error }));
+  }
+
+  private looping(entry: QueueEntry): Promise<boolean> {
+    const id = entry.envelope.id;
+    let check = this.hopChecks.get(id);
+    if (check === undefined) {
+      check = this.options.hops(entry).then(
+        (hops) => hops > MAX_HOPS,
+        () => false, // an unreadable message fails in the delivery itself, with its own error
+      );
+      this.hopChecks.set(id, check);
+    }
+    return check;
   }
 
   /** Notes one job's outcome: delivered, failed for good, expired, or deferred to a later attempt. */
-  private record(job: Job, error: Error | null, started: number): void {
+  private record(job: Job, outcome: AttemptOutcome, started: number): void {
     const { entry, index } = job;
     const { envelope } = entry;
     const recipient = envelope.recipients[index]!;
     const progress = entry.progress[index]!;
+    const { error, relay, reply } = outcome;
     const log = this.options.logger.child({ queueId: envelope.id, to: recipient.address });
+    const where = { user: recipient.target.kind === 'local' ? recipient.target.user : undefined, relay, reply, delay: ms(started, envelope.receivedAt) };
     delete progress.appendingAt;
+    if (relay !== undefined) progress.relay = relay;
     if (error === null) {
       progress.state = 'delivered';
       delete progress.lastError;
-      log.info({ user: recipient.target.kind === 'local' ? recipient.target.user : undefined, delay: ms(started, envelope.receivedAt), status: 'sent' }, 'delivered');
+      log.info({ ...where, status: 'sent' }, 'delivered');
       return;
     }
     progress.lastError = error.message;
     if (error instanceof PermanentDeliveryError) {
       progress.state = 'failed';
-      log.warn({ status: 'bounced', reason: progress.lastError }, 'bounced');
+      log.warn({ ...where, status: 'bounced', reason: progress.lastError }, 'bounced');
     } else if (Date.now() - envelope.receivedAt >= this.options.maxLifetimeMs) {
       progress.state = 'failed';
-      log.warn({ status: 'expired', reason: progress.lastError }, 'expired');
+      log.warn({ ...where, status: 'expired', reason: progress.lastError }, 'expired');
     } else {
       progress.nextAttemptAt = Date.now() + this.retryDelay(job, progress);
-      log.info({ status: 'deferred', reason: progress.lastError, attempts: progress.attempts, nextAttemptAt: new Date(progress.nextAttemptAt).toISOString() }, 'deferred');
+      log.info({ ...where, status: 'deferred', reason: progress.lastError, attempts: progress.attempts, nextAttemptAt: new Date(progress.nextAttemptAt).toISOString() }, 'deferred');
     }
   }
 
@@ -215,9 +359,17 @@ export class QueueManager {
     return steps[Math.min(progress.attempts, steps.length) - 1]!;
   }
 
-  /** Persists the outcome and reschedules, or removes the entry once nobody is pending. */
-  private async settle(job: Job): Promise<void> {
-    const { entry } = job;
+  /**
+   * Reports what needs reporting (bounces, delay warnings), then persists the outcome and
+   * reschedules, or removes the entry once nobody is pending and every failure is reported.
+   */
+  private async settle(jobs: Job[]): Promise<void> {
+    await Promise.all([...new Set(jobs.map((job) => job.entry))].map((entry) => this.settleEntry(entry, jobs.filter((job) => job.entry === entry))));
+  }
+
+  private async settleEntry(entry: QueueEntry, jobs: Job[]): Promise<void> {
+    if (!this.entries.has(entry.envelope.id)) return; // deleted meanwhile
+    await this.report(entry);
     if (entry.progress.every((p) => p.state !== 'pending')) {
       await this.finish(entry);
       return;
@@ -227,11 +379,40 @@ export class QueueManager {
     } catch (err) {
       this.options.logger.error({ queueId: entry.envelope.id, err }, 'cannot save queue progress');
     }
-    if (entry.progress[job.index]!.state === 'pending') this.schedule(job);
+    for (const job of jobs) if (entry.progress[job.index]!.state === 'pending') this.schedule(job);
+  }
+
+  /**
+   * Sends the sender one bounce for the recipients that failed since the last report, and one
+   * warning for recipients still waiting past delay_warning. A bounce is never bounced: mail
+   * from the null sender only logs. Marked before the notice is queued, so two settles of one
+   * entry never report a recipient twice; a notice that cannot be queued is logged, and the
+   * original stays in the queue until its recipients are done.
+   */
+  private async report(entry: QueueEntry): Promise<void> {
+    const failed = entry.progress.flatMap((p, i) => (p.state === 'failed' && !p.notified ? [i] : []));
+    const age = Date.now() - entry.envelope.receivedAt;
+    const late = age >= this.options.delayWarningMs ? entry.progress.flatMap((p, i) => (p.state === 'pending' && p.attempts > 0 && !p.warned ? [i] : [])) : [];
+    for (const i of failed) entry.progress[i]!.notified = true;
+    for (const i of late) entry.progress[i]!.warned = true;
+    const log = this.options.logger.child({ queueId: entry.envelope.id });
+    for (const [indexes, kind] of [[failed, 'failure'], [late, 'delay']] as const) {
+      if (indexes.length === 0) continue;
+      if (entry.envelope.sender === '') {
+        log.info({ kind, recipients: indexes.length }, 'no notice for mail from the null sender');
+        continue;
+      }
+      try {
+        await this.options.notifier.notify(entry, indexes, kind);
+      } catch (err) {
+        log.error({ kind, err: (err as Error).message }, 'cannot queue the delivery status notice');
+      }
+    }
   }
 
   private async finish(entry: QueueEntry): Promise<void> {
     if (!this.entries.delete(entry.envelope.id)) return; // another recipient's settle got here first
+    this.hopChecks.delete(entry.envelope.id);
     try {
       await this.options.store.remove(entry.envelope.id);
       this.options.logger.info({ queueId: entry.envelope.id }, 'removed');
@@ -272,7 +453,7 @@ export class QueueManager {
     for (const job of this.deferred) {
       if (job.entry.progress[job.index]!.nextAttemptAt <= now) {
         this.deferred.delete(job);
-        this.ready.push(job);
+        this.makeReady(job);
       }
     }
     this.armDeferTimer();
@@ -280,9 +461,17 @@ export class QueueManager {
   }
 }
 
-function mailboxKey(job: Job): string | undefined {
-  const target = job.entry.envelope.recipients[job.index]!.target;
-  return target.kind === 'local' ? target.user : undefined;
+function recipientOf(job: Job) {
+  return job.entry.envelope.recipients[job.index]!;
+}
+
+function isRemote(job: Job): boolean {
+  return recipientOf(job).target.kind === 'remote';
+}
+
+function mailboxKey(job: Job): string {
+  const target = recipientOf(job).target;
+  return target.kind === 'local' ? target.user : '';
 }
 
 function ms(started: number, receivedAt: number): { total: number; attempt: number } {

@@ -19,6 +19,8 @@ export interface ClientInfo {
   hostname: string;
   /** mail from mynetworks or an authenticated user: Message-ID/Date are added if missing */
   submitted: boolean;
+  /** mail made on this host (protocol LOCAL): the uid of the local user who sent it */
+  uid?: number;
 }
 
 export type RecipientTarget = { kind: 'local'; user: string } | { kind: 'remote' };
@@ -48,6 +50,13 @@ export interface RecipientProgress {
   lastError?: string;
   /** set just before a mailbox append, so a restart can tell whether it completed */
   appendingAt?: { mailbox: string; offset: number };
+  lastAttemptAt?: number;
+  /** the remote server ("host:port") of the last outbound attempt */
+  relay?: string;
+  /** a failure was reported to the sender (bounce) */
+  notified?: boolean;
+  /** the sender was warned that this recipient is delayed */
+  warned?: boolean;
 }
 
 export interface QueueEntry {
@@ -147,6 +156,24 @@ export class QueueStore {
     return entries.sort((a, b) => a.envelope.receivedAt - b.envelope.receivedAt);
   }
 
+  /**
+   * Every entry on disk, oldest first, without changing anything (for `mailsrv queue`, beside a
+   * running daemon): an entry removed while it is read is left out, one that cannot be read is
+   * reported to `onUnreadable`.
+   */
+  async listEntries(onUnreadable: (id: string, err: Error) => void): Promise<QueueEntry[]> {
+    const entries: QueueEntry[] = [];
+    for (const name of await readdir(this.dir)) {
+      if (!isQueueId(name)) continue;
+      try {
+        entries.push(await this.load(name));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') onUnreadable(name, err as Error);
+      }
+    }
+    return entries.sort((a, b) => a.envelope.receivedAt - b.envelope.receivedAt);
+  }
+
   async load(id: string): Promise<QueueEntry> {
     const path = join(this.dir, id);
     const { envelope, dataOffset } = await readEnvelope(path);
@@ -158,6 +185,14 @@ export class QueueStore {
       progress = envelope.recipients.map(() => freshProgress(envelope.receivedAt));
     }
     return { envelope, progress, dataOffset, size };
+  }
+
+  /** Whether the entry's file is still there (`mailsrv queue delete` removes it under the daemon). */
+  async exists(id: string): Promise<boolean> {
+    return stat(join(this.dir, id)).then(
+      () => true,
+      () => false,
+    );
   }
 
   /** The raw message of an entry, streamed from disk. */

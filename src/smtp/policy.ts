@@ -4,7 +4,9 @@
 // From_ line or a header. Every refusal carries its SMTP reply.
 import type { DomainMatcher } from '../config/domains.js';
 import type { NetworkMatcher } from '../config/networks.js';
-import type { RecipientTarget } from '../queue/store.js';
+import { deliveriesFor, type RecipientDirectory, type ResolvedRecipient } from '../delivery/route.js';
+
+export type { ResolvedRecipient } from '../delivery/route.js';
 
 /** A refusal with the SMTP reply it becomes (smtp-server reads `responseCode`). */
 export class SmtpReplyError extends Error {
@@ -12,16 +14,6 @@ export class SmtpReplyError extends Error {
     super(message);
     this.name = 'SmtpReplyError';
   }
-}
-
-export interface ResolvedRecipient {
-  address: string;
-  target: RecipientTarget;
-}
-
-export interface RecipientDirectory {
-  /** local part → local users and remote forwards, or null when nobody has that name */
-  resolve(localPart: string): { local: string[]; remote: string[] } | null;
 }
 
 /** Who sends: the client's address and, after SMTP AUTH, the user it logged in as. */
@@ -98,10 +90,7 @@ export class SmtpPolicy {
       throw new SmtpReplyError(550, `5.1.1 <${address}>: Recipient address rejected: User unknown in local recipient table`);
     }
     await this.checkMailboxes(address, resolved.local);
-    return [
-      ...resolved.local.map((user): ResolvedRecipient => ({ address, target: { kind: 'local', user } })),
-      ...resolved.remote.map((remote): ResolvedRecipient => ({ address: remote, target: { kind: 'remote' } })),
-    ];
+    return deliveriesFor(address, resolved);
   }
 
   /** A message of `size` bytes must fit every local mailbox it goes to. */

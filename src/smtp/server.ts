@@ -12,6 +12,7 @@ import type { NetworkMatcher } from '../config/networks.js';
 import type { Logger } from '../log.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
+import { uniqueDeliveries } from '../delivery/route.js';
 import { MailsrvSMTPServer } from './connection.js';
 import { smtpProtocolLogger } from './protocol-log.js';
 import { SmtpPolicy, SmtpReplyError, type ResolvedRecipient, type SmtpClientIdentity } from './policy.js';
@@ -183,7 +184,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onData(stream, session, callback) {
-      const recipients = dedupe(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
+      const recipients = uniqueDeliveries(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
       receive(options, settings, stream, session, recipients).then(
         (entry) => {
           try {
@@ -287,17 +288,6 @@ class SizeCap extends Transform {
     this.seen += chunk.length;
     callback(null, before <= this.limit ? chunk : undefined);
   }
-}
-
-/** The same delivery requested twice (two RCPTs naming one user) happens once. */
-function dedupe(recipients: ResolvedRecipient[]): ResolvedRecipient[] {
-  const seen = new Set<string>();
-  return recipients.filter((r) => {
-    const key = r.target.kind === 'local' ? `local:${r.target.user}` : `remote:${r.address.toLowerCase()}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
 }
 
 async function vrfyReply(policy: SmtpPolicy, address: string, client: SmtpClientIdentity): Promise<{ code: number; message: string }> {

@@ -74,3 +74,37 @@ describe('AuthThrottle lockout', () => {
     assert.ok(t.lockedOutFor('a') > 0);
   });
 });
+
+describe('AuthThrottle against parallel and shared-account guessing', () => {
+  it('checks in progress count: no more can start than failures are left', () => {
+    const t = new AuthThrottle({ baseDelayMs: 10, maxFailures: 3, lockoutMs: 60_000 });
+    let started = 0;
+    for (let i = 0; i < 20; i++) {
+      if (t.lockedOutFor('192.0.2.1') > 0) continue;
+      t.begin('192.0.2.1');
+      started += 1;
+    }
+    assert.equal(started, 3);
+    t.recordSuccess('192.0.2.1', 'alice');
+    assert.equal(t.lockedOutFor('192.0.2.1'), 0, 'a finished check frees its place');
+    t.abandon('192.0.2.1');
+    t.recordFailure('192.0.2.1', 'bob');
+    assert.equal(t.failures('192.0.2.1'), 1);
+  });
+
+  it('a success forgives that user\'s failures only', () => {
+    const t = new AuthThrottle({ baseDelayMs: 10, maxFailures: 5, lockoutMs: 60_000 });
+    for (let round = 0; round < 2; round++) {
+      t.recordFailure('192.0.2.1', 'alice');
+      t.recordFailure('192.0.2.1', 'alice');
+      t.recordSuccess('192.0.2.1', 'bob');
+    }
+    assert.equal(t.failures('192.0.2.1'), 4, "bob's login does not wipe the guesses at alice");
+    t.recordFailure('192.0.2.1', 'alice');
+    assert.ok(t.lockedOutFor('192.0.2.1') > 0);
+    const u = new AuthThrottle({ baseDelayMs: 10, maxFailures: 5, lockoutMs: 60_000 });
+    u.recordFailure('192.0.2.2', 'carol');
+    u.recordSuccess('192.0.2.2', 'carol');
+    assert.equal(u.failures('192.0.2.2'), 0, 'a user who mistyped once starts clean');
+  });
+});

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { PermanentDeliveryError, QueueManager, type DeliveryAgent, type DeliveryJob } from '../../src/queue/manager.js';
+import { PermanentDeliveryError, QueueManager, type DeliveryAgent, type DeliveryJob, type Notifier, type QueueManagerOptions, type RemoteAgent } from '../../src/queue/manager.js';
 import { QueueStore } from '../../src/queue/store.js';
 
 const logger = pino({ level: 'silent' });
@@ -26,8 +26,29 @@ async function setup(users: string[], existing?: QueueStore) {
   return { store, entry: await pending.commit() };
 }
 
-function manager(store: QueueStore, local: DeliveryAgent) {
-  return new QueueManager({ store, local, logger, concurrency: 4, localRetryMs: [20], remoteRetryMs: [20], maxLifetimeMs: 60_000 });
+const noRemote: RemoteAgent = {
+  destinationOf: (address) => address.slice(address.lastIndexOf('@') + 1),
+  deliver: async (jobs) => jobs.map(() => ({ error: new Error('no remote delivery in this test') })),
+};
+const noNotices: Notifier = { notify: async () => assert.fail('no notice expected') };
+
+function manager(store: QueueStore, local: DeliveryAgent, more: Partial<QueueManagerOptions> = {}) {
+  return new QueueManager({
+    store,
+    local,
+    remote: noRemote,
+    notifier: noNotices,
+    hops: async () => 1,
+    logger,
+    concurrency: 4,
+    remoteConcurrency: 4,
+    destinationConcurrency: 2,
+    localRetryMs: [20],
+    remoteRetryMs: [20],
+    maxLifetimeMs: 60_000,
+    delayWarningMs: 60_000,
+    ...more,
+  });
 }
 
 async function until(condition: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
@@ -80,19 +101,25 @@ test('deliveries to one mailbox never overlap; different mailboxes run together'
   assert.equal(maxTotal, 2);
 });
 
-test('a permanent failure ends the recipient without retries', async () => {
-  const { store, entry } = await setup(['gone']);
+test('a permanent failure ends the recipient without retries and is reported to the sender once', async () => {
+  const { store, entry } = await setup(['gone', 'fine']);
   let calls = 0;
-  const qmgr = manager(store, {
-    deliver: async (jobs) => {
-      calls += 1;
-      return jobs.map(() => new PermanentDeliveryError('5.1.1 user unknown'));
+  const notices: { indexes: number[]; kind: string }[] = [];
+  const qmgr = manager(
+    store,
+    {
+      deliver: async (jobs) => {
+        calls += 1;
+        return jobs.map((job) => (job.index === 0 ? new PermanentDeliveryError('5.1.1 user unknown') : null));
+      },
+      settleInterruptedAppend: async () => false,
     },
-    settleInterruptedAppend: async () => false,
-  });
+    { notifier: { notify: async (_entry, indexes, kind) => void notices.push({ indexes, kind }) } },
+  );
   qmgr.add(entry);
   await until(() => qmgr.size === 0);
-  assert.equal(calls, 1);
+  assert.equal(calls, 2);
+  assert.deepEqual(notices, [{ indexes: [0], kind: 'failure' }]);
 });
 
 test('an append recorded before a crash is found complete at start, not redone', async () => {
@@ -129,4 +156,121 @@ test('what queued up for a busy mailbox goes in as one batch, in order', async (
   for (const { entry } of rest) qmgr.add(entry);
   await until(async () => (await readdir(first.store.dir)).length === 0);
   assert.deepEqual(batches, [[first.entry.envelope.id], rest.map(({ entry }) => entry.envelope.id)]);
+});
+
+/** An entry with remote recipients (addresses as given). */
+async function setupRemote(addresses: string[], sender = 's@x.test', existing?: QueueStore) {
+  const store = existing ?? new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-qmgr-')));
+  await store.init();
+  const pending = store.begin({
+    sender,
+    receivedAt: Date.now(),
+    client: { ip: '127.0.0.1', helo: 'h', protocol: 'ESMTP', hostname: '', submitted: true },
+    recipients: addresses.map((address) => ({ address, target: { kind: 'remote' as const } })),
+  });
+  await pending.write(Readable.from([Buffer.from('m\r\n')]));
+  return { store, entry: await pending.commit() };
+}
+
+const neverLocal: DeliveryAgent = { deliver: async () => assert.fail('no local delivery expected'), settleInterruptedAppend: async () => false };
+
+test('remote recipients: one attempt per destination carries all of its recipients; per-destination cap holds', async () => {
+  const { store, entry } = await setupRemote(['a@one.test', 'b@one.test', 'c@two.test', 'd@one.test']);
+  const batches: string[][] = [];
+  const qmgr = manager(store, neverLocal, {
+    remote: {
+      destinationOf: noRemote.destinationOf,
+      deliver: async (jobs) => {
+        batches.push(jobs.map((j) => j.entry.envelope.recipients[j.index]!.address));
+        return jobs.map(() => ({ error: null, relay: 'mx:25', reply: '250 ok' }));
+      },
+    },
+  });
+  qmgr.add(entry);
+  await until(() => qmgr.size === 0);
+  assert.deepEqual(batches.map((b) => b.sort()).sort(), [['a@one.test', 'b@one.test', 'd@one.test'], ['c@two.test']]);
+});
+
+test('a dead destination holds only its own slots: other destinations are delivered meanwhile', async () => {
+  const dead = await setupRemote(['x@dead.test']);
+  const more = await Promise.all([1, 2, 3].map((n) => setupRemote([`u@dead.test`, `v${n}@live.test`], 's@x.test', dead.store)));
+  let releaseDead!: () => void;
+  const deadHangs = new Promise<void>((r) => (releaseDead = r));
+  const delivered: string[] = [];
+  const store = dead.store;
+  const qmgr = manager(store, neverLocal, {
+    destinationConcurrency: 1,
+    remoteConcurrency: 2,
+    remote: {
+      destinationOf: noRemote.destinationOf,
+      deliver: async (jobs) => {
+        const addresses = jobs.map((j) => j.entry.envelope.recipients[j.index]!.address);
+        if (addresses[0]!.endsWith('@dead.test')) await deadHangs;
+        delivered.push(...addresses);
+        return jobs.map(() => ({ error: null }));
+      },
+    },
+  });
+  qmgr.add(dead.entry);
+  for (const m of more) qmgr.add(m.entry);
+  await until(() => ['v1@live.test', 'v2@live.test', 'v3@live.test'].every((a) => delivered.includes(a)));
+  assert.ok(!delivered.some((a) => a.endsWith('@dead.test')), 'dead.test is still on its first attempt');
+  releaseDead();
+  await until(() => qmgr.size === 0);
+});
+
+test('a deferred remote recipient past delay_warning is warned about once; expiry bounces it', async () => {
+  const { store, entry } = await setupRemote(['slow@far.test']);
+  const notices: string[] = [];
+  const qmgr = manager(store, neverLocal, {
+    remoteRetryMs: [30],
+    delayWarningMs: 0,
+    maxLifetimeMs: 300,
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: new Error('4.4.1 connection refused') })) },
+    notifier: { notify: async (_e, _i, kind) => void notices.push(kind) },
+  });
+  qmgr.add(entry);
+  await until(() => qmgr.size === 0);
+  assert.deepEqual(notices, ['delay', 'failure']);
+});
+
+test('mail from the null sender is never bounced; too many hops fail as a loop', async () => {
+  const { store, entry } = await setupRemote(['x@far.test'], '');
+  let attempts = 0;
+  const qmgr = manager(store, neverLocal, {
+    hops: async () => 51,
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: null, reply: String(++attempts) })) },
+  });
+  qmgr.add(entry);
+  await until(() => qmgr.size === 0);
+  assert.equal(attempts, 0, 'a looping message is not sent on');
+  assert.match(entry.progress[0]!.lastError!, /^5\.4\.6 /);
+});
+
+test('flush retries deferred recipients now; an entry deleted under the manager is dropped', async () => {
+  const { store, entry } = await setupRemote(['a@far.test']);
+  let attempts = 0;
+  const qmgr = manager(store, neverLocal, {
+    remoteRetryMs: [60_000],
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: attempts++ === 0 ? new Error('4.4.1 down') : null })) },
+  });
+  qmgr.add(entry);
+  await until(() => attempts === 1);
+  await new Promise((r) => setTimeout(r, 50));
+  qmgr.flush();
+  await until(() => qmgr.size === 0);
+  assert.equal(attempts, 2);
+
+  const second = await setupRemote(['b@far.test']);
+  let tried = 0;
+  const qmgr2 = manager(second.store, neverLocal, {
+    remoteRetryMs: [60_000],
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: (tried++, new Error('4.4.1 down')) })) },
+  });
+  qmgr2.add(second.entry);
+  await until(() => tried === 1);
+  await second.store.remove(second.entry.envelope.id);
+  qmgr2.flush();
+  await until(() => qmgr2.size === 0);
+  assert.equal(tried, 1, 'not attempted again once deleted');
 });

@@ -1,0 +1,54 @@
+// Where mail for an address goes: the local users an address (or the alias it names) delivers
+// to, and the remote addresses it forwards to. Shared by the SMTP recipient check (which adds
+// its own refusals on top) and by mail mailsrv injects itself (bounces, `mailsrv sendmail`).
+import type { RecipientTarget } from '../queue/store.js';
+
+export interface ResolvedRecipient {
+  address: string;
+  target: RecipientTarget;
+}
+
+export interface RecipientDirectory {
+  /** local part → local users and remote forwards, or null when nobody has that name */
+  resolve(localPart: string): { local: string[]; remote: string[] } | null;
+}
+
+export interface RoutingContext {
+  hostname: string;
+  isLocalDomain: (domain: string) => boolean;
+  directory: RecipientDirectory;
+}
+
+/** One delivery per local user and per remote forward of a resolved local address. */
+export function deliveriesFor(address: string, resolution: { local: string[]; remote: string[] }): ResolvedRecipient[] {
+  return [
+    ...resolution.local.map((user): ResolvedRecipient => ({ address, target: { kind: 'local', user } })),
+    ...resolution.remote.map((remote): ResolvedRecipient => ({ address: remote, target: { kind: 'remote' } })),
+  ];
+}
+
+/**
+ * Routes an address mailsrv itself sends to (no relay or existence check: that was done when
+ * the mail was accepted). A bare name is local. A local address nobody has still gets a local
+ * delivery, which fails for good, so the sender gets a bounce instead of silence.
+ */
+export function routeAddress(address: string, context: RoutingContext): ResolvedRecipient[] {
+  const full = address.includes('@') ? address : `${address}@${context.hostname}`;
+  const at = full.lastIndexOf('@');
+  const localPart = full.slice(0, at);
+  if (!context.isLocalDomain(full.slice(at + 1))) return [{ address: full, target: { kind: 'remote' } }];
+  const resolution = context.directory.resolve(localPart);
+  if (resolution === null) return [{ address: full, target: { kind: 'local', user: localPart.toLowerCase() } }];
+  return deliveriesFor(full, resolution);
+}
+
+/** The same delivery requested twice (two RCPTs naming one user) happens once. */
+export function uniqueDeliveries(recipients: ResolvedRecipient[]): ResolvedRecipient[] {
+  const seen = new Set<string>();
+  return recipients.filter((r) => {
+    const key = r.target.kind === 'local' ? `local:${r.target.user}` : `remote:${r.address.toLowerCase()}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

@@ -1,0 +1,47 @@
+// Mail mailsrv puts into its own queue: bounces and delay warnings, and messages dropped off by
+// `mailsrv sendmail`. Recipients are routed as accepted mail is (aliases, local users, remote
+// forwards); the entry is on disk and fsynced before it is handed to the queue manager.
+import type { Readable } from 'node:stream';
+import { routeAddress, uniqueDeliveries, type RoutingContext } from '../delivery/route.js';
+import type { ClientInfo, QueueEntry, QueueStore } from './store.js';
+
+export interface Injection {
+  /** envelope sender; '' for bounces */
+  sender: string;
+  recipients: string[];
+  /** how it came in (protocol LOCAL, no IP) */
+  client: ClientInfo;
+  source: Readable;
+}
+
+export interface InjectorOptions {
+  store: QueueStore;
+  /** the routing as configured now (SIGHUP replaces users and aliases) */
+  routing: () => RoutingContext;
+  onQueued: (entry: QueueEntry) => void;
+}
+
+export class Injector {
+  constructor(private readonly options: InjectorOptions) {}
+
+  async inject(injection: Injection): Promise<QueueEntry> {
+    const routing = this.options.routing();
+    const recipients = uniqueDeliveries(injection.recipients.flatMap((address) => routeAddress(address, routing)));
+    if (recipients.length === 0) throw new Error('no recipients');
+    const pending = this.options.store.begin({ sender: injection.sender, receivedAt: Date.now(), client: injection.client, recipients });
+    try {
+      await pending.write(injection.source);
+      const entry = await pending.commit();
+      this.options.onQueued(entry);
+      return entry;
+    } catch (err) {
+      await pending.discard();
+      throw err;
+    }
+  }
+}
+
+/** The client of mail made on this host: no network peer; `uid` of the local user who sent it, if any. */
+export function localClient(uid?: number): ClientInfo {
+  return { ip: '', helo: '', hostname: '', protocol: 'LOCAL', submitted: true, ...(uid === undefined ? {} : { uid }) };
+}
