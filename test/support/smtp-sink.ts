@@ -1,0 +1,72 @@
+// A receiving SMTP server for outbound tests (smtp-server on a chosen loopback address and
+// port): records every message it accepts (envelope, bytes, TLS) and lets the test decide each
+// RCPT's reply, e.g. 451 then 250, or 550. It plays the remote MX or the smarthost.
+import type { AddressInfo } from 'node:net';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+
+export interface SinkMessage {
+  from: string;
+  to: string[];
+  data: Buffer;
+  secure: boolean;
+  /** the EHLO name the client gave */
+  helo: string;
+}
+
+/** What to answer a RCPT: undefined accepts it; otherwise [code, text]. */
+export type RcptDecision = (address: string, attempt: number) => [number, string] | undefined;
+
+export interface SmtpSink {
+  host: string;
+  port: number;
+  messages: SinkMessage[];
+  /** RCPT attempts per recipient address (lowercased) */
+  rcptAttempts: Map<string, number>;
+  connections: number;
+  close(): Promise<void>;
+}
+
+export async function startSmtpSink(options: { host?: string; port?: number; rcpt?: RcptDecision; server?: Partial<SMTPServerOptions> } = {}): Promise<SmtpSink> {
+  const host = options.host ?? '127.0.0.1';
+  const sink: SmtpSink = { host, port: 0, messages: [], rcptAttempts: new Map(), connections: 0, close: async () => undefined };
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    ...options.server,
+    onConnect(_session, callback) {
+      sink.connections += 1;
+      callback();
+    },
+    onRcptTo(address, _session, callback) {
+      const key = address.address.toLowerCase();
+      const attempt = (sink.rcptAttempts.get(key) ?? 0) + 1;
+      sink.rcptAttempts.set(key, attempt);
+      const decision = options.rcpt?.(address.address, attempt);
+      if (decision === undefined) return callback();
+      callback(Object.assign(new Error(decision[1]), { responseCode: decision[0] }));
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('end', () => {
+        sink.messages.push({
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          to: session.envelope.rcptTo.map((r) => r.address),
+          data: Buffer.concat(chunks),
+          secure: session.secure,
+          helo: session.hostNameAppearsAs ?? '',
+        });
+        callback(null, 'queued on the sink');
+      });
+    },
+  });
+  server.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.listen(options.port ?? 0, host, () => resolve());
+  });
+  sink.port = (server.server.address() as AddressInfo).port;
+  sink.close = () => new Promise<void>((resolve) => server.close(() => resolve()));
+  return sink;
+}
