@@ -3,24 +3,12 @@
 // the relayhost and address literals.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import dns2 from 'dns2';
 import { DestinationError, DestinationResolver } from '../../src/relay/destinations.js';
-
-const { Packet } = dns2;
-
-interface ZoneEntry {
-  mx?: [priority: number, exchange: string][];
-  a?: string[];
-  aaaa?: string[];
-  /** answer every question for this name with this RCODE (2 SERVFAIL, 3 NXDOMAIN) */
-  rcode?: number;
-  /** never answer */
-  silent?: boolean;
-}
+import { startDnsZone, type DnsZoneServer, type Zone } from '../support/dns-zone.js';
 
 const mxHosts = (count: number, priority: number): [number, string][] => Array.from({ length: count }, (_, i) => [priority, `mx${i}.many.test`]);
 
-const zone: Record<string, ZoneEntry> = {
+const zone: Zone = {
   'remote.test': { mx: [[20, 'mx2.remote.test'], [10, 'mx1.remote.test'], [30, 'mx3.remote.test']] },
   'mx1.remote.test': { a: ['127.0.0.11'] },
   'mx2.remote.test': { a: ['127.0.0.12'], aaaa: ['::1'] },
@@ -48,31 +36,16 @@ const zone: Record<string, ZoneEntry> = {
 };
 
 describe('relay destinations', () => {
-  const server = dns2.createUDPServer((request, send) => {
-    const response = Packet.createResponseFromRequest(request);
-    const question = request.questions[0]!;
-    const name = question.name.toLowerCase();
-    queries.push(`${name}/${question.type}`);
-    const entry = zone[name];
-    if (entry?.silent) return;
-    if (!entry) response.header.rcode = 3;
-    else if (entry.rcode !== undefined) response.header.rcode = entry.rcode;
-    else {
-      const answer = (record: Partial<dns2.Packet.Resource>) => response.answers.push(Packet.createResourceFromQuestion(question, { ttl: 60, ...record }));
-      if (question.type === Packet.TYPE.MX) for (const [priority, exchange] of entry.mx ?? []) answer({ priority, exchange });
-      if (question.type === Packet.TYPE.A) for (const address of entry.a ?? []) answer({ address });
-      if (question.type === Packet.TYPE.AAAA) for (const address of entry.aaaa ?? []) answer({ address });
-    }
-    void send(response);
-  });
-  const queries: string[] = [];
+  let dns: DnsZoneServer;
+  let queries: string[] = [];
   let dnsServer = '';
 
   before(async () => {
-    await server.listen(0, '127.0.0.1');
-    dnsServer = `127.0.0.1:${server.address().port}`;
+    dns = await startDnsZone(zone);
+    queries = dns.queries;
+    dnsServer = dns.server;
   });
-  after(() => server.close());
+  after(() => dns.close());
 
   const resolver = (options: ConstructorParameters<typeof DestinationResolver>[1] = {}, relayhost = '') =>
     new DestinationResolver({ relayhost, dnsServers: [dnsServer] }, { queryTimeoutMs: 200, ...options });
