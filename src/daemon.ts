@@ -21,7 +21,10 @@ import { recoverInterruptedExpunges } from './mbox/expunge.js';
 import { clearStaleLocks, type StaleLockInfo } from './mbox/lock.js';
 import { createPop3Server, type Pop3Settings } from './pop3/server.js';
 import { checkWritable, dropPrivileges, prepareDirectories, resolveIdentity, startedAsRoot } from './privileges.js';
-import { Injector } from './queue/inject.js';
+import { Injector, localClient, NoRecipientsError } from './queue/inject.js';
+import { maildropDir, prepareMaildrop } from './queue/maildrop.js';
+import { MaildropPickup, MaildropRejectedError } from './queue/pickup.js';
+import { QUEUE_SIGNAL } from './queue/signal.js';
 import { QueueManager } from './queue/manager.js';
 import { QueueStore } from './queue/store.js';
 import { RemoteDelivery, type RemoteSettings } from './relay/agent.js';
@@ -52,6 +55,8 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   // as root: who to become once the ports are bound (a bad user/group stops the start here)
   const identity = startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
   await prepareDirectories({ spool: config.spool_dir, state: [config.state_dir, indexDir(config), journalDir(config)] }, identity);
+  // `mailsrv sendmail` drops mail here as any local user: state_dir 0711, maildrop 1733
+  await prepareMaildrop(config.state_dir, identity);
   let tls = await loadTlsCredentials(config.tls);
   let directory = await loadDirectory(config, logger);
 
@@ -137,6 +142,29 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   );
   await store.init();
   await manager.start();
+  const pickup = new MaildropPickup({
+    dir: maildropDir(config.state_dir),
+    messageSizeLimit: config.message_size_limit,
+    logger,
+    inject: async (message) => {
+      const entry = await injector.inject({ sender: message.sender, recipients: message.recipients, client: localClient(message.uid), source: message.openMessage() }).catch((err: Error) => {
+        // nobody to deliver to can never get better: the file goes, with a log line
+        throw err instanceof NoRecipientsError ? new MaildropRejectedError(err.message) : err;
+      });
+      logger.info(
+        { queueId: entry.envelope.id, from: message.sender, nrcpt: entry.envelope.recipients.length, size: entry.size, uid: message.uid, submittedBy: message.submittedBy },
+        'queued',
+      );
+    },
+  });
+  pickup.start();
+  // `mailsrv queue flush`, and `queue delete` (so the manager forgets the entry at once); set
+  // before the pid file names this process, so a signal never finds the default action
+  process.on(QUEUE_SIGNAL, () => {
+    logger.info('queue flush requested');
+    manager.flush();
+    void pickup.scan();
+  });
   authenticator.prepare().catch((err: Error) => logger.error({ err: err.message }, 'cannot make the decoy password hash'));
   opened();
   await writeFile(pidFilePath(config), `${process.pid}\n`);
@@ -173,6 +201,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     policy.reconfigure(policySettings(fresh));
     local.reconfigure(localSettings(fresh));
     manager.reconfigure(managerSettings(fresh));
+    pickup.reconfigure({ messageSizeLimit: fresh.message_size_limit });
     remote.reconfigure(remoteSettings(fresh));
     for (const { service } of listeners) service.reconfigure(smtpSettings(fresh), freshTls);
     pop3.reconfigure(pop3Settings(fresh));
@@ -181,11 +210,6 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
       'reloaded config, users, aliases and TLS certificate',
     );
   };
-  // `mailsrv queue flush` (and `queue delete`, so the manager notices at once)
-  process.on('SIGUSR1', () => {
-    logger.info('queue flush requested');
-    manager.flush();
-  });
   process.on('SIGHUP', () => {
     reload().catch((err: Error) => logger.error({ err: err.message }, 'reload failed; keeping the running config'));
   });
@@ -196,6 +220,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     stopping = true;
     logger.info({ signal }, 'stopping: no new connections, finishing messages in progress');
     await Promise.all([...listeners.map(({ service }) => closeGracefully(service.server)), pop3.shutdown()]);
+    await pickup.stop();
     await manager.stop();
     await rm(pidFilePath(config), { force: true });
     logger.info('stopped');

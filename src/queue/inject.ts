@@ -21,13 +21,21 @@ export interface InjectorOptions {
   onQueued: (entry: QueueEntry) => void;
 }
 
+/** None of the addresses leads anywhere (an empty list). */
+export class NoRecipientsError extends Error {
+  constructor() {
+    super('no recipients');
+    this.name = 'NoRecipientsError';
+  }
+}
+
 export class Injector {
   constructor(private readonly options: InjectorOptions) {}
 
   async inject(injection: Injection): Promise<QueueEntry> {
     const routing = this.options.routing();
     const recipients = uniqueDeliveries(injection.recipients.flatMap((address) => routeAddress(address, routing)));
-    if (recipients.length === 0) throw new Error('no recipients');
+    if (recipients.length === 0) throw new NoRecipientsError();
     const pending = this.options.store.begin({ sender: injection.sender, receivedAt: Date.now(), client: injection.client, recipients });
     try {
       await pending.write(injection.source);

@@ -1,0 +1,272 @@
+// The maildrop, `state_dir/maildrop/` (Postfix's maildrop): where `mailsrv sendmail` leaves mail
+// for the daemon to pick up, so any local user can send whether or not the daemon runs. Anyone
+// may create files there but only the daemon can list them (mode 1733 in a 0711 state_dir).
+//
+// A file is written under a temp name (`tmp-...`), fsynced, then renamed to its final name, so
+// a final name always holds a complete file. Format version 1, strict: one line of JSON,
+// {"v":1,"sender":"a@b","recipients":["c@d"]} ('' is the null sender), then the message with
+// CRLF line ends. The reader treats every file as hostile, since any local user can write one:
+// no links, nothing but regular files, a bounded envelope line, checked addresses and size.
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { chmod, mkdir, open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { fsyncDir, isErrno } from '../fsutil.js';
+import { isQueueId, newQueueId } from './id.js';
+
+const MAILDROP_FORMAT_VERSION = 1;
+/** Longest envelope line a reader accepts. */
+export const MAX_ENVELOPE_LINE = 256 * 1024;
+/** Most recipients one maildrop file may name (their queue envelope must stay well under 1 MiB). */
+export const MAX_RECIPIENTS = 1000;
+
+/** sticky, writable and searchable by all, listable by the owner only (like /tmp without read) */
+const DIRECTORY_MODE = 0o1733;
+/** the daemon's user reads a file through the "other" bits; its random name keeps others out */
+const FILE_MODE = 0o604;
+const LF = 0x0a;
+const CR = 0x0d;
+const CR_BUFFER = Buffer.from([CR]);
+
+export function maildropDir(stateDir: string): string {
+  return join(stateDir, 'maildrop');
+}
+
+export interface MaildropEnvelope {
+  /** '' is the null sender */
+  sender: string;
+  recipients: string[];
+}
+
+/** A maildrop file that can never be queued: its content (or its kind of file) is not acceptable. */
+export class MaildropFormatError extends Error {
+  /** the file's owner, when known */
+  readonly uid: number | undefined;
+  constructor(message: string, uid?: number) {
+    super(message);
+    this.name = 'MaildropFormatError';
+    this.uid = uid;
+  }
+}
+
+/**
+ * A final name: a queue id (time-ordered) and 64 random bits, so nobody can guess the name of
+ * another user's file. Anything else in the maildrop is a temp file or debris.
+ */
+export function isMaildropName(name: string): boolean {
+  return name.length === 33 && name[16] === '-' && isQueueId(name.slice(0, 16)) && /^[0-9a-f]{16}$/.test(name.slice(17));
+}
+
+function newMaildropName(): string {
+  return `${newQueueId()}-${randomBytes(8).toString('hex')}`;
+}
+
+const ADDRESS_PART = '[^\\s\\x00-\\x1f\\x7f<>()[\\]\\\\,;:"@]';
+const ADDRESS = new RegExp(`^(?!-)${ADDRESS_PART}{1,64}@${ADDRESS_PART}{1,255}$`, 'u');
+
+/**
+ * `local@domain` that is safe in an envelope, a From_ line and a header: no spaces, controls,
+ * brackets, quotes or separators (quoted local parts and address literals are not taken), and
+ * no leading "-" (a misplaced option such as `-f` is no recipient).
+ */
+export function isSafeAddress(address: string): boolean {
+  return ADDRESS.test(address);
+}
+
+/** Checks a parsed envelope line strictly; returns just the envelope. */
+function checkEnvelope(value: unknown): MaildropEnvelope {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new MaildropFormatError('the envelope line is not a JSON object');
+  const fields = Object.keys(value).sort().join(',');
+  if (fields !== 'recipients,sender,v') throw new MaildropFormatError(`the envelope must have exactly v, sender and recipients (has ${fields.slice(0, 100)})`);
+  const { v, sender, recipients } = value as Record<string, unknown>;
+  if (v !== MAILDROP_FORMAT_VERSION) throw new MaildropFormatError(`unsupported format version ${JSON.stringify(v)}`);
+  if (typeof sender !== 'string' || (sender !== '' && !isSafeAddress(sender))) throw new MaildropFormatError(`bad sender address ${shown(sender)}`);
+  if (!Array.isArray(recipients) || recipients.length === 0) throw new MaildropFormatError('no recipients');
+  if (recipients.length > MAX_RECIPIENTS) throw new MaildropFormatError(`too many recipients (${recipients.length}, at most ${MAX_RECIPIENTS})`);
+  for (const recipient of recipients as unknown[]) {
+    if (typeof recipient !== 'string' || !isSafeAddress(recipient)) throw new MaildropFormatError(`bad recipient address ${shown(recipient)}`);
+  }
+  return { sender, recipients: recipients as string[] };
+}
+
+/** A value from an untrusted file, quoted and cut short for an error message. */
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 100 ? `${text.slice(0, 100)}...` : text;
+}
+
+/** The first line of a maildrop file for `envelope` (checked as strictly as a reader will). */
+function envelopeLine(envelope: MaildropEnvelope): Buffer {
+  const line = { v: MAILDROP_FORMAT_VERSION, sender: envelope.sender, recipients: envelope.recipients };
+  checkEnvelope(line);
+  const bytes = Buffer.from(`${JSON.stringify(line)}\n`, 'utf8');
+  if (bytes.length > MAX_ENVELOPE_LINE) throw new MaildropFormatError('the recipient list is too long');
+  return bytes;
+}
+
+/** LF → CRLF, one chunk after another: a LF without a CR before it gets one; everything else is kept. */
+export class CrlfConverter {
+  private afterCr = false;
+
+  convert(chunk: Buffer): Buffer {
+    const bareLfs: number[] = [];
+    for (let i = chunk.indexOf(LF); i !== -1; i = chunk.indexOf(LF, i + 1)) {
+      if (!(i === 0 ? this.afterCr : chunk[i - 1] === CR)) bareLfs.push(i);
+    }
+    if (chunk.length > 0) this.afterCr = chunk[chunk.length - 1] === CR;
+    if (bareLfs.length === 0) return chunk;
+    const parts: Buffer[] = [];
+    let start = 0;
+    for (const lf of bareLfs) {
+      parts.push(chunk.subarray(start, lf), CR_BUFFER);
+      start = lf;
+    }
+    parts.push(chunk.subarray(start));
+    return Buffer.concat(parts, chunk.length + bareLfs.length);
+  }
+}
+
+/** CrlfConverter as a stream. */
+class CrlfLineEnds extends Transform {
+  private readonly converter = new CrlfConverter();
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    callback(null, this.converter.convert(chunk));
+  }
+}
+
+/**
+ * Writes one message into the maildrop `dir`: temp file (readable by the daemon's user whatever
+ * the umask), envelope line, message, fsync, rename to a final name; then, if this user may
+ * (only the owner can open the unlistable directory), an fsync of the directory. On any error,
+ * including one from `message`, nothing is left behind. Returns the final name.
+ */
+export async function writeMaildropFile(dir: string, envelope: MaildropEnvelope, message: Readable): Promise<string> {
+  const header = envelopeLine(envelope);
+  const temp = join(dir, `tmp-${randomBytes(16).toString('hex')}`);
+  const name = newMaildropName();
+  const file = await open(temp, 'wx', FILE_MODE);
+  try {
+    try {
+      await file.chmod(FILE_MODE);
+      await writeFile(file, withHeader(header, message));
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(temp, join(dir, name));
+  } catch (err) {
+    await rm(temp, { force: true });
+    throw err;
+  }
+  try {
+    await fsyncDir(dir);
+  } catch (err) {
+    if (!isErrno(err, 'EACCES')) throw err;
+  }
+  return name;
+}
+
+async function* withHeader(header: Buffer, message: Readable): AsyncGenerator<Buffer> {
+  yield header;
+  yield* message;
+}
+
+/** An open maildrop file that passed every check; close() it when done. */
+export interface MaildropFile extends MaildropEnvelope {
+  /** the file's owner: who submitted it (the file system says so, not the file) */
+  uid: number;
+  /** bytes of the message in the file, at most the size limit */
+  size: number;
+  /** the message, with CRLF line ends (a bare LF, which `mailsrv sendmail` never writes, gets a CR) */
+  openMessage(): Readable;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens and checks a maildrop file: a regular file of its own (not a symbolic link, FIFO or
+ * hard link to someone else's file), a valid envelope line, a message of 1 to `sizeLimit`
+ * bytes. Throws MaildropFormatError for a file that can never be queued, the file-system error
+ * otherwise (ENOENT: it is gone).
+ */
+export async function openMaildropFile(path: string, sizeLimit: number): Promise<MaildropFile> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (isErrno(err, 'ELOOP')) throw new MaildropFormatError('a symbolic link');
+    // only a hand-made file can lack the mode writeMaildropFile gives: never readable, so never retried
+    if (isErrno(err, 'EACCES')) throw new MaildropFormatError('not readable by mailsrv (file mode)');
+    throw err;
+  }
+  try {
+    const info = await handle.stat();
+    const reject = (reason: string) => new MaildropFormatError(reason, info.uid);
+    if (!info.isFile()) throw reject('not a regular file');
+    if (info.nlink !== 1) throw reject(`a file with ${info.nlink} links`);
+    const { envelope, dataOffset } = await readEnvelope(handle).catch((err: unknown) => {
+      throw err instanceof MaildropFormatError ? reject(err.message) : err;
+    });
+    const size = info.size - dataOffset;
+    if (size <= 0) throw reject('no message after the envelope line');
+    if (size > sizeLimit) throw reject(`message too big (${size} bytes, limit ${sizeLimit})`);
+    const opened = handle;
+    return {
+      ...envelope,
+      uid: info.uid,
+      size,
+      openMessage: () => {
+        const source = opened.createReadStream({ start: dataOffset, end: dataOffset + size - 1, autoClose: false });
+        const message = new CrlfLineEnds();
+        source.on('error', (err) => message.destroy(err));
+        return source.pipe(message);
+      },
+      close: () => opened.close(),
+    };
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+async function readEnvelope(handle: FileHandle): Promise<{ envelope: MaildropEnvelope; dataOffset: number }> {
+  const buffer = Buffer.alloc(MAX_ENVELOPE_LINE);
+  const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+  const end = buffer.subarray(0, bytesRead).indexOf(LF);
+  if (end < 0) throw new MaildropFormatError(`no envelope line within the first ${MAX_ENVELOPE_LINE} bytes`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(utf8.decode(buffer.subarray(0, end)));
+  } catch {
+    throw new MaildropFormatError('the envelope line is not JSON in UTF-8');
+  }
+  return { envelope: checkEnvelope(parsed), dataOffset: end + 1 };
+}
+
+/**
+ * Makes the maildrop usable by every local user; the daemon calls it at start, as root before
+ * the privilege drop when started as root (then `owner` is the daemon's user and group, else null).
+ * state_dir becomes 0711 (others may pass through, not list; everything else in it keeps 0700),
+ * the maildrop is created if missing and gets `owner` and mode 1733. It is opened without following
+ * links, so a link planted in its place is refused, never chmod-ed or chown-ed. Returns its path.
+ */
+export async function prepareMaildrop(stateDir: string, owner: { uid: number; gid: number } | null): Promise<string> {
+  await chmod(stateDir, 0o711);
+  const dir = maildropDir(stateDir);
+  try {
+    await mkdir(dir, { mode: DIRECTORY_MODE });
+  } catch (err) {
+    if (!isErrno(err, 'EEXIST')) throw err;
+  }
+  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    if (owner !== null) await handle.chown(owner.uid, owner.gid);
+    await handle.chmod(DIRECTORY_MODE);
+  } finally {
+    await handle.close();
+  }
+  return dir;
+}

@@ -1,0 +1,245 @@
+// The daemon's side of the maildrop (Postfix's pickup): notices new files (fs.watch, plus a
+// rescan every few seconds in case an event is missed or watching fails), checks each one
+// (openMaildropFile), hands it to `inject`, which puts it into the queue, and removes the file
+// only once `inject` has resolved: a crash in between queues the message twice, never loses it.
+// A file that can never be queued is removed with a log line naming its owner; stale temp files
+// of interrupted `mailsrv sendmail` runs are removed after an hour.
+import { execFile } from 'node:child_process';
+import { watch, type FSWatcher } from 'node:fs';
+import { lstat, opendir, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { isErrno } from '../fsutil.js';
+import type { Logger } from '../log.js';
+import { isMaildropName, MaildropFormatError, openMaildropFile, type MaildropFile } from './maildrop.js';
+
+/** Files picked up at once. */
+const DEFAULT_CONCURRENCY = 4;
+/** The safety net behind fs.watch. */
+const DEFAULT_RESCAN_MS = 10_000;
+/** Events of one burst (a temp file created, written, renamed) make one scan. */
+const DEBOUNCE_MS = 50;
+/** A temp file this old belongs to a `mailsrv sendmail` that died. */
+const STALE_TEMP_MS = 3_600_000;
+/** uid → login names remembered. */
+const MAX_NAMES = 1000;
+
+/** One message to put into the queue. */
+export interface PickedUpMessage {
+  /** the maildrop file name, for logs */
+  file: string;
+  /** '' is the null sender */
+  sender: string;
+  recipients: string[];
+  /** owner of the file, i.e. who ran `mailsrv sendmail` (from the file system, not the file) */
+  uid: number;
+  /** that uid's login name, or "uid N" when it has none */
+  submittedBy: string;
+  /** bytes of the message in the file (at most message_size_limit) */
+  size: number;
+  /** the message with CRLF line ends; readable until inject() settles */
+  openMessage(): Readable;
+}
+
+/** Thrown by inject() for a message that can never be queued: the file is removed, not retried. */
+export class MaildropRejectedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MaildropRejectedError';
+  }
+}
+
+export interface MaildropPickupOptions {
+  /** the maildrop (maildropDir(state_dir)) */
+  dir: string;
+  messageSizeLimit: number;
+  /** queues the message (committed and fsynced) before it resolves */
+  inject: (message: PickedUpMessage) => Promise<void>;
+  logger: Logger;
+  concurrency?: number;
+  rescanMs?: number;
+  /** login name of a uid; default: `getent passwd UID` */
+  userName?: (uid: number) => Promise<string>;
+}
+
+export class MaildropPickup {
+  private watcher: FSWatcher | null = null;
+  private rescanTimer: NodeJS.Timeout | undefined;
+  private debounceTimer: NodeJS.Timeout | undefined;
+  private scanning: Promise<void> | null = null;
+  private scanAgain = false;
+  private stopped = false;
+  private readonly names = new Map<number, string>();
+
+  constructor(private readonly options: MaildropPickupOptions) {}
+
+  /** Applies changed settings (SIGHUP); the next file checked uses them. */
+  reconfigure(settings: Partial<Pick<MaildropPickupOptions, 'messageSizeLimit'>>): void {
+    Object.assign(this.options, settings);
+  }
+
+  /** Starts watching and picks up what is there now (in the background); call once the queue takes entries. */
+  start(): void {
+    try {
+      this.watcher = watch(this.options.dir, { persistent: false }, () => this.scanSoon());
+      this.watcher.on('error', (err) => this.watchFailed(err));
+    } catch (err) {
+      this.watchFailed(err as Error);
+    }
+    this.rescanTimer = setInterval(() => void this.scan(), this.options.rescanMs ?? DEFAULT_RESCAN_MS);
+    this.rescanTimer.unref();
+    void this.scan();
+  }
+
+  /**
+   * Picks up every complete file in the maildrop now; resolves once they are all handled. A call
+   * during a scan makes that scan run once more (a file may have arrived behind its listing).
+   */
+  scan(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    if (this.scanning !== null) {
+      this.scanAgain = true;
+      return this.scanning;
+    }
+    const run = async () => {
+      do {
+        this.scanAgain = false;
+        await this.scanOnce();
+      } while (this.scanAgain && !this.stopped);
+    };
+    this.scanning = run()
+      .catch((err: Error) => this.options.logger.error({ dir: this.options.dir, err: err.message }, 'cannot read the maildrop'))
+      .finally(() => {
+        this.scanning = null;
+      });
+    return this.scanning;
+  }
+
+  /** Stops watching and waits for the files being picked up. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watcher?.close();
+    clearInterval(this.rescanTimer);
+    clearTimeout(this.debounceTimer);
+    await this.scanning;
+  }
+
+  private scanSoon(): void {
+    if (this.debounceTimer !== undefined || this.stopped) return;
+    this.debounceTimer = setTimeout(() => {
+      this.debounceTimer = undefined;
+      void this.scan();
+    }, DEBOUNCE_MS);
+  }
+
+  private watchFailed(err: Error): void {
+    this.watcher?.close();
+    this.watcher = null;
+    this.options.logger.warn({ dir: this.options.dir, err: err.message }, 'cannot watch the maildrop; rescanning it periodically');
+  }
+
+  /**
+   * Lists the directory as a stream (it may hold any number of files) and handles `concurrency`
+   * files at a time. Directories (a user's junk, which nothing here could remove safely) are passed over.
+   */
+  private async scanOnce(): Promise<void> {
+    const concurrency = this.options.concurrency ?? DEFAULT_CONCURRENCY;
+    const running = new Set<Promise<void>>();
+    // a listing may name a file twice when the directory changes under it
+    const seen = new Set<string>();
+    for await (const entry of await opendir(this.options.dir)) {
+      if (this.stopped) break;
+      if (entry.isDirectory()) continue;
+      if (!isMaildropName(entry.name)) {
+        await this.removeIfStale(entry.name);
+        continue;
+      }
+      if (seen.has(entry.name)) continue;
+      seen.add(entry.name);
+      while (running.size >= concurrency) await Promise.race(running);
+      const job: Promise<void> = this.pickUp(entry.name).finally(() => running.delete(job));
+      running.add(job);
+    }
+    await Promise.all(running);
+  }
+
+  /** One file: check, inject, remove. Never rejects. */
+  private async pickUp(name: string): Promise<void> {
+    const path = join(this.options.dir, name);
+    let file: MaildropFile;
+    try {
+      file = await openMaildropFile(path, this.options.messageSizeLimit);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return; // removed meanwhile
+      if (err instanceof MaildropFormatError) return this.reject(name, err.uid ?? (await ownerOf(path)), err.message);
+      this.options.logger.error({ file: name, err: (err as Error).message }, 'cannot read maildrop file; will retry');
+      return;
+    }
+    try {
+      await this.options.inject({
+        file: name,
+        sender: file.sender,
+        recipients: file.recipients,
+        uid: file.uid,
+        submittedBy: await this.userName(file.uid),
+        size: file.size,
+        openMessage: () => file.openMessage(),
+      });
+      await unlink(path);
+    } catch (err) {
+      if (err instanceof MaildropRejectedError) await this.reject(name, file.uid, err.message);
+      else this.options.logger.error({ file: name, uid: file.uid, err: (err as Error).message }, 'cannot queue maildrop file; will retry');
+    } finally {
+      await file.close();
+    }
+  }
+
+  private async reject(name: string, uid: number | undefined, reason: string): Promise<void> {
+    try {
+      await unlink(join(this.options.dir, name));
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) this.options.logger.error({ file: name, uid, reason, err: (err as Error).message }, 'cannot remove rejected maildrop file');
+      return;
+    }
+    this.options.logger.warn({ file: name, uid, reason }, 'maildrop file rejected and removed');
+  }
+
+  /** Temp files of a `mailsrv sendmail` that died, and any other debris, once they are an hour old. */
+  private async removeIfStale(name: string): Promise<void> {
+    const path = join(this.options.dir, name);
+    try {
+      const info = await lstat(path);
+      if (Date.now() - info.mtimeMs < STALE_TEMP_MS) return;
+      await unlink(path);
+      this.options.logger.info({ file: name, uid: info.uid }, 'stale maildrop temp file removed');
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) this.options.logger.warn({ file: name, err: (err as Error).message }, 'cannot remove stale maildrop temp file');
+    }
+  }
+
+  private async userName(uid: number): Promise<string> {
+    const known = this.names.get(uid);
+    if (known !== undefined) return known;
+    const name = await (this.options.userName ?? loginOf)(uid);
+    if (this.names.size >= MAX_NAMES) this.names.clear();
+    this.names.set(uid, name);
+    return name;
+  }
+}
+
+async function ownerOf(path: string): Promise<number | undefined> {
+  return (await lstat(path).catch(() => null))?.uid;
+}
+
+/** The login name of `uid` through the system's name service, or "uid N". */
+async function loginOf(uid: number): Promise<string> {
+  try {
+    const { stdout } = await promisify(execFile)('getent', ['passwd', String(uid)], { timeout: 5000, encoding: 'utf8' });
+    const name = stdout.split(':')[0]!;
+    if (/^[a-z_][a-z0-9_.-]*\$?$/i.test(name)) return name;
+  } catch {
+    // no such user: the number will do
+  }
+  return `uid ${uid}`;
+}

@@ -1,0 +1,214 @@
+// The maildrop pickup with a fake inject(): files there at start and files arriving later are
+// handed over and removed only after inject() resolved; refused files are removed with a log
+// line naming their owner; a failing inject() keeps the file for the next scan; temp files are
+// left alone until they are stale; concurrency is bounded; stop() waits for work in progress.
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
+import { after, test } from 'node:test';
+import { pino } from 'pino';
+import { prepareMaildrop, writeMaildropFile, type MaildropEnvelope } from '../../src/queue/maildrop.js';
+import { MaildropPickup, MaildropRejectedError, type MaildropPickupOptions, type PickedUpMessage } from '../../src/queue/pickup.js';
+
+interface LogLine {
+  level: number;
+  msg: string;
+  file?: string;
+  uid?: number;
+  reason?: string;
+}
+
+interface Injected extends Omit<PickedUpMessage, 'openMessage'> {
+  message: string;
+}
+
+const stateDirs: string[] = [];
+after(() => Promise.all(stateDirs.map((dir) => rm(dir, { recursive: true, force: true }))));
+
+async function setup(options: Partial<MaildropPickupOptions> = {}) {
+  const stateDir = await mkdtemp(join(tmpdir(), 'mailsrv-pickup-'));
+  stateDirs.push(stateDir);
+  const dir = await prepareMaildrop(stateDir, null);
+  const logs: LogLine[] = [];
+  const injected: Injected[] = [];
+  const pickup = new MaildropPickup({
+    dir,
+    messageSizeLimit: 1000,
+    logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) }),
+    rescanMs: 60_000,
+    userName: async (uid) => `user${uid}`,
+    inject: async ({ openMessage, ...rest }) => {
+      injected.push({ ...rest, message: await text(openMessage()) });
+    },
+    ...options,
+  });
+  return { dir, pickup, logs, injected };
+}
+
+function drop(dir: string, envelope: MaildropEnvelope = { sender: 'root@mx.test', recipients: ['alice@example.test'] }, message = 'Subject: x\r\n\r\nhello\r\n') {
+  return writeMaildropFile(dir, envelope, Readable.from([Buffer.from(message)]));
+}
+
+async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) assert.fail(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('files there at start are injected with envelope, owner and message, then removed', async (t) => {
+  const { dir, pickup, injected } = await setup();
+  t.after(() => pickup.stop());
+  const name = await drop(dir, { sender: '', recipients: ['alice@example.test', 'bob@example.test'] });
+  pickup.start();
+  await until(() => injected.length === 1, 'the file injected');
+  assert.deepEqual(injected[0], {
+    file: name,
+    sender: '',
+    recipients: ['alice@example.test', 'bob@example.test'],
+    uid: process.getuid!(),
+    submittedBy: `user${process.getuid!()}`,
+    size: 'Subject: x\r\n\r\nhello\r\n'.length,
+    message: 'Subject: x\r\n\r\nhello\r\n',
+  });
+  await until(async () => (await readdir(dir)).length === 0, 'the file removed');
+});
+
+test('a file arriving later is noticed at once (fs.watch), long before the rescan', async (t) => {
+  const { dir, pickup, injected } = await setup();
+  t.after(() => pickup.stop());
+  pickup.start();
+  await pickup.scan();
+  await drop(dir);
+  await until(() => injected.length === 1, 'the new file injected', 3000);
+});
+
+test('the file stays until inject() resolves; a failing inject() keeps it for the next scan', async (t) => {
+  let failures = 1;
+  let present: string[] = [];
+  const { dir, pickup, logs } = await setup({
+    inject: async () => {
+      present = await readdir(dir);
+      if (failures-- > 0) throw new Error('disk full');
+    },
+  });
+  t.after(() => pickup.stop());
+  const name = await drop(dir);
+  await pickup.scan();
+  assert.deepEqual(await readdir(dir), [name], 'removed although inject() failed');
+  assert.ok(logs.some((l) => l.msg === 'cannot queue maildrop file; will retry' && l.file === name), JSON.stringify(logs));
+  await pickup.scan();
+  assert.deepEqual(present, [name], 'removed before inject() resolved');
+  assert.deepEqual(await readdir(dir), []);
+});
+
+test('a message inject() rejects for good (MaildropRejectedError) is removed and logged', async (t) => {
+  const { dir, pickup, logs } = await setup({
+    inject: async () => {
+      throw new MaildropRejectedError('recipient table says no');
+    },
+  });
+  t.after(() => pickup.stop());
+  const name = await drop(dir);
+  await pickup.scan();
+  assert.deepEqual(await readdir(dir), []);
+  const line = logs.find((l) => l.msg === 'maildrop file rejected and removed');
+  assert.deepEqual([line?.file, line?.uid, line?.reason], [name, process.getuid!(), 'recipient table says no']);
+});
+
+test('malformed files, links and oversized messages are removed with their owner and reason logged; directories are passed over', async (t) => {
+  const { dir, pickup, logs, injected } = await setup({ messageSizeLimit: 50 });
+  t.after(() => pickup.stop());
+  await writeFile(join(dir, '2386Z6F820YWQVRB-0000000000000001'), 'not json\nx\r\n');
+  await symlink('/etc/passwd', join(dir, '2386Z6F820YWQVRB-0000000000000002'));
+  await drop(dir, undefined, `Subject: big\r\n\r\n${'x'.repeat(50)}\r\n`);
+  await mkdir(join(dir, '2386Z6F820YWQVRB-0000000000000003'));
+  await writeFile(join(dir, '2386Z6F820YWQVRB-0000000000000003', 'inside'), 'x');
+  await pickup.scan();
+  assert.deepEqual(await readdir(dir), ['2386Z6F820YWQVRB-0000000000000003']);
+  assert.ok(!logs.some((l) => l.file === '2386Z6F820YWQVRB-0000000000000003'), 'a directory was logged');
+  assert.equal(injected.length, 0);
+  const reasons = logs.filter((l) => l.msg === 'maildrop file rejected and removed').map((l) => [l.uid, l.reason]);
+  assert.equal(reasons.length, 3, JSON.stringify(logs));
+  assert.ok(reasons.every(([uid]) => uid === process.getuid!()), JSON.stringify(reasons));
+  for (const reason of [/not JSON/, /symbolic link/, /message too big/]) assert.ok(reasons.some(([, r]) => reason.test(String(r))), `${reason}: ${JSON.stringify(reasons)}`);
+});
+
+test('reconfigure() changes the size limit for the next file', async (t) => {
+  const { dir, pickup, injected } = await setup({ messageSizeLimit: 10 });
+  t.after(() => pickup.stop());
+  pickup.reconfigure({ messageSizeLimit: 1000 });
+  await drop(dir);
+  await pickup.scan();
+  assert.equal(injected.length, 1);
+});
+
+test('temp files are left to their writer; an hour old, they are removed', async (t) => {
+  const { dir, pickup, logs, injected } = await setup();
+  t.after(() => pickup.stop());
+  const fresh = join(dir, 'tmp-0123456789abcdef0123456789abcdef');
+  const stale = join(dir, 'tmp-fedcba9876543210fedcba9876543210');
+  await writeFile(fresh, 'half written');
+  await writeFile(stale, 'left by a killed sendmail');
+  const anHourAgo = new Date(Date.now() - 3_601_000);
+  await utimes(stale, anHourAgo, anHourAgo);
+  await pickup.scan();
+  assert.deepEqual(await readdir(dir), ['tmp-0123456789abcdef0123456789abcdef']);
+  assert.equal(injected.length, 0);
+  assert.ok(logs.some((l) => l.msg === 'stale maildrop temp file removed' && l.file === 'tmp-fedcba9876543210fedcba9876543210'));
+});
+
+test('at most `concurrency` files are injected at once, and every file is', async (t) => {
+  let active = 0;
+  let most = 0;
+  let done = 0;
+  const { dir, pickup } = await setup({
+    concurrency: 2,
+    inject: async () => {
+      active += 1;
+      most = Math.max(most, active);
+      await new Promise((r) => setTimeout(r, 20));
+      active -= 1;
+      done += 1;
+    },
+  });
+  t.after(() => pickup.stop());
+  for (let i = 0; i < 9; i++) await drop(dir);
+  await pickup.scan();
+  assert.equal(done, 9);
+  assert.equal(most, 2);
+  assert.deepEqual(await readdir(dir), []);
+});
+
+test('stop() waits for an inject() in progress and then nothing more is picked up', async (t) => {
+  let release!: () => void;
+  const started: string[] = [];
+  const { dir, pickup } = await setup({
+    inject: async ({ file }) => {
+      started.push(file);
+      await new Promise<void>((r) => {
+        release = r;
+      });
+    },
+  });
+  const name = await drop(dir);
+  pickup.start();
+  await until(() => started.length === 1, 'inject started');
+  let stopped = false;
+  const stopping = pickup.stop().then(() => {
+    stopped = true;
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(stopped, false, 'stop() did not wait for the inject in progress');
+  release();
+  await stopping;
+  assert.deepEqual(await readdir(dir), [], `${name} not removed after its inject resolved`);
+  await drop(dir);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(started.length, 1, 'picked up after stop()');
+  t.diagnostic('stopped cleanly');
+});
