@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { QueueStore } from '../../src/queue/store.js';
-import { crlf, Daemon, DOMAIN, makeEnv, MAILSRV_BIN, queueIdOf, REPO_ROOT, RUN_AS_ROOT, runCli, sendRaw, startDaemon, type TestEnv } from './harness.js';
+import { crlf, DOMAIN, envForTest, MAILSRV_BIN, queueIdOf, REPO_ROOT, RUN_AS_ROOT, runCli, sendRaw, type TestEnv } from './harness.js';
 
 const HEADER_LINE = '-Queue ID------- --Size-- -Age- -Sender/Recipient-------';
 
@@ -25,21 +25,7 @@ interface JsonEntry {
   recipients: { address: string; state: string; attempts: number; nextAttemptAt: string | null; lastError: string | null }[];
 }
 
-/** A test env that is removed, with every daemon started in it, when the test ends. */
-async function setup(t: { after: (fn: () => Promise<void>) => void }, options: Parameters<typeof makeEnv>[0] = {}) {
-  const env = await makeEnv(options);
-  const daemons: Daemon[] = [];
-  t.after(async () => {
-    for (const d of daemons) await d.kill9();
-    await env.cleanup();
-  });
-  const start = async () => {
-    const daemon = await startDaemon(env);
-    daemons.push(daemon);
-    return daemon;
-  };
-  return { env, start };
-}
+const setup = envForTest;
 
 function queue(env: TestEnv, ...args: string[]) {
   return runCli(['queue', ...args, '-c', env.configPath]);

@@ -334,6 +334,22 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/** An env for one test: every daemon started with `start()` is killed, and the env removed, when the test ends. */
+export async function envForTest(t: { after: (fn: () => Promise<void> | void) => void }, options: EnvOptions = {}): Promise<{ env: TestEnv; start: () => Promise<Daemon> }> {
+  const env = await makeEnv(options);
+  const daemons: Daemon[] = [];
+  t.after(async () => {
+    for (const d of daemons) await d.kill9();
+    await env.cleanup();
+  });
+  const start = async () => {
+    const daemon = await startDaemon(env);
+    daemons.push(daemon);
+    return daemon;
+  };
+  return { env, start };
+}
+
 /** Spawns `node bin/mailsrv start -c <config>` and resolves once it logs `ready`. */
 export async function startDaemon(env: TestEnv | string, timeoutMs = 15_000): Promise<Daemon> {
   requireBuild();

@@ -21,25 +21,12 @@ import {
   startDaemon,
   type Reply,
   type TestEnv,
+  envForTest,
 } from './harness.js';
 
 const addr = (user: string) => `${user}@${DOMAIN}`;
 
-/** Starts a daemon for the test and guarantees it is gone (and the env removed) afterwards. */
-async function setup(t: { after: (fn: () => Promise<void> | void) => void }, options: Parameters<typeof makeEnv>[0] = {}) {
-  const env = await makeEnv(options);
-  const daemons: Daemon[] = [];
-  t.after(async () => {
-    for (const d of daemons) await d.kill9();
-    await env.cleanup();
-  });
-  const start = async () => {
-    const d = await startDaemon(env);
-    daemons.push(d);
-    return d;
-  };
-  return { env, start };
-}
+const setup = envForTest;
 
 function message(subject: string, to: string): string {
   return crlf('From: durable@client.test', `To: ${to}`, `Subject: ${subject}`, `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', `body of ${subject}`);
