@@ -23,6 +23,7 @@ import {
   queueIdOf,
   readMailbox,
   RUN_AS_ROOT,
+  runCli,
   sendRaw,
   smtpDialog,
   startDaemon,
@@ -186,6 +187,12 @@ print(json.dumps(out))
     const queueId = await submit(['late@down.test'], 'waiting');
     await daemon.waitForLogs((e) => e.msg === 'deferred' && e.queueId === queueId, 3, 20_000, 'three deferrals (nothing listens on mx.down.test)');
     await eventually(() => dsnsForAlice().filter((d) => /Delayed/.test(d.subject)).length === before + 1, 15_000, 'one delay warning');
+    // while the MX is down, `mailsrv queue` shows the message, the recipient deferred, and why
+    const listed = runCli(['queue', 'list', '-c', env.configPath]);
+    assert.equal(listed.code, 0, listed.stderr);
+    const block = listed.stdout.slice(listed.stdout.indexOf(queueId));
+    assert.match(block, /late@down\.test\s+deferred/);
+    assert.match(block, /4\.4\.\d .*mx\.down\.test.*(ECONNREFUSED|refused)/i);
     const warning = dsnsForAlice().filter((d) => /Delayed/.test(d.subject)).at(-1)!;
     assert.match(warning.status, /Action: delayed/);
     assert.match(warning.status, /Will-Retry-Until:/);
