@@ -5,12 +5,14 @@
 //
 //   npx tsx bench/smtp-bench.ts                              # starts mailsrv on a temp dir
 //   npx tsx bench/smtp-bench.ts --target 127.0.0.1:25 --rcpt user@example.org
+//   npx tsx bench/smtp-bench.ts --relay                      # outbound: mailsrv relays everything to
+//                                                            # a local smarthost (an smtp-server sink)
 //   options: --messages 2000 --connections 10 --size 1024 --per-connection 0 (0 = all on one
 //            connection each; 1 = a new connection per message, like most MTAs)
 import { spawn } from 'node:child_process';
 import { daemonUserConfig } from './daemon-user.js';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,6 +26,7 @@ const { values: args } = parseArgs({
     connections: { type: 'string', default: '10' },
     size: { type: 'string', default: '1024' },
     'per-connection': { type: 'string', default: '0' },
+    relay: { type: 'boolean', default: false },
   },
 });
 const total = Number(args.messages);
@@ -97,7 +100,52 @@ function makeBody(size: number): string {
   return `${text}.\r\n`;
 }
 
-async function startMailsrv(): Promise<{ host: string; port: number; pid: number; spool: string; stop: () => void }> {
+/**
+ * The smarthost of a --relay run: a bare SMTP responder that accepts everything and counts the
+ * messages (smtp-server would add its fixed 100 ms greeting pause to every connection and
+ * measure itself instead of mailsrv).
+ */
+async function startSink(): Promise<{ port: number; received: () => number; close: () => void }> {
+  let received = 0;
+  const server = createServer((socket) => {
+    let buffer = '';
+    let inData = false;
+    socket.setEncoding('latin1');
+    socket.on('error', () => undefined);
+    socket.write('220 sink.bench.test ESMTP\r\n');
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      for (;;) {
+        if (inData) {
+          const end = buffer.indexOf('\r\n.\r\n');
+          if (end < 0) return;
+          buffer = buffer.slice(end + 5);
+          inData = false;
+          received += 1;
+          socket.write('250 2.0.0 queued\r\n');
+          continue;
+        }
+        const eol = buffer.indexOf('\r\n');
+        if (eol < 0) return;
+        const command = buffer.slice(0, eol).toUpperCase();
+        buffer = buffer.slice(eol + 2);
+        if (command.startsWith('EHLO')) socket.write('250-sink.bench.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n');
+        else if (command === 'DATA') {
+          inData = true;
+          // the terminator may follow a message that starts right away: look from its CRLF
+          buffer = `\r\n${buffer}`;
+          socket.write('354 go ahead\r\n');
+        } else if (command === 'QUIT') socket.end('221 2.0.0 bye\r\n');
+        else socket.write('250 2.0.0 ok\r\n');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const port = (server.address() as { port: number }).port;
+  return { port, received: () => received, close: () => server.close() };
+}
+
+async function startMailsrv(relayPort?: number): Promise<{ host: string; port: number; pid: number; spool: string; stop: () => void }> {
   const dir = await mkdtemp(join(tmpdir(), 'mailsrv-bench-'));
   const port = 20000 + Math.floor(Math.random() * 20000);
   const { hash } = await import('@node-rs/argon2');
@@ -107,8 +155,9 @@ async function startMailsrv(): Promise<{ host: string; port: number; pid: number
   await writeFile(
     join(dir, 'mailsrv.toml'),
     `${daemonUser}hostname = "bench.test"\nspool_dir = "${dir}/spool"\nstate_dir = "${dir}/state"\nusers_file = "${dir}/users"\n` +
-      `aliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nsubmission = []\n` +
-      `max_clients = 1000\n[pop3]\nlisten = []\n[tls]\ncert = ""\n[log]\nlevel = "warn"\n`,
+      `aliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\nmynetworks = ["127.0.0.0/8"]\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nsubmission = []\n` +
+      `max_clients = 1000\n[pop3]\nlisten = []\n[tls]\ncert = ""\n[log]\nlevel = "warn"\n` +
+      (relayPort === undefined ? '' : `[relay]\nrelayhost = "127.0.0.1:${relayPort}"\n`),
   );
   const child = spawn(process.execPath, ['bin/mailsrv', 'start', '-c', join(dir, 'mailsrv.toml')], { stdio: ['ignore', 'ignore', 'inherit'] });
   process.on('exit', () => child.kill('SIGKILL'));
@@ -147,10 +196,11 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function main(): Promise<void> {
-  const own = args.target ? undefined : await startMailsrv();
+  const sink = args.relay && !args.target ? await startSink() : undefined;
+  const own = args.target ? undefined : await startMailsrv(sink?.port);
   const [host, portText] = args.target ? args.target.split(/:(?=\d+$)/) : [own!.host, String(own!.port)];
   const port = Number(portText);
-  const rcpt = own ? 'bench@bench.test' : args.rcpt!;
+  const rcpt = own ? (sink ? 'bench@remote.bench.test' : 'bench@bench.test') : args.rcpt!;
   const latencies: number[] = [];
   let next = 0;
   const started = Date.now();
@@ -182,11 +232,14 @@ async function main(): Promise<void> {
   rows.push(['latency max', `${latencies[latencies.length - 1]!.toFixed(2)} ms`]);
   if (own) {
     const mailbox = join(own.spool, 'bench');
-    while ((await countMessages(mailbox)) < total) await new Promise((r) => setTimeout(r, 200));
+    const delivered = sink ? async () => sink.received() : () => countMessages(mailbox);
+    while ((await delivered()) < total) await new Promise((r) => setTimeout(r, 200));
     const deliveredSeconds = (Date.now() - started) / 1000;
-    rows.push(['delivered', `${(total / deliveredSeconds).toFixed(0)} msg/s end to end (${deliveredSeconds.toFixed(2)} s until all ${total} in the mbox)`]);
+    const where = sink ? 'at the smarthost' : 'in the mbox';
+    rows.push(['delivered', `${(total / deliveredSeconds).toFixed(0)} msg/s end to end (${deliveredSeconds.toFixed(2)} s until all ${total} ${where})`]);
     rows.push(['peak RSS', `${((await peakRss(own.pid)) / 1048576).toFixed(1)} MiB (mailsrv)`]);
     own.stop();
+    sink?.close();
   }
   const width = Math.max(...rows.map(([k]) => k.length));
   for (const [key, value] of rows) console.log(`${key.padEnd(width)}  ${value}`);

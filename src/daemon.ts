@@ -162,7 +162,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   // before the pid file names this process, so a signal never finds the default action
   process.on(QUEUE_SIGNAL, () => {
     logger.info('queue flush requested');
-    manager.flush();
+    manager.flush().catch((err: Error) => logger.error({ err: err.message }, 'queue flush failed'));
     void pickup.scan();
   });
   authenticator.prepare().catch((err: Error) => logger.error({ err: err.message }, 'cannot make the decoy password hash'));

@@ -63,8 +63,8 @@ const relaySchema = z.strictObject({
   retry: z.array(duration()).nonempty().default(['1m', '5m', '15m', '1h']).describe('waits between outbound attempts; the last repeats'),
   delay_warning: duration().default('4h').describe('warn the sender once a message has waited this long'),
   max_queue_lifetime: duration().default('5d').describe('then the message is bounced to its sender'),
-  concurrency: count().default(20).describe('outbound SMTP deliveries in progress at once'),
-  destination_concurrency: count().default(5).describe('outbound deliveries in progress at once to one domain (or the relayhost)'),
+  concurrency: count().default(50).describe('outbound SMTP deliveries in progress at once'),
+  destination_concurrency: count().default(20).describe('outbound deliveries in progress at once to one domain (or the relayhost)'),
   connect_timeout: duration().default('30s').describe('how long to wait for a remote server to accept the connection and greet'),
   timeout: duration().default('5m').describe('how long to wait for each reply of a remote server (RFC 5321 4.5.3.2)'),
 });

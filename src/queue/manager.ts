@@ -66,7 +66,7 @@ export interface QueueManagerOptions {
   local: DeliveryAgent;
   remote: RemoteAgent;
   notifier: Notifier;
-  /** Received headers of an entry's message (a loop shows as too many) */
+  /** Received headers of an entry's message (a loop shows as too many); asked before mail leaves for another server */
   hops: (entry: QueueEntry) => Promise<number>;
   logger: Logger;
   /** local deliveries in progress at once */
@@ -138,8 +138,15 @@ export class QueueManager {
     return this.entries.size;
   }
 
-  /** `mailsrv queue flush`: every deferred recipient is tried again now. */
-  flush(): void {
+  /**
+   * `mailsrv queue flush` and `queue delete` (both signal the daemon): entries whose file is gone
+   * are forgotten, without a bounce; every deferred recipient is tried again now.
+   */
+  async flush(): Promise<void> {
+    for (const [id, entry] of this.entries) {
+      if (await this.options.store.exists(id)) continue;
+      if (this.entries.get(id) === entry && this.entries.delete(id)) this.options.logger.info({ queueId: id }, 'removed by queue delete');
+    }
     const now = Date.now();
     for (const job of this.deferred) job.entry.progress[job.index]!.nextAttemptAt = now;
     this.wakeDeferred();
@@ -280,10 +287,9 @@ export class QueueManager {
     const deliverable: Job[] = [];
     for (const entry of new Set(jobs.map((job) => job.entry))) {
       const own = jobs.filter((job) => job.entry === entry);
-      if (!(await this.options.store.exists(entry.envelope.id))) {
-        // `mailsrv queue delete` removed it: forget it, no bounce
-        if (this.entries.delete(entry.envelope.id)) this.options.logger.info({ queueId: entry.envelope.id }, 'removed by queue delete');
-      } else if (await this.looping(entry)) {
+      if (!this.entries.has(entry.envelope.id)) {
+        // `mailsrv queue delete` removed it (see flush): no attempt, no bounce
+      } else if (isRemote(own[0]!) && (await this.looping(entry))) {
         const loop = new PermanentDeliveryError(`5.4.6 Too many hops (more than ${MAX_HOPS} Received headers): mail forwarding loop`);
         for (const job of own) outcomes.set(job, { error: loop });
       } else {

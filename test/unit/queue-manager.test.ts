@@ -257,7 +257,7 @@ test('flush retries deferred recipients now; an entry deleted under the manager 
   qmgr.add(entry);
   await until(() => attempts === 1);
   await new Promise((r) => setTimeout(r, 50));
-  qmgr.flush();
+  await qmgr.flush();
   await until(() => qmgr.size === 0);
   assert.equal(attempts, 2);
 
@@ -270,7 +270,7 @@ test('flush retries deferred recipients now; an entry deleted under the manager 
   qmgr2.add(second.entry);
   await until(() => tried === 1);
   await second.store.remove(second.entry.envelope.id);
-  qmgr2.flush();
+  await qmgr2.flush();
   await until(() => qmgr2.size === 0);
   assert.equal(tried, 1, 'not attempted again once deleted');
 });
