@@ -266,6 +266,7 @@ function remoteSettings(config: Config): RemoteSettings {
     dnsServers: config.relay.dns_servers,
     connectTimeoutMs: durationMs(config.relay.connect_timeout),
     timeoutMs: durationMs(config.relay.timeout),
+    ownListeners: [...config.smtp.listen, ...config.smtp.submission, ...config.smtp.smtps].map((address) => parseListen(address)!),
   };
 }
 

@@ -1,7 +1,12 @@
 // Hop count of a message, as Postfix's hopcount_limit uses it: the number of Received fields
-// in its header block. A message that has passed through too many servers is in a mail loop
-// and is bounced (5.4.6) instead of being sent round once more.
+// in its header block. A message that has passed through too many servers is in a mail loop:
+// refused at the end of DATA, and bounced (5.4.6) if it got into the queue some other way,
+// instead of being sent round once more.
+import { Transform, type TransformCallback } from 'node:stream';
 import { headerLines } from './header-block.js';
+
+/** More Received headers than this: a mail loop (Postfix's hopcount_limit). */
+export const MAX_HOPS = 50;
 
 /** A Received field starts a line (continuation lines start with white space): `Received WSP* :`. */
 const RECEIVED_FIELD_START = /^received[ \t]*:/i;
@@ -15,4 +20,30 @@ export function countReceivedHeaders(headerBlock: Buffer): number {
     if (RECEIVED_FIELD_START.test(line.toString('latin1', 0, FIELD_START_BYTES))) count++;
   }
   return count;
+}
+
+/** Header bytes looked at for the count: a loop's Received lines are near the top. */
+const HEAD_BYTES = 64 * 1024;
+
+/**
+ * Passes a message through unchanged and keeps its first bytes, so the hop count is known once
+ * it has been received: a looping message is refused in the SMTP session (as Postfix does),
+ * not accepted and bounced to a sender who may be forged.
+ */
+export class HopCounter extends Transform {
+  private readonly head: Buffer[] = [];
+  private kept = 0;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.kept < HEAD_BYTES) {
+      const part = chunk.subarray(0, HEAD_BYTES - this.kept);
+      this.head.push(Buffer.from(part));
+      this.kept += part.length;
+    }
+    callback(null, chunk);
+  }
+
+  get hops(): number {
+    return countReceivedHeaders(Buffer.concat(this.head));
+  }
 }

@@ -59,14 +59,14 @@ const relaySchema = z.strictObject({
   relayhost_user: z.string().default('').describe('AUTH user name at the smarthost; "" = no AUTH'),
   relayhost_password_file: z.string().default('').describe('file holding the smarthost password (kept out of this file, which `mailsrv config` prints)'),
   tls_security: z.enum(['may', 'encrypt', 'verify']).default('may').describe('outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; verify = TLS with a valid certificate for the host'),
-  dns_servers: z.array(z.string().refine((s) => parseListen(s) !== null || isIP(s) !== 0, { message: 'expected an IP address or "ip:port"' })).default([]).describe('resolvers for MX lookups; [] = system resolvers'),
+  dns_servers: z.array(z.string().refine((s) => isIP(s) !== 0 || isIP(parseListen(s)?.host ?? '') !== 0, { message: 'expected an IP address, "ip:port" or "[ipv6]:port"' })).default([]).describe('resolvers for MX lookups; [] = system resolvers'),
   retry: z.array(duration()).nonempty().default(['1m', '5m', '15m', '1h']).describe('waits between outbound attempts; the last repeats'),
   delay_warning: duration().default('4h').describe('warn the sender once a message has waited this long'),
   max_queue_lifetime: duration().default('5d').describe('then the message is bounced to its sender'),
   concurrency: count().default(50).describe('outbound SMTP deliveries in progress at once'),
   destination_concurrency: count().default(20).describe('outbound deliveries in progress at once to one domain (or the relayhost)'),
   connect_timeout: duration().default('30s').describe('how long to wait for a remote server to accept the connection and greet'),
-  timeout: duration().default('5m').describe('how long to wait for each reply of a remote server (RFC 5321 4.5.3.2)'),
+  timeout: duration().default('10m').describe('how long to wait for each reply of a remote server (RFC 5321 4.5.3.2: up to 10 minutes after the message)'),
 });
 
 const deliverySchema = z.strictObject({

@@ -14,18 +14,27 @@ export function missingSubmissionHeaders(envelope: Envelope, hostname: string): 
   return [`Message-ID: <${envelope.id}@${hostname}>`, `Date: ${rfc5322Date(new Date(envelope.receivedAt))}`];
 }
 
-export function traceHeaders(envelope: Envelope, index: number, hostname: string, deliveredTo: string): string[] {
-  const recipient = envelope.recipients[index]!;
+/**
+ * The Received line this server adds (RFC 5321 4.4): for a local delivery and for mail it
+ * relays (which is how the next server, and mailsrv itself, can count hops and stop a loop).
+ * `forRecipient` is named when the copy goes to one recipient only.
+ */
+export function receivedHeader(envelope: Envelope, hostname: string, forRecipient?: string): string {
   const { client } = envelope;
   const clientName = client.hostname || 'unknown';
   // mail made on this host (bounces, sendmail) has no client to name, as Postfix's pickup writes it
   const from = client.ip === '' ? '' : `from ${client.helo || 'unknown'} (${clientName} [${client.ip}])\r\n\t`;
   const by = client.uid === undefined ? `by ${hostname} (mailsrv)` : `by ${hostname} (mailsrv, from userid ${client.uid})`;
+  const recipient = forRecipient === undefined ? '' : `\r\n\tfor <${forRecipient}>`;
+  return `Received: ${from}${by} with ${client.protocol} id ${envelope.id}${recipient}; ${rfc5322Date(new Date(envelope.receivedAt))}`;
+}
+
+export function traceHeaders(envelope: Envelope, index: number, hostname: string, deliveredTo: string): string[] {
+  const recipient = envelope.recipients[index]!;
   return [
     `Return-Path: <${envelope.sender}>`,
     `Delivered-To: ${deliveredTo}`,
-    `Received: ${from}${by} with ${client.protocol} id ${envelope.id}\r\n` +
-      `\tfor <${recipient.address}>; ${rfc5322Date(new Date(envelope.receivedAt))}`,
+    receivedHeader(envelope, hostname, recipient.address),
     `X-Delivery-ID: ${recipient.deliveryId}`,
   ];
 }

@@ -23,8 +23,9 @@ export const MAX_RECIPIENTS = 1000;
 
 /** sticky, writable and searchable by all, listable by the owner only (like /tmp without read) */
 const DIRECTORY_MODE = 0o1733;
-/** the daemon's user reads a file through the "other" bits; its random name keeps others out */
-const FILE_MODE = 0o604;
+/** the daemon's user reads a file through the group or "other" bits (a sender in group mail
+ * gets the group's); its random name keeps others out */
+const FILE_MODE = 0o644;
 const LF = 0x0a;
 const CR = 0x0d;
 const CR_BUFFER = Buffer.from([CR]);
@@ -196,8 +197,9 @@ export async function openMaildropFile(path: string, sizeLimit: number): Promise
     handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     if (isErrno(err, 'ELOOP')) throw new MaildropFormatError('a symbolic link');
-    // only a hand-made file can lack the mode writeMaildropFile gives: never readable, so never retried
-    if (isErrno(err, 'EACCES')) throw new MaildropFormatError('not readable by mailsrv (file mode)');
+    // a socket or device under a maildrop name: never a message
+    if (isErrno(err, 'ENXIO') || isErrno(err, 'ENODEV') || isErrno(err, 'EISDIR')) throw new MaildropFormatError('not a regular file');
+    // EACCES and the rest: kept (a file mailsrv cannot read now is not deleted unread), retried
     throw err;
   }
   try {

@@ -8,6 +8,7 @@
 // reported to the sender in a bounce, one that waits past delay_warning in a warning (once);
 // a message that went round too many hops is bounced as a loop. An entry leaves the queue
 // once every recipient is delivered or has failed and been reported.
+import { MAX_HOPS } from '../bounce/hops.js';
 import type { Logger } from '../log.js';
 import type { QueueEntry, QueueStore, RecipientProgress } from './store.js';
 
@@ -83,8 +84,13 @@ export interface QueueManagerOptions {
 
 type Job = DeliveryJob;
 
-/** More Received headers than this: a mail loop (Postfix's hopcount_limit). */
-export const MAX_HOPS = 50;
+/** How long a stop waits for deliveries in progress. */
+const STOP_WAIT_MS = 20_000;
+/** Recipients of one outbound transaction at most (Postfix's smtp_destination_recipient_limit). */
+const MAX_RECIPIENTS_PER_TRANSACTION = 50;
+/** A bounce that could not be queued is tried again after this long. */
+const REPORT_RETRY_MS = 60_000;
+
 
 /** Most messages one mailbox lock covers. */
 const MAX_BATCH = 20;
@@ -100,6 +106,10 @@ export class QueueManager {
   private readonly busyDestinations = new Map<string, number>();
   private readonly inFlight = new Set<Promise<void>>();
   private localInFlight = 0;
+  /** batches in flight per entry id: its failures are reported once they are all done */
+  private readonly busyEntries = new Map<string, number>();
+  /** the settle in progress per entry id (see settleEntry) */
+  private readonly settling = new Map<string, Promise<void>>();
   private remoteInFlight = 0;
   /** entries found to be looping (too many hops), checked once per entry */
   private readonly hopChecks = new Map<string, Promise<boolean>>();
@@ -152,11 +162,21 @@ export class QueueManager {
     this.wakeDeferred();
   }
 
-  /** Stops starting deliveries and waits for those in progress. */
+  /**
+   * Stops starting deliveries and waits for those in progress, at most `STOP_WAIT_MS`: an
+   * outbound session to a slow server may take many minutes, and the queue keeps its recipient
+   * for the next start (a message the server had already taken may then be sent twice, as with
+   * any MTA that is stopped mid-transaction). Local appends survive a cut-off too (see recover).
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.deferTimer);
-    await Promise.allSettled([...this.inFlight]);
+    let timer: NodeJS.Timeout | undefined;
+    const cutOff = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, STOP_WAIT_MS);
+    });
+    await Promise.race([Promise.allSettled([...this.inFlight]), cutOff]);
+    clearTimeout(timer);
   }
 
   private schedule(job: Job): void {
@@ -192,7 +212,8 @@ export class QueueManager {
 
   /**
    * Starts outbound attempts while there is room: the first ready job whose destination has a
-   * free slot goes, with every other ready recipient of its entry at that destination.
+   * free slot goes, with the other ready recipients of its entry at that destination (up to
+   * MAX_RECIPIENTS_PER_TRANSACTION).
    */
   private dispatchRemote(): void {
     for (let i = 0; i < this.readyRemote.length && this.remoteInFlight < this.options.remoteConcurrency; ) {
@@ -203,7 +224,7 @@ export class QueueManager {
         continue;
       }
       const batch: Job[] = [];
-      for (let j = i; j < this.readyRemote.length; ) {
+      for (let j = i; j < this.readyRemote.length && batch.length < MAX_RECIPIENTS_PER_TRANSACTION; ) {
         const other = this.readyRemote[j]!;
         if (other.entry === job.entry && this.options.remote.destinationOf(recipientOf(other).address) === destination) {
           batch.push(other);
@@ -239,11 +260,18 @@ export class QueueManager {
 
   /** Delivers a batch (one mailbox, or one entry's recipients at one destination), then records the outcomes. */
   private run(jobs: Job[], release: () => void): void {
+    const entries = [...new Set(jobs.map((job) => job.entry.envelope.id))];
+    for (const id of entries) this.busyEntries.set(id, (this.busyEntries.get(id) ?? 0) + 1);
     const run = (async () => {
       try {
         await this.attempt(jobs);
       } finally {
         release();
+        for (const id of entries) {
+          const left = this.busyEntries.get(id)! - 1;
+          if (left === 0) this.busyEntries.delete(id);
+          else this.busyEntries.set(id, left);
+        }
       }
       await this.settle(jobs);
     })()
@@ -373,10 +401,23 @@ export class QueueManager {
     await Promise.all([...new Set(jobs.map((job) => job.entry))].map((entry) => this.settleEntry(entry, jobs.filter((job) => job.entry === entry))));
   }
 
-  private async settleEntry(entry: QueueEntry, jobs: Job[]): Promise<void> {
+  /** Settles of one entry run one after the other, so a bounce is queued before the entry can go. */
+  private settleEntry(entry: QueueEntry, jobs: Job[]): Promise<void> {
+    const id = entry.envelope.id;
+    const settled = (this.settling.get(id) ?? Promise.resolve()).then(() => this.settleNow(entry, jobs));
+    this.settling.set(id, settled);
+    const forget = () => {
+      if (this.settling.get(id) === settled) this.settling.delete(id);
+    };
+    settled.then(forget, forget);
+    return settled;
+  }
+
+  private async settleNow(entry: QueueEntry, jobs: Job[]): Promise<void> {
     if (!this.entries.has(entry.envelope.id)) return; // deleted meanwhile
     await this.report(entry);
-    if (entry.progress.every((p) => p.state !== 'pending')) {
+    const unreported = this.unreported(entry);
+    if (entry.progress.every((p) => p.state !== 'pending') && !unreported) {
       await this.finish(entry);
       return;
     }
@@ -386,24 +427,34 @@ export class QueueManager {
       this.options.logger.error({ queueId: entry.envelope.id, err }, 'cannot save queue progress');
     }
     for (const job of jobs) if (entry.progress[job.index]!.state === 'pending') this.schedule(job);
+    // a bounce that could not be queued (disk full...) is tried again; the entry waits for it
+    if (unreported && !this.busyEntries.has(entry.envelope.id)) setTimeout(() => void this.settleEntry(entry, []), REPORT_RETRY_MS).unref();
+  }
+
+  /** Failed recipients the sender has not been told about yet (never for mail from the null sender). */
+  private unreported(entry: QueueEntry): boolean {
+    return entry.envelope.sender !== '' && entry.progress.some((p) => p.state === 'failed' && !p.notified);
   }
 
   /**
    * Sends the sender one bounce for the recipients that failed since the last report, and one
-   * warning for recipients still waiting past delay_warning. A bounce is never bounced: mail
-   * from the null sender only logs. Marked before the notice is queued, so two settles of one
-   * entry never report a recipient twice; a notice that cannot be queued is logged, and the
-   * original stays in the queue until its recipients are done.
+   * warning for recipients still waiting past delay_warning. While other attempts for the entry
+   * are under way, failures wait for them, so one message makes one bounce, not one per
+   * destination. A bounce is never bounced: mail from the null sender only logs. A notice that
+   * cannot be queued is marked unsent again and retried (settleNow).
    */
   private async report(entry: QueueEntry): Promise<void> {
+    if (this.busyEntries.has(entry.envelope.id)) return;
     const failed = entry.progress.flatMap((p, i) => (p.state === 'failed' && !p.notified ? [i] : []));
     const age = Date.now() - entry.envelope.receivedAt;
     const late = age >= this.options.delayWarningMs ? entry.progress.flatMap((p, i) => (p.state === 'pending' && p.attempts > 0 && !p.warned ? [i] : [])) : [];
-    for (const i of failed) entry.progress[i]!.notified = true;
-    for (const i of late) entry.progress[i]!.warned = true;
     const log = this.options.logger.child({ queueId: entry.envelope.id });
     for (const [indexes, kind] of [[failed, 'failure'], [late, 'delay']] as const) {
       if (indexes.length === 0) continue;
+      const mark = (done: boolean) => {
+        for (const i of indexes) entry.progress[i]![kind === 'failure' ? 'notified' : 'warned'] = done;
+      };
+      mark(true);
       if (entry.envelope.sender === '') {
         log.info({ kind, recipients: indexes.length }, 'no notice for mail from the null sender');
         continue;
@@ -411,7 +462,8 @@ export class QueueManager {
       try {
         await this.options.notifier.notify(entry, indexes, kind);
       } catch (err) {
-        log.error({ kind, err: (err as Error).message }, 'cannot queue the delivery status notice');
+        mark(false);
+        log.error({ kind, err: (err as Error).message }, 'cannot queue the delivery status notice; will try again');
       }
     }
   }

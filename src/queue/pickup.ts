@@ -3,7 +3,8 @@
 // (openMaildropFile), hands it to `inject`, which puts it into the queue, and removes the file
 // only once `inject` has resolved: a crash in between queues the message twice, never loses it.
 // A file that can never be queued is removed with a log line naming its owner; stale temp files
-// of interrupted `mailsrv sendmail` runs are removed after an hour.
+// of interrupted `mailsrv sendmail` runs are removed after a day (a cron job may write its mail
+// slowly, with hours between lines).
 import { execFile } from 'node:child_process';
 import { watch, type FSWatcher } from 'node:fs';
 import { lstat, opendir, unlink } from 'node:fs/promises';
@@ -21,7 +22,7 @@ const DEFAULT_RESCAN_MS = 10_000;
 /** Events of one burst (a temp file created, written, renamed) make one scan. */
 const DEBOUNCE_MS = 50;
 /** A temp file this old belongs to a `mailsrv sendmail` that died. */
-const STALE_TEMP_MS = 3_600_000;
+const STALE_TEMP_MS = 24 * 3_600_000;
 /** uid → login names remembered. */
 const MAX_NAMES = 1000;
 
@@ -64,6 +65,8 @@ export interface MaildropPickupOptions {
 }
 
 export class MaildropPickup {
+  /** files already queued that could not be removed: never queued twice (bounded by what the disk holds) */
+  private readonly queuedButKept = new Set<string>();
   private watcher: FSWatcher | null = null;
   private rescanTimer: NodeJS.Timeout | undefined;
   private debounceTimer: NodeJS.Timeout | undefined;
@@ -155,7 +158,7 @@ export class MaildropPickup {
         await this.removeIfStale(entry.name);
         continue;
       }
-      if (seen.has(entry.name)) continue;
+      if (seen.has(entry.name) || this.queuedButKept.has(entry.name)) continue;
       seen.add(entry.name);
       while (running.size >= concurrency) await Promise.race(running);
       const job: Promise<void> = this.pickUp(entry.name).finally(() => running.delete(job));
@@ -186,10 +189,20 @@ export class MaildropPickup {
         size: file.size,
         openMessage: () => file.openMessage(),
       });
-      await unlink(path);
     } catch (err) {
       if (err instanceof MaildropRejectedError) await this.reject(name, file.uid, err.message);
       else this.options.logger.error({ file: name, uid: file.uid, err: (err as Error).message }, 'cannot queue maildrop file; will retry');
+      await file.close();
+      return;
+    }
+    try {
+      await unlink(path);
+    } catch (err) {
+      // it is queued: whatever happens to the file, it must not be queued again
+      if (!isErrno(err, 'ENOENT')) {
+        this.queuedButKept.add(name);
+        this.options.logger.error({ file: name, err: (err as Error).message }, 'queued, but cannot remove the maildrop file; ignoring it from now on');
+      }
     } finally {
       await file.close();
     }
@@ -205,7 +218,7 @@ export class MaildropPickup {
     this.options.logger.warn({ file: name, uid, reason }, 'maildrop file rejected and removed');
   }
 
-  /** Temp files of a `mailsrv sendmail` that died, and any other debris, once they are an hour old. */
+  /** Temp files of a `mailsrv sendmail` that died, and any other debris, once they are a day old. */
   private async removeIfStale(name: string): Promise<void> {
     const path = join(this.options.dir, name);
     try {

@@ -4,10 +4,16 @@
 // (smtp-client.ts), and turns each recipient's result into an attempt outcome: sent, failed for
 // good (5xx, no such domain: bounced), or to be retried (4xx, unreachable, timeouts).
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import type { Readable } from 'node:stream';
 import type { Config } from '../config/schema.js';
+import type { ListenAddress } from '../config/units.js';
+import { missingSubmissionHeaders, receivedHeader } from '../delivery/trace.js';
 import type { Logger } from '../log.js';
 import { PermanentDeliveryError, type AttemptOutcome, type DeliveryJob, type RemoteAgent } from '../queue/manager.js';
-import type { QueueStore } from '../queue/store.js';
+import type { QueueEntry, QueueStore } from '../queue/store.js';
+import { editHeaders } from '../mbox/headers.js';
 import { DestinationError, DestinationResolver, type Destination } from './destinations.js';
 import { formatDestination, sendToDestination } from './smtp-client.js';
 
@@ -21,7 +27,12 @@ export interface RemoteSettings {
   dnsServers: string[];
   connectTimeoutMs: number;
   timeoutMs: number;
+  /** our own SMTP listeners: a destination that is one of them would send the mail back to us */
+  ownListeners: ListenAddress[];
 }
+
+/** Room for the Received line (and Message-ID/Date) added on the way out, in the SIZE announced. */
+const ADDED_HEADERS_ALLOWANCE = 1024;
 
 export interface RemoteDeliveryOptions extends RemoteSettings {
   store: QueueStore;
@@ -42,6 +53,15 @@ export class RemoteDelivery implements RemoteAgent {
     this.resolver = new DestinationResolver(settings);
   }
 
+  /** The message as it leaves: with our Received line on top (the next hop counts it) and, for submitted mail, the Message-ID and Date it lacked. */
+  private outgoing(entry: QueueEntry, forRecipient: string | undefined): Readable {
+    const { hostname } = this.settings;
+    const editor = editHeaders({ add: [receivedHeader(entry.envelope, hostname, forRecipient)], addIfMissing: missingSubmissionHeaders(entry.envelope, hostname) });
+    const source = this.options.store.openMessage(entry);
+    source.on('error', (err) => editor.destroy(err));
+    return source.pipe(editor);
+  }
+
   destinationOf(address: string): string {
     return this.settings.relayhost === '' ? domainOf(address) : `[relayhost] ${this.settings.relayhost}`;
   }
@@ -52,16 +72,28 @@ export class RemoteDelivery implements RemoteAgent {
     const settings = this.settings;
     let destinations: Destination[];
     let auth: { user: string; pass: string } | null;
+    const domain = domainOf(recipients[0]!);
     try {
-      destinations = await this.resolver.resolve(domainOf(recipients[0]!));
+      destinations = await this.resolver.resolve(domain);
       auth = await relayhostCredentials(settings);
     } catch (err) {
       const error = err instanceof DestinationError && err.permanent ? new PermanentDeliveryError(err.message) : new Error((err as Error).message);
       return jobs.map(() => ({ error }));
     }
+    // RFC 5321 5.1: never to ourselves (an MX or address literal pointing here would loop)
+    destinations = destinations.filter((destination) => !isOwnListener(destination, settings.ownListeners));
+    if (destinations.length === 0) {
+      const error = new PermanentDeliveryError(`5.4.6 mail for ${domain} loops back to myself`);
+      return jobs.map(() => ({ error }));
+    }
     const report = await sendToDestination(
       destinations,
-      { sender: entry.envelope.sender, recipients, size: entry.size, openMessage: () => this.options.store.openMessage(entry) },
+      {
+        sender: entry.envelope.sender,
+        recipients,
+        size: entry.size + ADDED_HEADERS_ALLOWANCE,
+        openMessage: () => this.outgoing(entry, recipients.length === 1 ? recipients[0] : undefined),
+      },
       { hostname: settings.hostname, tlsSecurity: settings.tlsSecurity, auth, connectTimeoutMs: settings.connectTimeoutMs, timeoutMs: settings.timeoutMs, protocolLogger: this.options.logger.child({ queueId: entry.envelope.id }) },
     );
     return report.results.map((result): AttemptOutcome => {
@@ -70,6 +102,22 @@ export class RemoteDelivery implements RemoteAgent {
       return { error, relay, reply: result.reply };
     });
   }
+}
+
+/** Whether a destination is one of our own SMTP listeners (a wildcard listener covers every local address). */
+function isOwnListener(destination: Destination, listeners: ListenAddress[]): boolean {
+  return listeners.some(({ host, port }) => {
+    if (port !== destination.port) return false;
+    if (host === destination.address) return true;
+    if (host !== '0.0.0.0' && host !== '::') return false;
+    return localAddresses().has(destination.address) && (host === '::' || isIP(destination.address) === 4);
+  });
+}
+
+function localAddresses(): Set<string> {
+  const addresses = new Set<string>(['127.0.0.1', '::1']);
+  for (const list of Object.values(networkInterfaces())) for (const info of list ?? []) addresses.add(info.address);
+  return addresses;
 }
 
 function domainOf(address: string): string {

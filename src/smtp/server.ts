@@ -9,10 +9,11 @@ import type { TLSSocket } from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Authenticator, LoginResult } from '../auth/authenticator.js';
 import type { NetworkMatcher } from '../config/networks.js';
-import type { Logger } from '../log.js';
-import type { TlsCredentials } from '../tls/credentials.js';
-import type { QueueEntry, QueueStore } from '../queue/store.js';
+import { HopCounter, MAX_HOPS } from '../bounce/hops.js';
 import { uniqueDeliveries } from '../delivery/route.js';
+import type { Logger } from '../log.js';
+import type { QueueEntry, QueueStore } from '../queue/store.js';
+import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
 import { smtpProtocolLogger } from './protocol-log.js';
 import { SmtpPolicy, SmtpReplyError, type ResolvedRecipient, type SmtpClientIdentity } from './policy.js';
@@ -252,12 +253,14 @@ async function receive(
   });
   try {
     const capped = new SizeCap(settings.messageSizeLimit);
-    // a client that drops mid-DATA errors `stream`; pipeline passes that on to `capped`
-    pipeline(stream, capped).catch(() => undefined);
-    const size = await pending.write(capped);
+    const hops = new HopCounter();
+    // a client that drops mid-DATA errors `stream`; pipeline passes that on to the others
+    pipeline(stream, capped, hops).catch(() => undefined);
+    const size = await pending.write(hops);
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
+    if (hops.hops > MAX_HOPS) throw new SmtpReplyError(554, `5.4.6 Too many hops (${hops.hops} Received headers): mail forwarding loop`);
     const localUsers = recipients.flatMap((r) => (r.target.kind === 'local' ? [r.target.user] : []));
     await options.policy.checkMessageFits(localUsers, size);
     const entry = await pending.commit();

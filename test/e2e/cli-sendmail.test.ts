@@ -239,7 +239,7 @@ describe('mailsrv sendmail', () => {
     assert.equal(sent.status, 0, sent.stderr);
     const [name] = readdirSync(maildrop(env));
     const info = spawnSync('stat', ['-c', '%u %a', join(maildrop(env), name!)], { encoding: 'utf8' }).stdout.trim();
-    assert.equal(info, `${LOCAL_USER.uid} 604`, 'owned by the user, readable by the daemon through "other"');
+    assert.equal(info, `${LOCAL_USER.uid} 644`, 'owned by the user, readable by the daemon through its group or "other"');
     assert.deepEqual(only(env).envelope, { v: 1, sender: `${LOCAL_USER.name}@${HOSTNAME}`, recipients: ['alice@example.test'] });
     const listing = asUser('ls', [maildrop(env)]);
     assert.notEqual(listing.status, 0, `the maildrop is listable by others: ${listing.stdout}`);

@@ -13,6 +13,7 @@ import { startDnsZone, type DnsZoneServer } from '../support/dns-zone.js';
 import { startSmtpSink, type RcptDecision, type SmtpSink } from '../support/smtp-sink.js';
 import {
   crlf,
+  deepMerge,
   DOMAIN,
   eventually,
   freePort,
@@ -47,6 +48,9 @@ const ZONE = {
   'mx.strict.test': { a: ['127.0.0.25'] },
   'down.test': { mx: [[10, 'mx.down.test']] as [number, string][] },
   'mx.down.test': { a: ['127.0.0.26'] },
+  // its MX is this very server (it listens on 127.0.0.27:25 too)
+  'loop.test': { mx: [[10, 'mx.loop.test']] as [number, string][] },
+  'mx.loop.test': { a: ['127.0.0.27'] },
 };
 
 describe('outbound relay', { skip: RUN_AS_ROOT ? false : 'needs root: the remote MX sinks listen on port 25' }, () => {
@@ -73,6 +77,8 @@ describe('outbound relay', { skip: RUN_AS_ROOT ? false : 'needs root: the remote
         relay: { dns_servers: [dns.server], retry: ['1s'], connect_timeout: '3s', timeout: '10s', delay_warning: '2s', max_queue_lifetime: '1h' },
       },
     });
+    // the MX port also on 127.0.0.27:25, which loop.test's MX points at
+    await env.writeConfig(deepMerge(env.config, { smtp: { listen: [`127.0.0.1:${env.port}`, '127.0.0.27:25'] } }));
     daemon = await startDaemon(env);
   });
 
@@ -138,6 +144,9 @@ print(json.dumps(out))
     assert.equal(message!.helo, HOSTNAME);
     const text = message!.data.toString('latin1');
     assert.match(text, /^Subject: hello remote\r$/m);
+    // our Received line on top (the next hop, or we ourselves, can count the hops)
+    assert.ok(text.startsWith('Received: from laptop.test '), text.slice(0, 200));
+    assert.match(text, new RegExp(`^\tby ${HOSTNAME.replace(/\./g, '\\.')} \\(mailsrv\\) with ESMTPA id ${queueId}\r\n\tfor <friend@remote\\.test>; `, 'm'));
     assert.match(text, /\r\n\r\nHello out there\.\r\n\.leading dot line\r\n/, 'the body arrives byte for byte, dot-unstuffed by the sink');
     await eventually(() => daemon.find((e) => e.msg === 'removed' && e.queueId === queueId).length === 1, 5000, 'the entry leaves the queue');
   });
@@ -211,6 +220,16 @@ print(json.dumps(out))
     const forwarded = mx.messages.find((m) => m.to.includes('someone@remote.test'))!;
     assert.equal(forwarded.from, 'stranger@outside.test', 'the envelope sender is kept (as Postfix forwards)');
     assert.ok(mx.messages.some((m) => m.to.includes('ops@remote.test') && m.from === 'cron@inside.test'));
+  });
+
+  test('an MX that is this server: bounced as a loop, not sent round; a message with 51 Received headers is refused', async () => {
+    const queueId = await submit(['someone@loop.test'], 'to myself');
+    const bounced = await daemon.waitForLog((e) => e.msg === 'bounced' && e.queueId === queueId, 15_000, 'the loop bounce');
+    assert.match(String(bounced.reason), /^5\.4\.6 mail for loop\.test loops back to myself/);
+    const received = Array.from({ length: 51 }, (_, i) => `Received: from hop${i}.test by hop${i + 1}.test; ${new Date().toUTCString()}`);
+    const looping = await sendRaw(env.port, { from: 'x@outside.test', to: [`alice@${DOMAIN}`], message: crlf(...received, 'Subject: round and round', '', 'body', '') });
+    assert.equal(looping.end?.code, 554, looping.end?.raw);
+    assert.match(looping.end!.raw, /5\.4\.6 Too many hops/);
   });
 
   test('open-relay tricks from outside mynetworks are refused or stay local, never relayed', async () => {

@@ -100,3 +100,8 @@ test('IPv6 listeners are IPv6-only, so "0.0.0.0:25" and "[::]:25" can both be op
   assert.deepEqual(listenOptions(parseListen('[::]:25')!), { host: '::', port: 25, ipv6Only: true });
   assert.deepEqual(listenOptions(parseListen('0.0.0.0:25')!), { host: '0.0.0.0', port: 25, ipv6Only: false });
 });
+
+test('relay.dns_servers takes IP addresses only (a host name would crash the resolver)', () => {
+  assert.deepEqual(parseConfig('[relay]\ndns_servers = ["127.0.0.1:5353", "192.0.2.1", "[::1]:53"]\n').relay.dns_servers, ['127.0.0.1:5353', '192.0.2.1', '[::1]:53']);
+  assert.match(problemsOf('[relay]\ndns_servers = ["ns.example:53"]\n')[0]!, /key 'relay\.dns_servers\.0': expected an IP address/);
+});

@@ -147,15 +147,17 @@ test('reconfigure() changes the size limit for the next file', async (t) => {
   assert.equal(injected.length, 1);
 });
 
-test('temp files are left to their writer; an hour old, they are removed', async (t) => {
+test('temp files are left to their writer (a slow cron job: hours old is fine); a day old, they are removed', async (t) => {
   const { dir, pickup, logs, injected } = await setup();
   t.after(() => pickup.stop());
   const fresh = join(dir, 'tmp-0123456789abcdef0123456789abcdef');
   const stale = join(dir, 'tmp-fedcba9876543210fedcba9876543210');
   await writeFile(fresh, 'half written');
   await writeFile(stale, 'left by a killed sendmail');
-  const anHourAgo = new Date(Date.now() - 3_601_000);
-  await utimes(stale, anHourAgo, anHourAgo);
+  const hoursAgo = new Date(Date.now() - 5 * 3_600_000);
+  await utimes(fresh, hoursAgo, hoursAgo);
+  const aDayAgo = new Date(Date.now() - 24 * 3_600_000 - 1000);
+  await utimes(stale, aDayAgo, aDayAgo);
   await pickup.scan();
   assert.deepEqual(await readdir(dir), ['tmp-0123456789abcdef0123456789abcdef']);
   assert.equal(injected.length, 0);

@@ -55,7 +55,7 @@ async function refusal(path: string, sizeLimit = 1_000_000): Promise<string> {
 }
 
 describe('writeMaildropFile', () => {
-  test('leaves one file under a final name: the envelope line, then the message; mode 0604 whatever the umask', async () => {
+  test('leaves one file under a final name: the envelope line, then the message; mode 0644 whatever the umask', async () => {
     const dir = await freshDir();
     const old = process.umask(0o077);
     let name: string;
@@ -68,7 +68,7 @@ describe('writeMaildropFile', () => {
     assert.deepEqual(await readdir(dir), [name]);
     const content = await readFile(join(dir, name), 'utf8');
     assert.equal(content, `{"v":1,"sender":"root@mx.test","recipients":["alice@example.test","bob@example.test"]}\n${message}`);
-    assert.equal((await stat(join(dir, name))).mode & 0o777, 0o604);
+    assert.equal((await stat(join(dir, name))).mode & 0o777, 0o644);
   });
 
   test('a message stream that fails leaves nothing behind', async () => {

@@ -274,3 +274,39 @@ test('flush retries deferred recipients now; an entry deleted under the manager 
   await until(() => qmgr2.size === 0);
   assert.equal(tried, 1, 'not attempted again once deleted');
 });
+
+test('failures at two destinations make one bounce; a bounce that cannot be queued keeps the entry', async () => {
+  const { store, entry } = await setupRemote(['a@one.test', 'b@two.test']);
+  const notices: number[][] = [];
+  const qmgr = manager(store, neverLocal, {
+    remote: {
+      destinationOf: noRemote.destinationOf,
+      deliver: async (jobs) => {
+        await new Promise((r) => setTimeout(r, jobs[0]!.entry.envelope.recipients[jobs[0]!.index]!.address.startsWith('a') ? 10 : 60));
+        return jobs.map(() => ({ error: new PermanentDeliveryError('550 5.1.1 no such user') }));
+      },
+    },
+    notifier: { notify: async (_e, indexes) => void notices.push(indexes) },
+  });
+  qmgr.add(entry);
+  await until(() => qmgr.size === 0);
+  assert.deepEqual(notices, [[0, 1]]);
+
+  const second = await setupRemote(['c@three.test']);
+  let calls = 0;
+  const failing = manager(second.store, neverLocal, {
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: new PermanentDeliveryError('550 5.1.1 no') })) },
+    notifier: {
+      notify: async () => {
+        calls += 1;
+        throw new Error('ENOSPC: no space left on device');
+      },
+    },
+  });
+  failing.add(second.entry);
+  await until(() => calls === 1);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(failing.size, 1, 'the original waits until its bounce is queued');
+  assert.equal(second.entry.progress[0]!.notified, false);
+  assert.deepEqual(await readdir(second.store.dir).then((names) => names.filter((n) => n === second.entry.envelope.id)), [second.entry.envelope.id]);
+});
