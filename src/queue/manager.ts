@@ -10,6 +10,7 @@
 // once every recipient is delivered or has failed and been reported.
 import { MAX_HOPS } from '../bounce/hops.js';
 import type { Logger } from '../log.js';
+import { Fifo, MinHeap } from './collections.js';
 import type { QueueEntry, QueueStore, RecipientProgress } from './store.js';
 
 /** A delivery attempt's outcome that is final: the recipient will never succeed. */
@@ -84,6 +85,8 @@ export interface QueueManagerOptions {
 
 type Job = DeliveryJob;
 
+/** Longest setTimeout Node takes (2^31-1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
 /** How long a stop waits for deliveries in progress. */
 const STOP_WAIT_MS = 20_000;
 /** Recipients of one outbound transaction at most (Postfix's smtp_destination_recipient_limit). */
@@ -97,9 +100,10 @@ const MAX_BATCH = 20;
 
 export class QueueManager {
   private readonly entries = new Map<string, QueueEntry>();
-  private readonly ready: Job[] = [];
-  private readonly readyRemote: Job[] = [];
-  private readonly deferred = new Set<Job>();
+  private readonly ready = new Fifo<Job>();
+  /** remote jobs ready to go, by destination, then by entry id (in the order they became ready) */
+  private readonly readyRemote = new Map<string, Map<string, Job[]>>();
+  private readonly deferred = new MinHeap<Job>();
   private readonly busyMailboxes = new Set<string>();
   private readonly waitingForMailbox = new Map<string, Job[]>();
   /** outbound attempts in progress per destination */
@@ -158,8 +162,12 @@ export class QueueManager {
       if (this.entries.get(id) === entry && this.entries.delete(id)) this.options.logger.info({ queueId: id }, 'removed by queue delete');
     }
     const now = Date.now();
-    for (const job of this.deferred) job.entry.progress[job.index]!.nextAttemptAt = now;
-    this.wakeDeferred();
+    for (const job of this.deferred.drain()) {
+      job.entry.progress[job.index]!.nextAttemptAt = now;
+      this.makeReady(job);
+    }
+    this.armDeferTimer();
+    this.dispatch();
   }
 
   /**
@@ -185,13 +193,22 @@ export class QueueManager {
       this.makeReady(job);
       return;
     }
-    this.deferred.add(job);
+    this.deferred.push(due, job);
     if (due < this.deferTimerAt) this.armDeferTimer();
   }
 
   private makeReady(job: Job): void {
-    if (isRemote(job)) this.readyRemote.push(job);
-    else this.ready.push(job);
+    if (!isRemote(job)) {
+      this.ready.push(job);
+      return;
+    }
+    const destination = this.options.remote.destinationOf(recipientOf(job).address);
+    const byEntry = this.readyRemote.get(destination) ?? new Map<string, Job[]>();
+    this.readyRemote.set(destination, byEntry);
+    const id = job.entry.envelope.id;
+    const jobs = byEntry.get(id) ?? [];
+    byEntry.set(id, jobs);
+    jobs.push(job);
   }
 
   private dispatch(): void {
@@ -211,29 +228,24 @@ export class QueueManager {
   }
 
   /**
-   * Starts outbound attempts while there is room: the first ready job whose destination has a
-   * free slot goes, with the other ready recipients of its entry at that destination (up to
-   * MAX_RECIPIENTS_PER_TRANSACTION).
+   * Starts outbound attempts while there is room: for each destination with a free slot, the
+   * entry that became ready first there goes, with up to MAX_RECIPIENTS_PER_TRANSACTION of its
+   * recipients at that destination. A destination at its limit is skipped, not scanned.
    */
   private dispatchRemote(): void {
-    for (let i = 0; i < this.readyRemote.length && this.remoteInFlight < this.options.remoteConcurrency; ) {
-      const job = this.readyRemote[i]!;
-      const destination = this.options.remote.destinationOf(recipientOf(job).address);
-      if ((this.busyDestinations.get(destination) ?? 0) >= this.options.destinationConcurrency) {
-        i += 1;
-        continue;
+    for (const [destination, byEntry] of this.readyRemote) {
+      while (
+        this.remoteInFlight < this.options.remoteConcurrency &&
+        (this.busyDestinations.get(destination) ?? 0) < this.options.destinationConcurrency &&
+        byEntry.size > 0
+      ) {
+        const [id, jobs] = byEntry.entries().next().value!;
+        const batch = jobs.splice(0, MAX_RECIPIENTS_PER_TRANSACTION);
+        if (jobs.length === 0) byEntry.delete(id);
+        this.runRemote(destination, batch);
       }
-      const batch: Job[] = [];
-      for (let j = i; j < this.readyRemote.length && batch.length < MAX_RECIPIENTS_PER_TRANSACTION; ) {
-        const other = this.readyRemote[j]!;
-        if (other.entry === job.entry && this.options.remote.destinationOf(recipientOf(other).address) === destination) {
-          batch.push(other);
-          this.readyRemote.splice(j, 1);
-        } else {
-          j += 1;
-        }
-      }
-      this.runRemote(destination, batch);
+      if (byEntry.size === 0) this.readyRemote.delete(destination);
+      if (this.remoteInFlight >= this.options.remoteConcurrency) return;
     }
   }
 
@@ -497,23 +509,19 @@ export class QueueManager {
     }
   }
 
-  /** One timer for the earliest deferred job; rescanned only when it fires. */
+  /** One timer, for the earliest deferred job. */
   private armDeferTimer(): void {
     clearTimeout(this.deferTimer);
     this.deferTimerAt = Infinity;
     if (this.stopping || this.deferred.size === 0) return;
-    for (const job of this.deferred) this.deferTimerAt = Math.min(this.deferTimerAt, job.entry.progress[job.index]!.nextAttemptAt);
-    this.deferTimer = setTimeout(() => this.wakeDeferred(), Math.max(0, this.deferTimerAt - Date.now()));
+    this.deferTimerAt = this.deferred.peekKey();
+    // setTimeout takes at most 2^31-1 ms; a later due time just wakes the timer once more
+    this.deferTimer = setTimeout(() => this.wakeDeferred(), Math.min(MAX_TIMER_MS, Math.max(0, this.deferTimerAt - Date.now())));
   }
 
   private wakeDeferred(): void {
     const now = Date.now();
-    for (const job of this.deferred) {
-      if (job.entry.progress[job.index]!.nextAttemptAt <= now) {
-        this.deferred.delete(job);
-        this.makeReady(job);
-      }
-    }
+    while (this.deferred.peekKey() <= now) this.makeReady(this.deferred.pop()!);
     this.armDeferTimer();
     this.dispatch();
   }
