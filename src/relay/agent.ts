@@ -81,7 +81,8 @@ export class RemoteDelivery implements RemoteAgent {
       return jobs.map(() => ({ error }));
     }
     // RFC 5321 5.1: never to ourselves (an MX or address literal pointing here would loop)
-    destinations = destinations.filter((destination) => !isOwnListener(destination, settings.ownListeners));
+    const own = ownAddresses(settings.ownListeners);
+    destinations = destinations.filter((destination) => !own.has(`${destination.address}:${destination.port}`));
     if (destinations.length === 0) {
       const error = new PermanentDeliveryError(`5.4.6 mail for ${domain} loops back to myself`);
       return jobs.map(() => ({ error }));
@@ -104,20 +105,18 @@ export class RemoteDelivery implements RemoteAgent {
   }
 }
 
-/** Whether a destination is one of our own SMTP listeners (a wildcard listener covers every local address). */
-function isOwnListener(destination: Destination, listeners: ListenAddress[]): boolean {
-  return listeners.some(({ host, port }) => {
-    if (port !== destination.port) return false;
-    if (host === destination.address) return true;
-    if (host !== '0.0.0.0' && host !== '::') return false;
-    return localAddresses().has(destination.address) && (host === '::' || isIP(destination.address) === 4);
-  });
-}
-
-function localAddresses(): Set<string> {
-  const addresses = new Set<string>(['127.0.0.1', '::1']);
-  for (const list of Object.values(networkInterfaces())) for (const info of list ?? []) addresses.add(info.address);
-  return addresses;
+/**
+ * Every "address:port" our SMTP listeners answer on; a wildcard listener answers on each local
+ * address (of its family, or both for "::"). Read once per attempt: interfaces may change.
+ */
+function ownAddresses(listeners: ListenAddress[]): Set<string> {
+  const local = ['127.0.0.1', '::1', ...Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((info) => info.address))];
+  const own = new Set<string>();
+  for (const { host, port } of listeners) {
+    const addresses = host === '::' ? local : host === '0.0.0.0' ? local.filter((address) => isIP(address) === 4) : [host];
+    for (const address of addresses) own.add(`${address}:${port}`);
+  }
+  return own;
 }
 
 function domainOf(address: string): string {

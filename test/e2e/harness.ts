@@ -6,6 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -423,93 +424,61 @@ async function connectSocket(port: number, options: ConnectOptions, timeoutMs: n
 }
 
 /**
- * A deliberately dumb SMTP client over a raw socket: writes exactly the bytes it is given
- * and parses replies (multi-line aware), so tests control dot-stuffing, pipelining and line ends.
+ * What the raw SMTP and POP3 test clients share: a socket read as latin1 (one char = one byte),
+ * cut into lines as they arrive (handed to `onLine`), and waiting for what those lines make,
+ * with a timeout and a clear error when the server closes or the socket fails first.
  */
-export class SmtpClient {
+abstract class LineClient {
   private buffer = '';
-  private readonly replies: Reply[] = [];
-  private pending: Reply | null = null;
   private waiter: (() => void) | null = null;
   private ended = false;
   private error: Error | null = null;
-  readonly timeoutMs: number;
 
-  private constructor(readonly socket: Socket, timeoutMs: number) {
-    this.timeoutMs = timeoutMs;
+  protected constructor(
+    readonly socket: Socket,
+    readonly timeoutMs: number,
+  ) {
     socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => this.onData(chunk));
-    socket.on('end', () => {
-      this.ended = true;
+    socket.on('data', (chunk: string) => {
+      this.buffer += chunk;
+      let nl: number;
+      while ((nl = this.buffer.indexOf('\n')) !== -1) {
+        const line = this.buffer.slice(0, nl).replace(/\r$/, '');
+        this.buffer = this.buffer.slice(nl + 1);
+        this.onLine(line);
+      }
       this.wake();
     });
-    socket.on('close', () => {
+    const end = () => {
       this.ended = true;
       this.wake();
-    });
+    };
+    socket.on('end', end);
+    socket.on('close', end);
     socket.on('error', (err) => {
       this.error = err;
       this.wake();
     });
   }
 
-  /** Connects and reads the greeting. */
-  static async connect(port: number, options: ConnectOptions = {}): Promise<{ client: SmtpClient; greeting: Reply }> {
-    const timeoutMs = options.timeoutMs ?? 10_000;
-    const client = new SmtpClient(await connectSocket(port, options, timeoutMs), timeoutMs);
-    const greeting = await client.read();
-    return { client, greeting };
-  }
-
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
-  }
-
-  private onData(chunk: string): void {
-    this.buffer += chunk;
-    let nl: number;
-    while ((nl = this.buffer.indexOf('\n')) !== -1) {
-      const line = this.buffer.slice(0, nl).replace(/\r$/, '');
-      this.buffer = this.buffer.slice(nl + 1);
-      const m = /^(\d{3})([ -]?)(.*)$/.exec(line);
-      if (!m) {
-        this.replies.push({ code: 0, lines: [line], raw: line });
-        continue;
-      }
-      const reply = this.pending ?? { code: Number(m[1]), lines: [], raw: '' };
-      reply.lines.push(m[3]!);
-      reply.raw += (reply.raw ? '\n' : '') + line;
-      if (m[2] === '-') {
-        this.pending = reply;
-      } else {
-        this.pending = null;
-        this.replies.push(reply);
-      }
-    }
-    this.wake();
-  }
-
-  /** Replies received and not read yet. */
-  get unread(): number {
-    return this.replies.length;
-  }
+  /** One complete line from the server, without its line end. */
+  protected abstract onLine(line: string): void;
 
   get closed(): boolean {
     return this.ended;
   }
 
-  /** The next reply; rejects on timeout or if the server closes first. */
-  async read(timeoutMs = this.timeoutMs): Promise<Reply> {
+  /** Resolves with what `take` finds once something is there; `what` names it in errors ("SMTP reply"). */
+  protected async waitFor<T>(take: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const reply = this.replies.shift();
-      if (reply) return reply;
-      if (this.error) throw new Error(`socket error while waiting for a reply: ${this.error.message}`);
-      if (this.ended) throw new Error(`server closed the connection while a reply was awaited (partial: ${JSON.stringify(this.buffer)})`);
+      const found = take();
+      if (found !== undefined) return found;
+      const partial = JSON.stringify(this.buffer.slice(0, 200));
+      if (this.error) throw new Error(`socket error while waiting for a ${what}: ${this.error.message}`);
+      if (this.ended) throw new Error(`server closed the connection while a ${what} was awaited (partial: ${partial})`);
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no SMTP reply within ${timeoutMs} ms (partial: ${JSON.stringify(this.buffer)})`);
+      if (left <= 0) throw new Error(`no ${what} within ${timeoutMs} ms (partial: ${partial})`);
       await new Promise<void>((resolveWait) => {
         const timer = setTimeout(() => {
           this.waiter = null;
@@ -521,6 +490,79 @@ export class SmtpClient {
         };
       });
     }
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  /** Resolves once the server has closed the connection (rejects after timeoutMs). */
+  async waitClosed(timeoutMs = this.timeoutMs): Promise<void> {
+    await eventually(() => this.ended, timeoutMs, 'server to close the connection', 10);
+  }
+
+  /** Writes raw bytes (a string is sent as latin1, one char = one byte). */
+  write(data: string | Buffer): void {
+    this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+/**
+ * A deliberately dumb SMTP client over a raw socket: writes exactly the bytes it is given
+ * and parses replies (multi-line aware), so tests control dot-stuffing, pipelining and line ends.
+ */
+export class SmtpClient extends LineClient {
+  private readonly replies: Reply[] = [];
+  private pending: Reply | null = null;
+
+  private constructor(socket: Socket, timeoutMs: number) {
+    super(socket, timeoutMs);
+  }
+
+  /** Connects and reads the greeting. */
+  static async connect(port: number, options: ConnectOptions = {}): Promise<{ client: SmtpClient; greeting: Reply }> {
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const client = SmtpClient.over(await connectSocket(port, options, timeoutMs), timeoutMs);
+    const greeting = await client.read();
+    return { client, greeting };
+  }
+
+  /** A client over a socket already connected (a TLS session after STARTTLS, an smtps connection). */
+  static over(socket: Socket, timeoutMs = 10_000): SmtpClient {
+    return new SmtpClient(socket, timeoutMs);
+  }
+
+  protected onLine(line: string): void {
+    const m = /^(\d{3})([ -]?)(.*)$/.exec(line);
+    if (!m) {
+      this.replies.push({ code: 0, lines: [line], raw: line });
+      return;
+    }
+    const reply = this.pending ?? { code: Number(m[1]), lines: [], raw: '' };
+    reply.lines.push(m[3]!);
+    reply.raw += (reply.raw ? '\n' : '') + line;
+    if (m[2] === '-') {
+      this.pending = reply;
+    } else {
+      this.pending = null;
+      this.replies.push(reply);
+    }
+  }
+
+  /** Replies received and not read yet. */
+  get unread(): number {
+    return this.replies.length;
+  }
+
+  /** The next reply; rejects on timeout or if the server closes first. */
+  read(timeoutMs = this.timeoutMs): Promise<Reply> {
+    return this.waitFor(() => this.replies.shift(), timeoutMs, 'SMTP reply');
   }
 
   /** Reads `n` replies in order. */
@@ -540,11 +582,6 @@ export class SmtpClient {
     }
   }
 
-  /** Writes raw bytes (a string is sent as latin1, one char = one byte). */
-  write(data: string | Buffer): void {
-    this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
-  }
-
   /** Sends one command line (CRLF added) and reads its reply. */
   async cmd(line: string, timeoutMs = this.timeoutMs): Promise<Reply> {
     this.write(`${line}\r\n`);
@@ -562,17 +599,13 @@ export class SmtpClient {
   }
 
   async quit(): Promise<void> {
-    if (!this.ended) {
+    if (!this.closed) {
       try {
         await this.cmd('QUIT', 3000);
       } catch {
         /* closing anyway */
       }
     }
-    this.socket.destroy();
-  }
-
-  destroy(): void {
     this.socket.destroy();
   }
 }
@@ -858,41 +891,27 @@ export interface Pop3MultiReply {
  * one byte), so message bodies can be compared byte for byte; nothing is hidden (pipelining,
  * raw writes, dropping the connection are up to the test).
  */
-export class Pop3Client {
-  private buffer = '';
+export class Pop3Client extends LineClient {
   private readonly lines: string[] = [];
-  private waiter: (() => void) | null = null;
-  private ended = false;
-  private error: Error | null = null;
 
-  private constructor(readonly socket: Socket, readonly timeoutMs: number) {
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => {
-      this.buffer += chunk;
-      let nl: number;
-      while ((nl = this.buffer.indexOf('\n')) !== -1) {
-        this.lines.push(this.buffer.slice(0, nl).replace(/\r$/, ''));
-        this.buffer = this.buffer.slice(nl + 1);
-      }
-      this.wake();
-    });
-    const end = () => {
-      this.ended = true;
-      this.wake();
-    };
-    socket.on('end', end);
-    socket.on('close', end);
-    socket.on('error', (err) => {
-      this.error = err;
-      this.wake();
-    });
+  private constructor(socket: Socket, timeoutMs: number) {
+    super(socket, timeoutMs);
   }
 
   /** Connects and reads the greeting line. */
   static async connect(port: number, options: ConnectOptions = {}): Promise<{ client: Pop3Client; greeting: string }> {
     const timeoutMs = options.timeoutMs ?? 10_000;
-    const client = new Pop3Client(await connectSocket(port, options, timeoutMs), timeoutMs);
+    const client = Pop3Client.over(await connectSocket(port, options, timeoutMs), timeoutMs);
     return { client, greeting: await client.readLine() };
+  }
+
+  /** A client over a socket already connected (a TLS session after STLS, a pop3s connection). */
+  static over(socket: Socket, timeoutMs = 10_000): Pop3Client {
+    return new Pop3Client(socket, timeoutMs);
+  }
+
+  protected onLine(line: string): void {
+    this.lines.push(line);
   }
 
   /** Connects and logs in with USER/PASS; throws unless both get +OK. */
@@ -907,52 +926,14 @@ export class Pop3Client {
     return client;
   }
 
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = null;
-    w?.();
-  }
-
-  get closed(): boolean {
-    return this.ended;
-  }
-
   /** Lines received and not read yet. */
   get unread(): number {
     return this.lines.length;
   }
 
   /** The next line (without CRLF); rejects on timeout or when the server closes first. */
-  async readLine(timeoutMs = this.timeoutMs): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const line = this.lines.shift();
-      if (line !== undefined) return line;
-      if (this.error) throw new Error(`socket error while waiting for a POP3 line: ${this.error.message}`);
-      if (this.ended) throw new Error(`server closed the connection while a line was awaited (partial: ${JSON.stringify(this.buffer.slice(0, 200))})`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no POP3 line within ${timeoutMs} ms (partial: ${JSON.stringify(this.buffer.slice(0, 200))})`);
-      await new Promise<void>((resolveWait) => {
-        const timer = setTimeout(() => {
-          this.waiter = null;
-          resolveWait();
-        }, left);
-        this.waiter = () => {
-          clearTimeout(timer);
-          resolveWait();
-        };
-      });
-    }
-  }
-
-  /** Resolves once the server has closed the connection (rejects after timeoutMs). */
-  async waitClosed(timeoutMs = this.timeoutMs): Promise<void> {
-    await eventually(() => this.ended, timeoutMs, 'POP3 server to close the connection', 10);
-  }
-
-  /** Writes raw bytes (a string is sent as latin1). */
-  write(data: string | Buffer): void {
-    this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
+  readLine(timeoutMs = this.timeoutMs): Promise<string> {
+    return this.waitFor(() => this.lines.shift(), timeoutMs, 'POP3 line');
   }
 
   /** Sends one command (CRLF added) and reads its one-line reply. */
@@ -1007,10 +988,6 @@ export class Pop3Client {
       this.socket.end();
     }
   }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
 }
 
 /**
@@ -1025,12 +1002,7 @@ export function pop3Wire(path: string, n: number): Buffer {
 }
 
 // ---------------------------------------------------------------- SMTP over TLS and AUTH
-// (added for the SMTP TLS/AUTH tests; kept at the end so other sections stay untouched)
 
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-
-/** SmtpClient's constructor is private to keep tests on connect(); TLS needs it over a TLS socket. */
-const SmtpClientOver = SmtpClient as unknown as new (socket: Socket, timeoutMs: number) => SmtpClient;
 
 /** A TLS handshake on `socket` that verifies the server's certificate for HOSTNAME against `ca`. */
 export async function tlsHandshake(socket: Socket, ca: string, timeoutMs = 10_000): Promise<TLSSocket> {
@@ -1054,7 +1026,7 @@ export async function tlsHandshake(socket: Socket, ca: string, timeoutMs = 10_00
  * speaks over the TLS session, `client` is spent.
  */
 export async function continueOverTls(client: SmtpClient, ca: string): Promise<SmtpClient> {
-  return new SmtpClientOver(await tlsHandshake(client.socket, ca, client.timeoutMs), client.timeoutMs);
+  return SmtpClient.over(await tlsHandshake(client.socket, ca, client.timeoutMs), client.timeoutMs);
 }
 
 /** STARTTLS (after EHLO) and the TLS handshake; throws unless the server says 220. */
@@ -1067,7 +1039,7 @@ export async function startTls(client: SmtpClient, ca: string): Promise<SmtpClie
 /** Connects to an implicit-TLS port (smtps) and reads the greeting. */
 export async function connectSmtpTls(port: number, ca: string, options: ConnectOptions = {}): Promise<{ client: SmtpClient; greeting: Reply }> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const client = new SmtpClientOver(await tlsHandshake(await connectSocket(port, options, timeoutMs), ca, timeoutMs), timeoutMs);
+  const client = SmtpClient.over(await tlsHandshake(await connectSocket(port, options, timeoutMs), ca, timeoutMs), timeoutMs);
   return { client, greeting: await client.read() };
 }
 
@@ -1077,17 +1049,14 @@ export function authPlain(user: string, password = PASSWORD, authzid = ''): stri
 }
 
 // ---------------------------------------------------------------- POP3 over TLS
-// (added for the POP3 STLS/pop3s tests; kept at the end so other sections stay untouched)
 
-/** Pop3Client's constructor is private to keep tests on connect(); TLS needs it over a TLS socket. */
-const Pop3ClientOver = Pop3Client as unknown as new (socket: Socket, timeoutMs: number) => Pop3Client;
 
 /**
  * Continues `client` over TLS once the server has said +OK to STLS (verifying the certificate for
  * HOSTNAME against `ca`): the returned client speaks over the TLS session, `client` is spent.
  */
 export async function pop3ContinueOverTls(client: Pop3Client, ca: string): Promise<Pop3Client> {
-  return new Pop3ClientOver(await tlsHandshake(client.socket, ca, client.timeoutMs), client.timeoutMs);
+  return Pop3Client.over(await tlsHandshake(client.socket, ca, client.timeoutMs), client.timeoutMs);
 }
 
 /** STLS and the TLS handshake; throws unless the server says +OK. */
@@ -1101,6 +1070,6 @@ export async function pop3Stls(client: Pop3Client, ca: string): Promise<Pop3Clie
 export async function connectPop3s(port: number, ca: string, options: ConnectOptions = {}): Promise<{ client: Pop3Client; greeting: string; socket: TLSSocket }> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const socket = await tlsHandshake(await connectSocket(port, options, timeoutMs), ca, timeoutMs);
-  const client = new Pop3ClientOver(socket, timeoutMs);
+  const client = Pop3Client.over(socket, timeoutMs);
   return { client, greeting: await client.readLine(), socket };
 }
