@@ -288,3 +288,33 @@ describe('outbound relay: expiry', { skip: RUN_AS_ROOT ? false : 'needs root: th
     }
   });
 });
+
+describe('outbound relay: smarthost', () => {
+  test('with relay.relayhost everything goes to the smarthost, no MX lookup, our Received line on top', async () => {
+    const smarthost = await startSmtpSink();
+    const env = await makeEnv({
+      config: { mynetworks: [`${MYNETWORKS_CLIENT}/32`], relay: { relayhost: `127.0.0.1:${smarthost.port}`, dns_servers: ['127.0.0.1:9'], retry: ['1s'] } },
+    });
+    const daemon = await startDaemon(env);
+    try {
+      const result = await sendRaw(env.port, {
+        from: 'cron@inside.test',
+        to: ['a@one.example', 'b@two.example'],
+        message: crlf('Subject: via the smarthost', '', 'hello', ''),
+        localAddress: MYNETWORKS_CLIENT,
+      });
+      assert.ok(result.queueId, JSON.stringify(result));
+      await daemon.waitForLogs((e) => e.msg === 'delivered' && e.queueId === result.queueId, 2, 15_000, 'both recipients at the smarthost');
+      const relays = daemon.find((e) => e.msg === 'delivered' && e.queueId === result.queueId).map((e) => String(e.relay));
+      assert.ok(relays.every((r) => r === `[127.0.0.1]:${smarthost.port}`), relays.join(', '));
+      const got = smarthost.messages.flatMap((m) => m.to).sort();
+      assert.deepEqual(got, ['a@one.example', 'b@two.example']);
+      assert.ok(smarthost.messages.every((m) => m.from === 'cron@inside.test'));
+      assert.ok(smarthost.messages[0]!.data.toString('latin1').startsWith('Received: from '));
+    } finally {
+      await daemon.kill9();
+      await smarthost.close();
+      await env.cleanup();
+    }
+  });
+});
