@@ -4,8 +4,8 @@
 // text/rfc822-headers). The body is never included: a DSN stays small and cannot amplify
 // backscatter. Every value from outside (addresses, remote replies, headers) is made safe.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { rfc5322Date } from '../delivery/trace.js';
-import { headerLines } from './header-block.js';
+import { rfc5322Date } from '../message/date.js';
+import { headerLines } from '../message/header-block.js';
 
 /** Most bytes of the original header block quoted in a DSN (whole lines only). */
 export const ORIGINAL_HEADERS_CAP = 64 * 1024;

@@ -3,11 +3,12 @@
 // to the entry's sender like any other mail (so it is delivered, retried and, being from <>,
 // never bounced itself).
 import { Readable } from 'node:stream';
-import { localClient, type Injector } from '../queue/inject.js';
+import { localClient } from '../message/envelope.js';
+import type { Injector } from '../queue/inject.js';
 import type { Notifier } from '../queue/manager.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { composeDsn, ORIGINAL_HEADERS_CAP, type DsnRecipient } from './dsn.js';
-import { readHeaderBlock } from './header-block.js';
+import { readHeaderBlock } from '../message/header-block.js';
 
 export interface BounceNotifierOptions {
   store: QueueStore;

@@ -4,7 +4,7 @@
 // read). The header block is read first, bounded, so -t can take the recipients from it; Bcc: is
 // removed; the header lines the caller adds for missing fields go at its end. The message as
 // written may be at most `sizeLimit` bytes.
-import { CrlfConverter } from '../queue/maildrop.js';
+import { CrlfConverter } from '../message/crlf.js';
 
 /** Most bytes the header block may have (it is held until it is complete). */
 export const MAX_HEADER_BLOCK = 1024 * 1024;

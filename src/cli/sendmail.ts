@@ -10,10 +10,11 @@ import type { Command } from 'commander';
 import addressparser from 'nodemailer/lib/addressparser';
 import { encodeWord } from 'nodemailer/lib/mime-funcs';
 import type { Config } from '../config/schema.js';
-import { rfc5322Date } from '../delivery/trace.js';
+import { rfc5322Date } from '../message/date.js';
 import { isErrno } from '../fsutil.js';
 import { newQueueId } from '../queue/id.js';
-import { isSafeAddress, maildropDir, MAX_RECIPIENTS, writeMaildropFile } from '../queue/maildrop.js';
+import { isSafeAddress, qualify } from '../message/address.js';
+import { maildropDir, MAX_RECIPIENTS, writeMaildropFile } from '../queue/maildrop.js';
 import { fail } from './fail.js';
 import { flushQueue, printQueue } from './queue.js';
 import { SubmittedMessage } from './sendmail-input.js';
@@ -245,7 +246,7 @@ function addressList(text: string, hostname: string, what: string): string[] {
       if (name === '') return []; // an empty group, "<>"
       return fail(`bad ${what} address ${JSON.stringify(name)}`);
     }
-    const qualified = bare.includes('@') ? bare : `${bare}@${hostname}`;
+    const qualified = qualify(bare, hostname);
     if (!isSafeAddress(qualified)) fail(`bad ${what} address ${JSON.stringify(bare)}`);
     return [qualified];
   });

@@ -11,6 +11,7 @@
 // the user of that name (if there is one) instead of being expanded again.
 import { readFile } from 'node:fs/promises';
 import { normalizeUsername } from '../auth/username.js';
+import { splitAddress } from '../message/address.js';
 
 export type Aliases = Map<string, string[]>;
 
@@ -162,14 +163,10 @@ export function resolveRecipient(
   };
   const visit = (target: string, depth: number): void => {
     if (target.startsWith('\\')) return deliverToUser(target.slice(1));
-    const at = target.lastIndexOf('@');
-    if (at >= 0) {
-      if (!localDomains(target.slice(at + 1))) {
-        remote.add(target);
-        return;
-      }
-      const user = normalizeUsername(target.slice(0, at).replace(/^"(.*)"$/, '$1'));
-      if (user !== null) visit(user, depth);
+    if (target.includes('@')) {
+      const user = localNameOf(target, localDomains);
+      if (user === undefined) remote.add(target);
+      else if (user !== null) visit(user, depth);
       return;
     }
     const targets = aliases.get(target);
@@ -216,8 +213,8 @@ export function checkAliases(
 /** The local name a target names: null for a local address with a bad name, undefined for a remote one. */
 function localNameOf(target: string, localDomains: (domain: string) => boolean): string | null | undefined {
   if (target.startsWith('\\')) return target.slice(1);
-  const at = target.lastIndexOf('@');
-  if (at < 0) return target;
-  if (!localDomains(target.slice(at + 1))) return undefined;
-  return normalizeUsername(target.slice(0, at).replace(/^"(.*)"$/, '$1'));
+  const parts = splitAddress(target);
+  if (parts === null) return target;
+  if (!localDomains(parts.domain)) return undefined;
+  return normalizeUsername(parts.localPart.replace(/^"(.*)"$/, '$1'));
 }

@@ -8,7 +8,8 @@ import type { StaleLockInfo } from '../mbox/lock.js';
 import { settleInterruptedAppend } from '../mbox/probe.js';
 import { PermanentDeliveryError, type DeliveryAgent, type DeliveryJob } from '../queue/manager.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
-import { missingSubmissionHeaders, traceHeaders } from './trace.js';
+import { domainOf, qualify } from '../message/address.js';
+import { missingSubmissionHeaders, traceHeaders } from '../message/trace.js';
 
 export interface LocalDeliveryOptions {
   spoolDir: string;
@@ -62,7 +63,7 @@ export class LocalDelivery implements DeliveryAgent {
   private message({ entry, index }: DeliveryJob, user: string, beforeWrite: (offset: number) => Promise<void>): MessageToAppend {
     const { envelope } = entry;
     const address = envelope.recipients[index]!.address;
-    const domain = address.includes('@') ? address.slice(address.lastIndexOf('@') + 1).toLowerCase() : this.options.hostname;
+    const domain = domainOf(qualify(address, this.options.hostname));
     return {
       source: this.options.store.openMessage(entry),
       sender: envelope.sender,

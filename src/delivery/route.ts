@@ -1,7 +1,8 @@
 // Where mail for an address goes: the local users an address (or the alias it names) delivers
 // to, and the remote addresses it forwards to. Shared by the SMTP recipient check (which adds
 // its own refusals on top) and by mail mailsrv injects itself (bounces, `mailsrv sendmail`).
-import type { RecipientTarget } from '../queue/store.js';
+import { qualify, splitAddress } from '../message/address.js';
+import type { RecipientTarget } from '../message/envelope.js';
 
 export interface ResolvedRecipient {
   address: string;
@@ -33,10 +34,9 @@ export function deliveriesFor(address: string, resolution: { local: string[]; re
  * delivery, which fails for good, so the sender gets a bounce instead of silence.
  */
 export function routeAddress(address: string, context: RoutingContext): ResolvedRecipient[] {
-  const full = address.includes('@') ? address : `${address}@${context.hostname}`;
-  const at = full.lastIndexOf('@');
-  const localPart = full.slice(0, at);
-  if (!context.isLocalDomain(full.slice(at + 1))) return [{ address: full, target: { kind: 'remote' } }];
+  const full = qualify(address, context.hostname);
+  const { localPart, domain } = splitAddress(full)!;
+  if (!context.isLocalDomain(domain)) return [{ address: full, target: { kind: 'remote' } }];
   const resolution = context.directory.resolve(localPart);
   if (resolution === null) return [{ address: full, target: { kind: 'local', user: localPart.toLowerCase() } }];
   return deliveriesFor(full, resolution);

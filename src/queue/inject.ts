@@ -3,7 +3,8 @@
 // forwards); the entry is on disk and fsynced before it is handed to the queue manager.
 import type { Readable } from 'node:stream';
 import { routeAddress, uniqueDeliveries, type RoutingContext } from '../delivery/route.js';
-import type { ClientInfo, QueueEntry, QueueStore } from './store.js';
+import type { ClientInfo } from '../message/envelope.js';
+import type { QueueEntry, QueueStore } from './store.js';
 
 export interface Injection {
   /** envelope sender; '' for bounces */
@@ -47,9 +48,4 @@ export class Injector {
       throw err;
     }
   }
-}
-
-/** The client of mail made on this host: no network peer; `uid` of the local user who sent it, if any. */
-export function localClient(uid?: number): ClientInfo {
-  return { ip: '', helo: '', hostname: '', protocol: 'LOCAL', submitted: true, ...(uid === undefined ? {} : { uid }) };
 }

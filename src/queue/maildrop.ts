@@ -11,8 +11,10 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { fsyncDir, isErrno } from '../fsutil.js';
+import { isSafeAddress } from '../message/address.js';
+import { CrlfLineEnds } from '../message/crlf.js';
 import { isQueueId, newQueueId } from './id.js';
 
 const MAILDROP_FORMAT_VERSION = 1;
@@ -27,8 +29,6 @@ const DIRECTORY_MODE = 0o1733;
  * gets the group's); its random name keeps others out */
 const FILE_MODE = 0o644;
 const LF = 0x0a;
-const CR = 0x0d;
-const CR_BUFFER = Buffer.from([CR]);
 
 export function maildropDir(stateDir: string): string {
   return join(stateDir, 'maildrop');
@@ -63,18 +63,6 @@ function newMaildropName(): string {
   return `${newQueueId()}-${randomBytes(8).toString('hex')}`;
 }
 
-const ADDRESS_PART = '[^\\s\\x00-\\x1f\\x7f<>()[\\]\\\\,;:"@]';
-const ADDRESS = new RegExp(`^(?!-)${ADDRESS_PART}{1,64}@${ADDRESS_PART}{1,255}$`, 'u');
-
-/**
- * `local@domain` that is safe in an envelope, a From_ line and a header: no spaces, controls,
- * brackets, quotes or separators (quoted local parts and address literals are not taken), and
- * no leading "-" (a misplaced option such as `-f` is no recipient).
- */
-export function isSafeAddress(address: string): boolean {
-  return ADDRESS.test(address);
-}
-
 /** Checks a parsed envelope line strictly; returns just the envelope. */
 function checkEnvelope(value: unknown): MaildropEnvelope {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new MaildropFormatError('the envelope line is not a JSON object');
@@ -104,37 +92,6 @@ function envelopeLine(envelope: MaildropEnvelope): Buffer {
   const bytes = Buffer.from(`${JSON.stringify(line)}\n`, 'utf8');
   if (bytes.length > MAX_ENVELOPE_LINE) throw new MaildropFormatError('the recipient list is too long');
   return bytes;
-}
-
-/** LF → CRLF, one chunk after another: a LF without a CR before it gets one; everything else is kept. */
-export class CrlfConverter {
-  private afterCr = false;
-
-  convert(chunk: Buffer): Buffer {
-    const bareLfs: number[] = [];
-    for (let i = chunk.indexOf(LF); i !== -1; i = chunk.indexOf(LF, i + 1)) {
-      if (!(i === 0 ? this.afterCr : chunk[i - 1] === CR)) bareLfs.push(i);
-    }
-    if (chunk.length > 0) this.afterCr = chunk[chunk.length - 1] === CR;
-    if (bareLfs.length === 0) return chunk;
-    const parts: Buffer[] = [];
-    let start = 0;
-    for (const lf of bareLfs) {
-      parts.push(chunk.subarray(start, lf), CR_BUFFER);
-      start = lf;
-    }
-    parts.push(chunk.subarray(start));
-    return Buffer.concat(parts, chunk.length + bareLfs.length);
-  }
-}
-
-/** CrlfConverter as a stream. */
-class CrlfLineEnds extends Transform {
-  private readonly converter = new CrlfConverter();
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    callback(null, this.converter.convert(chunk));
-  }
 }
 
 /**

@@ -8,7 +8,7 @@
 // reported to the sender in a bounce, one that waits past delay_warning in a warning (once);
 // a message that went round too many hops is bounced as a loop. An entry leaves the queue
 // once every recipient is delivered or has failed and been reported.
-import { MAX_HOPS } from '../bounce/hops.js';
+import { MAX_HOPS } from '../message/hops.js';
 import type { Logger } from '../log.js';
 import { Fifo, MinHeap } from './collections.js';
 import type { QueueEntry, QueueStore, RecipientProgress } from './store.js';

@@ -8,38 +8,8 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fsyncDir } from '../fsutil.js';
+import type { Envelope, EnvelopeRecipient } from '../message/envelope.js';
 import { isQueueId, newQueueId } from './id.js';
-
-export interface ClientInfo {
-  ip: string;
-  helo: string;
-  /** ESMTP, ESMTPS, ESMTPSA, SMTP or LOCAL (sendmail injection) */
-  protocol: string;
-  /** reverse-DNS name, or '' */
-  hostname: string;
-  /** mail from mynetworks or an authenticated user: Message-ID/Date are added if missing */
-  submitted: boolean;
-  /** mail made on this host (protocol LOCAL): the uid of the local user who sent it */
-  uid?: number;
-}
-
-export type RecipientTarget = { kind: 'local'; user: string } | { kind: 'remote' };
-
-export interface EnvelopeRecipient {
-  /** the address as the client gave it (or the alias target) */
-  address: string;
-  target: RecipientTarget;
-  /** unique per delivery; written as X-Delivery-ID */
-  deliveryId: string;
-}
-
-export interface Envelope {
-  id: string;
-  sender: string;
-  receivedAt: number;
-  client: ClientInfo;
-  recipients: EnvelopeRecipient[];
-}
 
 export type RecipientState = 'pending' | 'delivered' | 'failed';
 

@@ -9,8 +9,9 @@ import { networkInterfaces } from 'node:os';
 import type { Readable } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import type { ListenAddress } from '../config/units.js';
-import { missingSubmissionHeaders, receivedHeader } from '../delivery/trace.js';
+import { missingSubmissionHeaders, receivedHeader } from '../message/trace.js';
 import type { Logger } from '../log.js';
+import { domainOf } from '../message/address.js';
 import { PermanentDeliveryError, type AttemptOutcome, type DeliveryJob, type RemoteAgent } from '../queue/manager.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { editHeaders } from '../mbox/headers.js';
@@ -117,10 +118,6 @@ function ownAddresses(listeners: ListenAddress[]): Set<string> {
     for (const address of addresses) own.add(`${address}:${port}`);
   }
   return own;
-}
-
-function domainOf(address: string): string {
-  return address.slice(address.lastIndexOf('@') + 1).toLowerCase();
 }
 
 /** The relayhost login; the password is read at each attempt, so a changed file needs no reload. */

@@ -4,6 +4,7 @@
 // From_ line or a header. Every refusal carries its SMTP reply.
 import type { DomainMatcher } from '../config/domains.js';
 import type { NetworkMatcher } from '../config/networks.js';
+import { isEnvelopeSafe, MAX_ADDRESS_LENGTH, splitAddress } from '../message/address.js';
 import { deliveriesFor, type RecipientDirectory, type ResolvedRecipient } from '../delivery/route.js';
 
 export type { ResolvedRecipient } from '../delivery/route.js';
@@ -31,8 +32,6 @@ export interface PolicyOptions {
   mailboxSize: (user: string) => Promise<number>;
 }
 
-const UNSAFE_IN_ENVELOPE = /[\s\x00-\x1f\x7f]/;
-
 export class SmtpPolicy {
   constructor(private readonly options: PolicyOptions) {}
 
@@ -52,7 +51,7 @@ export class SmtpPolicy {
   }
 
   checkSender(address: string): void {
-    if (UNSAFE_IN_ENVELOPE.test(address) || address.length > 320) {
+    if (!isEnvelopeSafe(address) || address.length > MAX_ADDRESS_LENGTH) {
       throw new SmtpReplyError(501, '5.1.7 Bad sender address syntax');
     }
   }
@@ -63,24 +62,23 @@ export class SmtpPolicy {
    */
   checkSenderOwner(address: string, user: string): void {
     if (address === '') return;
-    const at = address.lastIndexOf('@');
-    const localPart = address.slice(0, at);
+    const parts = splitAddress(address);
     const owned =
-      at > 0 &&
-      this.options.isLocalDomain(address.slice(at + 1)) &&
-      (localPart.toLowerCase() === user || (this.options.directory().resolve(localPart)?.local.includes(user) ?? false));
+      parts !== null &&
+      parts.localPart !== '' &&
+      this.options.isLocalDomain(parts.domain) &&
+      (parts.localPart.toLowerCase() === user || (this.options.directory().resolve(parts.localPart)?.local.includes(user) ?? false));
     if (!owned) throw new SmtpReplyError(553, `5.7.1 <${address}>: Sender address rejected: not owned by user ${user}`);
   }
 
   /** Decides one RCPT TO: the deliveries it expands to, or a refusal. */
   async checkRecipient(address: string, client: SmtpClientIdentity): Promise<ResolvedRecipient[]> {
-    const at = address.lastIndexOf('@');
-    if (at <= 0 || UNSAFE_IN_ENVELOPE.test(address)) {
-      if (at < 0 && /^postmaster$/i.test(address)) return this.checkRecipient(`postmaster@${this.options.hostname}`, client);
+    const parts = isEnvelopeSafe(address) ? splitAddress(address) : null;
+    if (parts === null || parts.localPart === '') {
+      if (/^postmaster$/i.test(address)) return this.checkRecipient(`postmaster@${this.options.hostname}`, client);
       throw new SmtpReplyError(501, '5.1.3 Bad recipient address syntax');
     }
-    const localPart = address.slice(0, at);
-    const domain = address.slice(at + 1);
+    const { localPart, domain } = parts;
     if (!this.options.isLocalDomain(domain)) {
       if (this.mayRelay(client)) return [{ address, target: { kind: 'remote' } }];
       throw new SmtpReplyError(554, `5.7.1 <${address}>: Relay access denied`);

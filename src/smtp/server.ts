@@ -9,9 +9,10 @@ import type { TLSSocket } from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Authenticator, LoginResult } from '../auth/authenticator.js';
 import type { NetworkMatcher } from '../config/networks.js';
-import { HopCounter, MAX_HOPS } from '../bounce/hops.js';
+import { HopCounter, MAX_HOPS } from '../message/hops.js';
 import { uniqueDeliveries } from '../delivery/route.js';
 import type { Logger } from '../log.js';
+import { qualify } from '../message/address.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
@@ -295,7 +296,7 @@ class SizeCap extends Transform {
 
 async function vrfyReply(policy: SmtpPolicy, address: string, client: SmtpClientIdentity): Promise<{ code: number; message: string }> {
   try {
-    await policy.checkRecipient(address.includes('@') ? address : `${address}@localhost`, client);
+    await policy.checkRecipient(qualify(address, 'localhost'), client);
     return { code: 250, message: `2.1.5 <${address}>` };
   } catch (err) {
     if (err instanceof SmtpReplyError) return { code: err.responseCode, message: err.message };

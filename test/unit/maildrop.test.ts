@@ -11,10 +11,10 @@ import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { isSafeAddress } from '../../src/message/address.js';
+import { CrlfConverter } from '../../src/message/crlf.js';
 import {
-  CrlfConverter,
   isMaildropName,
-  isSafeAddress,
   MaildropFormatError,
   maildropDir,
   MAX_ENVELOPE_LINE,

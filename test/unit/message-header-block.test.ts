@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { headerLines, readHeaderBlock } from '../../src/bounce/header-block.js';
+import { headerLines, readHeaderBlock } from '../../src/message/header-block.js';
 import { QueueStore } from '../../src/queue/store.js';
 
 /** A stream of `chunks`, then (when `endless`) body chunks forever; counts the chunks it gave out. */

@@ -1,7 +1,7 @@
 // Unit tests for src/bounce/hops.ts: counting Received header fields for loop detection.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { countReceivedHeaders } from '../../src/bounce/hops.js';
+import { countReceivedHeaders } from '../../src/message/hops.js';
 
 const count = (text: string): number => countReceivedHeaders(Buffer.from(text, 'latin1'));
 

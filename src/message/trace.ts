@@ -1,12 +1,8 @@
 // The trace headers a delivery adds on top of a message (SPEC §3 "Delivery adds"):
 // Return-Path, Delivered-To, Received and X-Delivery-ID, folded as RFC 5322 wants; and the
 // Message-ID and Date that submitted mail gets when it has none.
-import type { Envelope } from '../queue/store.js';
-
-/** "Wed, 25 Nov 2026 11:54:57 +0000" */
-export function rfc5322Date(date: Date): string {
-  return date.toUTCString().replace(/GMT$/, '+0000');
-}
+import { rfc5322Date } from './date.js';
+import type { Envelope } from './envelope.js';
 
 /** Message-ID and Date for submitted mail that lacks them (as Postfix's cleanup adds them). */
 export function missingSubmissionHeaders(envelope: Envelope, hostname: string): string[] {

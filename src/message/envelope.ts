@@ -1,0 +1,38 @@
+// The envelope of a message as the queue keeps it: who sent it, how it came in, and each
+// delivery it is owed. Plain types, imported by every layer; this file imports nothing.
+
+export interface ClientInfo {
+  ip: string;
+  helo: string;
+  /** ESMTP, ESMTPS, ESMTPSA, SMTP or LOCAL (sendmail injection) */
+  protocol: string;
+  /** reverse-DNS name, or '' */
+  hostname: string;
+  /** mail from mynetworks or an authenticated user: Message-ID/Date are added if missing */
+  submitted: boolean;
+  /** mail made on this host (protocol LOCAL): the uid of the local user who sent it */
+  uid?: number;
+}
+
+export type RecipientTarget = { kind: 'local'; user: string } | { kind: 'remote' };
+
+export interface EnvelopeRecipient {
+  /** the address as the client gave it (or the alias target) */
+  address: string;
+  target: RecipientTarget;
+  /** unique per delivery; written as X-Delivery-ID */
+  deliveryId: string;
+}
+
+export interface Envelope {
+  id: string;
+  sender: string;
+  receivedAt: number;
+  client: ClientInfo;
+  recipients: EnvelopeRecipient[];
+}
+
+/** The client of mail made on this host: no network peer; `uid` of the local user who sent it, if any. */
+export function localClient(uid?: number): ClientInfo {
+  return { ip: '', helo: '', hostname: '', protocol: 'LOCAL', submitted: true, ...(uid === undefined ? {} : { uid }) };
+}
