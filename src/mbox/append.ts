@@ -6,8 +6,8 @@ import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Writable, type Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fromLine, MboxrdQuoter } from './format.js';
-import { editHeaders } from './headers.js';
+import { fromLine, MboxrdQuoter, MboxrdQuoting } from './format.js';
+import { editHeaders, HeaderEditing, type EditHeadersOptions } from './headers.js';
 import { acquireDotlock, MailboxLockedError, type StaleLockHandler } from './lock.js';
 import { fsyncDir, isErrno } from '../fsutil.js';
 
@@ -24,8 +24,8 @@ export interface MailboxTarget {
 
 /** One message to append. */
 export interface MessageToAppend {
-  /** the raw message (CRLF line ends) */
-  source: Readable;
+  /** the raw message (CRLF line ends): streamed, or a small one already in memory */
+  source: Readable | Buffer;
   /** envelope sender for the From_ line; '' is the null sender */
   sender: string;
   /** delivery time for the From_ line */
@@ -186,14 +186,37 @@ async function separatorPadding(handle: FileHandle, size: number): Promise<strin
  */
 export async function renderedLength(message: MessageToAppend): Promise<number> {
   let bytes = Buffer.byteLength(fromLine(message.sender, message.date));
+  if (Buffer.isBuffer(message.source)) return bytes + renderInMemory(message.source, headerEdit(message)).length;
   const counter = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       bytes += chunk.length;
       callback();
     },
   });
-  await pipeline(message.source, editHeaders({ add: message.addHeaders, addIfMissing: message.addHeadersIfMissing }), new MboxrdQuoter(), counter);
+  await pipeline(message.source, editHeaders(headerEdit(message)), new MboxrdQuoter(), counter);
   return bytes;
+}
+
+function headerEdit(message: MessageToAppend): EditHeadersOptions {
+  return { add: message.addHeaders, addIfMissing: message.addHeadersIfMissing };
+}
+
+/** The mbox form of a message held in memory (header edit and mboxrd quoting in one pass). */
+function renderInMemory(raw: Buffer, edit: EditHeadersOptions): Buffer {
+  const edited: Buffer[] = [];
+  const editing = new HeaderEditing(edit);
+  editing.write(raw, edited);
+  editing.end(edited);
+  const quoted: Buffer[] = [];
+  const quoting = new MboxrdQuoting();
+  for (const piece of edited) quoting.write(piece, quoted);
+  quoting.end(quoted);
+  return Buffer.concat(quoted);
+}
+
+/** Destroys a streamed source that will not be read. */
+function dropSource(message: MessageToAppend): void {
+  if (!Buffer.isBuffer(message.source)) message.source.destroy();
 }
 
 /**
@@ -215,20 +238,23 @@ export async function appendMessage(options: AppendOptions): Promise<AppendResul
  * or the final fsync fails, every message fails and the file has its old length again.
  */
 export async function appendMessages(target: MailboxTarget, messages: MessageToAppend[]): Promise<(AppendResult | Error)[]> {
-  const prepared = messages.map((message) => {
+  const prepared = messages.map((message): Rendered | Error => {
     try {
-      return { from: fromLine(message.sender, message.date), editor: editHeaders({ add: message.addHeaders, addIfMissing: message.addHeadersIfMissing }) };
+      const from = fromLine(message.sender, message.date);
+      const edit = headerEdit(message);
+      if (Buffer.isBuffer(message.source)) return { from, body: renderInMemory(message.source, edit) };
+      return { from, body: editHeaders(edit) };
     } catch (err) {
       return err instanceof Error ? err : new Error(String(err));
     }
   });
   if (prepared.every((p) => p instanceof Error)) {
-    for (const message of messages) message.source.destroy();
+    for (const message of messages) dropSource(message);
     return prepared as Error[];
   }
   const path = target.mailboxPath;
   const failAll = (err: Error) => {
-    for (const message of messages) message.source.destroy();
+    for (const message of messages) dropSource(message);
     return messages.map(() => err);
   };
   let lock;
@@ -246,20 +272,30 @@ export async function appendMessages(target: MailboxTarget, messages: MessageToA
     }
     const { handle, created } = opened;
     try {
-      const batchStart = (await handle.stat()).size;
+      const batchStart = await handle.stat();
+      if (!batchStart.isFile()) return failAll(new MailboxIOError(path, 'cannot append to mailbox', new Error('not a regular file')));
+      try {
+        await lock.noteAppend(batchStart.size);
+      } catch (err) {
+        return failAll(new MailboxIOError(path, 'cannot note the append in the lock', err));
+      }
       const outcomes: (AppendResult | Error)[] = [];
+      let tail: MailboxTail | null = null;
       for (const [index, message] of messages.entries()) {
         const ready = prepared[index]!;
         try {
           if (ready instanceof Error) {
-            message.source.destroy();
+            dropSource(message);
             outcomes.push(ready);
-          } else {
-            outcomes.push(await appendLocked(handle, target, message, ready.from, ready.editor));
+            continue;
           }
+          tail ??= await mailboxTail(handle);
+          const outcome = await appendLocked(handle, tail, target, message, ready);
+          outcomes.push(outcome);
+          tail = outcome instanceof Error ? null : { size: outcome.offset + outcome.bytes, padding: '' };
         } catch (fatal) {
           // the file could not be truncated back: append nothing more after the damage
-          for (const rest of messages.slice(index)) rest.source.destroy();
+          for (const rest of messages.slice(index)) dropSource(rest);
           outcomes.push(...messages.slice(index).map(() => fatal as Error));
           break;
         }
@@ -267,8 +303,9 @@ export async function appendMessages(target: MailboxTarget, messages: MessageToA
       try {
         await handle.sync();
         if (created) await fsyncDir(dirname(path));
+        await lock.noteCommitted();
       } catch (err) {
-        await handle.truncate(batchStart).catch(() => undefined);
+        await handle.truncate(batchStart.size).catch(() => undefined);
         return outcomes.map(() => new MailboxIOError(path, 'cannot fsync mailbox', err));
       }
       return outcomes;
@@ -280,28 +317,51 @@ export async function appendMessages(target: MailboxTarget, messages: MessageToA
   }
 }
 
+/** A message made ready to write: its From_ line and its body rendered, or the transform that renders it. */
+interface Rendered {
+  from: string;
+  body: Buffer | Transform;
+}
+
+/** Where the locked mailbox ends and what the next From_ line needs before it. */
+interface MailboxTail {
+  size: number;
+  padding: string;
+}
+
+async function mailboxTail(handle: FileHandle): Promise<MailboxTail> {
+  const { size } = await handle.stat();
+  return { size, padding: await separatorPadding(handle, size) };
+}
+
 /**
- * One message onto an open, locked mailbox. A failed message is truncated away and returned as
- * its error; throws only when even the truncation failed.
+ * One message onto an open, locked mailbox that ends at `tail`. A failed message is truncated
+ * away and returned as its error; throws only when even the truncation failed.
  */
-async function appendLocked(handle: FileHandle, target: MailboxTarget, message: MessageToAppend, from: string, editor: Transform): Promise<AppendResult | Error> {
+async function appendLocked(handle: FileHandle, tail: MailboxTail, target: MailboxTarget, message: MessageToAppend, rendered: Rendered): Promise<AppendResult | Error> {
   const { mailboxPath: path, sizeLimit } = target;
   /** the old size, which a failed append truncates back to */
   let oldSize = -1;
   let writer: MailboxWriter | null = null;
   try {
-    const st = await handle.stat();
-    if (!st.isFile()) throw new Error('not a regular file');
-    if (sizeLimit > 0 && st.size >= sizeLimit) throw new MailboxFullError(path, sizeLimit);
-    const padding = await separatorPadding(handle, st.size);
-    const offset = st.size + padding.length;
+    if (sizeLimit > 0 && tail.size >= sizeLimit) throw new MailboxFullError(path, sizeLimit);
+    const { padding } = tail;
+    const offset = tail.size + padding.length;
     await message.beforeWrite?.(offset);
-    oldSize = st.size;
-    writer = new MailboxWriter(handle, path, Buffer.from(padding + from, 'utf8'), sizeLimit > 0 ? sizeLimit - oldSize : Infinity, sizeLimit);
-    await pipeline(message.source, editor, new MboxrdQuoter(), writer);
+    oldSize = tail.size;
+    const head = Buffer.from(padding + rendered.from, 'utf8');
+    if (Buffer.isBuffer(rendered.body)) {
+      // held in memory: one write of the whole message
+      const whole = Buffer.concat([head, rendered.body]);
+      if (sizeLimit > 0 && oldSize + whole.length > sizeLimit) throw new MailboxFullError(path, sizeLimit);
+      await writeAll(handle, [whole]);
+      return { offset, bytes: whole.length - padding.length };
+    }
+    writer = new MailboxWriter(handle, path, head, sizeLimit > 0 ? sizeLimit - oldSize : Infinity, sizeLimit);
+    await pipeline(message.source as Readable, rendered.body, new MboxrdQuoter(), writer);
     return { offset, bytes: writer.written - padding.length };
   } catch (err) {
-    message.source.destroy();
+    dropSource(message);
     const failure = err instanceof MailboxFullError ? err : new MailboxIOError(path, 'cannot append to mailbox', err);
     if (writer !== null) await writer.settled();
     if (oldSize >= 0) {

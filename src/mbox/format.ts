@@ -51,10 +51,11 @@ export function fromLine(sender: string, date: Date): string {
  * before LF is dropped, other CRs kept), `^>*From ` lines get one more `>`, a missing final
  * newline is added, and one blank separator line is appended.
  *
- * Buffering is bounded: at most the first 4 bytes of a line (a partial `From`) and one CR are
- * held back; the rest of every line is passed on as it arrives.
+ * Incremental: write() takes the message in chunks of any size, end() finishes it; the output
+ * goes into the array each call is given (slices of the input where possible). Buffering is
+ * bounded: at most the first 4 bytes of a line (a partial `From`) and one CR are held back.
  */
-export class MboxrdQuoter extends Transform {
+export class MboxrdQuoting {
   /** still inside the `>*` run at the start of a line (nothing else seen on it yet) */
   private atLinePrefix = true;
   /** how many bytes of `From ` have been matched after the `>*` run (held back, 0..4) */
@@ -64,8 +65,7 @@ export class MboxrdQuoter extends Transform {
   /** the current output line has content (so a final newline is missing) */
   private lineOpen = false;
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    const out: Buffer[] = [];
+  write(chunk: Buffer, out: Buffer[]): void {
     const len = chunk.length;
     let pos = 0;
     while (pos < len) {
@@ -118,17 +118,13 @@ export class MboxrdQuoter extends Transform {
       this.atLinePrefix = true;
       pos = nl + 1;
     }
-    pushAll(this, out);
-    callback();
   }
 
-  override _flush(callback: TransformCallback): void {
-    const out: Buffer[] = [];
+  end(out: Buffer[]): void {
     this.releasePrefix(out);
     if (this.pendingCr) out.push(CR_BUF);
     if (this.lineOpen) out.push(LF_BUF);
     out.push(LF_BUF);
-    callback(null, Buffer.concat(out));
   }
 
   /** The line turned out not to be a `>*From ` line: emit the held-back part of `From`. */
@@ -136,5 +132,23 @@ export class MboxrdQuoter extends Transform {
     if (this.matched > 0) out.push(FROM_.subarray(0, this.matched));
     this.matched = 0;
     this.atLinePrefix = false;
+  }
+}
+
+/** MboxrdQuoting as a stream Transform. */
+export class MboxrdQuoter extends Transform {
+  private readonly quoting = new MboxrdQuoting();
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    const out: Buffer[] = [];
+    this.quoting.write(chunk, out);
+    pushAll(this, out);
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const out: Buffer[] = [];
+    this.quoting.end(out);
+    callback(null, Buffer.concat(out));
   }
 }

@@ -28,6 +28,7 @@ const SP = 0x20;
 const HTAB = 0x09;
 const COLON = 0x3a;
 const CRLF = '\r\n';
+const CRLF_BUF = Buffer.from(CRLF, 'latin1');
 /** Longest line start searched for the `:` of a field name (RFC 5322 line limit + CRLF). */
 const MAX_FIELD_PREFIX = 1000;
 
@@ -57,7 +58,12 @@ function fieldName(prefix: Buffer, colon: number): string | null {
   return prefix.toString('latin1', 0, end).toLowerCase();
 }
 
-class HeaderEditor extends Transform {
+/**
+ * The header edit, incremental: write() takes the message in chunks of any size, end() finishes
+ * it; the output goes into the array each call is given (slices of the input where possible).
+ */
+export class HeaderEditing {
+  private out: Buffer[] = [];
   private added: Buffer | null;
   private inBody = false;
   /** at the start of a header-section line (collecting its first bytes in `prefix`) */
@@ -72,17 +78,16 @@ class HeaderEditor extends Transform {
   private readonly missing = new Map<string, string>();
 
   constructor(options: EditHeadersOptions) {
-    super();
     for (const line of [...options.add, ...(options.addIfMissing ?? [])]) checkAddedLine(line);
     this.added = Buffer.from(options.add.map((line) => line + CRLF).join(''), 'utf8');
     for (const line of options.addIfMissing ?? []) this.missing.set(line.slice(0, line.indexOf(':')).toLowerCase(), line);
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  write(chunk: Buffer, out: Buffer[]): void {
+    this.out = out;
     this.pushAdded();
     if (this.inBody) {
       this.push(chunk);
-      callback();
       return;
     }
     const len = chunk.length;
@@ -99,19 +104,22 @@ class HeaderEditor extends Transform {
       pos = end;
     }
     if (pos < len) this.push(chunk.subarray(pos));
-    callback();
   }
 
-  override _flush(callback: TransformCallback): void {
+  end(out: Buffer[]): void {
+    this.out = out;
     this.pushAdded();
     // an unfinished first part of a last line without a colon: not a header, keep it
     const unfinishedLine = this.prefixLen > 0 || !this.atLineStart;
     if (this.prefixLen > 0) this.push(Buffer.from(this.prefix.subarray(0, this.prefixLen)));
     if (!this.inBody && this.missing.size > 0) {
-      if (unfinishedLine) this.push(CRLF);
+      if (unfinishedLine) this.push(CRLF_BUF);
       this.pushMissing();
     }
-    callback();
+  }
+
+  private push(chunk: Buffer): void {
+    this.out.push(chunk);
   }
 
   /** The addIfMissing lines whose field never appeared, at the end of the header block. */
@@ -192,5 +200,19 @@ class HeaderEditor extends Transform {
  * header block that are not header fields are kept as they are.
  */
 export function editHeaders(options: EditHeadersOptions): Transform {
-  return new HeaderEditor(options);
+  const editing = new HeaderEditing(options);
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback: TransformCallback) {
+      const out: Buffer[] = [];
+      editing.write(chunk, out);
+      for (const piece of out) this.push(piece);
+      callback();
+    },
+    flush(callback: TransformCallback) {
+      const out: Buffer[] = [];
+      editing.end(out);
+      for (const piece of out) this.push(piece);
+      callback();
+    },
+  });
 }

@@ -1,7 +1,7 @@
 // Classic mailbox dotlock (`<mailbox>.lock`), interoperable with liblockfile/dotlockfile,
 // Postfix local, procmail and Dovecot: link(2)-based creation, liblockfile staleness rules.
 import { randomBytes } from 'node:crypto';
-import { promises as fs, type Stats } from 'node:fs';
+import { constants, promises as fs, readFileSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,8 @@ const FIRST_RETRY_MS = 50;
 const MAX_RETRY_MS = 1000;
 /** liblockfile reads at most this much of a lock file for the pid. */
 const PID_READ_BYTES = 16;
+/** A lock file of ours is the pid line and at most one append note. */
+const LOCK_READ_BYTES = 256;
 const MAX_PID = 2 ** 31 - 1;
 
 export interface StaleLockInfo {
@@ -35,6 +37,15 @@ export interface DotlockOptions {
 export interface Dotlock {
   /** the lock file path */
   readonly path: string;
+  /**
+   * Notes in the lock file that the mailbox is being appended to and had `size` bytes before:
+   * should this process die before noteCommitted(), whoever breaks the stale lock on this host
+   * in this boot cuts the mailbox back to that size (see rollBackInterruptedAppend). No fsync:
+   * the note guards against a crashed process, whose writes the page cache keeps.
+   */
+  noteAppend(size: number): Promise<void>;
+  /** The appends since noteAppend are fsynced: the lock names only its holder again. */
+  noteCommitted(): Promise<void>;
   /** stops the mtime refresh and removes the lock (if it is still ours) */
   release(): Promise<void>;
 }
@@ -69,23 +80,79 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** The pid a lock file names, as liblockfile's atoi() reads it; 0 if none. */
-async function readLockPid(path: string): Promise<number> {
+/** This boot of the machine: an append note from an earlier boot is never rolled back. */
+let bootIdCache: string | undefined;
+function bootId(): string {
+  if (bootIdCache === undefined) {
+    try {
+      bootIdCache = readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim();
+    } catch {
+      bootIdCache = '';
+    }
+  }
+  return bootIdCache;
+}
+
+/** The line a lock file carries while its holder appends: `append <size> <host> <boot id>`. */
+function appendNote(size: number): string {
+  return `append ${size} ${shortHostname()} ${bootId()}\n`;
+}
+
+interface LockContent {
+  /** the holder's pid as liblockfile's atoi() reads it; 0 if none */
+  pid: number;
+  /** the mailbox size before an append that was not committed, when noted on this host in this boot */
+  appendFrom: number | null;
+}
+
+/** What a lock file says (an unreadable one says nothing). */
+async function readLock(path: string): Promise<LockContent> {
   let handle;
   try {
     handle = await fs.open(path, 'r');
   } catch {
-    return 0;
+    return { pid: 0, appendFrom: null };
   }
   try {
-    const buf = Buffer.alloc(PID_READ_BYTES);
-    const { bytesRead } = await handle.read(buf, 0, PID_READ_BYTES, 0);
-    const match = /^\s*(\d+)/.exec(buf.toString('latin1', 0, bytesRead));
+    const buf = Buffer.alloc(LOCK_READ_BYTES);
+    const { bytesRead } = await handle.read(buf, 0, LOCK_READ_BYTES, 0);
+    const text = buf.toString('latin1', 0, bytesRead);
+    const match = /^\s*(\d+)/.exec(text.slice(0, PID_READ_BYTES));
     const pid = match ? Number.parseInt(match[1], 10) : 0;
-    // no process can have a pid beyond this; such content counts as no pid
-    return pid <= MAX_PID ? pid : 0;
+    const note = /\nappend (\d+) (\S+) (\S+)\n/.exec(text);
+    const ours = note !== null && note[2] === shortHostname() && note[3] === bootId() && bootId() !== '';
+    // no process can have a pid beyond MAX_PID; such content counts as no pid
+    return { pid: pid <= MAX_PID ? pid : 0, appendFrom: ours ? Number(note[1]) : null };
   } catch {
-    return 0;
+    return { pid: 0, appendFrom: null };
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * A stale lock of a process of ours that died while appending: the mailbox is cut back to its
+ * size before the append (nothing of it was acknowledged), while the stale lock still keeps
+ * everyone else out.
+ */
+async function rollBackInterruptedAppend(lockPath: string, ownPidIsStale: boolean, onStaleBroken: StaleLockHandler | undefined): Promise<void> {
+  const { pid, appendFrom } = await readLock(lockPath);
+  // read again just now: a live holder (one that took the lock after it was judged) keeps its append
+  if (appendFrom === null || pid === 0 || (pidAlive(pid) && !(ownPidIsStale && pid === process.pid))) return;
+  const mailboxPath = lockPath.slice(0, -'.lock'.length);
+  let handle;
+  try {
+    handle = await fs.open(mailboxPath, constants.O_WRONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return;
+    throw err;
+  }
+  try {
+    const { size } = await handle.stat();
+    if (size <= appendFrom) return;
+    await handle.truncate(appendFrom);
+    await handle.sync();
+    onStaleBroken?.({ path: mailboxPath, reason: `unfinished append of a crashed process cut off (${size - appendFrom} bytes)` });
   } finally {
     await handle.close();
   }
@@ -103,7 +170,7 @@ async function staleReason(path: string, st: Stats, ownPidIsStale: boolean): Pro
   if (st.isDirectory()) {
     return ageMs >= STALE_AGE_MS ? `directory lock ${oldReason}` : null;
   }
-  const pid = await readLockPid(path);
+  const { pid } = await readLock(path);
   if (pid > 0) {
     if (ownPidIsStale && pid === process.pid) return `holder pid ${pid} is this process from an earlier run`;
     if (!pidAlive(pid)) return `holder pid ${pid} is not running`;
@@ -144,6 +211,8 @@ class HeldDotlock implements Dotlock {
   constructor(
     readonly path: string,
     private readonly handle: FileHandle,
+    /** length of the pid line the lock starts with */
+    private readonly pidLineLength: number,
   ) {
     this.timer = setInterval(() => {
       const now = new Date();
@@ -151,6 +220,14 @@ class HeldDotlock implements Dotlock {
       this.handle.utimes(now, now).catch(() => undefined);
     }, TOUCH_INTERVAL_MS);
     this.timer.unref();
+  }
+
+  async noteAppend(size: number): Promise<void> {
+    await this.handle.write(appendNote(size), this.pidLineLength, 'latin1');
+  }
+
+  async noteCommitted(): Promise<void> {
+    await this.handle.truncate(this.pidLineLength);
   }
 
   async release(): Promise<void> {
@@ -206,12 +283,13 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
   const handle = await fs.open(tempPath, 'wx', 0o644);
   let held = false;
   try {
-    await handle.writeFile(`${process.pid}\n`);
+    const pidLine = `${process.pid}\n`;
+    await handle.write(pidLine, 0, 'latin1');
     let delay = FIRST_RETRY_MS;
     for (;;) {
       if (await tryLink(tempPath, lockPath)) {
         held = true;
-        return new HeldDotlock(lockPath, handle);
+        return new HeldDotlock(lockPath, handle, pidLine.length);
       }
 
       let existing: Stats | null = null;
@@ -222,6 +300,7 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
       }
       if (existing === null) continue; // released meanwhile: try again at once
       const reason = await staleReason(lockPath, existing, false);
+      if (reason !== null) await rollBackInterruptedAppend(lockPath, false, options.onStaleBroken);
       if (reason !== null && (await breakLock(lockPath, existing))) {
         options.onStaleBroken?.({ path: lockPath, reason });
         continue;
@@ -258,6 +337,7 @@ export async function clearStaleLocks(spoolDir: string, onBroken: StaleLockHandl
       }
       if (!st.isFile() && !st.isDirectory()) continue;
       const reason = await staleReason(path, st, true);
+      if (reason !== null && st.isFile()) await rollBackInterruptedAppend(path, true, onBroken);
       if (reason !== null && (await breakLock(path, st))) onBroken({ path, reason });
       continue;
     }
