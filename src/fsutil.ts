@@ -1,6 +1,8 @@
-// Two file-system helpers every durable writer needs: telling errno codes apart, and making
-// a directory entry (a new, renamed or removed file) durable.
+// File-system helpers every durable writer needs: telling errno codes apart, writing a list of
+// buffers whole, and making a directory entry (a new, renamed or removed file) durable, alone
+// or grouped with others.
 import { promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 
 export function isErrno(err: unknown, code: string): boolean {
   return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
@@ -13,5 +15,51 @@ export async function fsyncDir(path: string): Promise<void> {
     await dir.sync();
   } finally {
     await dir.close();
+  }
+}
+
+/** Writes all of `buffers` at the file's position (its end, with O_APPEND), looping over short writes. */
+export async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<void> {
+  let rest = buffers.filter((b) => b.length > 0);
+  while (rest.length > 0) {
+    let { bytesWritten } = await handle.writev(rest);
+    const next: Buffer[] = [];
+    for (const buf of rest) {
+      if (bytesWritten >= buf.length) {
+        bytesWritten -= buf.length;
+      } else {
+        next.push(buf.subarray(bytesWritten));
+        bytesWritten = 0;
+      }
+    }
+    rest = next;
+  }
+}
+
+/**
+ * Group commit for one directory's entries: sync() resolves once an fsync of the directory
+ * that started after the call has finished. Callers that arrive while one runs share the next.
+ */
+export class GroupedDirSync {
+  private running: Promise<void> | null = null;
+  private next: Promise<void> | null = null;
+
+  constructor(private readonly path: string) {}
+
+  sync(): Promise<void> {
+    if (this.running === null) {
+      this.running = fsyncDir(this.path).finally(() => {
+        this.running = null;
+      });
+      return this.running;
+    }
+    // one is under way: it may have started before our entry was made, so wait for the next
+    this.next ??= this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.next = null;
+        return this.sync();
+      });
+    return this.next;
   }
 }

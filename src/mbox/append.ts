@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { fromLine, MboxrdQuoter, MboxrdQuoting } from './format.js';
 import { editHeaders, HeaderEditing, type EditHeadersOptions } from './headers.js';
 import { acquireDotlock, MailboxLockedError, type StaleLockHandler } from './lock.js';
-import { fsyncDir, isErrno } from '../fsutil.js';
+import { fsyncDir, isErrno, writeAll } from '../fsutil.js';
 
 export { MailboxLockedError };
 
@@ -79,24 +79,6 @@ export async function mailboxSize(path: string): Promise<number> {
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return 0;
     throw err;
-  }
-}
-
-/** Writes all of `buffers` at the end of the file (O_APPEND), looping over short writes. */
-async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<void> {
-  let rest = buffers;
-  while (rest.length > 0) {
-    let { bytesWritten } = await handle.writev(rest);
-    const next: Buffer[] = [];
-    for (const buf of rest) {
-      if (bytesWritten >= buf.length) {
-        bytesWritten -= buf.length;
-      } else {
-        next.push(bytesWritten > 0 ? buf.subarray(bytesWritten) : buf);
-        bytesWritten = 0;
-      }
-    }
-    rest = next;
   }
 }
 
