@@ -246,6 +246,7 @@ function authSettings(config: Config): AuthSettings {
     failureDelayMs: durationMs(config.auth.failure_delay),
     maxFailures: config.auth.max_failures,
     lockoutMs: durationMs(config.auth.lockout),
+    cacheTtlMs: durationMs(config.auth.cache_ttl),
   };
 }
 

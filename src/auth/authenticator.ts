@@ -7,9 +7,12 @@
 //   delay counts from the start of the check, so how long the hash took does not show;
 // - the delay grows with each failure from the address, whatever connection or protocol it
 //   comes over; checks in progress count against the lockout, and a success forgives only that
-//   user's failures.
+//   user's failures;
+// - a login that verified within `auth.cache_ttl` is let in again without the hash
+//   (credential-cache.ts), after the same lockout check; failures are never cached.
 // Nothing here logs; callers log the outcome with their session (never the password).
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CredentialCache } from './credential-cache.js';
 import { DecoyHashes } from './decoy.js';
 import { isSupportedScheme, schemeOf, verifyPassword } from './password.js';
 import { AuthThrottle } from './throttle.js';
@@ -23,6 +26,8 @@ export interface AuthSettings {
   maxFailures: number;
   /** how long a locked-out address is refused */
   lockoutMs: number;
+  /** how long a verified login is remembered, so the next one skips the hash (0: never) */
+  cacheTtlMs: number;
 }
 
 export type LoginResult =
@@ -46,12 +51,14 @@ export interface LoginRequest {
 export class Authenticator {
   private readonly throttle: AuthThrottle;
   private readonly decoys = new DecoyHashes();
+  private readonly recent: CredentialCache;
 
   constructor(
     private readonly users: () => UserDb,
     settings: AuthSettings,
   ) {
     this.throttle = new AuthThrottle({ baseDelayMs: settings.failureDelayMs, maxFailures: settings.maxFailures, lockoutMs: settings.lockoutMs });
+    this.recent = new CredentialCache({ ttlMs: settings.cacheTtlMs });
   }
 
   /** Makes the decoy hash now, so the first failed login does not pay for it. */
@@ -61,6 +68,7 @@ export class Authenticator {
 
   reconfigure(settings: AuthSettings): void {
     this.throttle.reconfigure({ baseDelayMs: settings.failureDelayMs, maxFailures: settings.maxFailures, lockoutMs: settings.lockoutMs });
+    this.recent.setTtl(settings.cacheTtlMs);
   }
 
   /** How long `client` is still refused (0: it may try); lets a protocol refuse before asking for a password. */
@@ -79,6 +87,12 @@ export class Authenticator {
     const usable = stored !== undefined && scheme !== null && isSupportedScheme(scheme);
     const authzid = request.authzid ?? '';
     const sameUser = authzid === '' || (user !== null && normalizeUsername(authzid) === user);
+    if (usable && sameUser && user !== null && this.recent.has(users, user, stored, request.password)) {
+      // a check that ends at once: begin + recordSuccess keeps the checks-in-progress count even
+      this.throttle.begin(request.client);
+      this.throttle.recordSuccess(request.client, user);
+      return { ok: true, user };
+    }
     // counted from here, so parallel checks cannot get past the lockout (no await since lockedOutFor)
     this.throttle.begin(request.client);
     let verified: boolean;
@@ -90,6 +104,7 @@ export class Authenticator {
     }
     if (usable && verified && sameUser && user !== null) {
       this.throttle.recordSuccess(request.client, user);
+      this.recent.remember(users, user, stored, request.password);
       return { ok: true, user };
     }
     const delayMs = this.throttle.recordFailure(request.client, user ?? request.name.slice(0, 64));

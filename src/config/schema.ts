@@ -47,6 +47,7 @@ const authSchema = z.strictObject({
   failure_delay: duration().default('2s').describe('wait before answering a failed login (SMTP AUTH or POP3); doubles with each further failure from the same address'),
   max_failures: count().default(10).describe('failed logins from one address before it is refused outright for `lockout`'),
   lockout: duration().default('15m').describe('how long an address that failed max_failures times is refused, even with the right password'),
+  cache_ttl: duration().default('15m').describe('a login whose password verified is let in again without the password hash for this long (0s: off)'),
 });
 
 const tlsSchema = z.strictObject({

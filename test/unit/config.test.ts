@@ -92,7 +92,7 @@ test('implicit-TLS listeners need a certificate; a certificate needs a key', () 
 
 test('[auth] defaults: 2 s first delay, lockout after 10 failures for 15 minutes; senders must match the login', () => {
   const config = parseConfig('');
-  assert.deepEqual(config.auth, { failure_delay: '2s', max_failures: 10, lockout: '15m' });
+  assert.deepEqual(config.auth, { failure_delay: '2s', max_failures: 10, lockout: '15m', cache_ttl: '15m' });
   assert.equal(config.smtp.sender_login_match, true);
 });
 

@@ -49,7 +49,7 @@ describe('pop3 server before the daemon is ready', () => {
       spoolDir: dir,
       indexDir: dir,
       journalDir: dir,
-      authenticator: new Authenticator(() => noUsers, { failureDelayMs: 10, maxFailures: 10, lockoutMs: 1000 }),
+      authenticator: new Authenticator(() => noUsers, { failureDelayMs: 10, maxFailures: 10, lockoutMs: 1000, cacheTtlMs: 0 }),
       logger: pino({ level: 'silent' }),
     });
     services.push(pop3);
