@@ -47,9 +47,10 @@
 // rescans from the last one's From_ line, since bytes appended after it can change its
 // length (its separator, a final line without LF). Anything else, or an index that fails its
 // checksum or its consistency checks (offsets in order and inside scannedSize), means a full
-// scan.
+// scan. The daemon keeps the last decoded index files in memory (while the file is unchanged), so
+// a warm reopen reads only the fingerprints and builds no per-message objects.
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { constants, promises as fs } from 'node:fs';
+import { constants, promises as fs, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, join } from 'node:path';
@@ -510,6 +511,20 @@ function encodeIndex(data: IndexData): Buffer[] {
   return [INDEX_MAGIC, Buffer.from(`${header}${padding}\n`, 'utf8'), columns, uidls];
 }
 
+/** Whether the messages lie in order inside [0, scannedSize), each content inside its span. */
+function consistent(messages: readonly MessageInfo[], scannedSize: number): boolean {
+  let previousEnd = 0;
+  for (const { offset, contentOffset, contentLength, spanLength, size } of messages) {
+    const end = offset + spanLength;
+    // positive form, so that NaN fails too; integers: the checksum vouches for what we wrote
+    if (!(offset >= previousEnd && contentOffset >= offset && contentLength >= 0 && contentOffset + contentLength <= end && end <= scannedSize && size >= 0)) {
+      return false;
+    }
+    previousEnd = end;
+  }
+  return true;
+}
+
 /** The index file's content, or null unless it is intact, of this mailbox, and self-consistent. */
 function decodeIndex(file: Buffer, path: string): IndexData | null {
   if (!file.subarray(0, INDEX_MAGIC.length).equals(INDEX_MAGIC)) return null;
@@ -534,47 +549,106 @@ function decodeIndex(file: Buffer, path: string): IndexData | null {
   const uidls = n === 0 ? [] : file.toString('latin1', uidlStart).split('\n');
   if (uidls.length !== n) return null;
   const messages: MessageInfo[] = new Array<MessageInfo>(n);
-  const scannedSize = h.scannedSize;
-  let previousEnd = 0;
   for (let i = 0; i < n; i++) {
-    const offset = numbers[i]!;
-    const contentOffset = numbers[n + i]!;
-    const contentLength = numbers[2 * n + i]!;
-    const spanLength = numbers[3 * n + i]!;
-    const size = numbers[4 * n + i]!;
-    const end = offset + spanLength;
-    // positive form, so that NaN fails too; integers: the checksum vouches for what we wrote
-    if (!(offset >= previousEnd && contentOffset >= offset && contentLength >= 0 && contentOffset + contentLength <= end && end <= scannedSize && size >= 0)) {
-      return null;
-    }
-    previousEnd = end;
-    messages[i] = { offset, contentOffset, contentLength, spanLength, size, uidl: uidls[i]! };
+    messages[i] = {
+      offset: numbers[i]!,
+      contentOffset: numbers[n + i]!,
+      contentLength: numbers[2 * n + i]!,
+      spanLength: numbers[3 * n + i]!,
+      size: numbers[4 * n + i]!,
+      uidl: uidls[i]!,
+    };
   }
+  if (!consistent(messages, h.scannedSize)) return null;
   return { path, dev: h.dev, ino: h.ino, scannedSize: h.scannedSize, mtimeMs: h.mtimeMs, head: h.head, tail: h.tail, messages };
 }
 
+/** Decoded index files, kept so that reopening an unchanged mailbox reads and builds nothing. */
+interface CachedIndex {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  data: IndexData | null;
+  messages: number;
+}
+/**
+ * Index path → its decoded content, valid while the file keeps its inode, size and mtime (every
+ * write renames a new file in). Least recently used first; at most MAX_CACHED_MESSAGES messages in
+ * all (~150 bytes each). The MessageInfo objects are shared by every snapshot made from an entry:
+ * nothing may modify them.
+ */
+const decodedIndexes = new Map<string, CachedIndex>();
+const MAX_CACHED_MESSAGES = 300_000;
+let cachedMessages = 0;
+
+function forgetDecoded(indexPath: string): void {
+  const old = decodedIndexes.get(indexPath);
+  if (old === undefined) return;
+  decodedIndexes.delete(indexPath);
+  cachedMessages -= old.messages;
+}
+
+function rememberDecoded(indexPath: string, st: { ino: number; size: number; mtimeMs: number }, data: IndexData | null): void {
+  forgetDecoded(indexPath);
+  const messages = data?.messages.length ?? 0;
+  if (messages > MAX_CACHED_MESSAGES) return;
+  decodedIndexes.set(indexPath, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, data, messages });
+  cachedMessages += messages;
+  for (const oldest of decodedIndexes.keys()) {
+    if (cachedMessages <= MAX_CACHED_MESSAGES) break;
+    forgetDecoded(oldest);
+  }
+}
+
 async function readIndex(path: string, indexDir: string, onError: (error: Error) => void): Promise<IndexData | null> {
-  let file: Buffer;
+  const indexPath = indexPathOf(path, indexDir);
+  let handle: FileHandle;
   try {
-    file = await fs.readFile(indexPathOf(path, indexDir));
+    handle = await fs.open(indexPath, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) onError(asError(err));
     return null;
   }
-  return decodeIndex(file, path);
+  try {
+    const st = await handle.stat();
+    const hit = decodedIndexes.get(indexPath);
+    if (hit !== undefined && hit.ino === st.ino && hit.size === st.size && hit.mtimeMs === st.mtimeMs) {
+      decodedIndexes.delete(indexPath);
+      decodedIndexes.set(indexPath, hit);
+      return hit.data?.path === path ? hit.data : null;
+    }
+    const data = decodeIndex(await handle.readFile(), path);
+    rememberDecoded(indexPath, st, data);
+    return data;
+  } catch (err) {
+    onError(asError(err));
+    return null;
+  } finally {
+    await handle.close();
+  }
 }
 
 async function writeIndex(data: IndexData, indexDir: string): Promise<void> {
   await fs.mkdir(indexDir, { recursive: true, mode: 0o700 });
   const target = indexPathOf(data.path, indexDir);
   const temporary = `${target}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  let written: Stats;
   try {
-    await fs.writeFile(temporary, encodeIndex(data), { mode: 0o600, flag: 'wx' });
+    const handle = await fs.open(temporary, 'wx', 0o600);
+    try {
+      await handle.writev(encodeIndex(data));
+      written = await handle.stat();
+    } finally {
+      await handle.close();
+    }
     await fs.rename(temporary, target);
   } catch (err) {
     await fs.rm(temporary, { force: true });
+    forgetDecoded(target);
     throw err;
   }
+  // what was just written is what the next open would decode (a rename keeps inode and mtime)
+  rememberDecoded(target, written, consistent(data.messages, data.scannedSize) ? data : null);
 }
 
 /**
