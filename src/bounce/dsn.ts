@@ -5,6 +5,7 @@
 // backscatter. Every value from outside (addresses, remote replies, headers) is made safe.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { rfc5322Date } from '../message/date.js';
+import { toDsnFields, type DeliveryStatus } from '../message/status.js';
 import { headerLines } from '../message/header-block.js';
 
 /** Most bytes of the original header block quoted in a DSN (whole lines only). */
@@ -28,12 +29,8 @@ export interface DsnRecipient {
   address: string;
   /** the address as the sender gave it, when it differs (an alias): Original-Recipient */
   originalAddress?: string;
-  /** RFC 3463 enhanced status, e.g. '5.1.1' or '4.4.1' (a malformed one becomes 5.0.0 / 4.0.0) */
-  status: string;
-  /** host name of the server that answered (Remote-MTA) */
-  remoteMta?: string;
-  /** the remote server's reply ("550 5.1.1 <x@remote.test>: User unknown") or our own reason */
-  diagnostic?: string;
+  /** the last attempt's outcome: Status, and Remote-MTA and Diagnostic-Code (the remote reply or our own reason) */
+  status: DeliveryStatus;
   /** ms since the epoch */
   lastAttemptAt?: number;
   /** ms since the epoch; reported for a delay */
@@ -68,8 +65,6 @@ const SUBJECTS: Record<DsnKind, string> = {
 };
 
 const ACTIONS: Record<DsnKind, string> = { failure: 'failed', delay: 'delayed' };
-
-const FALLBACK_STATUS: Record<DsnKind, string> = { failure: '5.0.0', delay: '4.0.0' };
 
 /**
  * The whole DSN message for `report`, CRLF line ends, to be queued with the null sender to
@@ -151,17 +146,15 @@ function recipientText(kind: DsnKind, recipient: DsnRecipient): string[] {
   const named = `<${address}>` + (original !== '' && original !== address ? ` (you wrote to <${original}>)` : '');
   const lines = wrapWords(named, TEXT_WIDTH - 2).map((line) => `  ${line}`);
   const detail = (label: string, text: string) => lines.push(...wrapWords(`${label}: ${text}`, TEXT_WIDTH - 6).map((line) => `      ${line}`));
-  detail('Status', statusOf(kind, recipient));
+  const { status, remoteMta, diagnostic } = toDsnFields(recipient.status);
+  detail('Status', status);
   if (recipient.lastAttemptAt !== undefined) detail('Last attempt', rfc5322Date(new Date(recipient.lastAttemptAt)));
   if (kind === 'delay' && recipient.willRetryUntil !== undefined) detail('Trying until', rfc5322Date(new Date(recipient.willRetryUntil)));
-  if (recipient.diagnostic !== undefined) {
-    const diagnostic = capped(recipient.diagnostic);
-    const remote = recipient.remoteMta === undefined ? '' : oneLine(recipient.remoteMta);
-    const intro = !isSmtpReply(oneLine(diagnostic)) ? 'Reason:' : remote !== '' ? `The server ${remote} replied:` : 'The receiving server replied:';
-    lines.push(...wrapWords(intro, TEXT_WIDTH - 6).map((line) => `      ${line}`));
-    for (const replyLine of diagnostic.split(/\r\n|\r|\n/)) {
-      lines.push(...wrapWords(oneLine(replyLine), TEXT_WIDTH - 8).map((line) => `        ${line}`));
-    }
+  const remote = remoteMta === undefined ? '' : oneLine(remoteMta);
+  const intro = diagnostic.type !== 'smtp' ? 'Reason:' : remote !== '' ? `The server ${remote} replied:` : 'The receiving server replied:';
+  lines.push(...wrapWords(intro, TEXT_WIDTH - 6).map((line) => `      ${line}`));
+  for (const replyLine of capped(diagnostic.text).split(/\r\n|\r|\n/)) {
+    lines.push(...wrapWords(oneLine(replyLine), TEXT_WIDTH - 8).map((line) => `        ${line}`));
   }
   return lines;
 }
@@ -186,13 +179,12 @@ function recipientFields(kind: DsnKind, recipient: DsnRecipient): string[] {
   if (recipient.originalAddress !== undefined && oneLine(recipient.originalAddress) !== oneLine(recipient.address)) {
     fields.push(foldField('Original-Recipient', addressValue(recipient.originalAddress)));
   }
-  fields.push(`Action: ${ACTIONS[kind]}`, `Status: ${statusOf(kind, recipient)}`);
-  const remote = recipient.remoteMta === undefined ? '' : asciiOneLine(recipient.remoteMta);
+  const { status, remoteMta, diagnostic } = toDsnFields(recipient.status);
+  fields.push(`Action: ${ACTIONS[kind]}`, `Status: ${status}`);
+  const remote = remoteMta === undefined ? '' : asciiOneLine(remoteMta);
   if (remote !== '') fields.push(foldField('Remote-MTA', `dns; ${remote}`));
-  if (recipient.diagnostic !== undefined) {
-    const diagnostic = asciiOneLine(capped(recipient.diagnostic));
-    if (diagnostic !== '') fields.push(foldField('Diagnostic-Code', `${isSmtpReply(diagnostic) ? 'smtp' : 'X-mailsrv'}; ${diagnostic}`));
-  }
+  const diagnosticText = asciiOneLine(capped(diagnostic.text));
+  if (diagnosticText !== '') fields.push(foldField('Diagnostic-Code', `${diagnostic.type}; ${diagnosticText}`));
   if (recipient.lastAttemptAt !== undefined) fields.push(foldField('Last-Attempt-Date', rfc5322Date(new Date(recipient.lastAttemptAt))));
   if (kind === 'delay' && recipient.willRetryUntil !== undefined) {
     fields.push(foldField('Will-Retry-Until', rfc5322Date(new Date(recipient.willRetryUntil))));
@@ -243,14 +235,6 @@ function addressValue(address: string): string {
     .map((char) => (/^[\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]$/.test(char) ? char : `\\x{${char.codePointAt(0)!.toString(16).toUpperCase()}}`))
     .join('');
   return `utf-8; ${xtext}`;
-}
-
-function statusOf(kind: DsnKind, recipient: DsnRecipient): string {
-  return /^[245]\.\d{1,3}\.\d{1,3}$/.test(recipient.status) ? recipient.status : FALLBACK_STATUS[kind];
-}
-
-function isSmtpReply(text: string): boolean {
-  return /^[2-5]\d\d(?:[ -]|$)/.test(text);
 }
 
 /** At most DIAGNOSTIC_CAP characters of `text`. */

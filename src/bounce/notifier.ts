@@ -4,8 +4,9 @@
 // never bounced itself).
 import { Readable } from 'node:stream';
 import { localClient } from '../message/envelope.js';
+import { temporary, type DeliveryStatus } from '../message/status.js';
 import type { Injector } from '../queue/inject.js';
-import type { Notifier } from '../queue/manager.js';
+import type { Notifier } from '../queue/agents.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { composeDsn, ORIGINAL_HEADERS_CAP, type DsnRecipient } from './dsn.js';
 import { readHeaderBlock } from '../message/header-block.js';
@@ -17,17 +18,8 @@ export interface BounceNotifierOptions {
   settings: () => { hostname: string; maxLifetimeMs: number };
 }
 
-/** The enhanced status code (RFC 3463) a stored error text carries, e.g. "550 5.1.1 ..." or "4.4.1 ...". */
-function statusOf(error: string | undefined, kind: 'failure' | 'delay'): string {
-  const match = /(?:^|\s)([245]\.\d{1,3}\.\d{1,3})(?:\s|$)/.exec(error ?? '');
-  return match ? match[1]! : kind === 'failure' ? '5.0.0' : '4.0.0';
-}
-
-/** The host a relay is named by in the log ("mx.remote.test[192.0.2.1]:25", or "[192.0.2.1]:25"). */
-function remoteMtaOf(relay: string | undefined): string | undefined {
-  const match = /^([^[]*)\[([^\]]*)\]/.exec(relay ?? '');
-  return match ? match[1] || match[2] : undefined;
-}
+/** For a recipient whose attempt was cut off (the daemon stopped mid-delivery) before it came to anything. */
+const NO_STATUS: DeliveryStatus = temporary('4.0.0', 'delivery not completed yet');
 
 export class BounceNotifier implements Notifier {
   constructor(private readonly options: BounceNotifierOptions) {}
@@ -39,9 +31,7 @@ export class BounceNotifier implements Notifier {
       const progress = entry.progress[index]!;
       return {
         address: envelope.recipients[index]!.address,
-        status: statusOf(progress.lastError, kind),
-        remoteMta: remoteMtaOf(progress.relay),
-        diagnostic: progress.lastError,
+        status: progress.lastStatus ?? NO_STATUS,
         lastAttemptAt: progress.lastAttemptAt,
         willRetryUntil: kind === 'delay' ? envelope.receivedAt + maxLifetimeMs : undefined,
       };

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import type { Config } from '../config/schema.js';
 import { pidFilePath, runningPid } from '../daemon.js';
 import { isErrno } from '../fsutil.js';
+import { describeStatus, type DeliveryStatus } from '../message/status.js';
 import { isQueueId } from '../queue/id.js';
 import { QUEUE_SIGNAL } from '../queue/signal.js';
 import { QueueStore, type QueueEntry } from '../queue/store.js';
@@ -138,7 +139,9 @@ interface ShownRecipient {
   attempts: number;
   /** ISO time of the next attempt (pending, deferred), else null */
   nextAttemptAt: string | null;
+  /** the last attempt's status on one line (the remote reply, or "4.2.2 mailbox of alice is full") */
   lastError: string | null;
+  lastStatus: DeliveryStatus | null;
 }
 
 interface ShownEntry {
@@ -165,7 +168,8 @@ function describeEntry(entry: QueueEntry, now: number): ShownEntry {
         state,
         attempts: progress.attempts,
         nextAttemptAt: state === 'failed' ? null : new Date(progress.nextAttemptAt).toISOString(),
-        lastError: progress.lastError ?? null,
+        lastError: progress.lastStatus === undefined ? null : describeStatus(progress.lastStatus),
+        lastStatus: progress.lastStatus ?? null,
       },
     ];
   });

@@ -6,7 +6,8 @@ import type { Logger } from '../log.js';
 import { appendMessages, MailboxFullError, MailboxLockedError, renderedLength, type MessageToAppend } from '../mbox/append.js';
 import type { StaleLockInfo } from '../mbox/lock.js';
 import { settleInterruptedAppend } from '../mbox/probe.js';
-import { PermanentDeliveryError, type DeliveryAgent, type DeliveryJob } from '../queue/manager.js';
+import { delivered, permanent, temporary, type DeliveryStatus } from '../message/status.js';
+import type { DeliveryAgent, DeliveryJob } from '../queue/agents.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { domainOf, qualify } from '../message/address.js';
 import { missingSubmissionHeaders, traceHeaders } from '../message/trace.js';
@@ -31,22 +32,23 @@ export class LocalDelivery implements DeliveryAgent {
 
   private readonly staleLockLogger = (info: StaleLockInfo) => this.options.logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock broken');
 
-  private mailboxPath(user: string): string {
+  /** The user's mbox; null for a name that cannot name one. */
+  private mailboxPath(user: string): string | null {
     const name = normalizeUsername(user);
-    if (name === null || name !== user) throw new PermanentDeliveryError(`5.1.3 invalid mailbox name ${JSON.stringify(user)}`);
-    return join(this.options.spoolDir, name);
+    return name === null || name !== user ? null : join(this.options.spoolDir, name);
   }
 
   /** Appends each job's message to its user's mailbox (all jobs name the same user). */
-  async deliver(jobs: DeliveryJob[], recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>): Promise<(Error | null)[]> {
+  async deliver(jobs: DeliveryJob[], recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>): Promise<DeliveryStatus[]> {
     const targets = jobs.map(({ entry, index }) => entry.envelope.recipients[index]!.target);
     const user = targets[0]?.kind === 'local' ? targets[0].user : undefined;
     if (user === undefined || targets.some((t) => t.kind !== 'local' || t.user !== user)) {
       throw new Error('a local delivery batch must name one local user');
     }
     const mailbox = this.mailboxPath(user);
+    if (mailbox === null) return jobs.map(() => permanent('5.1.3', `invalid mailbox name ${JSON.stringify(user)}`));
     if (!this.options.userExists(user)) {
-      return jobs.map(({ entry, index }) => new PermanentDeliveryError(`5.1.1 <${entry.envelope.recipients[index]!.address}>: user unknown`));
+      return jobs.map(({ entry, index }) => permanent('5.1.1', `<${entry.envelope.recipients[index]!.address}>: user unknown`));
     }
     const results = await appendMessages(
       {
@@ -57,7 +59,7 @@ export class LocalDelivery implements DeliveryAgent {
       },
       jobs.map((job) => this.message(job, user, (offset) => recordAppend(job, mailbox, offset))),
     );
-    return results.map((result) => (result instanceof Error ? deliveryError(result, user) : null));
+    return results.map((result) => (result instanceof Error ? appendFailure(result, user) : delivered()));
   }
 
   private message({ entry, index }: DeliveryJob, user: string, beforeWrite: (offset: number) => Promise<void>): MessageToAppend {
@@ -90,9 +92,9 @@ export class LocalDelivery implements DeliveryAgent {
   }
 }
 
-/** What the queue manager should make of an append failure (all temporary). */
-function deliveryError(err: Error, user: string): Error {
-  if (err instanceof MailboxFullError) return new Error(`4.2.2 mailbox of ${user} is full`);
-  if (err instanceof MailboxLockedError) return new Error(`4.2.0 mailbox of ${user} is locked by another program`);
-  return new Error(`4.3.0 cannot write mailbox of ${user}: ${err.message}`);
+/** What an append failure means for the recipient (always worth another try). */
+function appendFailure(err: Error, user: string): DeliveryStatus {
+  if (err instanceof MailboxFullError) return temporary('4.2.2', `mailbox of ${user} is full`);
+  if (err instanceof MailboxLockedError) return temporary('4.2.0', `mailbox of ${user} is locked by another program`);
+  return temporary('4.3.0', `cannot write mailbox of ${user}: ${err.message}`);
 }

@@ -8,60 +8,12 @@
 // reported to the sender in a bounce, one that waits past delay_warning in a warning (once);
 // a message that went round too many hops is bounced as a loop. An entry leaves the queue
 // once every recipient is delivered or has failed and been reported.
-import { MAX_HOPS } from '../message/hops.js';
 import type { Logger } from '../log.js';
+import { MAX_HOPS } from '../message/hops.js';
+import { describeStatus, isDelivered, permanent, temporary } from '../message/status.js';
+import type { AttemptOutcome, DeliveryAgent, DeliveryJob, Notifier, RemoteAgent } from './agents.js';
 import { Fifo, MinHeap } from './collections.js';
 import type { QueueEntry, QueueStore, RecipientProgress } from './store.js';
-
-/** A delivery attempt's outcome that is final: the recipient will never succeed. */
-export class PermanentDeliveryError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PermanentDeliveryError';
-  }
-}
-
-/** One recipient of one queue entry. */
-export interface DeliveryJob {
-  entry: QueueEntry;
-  index: number;
-}
-
-export interface DeliveryAgent {
-  /**
-   * Delivers jobs that all go to one mailbox, in order; returns one outcome per job (null:
-   * delivered). Calls `recordAppend` for a job once it holds the mailbox lock and knows
-   * where the message will start, before writing it.
-   */
-  deliver(jobs: DeliveryJob[], recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>): Promise<(Error | null)[]>;
-  /**
-   * After a crash: did the append recorded for this recipient complete? (A torn one is cut
-   * off, so the redelivery leaves no partial message.)
-   */
-  settleInterruptedAppend(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean>;
-}
-
-/** What one attempt for one recipient came to. */
-export interface AttemptOutcome {
-  /** null: delivered; PermanentDeliveryError: failed for good; any other: try again later */
-  error: Error | null;
-  /** the remote server that answered ("host:port"), for outbound attempts */
-  relay?: string;
-  /** its reply, for the log */
-  reply?: string;
-}
-
-export interface RemoteAgent {
-  /** The destination a remote address goes to (its domain, or the relayhost): the unit of concurrency. */
-  destinationOf(address: string): string;
-  /** Sends one entry to recipients that share a destination, over one connection; one outcome per job. */
-  deliver(jobs: DeliveryJob[]): Promise<AttemptOutcome[]>;
-}
-
-export interface Notifier {
-  /** Queues a delivery status notification to the entry's sender about these recipients. */
-  notify(entry: QueueEntry, indexes: number[], kind: 'failure' | 'delay'): Promise<void>;
-}
 
 export interface QueueManagerOptions {
   store: QueueStore;
@@ -330,31 +282,31 @@ export class QueueManager {
       if (!this.entries.has(entry.envelope.id)) {
         // `mailsrv queue delete` removed it (see flush): no attempt, no bounce
       } else if (isRemote(own[0]!) && (await this.looping(entry))) {
-        const loop = new PermanentDeliveryError(`5.4.6 Too many hops (more than ${MAX_HOPS} Received headers): mail forwarding loop`);
-        for (const job of own) outcomes.set(job, { error: loop });
+        const loop = permanent('5.4.6', `Too many hops (more than ${MAX_HOPS} Received headers): mail forwarding loop`);
+        for (const job of own) outcomes.set(job, { status: loop });
       } else {
         deliverable.push(...own);
       }
     }
     if (deliverable.length > 0) {
       const results = isRemote(deliverable[0]!) ? await this.deliverRemote(deliverable) : await this.deliverLocal(deliverable);
-      deliverable.forEach((job, i) => outcomes.set(job, results[i] ?? { error: new Error('4.3.0 no outcome') }));
+      deliverable.forEach((job, i) => outcomes.set(job, results[i] ?? { status: temporary('4.3.0', 'no outcome') }));
     }
     for (const [job, outcome] of outcomes) this.record(job, outcome, started);
   }
 
   private deliverRemote(jobs: Job[]): Promise<AttemptOutcome[]> {
-    return this.options.remote.deliver(jobs).catch((err: Error) => jobs.map(() => ({ error: err })));
+    return this.options.remote.deliver(jobs).catch((err: Error) => jobs.map(() => ({ status: temporary('4.3.0', err.message) })));
   }
 
   private async deliverLocal(jobs: Job[]): Promise<AttemptOutcome[]> {
-    const errors = await this.options.local
+    const statuses = await this.options.local
       .deliver(jobs, async ({ entry, index }, mailbox, offset) => {
         entry.progress[index]!.appendingAt = { mailbox, offset };
         await this.options.store.saveProgress(entry.envelope.id, entry.progress);
       })
-      .catch((err: Error) => jobs.map(() => err));
-    return errors.map((error) => ({ error }));
+      .catch((err: Error) => jobs.map(() => temporary('4.3.0', err.message)));
+    return statuses.map((status) => ({ status }));
   }
 
   private looping(entry: QueueEntry): Promise<boolean> {
@@ -376,27 +328,27 @@ export class QueueManager {
     const { envelope } = entry;
     const recipient = envelope.recipients[index]!;
     const progress = entry.progress[index]!;
-    const { error, relay, reply } = outcome;
+    const { status, relay } = outcome;
     const log = this.options.logger.child({ queueId: envelope.id, to: recipient.address });
-    const where = { user: recipient.target.kind === 'local' ? recipient.target.user : undefined, relay, reply, delay: ms(started, envelope.receivedAt) };
+    const where = { user: recipient.target.kind === 'local' ? recipient.target.user : undefined, relay, reply: status.remote?.reply, delay: ms(started, envelope.receivedAt) };
     delete progress.appendingAt;
     if (relay !== undefined) progress.relay = relay;
-    if (error === null) {
+    progress.lastStatus = status;
+    if (isDelivered(status)) {
       progress.state = 'delivered';
-      delete progress.lastError;
       log.info({ ...where, status: 'sent' }, 'delivered');
       return;
     }
-    progress.lastError = error.message;
-    if (error instanceof PermanentDeliveryError) {
+    const reason = describeStatus(status);
+    if (status.permanent) {
       progress.state = 'failed';
-      log.warn({ ...where, status: 'bounced', reason: progress.lastError }, 'bounced');
+      log.warn({ ...where, status: 'bounced', reason }, 'bounced');
     } else if (Date.now() - envelope.receivedAt >= this.options.maxLifetimeMs) {
       progress.state = 'failed';
-      log.warn({ ...where, status: 'expired', reason: progress.lastError }, 'expired');
+      log.warn({ ...where, status: 'expired', reason }, 'expired');
     } else {
       progress.nextAttemptAt = Date.now() + this.retryDelay(job, progress);
-      log.info({ ...where, status: 'deferred', reason: progress.lastError, attempts: progress.attempts, nextAttemptAt: new Date(progress.nextAttemptAt).toISOString() }, 'deferred');
+      log.info({ ...where, status: 'deferred', reason, attempts: progress.attempts, nextAttemptAt: new Date(progress.nextAttemptAt).toISOString() }, 'deferred');
     }
   }
 

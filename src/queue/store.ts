@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fsyncDir } from '../fsutil.js';
 import type { Envelope, EnvelopeRecipient } from '../message/envelope.js';
+import { statusFromLegacyText, type DeliveryStatus } from '../message/status.js';
 import { isQueueId, newQueueId } from './id.js';
 
 export type RecipientState = 'pending' | 'delivered' | 'failed';
@@ -17,7 +18,8 @@ export interface RecipientProgress {
   state: RecipientState;
   attempts: number;
   nextAttemptAt: number;
-  lastError?: string;
+  /** what the last attempt came to */
+  lastStatus?: DeliveryStatus;
   /** set just before a mailbox append, so a restart can tell whether it completed */
   appendingAt?: { mailbox: string; offset: number };
   lastAttemptAt?: number;
@@ -150,7 +152,7 @@ export class QueueStore {
     const size = (await stat(path)).size - dataOffset;
     let progress: RecipientProgress[];
     try {
-      progress = JSON.parse(await readFile(`${path}.progress`, 'utf8')) as RecipientProgress[];
+      progress = (JSON.parse(await readFile(`${path}.progress`, 'utf8')) as StoredProgress[]).map(upgradeProgress);
     } catch {
       progress = envelope.recipients.map(() => freshProgress(envelope.receivedAt));
     }
@@ -197,6 +199,14 @@ export class QueueStore {
     await rm(join(this.dir, `${id}.progress`), { force: true });
     await unlink(join(this.dir, id));
   }
+}
+
+/** A progress record as any version wrote it: before DeliveryStatus, the last outcome was error text. */
+type StoredProgress = RecipientProgress & { lastError?: string };
+
+function upgradeProgress({ lastError, ...progress }: StoredProgress): RecipientProgress {
+  if (lastError === undefined || progress.lastStatus !== undefined) return progress;
+  return { ...progress, lastStatus: statusFromLegacyText(lastError, progress.state === 'failed') };
 }
 
 function freshProgress(now: number): RecipientProgress {

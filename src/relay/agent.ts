@@ -12,7 +12,8 @@ import type { ListenAddress } from '../config/units.js';
 import { missingSubmissionHeaders, receivedHeader } from '../message/trace.js';
 import type { Logger } from '../log.js';
 import { domainOf } from '../message/address.js';
-import { PermanentDeliveryError, type AttemptOutcome, type DeliveryJob, type RemoteAgent } from '../queue/manager.js';
+import { permanent, temporary, type DeliveryStatus } from '../message/status.js';
+import type { AttemptOutcome, DeliveryJob, RemoteAgent } from '../queue/agents.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { editHeaders } from '../mbox/headers.js';
 import { DestinationError, DestinationResolver, type Destination } from './destinations.js';
@@ -74,20 +75,21 @@ export class RemoteDelivery implements RemoteAgent {
     let destinations: Destination[];
     let auth: { user: string; pass: string } | null;
     const domain = domainOf(recipients[0]!);
+    const allFail = (status: DeliveryStatus) => jobs.map((): AttemptOutcome => ({ status }));
     try {
       destinations = await this.resolver.resolve(domain);
+    } catch (err) {
+      return allFail(err instanceof DestinationError ? err.status : temporary('4.4.3', (err as Error).message));
+    }
+    try {
       auth = await relayhostCredentials(settings);
     } catch (err) {
-      const error = err instanceof DestinationError && err.permanent ? new PermanentDeliveryError(err.message) : new Error((err as Error).message);
-      return jobs.map(() => ({ error }));
+      return allFail(temporary('4.3.5', `cannot read relay.relayhost_password_file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`));
     }
     // RFC 5321 5.1: never to ourselves (an MX or address literal pointing here would loop)
     const own = ownAddresses(settings.ownListeners);
     destinations = destinations.filter((destination) => !own.has(`${destination.address}:${destination.port}`));
-    if (destinations.length === 0) {
-      const error = new PermanentDeliveryError(`5.4.6 mail for ${domain} loops back to myself`);
-      return jobs.map(() => ({ error }));
-    }
+    if (destinations.length === 0) return allFail(permanent('5.4.6', `mail for ${domain} loops back to myself`));
     const report = await sendToDestination(
       destinations,
       {
@@ -100,8 +102,7 @@ export class RemoteDelivery implements RemoteAgent {
     );
     return report.results.map((result): AttemptOutcome => {
       const relay = result.remote === null ? (report.relay ?? undefined) : formatDestination(result.remote);
-      const error = result.status === 'sent' ? null : result.status === 'bounced' ? new PermanentDeliveryError(result.reply) : new Error(result.reply);
-      return { error, relay, reply: result.reply };
+      return { status: result.status, relay };
     });
   }
 }
@@ -123,11 +124,6 @@ function ownAddresses(listeners: ListenAddress[]): Set<string> {
 /** The relayhost login; the password is read at each attempt, so a changed file needs no reload. */
 async function relayhostCredentials(settings: RemoteSettings): Promise<{ user: string; pass: string } | null> {
   if (settings.relayhost === '' || settings.relayhostUser === '') return null;
-  let pass: string;
-  try {
-    pass = (await readFile(settings.relayhostPasswordFile, 'utf8')).split(/\r?\n/)[0]!;
-  } catch (err) {
-    throw new Error(`4.3.5 cannot read relay.relayhost_password_file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
+  const pass = (await readFile(settings.relayhostPasswordFile, 'utf8')).split(/\r?\n/)[0]!;
   return { user: settings.relayhostUser, pass };
 }

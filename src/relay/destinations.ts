@@ -8,6 +8,7 @@ import { lookup, Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
 import { parseListen } from '../config/units.js';
+import { describeStatus, permanent, temporary, type DeliveryStatus } from '../message/status.js';
 
 /** One address to try, in order. */
 export interface Destination {
@@ -18,16 +19,15 @@ export interface Destination {
   port: number;
 }
 
-/** Why a domain has no destination: `permanent` (bounce) or not (retry later). */
+/** Why a domain has no destination: its recipients' status, failed for good (bounce) or not (retry later). */
 export class DestinationError extends Error {
-  constructor(
-    /** RFC 3463 status, e.g. "5.1.2"; the message starts with it */
-    readonly enhancedStatus: string,
-    readonly permanent: boolean,
-    explanation: string,
-  ) {
-    super(`${enhancedStatus} ${explanation}`);
+  readonly status: DeliveryStatus;
+
+  constructor(code: string, isPermanent: boolean, explanation: string) {
+    const status = isPermanent ? permanent(code, explanation) : temporary(code, explanation);
+    super(describeStatus(status));
     this.name = 'DestinationError';
+    this.status = status;
   }
 }
 

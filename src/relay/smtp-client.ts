@@ -11,6 +11,7 @@ import SMTPConnection, { type SMTPConnectionEnvelope, type SMTPConnectionSendInf
 import { networkMatcher } from '../config/networks.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
+import { deferred, permanent, statusFromReply, temporary, type DeliveryStatus } from '../message/status.js';
 import { smtpProtocolLogger } from '../smtp/protocol-log.js';
 import type { Destination } from './destinations.js';
 
@@ -39,19 +40,11 @@ export interface OutboundMessage {
   openMessage: () => Readable;
 }
 
-export type RecipientStatus = 'sent' | 'deferred' | 'bounced';
-
 export interface RecipientResult {
   recipient: string;
-  status: RecipientStatus;
-  /**
-   * One line: the remote server's reply as it wrote it ("550 5.1.1 <x@remote.test>: User
-   * unknown") when `remote` is set; else mailsrv's own explanation, starting with its status.
-   */
-  reply: string;
-  /** RFC 3463 status ("5.1.1"): the server's own when its reply has one, else from the reply code */
-  enhancedStatus: string;
-  /** the server that gave `reply`; null when the reply is mailsrv's */
+  /** sent (2.x.x), bounced (permanent) or deferred; with the server's reply on one line when one answered */
+  status: DeliveryStatus;
+  /** the server that answered; null when the status is mailsrv's own */
   remote: Destination | null;
 }
 
@@ -96,7 +89,7 @@ export function formatDestination(destination: Destination): string {
  * deferred with the last address's failure.
  */
 export async function sendToDestination(destinations: readonly Destination[], message: OutboundMessage, settings: SmtpClientSettings): Promise<DeliveryReport> {
-  let lastFailure: Outcome = ownOutcome('deferred', '4.4.4', 'no address to deliver to');
+  let lastFailure: Outcome = ownOutcome(temporary('4.4.4', 'no address to deliver to'));
   for (const destination of destinations) {
     const session = await openSession(destination, settings);
     if (!session.ok) {
@@ -112,8 +105,8 @@ export async function sendToDestination(destinations: readonly Destination[], me
       await hangUp(session.connection, polite, settings.timeoutMs);
     }
   }
-  const deferred: Outcome = { ...lastFailure, status: 'deferred', enhancedStatus: `4${lastFailure.enhancedStatus.slice(1)}` };
-  return { relay: null, results: message.recipients.map((recipient) => ({ recipient, ...deferred })) };
+  const failed: Outcome = { ...lastFailure, status: deferred(lastFailure.status) };
+  return { relay: null, results: message.recipients.map((recipient) => ({ recipient, ...failed })) };
 }
 
 /**
@@ -132,13 +125,14 @@ async function openSession(destination: Destination, settings: SmtpClientSetting
   const auth = settings.auth;
   let refusal: Outcome | null = null;
   if (settings.tlsSecurity !== 'may' && !connection.secure) {
-    refusal = ownOutcome('deferred', '4.7.4', `TLS not offered by ${where}`);
+    refusal = ownOutcome(temporary('4.7.4', `TLS not offered by ${where}`));
   } else if (auth && !connection.secure && !isLoopback(destination.address)) {
     // (nor is the mail sent without the login: the relayhost would refuse or bounce it)
-    refusal = ownOutcome('deferred', '4.7.4', `not sending the relayhost password to ${where} without TLS`);
+    refusal = ownOutcome(temporary('4.7.4', `not sending the relayhost password to ${where} without TLS`));
   } else if (auth && capabilities.auth) {
     const login = await step<boolean | undefined>(connection, (done) => connection.login({ user: auth.user, pass: auth.pass }, done));
-    if (!login.ok) refusal = { ...failureOutcome(login.error, destination), status: 'deferred' };
+    // (deferred like every failure to hold a session: see sendToDestination)
+    if (!login.ok) refusal = failureOutcome(login.error, destination);
   }
   if (refusal) {
     await hangUp(connection, true, settings.timeoutMs);
@@ -212,14 +206,14 @@ function refusedBeforeEnvelope(capabilities: Capabilities, destination: Destinat
   const where = formatDestination(destination);
   const refused = new Map<string, Outcome>();
   if (capabilities.size > 0 && message.size > capabilities.size) {
-    const tooBig = ownOutcome('bounced', '5.3.4', `message size ${message.size} exceeds the size limit ${capabilities.size} of ${where}`);
+    const tooBig = ownOutcome(permanent('5.3.4', `message size ${message.size} exceeds the size limit ${capabilities.size} of ${where}`));
     for (const recipient of message.recipients) refused.set(recipient, tooBig);
     return refused;
   }
   if (capabilities.smtputf8) return refused;
   for (const recipient of message.recipients) {
     const address = needsSmtpUtf8(message.sender) ? message.sender : needsSmtpUtf8(recipient) ? recipient : null;
-    if (address !== null) refused.set(recipient, ownOutcome('bounced', '5.6.7', `${where} does not support SMTPUTF8, which the address ${address} needs`));
+    if (address !== null) refused.set(recipient, ownOutcome(permanent('5.6.7', `${where} does not support SMTPUTF8, which the address ${address} needs`)));
   }
   return refused;
 }
@@ -227,17 +221,15 @@ function refusedBeforeEnvelope(capabilities: Capabilities, destination: Destinat
 /** What a nodemailer error means for the recipients it applies to: a server reply keeps its words; anything else is explained. */
 function failureOutcome(error: SMTPError, destination: Destination): Outcome {
   // nodemailer sets `permanent` with the reply code: 5xx except 503 (a sequence error is not the message's fault)
-  if (error.response !== undefined) return replyOutcome(error.response, error.permanent ? 'bounced' : 'deferred', destination);
-  const [enhancedStatus, text] = explain(error, formatDestination(destination));
-  return ownOutcome('deferred', enhancedStatus, text);
+  if (error.response !== undefined) return replyOutcome(error.response, error.permanent ? 'permanent' : 'temporary', destination);
+  const [code, text] = explain(error, formatDestination(destination));
+  return ownOutcome(temporary(code, text));
 }
 
-/** A server reply on one line, with its RFC 3463 status (its own, else "X.0.0" from the reply code). */
-function replyOutcome(response: string, status: RecipientStatus, destination: Destination): Outcome {
+/** A server reply, on one line, as the status of the recipients it applies to. */
+function replyOutcome(response: string, outcome: 'sent' | 'temporary' | 'permanent', destination: Destination): Outcome {
   const reply = response.split('\n').map((line) => line.trim()).join(' ');
-  const code = /^([245])\d\d[ -]+(([245])\.\d{1,3}\.\d{1,3})\b/.exec(reply);
-  const enhancedStatus = code && code[1] === code[3] ? code[2]! : `${reply.charAt(0)}.0.0`;
-  return { status, reply, enhancedStatus, remote: destination };
+  return { status: statusFromReply(reply, outcome, destination.host), remote: destination };
 }
 
 /** An RFC 3463 status and mailsrv's words for a failure that came with no server reply. */
@@ -263,8 +255,8 @@ function explain(error: SMTPError, where: string): [string, string] {
   return ['4.4.2', `lost connection with ${where}: ${detail}`];
 }
 
-function ownOutcome(status: RecipientStatus, enhancedStatus: string, text: string): Outcome {
-  return { status, reply: `${enhancedStatus} ${text}`, enhancedStatus, remote: null };
+function ownOutcome(status: DeliveryStatus): Outcome {
+  return { status, remote: null };
 }
 
 /** The extensions that matter here, from the EHLO reply (a HELO reply has none). */

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { composeDsn, ORIGINAL_HEADERS_CAP, type DsnRecipient, type DsnReport } from '../../src/bounce/dsn.js';
+import { permanent, statusFromReply } from '../../src/message/status.js';
 
 const PYTHON = '/usr/bin/python3';
 
@@ -65,9 +66,7 @@ const BODY = 'The secret body text.\r\n';
 
 const bob: DsnRecipient = {
   address: 'bob@remote.test',
-  status: '5.1.1',
-  remoteMta: 'mx.remote.test',
-  diagnostic: '550 5.1.1 <bob@remote.test>: User unknown',
+  status: statusFromReply('550 5.1.1 <bob@remote.test>: User unknown', 'permanent', 'mx.remote.test'),
   lastAttemptAt: Date.parse('2026-11-25T14:59:00Z'),
 };
 
@@ -142,7 +141,7 @@ describe('composeDsn', () => {
     const dsn = composeDsn(
       report({
         kind: 'delay',
-        recipients: [{ ...bob, status: '4.4.1', diagnostic: '451 4.7.1 Greylisted, try again later', willRetryUntil }],
+        recipients: [{ ...bob, status: statusFromReply('451 4.7.1 Greylisted, try again later', 'temporary', 'mx.remote.test'), willRetryUntil }],
       }),
     );
     assertWellFormedLines(dsn);
@@ -151,7 +150,7 @@ describe('composeDsn', () => {
     assert.equal(parsed.headers['Subject'], 'Delayed Mail (still being retried)');
     const recipient = parsed.groups[1]!;
     assert.equal(field(recipient, 'Action'), 'delayed');
-    assert.equal(field(recipient, 'Status'), '4.4.1');
+    assert.equal(field(recipient, 'Status'), '4.7.1');
     assert.equal(field(recipient, 'Will-Retry-Until'), 'Mon, 30 Nov 2026 11:00:00 +0000');
     assert.equal(field(recipient, 'Diagnostic-Code'), 'smtp; 451 4.7.1 Greylisted, try again later');
     const text = parsed.text.replace(/\s+/g, ' ');
@@ -165,8 +164,7 @@ describe('composeDsn', () => {
     const carol: DsnRecipient = {
       address: 'carol@other.test',
       originalAddress: 'team@example.org',
-      status: '5.4.6',
-      diagnostic: '5.4.6 Too many hops (more than 50 Received headers): mail forwarding loop',
+      status: permanent('5.4.6', 'Too many hops (more than 50 Received headers): mail forwarding loop'),
     };
     const parsed = parseWithPython(composeDsn(report({ recipients: [{ ...bob, originalAddress: 'bob@remote.test' }, carol] })));
     assert.deepEqual(parsed.defects, []);
@@ -187,9 +185,7 @@ describe('composeDsn', () => {
   it('neutralises CR, LF and NUL in a hostile diagnostic and address', () => {
     const hostile: DsnRecipient = {
       address: 'eve@remote.test\r\nBcc: victim@example.net',
-      status: '5.7.1',
-      remoteMta: 'mx.remote.test\r\nX-Injected: 1',
-      diagnostic: '550 5.7.1 rejected\r\nBcc: victim@example.net\r\n\r\n--fake-boundary\0\n550 second line',
+      status: statusFromReply('550 5.7.1 rejected\r\nBcc: victim@example.net\r\n\r\n--fake-boundary\0\n550 second line', 'permanent', 'mx.remote.test\r\nX-Injected: 1'),
     };
     const dsn = composeDsn(
       report({
@@ -221,7 +217,7 @@ describe('composeDsn', () => {
   });
 
   it('keeps delivery-status fields ASCII; non-ASCII stays in the UTF-8 text part', () => {
-    const recipient: DsnRecipient = { address: 'jörg@bücher.test', status: '5.1.1', diagnostic: '550 5.1.1 Benutzer unbekannt – “jörg”' };
+    const recipient: DsnRecipient = { address: 'jörg@bücher.test', status: statusFromReply('550 5.1.1 Benutzer unbekannt – “jörg”', 'permanent') };
     const dsn = composeDsn(report({ recipients: [recipient], originalHeaders: Buffer.from('Subject: Grüße\r\n\r\n') }));
     assertWellFormedLines(dsn);
     const parsed = parseWithPython(dsn);
@@ -259,7 +255,7 @@ describe('composeDsn', () => {
   it('folds over-long lines: a huge diagnostic and a huge original header line stay under 998 octets', () => {
     const diagnostic = '550 5.7.1 ' + 'word '.repeat(300) + 'x'.repeat(1500);
     const longHeader = 'X-Long: ' + 'é'.repeat(1200);
-    const dsn = composeDsn(report({ recipients: [{ ...bob, diagnostic }], originalHeaders: Buffer.from(`${longHeader}\r\nSubject: s\r\n\r\n`) }));
+    const dsn = composeDsn(report({ recipients: [{ ...bob, status: statusFromReply(diagnostic, 'permanent', 'mx.remote.test') }], originalHeaders: Buffer.from(`${longHeader}\r\nSubject: s\r\n\r\n`) }));
     assertWellFormedLines(dsn);
     const parsed = parseWithPython(dsn);
     assert.deepEqual(parsed.defects, []);
@@ -278,10 +274,5 @@ describe('composeDsn', () => {
   it('refuses to report to the null sender or about nobody', () => {
     assert.throws(() => composeDsn(report({ original: { queueId: 'Q', sender: '', receivedAt: RECEIVED_AT } })), RangeError);
     assert.throws(() => composeDsn(report({ recipients: [] })), RangeError);
-  });
-
-  it('replaces a malformed status with the generic one of its kind', () => {
-    const parsed = parseWithPython(composeDsn(report({ kind: 'delay', recipients: [{ ...bob, status: 'bogus\r\nX: y' }] })));
-    assert.equal(field(parsed.groups[1]!, 'Status'), '4.0.0');
   });
 });

@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { PermanentDeliveryError, QueueManager, type DeliveryAgent, type DeliveryJob, type Notifier, type QueueManagerOptions, type RemoteAgent } from '../../src/queue/manager.js';
+import { delivered as sent, permanent, statusFromReply, temporary } from '../../src/message/status.js';
+import type { DeliveryAgent, DeliveryJob, Notifier, RemoteAgent } from '../../src/queue/agents.js';
+import { QueueManager, type QueueManagerOptions } from '../../src/queue/manager.js';
 import { QueueStore } from '../../src/queue/store.js';
 
 const logger = pino({ level: 'silent' });
@@ -28,7 +30,7 @@ async function setup(users: string[], existing?: QueueStore) {
 
 const noRemote: RemoteAgent = {
   destinationOf: (address) => address.slice(address.lastIndexOf('@') + 1),
-  deliver: async (jobs) => jobs.map(() => ({ error: new Error('no remote delivery in this test') })),
+  deliver: async (jobs) => jobs.map(() => ({ status: temporary('4.3.0', 'no remote delivery in this test') })),
 };
 const noNotices: Notifier = { notify: async () => assert.fail('no notice expected') };
 
@@ -65,7 +67,7 @@ test('a failing delivery is retried until it succeeds, then the entry is removed
   const qmgr = manager(store, {
     deliver: async (jobs) => {
       calls += 1;
-      return jobs.map(() => (calls < 3 ? new Error('4.2.0 locked') : null));
+      return jobs.map(() => (calls < 3 ? temporary('4.2.0', 'locked') : sent()));
     },
     settleInterruptedAppend: async () => false,
   });
@@ -90,7 +92,7 @@ test('deliveries to one mailbox never overlap; different mailboxes run together'
       maxTotal = Math.max(maxTotal, [...active.values()].reduce((a, b) => a + b, 0));
       await new Promise((r) => setTimeout(r, 30));
       active.set(user, active.get(user)! - 1);
-      return jobs.map(() => null);
+      return jobs.map(() => sent());
     },
     settleInterruptedAppend: async () => false,
   });
@@ -110,7 +112,7 @@ test('a permanent failure ends the recipient without retries and is reported to 
     {
       deliver: async (jobs) => {
         calls += 1;
-        return jobs.map((job) => (job.index === 0 ? new PermanentDeliveryError('5.1.1 user unknown') : null));
+        return jobs.map((job) => (job.index === 0 ? permanent('5.1.1', 'user unknown') : sent()));
       },
       settleInterruptedAppend: async () => false,
     },
@@ -131,7 +133,7 @@ test('an append recorded before a crash is found complete at start, not redone',
   const qmgr = manager(store, {
     deliver: async (jobs) => {
       delivered.push(...jobs.map((job) => job.index));
-      return jobs.map(() => null);
+      return jobs.map(() => sent());
     },
     settleInterruptedAppend: async (_e, index, mailbox, offset) => index === 0 && mailbox === '/spool/a' && offset === 42,
   });
@@ -148,7 +150,7 @@ test('what queued up for a busy mailbox goes in as one batch, in order', async (
     deliver: async (jobs) => {
       batches.push(jobs.map((job) => job.entry.envelope.id));
       await new Promise((r) => setTimeout(r, 30));
-      return jobs.map(() => null);
+      return jobs.map(() => sent());
     },
     settleInterruptedAppend: async () => false,
   });
@@ -182,7 +184,7 @@ test('remote recipients: one attempt per destination carries all of its recipien
       destinationOf: noRemote.destinationOf,
       deliver: async (jobs) => {
         batches.push(jobs.map((j) => j.entry.envelope.recipients[j.index]!.address));
-        return jobs.map(() => ({ error: null, relay: 'mx:25', reply: '250 ok' }));
+        return jobs.map(() => ({ status: statusFromReply('250 ok', 'sent', 'mx'), relay: 'mx:25' }));
       },
     },
   });
@@ -207,7 +209,7 @@ test('a dead destination holds only its own slots: other destinations are delive
         const addresses = jobs.map((j) => j.entry.envelope.recipients[j.index]!.address);
         if (addresses[0]!.endsWith('@dead.test')) await deadHangs;
         delivered.push(...addresses);
-        return jobs.map(() => ({ error: null }));
+        return jobs.map(() => ({ status: sent() }));
       },
     },
   });
@@ -226,7 +228,7 @@ test('a deferred remote recipient past delay_warning is warned about once; expir
     remoteRetryMs: [30],
     delayWarningMs: 0,
     maxLifetimeMs: 300,
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: new Error('4.4.1 connection refused') })) },
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: temporary('4.4.1', 'connection refused') })) },
     notifier: { notify: async (_e, _i, kind) => void notices.push(kind) },
   });
   qmgr.add(entry);
@@ -239,12 +241,13 @@ test('mail from the null sender is never bounced; too many hops fail as a loop',
   let attempts = 0;
   const qmgr = manager(store, neverLocal, {
     hops: async () => 51,
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: null, reply: String(++attempts) })) },
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: sent(String(++attempts)) })) },
   });
   qmgr.add(entry);
   await until(() => qmgr.size === 0);
   assert.equal(attempts, 0, 'a looping message is not sent on');
-  assert.match(entry.progress[0]!.lastError!, /^5\.4\.6 /);
+  assert.equal(entry.progress[0]!.lastStatus?.code, '5.4.6');
+  assert.equal(entry.progress[0]!.lastStatus?.permanent, true);
 });
 
 test('flush retries deferred recipients now; an entry deleted under the manager is dropped', async () => {
@@ -252,7 +255,7 @@ test('flush retries deferred recipients now; an entry deleted under the manager 
   let attempts = 0;
   const qmgr = manager(store, neverLocal, {
     remoteRetryMs: [60_000],
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: attempts++ === 0 ? new Error('4.4.1 down') : null })) },
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: attempts++ === 0 ? temporary('4.4.1', 'down') : sent() })) },
   });
   qmgr.add(entry);
   await until(() => attempts === 1);
@@ -265,7 +268,7 @@ test('flush retries deferred recipients now; an entry deleted under the manager 
   let tried = 0;
   const qmgr2 = manager(second.store, neverLocal, {
     remoteRetryMs: [60_000],
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: (tried++, new Error('4.4.1 down')) })) },
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: (tried++, temporary('4.4.1', 'down')) })) },
   });
   qmgr2.add(second.entry);
   await until(() => tried === 1);
@@ -283,7 +286,7 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
       destinationOf: noRemote.destinationOf,
       deliver: async (jobs) => {
         await new Promise((r) => setTimeout(r, jobs[0]!.entry.envelope.recipients[jobs[0]!.index]!.address.startsWith('a') ? 10 : 60));
-        return jobs.map(() => ({ error: new PermanentDeliveryError('550 5.1.1 no such user') }));
+        return jobs.map(() => ({ status: statusFromReply('550 5.1.1 no such user', 'permanent', 'mx') }));
       },
     },
     notifier: { notify: async (_e, indexes) => void notices.push(indexes) },
@@ -295,7 +298,7 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
   const second = await setupRemote(['c@three.test']);
   let calls = 0;
   const failing = manager(second.store, neverLocal, {
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ error: new PermanentDeliveryError('550 5.1.1 no') })) },
+    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: statusFromReply('550 5.1.1 no', 'permanent', 'mx') })) },
     notifier: {
       notify: async () => {
         calls += 1;

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { test } from 'node:test';
+import { temporary } from '../../src/message/status.js';
 import { isQueueId, newQueueId } from '../../src/queue/id.js';
 import { QueueStore } from '../../src/queue/store.js';
 
@@ -53,13 +54,34 @@ test('progress is saved and reloaded; remove deletes both files', async () => {
   await pending.write(Readable.from([Buffer.from('x\r\n')]));
   const entry = await pending.commit();
   entry.progress[0]!.state = 'delivered';
-  entry.progress[1]!.lastError = '4.4.0 later';
+  entry.progress[1]!.lastStatus = temporary('4.4.0', 'later');
   await store.saveProgress(entry.envelope.id, entry.progress);
   const [loaded] = await store.loadAll(noCorruption);
   assert.equal(loaded!.progress[0]!.state, 'delivered');
-  assert.equal(loaded!.progress[1]!.lastError, '4.4.0 later');
+  assert.deepEqual(loaded!.progress[1]!.lastStatus, { code: '4.4.0', permanent: false, text: 'later' });
   await store.remove(entry.envelope.id);
   assert.deepEqual(await readdir(store.dir), []);
+});
+
+test('progress written by an earlier version (error text, no status) loads as statuses', async () => {
+  const store = await freshStore();
+  const pending = begin(store);
+  await pending.write(Readable.from([Buffer.from('x\r\n')]));
+  const entry = await pending.commit();
+  const old = [
+    { state: 'pending', attempts: 2, nextAttemptAt: 1, lastError: '4.2.0 mailbox of alice is locked by another program' },
+    { state: 'failed', attempts: 1, nextAttemptAt: 1, lastError: '550 5.1.1 <bob@remote.test>: User unknown', relay: 'mx[192.0.2.1]:25' },
+  ];
+  await writeFile(join(store.dir, `${entry.envelope.id}.progress`), JSON.stringify(old));
+  const [loaded] = await store.loadAll(noCorruption);
+  assert.deepEqual(
+    loaded!.progress.map((p) => p.lastStatus),
+    [
+      { code: '4.2.0', permanent: false, text: 'mailbox of alice is locked by another program' },
+      { code: '5.1.1', permanent: true, text: '<bob@remote.test>: User unknown', remote: { reply: '550 5.1.1 <bob@remote.test>: User unknown' } },
+    ],
+  );
+  assert.ok(loaded!.progress.every((p) => !('lastError' in p)));
 });
 
 test('a discarded or interrupted receipt leaves nothing behind', async () => {

@@ -93,30 +93,30 @@ describe('relay destinations', () => {
 
   it('fails for good when a domain has neither MX nor address', async () => {
     const err = await failure(resolver().resolve('empty.test'));
-    assert.equal(err.permanent, true);
-    assert.equal(err.enhancedStatus, '5.4.4');
+    assert.equal(err.status.permanent, true);
+    assert.equal(err.status.code, '5.4.4');
     assert.match(err.message, /^5\.4\.4 .*empty\.test/);
   });
 
   it('fails for good on a null MX (RFC 7505)', async () => {
     const err = await failure(resolver().resolve('null.test'));
-    assert.equal(err.permanent, true);
+    assert.equal(err.status.permanent, true);
     assert.equal(err.message, '5.1.10 domain null.test does not accept mail (null MX)');
   });
 
   it('fails for good on an unknown domain (NXDOMAIN)', async () => {
     const err = await failure(resolver().resolve('nowhere.test'));
-    assert.equal(err.permanent, true);
+    assert.equal(err.status.permanent, true);
     assert.equal(err.message, '5.1.2 domain nowhere.test not found');
   });
 
   it('fails only for now on SERVFAIL and on a DNS server that does not answer, in bounded time', async () => {
     const servfail = await failure(resolver().resolve('servfail.test'));
-    assert.equal(servfail.permanent, false);
+    assert.equal(servfail.status.permanent, false);
     assert.match(servfail.message, /^4\.4\.3 MX lookup for servfail\.test failed: ESERVFAIL$/);
     const started = Date.now();
     const silent = await failure(resolver().resolve('silent.test'));
-    assert.equal(silent.permanent, false);
+    assert.equal(silent.status.permanent, false);
     assert.match(silent.message, /ETIMEOUT/);
     assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
   });
@@ -124,10 +124,10 @@ describe('relay destinations', () => {
   it('skips MX hosts without an address; none with one is permanent, a failed lookup temporary', async () => {
     assert.deepEqual(await resolver().resolve('half.test'), [{ host: 'mx.half.test', address: '127.0.3.1', port: 25 }]);
     const dangling = await failure(resolver().resolve('dangling.test'));
-    assert.equal(dangling.permanent, true);
+    assert.equal(dangling.status.permanent, true);
     assert.equal(dangling.message, '5.4.4 no MX host of dangling.test has an address');
     const broken = await failure(resolver().resolve('broken.test'));
-    assert.equal(broken.permanent, false);
+    assert.equal(broken.status.permanent, false);
     assert.match(broken.message, /^4\.4\.3 .*mx\.broken\.test: ESERVFAIL/);
   });
 
@@ -155,7 +155,7 @@ describe('relay destinations', () => {
     assert.deepEqual(await resolver().resolve('[192.0.2.1]'), [{ host: '192.0.2.1', address: '192.0.2.1', port: 25 }]);
     assert.deepEqual(await resolver().resolve('[IPv6:2001:db8::1]'), [{ host: '2001:db8::1', address: '2001:db8::1', port: 25 }]);
     const bad = await failure(resolver().resolve('[2001:db8::1]'));
-    assert.equal(bad.permanent, true);
-    assert.equal(bad.enhancedStatus, '5.1.3');
+    assert.equal(bad.status.permanent, true);
+    assert.equal(bad.status.code, '5.1.3');
   });
 });

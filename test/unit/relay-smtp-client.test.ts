@@ -15,6 +15,7 @@ import { after, afterEach, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { Destination } from '../../src/relay/destinations.js';
+import { describeStatus, isDelivered } from '../../src/message/status.js';
 import { sendToDestination, type OutboundMessage, type SmtpClientSettings } from '../../src/relay/smtp-client.js';
 import { generateSelfSigned } from '../../src/tls/selfsigned.js';
 
@@ -153,6 +154,19 @@ function message(recipients: string[], text = 'Subject: test\r\n\r\nHello.\r\n',
   return { sender, recipients, size: Buffer.byteLength(text), openMessage: () => Readable.from([Buffer.from(text)]) };
 }
 
+/** A result as these tests read it: sent, bounced or deferred, the reply (the server's, or mailsrv's own with its code) and the enhanced code. */
+async function send(...args: Parameters<typeof sendToDestination>) {
+  const report = await sendToDestination(...args);
+  const results = report.results.map(({ recipient, status, remote }) => ({
+    recipient,
+    status: isDelivered(status) ? 'sent' : status.permanent ? 'bounced' : 'deferred',
+    reply: describeStatus(status),
+    enhancedStatus: status.code,
+    remote,
+  }));
+  return { relay: report.relay, results };
+}
+
 const statuses = (report: { results: { recipient: string; status: string }[] }) => Object.fromEntries(report.results.map((r) => [r.recipient, r.status]));
 
 describe('relay smtp client', () => {
@@ -169,7 +183,7 @@ describe('relay smtp client', () => {
   it('carries all recipients over one connection and reports each one', async () => {
     const sink = await startSink({ rcpt: { unknown: [550, '<unknown@remote.test>: User unknown'], busy: [451, 'Mailbox busy, try later'] } });
     const recipients = ['alice@remote.test', 'unknown@remote.test', 'busy@remote.test', 'bob@remote.test'];
-    const report = await sendToDestination([at(sink.port)], message(recipients), settings());
+    const report = await send([at(sink.port)], message(recipients), settings());
     assert.equal(report.relay, `mx.remote.test[127.0.0.1]:${sink.port}`);
     assert.deepEqual(statuses(report), { 'alice@remote.test': 'sent', 'unknown@remote.test': 'bounced', 'busy@remote.test': 'deferred', 'bob@remote.test': 'sent' });
     const [alice, unknown, busy] = report.results;
@@ -187,7 +201,7 @@ describe('relay smtp client', () => {
 
   it('moves on to the next address when one refuses the connection', async () => {
     const sink = await startSink();
-    const report = await sendToDestination([at(await deadPort(), 'mx1.remote.test'), at(sink.port, 'mx2.remote.test')], message(['alice@remote.test']), settings());
+    const report = await send([at(await deadPort(), 'mx1.remote.test'), at(sink.port, 'mx2.remote.test')], message(['alice@remote.test']), settings());
     assert.equal(report.relay, `mx2.remote.test[127.0.0.1]:${sink.port}`);
     assert.equal(report.results[0]!.status, 'sent');
     assert.equal(sink.received.length, 1);
@@ -195,7 +209,7 @@ describe('relay smtp client', () => {
 
   it('defers every recipient when no address holds a session, with the failure of the last address', async () => {
     const dead = await deadPort();
-    const refused = await sendToDestination([at(dead)], message(['a@remote.test', 'b@remote.test']), settings());
+    const refused = await send([at(dead)], message(['a@remote.test', 'b@remote.test']), settings());
     assert.equal(refused.relay, null);
     for (const result of refused.results) {
       assert.equal(result.status, 'deferred');
@@ -204,7 +218,7 @@ describe('relay smtp client', () => {
     }
     // a server that refuses to talk (5xx greeting) is skipped too: the mail waits, it is not bounced
     const grumpy = await startSink({}, { onConnect: (_session, callback) => callback(replyError(554, 'go away')) });
-    const report = await sendToDestination([at(dead, 'mx1.remote.test'), at(grumpy.port, 'mx2.remote.test')], message(['a@remote.test']), settings());
+    const report = await send([at(dead, 'mx1.remote.test'), at(grumpy.port, 'mx2.remote.test')], message(['a@remote.test']), settings());
     assert.equal(report.relay, null);
     assert.equal(report.results[0]!.status, 'deferred');
     assert.match(report.results[0]!.reply, /^554 .*go away/);
@@ -215,24 +229,24 @@ describe('relay smtp client', () => {
   it('bounces the accepted recipients on a 5xx at the end of data; refused ones keep their own reply', async () => {
     const rcpt: SinkBehaviour['rcpt'] = { unknown: [550, '<unknown@remote.test>: User unknown'] };
     const rejecting = await startSink({ rcpt, data: [554, 'Message content rejected'] });
-    const bounced = await sendToDestination([at(rejecting.port)], message(['alice@remote.test', 'unknown@remote.test']), settings());
+    const bounced = await send([at(rejecting.port)], message(['alice@remote.test', 'unknown@remote.test']), settings());
     assert.deepEqual(statuses(bounced), { 'alice@remote.test': 'bounced', 'unknown@remote.test': 'bounced' });
     assert.match(bounced.results[0]!.reply, /^554 5\.\d\.\d Message content rejected$/);
     assert.equal(bounced.results[1]!.reply, '550 5.1.1 <unknown@remote.test>: User unknown');
     // a 4xx at the end of data defers the accepted recipients only
     const busy = await startSink({ rcpt, data: [451, 'Local problem, try later'] });
-    const deferred = await sendToDestination([at(busy.port)], message(['alice@remote.test', 'unknown@remote.test']), settings());
+    const deferred = await send([at(busy.port)], message(['alice@remote.test', 'unknown@remote.test']), settings());
     assert.deepEqual(statuses(deferred), { 'alice@remote.test': 'deferred', 'unknown@remote.test': 'bounced' });
     assert.match(deferred.results[0]!.reply, /^451 .*Local problem, try later$/);
   });
 
   it('sends no message when every recipient is refused, and bounces everyone when the sender is', async () => {
     const sink = await startSink({ rcpt: { unknown: [550, 'User unknown'], busy: [450, 'Busy'] } });
-    const report = await sendToDestination([at(sink.port)], message(['unknown@remote.test', 'busy@remote.test']), settings());
+    const report = await send([at(sink.port)], message(['unknown@remote.test', 'busy@remote.test']), settings());
     assert.deepEqual(statuses(report), { 'unknown@remote.test': 'bounced', 'busy@remote.test': 'deferred' });
     assert.equal(sink.received.length, 0);
     const refusing = await startSink({ mail: [553, 'Sender address rejected'] });
-    const refused = await sendToDestination([at(refusing.port)], message(['a@remote.test', 'b@remote.test']), settings());
+    const refused = await send([at(refusing.port)], message(['a@remote.test', 'b@remote.test']), settings());
     assert.deepEqual(statuses(refused), { 'a@remote.test': 'bounced', 'b@remote.test': 'bounced' });
     for (const result of refused.results) assert.match(result.reply, /^553 .*Sender address rejected$/);
     assert.equal(refusing.received.length, 0);
@@ -241,7 +255,7 @@ describe('relay smtp client', () => {
   it('puts a LF-only message on the wire with CRLF and dot-stuffing, from the null sender', async () => {
     const sink = await startSink();
     const text = 'Subject: dots\n\n.leading dot\n..two dots\n.\nlast line\n';
-    const report = await sendToDestination([at(sink.port)], message(['alice@remote.test'], text, ''), settings());
+    const report = await send([at(sink.port)], message(['alice@remote.test'], text, ''), settings());
     assert.equal(report.results[0]!.status, 'sent');
     // smtp-server un-stuffs: an unstuffed "." line would have ended the data, "..two" would have lost a dot
     assert.equal(sink.received[0]!.data.toString(), text.replaceAll('\n', '\r\n'));
@@ -252,7 +266,7 @@ describe('relay smtp client', () => {
   it('bounces a message over the server SIZE limit without starting a transaction', async () => {
     const sink = await startSink({}, { size: 100 });
     const big = message(['a@remote.test', 'b@remote.test'], `Subject: big\r\n\r\n${'x'.repeat(500)}\r\n`);
-    const report = await sendToDestination([at(sink.port)], big, settings());
+    const report = await send([at(sink.port)], big, settings());
     for (const result of report.results) {
       assert.equal(result.status, 'bounced');
       assert.equal(result.enhancedStatus, '5.3.4');
@@ -263,21 +277,21 @@ describe('relay smtp client', () => {
 
   it('asks for SMTPUTF8 only when an address needs it, and bounces what a server without it cannot carry', async () => {
     const plain = await startSink({}, { hideSMTPUTF8: true });
-    const report = await sendToDestination([at(plain.port)], message(['ascii@remote.test', 'jürgen@remote.test']), settings());
+    const report = await send([at(plain.port)], message(['ascii@remote.test', 'jürgen@remote.test']), settings());
     assert.deepEqual(statuses(report), { 'ascii@remote.test': 'sent', 'jürgen@remote.test': 'bounced' });
     assert.equal(report.results[1]!.enhancedStatus, '5.6.7');
     assert.match(report.results[1]!.reply, /does not support SMTPUTF8, which the address jürgen@remote\.test needs$/);
     assert.deepEqual(plain.received[0]!.to, ['ascii@remote.test']);
     assert.deepEqual(plain.received[0]!.mailArgs, { BODY: '8BITMIME' });
     const modern = await startSink();
-    const both = await sendToDestination([at(modern.port)], message(['ascii@remote.test', 'jürgen@remote.test']), settings());
+    const both = await send([at(modern.port)], message(['ascii@remote.test', 'jürgen@remote.test']), settings());
     assert.deepEqual(statuses(both), { 'ascii@remote.test': 'sent', 'jürgen@remote.test': 'sent' });
     assert.deepEqual(modern.received[0]!.mailArgs, { SMTPUTF8: true, BODY: '8BITMIME' });
   });
 
   it('tls_security = may: STARTTLS whenever offered, whatever the certificate', async () => {
     const sink = await startSink();
-    const report = await sendToDestination([at(sink.port)], message(['alice@remote.test']), settings());
+    const report = await send([at(sink.port)], message(['alice@remote.test']), settings());
     assert.equal(report.results[0]!.status, 'sent');
     assert.equal(sink.received[0]!.secure, true);
   });
@@ -285,7 +299,7 @@ describe('relay smtp client', () => {
   it('tls_security = may: a failed TLS handshake is retried without TLS', async () => {
     // an RSA-only cipher with an EC certificate: no handshake can succeed
     const sink = await startSink({}, { maxVersion: 'TLSv1.2', ciphers: 'AES128-SHA' } as Partial<SMTPServerOptions>);
-    const report = await sendToDestination([at(sink.port)], message(['alice@remote.test']), settings());
+    const report = await send([at(sink.port)], message(['alice@remote.test']), settings());
     assert.equal(report.results[0]!.status, 'sent');
     assert.equal(sink.received[0]!.secure, false);
     assert.equal(sink.connections, 2);
@@ -293,19 +307,19 @@ describe('relay smtp client', () => {
 
   it('tls_security = encrypt: defers when the server offers no STARTTLS, sends when it does', async () => {
     const plain = await startSink({}, { disabledCommands: ['STARTTLS'] });
-    const report = await sendToDestination([at(plain.port)], message(['alice@remote.test']), settings({ tlsSecurity: 'encrypt' }));
+    const report = await send([at(plain.port)], message(['alice@remote.test']), settings({ tlsSecurity: 'encrypt' }));
     assert.equal(report.results[0]!.status, 'deferred');
     assert.equal(report.results[0]!.reply, `4.7.4 TLS not offered by mx.remote.test[127.0.0.1]:${plain.port}`);
     assert.equal(plain.mails, 0);
     const secure = await startSink();
-    const sent = await sendToDestination([at(secure.port)], message(['alice@remote.test']), settings({ tlsSecurity: 'encrypt' }));
+    const sent = await send([at(secure.port)], message(['alice@remote.test']), settings({ tlsSecurity: 'encrypt' }));
     assert.equal(sent.results[0]!.status, 'sent');
     assert.equal(secure.received[0]!.secure, true);
   });
 
   it('tls_security = verify: a self-signed certificate defers, with no fallback to plaintext', async () => {
     const sink = await startSink();
-    const report = await sendToDestination([at(sink.port)], message(['alice@remote.test']), settings({ tlsSecurity: 'verify' }));
+    const report = await send([at(sink.port)], message(['alice@remote.test']), settings({ tlsSecurity: 'verify' }));
     assert.equal(report.results[0]!.status, 'deferred');
     assert.equal(report.results[0]!.enhancedStatus, '4.7.5');
     assert.match(report.results[0]!.reply, /^4\.7\.5 TLS with mx\.remote\.test\[127\.0\.0\.1\]:\d+ failed: self[- ]signed certificate/);
@@ -318,7 +332,7 @@ describe('relay smtp client', () => {
     const lines: string[] = [];
     const protocolLogger = pino({ level: 'debug' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
     const auth = { user: 'relayuser', pass: 'relay secret' };
-    const report = await sendToDestination([at(sink.port, 'relay.example.org')], message(['alice@remote.test']), settings({ auth, protocolLogger }));
+    const report = await send([at(sink.port, 'relay.example.org')], message(['alice@remote.test']), settings({ auth, protocolLogger }));
     assert.equal(report.results[0]!.status, 'sent');
     assert.deepEqual(sink.auths, [{ user: 'relayuser', secure: true }]);
     const log = lines.join('');
@@ -326,7 +340,7 @@ describe('relay smtp client', () => {
     assert.doesNotMatch(log, /relay secret/);
     assert.doesNotMatch(log, new RegExp(Buffer.from('\0relayuser\0relay secret').toString('base64')));
     // refused credentials: this server is skipped, the mail waits
-    const wrong = await sendToDestination([at(sink.port, 'relay.example.org')], message(['alice@remote.test']), settings({ auth: { user: 'relayuser', pass: 'wrong' } }));
+    const wrong = await send([at(sink.port, 'relay.example.org')], message(['alice@remote.test']), settings({ auth: { user: 'relayuser', pass: 'wrong' } }));
     assert.equal(wrong.relay, null);
     assert.equal(wrong.results[0]!.status, 'deferred');
     assert.match(wrong.results[0]!.reply, /^535 .*Authentication credentials invalid$/);
@@ -340,7 +354,7 @@ describe('relay smtp client', () => {
     const options: Partial<SMTPServerOptions> = { disabledCommands: ['STARTTLS'], allowInsecureAuth: true, authOptional: false };
     const auth = { user: 'relayuser', pass: 'relay secret' };
     const loopback = await startSink({}, options);
-    const local = await sendToDestination([at(loopback.port)], message(['alice@remote.test']), settings({ auth }));
+    const local = await send([at(loopback.port)], message(['alice@remote.test']), settings({ auth }));
     assert.equal(local.results[0]!.status, 'sent');
     assert.deepEqual(loopback.auths, [{ user: 'relayuser', secure: false }]);
     if (!external) {
@@ -348,7 +362,7 @@ describe('relay smtp client', () => {
       return;
     }
     const remote = await startSink({}, options, external.address);
-    const report = await sendToDestination([at(remote.port, 'relay.example.org', external.address)], message(['alice@remote.test']), settings({ auth }));
+    const report = await send([at(remote.port, 'relay.example.org', external.address)], message(['alice@remote.test']), settings({ auth }));
     assert.equal(report.results[0]!.status, 'deferred');
     assert.equal(report.results[0]!.reply, `4.7.4 not sending the relayhost password to relay.example.org[${external.address}]:${remote.port} without TLS`);
     assert.deepEqual(remote.auths, []);
@@ -372,7 +386,7 @@ describe('relay smtp client', () => {
       let peak = before;
       const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
       const big: OutboundMessage = { sender: 'sender@example.org', recipients: ['alice@remote.test'], size, openMessage: () => createReadStream(path) };
-      const report = await sendToDestination([at(port)], big, settings({ tlsSecurity: 'may' }));
+      const report = await send([at(port)], big, settings({ tlsSecurity: 'may' }));
       clearInterval(sampler);
       assert.equal(report.results[0]!.status, 'sent');
       await eventually(() => messages.some((m) => m.bytes !== undefined), 'the sink counting the message');
@@ -387,7 +401,7 @@ describe('relay smtp client', () => {
   it('gives up on a server that never greets after connect_timeout', async () => {
     const mute = await startMute();
     const started = Date.now();
-    const report = await sendToDestination([at(mute.port)], message(['alice@remote.test']), settings({ connectTimeoutMs: 300 }));
+    const report = await send([at(mute.port)], message(['alice@remote.test']), settings({ connectTimeoutMs: 300 }));
     const took = Date.now() - started;
     assert.equal(report.results[0]!.status, 'deferred');
     assert.equal(report.results[0]!.reply, `4.4.2 timed out waiting for the greeting of mx.remote.test[127.0.0.1]:${mute.port}`);
@@ -398,7 +412,7 @@ describe('relay smtp client', () => {
   it('gives up on a server that never answers the end of data after timeout', async () => {
     const sink = await startSink({ data: 'never' });
     const started = Date.now();
-    const report = await sendToDestination([at(sink.port)], message(['alice@remote.test', 'bob@remote.test']), settings({ timeoutMs: 400 }));
+    const report = await send([at(sink.port)], message(['alice@remote.test', 'bob@remote.test']), settings({ timeoutMs: 400 }));
     const took = Date.now() - started;
     for (const result of report.results) {
       assert.equal(result.status, 'deferred');
@@ -410,7 +424,7 @@ describe('relay smtp client', () => {
   it('defers when the queued message cannot be read, and drops the session', async () => {
     const sink = await startSink();
     const unreadable: OutboundMessage = { ...message(['alice@remote.test']), openMessage: () => createReadStream('/nonexistent/mailsrv-queue-file') };
-    const report = await sendToDestination([at(sink.port)], unreadable, settings());
+    const report = await send([at(sink.port)], unreadable, settings());
     assert.equal(report.results[0]!.status, 'deferred');
     assert.match(report.results[0]!.reply, /^4\.3\.0 cannot read the queued message: .*ENOENT/);
     assert.equal(sink.received.length, 0);

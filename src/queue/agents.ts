@@ -1,0 +1,44 @@
+// What the queue manager asks of the agents it drives: the local delivery agent (one mailbox at
+// a time), the outbound agent (one destination at a time) and the notifier (bounces and delay
+// warnings). The agents implement these; the manager never imports them.
+import type { DeliveryStatus } from '../message/status.js';
+import type { QueueEntry } from './store.js';
+
+/** One recipient of one queue entry. */
+export interface DeliveryJob {
+  entry: QueueEntry;
+  index: number;
+}
+
+export interface DeliveryAgent {
+  /**
+   * Delivers jobs that all go to one mailbox, in order; returns one status per job. Calls
+   * `recordAppend` for a job once it holds the mailbox lock and knows where the message will
+   * start, before writing it.
+   */
+  deliver(jobs: DeliveryJob[], recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>): Promise<DeliveryStatus[]>;
+  /**
+   * After a crash: did the append recorded for this recipient complete? (A torn one is cut
+   * off, so the redelivery leaves no partial message.)
+   */
+  settleInterruptedAppend(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean>;
+}
+
+/** What one attempt for one recipient came to. */
+export interface AttemptOutcome {
+  status: DeliveryStatus;
+  /** the remote server that held the session ("host[address]:port"), for outbound attempts */
+  relay?: string;
+}
+
+export interface RemoteAgent {
+  /** The destination a remote address goes to (its domain, or the relayhost): the unit of concurrency. */
+  destinationOf(address: string): string;
+  /** Sends one entry to recipients that share a destination, over one connection; one outcome per job. */
+  deliver(jobs: DeliveryJob[]): Promise<AttemptOutcome[]>;
+}
+
+export interface Notifier {
+  /** Queues a delivery status notification to the entry's sender about these recipients. */
+  notify(entry: QueueEntry, indexes: number[], kind: 'failure' | 'delay'): Promise<void>;
+}
