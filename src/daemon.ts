@@ -15,6 +15,7 @@ import type { Config } from './config/schema.js';
 import { durationMs, listenOptions, parseListen } from './config/units.js';
 import { Directory } from './delivery/directory.js';
 import { LocalDelivery } from './delivery/local.js';
+import { routeAddresses } from './delivery/route.js';
 import type { Logger } from './log.js';
 import { mailboxSize } from './mbox/append.js';
 import { recoverInterruptedExpunges } from './mbox/expunge.js';
@@ -82,7 +83,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   });
   const injector = new Injector({
     store,
-    routing: () => ({ hostname: config.hostname, isLocalDomain: localDomainMatcher(config), directory }),
+    route: (addresses) => routeAddresses(addresses, { hostname: config.hostname, isLocalDomain: localDomainMatcher(config), directory }),
     onQueued: (entry) => manager.add(entry),
   });
   const remote = new RemoteDelivery({ ...remoteSettings(config), store, logger });

@@ -1,13 +1,9 @@
 // Where mail for an address goes: the local users an address (or the alias it names) delivers
 // to, and the remote addresses it forwards to. Shared by the SMTP recipient check (which adds
-// its own refusals on top) and by mail mailsrv injects itself (bounces, `mailsrv sendmail`).
+// its own refusals on top) and by mail mailsrv injects itself (bounces, `mailsrv sendmail`:
+// the daemon hands routeAddresses to the queue's injector).
 import { qualify, splitAddress } from '../message/address.js';
-import type { RecipientTarget } from '../message/envelope.js';
-
-export interface ResolvedRecipient {
-  address: string;
-  target: RecipientTarget;
-}
+import type { ResolvedRecipient } from '../message/envelope.js';
 
 export interface RecipientDirectory {
   /** local part → local users and remote forwards, or null when nobody has that name */
@@ -33,13 +29,18 @@ export function deliveriesFor(address: string, resolution: { local: string[]; re
  * the mail was accepted). A bare name is local. A local address nobody has still gets a local
  * delivery, which fails for good, so the sender gets a bounce instead of silence.
  */
-export function routeAddress(address: string, context: RoutingContext): ResolvedRecipient[] {
+function routeAddress(address: string, context: RoutingContext): ResolvedRecipient[] {
   const full = qualify(address, context.hostname);
   const { localPart, domain } = splitAddress(full)!;
   if (!context.isLocalDomain(domain)) return [{ address: full, target: { kind: 'remote' } }];
   const resolution = context.directory.resolve(localPart);
   if (resolution === null) return [{ address: full, target: { kind: 'local', user: localPart.toLowerCase() } }];
   return deliveriesFor(full, resolution);
+}
+
+/** Every delivery a list of addresses leads to, each once. */
+export function routeAddresses(addresses: string[], context: RoutingContext): ResolvedRecipient[] {
+  return uniqueDeliveries(addresses.flatMap((address) => routeAddress(address, context)));
 }
 
 /** The same delivery requested twice (two RCPTs naming one user) happens once. */

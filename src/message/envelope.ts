@@ -16,10 +16,14 @@ export interface ClientInfo {
 
 export type RecipientTarget = { kind: 'local'; user: string } | { kind: 'remote' };
 
-export interface EnvelopeRecipient {
+/** One delivery a recipient address leads to (a user here, or a remote address). */
+export interface ResolvedRecipient {
   /** the address as the client gave it (or the alias target) */
   address: string;
   target: RecipientTarget;
+}
+
+export interface EnvelopeRecipient extends ResolvedRecipient {
   /** unique per delivery; written as X-Delivery-ID */
   deliveryId: string;
 }

@@ -2,8 +2,7 @@
 // `mailsrv sendmail`. Recipients are routed as accepted mail is (aliases, local users, remote
 // forwards); the entry is on disk and fsynced before it is handed to the queue manager.
 import type { Readable } from 'node:stream';
-import { routeAddress, uniqueDeliveries, type RoutingContext } from '../delivery/route.js';
-import type { ClientInfo } from '../message/envelope.js';
+import type { ClientInfo, ResolvedRecipient } from '../message/envelope.js';
 import type { QueueEntry, QueueStore } from './store.js';
 
 export interface Injection {
@@ -17,8 +16,8 @@ export interface Injection {
 
 export interface InjectorOptions {
   store: QueueStore;
-  /** the routing as configured now (SIGHUP replaces users and aliases) */
-  routing: () => RoutingContext;
+  /** the deliveries addresses lead to, each once, as routed now (SIGHUP replaces users and aliases) */
+  route: (addresses: string[]) => ResolvedRecipient[];
   onQueued: (entry: QueueEntry) => void;
 }
 
@@ -34,8 +33,7 @@ export class Injector {
   constructor(private readonly options: InjectorOptions) {}
 
   async inject(injection: Injection): Promise<QueueEntry> {
-    const routing = this.options.routing();
-    const recipients = uniqueDeliveries(injection.recipients.flatMap((address) => routeAddress(address, routing)));
+    const recipients = this.options.route(injection.recipients);
     if (recipients.length === 0) throw new NoRecipientsError();
     const pending = this.options.store.begin({ sender: injection.sender, receivedAt: Date.now(), client: injection.client, recipients });
     try {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fsyncDir } from '../fsutil.js';
-import type { Envelope, EnvelopeRecipient } from '../message/envelope.js';
+import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
 import { statusFromLegacyText, type DeliveryStatus } from '../message/status.js';
 import { isQueueId, newQueueId } from './id.js';
 
@@ -62,7 +62,7 @@ export class QueueStore {
   }
 
   /** Starts a new entry whose envelope is known; the message follows via write(). */
-  begin(envelope: Omit<Envelope, 'id' | 'recipients'> & { recipients: Omit<EnvelopeRecipient, 'deliveryId'>[] }): PendingEntry {
+  begin(envelope: Omit<Envelope, 'id' | 'recipients'> & { recipients: ResolvedRecipient[] }): PendingEntry {
     const id = newQueueId();
     const full: Envelope = {
       ...envelope,

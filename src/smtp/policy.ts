@@ -5,9 +5,8 @@
 import type { DomainMatcher } from '../config/domains.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import { isEnvelopeSafe, MAX_ADDRESS_LENGTH, splitAddress } from '../message/address.js';
-import { deliveriesFor, type RecipientDirectory, type ResolvedRecipient } from '../delivery/route.js';
-
-export type { ResolvedRecipient } from '../delivery/route.js';
+import { deliveriesFor, type RecipientDirectory } from '../delivery/route.js';
+import type { ResolvedRecipient } from '../message/envelope.js';
 
 /** A refusal with the SMTP reply it becomes (smtp-server reads `responseCode`). */
 export class SmtpReplyError extends Error {

@@ -13,11 +13,12 @@ import { HopCounter, MAX_HOPS } from '../message/hops.js';
 import { uniqueDeliveries } from '../delivery/route.js';
 import type { Logger } from '../log.js';
 import { qualify } from '../message/address.js';
+import type { ResolvedRecipient } from '../message/envelope.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
 import { smtpProtocolLogger } from './protocol-log.js';
-import { SmtpPolicy, SmtpReplyError, type ResolvedRecipient, type SmtpClientIdentity } from './policy.js';
+import { SmtpPolicy, SmtpReplyError, type SmtpClientIdentity } from './policy.js';
 
 /** What SIGHUP may change on a running listener. */
 export interface SmtpSettings {
