@@ -12,7 +12,7 @@ import { networkMatcher } from '../config/networks.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { deferred, permanent, statusFromReply, temporary, type DeliveryStatus } from '../message/status.js';
-import { smtpProtocolLogger } from '../smtp/protocol-log.js';
+import { smtpProtocolLogger } from '../protocol-log.js';
 import type { Destination } from './destinations.js';
 
 export interface SmtpClientSettings {

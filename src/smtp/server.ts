@@ -17,7 +17,7 @@ import type { ResolvedRecipient } from '../message/envelope.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
-import { smtpProtocolLogger } from './protocol-log.js';
+import { smtpProtocolLogger } from '../protocol-log.js';
 import { SmtpPolicy, SmtpReplyError, type SmtpClientIdentity } from './policy.js';
 
 /** What SIGHUP may change on a running listener. */

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { smtpProtocolLogger } from '../../src/smtp/protocol-log.js';
+import { smtpProtocolLogger } from '../../src/protocol-log.js';
 
 function capture(level: string) {
   const lines: Record<string, unknown>[] = [];

@@ -1,11 +1,12 @@
-// smtp-server's own log (every command and reply, "C: MAIL FROM:<...>" / "S: 250 ..."), as
-// pino debug lines with mailsrv's sessionId: `[log] level = "debug"` shows whole SMTP
-// dialogues. Message data is never logged. smtp-server redacts AUTH credentials only inside an
-// AUTH exchange it runs; a client line that is not an SMTP command (the base64 lines of an AUTH
-// mailsrv refused, say) could be a password, so only its length is logged, and whatever follows
-// an AUTH mechanism name is always hidden.
+// The SMTP dialogue log of smtp-server (incoming) and of nodemailer's client (outbound): every
+// command and reply ("C: MAIL FROM:<...>" / "S: 250 ..."), as pino debug lines with mailsrv's
+// sessionId or queueId: `[log] level = "debug"` shows whole SMTP dialogues. Message data is
+// never logged. smtp-server redacts AUTH credentials only inside an AUTH exchange it runs; a
+// client line that is not an SMTP command (the base64 lines of an AUTH mailsrv refused, say)
+// could be a password, so only its length is logged, and whatever follows an AUTH mechanism
+// name is always hidden.
 import { format } from 'node:util';
-import type { Logger } from '../log.js';
+import type { Logger } from './log.js';
 
 interface SmtpServerLogMeta {
   tnx?: string;
