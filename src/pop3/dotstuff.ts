@@ -8,11 +8,13 @@
 // message for a complete one.
 //
 // Nothing is held back: each chunk goes out as it comes in, so the caller's backpressure
-// (socket → the file read) bounds what is in memory.
+// (socket → the file read) bounds what is in memory. A chunk is searched for "\n." as a whole
+// (one native search; lines starting with "." are rare), so a chunk without one goes out as it is.
 
 const LF = 0x0a;
 const DOT = 0x2e;
 const DOT_BUF = Buffer.from('.', 'latin1');
+const LF_DOT = Buffer.from('\n.', 'latin1');
 const TERMINATOR = Buffer.from('.\r\n', 'latin1');
 const CRLF_TERMINATOR = Buffer.from('\r\n.\r\n', 'latin1');
 
@@ -35,22 +37,19 @@ export class DotStuffer {
   push(chunk: Buffer): Buffer {
     if (chunk.length === 0) return chunk;
     this.bytesIn += chunk.length;
-    const out: Buffer[] = [];
-    let start = 0;
-    let lineStart = this.atLineStart ? 0 : -1;
-    while (start < chunk.length) {
-      if (lineStart === start && chunk[start] === DOT) out.push(DOT_BUF);
-      const lf = chunk.indexOf(LF, start);
-      if (lf < 0) {
-        out.push(chunk.subarray(start));
-        break;
-      }
-      out.push(chunk.subarray(start, lf + 1));
-      start = lf + 1;
-      lineStart = start;
-    }
+    const dotFirst = this.atLineStart && chunk[0] === DOT;
     this.atLineStart = chunk[chunk.length - 1] === LF;
-    return out.length === 1 ? out[0]! : Buffer.concat(out);
+    let hit = chunk.indexOf(LF_DOT);
+    if (!dotFirst && hit < 0) return chunk;
+    const out: Buffer[] = dotFirst ? [DOT_BUF] : [];
+    let start = 0;
+    for (; hit >= 0; hit = chunk.indexOf(LF_DOT, start)) {
+      // the line after this LF starts with "."
+      out.push(chunk.subarray(start, hit + 1), DOT_BUF);
+      start = hit + 1;
+    }
+    out.push(chunk.subarray(start));
+    return Buffer.concat(out);
   }
 
   /** What ends the reply: the terminator (after a CRLF if the input lacked one); throws on an octet mismatch. */

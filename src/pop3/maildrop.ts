@@ -1,15 +1,16 @@
 // The mailbox side of a POP3 session, in one place: open (measure the file under its dotlock,
 // then scan up to that size, so the session sees only messages whose delivery was complete),
-// open the file once for the session's reads, read one message, and the QUIT update. The mbox format, the lock and the update itself
+// open the file once for the session's reads (with one read buffer the messages share), read one
+// message, and the QUIT update. The mbox format, the lock and the update itself
 // live in src/mbox/; this file only puts the pieces together for the protocol code.
 import { constants } from 'node:fs';
-import { lstat, open, type FileHandle } from 'node:fs/promises';
+import { lstat, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { normalizeUsername } from '../auth/username.js';
 import { expungeMessages } from '../mbox/expunge.js';
 import { acquireDotlock, type StaleLockHandler } from '../mbox/lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
-import { retrieveMessage, type MessageReader } from '../mbox/retrieve.js';
+import { FileWindow, retrieveMessage, type MessageReader } from '../mbox/retrieve.js';
 import { scanMailbox } from '../mbox/scan.js';
 
 /** The mailbox path names something that is not a regular file: no retry will help. */
@@ -65,10 +66,10 @@ export class Maildrop {
   }
 
   /**
-   * The snapshot's file, opened for retrieve() (the caller closes it). Throws
-   * MailboxChangedError if the path now names another file than the one scanned.
+   * The snapshot's file, opened for retrieve() with its read buffer (the caller closes it).
+   * Throws MailboxChangedError if the path now names another file than the one scanned.
    */
-  async openFile(snapshot: MailboxSnapshot): Promise<FileHandle> {
+  async openWindow(snapshot: MailboxSnapshot): Promise<FileWindow> {
     const handle = await open(snapshot.path, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       const st = await handle.stat();
@@ -77,12 +78,12 @@ export class Maildrop {
       await handle.close();
       throw err;
     }
-    return handle;
+    return new FileWindow(handle);
   }
 
   /** One message as POP3 sends it before dot-stuffing (CRLF); with bodyLines, TOP's part of it. */
-  retrieve(snapshot: MailboxSnapshot, file: FileHandle, message: MessageInfo, bodyLines?: number): MessageReader {
-    return retrieveMessage(snapshot.path, message, { bodyLines, handle: file });
+  retrieve(snapshot: MailboxSnapshot, window: FileWindow, message: MessageInfo, bodyLines?: number): MessageReader {
+    return retrieveMessage(snapshot.path, message, { bodyLines, window });
   }
 
   /** The QUIT update: removes the messages at these indexes of snapshot.messages. */

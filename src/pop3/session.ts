@@ -8,20 +8,21 @@
 // holds at most one line, the socket is paused while too many pipelined bytes wait, every reply
 // waits for the socket to drain before the next command runs, and a message is streamed from
 // the file through the dot-stuffer at the pace the client reads (one chunk at a time).
-// Replies are corked, so a small message goes out with its status line and terminator in one
-// write.
+// Replies are corked while pipelined commands are waiting, so a run of small RETRs goes out in
+// a few large writes; the socket is flushed whenever it holds a buffer's worth or the client
+// has nothing more queued.
 //
 // Nothing here touches the mailbox file: Maildrop does (open, read, update); the session only
-// keeps the handle Maildrop opened for its reads, and closes it. Nothing here
+// keeps the file window Maildrop opened for its reads, and closes it. Nothing here
 // logs a password or an AUTH payload.
 import { randomBytes } from 'node:crypto';
-import type { FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import type { Logger } from '../log.js';
 import { MailboxLockedError } from '../mbox/lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
+import type { FileWindow } from '../mbox/retrieve.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { DotStuffer } from './dotstuff.js';
 import { LineReader, MAX_COMMAND_LENGTH } from './lines.js';
@@ -122,8 +123,8 @@ export class Pop3Session {
   /** the mailbox this session holds (claimed), from a successful login until the end */
   private mailboxUser: string | null = null;
   private snapshot: MailboxSnapshot | null = null;
-  /** the mailbox file, opened at the first RETR or TOP, closed with the mailbox */
-  private file: Promise<FileHandle> | null = null;
+  /** the mailbox file and its read buffer, opened at the first RETR or TOP, closed with the mailbox */
+  private window: Promise<FileWindow> | null = null;
   /** indexes into snapshot.messages marked by DELE */
   private readonly deleted = new Set<number>();
   private badCommands = 0;
@@ -234,11 +235,14 @@ export class Pop3Session {
         if (event === null) break;
         // autologout counts from the last command; a SIGHUP'd pop3.timeout applies from the next one
         this.socket.setTimeout(this.ctx.settings().timeoutMs);
+        // replies wait in the socket while more pipelined commands follow (flushed below or by drained())
+        if (this.socket.writableCorked === 0) this.socket.cork();
         if (event.kind === 'too-long') await this.onLongLine();
         else await this.onLine(event.line.toString('utf8'));
         if (this.socket.writableNeedDrain) await this.drained();
         if (this.socket.isPaused() && this.reader.buffered <= MAX_BUFFERED && !this.ended) this.socket.resume();
       }
+      this.flush();
     } catch (err) {
       if (!(err instanceof ConnectionGone)) {
         this.log.error({ err: (err as Error).message }, 'session failed');
@@ -416,7 +420,8 @@ export class Pop3Session {
     if (this.secure) return this.send(ALREADY_TLS);
     const credentials = this.ctx.tls();
     if (credentials === null) return this.send(STLS_UNAVAILABLE);
-    this.send('+OK Begin TLS negotiation');
+    // the +OK must be out on the wire before the TLS layer takes the connection over
+    await this.sendAndFlush('+OK Begin TLS negotiation');
     // whatever the client sent after STLS it sent before it saw this +OK, in plaintext: it is
     // thrown away, never run as commands over TLS (the command injection of CVE-2011-0411)
     this.userArg = null;
@@ -510,10 +515,10 @@ export class Pop3Session {
   }
 
   private releaseMailbox(): void {
-    const file = this.file;
-    this.file = null;
+    const window = this.window;
+    this.window = null;
     // a read still running keeps the handle until it is done (FileHandle.close waits for it)
-    if (file !== null) void file.then((handle) => handle.close()).catch(() => undefined);
+    if (window !== null) void window.then((opened) => opened.close()).catch(() => undefined);
     if (this.mailboxUser === null) return;
     this.ctx.release(this.mailboxUser, this);
     this.mailboxUser = null;
@@ -596,21 +601,16 @@ export class Pop3Session {
     const { socket } = this;
     const stuffer = new DotStuffer(bodyLines === undefined ? { expectedBytes: info.size } : {});
     this.streaming = true;
-    socket.cork();
     try {
       this.send(status);
       const snapshot = this.snapshot!;
-      this.file ??= this.ctx.maildrop.openFile(snapshot);
-      const reader = this.ctx.maildrop.retrieve(snapshot, await this.file, info, bodyLines);
+      this.window ??= this.ctx.maildrop.openWindow(snapshot);
+      const reader = this.ctx.maildrop.retrieve(snapshot, await this.window, info, bodyLines);
       for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) {
         // a client that went away stops the file read
         if (this.ended || socket.destroyed) throw new ConnectionGone();
         socket.write(stuffer.push(chunk));
-        if (socket.writableNeedDrain) {
-          socket.uncork();
-          await this.drained();
-          socket.cork();
-        }
+        if (socket.writableNeedDrain) await this.drained();
       }
       if (this.ended || socket.destroyed) throw new ConnectionGone();
       socket.write(stuffer.end());
@@ -620,7 +620,6 @@ export class Pop3Session {
       socket.destroy();
       throw new ConnectionGone();
     } finally {
-      socket.uncork();
       this.streaming = false;
     }
   }
@@ -690,8 +689,23 @@ export class Pop3Session {
     }
   }
 
-  /** Resolves when the socket wants more data; rejects with ConnectionGone if it closes first. */
+  /** Sends a line and resolves once it, and every reply before it, has been handed to the kernel. */
+  private sendAndFlush(line: string): Promise<void> {
+    if (this.ended) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.socket.write(`${line}\r\n`, () => resolve());
+      this.flush();
+    });
+  }
+
+  /** Writes out what corked replies hold (see pump). */
+  private flush(): void {
+    while (this.socket.writableCorked > 0) this.socket.uncork();
+  }
+
+  /** Flushes, then resolves when the socket wants more data; rejects with ConnectionGone if it closes first. */
   private drained(): Promise<void> {
+    this.flush();
     if (this.ended || this.socket.destroyed) return Promise.reject(new ConnectionGone());
     return new Promise((resolve, reject) => {
       const onDrain = () => {

@@ -335,11 +335,14 @@ describe('pop3 TLS handshakes, limits and stop', () => {
 
   test('a failed or missing handshake (pop3s, or after STLS) closes the connection and is logged', async () => {
     const failures = daemon.find((e) => e.msg === 'TLS handshake failed').length;
+    const disconnects = daemon.find((e) => e.msg === 'disconnect').length;
     // plaintext on the pop3s port; garbage after STLS: closed at once, nothing answered
     const garbage = await rawUntilClosed(env.pop3sPort, (s) => s.write('USER alice\r\n'));
     assert.equal(garbage.received, '');
     const afterStls = await rawUntilClosed(env.pop3Port, (s) => s.write('STLS\r\n'));
     assert.equal(afterStls.received, '+OK mailsrv ready\r\n+OK Begin TLS negotiation\r\n');
+    // both sessions have let go of their max_clients slots (2) before the next two connect
+    await daemon.waitForLogs((e) => e.msg === 'disconnect', disconnects + 2);
     // silence: cut off after pop3.timeout (2 s; the handshake limit is 30 s at most)
     const [silentPop3s, silentStls] = await Promise.all([
       rawUntilClosed(env.pop3sPort, () => undefined),

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../../src/mbox/mailbox.js';
-import { retrieveMessage } from '../../src/mbox/retrieve.js';
+import { FileWindow, retrieveMessage } from '../../src/mbox/retrieve.js';
 import { scanMailbox } from '../../src/mbox/scan.js';
 
 let dir: string;
@@ -189,7 +189,7 @@ describe('retrieveMessage: errors and resources', () => {
     assert.equal(openFds(), before);
     const handle = await fs.open(snapshot.path, 'r');
     try {
-      const viaHandle = await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!, { handle }));
+      const viaHandle = await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!, { window: new FileWindow(handle) }));
       assert.deepEqual(viaHandle, await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!)));
       assert.equal((await handle.stat()).isFile(), true, 'the given handle stays open');
     } finally {
