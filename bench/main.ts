@@ -1,0 +1,479 @@
+// `npm run bench`: the one benchmark harness. It starts mailsrv (from dist/) and, as root, the
+// reference servers (Postfix for SMTP, Dovecot for POP3, via bench/reference/*.sh) on loopback
+// ports, runs the same loads against each in one run, and prints one table per scenario with
+// the ratio; --json and --svg write the results and a chart, --markdown the tables.
+//
+//   npm run bench                          # everything, mailsrv vs Postfix/Dovecot (~15 min)
+//   npm run bench -- --quick               # small sizes (a minute or two)
+//   npm run bench -- --suite smtp          # or pop3
+//   npm run bench -- --target 127.0.0.1:25 --mbox /var/mail/bench --compare none
+//                                          # any server instead of mailsrv; the protocol is
+//                                          # told by its greeting (give one SMTP and/or one POP3)
+//   npm run bench -- --compare 127.0.0.1:2525 --compare-mbox var/mail/bench
+//                                          # compare with a running server instead of the reference
+//   options: --connections 1,10,50,200 --messages 2000 --size 1024 (SMTP, one message per
+//            connection; --large-messages 1000 --large-size 100k at --large-connections 10)
+//            --big 100000x10k --small 10000x4k (POP3 mailboxes) --reps 20 --cold-reps 2
+//            --dele-reps 2 --inflight 32 --generator smtp-source|node --pass bench
+//            --spool DIR / --compare-spool DIR (external POP3 servers: where their users
+//            big and small have their mbox files; the bench copies its mailboxes there)
+//            --json FILE --svg FILE --markdown FILE --cache-dir /var/tmp/mailsrv-bench
+import { spawnSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { copyFile, stat } from 'node:fs/promises';
+import { createConnection } from 'node:net';
+import { cpus, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { cachedMbox, deleteFirstAndQuit, loginStat, retrieveAll } from './pop3-load.js';
+import { markdown, scenarioTable, svgChart, type Metric, type Report, type Scenario } from './report.js';
+import { externalEndpoint, PASSWORD, POP3_USERS, referenceUnavailable, startDovecot, startMailsrv, startPostfix, type Endpoint, type LoopLag, type Pop3Endpoint, type SmtpEndpoint } from './servers.js';
+import { runSmtpLoad, SMTP_SOURCE, type SmtpLoadResult } from './smtp-load.js';
+import { memorySampler, parseBytes, parseHostPort, percentiles, sleep } from './util.js';
+
+const { values: a } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    suite: { type: 'string', default: 'all' },
+    target: { type: 'string', multiple: true },
+    compare: { type: 'string', multiple: true },
+    rcpt: { type: 'string', default: 'bench@bench.test' },
+    mbox: { type: 'string' },
+    'compare-mbox': { type: 'string' },
+    pass: { type: 'string', default: PASSWORD },
+    spool: { type: 'string' },
+    'compare-spool': { type: 'string' },
+    connections: { type: 'string' },
+    messages: { type: 'string' },
+    size: { type: 'string', default: '1024' },
+    'large-messages': { type: 'string' },
+    'large-size': { type: 'string', default: '100k' },
+    'large-connections': { type: 'string', default: '10' },
+    big: { type: 'string' },
+    small: { type: 'string' },
+    reps: { type: 'string' },
+    'cold-reps': { type: 'string' },
+    'dele-reps': { type: 'string' },
+    inflight: { type: 'string', default: '32' },
+    generator: { type: 'string' },
+    json: { type: 'string' },
+    svg: { type: 'string' },
+    markdown: { type: 'string' },
+    'cache-dir': { type: 'string', default: '/var/tmp/mailsrv-bench' },
+  },
+});
+
+const quick = a.quick!;
+const num = (text: string | undefined, fallback: number) => (text === undefined ? fallback : Number(text));
+const mailboxSpec = (text: string | undefined, fallback: string, name: string) => {
+  const m = /^(\d+)x(.+)$/.exec(text ?? fallback);
+  if (!m) throw new Error(`--${name}: expected COUNTxSIZE, e.g. 10000x4k`);
+  return { count: Number(m[1]), size: parseBytes(m[2]!, name) };
+};
+const opts = {
+  connections: (a.connections ?? '1,10,50,200').split(',').map(Number),
+  messages: num(a.messages, quick ? 500 : 2000),
+  size: parseBytes(a.size!, 'size'),
+  largeMessages: num(a['large-messages'], quick ? 200 : 1000),
+  largeSize: parseBytes(a['large-size']!, 'large-size'),
+  largeConnections: Number(a['large-connections']),
+  big: mailboxSpec(a.big, quick ? '10000x10k' : '100000x10k', 'big'),
+  small: mailboxSpec(a.small, quick ? '2000x4k' : '10000x4k', 'small'),
+  reps: num(a.reps, quick ? 10 : 20),
+  coldReps: num(a['cold-reps'], quick ? 1 : 2),
+  deleReps: num(a['dele-reps'], quick ? 1 : 2),
+  inflight: Number(a.inflight),
+  generator: (a.generator ?? (existsSync(SMTP_SOURCE) ? 'smtp-source' : 'node')) as 'smtp-source' | 'node',
+};
+if (!['all', 'smtp', 'pop3'].includes(a.suite!)) throw new Error('--suite: all, smtp or pop3');
+if (!['smtp-source', 'node'].includes(opts.generator)) throw new Error('--generator: smtp-source or node');
+
+const log = (text: string) => process.stderr.write(`bench: ${text}\n`);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(130)); // runs the cleanups
+
+// ------------------------------------------------------------------ measuring one run
+
+interface Taken<T> {
+  value: T;
+  peakBytes: number | null;
+  lag: LoopLag | undefined;
+}
+
+/** Runs `work` against one endpoint, with its memory sampled and (mailsrv) its loop lag reset and read. */
+async function measured<T>(endpoint: Endpoint, intervalMs: number, work: () => Promise<T>): Promise<Taken<T>> {
+  await endpoint.lag?.reset();
+  const pid = await endpoint.rootPid();
+  const sampler = pid === undefined ? undefined : memorySampler(pid, intervalMs);
+  const value = await work();
+  const peakBytes = sampler ? await sampler.stop() : null;
+  const lag = await endpoint.lag?.read();
+  return { value, peakBytes, lag };
+}
+
+const MiB = 1024 * 1024;
+const metric = (label: string, better: Metric['better'], values: (number | null | undefined)[], digits = 0): Metric => ({
+  label,
+  better,
+  values: values.map((v) => (v === undefined || v === null || Number.isNaN(v) ? null : v)),
+  digits,
+});
+
+/** Memory and loop-lag rows, the same in every scenario. */
+function commonMetrics(taken: Taken<unknown>[]): Metric[] {
+  return [
+    metric('peak memory, MiB', 'lower', taken.map((t) => (t.peakBytes === null ? null : t.peakBytes / MiB)), 1),
+    metric('event-loop lag p50, ms', 'none', taken.map((t) => t.lag?.p50), 2),
+    metric('event-loop lag p99, ms', 'none', taken.map((t) => t.lag?.p99), 2),
+    metric('event-loop lag max, ms', 'none', taken.map((t) => t.lag?.max), 1),
+  ];
+}
+
+// ------------------------------------------------------------------ SMTP
+
+async function smtpScenario(endpoints: SmtpEndpoint[], messages: number, connections: number, size: number, chart: boolean): Promise<Scenario> {
+  const kib = size >= 1024 ? `${Math.round(size / 1024)} KiB` : `${size} B`;
+  const taken: Taken<SmtpLoadResult>[] = [];
+  for (const ep of endpoints) {
+    log(`SMTP ${kib} × ${messages}, ${connections} connection(s) → ${ep.name}`);
+    await sleep(1000); // let the previous run's writeback settle
+    taken.push(
+      await measured(ep, 250, () =>
+        runSmtpLoad({ host: ep.host, port: ep.port, messages, connections, size, from: 'bench@load.test', rcpt: ep.rcpt, generator: opts.generator, stallMs: 60_000, ...(ep.mbox ? { mbox: ep.mbox } : {}) }),
+      ),
+    );
+  }
+  const r = taken.map((t) => t.value);
+  const lat = r.map((x) => percentiles(x.latencies));
+  const load =
+    opts.generator === 'smtp-source'
+      ? `\`smtp-source -s ${connections} -m ${messages} -l ${size} -f bench@load.test -t <rcpt> -M load.bench.test HOST:PORT\`; latency from a probe client sending one message per connection every 50 ms beside it (${lat.map((l) => l.samples).join(' / ')} samples)`
+      : `built-in client, ${connections} sessions, one message of ${size} payload octets per connection (every message a latency sample)`;
+  return {
+    id: `smtp-${kib.replace(' ', '').toLowerCase()}-c${connections}`,
+    protocol: 'smtp',
+    title: `SMTP, ${kib} messages, ${connections} connection${connections === 1 ? '' : 's'}, ${messages} messages, one per connection: until all are in the mbox`,
+    load,
+    servers: endpoints.map((e) => e.name),
+    metrics: [
+      metric('msg/s end to end (in the mbox)', 'higher', r.map((x) => (x.deliveredSeconds ? x.messages / x.deliveredSeconds : null))),
+      metric('msg/s accepted (last 250)', 'higher', r.map((x) => x.messages / x.acceptedSeconds)),
+      metric('MB/s end to end (payload)', 'higher', r.map((x) => (x.deliveredSeconds ? x.payloadBytes / 1e6 / x.deliveredSeconds : null)), 1),
+      metric('latency p50, ms', 'lower', lat.map((l) => l.p50), 1),
+      metric('latency p95, ms', 'lower', lat.map((l) => l.p95), 1),
+      metric('latency p99, ms', 'lower', lat.map((l) => l.p99), 1),
+      ...commonMetrics(taken),
+    ],
+    ...(chart ? { connections } : {}),
+    notes: [],
+  };
+}
+
+// ------------------------------------------------------------------ POP3
+
+/** Evicts the mailboxes from the page cache: all of it when allowed (root), else file by file. */
+function dropCaches(paths: string[]): string {
+  spawnSync('sync');
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return 'page cache dropped (echo 3 > /proc/sys/vm/drop_caches)';
+  } catch {
+    for (const path of paths) spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+    return 'mailbox files evicted from the page cache (dd iflag=nocache)';
+  }
+}
+
+interface Pop3Box {
+  user: string;
+  count: number;
+  size: number;
+}
+
+async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<Scenario[]> {
+  const big: Pop3Box = { user: POP3_USERS[0], ...opts.big };
+  const small: Pop3Box = { user: POP3_USERS[1], ...opts.small };
+  log(`POP3 mailboxes: ${big.count} × ${big.size} and ${small.count} × ${small.size} octets (cached in ${a['cache-dir']})`);
+  const sources = new Map<Pop3Box, string>();
+  for (const box of [big, small]) sources.set(box, await cachedMbox(a['cache-dir']!, box.count, box.size));
+  for (const ep of endpoints) for (const box of [big, small]) await ep.install?.(box.user, sources.get(box)!);
+  const bigMB = ((await stat(sources.get(big)!)).size / 1e6).toFixed(0);
+  const servers = endpoints.map((e) => e.name);
+  const scenarios: Scenario[] = [];
+  const emit = (s: Scenario) => {
+    scenarios.push(s);
+    console.log(`\n${scenarioTable(s)}\n`);
+  };
+  const expectCount = (label: string, count: number, box: Pop3Box) => {
+    if (count !== box.count) throw new Error(`${label}: STAT says ${count} messages, the mailbox has ${box.count}`);
+  };
+  const latencyRows = (label: string, taken: Taken<number[]>[]) => {
+    const p = taken.map((t) => percentiles(t.value));
+    return [
+      metric(`${label} p50, ms`, 'lower', p.map((x) => x.p50), 1),
+      metric(`${label} p95, ms`, 'lower', p.map((x) => x.p95), 1),
+      metric(`${label} p99, ms`, 'lower', p.map((x) => x.p99), 1),
+      metric(`${label} max, ms`, 'lower', taken.map((t) => Math.max(...t.value)), 1),
+    ];
+  };
+
+  // login+STAT on the big mailbox, cold: no index, nothing in memory, not in the page cache
+  {
+    const taken: Taken<number[]>[] = [];
+    let how = '';
+    for (const ep of endpoints) {
+      log(`POP3 login+STAT cold, ${big.count} messages → ${ep.name}`);
+      const times: number[] = [];
+      let peak: number | null = null;
+      let lag: LoopLag | undefined;
+      for (let rep = 0; rep < opts.coldReps; rep++) {
+        await ep.forget?.(big.user);
+        await ep.restart?.();
+        how = dropCaches(endpoints.flatMap((e) => (e.mailboxPath ? [e.mailboxPath(big.user)] : [])));
+        const t = await measured(ep, 100, async () => {
+          const s = await loginStat(ep.host, ep.port, big.user, pass);
+          expectCount(ep.name, s.count, big);
+          await s.client.quit();
+          return s.ms;
+        });
+        times.push(t.value);
+        peak = t.peakBytes === null ? peak : Math.max(peak ?? 0, t.peakBytes);
+        lag = t.lag;
+      }
+      taken.push({ value: times, peakBytes: peak, lag });
+    }
+    emit({
+      id: 'pop3-stat-big-cold',
+      protocol: 'pop3',
+      title: `POP3 login+STAT, ${big.count.toLocaleString('en-US')} messages / ${bigMB} MB mbox, cold (no index, server restarted, page cache dropped)`,
+      load: `connect, USER, PASS, STAT; ${opts.coldReps} time(s); ${how}`,
+      servers,
+      metrics: [...latencyRows('login+STAT', taken), ...commonMetrics(taken)],
+      notes: [],
+    });
+  }
+
+  // login+STAT warm, on each mailbox: index present, file in the page cache
+  for (const box of [big, small]) {
+    const taken: Taken<number[]>[] = [];
+    for (const ep of endpoints) {
+      log(`POP3 login+STAT warm, ${box.count} messages → ${ep.name}`);
+      const first = await loginStat(ep.host, ep.port, box.user, pass); // makes the index if there is none
+      await first.client.quit();
+      taken.push(
+        await measured(ep, 100, async () => {
+          const times: number[] = [];
+          for (let rep = 0; rep < opts.reps; rep++) {
+            const s = await loginStat(ep.host, ep.port, box.user, pass);
+            expectCount(ep.name, s.count, box);
+            await s.client.quit();
+            times.push(s.ms);
+          }
+          return times;
+        }),
+      );
+    }
+    emit({
+      id: `pop3-stat-${box.user}-warm`,
+      protocol: 'pop3',
+      title: `POP3 login+STAT, ${box.count.toLocaleString('en-US')} × ${Math.round(box.size / 1024)} KiB messages, warm (index present, file cached)`,
+      load: `connect, USER, PASS, STAT, QUIT; ${opts.reps} sessions one after another (after one unmeasured session)`,
+      servers,
+      metrics: [...latencyRows('login+STAT', taken), ...commonMetrics(taken)],
+      notes: [],
+    });
+  }
+
+  // RETR of every message: small mailbox pipelined, big mailbox one at a time
+  for (const [box, inflight] of [
+    [small, opts.inflight],
+    [big, 1],
+  ] as const) {
+    const taken: Taken<{ bytes: number; seconds: number; latencies: Float64Array }>[] = [];
+    for (const ep of endpoints) {
+      log(`POP3 RETR all ${box.count}, ${inflight} in flight → ${ep.name}`);
+      taken.push(
+        await measured(ep, 100, async () => {
+          const s = await loginStat(ep.host, ep.port, box.user, pass);
+          expectCount(ep.name, s.count, box);
+          const result = await retrieveAll(s.client, s.count, inflight);
+          await s.client.quit();
+          return result;
+        }),
+      );
+    }
+    const r = taken.map((t) => t.value);
+    const lat = r.map((x) => percentiles(x.latencies));
+    emit({
+      id: `pop3-retr-${box.user}-${inflight === 1 ? 'serial' : `pipelined${inflight}`}`,
+      protocol: 'pop3',
+      title: `POP3 RETR of all ${box.count.toLocaleString('en-US')} × ${Math.round(box.size / 1024)} KiB messages, ${inflight === 1 ? 'one at a time' : `${inflight} RETRs in flight (PIPELINING)`}`,
+      load: `after login+STAT: RETR 1..${box.count}${inflight === 1 ? ', each sent when the previous reply ended' : `, ${inflight} outstanding at any time`}; MB/s counts every octet received`,
+      servers,
+      metrics: [
+        metric('MB/s', 'higher', r.map((x) => x.bytes / 1e6 / x.seconds), 1),
+        metric('msg/s', 'higher', r.map((x) => x.latencies.length / x.seconds)),
+        metric('seconds', 'lower', r.map((x) => x.seconds), 2),
+        metric('RETR latency p50, ms', 'lower', lat.map((l) => l.p50), 3),
+        metric('RETR latency p95, ms', 'lower', lat.map((l) => l.p95), 3),
+        metric('RETR latency p99, ms', 'lower', lat.map((l) => l.p99), 3),
+        ...commonMetrics(taken),
+      ],
+      notes: [],
+    });
+  }
+
+  // DELE 1 + QUIT on the big mailbox (the server rewrites ~all of it)
+  {
+    const taken: Taken<number[]>[] = [];
+    for (const ep of endpoints) {
+      log(`POP3 DELE 1 + QUIT, ${big.count} messages → ${ep.name}`);
+      taken.push(
+        await measured(ep, 100, async () => {
+          const times: number[] = [];
+          for (let rep = 0; rep < opts.deleReps; rep++) {
+            const s = await loginStat(ep.host, ep.port, big.user, pass);
+            times.push(await deleteFirstAndQuit(s.client));
+          }
+          return times;
+        }),
+      );
+    }
+    emit({
+      id: 'pop3-dele-big',
+      protocol: 'pop3',
+      title: `POP3 DELE 1 + QUIT on the ${bigMB} MB mailbox (the first message goes: the whole file moves)`,
+      load: `login+STAT (not timed), then DELE 1 and QUIT timed until QUIT's reply; ${opts.deleReps} time(s), each removing the then-first message`,
+      servers,
+      metrics: [...latencyRows('DELE 1 + QUIT', taken), ...commonMetrics(taken)],
+      notes: [],
+    });
+  }
+  return scenarios;
+}
+
+// ------------------------------------------------------------------ the endpoints
+
+/** "smtp" or "pop3", from the greeting of a server. */
+function protocolOf(host: string, port: number): Promise<'smtp' | 'pop3'> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host, port });
+    socket.setEncoding('latin1');
+    let text = '';
+    socket.on('data', (chunk: string) => {
+      text += chunk;
+      if (!text.includes('\n')) return;
+      socket.destroy();
+      if (text.startsWith('220')) resolve('smtp');
+      else if (text.startsWith('+OK')) resolve('pop3');
+      else reject(new Error(`${host}:${port}: neither SMTP nor POP3 greets so: ${text.trim()}`));
+    });
+    socket.on('error', (err) => reject(new Error(`${host}:${port}: ${err.message}`)));
+    setTimeout(() => reject(new Error(`${host}:${port}: no greeting within 10 s`)), 10_000).unref();
+  });
+}
+
+/** An external POP3 server whose users' mailboxes live in `spool` (or are already in place). */
+function externalPop3(ep: Endpoint, spool: string | undefined): Pop3Endpoint {
+  if (!spool) return ep;
+  return {
+    ...ep,
+    async install(user, source) {
+      const target = join(spool, user);
+      const owner = await stat(spool);
+      await copyFile(source, target);
+      spawnSync('chown', [`${owner.uid}:${owner.gid}`, target]);
+    },
+    mailboxPath: (user) => join(spool, user),
+  };
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const want = (p: 'smtp' | 'pop3') => a.suite === 'all' || a.suite === p;
+  const stops: (() => Promise<void>)[] = [];
+  let smtpSubject: SmtpEndpoint | undefined;
+  let pop3Subject: Pop3Endpoint | undefined;
+  let smtpOther: SmtpEndpoint | undefined;
+  let pop3Other: Pop3Endpoint | undefined;
+  const notes: string[] = [];
+  try {
+    if (a.target?.length) {
+      for (const text of a.target) {
+        const { host, port } = parseHostPort(text, 'target');
+        const ep = externalEndpoint(host, port);
+        if ((await protocolOf(host, port)) === 'smtp') smtpSubject = { ...ep, rcpt: a.rcpt!, ...(a.mbox ? { mbox: a.mbox } : {}) };
+        else pop3Subject = externalPop3(ep, a.spool);
+      }
+    } else {
+      log('starting mailsrv');
+      const own = await startMailsrv();
+      stops.push(own.stop);
+      smtpSubject = own.smtp;
+      pop3Subject = own.pop3;
+    }
+    const compares = a.compare ?? ['reference'];
+    for (const text of compares) {
+      if (text === 'none' || text === 'reference') continue;
+      const { host, port } = parseHostPort(text, 'compare');
+      const ep = externalEndpoint(host, port);
+      if ((await protocolOf(host, port)) === 'smtp') smtpOther = { ...ep, rcpt: a.rcpt!, ...(a['compare-mbox'] ? { mbox: a['compare-mbox'] } : {}) };
+      else pop3Other = externalPop3(ep, a['compare-spool']);
+    }
+    if (!compares.includes('none')) {
+      const why = referenceUnavailable();
+      if (why && (!smtpOther || !pop3Other)) notes.push(`no reference servers: ${why}`);
+      if (!why && !smtpOther && smtpSubject && want('smtp')) {
+        log('starting Postfix (bench/reference/postfix.sh)');
+        const postfix = await startPostfix();
+        stops.push(postfix.stop);
+        smtpOther = postfix.smtp;
+      }
+      if (!why && !pop3Other && pop3Subject && want('pop3')) {
+        log('starting Dovecot (bench/reference/dovecot.sh)');
+        const dovecot = await startDovecot();
+        stops.push(dovecot.stop);
+        pop3Other = dovecot.pop3;
+      }
+    }
+    for (const note of notes) log(note);
+
+    const scenarios: Scenario[] = [];
+    if (want('smtp') && smtpSubject) {
+      const eps = smtpOther ? [smtpSubject, smtpOther] : [smtpSubject];
+      for (const c of opts.connections) {
+        const s = await smtpScenario(eps, opts.messages, c, opts.size, true);
+        scenarios.push(s);
+        console.log(`\n${scenarioTable(s)}\n`);
+      }
+      const s = await smtpScenario(eps, opts.largeMessages, opts.largeConnections, opts.largeSize, false);
+      scenarios.push(s);
+      console.log(`\n${scenarioTable(s)}\n`);
+    }
+    if (want('pop3') && pop3Subject) {
+      scenarios.push(...(await pop3Scenarios(pop3Other ? [pop3Subject, pop3Other] : [pop3Subject], a.pass!)));
+    }
+
+    const cpu = cpus();
+    const report: Report = {
+      started: started.toISOString(),
+      finished: new Date().toISOString(),
+      command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim().replace(/ --$/, ''),
+      machine: { cpus: cpu.length, cpuModel: cpu[0]?.model ?? '?', memoryGiB: Math.round(totalmem() / 1024 ** 3), kernel: release(), node: process.version },
+      quick,
+      scenarios,
+    };
+    if (a.json) writeFileSync(a.json, `${JSON.stringify(report, null, 2)}\n`);
+    if (a.svg) writeFileSync(a.svg, svgChart(report, 'msg/s end to end (in the mbox)'));
+    if (a.markdown) writeFileSync(a.markdown, markdown(report));
+    for (const [flag, file] of [['json', a.json], ['svg', a.svg], ['markdown', a.markdown]] as const) if (file) log(`--${flag}: wrote ${file}`);
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch((err: Error) => log(`stopping: ${err.message}`));
+  }
+}
+
+try {
+  await main();
+  process.exit(0);
+} catch (err) {
+  console.error(`bench: ${(err as Error).stack ?? err}`);
+  process.exit(1);
+}
