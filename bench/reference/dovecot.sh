@@ -1,8 +1,9 @@
 #!/bin/bash
 # Starts and stops Debian's Dovecot 2.3 as the POP3 reference server of the benchmark, with a
 # config of its own (the system's /etc/dovecot is not touched): POP3 only, on 127.0.0.1:PORT,
-# plaintext logins allowed (loopback), users from a passwd-file (with Dovecot's auth cache on,
-# as mailsrv caches verified logins too), mailboxes in mbox format.
+# plaintext logins allowed (loopback), users from a passwd-file, mailboxes in mbox format.
+# Dovecot's auth cache is on; it caches the passdb lookup, and the password hash is still
+# verified at every login.
 #
 #   bench/reference/dovecot.sh start PORT DIR
 #   bench/reference/dovecot.sh stop DIR
@@ -59,7 +60,7 @@ log_path = $dir/dovecot.log
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
-# a cache of verified logins, as mailsrv has: a client polling every minute pays the hash once
+# caches the passdb lookup (the hash is still verified at each login)
 auth_cache_size = 10M
 auth_cache_ttl = 1 hour
 first_valid_uid = $uid
