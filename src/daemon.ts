@@ -106,6 +106,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
       policy,
       authenticator,
       store,
+      deliverNow: (envelope, source) => local.deliverNow(envelope, source),
       onQueued: (entry) => manager.add(entry),
       logger,
     }),
@@ -224,6 +225,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     await Promise.all([...listeners.map(({ service }) => closeGracefully(service.server)), pop3.shutdown()]);
     await pickup.stop();
     await manager.stop();
+    await local.close();
     await rm(pidFilePath(config), { force: true });
     logger.info('stopped');
     logger.flush();

@@ -1,13 +1,19 @@
-// The local delivery agent (Postfix's `local`): appends queued messages to one user's mbox
-// with the trace headers on top, under the mailbox lock, fsynced, or not at all.
+// The local delivery agent (Postfix's `local`): appends messages to one user's mbox with the
+// trace headers on top, under the mailbox lock, fsynced, or not at all. Queued messages come
+// from the queue manager; a just-received message for a single mailbox is offered directly
+// (deliverNow) and goes to the queue only if the mailbox cannot take it at once. Both kinds go
+// through one GroupAppender, so what arrives for a mailbox during an append shares the next fsync.
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { normalizeUsername } from '../auth/username.js';
 import type { Logger } from '../log.js';
-import { appendMessages, MailboxFullError, MailboxLockedError, renderedLength, type MessageToAppend } from '../mbox/append.js';
+import { MailboxFullError, MailboxLockedError, renderedLength, type MailboxTarget, type MessageToAppend } from '../mbox/append.js';
+import { GroupAppender } from '../mbox/group-append.js';
 import type { StaleLockInfo } from '../mbox/lock.js';
 import { settleInterruptedAppend } from '../mbox/probe.js';
 import { delivered, permanent, temporary, type DeliveryStatus } from '../message/status.js';
 import type { DeliveryAgent, DeliveryJob } from '../queue/agents.js';
+import type { Envelope } from '../message/envelope.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { domainOf, qualify } from '../message/address.js';
 import { missingSubmissionHeaders, traceHeaders } from '../message/trace.js';
@@ -22,7 +28,12 @@ export interface LocalDeliveryOptions {
   logger: Logger;
 }
 
+/** What offering a just-received message to its mailbox came to. */
+export type DirectOutcome = 'delivered' | 'mailbox-full' | 'use-queue';
+
 export class LocalDelivery implements DeliveryAgent {
+  private readonly appender = new GroupAppender();
+
   constructor(private readonly options: LocalDeliveryOptions) {}
 
   /** Applies changed settings (SIGHUP); the next decision uses them. */
@@ -50,24 +61,49 @@ export class LocalDelivery implements DeliveryAgent {
     if (!this.options.userExists(user)) {
       return jobs.map(({ entry, index }) => permanent('5.1.1', `<${entry.envelope.recipients[index]!.address}>: user unknown`));
     }
-    const results = await appendMessages(
-      {
-        mailboxPath: mailbox,
-        sizeLimit: this.options.mailboxSizeLimit,
-        lockTimeoutMs: this.options.lockTimeoutMs,
-        onStaleBroken: this.staleLockLogger,
-      },
-      jobs.map((job) => this.message(job, user, (offset) => recordAppend(job, mailbox, offset))),
+    const results = await this.appender.append(
+      this.target(mailbox, this.options.lockTimeoutMs),
+      jobs.map((job) => this.message(job.entry.envelope, job.index, user, this.options.store.openMessage(job.entry), (offset) => recordAppend(job, mailbox, offset))),
     );
     return results.map((result) => (result instanceof Error ? appendFailure(result, user) : delivered()));
   }
 
-  private message({ entry, index }: DeliveryJob, user: string, beforeWrite: (offset: number) => Promise<void>): MessageToAppend {
-    const { envelope } = entry;
+  /**
+   * Delivers a message that is not queued yet, if its only recipient is a local mailbox that is
+   * free right now; fsynced when this resolves 'delivered'. 'use-queue': nothing was written
+   * (several or remote recipients, a busy or failing mailbox), the caller queues the message.
+   */
+  async deliverNow(envelope: Envelope, source: Buffer | (() => Readable)): Promise<DirectOutcome> {
+    const [recipient, ...others] = envelope.recipients;
+    if (recipient === undefined || others.length > 0 || recipient.target.kind !== 'local') return 'use-queue';
+    const user = recipient.target.user;
+    const mailbox = this.mailboxPath(user);
+    if (mailbox === null || !this.options.userExists(user)) return 'use-queue';
+    const [result] = await this.appender.append(this.target(mailbox, 0), [
+      this.message(envelope, 0, user, Buffer.isBuffer(source) ? source : source(), async () => undefined),
+    ]);
+    if (result instanceof MailboxFullError) return 'mailbox-full';
+    if (result instanceof Error) {
+      this.options.logger.info({ queueId: envelope.id, to: recipient.address, user, reason: result.message }, 'mailbox busy: queued for later delivery');
+      return 'use-queue';
+    }
+    return 'delivered';
+  }
+
+  /** Lets go of mailboxes kept open between batches (daemon stop, after the last delivery). */
+  close(): Promise<void> {
+    return this.appender.close();
+  }
+
+  private target(mailboxPath: string, lockTimeoutMs: number): MailboxTarget {
+    return { mailboxPath, sizeLimit: this.options.mailboxSizeLimit, lockTimeoutMs, onStaleBroken: this.staleLockLogger };
+  }
+
+  private message(envelope: Envelope, index: number, user: string, source: Readable | Buffer, beforeWrite: (offset: number) => Promise<void>): MessageToAppend {
     const address = envelope.recipients[index]!.address;
     const domain = domainOf(qualify(address, this.options.hostname));
     return {
-      source: this.options.store.openMessage(entry),
+      source,
       sender: envelope.sender,
       date: new Date(envelope.receivedAt),
       addHeaders: traceHeaders(envelope, index, this.options.hostname, `${user}@${domain}`),
@@ -80,7 +116,7 @@ export class LocalDelivery implements DeliveryAgent {
   async settleInterruptedAppend(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean> {
     const recipient = entry.envelope.recipients[index]!;
     if (recipient.target.kind !== 'local') return false;
-    const expectedBytes = await renderedLength(this.message({ entry, index }, recipient.target.user, async () => undefined));
+    const expectedBytes = await renderedLength(this.message(entry.envelope, index, recipient.target.user, this.options.store.openMessage(entry), async () => undefined));
     return settleInterruptedAppend({
       mailboxPath: mailbox,
       offset,

@@ -8,7 +8,7 @@ import { Writable, type Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fromLine, MboxrdQuoter, MboxrdQuoting } from './format.js';
 import { editHeaders, HeaderEditing, type EditHeadersOptions } from './headers.js';
-import { acquireDotlock, MailboxLockedError, type StaleLockHandler } from './lock.js';
+import { acquireDotlock, MailboxLockedError, type Dotlock, type StaleLockHandler } from './lock.js';
 import { fsyncDir, isErrno, writeAll } from '../fsutil.js';
 
 export { MailboxLockedError };
@@ -197,7 +197,7 @@ function renderInMemory(raw: Buffer, edit: EditHeadersOptions): Buffer {
 }
 
 /** Destroys a streamed source that will not be read. */
-function dropSource(message: MessageToAppend): void {
+export function dropSource(message: MessageToAppend): void {
   if (!Buffer.isBuffer(message.source)) message.source.destroy();
 }
 
@@ -220,82 +220,148 @@ export async function appendMessage(options: AppendOptions): Promise<AppendResul
  * or the final fsync fails, every message fails and the file has its old length again.
  */
 export async function appendMessages(target: MailboxTarget, messages: MessageToAppend[]): Promise<(AppendResult | Error)[]> {
-  const prepared = messages.map((message): Rendered | Error => {
-    try {
-      const from = fromLine(message.sender, message.date);
-      const edit = headerEdit(message);
-      if (Buffer.isBuffer(message.source)) return { from, body: renderInMemory(message.source, edit) };
-      return { from, body: editHeaders(edit) };
-    } catch (err) {
-      return err instanceof Error ? err : new Error(String(err));
-    }
-  });
-  if (prepared.every((p) => p instanceof Error)) {
-    for (const message of messages) dropSource(message);
-    return prepared as Error[];
-  }
-  const path = target.mailboxPath;
-  const failAll = (err: Error) => {
-    for (const message of messages) dropSource(message);
-    return messages.map(() => err);
-  };
-  let lock;
+  const prepared = prepareAll(messages);
+  if (prepared.every((p) => p instanceof Error)) return prepared as Error[];
+  let session;
   try {
-    lock = await acquireDotlock(path, { timeoutMs: target.lockTimeoutMs, onStaleBroken: target.onStaleBroken });
+    session = await MailboxSession.open(target);
   } catch (err) {
-    return failAll(err instanceof MailboxLockedError ? err : new MailboxIOError(path, 'cannot lock mailbox', err));
+    for (const message of messages) dropSource(message);
+    return messages.map(() => err as Error);
   }
   try {
+    return await session.append(messages, prepared);
+  } finally {
+    await session.close();
+  }
+}
+
+/** A message made ready to append, or why it cannot be (a bad sender or header line). */
+export type PreparedMessage = Rendered | Error;
+
+/**
+ * Renders what can be rendered before the mailbox is touched; a message that cannot be
+ * appended gets its error here (and its stream is destroyed).
+ */
+export function prepareAll(messages: MessageToAppend[]): PreparedMessage[] {
+  return messages.map((message) => {
+    const prepared = prepare(message);
+    if (prepared instanceof Error) dropSource(message);
+    return prepared;
+  });
+}
+
+/**
+ * A mailbox held locked and open for one or more batches of appends (see GroupAppender): the
+ * lock, the open and the look at the mailbox's end are paid once, each batch then costs its
+ * writes, one fsync and one note in the lock file of the size now committed.
+ */
+export class MailboxSession {
+  /** where the mailbox ends and what the next From_ line needs; null: look again */
+  private tail: MailboxTail | null;
+  /** the directory entry of a mailbox this session created is not durable yet */
+  private created: boolean;
+  /** a failure left the file in a state this session cannot vouch for: close it */
+  broken = false;
+
+  private constructor(
+    private readonly target: MailboxTarget,
+    readonly lock: Dotlock,
+    private readonly handle: FileHandle,
+    opened: { created: boolean; tail: MailboxTail },
+  ) {
+    this.created = opened.created;
+    this.tail = opened.tail;
+  }
+
+  /**
+   * Takes the mailbox's dotlock and opens it (creating it, mode 0600, if missing). Throws
+   * MailboxLockedError or MailboxIOError; nothing is held then.
+   */
+  static async open(target: MailboxTarget): Promise<MailboxSession> {
+    const path = target.mailboxPath;
+    let lock;
+    try {
+      lock = await acquireDotlock(path, { timeoutMs: target.lockTimeoutMs, onStaleBroken: target.onStaleBroken });
+    } catch (err) {
+      throw err instanceof MailboxLockedError ? err : new MailboxIOError(path, 'cannot lock mailbox', err);
+    }
     let opened;
     try {
       opened = await openMailbox(path);
     } catch (err) {
-      return failAll(new MailboxIOError(path, 'cannot open mailbox', err));
+      await lock.release().catch(() => undefined);
+      throw new MailboxIOError(path, 'cannot open mailbox', err);
     }
-    const { handle, created } = opened;
     try {
-      const batchStart = await handle.stat();
-      if (!batchStart.isFile()) return failAll(new MailboxIOError(path, 'cannot append to mailbox', new Error('not a regular file')));
-      try {
-        await lock.noteAppend(batchStart.size);
-      } catch (err) {
-        return failAll(new MailboxIOError(path, 'cannot note the append in the lock', err));
-      }
-      const outcomes: (AppendResult | Error)[] = [];
-      let tail: MailboxTail | null = null;
-      for (const [index, message] of messages.entries()) {
-        const ready = prepared[index]!;
-        try {
-          if (ready instanceof Error) {
-            dropSource(message);
-            outcomes.push(ready);
-            continue;
-          }
-          tail ??= await mailboxTail(handle);
-          const outcome = await appendLocked(handle, tail, target, message, ready);
-          outcomes.push(outcome);
-          tail = outcome instanceof Error ? null : { size: outcome.offset + outcome.bytes, padding: '' };
-        } catch (fatal) {
-          // the file could not be truncated back: append nothing more after the damage
-          for (const rest of messages.slice(index)) dropSource(rest);
-          outcomes.push(...messages.slice(index).map(() => fatal as Error));
-          break;
-        }
-      }
-      try {
-        await handle.sync();
-        if (created) await fsyncDir(dirname(path));
-        await lock.noteCommitted();
-      } catch (err) {
-        await handle.truncate(batchStart.size).catch(() => undefined);
-        return outcomes.map(() => new MailboxIOError(path, 'cannot fsync mailbox', err));
-      }
-      return outcomes;
-    } finally {
-      await handle.close().catch(() => undefined);
+      const st = await opened.handle.stat();
+      if (!st.isFile()) throw new Error('not a regular file');
+      const tail = { size: st.size, padding: await separatorPadding(opened.handle, st.size) };
+      await lock.noteCommittedSize(st.size);
+      return new MailboxSession(target, lock, opened.handle, { created: opened.created, tail });
+    } catch (err) {
+      await opened.handle.close().catch(() => undefined);
+      await lock.release().catch(() => undefined);
+      throw new MailboxIOError(path, 'cannot append to mailbox', err);
     }
-  } finally {
-    await lock.release().catch(() => undefined);
+  }
+
+  /** Appends one batch (prepared by prepareAll) and fsyncs it; one outcome per message (see appendMessages). */
+  async append(messages: MessageToAppend[], prepared: PreparedMessage[]): Promise<(AppendResult | Error)[]> {
+    const path = this.target.mailboxPath;
+    const outcomes: (AppendResult | Error)[] = [];
+    this.tail ??= await mailboxTail(this.handle);
+    const batchStart = this.tail.size;
+    for (const [index, message] of messages.entries()) {
+      const ready = prepared[index]!;
+      try {
+        if (ready instanceof Error) {
+          outcomes.push(ready);
+          continue;
+        }
+        this.tail ??= await mailboxTail(this.handle);
+        const outcome = await appendLocked(this.handle, this.tail, this.target, message, ready);
+        outcomes.push(outcome);
+        this.tail = outcome instanceof Error ? null : { size: outcome.offset + outcome.bytes, padding: '' };
+      } catch (fatal) {
+        // the file could not be truncated back: append nothing more after the damage
+        this.broken = true;
+        for (const rest of messages.slice(index)) dropSource(rest);
+        outcomes.push(...messages.slice(index).map(() => fatal as Error));
+        break;
+      }
+    }
+    const end = this.tail?.size;
+    if (end === batchStart) return outcomes; // nothing written: nothing to make durable
+    try {
+      await this.handle.sync();
+      if (this.created) await fsyncDir(dirname(path));
+      this.created = false;
+      await this.lock.noteCommittedSize(end ?? (await this.handle.stat()).size);
+    } catch (err) {
+      this.broken = true;
+      await this.handle.truncate(batchStart).catch(() => undefined);
+      return outcomes.map(() => new MailboxIOError(path, 'cannot fsync mailbox', err));
+    }
+    return outcomes;
+  }
+
+  /** Closes the mailbox and removes the lock. */
+  async close(): Promise<void> {
+    await this.handle.close().catch(() => undefined);
+    await this.lock.release().catch(() => undefined);
+  }
+}
+
+/** The From_ line and the rendered body (in memory) or the transform that renders it (streamed). */
+function prepare(message: MessageToAppend): Rendered | Error {
+  try {
+    const from = fromLine(message.sender, message.date);
+    const edit = headerEdit(message);
+    if (Buffer.isBuffer(message.source)) return { from, body: renderInMemory(message.source, edit) };
+    return { from, body: editHeaders(edit) };
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
   }
 }
 

@@ -1,11 +1,16 @@
 // Group commit for mailbox appends: messages for one mailbox that arrive while a batch is being
-// written wait and then go in together as the next batch (one lock, one open, one fsync for all
-// of them); each caller learns its own message's outcome once the fsync that covers it is done.
-// Different mailboxes are written side by side.
-import { appendMessages, type AppendResult, type MailboxTarget, type MessageToAppend } from './append.js';
+// written wait and then go in together as the next batch (one fsync for all of them); each
+// caller learns its own message's outcome once the fsync that covers it is done. Different
+// mailboxes are written side by side. A mailbox stays locked and open for a moment after its
+// last batch (LINGER_MS), so a steady stream of mail pays the lock and the open once, not per
+// message; anyone else in this process who wants the lock meanwhile gets it at once.
+import { dropSource, MailboxSession, prepareAll, type AppendResult, type MailboxTarget, type MessageToAppend } from './append.js';
+import { lendWhileIdle } from './lock.js';
 
-/** Most messages one batch (one lock, one fsync) takes. */
+/** Most messages one batch (one fsync) takes. */
 const MAX_BATCH = 64;
+/** How long an idle mailbox stays locked and open, waiting for more mail. */
+const LINGER_MS = 50;
 
 interface Waiting {
   target: MailboxTarget;
@@ -13,35 +18,96 @@ interface Waiting {
   settle: (outcome: AppendResult | Error) => void;
 }
 
+/** One mailbox: what waits for it, and its open session while batches run or it lingers. */
+interface MailboxState {
+  queue: Waiting[];
+  draining: boolean;
+  session: MailboxSession | null;
+  /** set while the session lingers: ends the linger and closes the session */
+  lingering: { timer: NodeJS.Timeout; reclaim: () => void } | null;
+}
+
 export class GroupAppender {
-  /** messages waiting per mailbox path; a path is present while its batches run */
-  private readonly waiting = new Map<string, Waiting[]>();
+  private readonly mailboxes = new Map<string, MailboxState>();
 
   /**
    * Appends the messages to the target mailbox, in order, in the next batch for it. Never
-   * rejects: each message gets an AppendResult or the error appendMessages gave it. A batch
-   * waits for the lock as long as the most impatient of its messages' targets allows.
+   * rejects: each message gets an AppendResult or the error appendMessages gave it. Opening the
+   * mailbox waits for the lock as long as the most impatient message of the batch allows.
    */
   append(target: MailboxTarget, messages: MessageToAppend[]): Promise<(AppendResult | Error)[]> {
     const path = target.mailboxPath;
-    const idle = !this.waiting.has(path);
-    const queue = this.waiting.get(path) ?? [];
-    this.waiting.set(path, queue);
+    let state = this.mailboxes.get(path);
+    if (state === undefined) {
+      state = { queue: [], draining: false, session: null, lingering: null };
+      this.mailboxes.set(path, state);
+    }
+    const queue = state.queue;
     const outcomes = messages.map((message) => new Promise<AppendResult | Error>((settle) => queue.push({ target, message, settle })));
-    if (idle) void this.drain(path, queue);
+    if (!state.draining) void this.drain(path, state);
     return Promise.all(outcomes);
   }
 
-  private async drain(path: string, queue: Waiting[]): Promise<void> {
-    while (queue.length > 0) {
-      const batch = queue.splice(0, MAX_BATCH);
-      const target = { ...batch[0]!.target, lockTimeoutMs: Math.min(...batch.map((w) => w.target.lockTimeoutMs)) };
-      const outcomes = await appendMessages(
-        target,
-        batch.map((w) => w.message),
-      ).catch((err: unknown) => batch.map(() => (err instanceof Error ? err : new Error(String(err)))));
+  /** Closes every lingering mailbox (daemon stop). */
+  async close(): Promise<void> {
+    await Promise.all([...this.mailboxes.keys()].map((path) => this.closeIdle(path)));
+  }
+
+  private async drain(path: string, state: MailboxState): Promise<void> {
+    state.draining = true;
+    this.stopLingering(state);
+    while (state.queue.length > 0) {
+      const batch = state.queue.splice(0, MAX_BATCH);
+      const outcomes = await this.appendBatch(state, batch);
       batch.forEach((w, i) => w.settle(outcomes[i] ?? new Error('no outcome')));
     }
-    this.waiting.delete(path);
+    state.draining = false;
+    if (state.session === null) {
+      this.mailboxes.delete(path);
+      return;
+    }
+    const session = state.session;
+    const reclaim = lendWhileIdle(session.lock, () => this.closeIdle(path));
+    state.lingering = { timer: setTimeout(() => void this.closeIdle(path), LINGER_MS), reclaim };
+  }
+
+  private async appendBatch(state: MailboxState, batch: Waiting[]): Promise<(AppendResult | Error)[]> {
+    const messages = batch.map((w) => w.message);
+    const prepared = prepareAll(messages);
+    if (prepared.every((p) => p instanceof Error)) return prepared as Error[];
+    if (state.session === null) {
+      const target = { ...batch[0]!.target, lockTimeoutMs: Math.min(...batch.map((w) => w.target.lockTimeoutMs)) };
+      try {
+        state.session = await MailboxSession.open(target);
+      } catch (err) {
+        for (const message of messages) dropSource(message);
+        return batch.map(() => err as Error);
+      }
+    }
+    const session = state.session;
+    const outcomes = await session.append(messages, prepared).catch((err: unknown) => batch.map(() => (err instanceof Error ? err : new Error(String(err)))));
+    if (session.broken) {
+      state.session = null;
+      await session.close();
+    }
+    return outcomes;
+  }
+
+  private stopLingering(state: MailboxState): void {
+    if (state.lingering === null) return;
+    clearTimeout(state.lingering.timer);
+    state.lingering.reclaim();
+    state.lingering = null;
+  }
+
+  /** Ends an idle mailbox's session (linger over, someone else wants the lock, or stop). */
+  private async closeIdle(path: string): Promise<void> {
+    const state = this.mailboxes.get(path);
+    if (state === undefined || state.draining || state.session === null) return;
+    this.stopLingering(state);
+    const session = state.session;
+    state.session = null;
+    this.mailboxes.delete(path);
+    await session.close();
   }
 }

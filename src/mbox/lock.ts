@@ -38,14 +38,13 @@ export interface Dotlock {
   /** the lock file path */
   readonly path: string;
   /**
-   * Notes in the lock file that the mailbox is being appended to and had `size` bytes before:
-   * should this process die before noteCommitted(), whoever breaks the stale lock on this host
-   * in this boot cuts the mailbox back to that size (see rollBackInterruptedAppend). No fsync:
-   * the note guards against a crashed process, whose writes the page cache keeps.
+   * Notes in the lock file how large the mailbox is with everything committed (fsynced) so far:
+   * should this process die while it holds the lock, whoever breaks the stale lock on this host
+   * in this boot cuts the mailbox back to that size, so an append under way leaves nothing (see
+   * rollBackInterruptedAppend). Noted before the first append and again after each fsync. No
+   * fsync of its own: it guards against a crashed process, whose writes the page cache keeps.
    */
-  noteAppend(size: number): Promise<void>;
-  /** The appends since noteAppend are fsynced: the lock names only its holder again. */
-  noteCommitted(): Promise<void>;
+  noteCommittedSize(size: number): Promise<void>;
   /** stops the mtime refresh and removes the lock (if it is still ours) */
   release(): Promise<void>;
 }
@@ -65,9 +64,11 @@ export function lockPathOf(mailboxPath: string): string {
   return `${mailboxPath}.lock`;
 }
 
-/** Short host name, as liblockfile uses it (up to the first dot). */
+/** Short host name, as liblockfile uses it (up to the first dot); read once. */
+let shortHostnameCache: string | undefined;
 function shortHostname(): string {
-  return hostname().split('.')[0] || 'localhost';
+  shortHostnameCache ??= hostname().split('.')[0] || 'localhost';
+  return shortHostnameCache;
 }
 
 /** true if a process with this pid exists on this host (EPERM: exists, owned by someone else). */
@@ -93,15 +94,18 @@ function bootId(): string {
   return bootIdCache;
 }
 
-/** The line a lock file carries while its holder appends: `append <size> <host> <boot id>`. */
+/**
+ * The line a lock file carries while its holder appends: `append <size> <host> <boot id>`, the
+ * size zero-padded so that each new note overwrites the last one exactly.
+ */
 function appendNote(size: number): string {
-  return `append ${size} ${shortHostname()} ${bootId()}\n`;
+  return `append ${String(size).padStart(16, '0')} ${shortHostname()} ${bootId()}\n`;
 }
 
 interface LockContent {
   /** the holder's pid as liblockfile's atoi() reads it; 0 if none */
   pid: number;
-  /** the mailbox size before an append that was not committed, when noted on this host in this boot */
+  /** the mailbox's committed size while its holder appended, when noted on this host in this boot */
   appendFrom: number | null;
 }
 
@@ -222,12 +226,8 @@ class HeldDotlock implements Dotlock {
     this.timer.unref();
   }
 
-  async noteAppend(size: number): Promise<void> {
+  async noteCommittedSize(size: number): Promise<void> {
     await this.handle.write(appendNote(size), this.pidLineLength, 'latin1');
-  }
-
-  async noteCommitted(): Promise<void> {
-    await this.handle.truncate(this.pidLineLength);
   }
 
   async release(): Promise<void> {
@@ -271,9 +271,25 @@ async function tryLink(tempPath: string, lockPath: string): Promise<boolean> {
   return false;
 }
 
+/** Locks this process keeps while idle, by lock path, with what lets one go (see lendWhileIdle). */
+const idleLocks = new Map<string, () => Promise<void>>();
+
+/**
+ * Marks a lock this process holds as idle: another part of the process that wants it (a POP3
+ * update, say) calls `letGo` first instead of waiting for it. The holder calls the returned
+ * function when it uses the lock again (and letGo must then no longer release it).
+ */
+export function lendWhileIdle(lock: Dotlock, letGo: () => Promise<void>): () => void {
+  idleLocks.set(lock.path, letGo);
+  return () => {
+    if (idleLocks.get(lock.path) === letGo) idleLocks.delete(lock.path);
+  };
+}
+
 /**
  * Takes `<mailboxPath>.lock`, waiting with a growing delay (50 ms → 1 s) while someone else
- * holds it, breaking it if stale. Throws MailboxLockedError after `timeoutMs`.
+ * holds it, breaking it if stale. Throws MailboxLockedError after `timeoutMs`. A lock this
+ * process only keeps while idle is let go of first.
  */
 export async function acquireDotlock(mailboxPath: string, options: DotlockOptions): Promise<Dotlock> {
   const lockPath = lockPathOf(mailboxPath);
@@ -287,6 +303,11 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
     await handle.write(pidLine, 0, 'latin1');
     let delay = FIRST_RETRY_MS;
     for (;;) {
+      const idle = idleLocks.get(lockPath);
+      if (idle !== undefined) {
+        idleLocks.delete(lockPath);
+        await idle();
+      }
       if (await tryLink(tempPath, lockPath)) {
         held = true;
         return new HeldDotlock(lockPath, handle, pidLine.length);

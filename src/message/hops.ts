@@ -2,7 +2,6 @@
 // in its header block. A message that has passed through too many servers is in a mail loop:
 // refused at the end of DATA, and bounced (5.4.6) if it got into the queue some other way,
 // instead of being sent round once more.
-import { Transform, type TransformCallback } from 'node:stream';
 import { headerLines } from './header-block.js';
 
 /** More Received headers than this: a mail loop (Postfix's hopcount_limit). */
@@ -26,21 +25,19 @@ export function countReceivedHeaders(headerBlock: Buffer): number {
 const HEAD_BYTES = 64 * 1024;
 
 /**
- * Passes a message through unchanged and keeps its first bytes, so the hop count is known once
- * it has been received: a looping message is refused in the SMTP session (as Postfix does),
- * not accepted and bounced to a sender who may be forged.
+ * Sees a message go by, chunk by chunk, and keeps (references to) its first bytes, so the hop
+ * count is known once it has been received: a looping message is refused in the SMTP session
+ * (as Postfix does), not accepted and bounced to a sender who may be forged.
  */
-export class HopCounter extends Transform {
+export class HopCounter {
   private readonly head: Buffer[] = [];
   private kept = 0;
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    if (this.kept < HEAD_BYTES) {
-      const part = chunk.subarray(0, HEAD_BYTES - this.kept);
-      this.head.push(Buffer.from(part));
-      this.kept += part.length;
-    }
-    callback(null, chunk);
+  observe(chunk: Buffer): void {
+    if (this.kept >= HEAD_BYTES) return;
+    const part = chunk.subarray(0, HEAD_BYTES - this.kept);
+    this.head.push(part);
+    this.kept += part.length;
   }
 
   get hops(): number {

@@ -2,15 +2,17 @@
 // envelope line and then the raw message. A message is accepted only once its file and the
 // directory entry are fsynced. Per-recipient progress lives beside it in `<id>.progress`,
 // replaced atomically (write + rename), so a crash never leaves a half-written record.
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { fsyncDir } from '../fsutil.js';
+import { GroupedDirSync } from '../fsutil.js';
 import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
 import { statusFromLegacyText, type DeliveryStatus } from '../message/status.js';
 import { isQueueId, newQueueId } from './id.js';
+import { MemoryBudget, PendingEntry } from './pending.js';
+
+export type { PendingEntry };
 
 export type RecipientState = 'pending' | 'delivered' | 'failed';
 
@@ -40,28 +42,32 @@ export interface QueueEntry {
   size: number;
 }
 
-/** A message being received: write the data, then commit() or discard(). */
-export interface PendingEntry {
-  readonly id: string;
-  write(source: Readable): Promise<number>;
-  commit(): Promise<QueueEntry>;
-  discard(): Promise<void>;
-}
+/** A message up to this size is received into memory (see PendingEntry). */
+const IN_MEMORY_MESSAGE_LIMIT = 256 * 1024;
+/** Bytes of messages being received held in memory at once, all sessions together. */
+const IN_MEMORY_BUDGET = 32 * 1024 * 1024;
 
 export class QueueStore {
   readonly dir: string;
   /** the progress save of each entry in flight (see saveProgress) */
   private readonly saving = new Map<string, Promise<void>>();
+  private readonly memory = new MemoryBudget(IN_MEMORY_BUDGET);
+  /** one directory fsync serves every entry renamed into place before it started */
+  private readonly dirSync: GroupedDirSync;
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, 'queue');
+    this.dirSync = new GroupedDirSync(this.dir);
   }
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
   }
 
-  /** Starts a new entry whose envelope is known; the message follows via write(). */
+  /**
+   * Starts a new entry whose envelope is known; the message follows via write(). A small message
+   * stays in memory until commit() (or until it is delivered without the queue and discarded).
+   */
   begin(envelope: Omit<Envelope, 'id' | 'recipients'> & { recipients: ResolvedRecipient[] }): PendingEntry {
     const id = newQueueId();
     const full: Envelope = {
@@ -69,39 +75,14 @@ export class QueueStore {
       id,
       recipients: envelope.recipients.map((r, index) => ({ ...r, deliveryId: `${id}.${index}` })),
     };
-    const header = Buffer.from(JSON.stringify(full) + '\n');
-    const tmpPath = join(this.dir, `${id}.tmp`);
-    const finalPath = join(this.dir, id);
-    let size = 0;
-    return {
-      id,
-      write: async (source) => {
-        const out = createWriteStream(tmpPath, { mode: 0o600, flags: 'wx' });
-        out.write(header);
-        await pipeline(source, out);
-        size = out.bytesWritten - header.length;
-        return size;
-      },
-      commit: async () => {
-        const handle = await open(tmpPath, 'r');
-        try {
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
-        await rename(tmpPath, finalPath);
-        await fsyncDir(this.dir);
-        return {
-          envelope: full,
-          progress: full.recipients.map(() => freshProgress(full.receivedAt)),
-          dataOffset: header.length,
-          size,
-        };
-      },
-      discard: async () => {
-        await rm(tmpPath, { force: true });
-      },
-    };
+    return new PendingEntry({
+      dir: this.dir,
+      envelope: full,
+      memoryLimit: IN_MEMORY_MESSAGE_LIMIT,
+      budget: this.memory,
+      dirSync: this.dirSync,
+      toEntry: ({ dataOffset, size }) => ({ envelope: full, progress: full.recipients.map(() => freshProgress(full.receivedAt)), dataOffset, size }),
+    });
   }
 
   /**

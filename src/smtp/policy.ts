@@ -93,7 +93,12 @@ export class SmtpPolicy {
   /** A message of `size` bytes must fit every local mailbox it goes to. */
   async checkMessageFits(users: string[], size: number): Promise<void> {
     const full = await this.firstFullMailbox(users, size);
-    if (full !== undefined) throw new SmtpReplyError(552, `5.2.2 Mailbox of ${full} is full`);
+    if (full !== undefined) throw this.mailboxFull(full);
+  }
+
+  /** The reply to a message that does not fit into the user's mailbox. */
+  mailboxFull(user: string): SmtpReplyError {
+    return new SmtpReplyError(552, `5.2.2 Mailbox of ${user} is full`);
   }
 
   private async checkMailboxes(address: string, users: string[]): Promise<void> {

@@ -2,8 +2,7 @@
 // logins and queue: smtp-server speaks the protocol; this file answers its hooks. Sessions are
 // greeted once the daemon is ready; AUTH checks passwords through the shared Authenticator; a
 // message is accepted (250) only after the queue has it on disk, fsynced.
-import { Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
@@ -13,7 +12,8 @@ import { HopCounter, MAX_HOPS } from '../message/hops.js';
 import { uniqueDeliveries } from '../delivery/route.js';
 import type { Logger } from '../log.js';
 import { qualify } from '../message/address.js';
-import type { ResolvedRecipient } from '../message/envelope.js';
+import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
+import type { DirectOutcome } from '../delivery/local.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
@@ -48,6 +48,8 @@ export interface SmtpServiceOptions {
   policy: SmtpPolicy;
   authenticator: Authenticator;
   store: QueueStore;
+  /** offers a received message straight to its one local mailbox (see LocalDelivery.deliverNow) */
+  deliverNow: (envelope: Envelope, source: Buffer | (() => Readable)) => Promise<DirectOutcome>;
   onQueued: (entry: QueueEntry) => void;
   logger: Logger;
 }
@@ -189,15 +191,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     onData(stream, session, callback) {
       const recipients = uniqueDeliveries(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
       receive(options, settings, stream, session, recipients).then(
-        (entry) => {
-          try {
-            options.onQueued(entry);
-          } catch (err) {
-            // the message is on disk: the queue manager picks it up at the latest at the next start
-            sessionLog(session).error({ err, queueId: entry.envelope.id }, 'queued message not scheduled');
-          }
-          callback(null, `2.0.0 Ok: queued as ${entry.envelope.id}`);
-        },
+        (queueId) => callback(null, `2.0.0 Ok: queued as ${queueId}`),
         (err: Error) => {
           if (stream.errored) {
             sessionLog(session).info({ reason: err.message }, 'message aborted by the client');
@@ -232,14 +226,18 @@ function serverLimits(settings: SmtpSettings) {
   };
 }
 
-/** Streams DATA into a queue entry; commits it only if it is complete, in size and fits. */
+/**
+ * Receives DATA and accepts the message once it is complete, in size, and durable: written and
+ * fsynced into its one local mailbox when that mailbox is free (no queue file at all), else
+ * committed to the queue. Returns the message's queue id.
+ */
 async function receive(
   options: SmtpServiceOptions,
   settings: SmtpSettings,
   stream: SMTPServerDataStream,
   session: SMTPServerSession,
   recipients: ResolvedRecipient[],
-): Promise<QueueEntry> {
+): Promise<string> {
   const mailFrom = session.envelope.mailFrom;
   const pending = options.store.begin({
     sender: mailFrom ? mailFrom.address : '',
@@ -253,24 +251,38 @@ async function receive(
     },
     recipients,
   });
+  const { envelope } = pending;
+  const log = options.logger.child({ sessionId: session.id, queueId: envelope.id });
   try {
-    const capped = new SizeCap(settings.messageSizeLimit);
     const hops = new HopCounter();
-    // a client that drops mid-DATA errors `stream`; pipeline passes that on to the others
-    pipeline(stream, capped, hops).catch(() => undefined);
-    const size = await pending.write(hops);
+    // a client that drops mid-DATA errors `stream`, which ends the write with that error
+    const size = await pending.write(withinLimit(stream, settings.messageSizeLimit, hops));
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
     if (hops.hops > MAX_HOPS) throw new SmtpReplyError(554, `5.4.6 Too many hops (${hops.hops} Received headers): mail forwarding loop`);
+    const accepted = { from: envelope.sender, nrcpt: recipients.length, size, client: session.remoteAddress };
+    const direct = await options.deliverNow(envelope, pending.inMemory ?? (() => pending.openData()));
+    if (direct === 'delivered') {
+      const recipient = envelope.recipients[0]!;
+      log.info({ ...accepted, direct: true }, 'queued');
+      log.info({ to: recipient.address, user: recipient.target.kind === 'local' ? recipient.target.user : undefined, status: 'sent', direct: true, delay: { total: Date.now() - envelope.receivedAt } }, 'delivered');
+      await pending.discard();
+      log.info('removed');
+      return envelope.id;
+    }
     const localUsers = recipients.flatMap((r) => (r.target.kind === 'local' ? [r.target.user] : []));
+    if (direct === 'mailbox-full') throw options.policy.mailboxFull(localUsers[0]!);
     await options.policy.checkMessageFits(localUsers, size);
     const entry = await pending.commit();
-    options.logger.info(
-      { sessionId: session.id, queueId: entry.envelope.id, from: entry.envelope.sender, nrcpt: recipients.length, size, client: session.remoteAddress },
-      'queued',
-    );
-    return entry;
+    log.info(accepted, 'queued');
+    try {
+      options.onQueued(entry);
+    } catch (err) {
+      // the message is on disk: the queue manager picks it up at the latest at the next start
+      log.error({ err }, 'queued message not scheduled');
+    }
+    return envelope.id;
   } catch (err) {
     await pending.discard();
     throw err;
@@ -278,20 +290,18 @@ async function receive(
 }
 
 /**
- * Passes a message through until it exceeds the limit, then drops the rest: an oversized
- * message is refused at the end of DATA anyway, and must not fill the queue directory first.
+ * The message's chunks until it exceeds the limit, each shown to the hop counter; the rest is
+ * dropped: an oversized message is refused at the end of DATA anyway, and must not fill the
+ * queue directory or memory first.
  */
-class SizeCap extends Transform {
-  private seen = 0;
-
-  constructor(private readonly limit: number) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    const before = this.seen;
-    this.seen += chunk.length;
-    callback(null, before <= this.limit ? chunk : undefined);
+async function* withinLimit(stream: SMTPServerDataStream, limit: number, hops: HopCounter): AsyncGenerator<Buffer> {
+  let seen = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    const before = seen;
+    seen += chunk.length;
+    if (before > limit) continue;
+    hops.observe(chunk);
+    yield chunk;
   }
 }
 

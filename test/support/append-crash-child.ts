@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { GroupAppender } from '../../src/mbox/group-append.js';
 
 export type Target = 'mailbox' | 'lock';
-export type Operation = 'writev' | 'sync' | 'truncate' | 'unlink';
+export type Operation = 'write' | 'writev' | 'sync' | 'unlink';
 
 export interface CrashPoint {
   op: Operation;
@@ -60,7 +60,7 @@ fs.open = async (...openArgs: Parameters<typeof fs.open>) => {
 const sample = await realOpen(args.mailbox, 'r');
 const proto = Object.getPrototypeOf(sample) as Record<Operation, Method>;
 await sample.close();
-for (const op of ['writev', 'sync', 'truncate'] as const) {
+for (const op of ['write', 'writev', 'sync'] as const) {
   const real = proto[op];
   proto[op] = async function (this: FileHandle, ...rest: unknown[]) {
     const path = handlePaths.get(this);

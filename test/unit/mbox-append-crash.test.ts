@@ -1,8 +1,8 @@
 // Crash test for group-committed appends (src/mbox/group-append.ts, append.ts, lock.ts): a child
 // appends a batch and is SIGKILLed at chosen file operations; whoever then breaks its stale lock
 // (the daemon at start, or the next writer) must find the mailbox exactly as it was before the
-// batch (nothing of it was acknowledged), or, once the fsync and the lock's commit note are
-// done, with the whole batch: never a torn message, never half a batch.
+// batch (nothing of it was acknowledged), or, once the fsync is done and the lock notes the new
+// size, with the whole batch: never a torn message, never half a batch.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -80,8 +80,9 @@ const scenarios: Scenario[] = [
   { name: 'halfway through the second message (streamed)', crash: { op: 'writev', target: 'mailbox', nth: 3, torn: true }, expected: BEFORE },
   { name: 'halfway through the last message', crash: { op: 'writev', target: 'mailbox', nth: 6, torn: true }, expected: BEFORE },
   { name: 'before the fsync (all written)', crash: { op: 'sync', target: 'mailbox', nth: 1 }, expected: BEFORE },
-  { name: 'after the fsync, before the commit note', crash: { op: 'truncate', target: 'lock', nth: 1 }, expected: BEFORE },
-  { name: 'after the commit note, before the lock is removed', crash: { op: 'unlink', target: 'lock', nth: 1 }, expected: ALL },
+  { name: 'before the lock notes the size before the batch', crash: { op: 'write', target: 'lock', nth: 2 }, expected: BEFORE },
+  { name: 'after the fsync, before the lock notes the new size', crash: { op: 'write', target: 'lock', nth: 3 }, expected: BEFORE },
+  { name: 'after the lock notes the new size', crash: { op: 'unlink', target: 'lock', nth: 1 }, expected: ALL },
 ];
 
 describe('a batch append killed part-way', () => {
@@ -113,7 +114,7 @@ describe('a batch append killed part-way', () => {
         });
         assert.deepEqual(await contents(mailbox), [...scenario.expected, 'm9']);
         const cut = broken.some((info) => /unfinished append/.test(info.reason));
-        const nothingWritten = scenario.crash.op === 'writev' && scenario.crash.nth === 1 && !scenario.crash.torn;
+        const nothingWritten = (scenario.crash.op === 'writev' && scenario.crash.nth === 1 && !scenario.crash.torn) || scenario.crash.target === 'lock' && scenario.crash.nth === 2;
         assert.equal(cut, scenario.expected === BEFORE && !nothingWritten, 'a written, unacknowledged batch is reported as cut off');
       });
     }

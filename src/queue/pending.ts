@@ -1,0 +1,133 @@
+// A message being received, before it is accepted: held in memory while it is small (within a
+// per-message and a shared byte budget), spilled to `<id>.tmp` in the queue directory as soon as
+// it is not. Accepting it means either handing it to a mailbox directly (the caller then
+// discards this) or commit(): the queue file written, fsynced and renamed into place.
+import { createReadStream } from 'node:fs';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { writeAll, type GroupedDirSync } from '../fsutil.js';
+import type { Envelope } from '../message/envelope.js';
+import type { QueueEntry } from './store.js';
+
+/** Bytes of received messages held in memory at once, by all pending entries together. */
+export class MemoryBudget {
+  private used = 0;
+
+  constructor(private readonly limit: number) {}
+
+  /** Takes `bytes` if they fit; false means the caller must use the disk. */
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.limit) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used -= bytes;
+  }
+}
+
+export interface PendingEntryOptions {
+  dir: string;
+  envelope: Envelope;
+  /** a message up to this size stays in memory (if the budget has room) */
+  memoryLimit: number;
+  budget: MemoryBudget;
+  dirSync: GroupedDirSync;
+  /** the queue entry a committed file is */
+  toEntry: (file: CommittedFile) => QueueEntry;
+}
+
+/** What commit() made durable. */
+export interface CommittedFile {
+  /** where the message starts in the queue file (after the envelope line) */
+  dataOffset: number;
+  size: number;
+}
+
+export class PendingEntry {
+  readonly envelope: Envelope;
+  private readonly header: Buffer;
+  private readonly tmpPath: string;
+  private chunks: Buffer[] | null = [];
+  /** bytes taken from the memory budget */
+  private held = 0;
+  private file: FileHandle | null = null;
+  private size = 0;
+
+  constructor(private readonly options: PendingEntryOptions) {
+    this.envelope = options.envelope;
+    this.header = Buffer.from(JSON.stringify(options.envelope) + '\n');
+    this.tmpPath = join(options.dir, `${options.envelope.id}.tmp`);
+  }
+
+  get id(): string {
+    return this.envelope.id;
+  }
+
+  /** Reads the whole message from `source`; returns its size. */
+  async write(source: AsyncIterable<Buffer>): Promise<number> {
+    for await (const chunk of source) {
+      this.size += chunk.length;
+      if (this.chunks !== null && this.size <= this.options.memoryLimit && this.options.budget.take(chunk.length)) {
+        this.held += chunk.length;
+        this.chunks.push(chunk);
+        continue;
+      }
+      if (this.file === null) await this.spill();
+      await writeAll(this.file!, [chunk]);
+    }
+    return this.size;
+  }
+
+  /** The whole message, if it is held in memory; null if it went to disk. */
+  get inMemory(): Buffer | null {
+    return this.chunks === null ? null : Buffer.concat(this.chunks, this.size);
+  }
+
+  /** The message as a stream (from memory or the temporary file). */
+  openData(): Readable {
+    if (this.chunks !== null) return Readable.from(this.chunks);
+    return createReadStream(this.tmpPath, { start: this.header.length });
+  }
+
+  /** Makes the queue file durable under its final name. */
+  async commit(): Promise<QueueEntry> {
+    if (this.file === null) await this.spill();
+    const file = this.file!;
+    this.file = null;
+    try {
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(this.tmpPath, join(this.options.dir, this.envelope.id));
+    this.release();
+    await this.options.dirSync.sync();
+    return this.options.toEntry({ dataOffset: this.header.length, size: this.size });
+  }
+
+  /** Drops the message (refused, or delivered without the queue). */
+  async discard(): Promise<void> {
+    this.release();
+    const file = this.file;
+    this.file = null;
+    if (file === null) return;
+    await file.close().catch(() => undefined);
+    await rm(this.tmpPath, { force: true });
+  }
+
+  /** Moves what is held in memory into the temporary file, which takes the rest. */
+  private async spill(): Promise<void> {
+    this.file = await open(this.tmpPath, 'wx', 0o600);
+    await writeAll(this.file, [this.header, ...(this.chunks ?? [])]);
+    this.release();
+  }
+
+  private release(): void {
+    this.options.budget.give(this.held);
+    this.held = 0;
+    this.chunks = null;
+  }
+}
