@@ -15,6 +15,7 @@
 //            connection; --large-messages 1000 --large-size 100k at --large-connections 10)
 //            --big 100000x10k --small 10000x4k (POP3 mailboxes) --reps 20 --cold-reps 2
 //            --dele-reps 2 --inflight 32 --generator smtp-source|node --pass bench
+//            --hash argon2id|sha512-crypt (the users' password hash, the same on every server)
 //            --spool DIR / --compare-spool DIR (external POP3 servers: where their users
 //            big and small have their mbox files; the bench copies its mailboxes there)
 //            --json FILE --svg FILE --markdown FILE --cache-dir /var/tmp/mailsrv-bench
@@ -27,7 +28,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cachedMbox, deleteFirstAndQuit, loginStat, retrieveAll } from './pop3-load.js';
 import { markdown, scenarioTable, svgChart, type Metric, type Report, type Scenario } from './report.js';
-import { externalEndpoint, PASSWORD, POP3_USERS, referenceUnavailable, startDovecot, startMailsrv, startPostfix, type Endpoint, type LoopLag, type Pop3Endpoint, type SmtpEndpoint } from './servers.js';
+import { externalEndpoint, PASSWORD, POP3_USERS, referenceUnavailable, startDovecot, startMailsrv, startPostfix, type Endpoint, type LoopLag, type PasswordScheme, type Pop3Endpoint, type SmtpEndpoint } from './servers.js';
 import { runSmtpLoad, SMTP_SOURCE, type SmtpLoadResult } from './smtp-load.js';
 import { memorySampler, parseBytes, parseHostPort, percentiles, sleep } from './util.js';
 
@@ -41,6 +42,7 @@ const { values: a } = parseArgs({
     mbox: { type: 'string' },
     'compare-mbox': { type: 'string' },
     pass: { type: 'string', default: PASSWORD },
+    hash: { type: 'string', default: 'argon2id' },
     spool: { type: 'string' },
     'compare-spool': { type: 'string' },
     connections: { type: 'string' },
@@ -86,6 +88,7 @@ const opts = {
   generator: (a.generator ?? (existsSync(SMTP_SOURCE) ? 'smtp-source' : 'node')) as 'smtp-source' | 'node',
 };
 if (!['all', 'smtp', 'pop3'].includes(a.suite!)) throw new Error('--suite: all, smtp or pop3');
+if (!['argon2id', 'sha512-crypt'].includes(a.hash!)) throw new Error('--hash: argon2id or sha512-crypt');
 if (!['smtp-source', 'node'].includes(opts.generator)) throw new Error('--generator: smtp-source or node');
 
 const log = (text: string) => process.stderr.write(`bench: ${text}\n`);
@@ -244,7 +247,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
       id: 'pop3-stat-big-cold',
       protocol: 'pop3',
       title: `POP3 login+STAT, ${big.count.toLocaleString('en-US')} messages / ${bigMB} MB mbox, cold (no index, server restarted, page cache dropped)`,
-      load: `connect, USER, PASS, STAT; ${opts.coldReps} time(s); ${how}`,
+      load: `connect, USER, PASS (${a.hash}), STAT; ${opts.coldReps} time(s); ${how}`,
       servers,
       metrics: [...latencyRows('login+STAT', taken), ...commonMetrics(taken)],
       notes: [],
@@ -275,7 +278,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
       id: `pop3-stat-${box.user}-warm`,
       protocol: 'pop3',
       title: `POP3 login+STAT, ${box.count.toLocaleString('en-US')} × ${Math.round(box.size / 1024)} KiB messages, warm (index present, file cached)`,
-      load: `connect, USER, PASS, STAT, QUIT; ${opts.reps} sessions one after another (after one unmeasured session)`,
+      load: `connect, USER, PASS (${a.hash}), STAT, QUIT; ${opts.reps} sessions one after another (after one unmeasured session)`,
       servers,
       metrics: [...latencyRows('login+STAT', taken), ...commonMetrics(taken)],
       notes: [],
@@ -405,7 +408,7 @@ async function main(): Promise<void> {
       }
     } else {
       log('starting mailsrv');
-      const own = await startMailsrv();
+      const own = await startMailsrv(a.hash as PasswordScheme);
       stops.push(own.stop);
       smtpSubject = own.smtp;
       pop3Subject = own.pop3;
@@ -429,7 +432,7 @@ async function main(): Promise<void> {
       }
       if (!why && !pop3Other && pop3Subject && want('pop3')) {
         log('starting Dovecot (bench/reference/dovecot.sh)');
-        const dovecot = await startDovecot();
+        const dovecot = await startDovecot(a.hash as PasswordScheme);
         stops.push(dovecot.stop);
         pop3Other = dovecot.pop3;
       }

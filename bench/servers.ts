@@ -79,8 +79,20 @@ async function waitForPort(host: string, port: number, until: () => string | nul
   }
 }
 
-/** One password hash for every server: Argon2id with mailsrv's parameters (Dovecot verifies it too). */
-async function passwordHash(): Promise<string> {
+export type PasswordScheme = 'argon2id' | 'sha512-crypt';
+
+/**
+ * The password hash every server gets for every bench user, so logins cost the same work:
+ * Argon2id with mailsrv's parameters (what `mailsrv user add` writes), or SHA512-CRYPT
+ * (5,000 rounds, a few ms) to see what opening the mailbox costs without the hash.
+ */
+async function passwordHash(scheme: PasswordScheme): Promise<string> {
+  if (scheme === 'sha512-crypt') {
+    const salt = Math.random().toString(36).slice(2, 10);
+    const result = spawnSync('openssl', ['passwd', '-6', '-salt', salt, PASSWORD], { encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`openssl passwd -6: ${result.stderr.trim()}`);
+    return `{SHA512-CRYPT}${result.stdout.trim()}`;
+  }
   const { hash } = await import('@node-rs/argon2');
   return `{ARGON2ID}${await hash(PASSWORD, { algorithm: 2, memoryCost: 65536, timeCost: 2, parallelism: 1 })}`;
 }
@@ -100,13 +112,13 @@ process.on('exit', () => {
 });
 
 /** Starts mailsrv (the build in dist/) on a temp directory, SMTP and POP3 on free loopback ports. */
-export async function startMailsrv(): Promise<Mailsrv> {
+export async function startMailsrv(scheme: PasswordScheme): Promise<Mailsrv> {
   if (!existsSync(join(ROOT, 'dist/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   const dir = await mkdtemp(join(tmpdir(), 'mailsrv-bench-'));
   const spool = join(dir, 'spool');
   const state = join(dir, 'state');
   await mkdir(spool, { mode: 0o775 });
-  const hashed = await passwordHash();
+  const hashed = await passwordHash(scheme);
   await writeFile(join(dir, 'users'), ['bench', ...POP3_USERS].map((user) => `${user}:${hashed}\n`).join(''));
   await writeFile(join(dir, 'aliases'), 'postmaster: bench\n');
   const smtpPort = await freeLoopbackPort();
@@ -241,10 +253,10 @@ export async function startPostfix(): Promise<{ smtp: SmtpEndpoint; stop(): Prom
 }
 
 /** Dovecot POP3 on a free loopback port, its mailboxes and indexes under a temp directory (bench/reference/dovecot.sh). */
-export async function startDovecot(): Promise<{ pop3: Pop3Endpoint; stop(): Promise<void> }> {
+export async function startDovecot(scheme: PasswordScheme): Promise<{ pop3: Pop3Endpoint; stop(): Promise<void> }> {
   const port = await freeLoopbackPort();
   const dir = await mkdtemp(join(tmpdir(), 'dovecot-bench-'));
-  const hashed = await passwordHash();
+  const hashed = await passwordHash(scheme);
   await writeFile(join(dir, 'users'), POP3_USERS.map((user) => `${user}:${hashed}\n`).join(''));
   const stopIt = () => {
     spawnSync(join(HERE, 'reference', 'dovecot.sh'), ['stop', dir]);
