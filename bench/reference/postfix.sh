@@ -2,7 +2,7 @@
 # Starts and stops Debian's Postfix 3.7 as the SMTP reference server of the benchmark:
 # smtpd on 127.0.0.1:PORT only, local delivery into the mbox /var/mail/bench of the Unix
 # user `bench` (created when missing), no postscreen, nothing chrooted. The system's
-# main.cf and master.cf are saved on start and put back on stop.
+# main.cf and master.cf are saved on start and put back on stop, and the bench's mbox removed.
 #
 #   bench/reference/postfix.sh start PORT    # prints the mbox path on success
 #   bench/reference/postfix.sh stop
@@ -26,6 +26,7 @@ stop() {
   if postfix status >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
   # wait for master to go away
   i=0; while postfix status >/dev/null 2>&1 && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  rm -f "$MBOX" # the bench's mail only; the next start makes it again
   if [ -f "$SAVE/main.cf" ]; then
     cp -p "$SAVE/main.cf" "$CONF/main.cf"
     cp -p "$SAVE/master.cf" "$CONF/master.cf"
