@@ -17,7 +17,6 @@ import { Directory } from './delivery/directory.js';
 import { LocalDelivery } from './delivery/local.js';
 import { routeAddresses } from './delivery/route.js';
 import type { Logger } from './log.js';
-import { mailboxSize } from './mbox/append.js';
 import { recoverInterruptedExpunges } from './mbox/expunge.js';
 import { clearStaleLocks, type StaleLockInfo } from './mbox/lock.js';
 import { createPop3Server, type Pop3Settings } from './pop3/server.js';
@@ -71,7 +70,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   const policy = new SmtpPolicy({
     ...policySettings(config),
     directory: () => directory,
-    mailboxSize: (user) => mailboxSize(join(initial.spool_dir, user)),
+    mailboxSize: (user) => local.mailboxSize(user),
   });
   const store = new QueueStore(config.state_dir);
   const local = new LocalDelivery({

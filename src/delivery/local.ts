@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { normalizeUsername } from '../auth/username.js';
 import type { Logger } from '../log.js';
-import { MailboxFullError, MailboxLockedError, renderedLength, type MailboxTarget, type MessageToAppend } from '../mbox/append.js';
+import { MailboxFullError, MailboxLockedError, mailboxSize, renderedLength, type MailboxTarget, type MessageToAppend } from '../mbox/append.js';
 import { GroupAppender } from '../mbox/group-append.js';
 import type { StaleLockInfo } from '../mbox/lock.js';
 import { settleInterruptedAppend } from '../mbox/probe.js';
@@ -88,6 +88,13 @@ export class LocalDelivery implements DeliveryAgent {
       return 'use-queue';
     }
     return 'delivered';
+  }
+
+  /** Size of the user's mailbox in bytes (0 if none): from the open mailbox while one is, else stat. */
+  async mailboxSize(user: string): Promise<number> {
+    const path = this.mailboxPath(user);
+    if (path === null) return 0;
+    return this.appender.knownSize(path) ?? (await mailboxSize(path));
   }
 
   /** Lets go of mailboxes kept open between batches (daemon stop, after the last delivery). */

@@ -346,6 +346,11 @@ export class MailboxSession {
     return outcomes;
   }
 
+  /** The mailbox's size as this session last saw it (null: unknown after a failure). */
+  get knownSize(): number | null {
+    return this.tail?.size ?? null;
+  }
+
   /** Closes the mailbox and removes the lock. */
   async close(): Promise<void> {
     await this.handle.close().catch(() => undefined);

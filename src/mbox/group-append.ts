@@ -48,6 +48,11 @@ export class GroupAppender {
     return Promise.all(outcomes);
   }
 
+  /** The size of a mailbox this appender holds open (no need to stat it); null if not open. */
+  knownSize(mailboxPath: string): number | null {
+    return this.mailboxes.get(mailboxPath)?.session?.knownSize ?? null;
+  }
+
   /** Closes every lingering mailbox (daemon stop). */
   async close(): Promise<void> {
     await Promise.all([...this.mailboxes.keys()].map((path) => this.closeIdle(path)));

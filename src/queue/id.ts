@@ -1,7 +1,19 @@
 // Queue ids: time-ordered, unique, safe as file names (like Postfix's long queue ids).
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 
 const ALPHABET = '0123456789BCDFGHJKLMNPQRSTVWXYZ';
+
+/** Random bytes fetched in bulk: one call to the generator per 585 ids, not one per id. */
+const randomPool = Buffer.alloc(4096);
+let randomUsed = randomPool.length;
+
+function randomByte(): number {
+  if (randomUsed === randomPool.length) {
+    randomFillSync(randomPool);
+    randomUsed = 0;
+  }
+  return randomPool[randomUsed++]!;
+}
 
 /** 9 characters of milliseconds since the epoch, then 7 random ones, all from ALPHABET. */
 export function newQueueId(now = Date.now()): string {
@@ -9,7 +21,8 @@ export function newQueueId(now = Date.now()): string {
   for (let rest = now; time.length < 9; rest = Math.floor(rest / ALPHABET.length)) {
     time = ALPHABET[rest % ALPHABET.length]! + time;
   }
-  const random = [...randomBytes(7)].map((byte) => ALPHABET[byte % ALPHABET.length]).join('');
+  let random = '';
+  for (let i = 0; i < 7; i++) random += ALPHABET[randomByte() % ALPHABET.length];
   return time + random;
 }
 

@@ -31,7 +31,12 @@ export interface MailsrvServerOptions extends Omit<SMTPServerOptions, 'key' | 'c
   plaintextAuth: (clientIp: string) => boolean;
   /** answers VRFY; when it (or its result) is undefined: 252 without disclosure */
   vrfy?: (address: string, session: SMTPServerSession) => Promise<VrfyReply> | undefined;
+  /** whether the protocol log (options.logger) is wanted now; asked per log call (SIGHUP changes the level) */
+  protocolLogEnabled: () => boolean;
 }
+
+/** smtp-server's logger while the protocol log is off: formatting its lines costs per command. */
+const SILENT_LOGGER = Object.fromEntries(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].map((level) => [level, () => false]));
 
 /** smtp-server's TLS options for a certificate (it builds its secure context from them). */
 function certificateOptions(tls: TlsCredentials) {
@@ -129,7 +134,7 @@ export class MailsrvSMTPServer extends SMTPServer {
   readonly plaintextAuth: MailsrvServerOptions['plaintextAuth'];
   private hasCertificate: boolean;
 
-  constructor({ tls, plaintextAuth, vrfy, ...options }: MailsrvServerOptions) {
+  constructor({ tls, plaintextAuth, vrfy, protocolLogEnabled, ...options }: MailsrvServerOptions) {
     if (options.secure && tls === null) throw new Error('implicit TLS needs a certificate');
     super({
       ...options,
@@ -142,6 +147,9 @@ export class MailsrvSMTPServer extends SMTPServer {
     this.hasCertificate = tls !== null;
     this.plaintextAuth = plaintextAuth;
     this.vrfyPolicy = vrfy;
+    // smtp-server and its connections read `logger` at every log call
+    const protocolLogger = this.logger;
+    Object.defineProperty(this, 'logger', { get: () => (protocolLogEnabled() ? protocolLogger : SILENT_LOGGER) });
   }
 
   get offersStartTls(): boolean {

@@ -91,7 +91,15 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   let settings = options.settings;
   const resolved = new WeakMap<SMTPServerAddress, ResolvedRecipient[]>();
   const authFailures = new WeakMap<SMTPServerSession, number>();
-  const sessionLog = (session: SMTPServerSession) => logger.child({ sessionId: session.id });
+  const sessionLogs = new WeakMap<SMTPServerSession, Logger>();
+  const sessionLog = (session: SMTPServerSession): Logger => {
+    let log = sessionLogs.get(session);
+    if (log === undefined) {
+      log = logger.child({ sessionId: session.id });
+      sessionLogs.set(session, log);
+    }
+    return log;
+  };
 
   const server: MailsrvSMTPServer = new MailsrvSMTPServer({
     ...serverLimits(settings),
@@ -111,6 +119,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     plaintextAuth: (ip) => settings.plaintextAuth(ip),
     disabledCommands: ['WIZ', 'SHELL', 'KILL'],
     logger: smtpProtocolLogger(logger),
+    protocolLogEnabled: () => logger.isLevelEnabled('debug'),
     resolver,
     vrfy: (address, session) => (settings.vrfy ? vrfyReply(policy, address, clientOf(session)) : undefined),
 
