@@ -1,24 +1,13 @@
 // Child process of the append crash test: appends a batch of messages to a mailbox through the
-// GroupAppender and SIGKILLs itself at a chosen file operation. The hook wraps node:fs calls
-// from outside the product code (as the expunge crash child does): it kills the process before
-// the nth write/writev/sync/truncate of the mailbox or of the lock, or halfway through a write.
+// GroupAppender and SIGKILLs itself at a chosen file operation (crash-hooks.ts) of the mailbox or
+// of its lock (whose writes are its pid, then the committed size before and after each batch).
 // Usage: APPEND_CHILD='<json ChildArgs>' node --import tsx append-crash-child.ts
-import { promises as fs } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { GroupAppender } from '../../src/mbox/group-append.js';
+import { installCrashHooks, type CrashPoint as CrashPointOf } from './crash-hooks.js';
 
 export type Target = 'mailbox' | 'lock';
-export type Operation = 'write' | 'writev' | 'sync' | 'unlink';
-
-export interface CrashPoint {
-  op: Operation;
-  target: Target;
-  /** the nth such call (1-based) */
-  nth: number;
-  /** writev only: write half of the bytes, then die */
-  torn?: boolean;
-}
+export type CrashPoint = CrashPointOf<Target>;
 
 export interface ChildArgs {
   mailbox: string;
@@ -29,56 +18,13 @@ export interface ChildArgs {
 
 const args = JSON.parse(process.env.APPEND_CHILD ?? '') as ChildArgs;
 
+/** The mailbox, or its lock (the temporary file that becomes it, or the lock path itself). */
 function targetOf(path: string): Target | null {
   if (path === args.mailbox) return 'mailbox';
   return path.startsWith(`${args.mailbox}.lock`) ? 'lock' : null;
 }
 
-const counts = new Map<string, number>();
-function hits(op: Operation, target: Target | null): boolean {
-  if (target === null) return false;
-  const key = `${op}:${target}`;
-  const n = (counts.get(key) ?? 0) + 1;
-  counts.set(key, n);
-  const crash = args.crash;
-  return crash !== null && crash.op === op && crash.target === target && crash.nth === n;
-}
-
-function die(): never {
-  process.kill(process.pid, 'SIGKILL');
-  throw new Error('unreachable');
-}
-
-type Method = (this: FileHandle, ...rest: unknown[]) => Promise<unknown>;
-const handlePaths = new WeakMap<FileHandle, string>();
-const realOpen = fs.open;
-fs.open = async (...openArgs: Parameters<typeof fs.open>) => {
-  const handle = await realOpen(...openArgs);
-  handlePaths.set(handle, String(openArgs[0]));
-  return handle;
-};
-const sample = await realOpen(args.mailbox, 'r');
-const proto = Object.getPrototypeOf(sample) as Record<Operation, Method>;
-await sample.close();
-for (const op of ['write', 'writev', 'sync'] as const) {
-  const real = proto[op];
-  proto[op] = async function (this: FileHandle, ...rest: unknown[]) {
-    const path = handlePaths.get(this);
-    if (path !== undefined && hits(op, targetOf(path))) {
-      if (op === 'writev' && args.crash?.torn) {
-        const whole = Buffer.concat(rest[0] as Buffer[]);
-        await real.call(this, [whole.subarray(0, Math.max(1, Math.floor(whole.length / 2)))]);
-      }
-      die();
-    }
-    return real.apply(this, rest);
-  };
-}
-const realUnlink = fs.unlink;
-fs.unlink = async (...rest: Parameters<typeof fs.unlink>) => {
-  if (hits('unlink', String(rest[0]) === `${args.mailbox}.lock` ? 'lock' : null)) die();
-  return realUnlink(...rest);
-};
+await installCrashHooks({ crash: args.crash, targetOf, sampleFile: args.mailbox });
 
 const appender = new GroupAppender();
 const outcomes = await appender.append(

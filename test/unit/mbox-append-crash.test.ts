@@ -4,13 +4,13 @@
 // batch (nothing of it was acknowledged), or, once the fsync is done and the lock notes the new
 // size, with the whole batch: never a torn message, never half a batch.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { appendMessage } from '../../src/mbox/append.js';
 import { acquireDotlock, clearStaleLocks, type StaleLockInfo } from '../../src/mbox/lock.js';
+import { runCrashChild, type ChildOutcome } from '../support/crash-hooks.js';
 import type { ChildArgs, CrashPoint } from '../support/append-crash-child.js';
 
 const CHILD = new URL('../support/append-crash-child.ts', import.meta.url).pathname;
@@ -25,22 +25,8 @@ after(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-/** Runs the child to its end or its crash; true if it was killed. */
-function runChild(args: ChildArgs): Promise<{ killed: boolean; stdout: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD], {
-      env: { ...process.env, APPEND_CHILD: JSON.stringify(args) },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let stdout = '';
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (signal === 'SIGKILL') resolve({ killed: true, stdout });
-      else if (code === 0) resolve({ killed: false, stdout });
-      else reject(new Error(`child exited with ${code}: ${stdout}`));
-    });
-  });
+function runChild(args: ChildArgs, killAfterMs?: number): Promise<ChildOutcome> {
+  return runCrashChild(CHILD, 'APPEND_CHILD', args, killAfterMs);
 }
 
 let counter = 0;
@@ -82,7 +68,8 @@ const scenarios: Scenario[] = [
   { name: 'before the fsync (all written)', crash: { op: 'sync', target: 'mailbox', nth: 1 }, expected: BEFORE },
   { name: 'before the lock notes the size before the batch', crash: { op: 'write', target: 'lock', nth: 2 }, expected: BEFORE },
   { name: 'after the fsync, before the lock notes the new size', crash: { op: 'write', target: 'lock', nth: 3 }, expected: BEFORE },
-  { name: 'after the lock notes the new size', crash: { op: 'unlink', target: 'lock', nth: 1 }, expected: ALL },
+  // the lock's first unlink is its temporary name, right after link(); the second is the release
+  { name: 'after the lock notes the new size', crash: { op: 'unlink', target: 'lock', nth: 2 }, expected: ALL },
 ];
 
 describe('a batch append killed part-way', () => {

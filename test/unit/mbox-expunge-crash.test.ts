@@ -3,7 +3,6 @@
 // random moment; after recoverInterruptedExpunges the mailbox must hold exactly the old 2,000
 // or exactly the 1,000 kept messages, byte for byte, plus any mail delivered after the crash.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { appendMessage } from '../../src/mbox/append.js';
 import { recoverInterruptedExpunges, type RecoveryInfo } from '../../src/mbox/expunge.js';
 import { acquireDotlock } from '../../src/mbox/lock.js';
+import { runCrashChild, type ChildOutcome } from '../support/crash-hooks.js';
 import type { ChildArgs, CrashPoint } from '../support/expunge-crash-child.js';
 import { expectedRead, messageOf, pythonRead, writeMailbox, type LinesOf } from '../support/mbox-expunge-fixtures.js';
 
@@ -39,34 +39,8 @@ after(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-interface ChildOutcome {
-  killed: boolean;
-  stdout: string;
-}
-
-/** Runs the child; `killAfterMs` kills it that long after it reported being ready. */
 function runChild(args: ChildArgs, killAfterMs?: number): Promise<ChildOutcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD], {
-      env: { ...process.env, EXPUNGE_CHILD: JSON.stringify(args) },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let stdout = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (chunk: string) => {
-      const wasReady = stdout.includes('ready\n');
-      stdout += chunk;
-      if (!wasReady && stdout.includes('ready\n') && killAfterMs !== undefined) {
-        setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-      }
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      if (signal === 'SIGKILL') resolve({ killed: true, stdout });
-      else if (code === 0) resolve({ killed: false, stdout });
-      else reject(new Error(`child exited with ${code}: ${stdout}`));
-    });
-  });
+  return runCrashChild(CHILD, 'EXPUNGE_CHILD', args, killAfterMs);
 }
 
 let counter = 0;
