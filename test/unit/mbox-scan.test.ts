@@ -247,6 +247,24 @@ describe('scanMailbox: messages and sizes', () => {
     assert.deepEqual(await wireStrings(snapshot), ['Subject: 1\r\n\r\nbody\r\n', 'Subject: 2\r\n']);
   });
 
+  it('agrees with the reference reader on a file of many reads, lines cut at every read boundary', async () => {
+    const { path } = fresh();
+    // ~9 MB of mixed lines, so that the scan's reads end inside From_ lines, quoted lines, CRLFs and headers
+    const pick = ['From x Mon', '', '>From y', '>>From z', 'Received: r', 'X-UIDL: u', ' fold', '\r', 'Subject: s', 'body text line'];
+    const parts: string[] = [];
+    let seed = 7;
+    for (let bytes = 0; bytes < 9_000_000; ) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      const line = seed % 50 === 0 ? 'y'.repeat(70_000 + (seed % 5000)) : pick[seed % pick.length]! + 'q'.repeat(seed % 97);
+      const text = `${seed % 3 === 0 ? '\n\nFrom a Tue\n' : ''}${line}${seed % 7 === 0 ? '\r\n' : '\n'}`;
+      parts.push(text);
+      bytes += text.length;
+    }
+    const file = b(parts.join(''));
+    await fs.writeFile(path, file);
+    await assertMatchesReference(await fullScan(path), file);
+  });
+
   it('ignores garbage before the first From_ line', async () => {
     const { path } = fresh();
     await fs.writeFile(path, 'this is not a message\nFrom not-a-separator\n\nFrom a Mon\nSubject: x\n\nhi\n\n');
