@@ -12,9 +12,19 @@ export function networkMatcher(networks: string[]): NetworkMatcher {
     if (!network) throw new Error(`not a network: ${JSON.stringify(text)}`);
     list.addSubnet(network.address, network.prefix, network.family);
   }
+  // answers by address, kept for the addresses seen last: every command of a session asks again
+  const answers = new Map<string, boolean>();
   return (ip) => {
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-    if (mapped) return list.check(mapped[1]!, 'ipv4');
-    return list.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
+    let answer = answers.get(ip);
+    if (answer === undefined) {
+      const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+      answer = mapped ? list.check(mapped[1]!, 'ipv4') : list.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
+      if (answers.size >= MAX_REMEMBERED) answers.clear();
+      answers.set(ip, answer);
+    }
+    return answer;
   };
 }
+
+/** Client addresses whose answer a matcher keeps. */
+const MAX_REMEMBERED = 4096;

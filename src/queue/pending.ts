@@ -48,7 +48,8 @@ export interface CommittedFile {
 
 export class PendingEntry {
   readonly envelope: Envelope;
-  private readonly header: Buffer;
+  /** the queue file's envelope line, made only when the message goes to disk */
+  private headerLine: Buffer | null = null;
   private readonly tmpPath: string;
   private chunks: Buffer[] | null = [];
   /** bytes taken from the memory budget */
@@ -58,12 +59,16 @@ export class PendingEntry {
 
   constructor(private readonly options: PendingEntryOptions) {
     this.envelope = options.envelope;
-    this.header = Buffer.from(JSON.stringify(options.envelope) + '\n');
     this.tmpPath = join(options.dir, `${options.envelope.id}.tmp`);
   }
 
   get id(): string {
     return this.envelope.id;
+  }
+
+  private get header(): Buffer {
+    this.headerLine ??= Buffer.from(JSON.stringify(this.envelope) + '\n');
+    return this.headerLine;
   }
 
   /** Reads the whole message from `source`; returns its size. */
