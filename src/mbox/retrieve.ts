@@ -1,53 +1,201 @@
-// Streams one message of an mbox mailbox as POP3 RETR/TOP sends it, before dot-stuffing:
-// every line ends in CRLF (an LF gets its CR, an existing CRLF stays), one `>` is dropped from
-// lines matching `^>+From ` (mboxrd), a last line without LF gets CRLF. For RETR that is exactly
-// MessageInfo.size bytes (scan.ts counts by the same rules). Only
-// [contentOffset, contentOffset + contentLength) is used, read through a FileWindow: one 64 KiB
-// buffer over the file that a session shares between the messages it sends, so a run of small
-// messages (RETR 1, RETR 2, ... pipelined) costs one read(2) per 64 KiB, not one per message.
-// Each piece is converted in bulk: without CR or `>` at a line start (most mail), one string
-// replace of LF by CRLF; otherwise line by line into one output buffer. At most the first `>`
-// and 4 bytes of `From` of a line are held back.
+// Sends one message of an mbox mailbox as POP3 RETR/TOP wants it: every line ends in CRLF (an
+// LF gets its CR, an existing CRLF stays), one `>` is dropped from lines matching `^>+From `
+// (mboxrd), a last line without LF gets CRLF. For RETR that is exactly MessageInfo.size bytes
+// (parser.ts counts by the same rules). With `dotStuff`, a line starting with "." also gets one
+// more "." in front (POP3's byte-stuffing, RFC 1939 §3), in the same pass; the size counts the
+// bytes before that. Only [contentOffset, contentOffset + contentLength) is used.
 //
-// A plain pull reader, not a stream: the caller asks for the next piece when it can take it
-// (that is the backpressure).
+// WireEncoder does the conversion, one byte loop over each piece (for mail's usual line lengths
+// faster than a native call per line or a string replace; a piece without CR or a line starting
+// with `>` or `.`, found by three native searches, takes a loop that only adds CRs), holding at most the first `>` and 4
+// bytes of `From` of a line between pieces. Reads go through a FileWindow: one 256 KiB buffer
+// over the file that a session shares between the messages it sends, so a run of small messages
+// (RETR 1, RETR 2, ... pipelined) costs one read(2) per 256 KiB, not one per message.
+// MessageReader is a plain pull reader over a message, a piece per window read: the caller asks
+// for the next piece when it can take it (that is the backpressure).
 import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { MailboxChangedError, type MessageInfo } from './mailbox.js';
 
 /** bytes of a FileWindow: one read(2), and the largest piece a reader converts at once */
-const WINDOW_BYTES = 64 * 1024;
+export const WINDOW_BYTES = 256 * 1024;
 const LF = 0x0a;
 const CR = 0x0d;
 const GT = 0x3e;
+const DOT = 0x2e;
 const FROM_ = Buffer.from('From ', 'latin1');
 const LF_GT = Buffer.from('\n>', 'latin1');
+const LF_DOT = Buffer.from('\n.', 'latin1');
 
-/**
- * Where convert() builds a piece: every reader shares it (convert runs to the end without
- * awaiting). An LF becomes at most two bytes and a held-back prefix adds at most five, so twice
- * the largest input plus 8 always fits.
- */
-const scratch = Buffer.allocUnsafe(2 * WINDOW_BYTES + 8);
-/** lines shorter than this are copied byte by byte: cheaper than a Buffer.copy call */
-const NATIVE_COPY_MIN = 256;
-
-/** Copies from[start, end) to to[at...]; returns the offset after the copy. */
-function copyBytes(from: Buffer, start: number, end: number, to: Buffer, at: number): number {
-  if (end - start >= NATIVE_COPY_MIN) return at + from.copy(to, at, start, end);
-  for (let i = start; i < end; i++) to[at++] = from[i]!;
-  return at;
-}
-
-export interface RetrieveOptions {
-  /** TOP: the header block, the blank line, and this many body lines; undefined: the whole message (RETR) */
+export interface EncodeOptions {
+  /** double a "." that starts a line (POP3) */
+  dotStuff?: boolean;
+  /** TOP: the header block, the blank line, and this many body lines; undefined: everything (RETR) */
   bodyLines?: number;
-  /** the file at `path`, already open, with its read buffer: read through it, left open (the caller's to close) */
-  window?: FileWindow;
+}
+
+/** The most bytes encode() writes for `inputBytes` bytes of input (an LF or a line-start "." doubles; a held prefix adds 5). */
+export function encodedBound(inputBytes: number): number {
+  return 2 * inputBytes + 8;
+}
+
+/** Converts a message's content, given in consecutive pieces, to its wire form. */
+export class WireEncoder {
+  /** bytes produced before dot-stuffing: what RETR's size counts */
+  wireBytes = 0;
+  /** TOP has all its lines: the rest of the input is not wanted */
+  done = false;
+  private readonly dotStuff: boolean;
+  /** body lines still to send for TOP; null for RETR */
+  private bodyLeft: number | null;
+  private inHeader = true;
+  /** the next byte starts a line */
+  private atLineStart = true;
+  /** the line's first `>` is held back (the one to drop if `From ` follows the run) */
+  private heldGt = false;
+  /** bytes of `From ` matched after the `>` run (held back) */
+  private matched = 0;
+  /** the last byte of the current line so far is CR */
+  private lastCR = false;
+  /** bytes of the current line in earlier pieces (TOP: a blank line ends the headers) */
+  private lineBytes = 0;
+
+  constructor(options: EncodeOptions = {}) {
+    this.dotStuff = options.dotStuff ?? false;
+    this.bodyLeft = options.bodyLines ?? null;
+  }
+
+  /**
+   * Encodes input[start, end) into out from offset o (out must have encodedBound(end - start)
+   * bytes free there); returns the offset after the output. Stops early once `done`.
+   */
+  encode(input: Buffer, start: number, end: number, out: Buffer, o: number): number {
+    if (this.plain(input, start, end)) {
+      // most mail: the only change is a CR before every LF
+      const o0 = o;
+      for (let i = start; i < end; i++) {
+        const b = input[i]!;
+        if (b === LF) out[o++] = CR;
+        out[o++] = b;
+      }
+      this.atLineStart = input[end - 1] === LF;
+      this.wireBytes += o - o0;
+      return o;
+    }
+    const o0 = o;
+    let stuffed = 0;
+    let lineStart = start;
+    let i = start;
+    while (i < end && !this.done) {
+      if (this.atLineStart) {
+        const b = input[i]!;
+        if (this.matched === 0 && b === GT) {
+          // hold the first `>` of the line; the rest of the run goes out at once
+          if (this.heldGt) out[o++] = GT;
+          this.heldGt = true;
+          i++;
+          continue;
+        }
+        if (this.heldGt && b === FROM_[this.matched]) {
+          i++;
+          if (++this.matched === FROM_.length) {
+            o += FROM_.copy(out, o);
+            this.heldGt = false;
+            this.matched = 0;
+            this.atLineStart = false;
+          }
+          continue;
+        }
+        if (this.heldGt || this.matched > 0) {
+          o = this.release(out, o);
+        } else {
+          this.atLineStart = false;
+          if (b === DOT && this.dotStuff) {
+            out[o++] = DOT;
+            stuffed++;
+          }
+        }
+      }
+      // the rest of the line, up to and with its LF
+      let lastCR = this.lastCR;
+      let crBeforeLF = false;
+      while (i < end) {
+        const b = input[i++]!;
+        if (b === LF) {
+          if (!lastCR) out[o++] = CR;
+          out[o++] = LF;
+          crBeforeLF = lastCR;
+          lastCR = false;
+          this.atLineStart = true;
+          break;
+        }
+        out[o++] = b;
+        lastCR = b === CR;
+      }
+      this.lastCR = lastCR;
+      if (this.atLineStart && this.bodyLeft !== null) {
+        // i is just after the LF; the line had lineBytes + (i - 1 - lineStart) bytes before it
+        const before = this.lineBytes + (i - 1 - lineStart);
+        this.lineDone(before === 0 || (before === 1 && crBeforeLF));
+        this.lineBytes = 0;
+        lineStart = i;
+      }
+    }
+    if (this.bodyLeft !== null) this.lineBytes += i - lineStart;
+    this.wireBytes += o - o0 - stuffed;
+    return o;
+  }
+
+  /** Whether input[start, end) needs only CR before LF: no CR, no line starting with `>` (or `.`, when dot-stuffing), not TOP. */
+  private plain(input: Buffer, start: number, end: number): boolean {
+    if (this.bodyLeft !== null || this.heldGt || this.matched > 0 || this.lastCR || start === end) return false;
+    const piece = input.subarray(start, end);
+    const first = piece[0];
+    if (this.atLineStart && (first === GT || first === DOT)) return false;
+    return piece.indexOf(CR) === -1 && piece.indexOf(LF_GT) === -1 && !(this.dotStuff && piece.indexOf(LF_DOT) !== -1);
+  }
+
+  /** At the end of the content: a held prefix and CRLF for a last line without LF (out needs 8 bytes free). */
+  finish(out: Buffer, o: number): number {
+    if (this.done) return o;
+    const o0 = o;
+    if (this.heldGt || this.matched > 0) o = this.release(out, o);
+    if (!this.atLineStart) {
+      out[o++] = CR;
+      out[o++] = LF;
+      this.atLineStart = true;
+    }
+    this.wireBytes += o - o0;
+    return o;
+  }
+
+  /** The held-back start of the line turned out not to be `>+From `: writes it at out[o]; returns the new o. */
+  private release(out: Buffer, o: number): number {
+    if (this.heldGt) {
+      out[o++] = GT;
+      this.lastCR = false;
+    }
+    if (this.matched > 0) o += FROM_.copy(out, o, 0, this.matched);
+    this.heldGt = false;
+    this.matched = 0;
+    this.atLineStart = false;
+    return o;
+  }
+
+  /** TOP: counts a finished line; sets done when the requested lines are all out. */
+  private lineDone(blank: boolean): void {
+    if (this.inHeader) {
+      if (blank) this.inHeader = false;
+      this.done = blank && this.bodyLeft === 0;
+      return;
+    }
+    this.bodyLeft = this.bodyLeft! - 1;
+    this.done = this.bodyLeft === 0;
+  }
 }
 
 /**
- * The last 64 KiB read from an open file: a read that falls inside it costs no I/O. What it
+ * The last 256 KiB read from an open file: a read that falls inside it costs no I/O. What it
  * returns is valid until its next read.
  */
 export class FileWindow {
@@ -70,11 +218,26 @@ export class FileWindow {
     return this.buffer.subarray(position - this.start, Math.min(this.end, position + length) - this.start);
   }
 
+  /**
+   * The file's bytes [position, position + length) in one piece (length at most WINDOW_BYTES),
+   * reading from `position` unless the window holds them all; fewer only at the file's end.
+   */
+  async span(position: number, length: number): Promise<Buffer> {
+    if (length > WINDOW_BYTES) throw new RangeError(`span of ${length} bytes is over ${WINDOW_BYTES}`);
+    if (position + length > this.end) this.end = this.start;
+    return this.read(position, length);
+  }
+
   close(): Promise<void> {
     this.buffer = null;
     this.end = this.start;
     return this.handle.close();
   }
+}
+
+export interface RetrieveOptions extends EncodeOptions {
+  /** the file at `path`, already open, with its read buffer: read through it, left open (the caller's to close) */
+  window?: FileWindow;
 }
 
 export class MessageReader implements AsyncIterable<Buffer> {
@@ -86,31 +249,18 @@ export class MessageReader implements AsyncIterable<Buffer> {
   private remaining: number;
   /** all returned (or failed, or closed): next() gives null */
   private finished = false;
-  /** at the start of a line, still inside its `>*From ` prefix check */
-  private atLineStart = true;
-  /** the line's first `>` is held back (the one to drop if `From ` follows the run) */
-  private heldGt = false;
-  /** bytes of `From ` matched after the `>` run (held back) */
-  private matched = 0;
-  /** bytes of the current line so far, before its LF */
-  private lineBytes = 0;
-  /** the last byte of the current line so far is CR */
-  private lastCR = false;
-  private inHeader = true;
-  /** body lines still to send for TOP; null for RETR */
-  private bodyLeft: number | null;
+  readonly encoder: WireEncoder;
 
   constructor(
     private readonly path: string,
     message: MessageInfo,
-    bodyLines: number | undefined,
-    window: FileWindow | undefined,
+    options: RetrieveOptions,
   ) {
-    this.window = window ?? null;
-    this.ownsWindow = window === undefined;
+    this.window = options.window ?? null;
+    this.ownsWindow = options.window === undefined;
     this.position = message.contentOffset;
     this.remaining = message.contentLength;
-    this.bodyLeft = bodyLines ?? null;
+    this.encoder = new WireEncoder(options);
   }
 
   /** The next piece of the message (never empty, the caller's to keep), or null once it is all out. */
@@ -118,22 +268,21 @@ export class MessageReader implements AsyncIterable<Buffer> {
     if (this.finished) return null;
     try {
       this.window ??= new FileWindow(await fs.open(this.path, constants.O_RDONLY | constants.O_NOFOLLOW));
-      let piece: Buffer | null = null;
-      let done = false;
-      while (piece === null && !done) {
-        if (this.remaining === 0) {
-          piece = this.endOfContent();
-          done = true;
-          break;
+      for (;;) {
+        if (this.remaining === 0 || this.encoder.done) {
+          const out = Buffer.allocUnsafe(encodedBound(0));
+          const end = this.encoder.finish(out, 0);
+          await this.close();
+          return end > 0 ? out.subarray(0, end) : null;
         }
         const input = await this.window.read(this.position, this.remaining);
         if (input.length === 0) throw new MailboxChangedError(this.path, `message at offset ${this.position} is shorter than expected`);
         this.position += input.length;
         this.remaining -= input.length;
-        ({ piece, done } = this.convert(input));
+        const out = Buffer.allocUnsafe(encodedBound(input.length));
+        const end = this.encoder.encode(input, 0, input.length, out, 0);
+        if (end > 0) return out.subarray(0, end);
       }
-      if (done) await this.close();
-      return piece;
     } catch (err) {
       await this.close();
       throw err;
@@ -155,126 +304,19 @@ export class MessageReader implements AsyncIterable<Buffer> {
       await this.close();
     }
   }
-
-  /** Converts one piece of content into a new buffer (null if all of it is held back); `done` once TOP has all its lines. */
-  private convert(chunk: Buffer): { piece: Buffer | null; done: boolean } {
-    const len = chunk.length;
-    if (this.plainLines(chunk)) {
-      // the usual case, in bulk: no CR, no line starting with `>`, not TOP: only LF → CRLF
-      const lastLF = chunk.lastIndexOf(LF);
-      this.lineBytes = lastLF === -1 ? this.lineBytes + len : len - lastLF - 1;
-      this.atLineStart = lastLF === len - 1;
-      return { piece: Buffer.from(chunk.toString('latin1').replaceAll('\n', '\r\n'), 'latin1'), done: false };
-    }
-    const out = scratch;
-    let o = 0;
-    let pos = 0;
-    let done = false;
-    while (pos < len) {
-      if (this.atLineStart) {
-        const b = chunk[pos];
-        if (this.matched === 0 && b === GT) {
-          // hold the first `>` of the line; the rest of the run can go out at once
-          const start = this.heldGt ? pos : pos + 1;
-          this.heldGt = true;
-          let end = pos + 1;
-          while (end < len && chunk[end] === GT) end++;
-          o += chunk.copy(out, o, start, end);
-          this.lineBytes += end - pos;
-          pos = end;
-          continue;
-        }
-        if (this.heldGt && b === FROM_[this.matched]) {
-          this.lineBytes++;
-          pos++;
-          if (++this.matched === FROM_.length) {
-            o += FROM_.copy(out, o);
-            this.heldGt = false;
-            this.matched = 0;
-            this.atLineStart = false;
-            this.lastCR = false;
-          }
-          continue;
-        }
-        o = this.releasePrefix(out, o);
-      }
-      const nl = chunk.indexOf(LF, pos);
-      if (nl === -1) {
-        o = copyBytes(chunk, pos, len, out, o);
-        this.lineBytes += len - pos;
-        this.lastCR = chunk[len - 1] === CR;
-        break;
-      }
-      const crBeforeLF = nl > pos ? chunk[nl - 1] === CR : this.lastCR;
-      o = copyBytes(chunk, pos, nl, out, o);
-      if (!crBeforeLF) out[o++] = CR;
-      out[o++] = LF;
-      const lineBytes = this.lineBytes + (nl - pos);
-      pos = nl + 1;
-      this.atLineStart = true;
-      this.lineBytes = 0;
-      this.lastCR = false;
-      if (this.bodyLeft !== null && this.lineDone(lineBytes === 0 || (lineBytes === 1 && crBeforeLF))) {
-        done = true;
-        break;
-      }
-    }
-    // a copy of just the bytes made (from Node's buffer pool when small): scratch is reused
-    return { piece: o > 0 ? Buffer.from(out.subarray(0, o)) : null, done };
-  }
-
-  /** Whether converting the chunk is only adding CR before every LF. */
-  private plainLines(chunk: Buffer): boolean {
-    if (this.bodyLeft !== null || this.heldGt || this.matched > 0 || this.lastCR) return false;
-    if (this.atLineStart && chunk[0] === GT) return false;
-    return chunk.indexOf(CR) === -1 && chunk.indexOf(LF_GT) === -1;
-  }
-
-  /** TOP: counts a finished line; true when the requested lines are all out. */
-  private lineDone(blank: boolean): boolean {
-    if (this.inHeader) {
-      if (blank) this.inHeader = false;
-      return blank && this.bodyLeft === 0;
-    }
-    this.bodyLeft = this.bodyLeft! - 1;
-    return this.bodyLeft === 0;
-  }
-
-  /** The held-back start of the line turned out not to be `>+From `: writes it at out[o]; returns the new o. */
-  private releasePrefix(out: Buffer, o: number): number {
-    if (this.heldGt) {
-      out[o++] = GT;
-      this.lastCR = false;
-    }
-    if (this.matched > 0) o += FROM_.copy(out, o, 0, this.matched);
-    this.heldGt = false;
-    this.matched = 0;
-    this.atLineStart = false;
-    return o;
-  }
-
-  /** All content read: a last line without LF gets CRLF (null when nothing is left to send). */
-  private endOfContent(): Buffer | null {
-    if (this.atLineStart && !this.heldGt && this.matched === 0 && this.lineBytes === 0) return null;
-    const out = Buffer.allocUnsafe(8);
-    let o = this.atLineStart ? this.releasePrefix(out, 0) : 0;
-    out[o++] = CR;
-    out[o++] = LF;
-    return out.subarray(0, o);
-  }
 }
 
 /**
- * The message as POP3 sends it (before dot-stuffing): RETR without `bodyLines`, exactly
- * `message.size` bytes; TOP with `bodyLines: n`: the header block, the blank line and the first
- * n body lines (a message without a blank line: all of it, as headers). Reading fails with
+ * The message as POP3 sends it: RETR without `bodyLines`, exactly `message.size` bytes before
+ * dot-stuffing; TOP with `bodyLines: n`: the header block, the blank line and the first n body
+ * lines (a message without a blank line: all of it, as headers). Reading fails with
  * MailboxChangedError if the file ends before the message does. Without `options.window` the
  * file is opened at the first read and closed at the end, on an error, or by close().
  */
 export function retrieveMessage(path: string, message: MessageInfo, options: RetrieveOptions = {}): MessageReader {
-  const { bodyLines, window } = options;
+  const { bodyLines } = options;
   if (bodyLines !== undefined && !(Number.isSafeInteger(bodyLines) && bodyLines >= 0)) {
     throw new RangeError(`bodyLines must be a non-negative integer, not ${bodyLines}`);
   }
-  return new MessageReader(path, message, bodyLines, window);
+  return new MessageReader(path, message, options);
 }

@@ -81,9 +81,9 @@ export class Maildrop {
     return new FileWindow(handle);
   }
 
-  /** One message as POP3 sends it before dot-stuffing (CRLF); with bodyLines, TOP's part of it. */
+  /** One message as POP3 sends it (CRLF, dot-stuffed, without the terminator); with bodyLines, TOP's part of it. */
   retrieve(snapshot: MailboxSnapshot, window: FileWindow, message: MessageInfo, bodyLines?: number): MessageReader {
-    return retrieveMessage(snapshot.path, message, { bodyLines, window });
+    return retrieveMessage(snapshot.path, message, { bodyLines, window, dotStuff: true });
   }
 
   /** The QUIT update: removes the messages at these indexes of snapshot.messages. */

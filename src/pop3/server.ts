@@ -93,11 +93,14 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
   };
 
   // half-open: a client that sends its commands and then shuts down its side (`printf ... | nc`)
-  // still gets every reply; the session ends the connection once its input is answered
-  const server = createServer({ allowHalfOpen: true });
+  // still gets every reply; the session ends the connection once its input is answered. A
+  // session's corked replies go out when they reach the write high-water mark: 256 KiB makes
+  // that a few large writes for a run of pipelined RETRs (nothing is allocated for it up front)
+  const socketOptions = { allowHalfOpen: true, highWaterMark: 256 * 1024 };
+  const server = createServer(socketOptions);
   const servers: Server[] = [];
   const listen = ({ host, port }: ListenAddress, { implicitTls }: { implicitTls: boolean }) => {
-    const target = servers.length === 0 ? server : createServer({ allowHalfOpen: true });
+    const target = servers.length === 0 ? server : createServer(socketOptions);
     return new Promise<void>((resolve, reject) => {
       target.once('error', reject);
       target.listen(listenOptions({ host, port }), () => {

@@ -7,7 +7,8 @@
 // next is looked at (pipelining, RFC 2449 §6.6). Memory per session is bounded: the reader
 // holds at most one line, the socket is paused while too many pipelined bytes wait, every reply
 // waits for the socket to drain before the next command runs, and a message is streamed from
-// the file through the dot-stuffer at the pace the client reads (one chunk at a time).
+// the file, dot-stuffed, at the pace the client reads (one chunk at a time; a small message in
+// one piece, retr-reply.ts).
 // Replies are corked while pipelined commands are waiting, so a run of small RETRs goes out in
 // a few large writes; the socket is flushed whenever it holds a buffer's worth or the client
 // has nothing more queued.
@@ -24,9 +25,9 @@ import { MailboxLockedError } from '../mbox/lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
 import type { FileWindow } from '../mbox/retrieve.js';
 import type { TlsCredentials } from '../tls/credentials.js';
-import { DotStuffer } from './dotstuff.js';
 import { LineReader, MAX_COMMAND_LENGTH } from './lines.js';
 import { NotAMailboxError, type Maildrop } from './maildrop.js';
+import { TERMINATOR, WHOLE_REPLY_MAX, WholeReplies } from './retr-reply.js';
 import { acceptTls, describeTls } from './tls.js';
 
 /** What SIGHUP may change for running and new sessions. */
@@ -125,6 +126,8 @@ export class Pop3Session {
   private snapshot: MailboxSnapshot | null = null;
   /** the mailbox file and its read buffer, opened at the first RETR or TOP, closed with the mailbox */
   private window: Promise<FileWindow> | null = null;
+  /** where small RETR replies are built, while pipelined commands are being answered */
+  private wholeReplies: WholeReplies | null = null;
   /** indexes into snapshot.messages marked by DELE */
   private readonly deleted = new Set<number>();
   private badCommands = 0;
@@ -243,6 +246,8 @@ export class Pop3Session {
         if (this.socket.isPaused() && this.reader.buffered <= MAX_BUFFERED && !this.ended) this.socket.resume();
       }
       this.flush();
+      // an idle session keeps no reply buffer
+      this.wholeReplies = null;
     } catch (err) {
       if (!(err instanceof ConnectionGone)) {
         this.log.error({ err: (err as Error).message }, 'session failed');
@@ -599,21 +604,31 @@ export class Pop3Session {
    */
   private async sendMessage(status: string, info: MessageInfo, bodyLines?: number): Promise<void> {
     const { socket } = this;
-    const stuffer = new DotStuffer(bodyLines === undefined ? { expectedBytes: info.size } : {});
     this.streaming = true;
     try {
-      this.send(status);
       const snapshot = this.snapshot!;
       this.window ??= this.ctx.maildrop.openWindow(snapshot);
-      const reader = this.ctx.maildrop.retrieve(snapshot, await this.window, info, bodyLines);
+      const window = await this.window;
+      if (bodyLines === undefined && info.contentLength <= WHOLE_REPLY_MAX) {
+        // a small message: status, body and terminator in one buffer, one write
+        this.wholeReplies ??= new WholeReplies();
+        const reply = await this.wholeReplies.retr(window, snapshot.path, info, status);
+        if (this.ended || socket.destroyed) throw new ConnectionGone();
+        socket.write(reply);
+        return;
+      }
+      this.send(status);
+      const reader = this.ctx.maildrop.retrieve(snapshot, window, info, bodyLines);
       for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) {
         // a client that went away stops the file read
         if (this.ended || socket.destroyed) throw new ConnectionGone();
-        socket.write(stuffer.push(chunk));
+        socket.write(chunk);
         if (socket.writableNeedDrain) await this.drained();
       }
       if (this.ended || socket.destroyed) throw new ConnectionGone();
-      socket.write(stuffer.end());
+      const octets = reader.encoder.wireBytes;
+      if (bodyLines === undefined && octets !== info.size) throw new Error(`message has ${octets} octets, ${info.size} expected`);
+      socket.write(TERMINATOR);
     } catch (err) {
       if (this.ended || err instanceof ConnectionGone) throw new ConnectionGone();
       this.log.error({ user: this.mailboxUser, offset: info.offset, err: (err as Error).message }, 'cannot send message; closing the connection');

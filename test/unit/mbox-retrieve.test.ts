@@ -1,5 +1,6 @@
 // Unit tests for src/mbox/retrieve.ts: RETR bytes (CRLF, mboxrd unquoting, chunk boundaries),
-// sizes equal to scan.ts's, TOP, errors when the file changed, and closing the file.
+// sizes equal to scan.ts's, TOP, dot-stuffing in any chunking, errors when the file changed,
+// and closing the file.
 import assert from 'node:assert/strict';
 import { promises as fs, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../../src/mbox/mailbox.js';
-import { FileWindow, retrieveMessage } from '../../src/mbox/retrieve.js';
+import { encodedBound, FileWindow, retrieveMessage, WINDOW_BYTES, WireEncoder } from '../../src/mbox/retrieve.js';
 import { scanMailbox } from '../../src/mbox/scan.js';
 
 let dir: string;
@@ -89,14 +90,15 @@ describe('retrieveMessage: RETR', () => {
     assert.equal(await retr(snapshot), '');
   });
 
-  it('handles >From runs, CRLF and From prefixes across 64 KiB chunk boundaries', async () => {
-    const chunk = 64 * 1024;
+  it('handles >From runs, CRLF and From prefixes across window boundaries', async () => {
+    const chunk = WINDOW_BYTES;
+    const run = chunk + 4_000;
     // content offsets: the blank line at 0, then
     const lines = [
-      `${'>'.repeat(70_000)}From long run`, // [1, 70_015): the `>` run crosses the first chunk boundary
-      'x'.repeat(2 * chunk - 2 - 70_015 - 1), // padding, so that the next line starts 2 bytes before a boundary
-      '>From split', // `>F` in one chunk, `rom split` in the next
-      `${'y'.repeat(4 * chunk - 1 - (2 * chunk - 2 + 12))}\r`, // CR at a chunk's last byte, LF at the next one's first
+      `${'>'.repeat(run)}From long run`, // [1, run + 15): the `>` run crosses the first window boundary
+      'x'.repeat(2 * chunk - 2 - (run + 15) - 1), // padding, so that the next line starts 2 bytes before a boundary
+      '>From split', // `>F` in one window, `rom split` in the next
+      `${'y'.repeat(4 * chunk - 1 - (2 * chunk - 2 + 12))}\r`, // CR at a window's last byte, LF at the next one's first
       '>>>From z',
     ];
     const snapshot = await mailbox(`From a Mon\n\n${lines.join('\n')}\n\n`);
@@ -123,6 +125,53 @@ describe('retrieveMessage: RETR', () => {
         await fs.rm(snapshot.path);
       }),
       { numRuns: 80 },
+    );
+  });
+});
+
+/** POP3's byte-stuffing of CRLF text, the simple way: one more "." on every line that starts with one. */
+function dotStuffed(wire: Buffer): Buffer {
+  return b(wire.toString('latin1').replace(/(^|\r\n)\./g, '$1..'));
+}
+
+/** Encodes `content` in pieces cut at `cuts`; returns the output and the octets counted before stuffing. */
+function encodeInPieces(content: Buffer, cuts: number[], options: { dotStuff: boolean; bodyLines?: number }): { out: Buffer; wireBytes: number } {
+  const encoder = new WireEncoder(options);
+  const parts: Buffer[] = [];
+  const points = [...new Set(cuts.map((c) => c % (content.length + 1)))].sort((x, y) => x - y);
+  let from = 0;
+  for (const to of [...points, content.length]) {
+    const out = Buffer.alloc(encodedBound(to - from));
+    parts.push(out.subarray(0, encoder.encode(content, from, to, out, 0)));
+    from = to;
+  }
+  const last = Buffer.alloc(encodedBound(0));
+  parts.push(last.subarray(0, encoder.finish(last, 0)));
+  return { out: Buffer.concat(parts), wireBytes: encoder.wireBytes };
+}
+
+describe('WireEncoder: dot-stuffing and pieces', () => {
+  it('doubles a leading dot on every line, and only there', async () => {
+    const snapshot = await mailbox('From a Mon\n.a\nb.c\n..d\n.\n>From .e\n.\n\n');
+    const wire = await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!, { dotStuff: true }));
+    assert.equal(wire.toString('latin1'), '..a\r\nb.c\r\n...d\r\n..\r\nFrom .e\r\n..\r\n');
+  });
+
+  it('gives the same bytes in any chunking, and counts the octets before stuffing', () => {
+    const piece = fc.constantFrom('\n', '\r\n', '.', '..', '>', '>>From ', 'From ', '\r', 'x', 'Subject: s', '\n.\n');
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 40 }), fc.array(fc.nat(400), { maxLength: 6 }), fc.boolean(), (pieces, cuts, dotStuff) => {
+        const content = b(pieces.join(''));
+        const whole = encodeInPieces(content, [], { dotStuff });
+        const plain = expected(content);
+        assert.deepEqual(whole.out, dotStuff ? dotStuffed(plain) : plain);
+        assert.equal(whole.wireBytes, plain.length);
+        assert.deepEqual(encodeInPieces(content, cuts, { dotStuff }), whole);
+        for (const bodyLines of [0, 2]) {
+          assert.deepEqual(encodeInPieces(content, cuts, { dotStuff, bodyLines }).out, encodeInPieces(content, [], { dotStuff, bodyLines }).out);
+        }
+      }),
+      { numRuns: 300 },
     );
   });
 });
