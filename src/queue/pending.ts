@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { writeAll, type GroupedDirSync } from '../fsutil.js';
 import type { Envelope } from '../message/envelope.js';
-import type { QueueEntry } from './store.js';
 
 /** Bytes of received messages held in memory at once, by all pending entries together. */
 export class MemoryBudget {
@@ -28,15 +27,15 @@ export class MemoryBudget {
   }
 }
 
-export interface PendingEntryOptions {
+export interface PendingEntryOptions<Entry> {
   dir: string;
   envelope: Envelope;
   /** a message up to this size stays in memory (if the budget has room) */
   memoryLimit: number;
   budget: MemoryBudget;
   dirSync: GroupedDirSync;
-  /** the queue entry a committed file is */
-  toEntry: (file: CommittedFile) => QueueEntry;
+  /** what a committed file is to the store (its queue entry) */
+  toEntry: (file: CommittedFile) => Entry;
 }
 
 /** What commit() made durable. */
@@ -46,7 +45,7 @@ export interface CommittedFile {
   size: number;
 }
 
-export class PendingEntry {
+export class PendingEntry<Entry> {
   readonly envelope: Envelope;
   /** the queue file's envelope line, made only when the message goes to disk */
   private headerLine: Buffer | null = null;
@@ -57,7 +56,7 @@ export class PendingEntry {
   private file: FileHandle | null = null;
   private size = 0;
 
-  constructor(private readonly options: PendingEntryOptions) {
+  constructor(private readonly options: PendingEntryOptions<Entry>) {
     this.envelope = options.envelope;
     this.tmpPath = join(options.dir, `${options.envelope.id}.tmp`);
   }
@@ -98,7 +97,7 @@ export class PendingEntry {
   }
 
   /** Makes the queue file durable under its final name. */
-  async commit(): Promise<QueueEntry> {
+  async commit(): Promise<Entry> {
     if (this.file === null) await this.spill();
     const file = this.file!;
     this.file = null;

@@ -10,9 +10,10 @@ import { GroupedDirSync } from '../fsutil.js';
 import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
 import { statusFromLegacyText, type DeliveryStatus } from '../message/status.js';
 import { isQueueId, newQueueId } from './id.js';
-import { MemoryBudget, PendingEntry } from './pending.js';
+import { MemoryBudget, PendingEntry as Pending } from './pending.js';
 
-export type { PendingEntry };
+/** A message being received into the queue (or delivered without it). */
+export type PendingEntry = Pending<QueueEntry>;
 
 export type RecipientState = 'pending' | 'delivered' | 'failed';
 
@@ -75,7 +76,7 @@ export class QueueStore {
       id,
       recipients: envelope.recipients.map((r, index) => ({ ...r, deliveryId: `${id}.${index}` })),
     };
-    return new PendingEntry({
+    return new Pending({
       dir: this.dir,
       envelope: full,
       memoryLimit: IN_MEMORY_MESSAGE_LIMIT,
