@@ -126,7 +126,7 @@ export class Pop3Session {
   private snapshot: MailboxSnapshot | null = null;
   /** the mailbox file and its read buffer, opened at the first RETR or TOP, closed with the mailbox */
   private window: Promise<FileWindow> | null = null;
-  /** where small RETR replies are built, while pipelined commands are being answered */
+  /** where small RETR replies are built, made at the first RETR, dropped with the window */
   private wholeReplies: WholeReplies | null = null;
   /** indexes into snapshot.messages marked by DELE */
   private readonly deleted = new Set<number>();
@@ -246,8 +246,6 @@ export class Pop3Session {
         if (this.socket.isPaused() && this.reader.buffered <= MAX_BUFFERED && !this.ended) this.socket.resume();
       }
       this.flush();
-      // an idle session keeps no reply buffer
-      this.wholeReplies = null;
     } catch (err) {
       if (!(err instanceof ConnectionGone)) {
         this.log.error({ err: (err as Error).message }, 'session failed');
@@ -522,6 +520,7 @@ export class Pop3Session {
   private releaseMailbox(): void {
     const window = this.window;
     this.window = null;
+    this.wholeReplies = null;
     // a read still running keeps the handle until it is done (FileHandle.close waits for it)
     if (window !== null) void window.then((opened) => opened.close()).catch(() => undefined);
     if (this.mailboxUser === null) return;
