@@ -11,7 +11,7 @@
 // line without LF gets CRLF. retrieve.ts streams exactly that. So a message's size is its
 // content bytes + its LFs - the LFs preceded by CR - its `^>+From ` lines (+ 2 for a last line
 // without LF), counted on the way: the only work per body line is finding its LF and looking
-// at its first and last byte.
+// at its first and last byte (bodyLines, the loop most of a mailbox goes through).
 //
 // UIDL: the X-UIDL value if the header block has one (the first `X-UIDL:` field, unfolded and
 // trimmed of SP/TAB, used only if it is then 1-70 characters 0x21-0x7E; a field value over
@@ -198,6 +198,10 @@ export class MboxParser {
       p = end;
     }
     while (p < len) {
+      if (this.inMsg && !this.inHeader) {
+        p = this.bodyLines(data, p);
+        if (p === len) break;
+      }
       const nl = data.indexOf(LF, p);
       if (nl === -1) {
         if (!eof && len - p < CARRY_MAX) return p;
@@ -231,6 +235,32 @@ export class MboxParser {
       p = nl + 1;
     }
     return len;
+  }
+
+  /**
+   * The fast path for a message body: counts the complete lines from data[p] on that cannot
+   * matter otherwise (not blank, not starting with `From ` or `>`: their first byte is none of
+   * LF, CR, `F`, `>`), and returns where the first other line (or incomplete line) starts.
+   */
+  private bodyLines(data: Buffer, p: number): number {
+    let lfs = this.lfs;
+    let crlfs = this.crlfs;
+    let q = p;
+    while (q < data.length) {
+      const c = data[q];
+      if (c === LF || c === CR || c === UPPER_F || c === GT) break;
+      const nl = data.indexOf(LF, q);
+      if (nl === -1) break;
+      lfs++;
+      if (data[nl - 1] === CR) crlfs++;
+      q = nl + 1;
+    }
+    if (q > p) {
+      this.lfs = lfs;
+      this.crlfs = crlfs;
+      this.prevBlank = false;
+    }
+    return q;
   }
 
   /** Ends the scan at file offset `end` and returns all messages. */
