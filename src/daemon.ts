@@ -167,7 +167,6 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     manager.flush().catch((err: Error) => logger.error({ err: err.message }, 'queue flush failed'));
     void pickup.scan();
   });
-  authenticator.prepare().catch((err: Error) => logger.error({ err: err.message }, 'cannot make the decoy password hash'));
   opened();
   await writeFile(pidFilePath(config), `${process.pid}\n`);
   logger.info(

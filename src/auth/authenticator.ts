@@ -61,11 +61,6 @@ export class Authenticator {
     this.recent = new CredentialCache({ ttlMs: settings.cacheTtlMs });
   }
 
-  /** Makes the decoy hash now, so the first failed login does not pay for it. */
-  prepare(): Promise<void> {
-    return this.decoys.for(this.users()).then(() => undefined);
-  }
-
   reconfigure(settings: AuthSettings): void {
     this.throttle.reconfigure({ baseDelayMs: settings.failureDelayMs, maxFailures: settings.maxFailures, lockoutMs: settings.lockoutMs });
     this.recent.setTtl(settings.cacheTtlMs);
@@ -97,7 +92,7 @@ export class Authenticator {
     this.throttle.begin(request.client);
     let verified: boolean;
     try {
-      verified = await verifyPassword(usable ? stored : await this.decoys.for(users), request.password);
+      verified = await verifyPassword(usable ? stored : this.decoys.for(users), request.password);
     } catch (err) {
       this.throttle.abandon(request.client);
       return { ok: false, reason: 'unavailable', error: err as Error };

@@ -28,7 +28,9 @@ const DEFAULT_SCHEME: Scheme = 'ARGON2ID';
 // `Algorithm` is a const enum that @node-rs/argon2 does not export at run time, so a
 // file-by-file transpiler (tsx) cannot inline `Algorithm.Argon2id`: the value is spelled out.
 const ARGON2ID: Algorithm = 2;
-const ARGON2ID_OPTIONS = { algorithm: ARGON2ID, memoryCost: 65536, timeCost: 2, parallelism: 1 };
+/** the argon2 parameters of new passwords: memory (KiB), passes, lanes */
+export const ARGON2ID_PARAMS = { m: 65536, t: 2, p: 1 } as const;
+const ARGON2ID_OPTIONS = { algorithm: ARGON2ID, memoryCost: ARGON2ID_PARAMS.m, timeCost: ARGON2ID_PARAMS.t, parallelism: ARGON2ID_PARAMS.p };
 
 /** A verification in a worker thread is abandoned (and rejects) after this long. */
 const SHA512_WORKER_TIMEOUT_MS = 10_000;

@@ -32,7 +32,6 @@ test('the right password logs in with the normalized name; authzid must be the u
 test('wrong password, unknown user and malformed name fail alike, each after the failure delay', async () => {
   const users = await usersWith({ alice: 'pw-a' });
   const auth = new Authenticator(() => users, { failureDelayMs: 150, maxFailures: 100, lockoutMs: 60_000, cacheTtlMs: 60_000 });
-  await auth.prepare();
   const attempts = [
     { name: 'alice', password: 'wrong' },
     { name: 'nobody-here', password: 'pw-a' },
