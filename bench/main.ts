@@ -5,7 +5,7 @@
 //
 //   npm run bench                          # everything, mailsrv vs Postfix/Dovecot (~15 min)
 //   npm run bench -- --quick               # small sizes (a minute or two)
-//   npm run bench -- --suite smtp          # or pop3
+//   npm run bench -- --suite smtp          # or pop3, or memory (idle connections, one 50 MB message)
 //   npm run bench -- --target 127.0.0.1:25 --mbox /var/mail/bench --compare none
 //                                          # any server instead of mailsrv; the protocol is
 //                                          # told by its greeting (give one SMTP and/or one POP3)
@@ -16,6 +16,9 @@
 //            --big 100000x10k --small 10000x4k (POP3 mailboxes) --reps 20 --cold-reps 2
 //            --dele-reps 2 --inflight 32 --generator smtp-source|node --pass bench
 //            --hash argon2id|sha512-crypt (the users' password hash, the same on every server)
+//            --idle 200,1000,2500,5000,10000 (memory: idle connections in all, half SMTP, half POP3;
+//            the references greet only as many as their process limits allow)
+//            --big-message 50m (memory: one message in over SMTP and out over POP3)
 //            --spool DIR / --compare-spool DIR (external POP3 servers: where their users
 //            big and small have their mbox files; the bench copies its mailboxes there)
 //            --json FILE --svg FILE --markdown FILE --cache-dir /var/tmp/mailsrv-bench
@@ -26,11 +29,12 @@ import { createConnection } from 'node:net';
 import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { cachedMbox, deleteFirstAndQuit, loginStat, retrieveAll } from './pop3-load.js';
+import { closeAll, greetingTimes, openFileLimit, openIdle, type IdleConnections } from './memory-load.js';
+import { cachedMbox, deleteFirstAndQuit, loginStat, Pop3Client, retrieveAll } from './pop3-load.js';
 import { markdown, scenarioTable, svgChart, type Metric, type Report, type Scenario } from './report.js';
 import { externalEndpoint, PASSWORD, POP3_USERS, referenceUnavailable, startDovecot, startMailsrv, startPostfix, type Endpoint, type LoopLag, type PasswordScheme, type Pop3Endpoint, type SmtpEndpoint } from './servers.js';
-import { runSmtpLoad, SMTP_SOURCE, type SmtpLoadResult } from './smtp-load.js';
-import { memorySampler, parseBytes, parseHostPort, percentiles, sleep } from './util.js';
+import { makeMessage, runSmtpLoad, sendOne, SMTP_SOURCE, type SmtpLoadResult } from './smtp-load.js';
+import { memoryNow, memorySampler, parseBytes, parseHostPort, percentiles, sleep } from './util.js';
 
 const { values: a } = parseArgs({
   options: {
@@ -58,6 +62,8 @@ const { values: a } = parseArgs({
     'dele-reps': { type: 'string' },
     inflight: { type: 'string', default: '32' },
     generator: { type: 'string' },
+    idle: { type: 'string' },
+    'big-message': { type: 'string', default: '50m' },
     json: { type: 'string' },
     svg: { type: 'string' },
     markdown: { type: 'string' },
@@ -86,8 +92,10 @@ const opts = {
   deleReps: num(a['dele-reps'], quick ? 1 : 2),
   inflight: Number(a.inflight),
   generator: (a.generator ?? (existsSync(SMTP_SOURCE) ? 'smtp-source' : 'node')) as 'smtp-source' | 'node',
+  idle: (a.idle ?? (quick ? '200,1000,2000' : '200,1000,2500,5000,10000')).split(',').map(Number),
+  bigMessage: parseBytes(a['big-message']!, 'big-message'),
 };
-if (!['all', 'smtp', 'pop3'].includes(a.suite!)) throw new Error('--suite: all, smtp or pop3');
+if (!['all', 'smtp', 'pop3', 'memory'].includes(a.suite!)) throw new Error('--suite: all, smtp, pop3 or memory');
 if (!['argon2id', 'sha512-crypt'].includes(a.hash!)) throw new Error('--hash: argon2id or sha512-crypt');
 if (!['smtp-source', 'node'].includes(opts.generator)) throw new Error('--generator: smtp-source or node');
 
@@ -353,6 +361,132 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   return scenarios;
 }
 
+// ------------------------------------------------------------------ memory
+
+/** An SMTP and a POP3 server measured together (mailsrv: one process; the references: Postfix and Dovecot). */
+interface ServerPair {
+  name: string;
+  smtp: SmtpEndpoint;
+  pop3: Pop3Endpoint;
+}
+
+/** The memory of the pair's processes now (one process counted once). */
+async function pairMemory(pair: ServerPair): Promise<number | null> {
+  const roots = new Set<number>();
+  for (const ep of [pair.smtp, pair.pop3]) {
+    const pid = await ep.rootPid();
+    if (pid === undefined) return null;
+    roots.add(pid);
+  }
+  let sum = 0;
+  for (const pid of roots) sum += await memoryNow(pid);
+  return sum;
+}
+
+/** Idle connections, half SMTP and half POP3, at each step of --idle: memory and a fresh client's greeting. */
+async function idleScenarios(pairs: ServerPair[]): Promise<Scenario[]> {
+  const GREETING_SAMPLES = 20;
+  const scenarios: Scenario[] = [];
+  const full = new Set<ServerPair>(); // servers that stopped greeting at an earlier step
+  for (const total of opts.idle) {
+    const half = Math.ceil(total / 2);
+    const rows = { memory: [] as (number | null)[], greeted: [] as number[], smtp: [] as number[][], pop3: [] as number[][] };
+    for (const pair of pairs) {
+      const smtp: IdleConnections = { sockets: [], greeted: 0 };
+      const pop3: IdleConnections = { sockets: [], greeted: 0 };
+      try {
+        const skipped = full.has(pair);
+        if (!skipped) {
+          log(`${total} idle connections (${half} SMTP + ${half} POP3) → ${pair.name}`);
+          const smtpAll = await openIdle(pair.smtp.host, pair.smtp.port, half, smtp);
+          const pop3All = await openIdle(pair.pop3.host, pair.pop3.port, half, pop3);
+          if (!smtpAll || !pop3All) full.add(pair);
+          await sleep(2000); // let the server settle (and a collector run) before the reading
+        }
+        const greeted = smtp.greeted + pop3.greeted;
+        rows.greeted.push(greeted);
+        // with fewer connections than asked the figure is for those it greeted
+        rows.memory.push(skipped ? null : await pairMemory(pair));
+        rows.smtp.push(full.has(pair) ? [] : await greetingTimes(pair.smtp.host, pair.smtp.port, GREETING_SAMPLES));
+        rows.pop3.push(full.has(pair) ? [] : await greetingTimes(pair.pop3.host, pair.pop3.port, GREETING_SAMPLES));
+        if (full.has(pair) && greeted > 0) log(`${pair.name} greeted only ${greeted} of ${total}`);
+      } finally {
+        closeAll(smtp);
+        closeAll(pop3);
+      }
+      await sleep(1000);
+    }
+    const p = (times: number[][], q: 'p50' | 'p99') => times.map((t) => (t.length ? percentiles(t)[q] : null));
+    const max = (times: number[][]) => times.map((t) => (t.length ? Math.max(...t) : null));
+    scenarios.push({
+      id: `memory-idle-${total}`,
+      protocol: 'memory',
+      title: `${total.toLocaleString('en-US')} idle connections (${half.toLocaleString('en-US')} SMTP + ${half.toLocaleString('en-US')} POP3, each greeted, then silent)`,
+      load: `connections opened 100 at a time, each kept once greeted; memory 2 s after the last (all the server's processes); then ${GREETING_SAMPLES} fresh clients per protocol, one after another, timed from connect to greeting`,
+      servers: pairs.map((pair) => pair.name),
+      metrics: [
+        metric('memory with the connections open, MiB', 'lower', rows.memory.map((b) => (b === null ? null : b / MiB)), 1),
+        metric('connections greeted', 'higher', rows.greeted),
+        metric('fresh SMTP greeting p50, ms', 'lower', p(rows.smtp, 'p50'), 1),
+        metric('fresh SMTP greeting max, ms', 'lower', max(rows.smtp), 1),
+        metric('fresh POP3 greeting p50, ms', 'lower', p(rows.pop3, 'p50'), 1),
+        metric('fresh POP3 greeting max, ms', 'lower', max(rows.pop3), 1),
+      ],
+      notes: [...full].map((pair) => `${pair.name} stopped greeting new connections before this step: its limits (Postfix smtpd processes, Dovecot login processes)`),
+    });
+  }
+  return scenarios;
+}
+
+/** One message of --big-message octets in over SMTP and out over POP3 (RETR, DELE): the growth of the server's memory. */
+async function bigMessageScenario(pair: ServerPair, pass: string): Promise<Scenario> {
+  const size = opts.bigMessage;
+  const mib = `${Math.round(size / MiB)} MiB`;
+  log(`one ${mib} message in over SMTP, out over POP3 → ${pair.name}`);
+  const message = makeMessage(size, 'bench@load.test', pair.smtp.rcpt, 1);
+  // one login first, so the measured one is a credential-cache hit: Argon2id's 64 MiB per check is not the message's
+  const warmup = await Pop3Client.open(pair.pop3.host, pair.pop3.port, pair.name);
+  await warmup.ok('USER bench');
+  await warmup.ok(`PASS ${pass}`);
+  await warmup.quit();
+  await sleep(1000);
+  const root = await pair.smtp.rootPid();
+  const before = root === undefined ? null : await memoryNow(root);
+  const timings = { smtp: 0, pop3: 0, bytes: 0 };
+  const taken = await measured(pair.smtp, 20, async () => {
+    let started = performance.now();
+    await sendOne(pair.smtp.host, pair.smtp.port, 'bench@load.test', pair.smtp.rcpt, message, 600_000);
+    timings.smtp = (performance.now() - started) / 1000;
+    const client = await Pop3Client.open(pair.pop3.host, pair.pop3.port, pair.name);
+    await client.ok('USER bench');
+    await client.ok(`PASS ${pass}`);
+    const count = Number((await client.ok('STAT')).status.split(' ')[1]);
+    started = performance.now();
+    timings.bytes = (await client.ok(`RETR ${count}`, true)).bytes;
+    timings.pop3 = (performance.now() - started) / 1000;
+    if (timings.bytes < size) throw new Error(`${pair.name}: RETR ${count} gave ${timings.bytes} octets, the message has ${size}`);
+    await client.ok(`DELE ${count}`);
+    await client.quit();
+  });
+  const peak = taken.peakBytes;
+  return {
+    id: `memory-message-${Math.round(size / MiB)}m`,
+    protocol: 'memory',
+    title: `One ${mib} message in over SMTP, out over POP3 (RETR, DELE): the server's memory`,
+    load: `one SMTP session sending it (EHLO, MAIL, RCPT, DATA) until the 250, then USER/PASS (a login made just before, unmeasured, so this one needs no password hash), RETR of it, DELE, QUIT; memory sampled every 20 ms and the kernel's peak RSS (reset before)`,
+    servers: [pair.name],
+    metrics: [
+      metric('memory before, MiB', 'lower', [before === null ? null : before / MiB], 1),
+      metric('peak memory, MiB', 'lower', [peak === null ? null : peak / MiB], 1),
+      metric('growth (peak - before), MiB', 'lower', [peak === null || before === null ? null : (peak - before) / MiB], 1),
+      metric('SMTP until the 250, s', 'lower', [timings.smtp], 2),
+      metric('POP3 RETR, MB/s', 'higher', [timings.bytes / 1e6 / timings.pop3], 1),
+      ...commonMetrics([taken]).slice(1),
+    ],
+    notes: [],
+  };
+}
+
 // ------------------------------------------------------------------ the endpoints
 
 /** "smtp" or "pop3", from the greeting of a server. */
@@ -391,7 +525,7 @@ function externalPop3(ep: Endpoint, spool: string | undefined): Pop3Endpoint {
 
 async function main(): Promise<void> {
   const started = new Date();
-  const want = (p: 'smtp' | 'pop3') => a.suite === 'all' || a.suite === p;
+  const want = (p: 'smtp' | 'pop3' | 'memory') => a.suite === 'all' || a.suite === p;
   const stops: (() => Promise<void>)[] = [];
   let smtpSubject: SmtpEndpoint | undefined;
   let pop3Subject: Pop3Endpoint | undefined;
@@ -408,7 +542,12 @@ async function main(): Promise<void> {
       }
     } else {
       log('starting mailsrv');
-      const own = await startMailsrv(a.hash as PasswordScheme);
+      // the memory suite's idle connections: one end in this process, one in the daemon (which inherits the limit)
+      const fits = opts.idle.filter((total) => total + 1000 <= openFileLimit());
+      if (want('memory') && fits.length < opts.idle.length) log(`--idle: ${opts.idle.filter((t) => !fits.includes(t)).join(', ')} left out: more than the open-file limit ${openFileLimit()} allows (raise it: ulimit -n)`);
+      opts.idle = fits;
+      const idleMax = want('memory') ? Math.max(0, ...opts.idle) : 0;
+      const own = await startMailsrv(a.hash as PasswordScheme, Math.max(1000, Math.ceil(idleMax / 2) + 100));
       stops.push(own.stop);
       smtpSubject = own.smtp;
       pop3Subject = own.pop3;
@@ -424,13 +563,13 @@ async function main(): Promise<void> {
     if (!compares.includes('none')) {
       const why = referenceUnavailable();
       if (why && (!smtpOther || !pop3Other)) notes.push(`no reference servers: ${why}`);
-      if (!why && !smtpOther && smtpSubject && want('smtp')) {
+      if (!why && !smtpOther && smtpSubject && (want('smtp') || want('memory'))) {
         log('starting Postfix (bench/reference/postfix.sh)');
         const postfix = await startPostfix();
         stops.push(postfix.stop);
         smtpOther = postfix.smtp;
       }
-      if (!why && !pop3Other && pop3Subject && want('pop3')) {
+      if (!why && !pop3Other && pop3Subject && (want('pop3') || want('memory'))) {
         log('starting Dovecot (bench/reference/dovecot.sh)');
         const dovecot = await startDovecot(a.hash as PasswordScheme);
         stops.push(dovecot.stop);
@@ -453,6 +592,15 @@ async function main(): Promise<void> {
     }
     if (want('pop3') && pop3Subject) {
       scenarios.push(...(await pop3Scenarios(pop3Other ? [pop3Subject, pop3Other] : [pop3Subject], a.pass!)));
+    }
+    if (want('memory') && smtpSubject && pop3Subject) {
+      const subject: ServerPair = { name: smtpSubject.name, smtp: smtpSubject, pop3: pop3Subject };
+      const pairs = smtpOther && pop3Other ? [subject, { name: `${smtpOther.name}+${pop3Other.name}`, smtp: smtpOther, pop3: pop3Other }] : [subject];
+      // the message first, while the daemon has not yet held thousands of connections
+      for (const s of [await bigMessageScenario(subject, a.pass!), ...(await idleScenarios(pairs))]) {
+        scenarios.push(s);
+        console.log(`\n${scenarioTable(s)}\n`);
+      }
     }
 
     const cpu = cpus();

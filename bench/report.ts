@@ -13,7 +13,7 @@ export interface Metric {
 
 export interface Scenario {
   id: string;
-  protocol: 'smtp' | 'pop3';
+  protocol: 'smtp' | 'pop3' | 'memory';
   title: string;
   /** how the load was made (the smtp-source command line, the POP3 commands) */
   load: string;

@@ -111,8 +111,12 @@ process.on('exit', () => {
   for (const cleanup of cleanups) cleanup();
 });
 
-/** Starts mailsrv (the build in dist/) on a temp directory, SMTP and POP3 on free loopback ports. */
-export async function startMailsrv(scheme: PasswordScheme): Promise<Mailsrv> {
+/**
+ * Starts mailsrv (the build in dist/, through its launcher bin/mailsrv as an installation runs
+ * it) on a temp directory, SMTP and POP3 on free loopback ports, each taking `maxClients`
+ * sessions, and messages up to 100 MiB.
+ */
+export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): Promise<Mailsrv> {
   if (!existsSync(join(ROOT, 'dist/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   const dir = await mkdtemp(join(tmpdir(), 'mailsrv-bench-'));
   const spool = join(dir, 'spool');
@@ -129,9 +133,9 @@ export async function startMailsrv(scheme: PasswordScheme): Promise<Mailsrv> {
   await writeFile(
     join(dir, 'mailsrv.toml'),
     `${daemonUser}hostname = "bench.test"\ndomains = ["bench.test"]\nspool_dir = "${spool}"\nstate_dir = "${state}"\n` +
-      `users_file = "${dir}/users"\naliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\nmynetworks = ["127.0.0.0/8"]\n` +
-      `[smtp]\nlisten = ["127.0.0.1:${smtpPort}"]\nsubmission = []\nmax_clients = 1000\n` +
-      `[pop3]\nlisten = ["127.0.0.1:${pop3Port}"]\nmax_clients = 1000\n[tls]\ncert = ""\n[log]\nlevel = "warn"\n`,
+      `users_file = "${dir}/users"\naliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\nmessage_size_limit = ${100 * 1024 * 1024}\n` +
+      `mynetworks = ["127.0.0.0/8"]\n[smtp]\nlisten = ["127.0.0.1:${smtpPort}"]\nsubmission = []\nmax_clients = ${maxClients}\n` +
+      `[pop3]\nlisten = ["127.0.0.1:${pop3Port}"]\nmax_clients = ${maxClients}\n[tls]\ncert = ""\n[log]\nlevel = "warn"\n`,
   );
 
   let child: ChildProcess | undefined;
@@ -148,9 +152,10 @@ export async function startMailsrv(scheme: PasswordScheme): Promise<Mailsrv> {
   const launch = async () => {
     exited = null;
     const preload = join(HERE, 'loop-lag.mjs');
-    child = spawn(process.execPath, ['--import', preload, join(ROOT, 'bin/mailsrv'), 'start', '-c', join(dir, 'mailsrv.toml')], {
+    // the launcher's own node options (its #! line) apply; the preload comes through NODE_OPTIONS
+    child = spawn(join(ROOT, 'bin/mailsrv'), ['start', '-c', join(dir, 'mailsrv.toml')], {
       stdio: ['ignore', 'ignore', 'inherit'],
-      env: { ...process.env, MAILSRV_BENCH_LAG_FILE: lagFile },
+      env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${preload}`.trim(), MAILSRV_BENCH_LAG_FILE: lagFile },
     });
     child.once('exit', (code, signal) => (exited = `mailsrv exited (${signal ?? code})`));
     await waitForPort('127.0.0.1', smtpPort, () => exited);

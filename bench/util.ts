@@ -106,6 +106,21 @@ async function pss(pid: number): Promise<number> {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
+async function treePss(pids: number[]): Promise<number> {
+  let sum = 0;
+  for (const pid of pids) sum += await pss(pid);
+  return sum;
+}
+
+/** A server's memory now, as memorySampler counts it: the RSS of a single process, else the sum of PSS of its tree. */
+export async function memoryNow(root: number): Promise<number> {
+  const pids = await processTree(root);
+  if (pids.length > 1) return treePss(pids);
+  const status = await readFile(`/proc/${root}/status`, 'utf8').catch(() => '');
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
 /**
  * Samples the memory of a server's whole process tree (the sum of PSS, so Postfix's
  * dozens of processes are not charged their shared libraries again and again) every
@@ -120,10 +135,7 @@ export function memorySampler(root: number, intervalMs = 250): { stop: () => Pro
   const loop = (async () => {
     await reset;
     while (running) {
-      const pids = await processTree(root);
-      let sum = 0;
-      for (const pid of pids) sum += await pss(pid);
-      peak = Math.max(peak, sum);
+      peak = Math.max(peak, await treePss(await processTree(root)));
       await sleep(intervalMs);
     }
   })();
