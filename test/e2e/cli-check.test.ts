@@ -3,6 +3,7 @@
 // as root, what the daemon can re-read after dropping root), `mailsrv config` prints the
 // effective config with defaults, `mailsrv start` refuses a bad config or a busy port with exit 1.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { chmod, chown, copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -290,6 +291,13 @@ describe('mailsrv check / config / start with bad input', () => {
     const h = runCli(['--help']);
     assert.equal(h.code, 0);
     for (const cmd of ['start', 'check', 'config', 'init']) assert.match(h.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), h.stdout);
+  });
+
+  test('run as a program, the launcher starts node through its #! line with the young-generation cap', () => {
+    const report = 'data:text/javascript,process.stderr.write(JSON.stringify(process.execArgv))';
+    const result = spawnSync(join(REPO_ROOT, 'bin/mailsrv'), ['--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: `--import ${report}` } });
+    assert.equal(result.status, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stderr), ['--max-semi-space-size=1']);
   });
 });
 
