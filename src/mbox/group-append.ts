@@ -5,7 +5,7 @@
 // last batch (LINGER_MS), so a steady stream of mail pays the lock and the open once, not per
 // message; anyone else in this process who wants the lock meanwhile gets it at once.
 import { dropSource, MailboxSession, prepareAll, type AppendResult, type MailboxTarget, type MessageToAppend } from './append.js';
-import { lendWhileIdle } from './lock.js';
+import { isWanted, lendWhileIdle } from './lock.js';
 
 /** Most messages one batch (one fsync) takes. */
 const MAX_BATCH = 64;
@@ -61,12 +61,17 @@ export class GroupAppender {
   private async drain(path: string, state: MailboxState): Promise<void> {
     state.draining = true;
     this.stopLingering(state);
-    while (state.queue.length > 0) {
-      const batch = state.queue.splice(0, MAX_BATCH);
-      const outcomes = await this.appendBatch(state, batch);
-      batch.forEach((w, i) => w.settle(outcomes[i] ?? new Error('no outcome')));
+    try {
+      while (state.queue.length > 0) {
+        // someone else in this process waits for the lock (a POP3 update): let them have a turn
+        if (state.session !== null && isWanted(state.session.lock.path)) await this.closeSession(state);
+        const batch = state.queue.splice(0, MAX_BATCH);
+        const outcomes = await this.appendBatch(state, batch);
+        batch.forEach((w, i) => w.settle(outcomes[i] ?? new Error('no outcome')));
+      }
+    } finally {
+      state.draining = false;
     }
-    state.draining = false;
     if (state.session === null) {
       this.mailboxes.delete(path);
       return;
@@ -91,10 +96,7 @@ export class GroupAppender {
     }
     const session = state.session;
     const outcomes = await session.append(messages, prepared).catch((err: unknown) => batch.map(() => (err instanceof Error ? err : new Error(String(err)))));
-    if (session.broken) {
-      state.session = null;
-      await session.close();
-    }
+    if (session.broken) await this.closeSession(state);
     return outcomes;
   }
 
@@ -109,10 +111,14 @@ export class GroupAppender {
   private async closeIdle(path: string): Promise<void> {
     const state = this.mailboxes.get(path);
     if (state === undefined || state.draining || state.session === null) return;
+    this.mailboxes.delete(path);
+    await this.closeSession(state);
+  }
+
+  private async closeSession(state: MailboxState): Promise<void> {
     this.stopLingering(state);
     const session = state.session;
     state.session = null;
-    this.mailboxes.delete(path);
-    await session.close();
+    await session?.close();
   }
 }

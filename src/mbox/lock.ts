@@ -273,6 +273,13 @@ async function tryLink(tempPath: string, lockPath: string): Promise<boolean> {
 
 /** Locks this process keeps while idle, by lock path, with what lets one go (see lendWhileIdle). */
 const idleLocks = new Map<string, () => Promise<void>>();
+/** How many callers in this process wait for each lock path. */
+const waiters = new Map<string, number>();
+
+/** Whether another part of this process waits for this lock (its holder should let go soon). */
+export function isWanted(lockPath: string): boolean {
+  return waiters.has(lockPath);
+}
 
 /**
  * Marks a lock this process holds as idle: another part of the process that wants it (a POP3
@@ -298,6 +305,7 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
   // the handle stays open: it becomes the held lock's handle (see HeldDotlock)
   const handle = await fs.open(tempPath, 'wx', 0o644);
   let held = false;
+  waiters.set(lockPath, (waiters.get(lockPath) ?? 0) + 1);
   try {
     const pidLine = `${process.pid}\n`;
     await handle.write(pidLine, 0, 'latin1');
@@ -333,6 +341,9 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
       delay = Math.min(Math.round(delay * 1.5), MAX_RETRY_MS);
     }
   } finally {
+    const left = waiters.get(lockPath)! - 1;
+    if (left === 0) waiters.delete(lockPath);
+    else waiters.set(lockPath, left);
     if (!held) await handle.close();
     await fs.unlink(tempPath).catch(() => undefined);
   }

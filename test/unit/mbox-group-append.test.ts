@@ -1,0 +1,70 @@
+// Unit tests for src/mbox/group-append.ts: appends that arrive together share a batch, and a
+// mailbox kept open between batches is handed over at once to anyone else in the process.
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { MessageToAppend } from '../../src/mbox/append.js';
+import { GroupAppender } from '../../src/mbox/group-append.js';
+import { acquireDotlock } from '../../src/mbox/lock.js';
+
+let dir: string;
+before(async () => {
+  dir = await fs.mkdtemp(join(tmpdir(), 'mbox-group-append-'));
+});
+after(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+function message(n: number): MessageToAppend {
+  return { source: Buffer.from(`Subject: m${n}\r\n\r\nbody ${n}\r\n`), sender: 'a@example.org', date: new Date('2026-12-06T10:00:00Z'), addHeaders: [] };
+}
+
+async function subjects(mailbox: string): Promise<string[]> {
+  return [...(await fs.readFile(mailbox, 'latin1')).matchAll(/^Subject: (\S+)$/gm)].map((m) => m[1]!);
+}
+
+describe('GroupAppender', () => {
+  it('appends what arrives together in order, one fsync per batch, and frees the lock once idle', async () => {
+    const mailbox = join(dir, 'together');
+    const appender = new GroupAppender();
+    const target = { mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 1000 };
+    const results = await Promise.all(Array.from({ length: 10 }, (_, n) => appender.append(target, [message(n)])));
+    assert.ok(results.every(([r]) => !(r instanceof Error)));
+    assert.deepEqual(await subjects(mailbox), Array.from({ length: 10 }, (_, n) => `m${n}`));
+    const offsets = results.map(([r]) => (r as { offset: number }).offset);
+    assert.deepEqual(offsets, [...offsets].sort((a, b) => a - b), 'offsets follow the order of arrival');
+    // the mailbox stays locked a moment for more mail, then the lock goes by itself
+    const lock = await acquireDotlock(mailbox, { timeoutMs: 5000 });
+    await lock.release();
+    await appender.close();
+  });
+
+  it('a steady stream of mail does not keep another part of the process from the lock', async () => {
+    const mailbox = join(dir, 'stream');
+    const appender = new GroupAppender();
+    const target = { mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 10_000 };
+    let stop = false;
+    let sent = 0;
+    const feeders = Array.from({ length: 4 }, async () => {
+      while (!stop) {
+        const [result] = await appender.append(target, [message(sent++)]);
+        assert.ok(!(result instanceof Error), String(result));
+      }
+    });
+    await appender.append(target, [message(sent++)]);
+    // a POP3 update waits for the lock while mail keeps coming: it must get it (not time out)
+    const lock = await acquireDotlock(mailbox, { timeoutMs: 10_000 });
+    const sizeWhileHeld = (await fs.stat(mailbox)).size;
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal((await fs.stat(mailbox)).size, sizeWhileHeld, 'nothing appended while someone else holds the lock');
+    await lock.release();
+    stop = true;
+    await Promise.all(feeders);
+    await appender.close();
+    const got = await subjects(mailbox);
+    assert.equal(got.length, sent);
+    assert.equal(new Set(got).size, sent, 'every message once');
+  });
+});
