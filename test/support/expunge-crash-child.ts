@@ -16,6 +16,8 @@ export interface ChildArgs {
   journalDir: string;
   deleted: number[];
   crash: CrashPoint | null;
+  /** expunge.ts's chunk size: small, so that the copy takes many steps */
+  chunkBytes: number;
 }
 
 const args = JSON.parse(process.env.EXPUNGE_CHILD ?? '') as ChildArgs;
@@ -32,12 +34,12 @@ if (args.mode === 'expunge') {
   const snapshot = await snapshotOf(args.mailbox);
   process.stdout.write('ready\n');
   const started = Date.now();
-  const result = await expungeMessages(snapshot, new Set(args.deleted), { journalDir: args.journalDir, lockTimeoutMs: 5000 });
+  const result = await expungeMessages(snapshot, new Set(args.deleted), { journalDir: args.journalDir, lockTimeoutMs: 5000, chunkBytes: args.chunkBytes });
   process.stdout.write(`${JSON.stringify({ ...result, ms: Date.now() - started })}\n`);
 } else {
   const log: RecoveryInfo[] = [];
   process.stdout.write('ready\n');
   const started = Date.now();
-  await recoverInterruptedExpunges(args.journalDir, (info) => log.push(info));
+  await recoverInterruptedExpunges(args.journalDir, (info) => log.push(info), { chunkBytes: args.chunkBytes });
   process.stdout.write(`${JSON.stringify({ log, ms: Date.now() - started })}\n`);
 }

@@ -1,7 +1,9 @@
 // Crash test for src/mbox/expunge.ts (SPEC §6): a child process runs the update on a mailbox of
-// 2,000 messages (every other one deleted) and is SIGKILLed at chosen file operations or at a
-// random moment; after recoverInterruptedExpunges the mailbox must hold exactly the old 2,000
-// or exactly the 1,000 kept messages, byte for byte, plus any mail delivered after the crash.
+// 2,000 messages (every other one deleted) and is SIGKILLed at every write (torn), fsync,
+// truncate and unlink of the journal and the mailbox in turn, at chosen points with mail
+// delivered before the recovery, during the recovery itself, and at random moments; after
+// recoverInterruptedExpunges the mailbox must hold exactly the old 2,000 or exactly the 1,000
+// kept messages, byte for byte, plus any mail delivered after the crash.
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,7 +19,7 @@ import { expectedRead, messageOf, pythonRead, writeMailbox, type LinesOf } from 
 
 const CHILD = new URL('../support/expunge-crash-child.ts', import.meta.url).pathname;
 const COUNT = 2000;
-/** ~2.7 KB messages: 5.4 MB mailbox, ~2.7 MB rewritten, so the write-back takes three 1 MiB chunks */
+/** ~2.7 KB messages: 5.4 MB mailbox, ~2.7 MB rewritten */
 const linesOf: LinesOf = (n) => 35 + (n % 30);
 const DELETED = Array.from({ length: COUNT / 2 }, (_, i) => 2 * i + 1);
 const KEPT = Array.from({ length: COUNT / 2 }, (_, i) => 2 * i);
@@ -93,79 +95,106 @@ async function assertContent(mailbox: string, expected: 'old' | 'new', late = 0)
   await lock.release();
 }
 
-interface Scenario {
-  name: string;
-  crash: CrashPoint;
-  expected: 'old' | 'new';
-  action: RecoveryInfo['action'] | null;
-  /** mail delivered between the crash and the recovery */
-  late?: number;
+/** small chunks: the ~2.7 MB rewrite takes 11 steps; the first two need their bytes journaled (shift < chunk), the rest not */
+const CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Whether recovery may still drop the update at this crash point: only while the journal's
+ * header and first progress slot are being written (a torn slot may or may not be whole); from
+ * then on the update must be finished.
+ */
+function mayDiscard(crash: CrashPoint): boolean {
+  return crash.target === 'journal' && crash.op === 'write' && crash.nth <= 2;
 }
 
-const scenarios: Scenario[] = [
-  { name: 'in the journal header', crash: { op: 'write', target: 'journal', nth: 1, torn: true }, expected: 'old', action: 'discarded' },
-  { name: 'halfway through the journal data', crash: { op: 'write', target: 'journal', nth: 3, torn: true }, expected: 'old', action: 'discarded' },
-  { name: 'with the journal written but no complete marker', crash: { op: 'sync', target: 'journal', nth: 1 }, expected: 'old', action: 'discarded' },
-  { name: 'with the marker written but not fsynced', crash: { op: 'sync', target: 'journal', nth: 2 }, expected: 'new', action: 'redone' },
-  { name: 'before the first write to the mailbox', crash: { op: 'write', target: 'mailbox', nth: 1 }, expected: 'new', action: 'redone' },
-  { name: 'in the middle of the write-back (torn chunk)', crash: { op: 'write', target: 'mailbox', nth: 2, torn: true }, expected: 'new', action: 'redone' },
-  { name: 'before the truncate', crash: { op: 'truncate', target: 'mailbox', nth: 1 }, expected: 'new', action: 'redone' },
-  { name: 'after the truncate, before the mailbox fsync', crash: { op: 'sync', target: 'mailbox', nth: 1 }, expected: 'new', action: 'redone' },
-  { name: 'before the journal is deleted', crash: { op: 'unlink', target: 'journal', nth: 1 }, expected: 'new', action: 'redone' },
-  { name: 'after the journal is deleted', crash: { op: 'sync', target: 'dir', nth: 3 }, expected: 'new', action: null },
-  { name: 'mid journal, then a delivery', crash: { op: 'write', target: 'journal', nth: 3, torn: true }, expected: 'old', action: 'discarded', late: 2 },
-  { name: 'mid write-back, then a delivery', crash: { op: 'write', target: 'mailbox', nth: 2, torn: true }, expected: 'new', action: 'redone', late: 2 },
-  { name: 'after the truncate, then a delivery', crash: { op: 'unlink', target: 'journal', nth: 1 }, expected: 'new', action: 'redone', late: 2 },
-];
+const args = (run: { mailbox: string; journalDir: string }, crash: CrashPoint | null): ChildArgs => ({ mode: 'expunge', ...run, deleted: DELETED, crash, chunkBytes: CHUNK_BYTES });
 
 describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () => {
   it('completes when not killed', async () => {
     const { mailbox, journalDir } = await freshMailbox();
-    const outcome = await runChild({ mode: 'expunge', mailbox, journalDir, deleted: DELETED, crash: null });
+    const outcome = await runChild(args({ mailbox, journalDir }, null));
     assert.equal(outcome.killed, false);
     assert.match(outcome.stdout, /"removed":1000/);
     await assertContent(mailbox, 'new');
     assert.deepEqual(await fs.readdir(journalDir), []);
   });
 
-  for (const scenario of scenarios) {
-    it(`killed ${scenario.name}`, async () => {
-      const { mailbox, journalDir } = await freshMailbox();
-      const outcome = await runChild({ mode: 'expunge', mailbox, journalDir, deleted: DELETED, crash: scenario.crash });
-      assert.equal(outcome.killed, true, 'the crash point was reached');
-      for (let i = 0; i < (scenario.late ?? 0); i++) await deliverLate(mailbox, i);
-      const log = await recover(journalDir);
-      assert.deepEqual(log.map((l) => l.action), scenario.action === null ? [] : [scenario.action]);
-      await assertContent(mailbox, scenario.expected, scenario.late);
-      assert.deepEqual(await fs.readdir(journalDir), []);
+  // every write (torn halfway), fsync, truncate and unlink of the journal and the mailbox, in turn
+  const kinds: Omit<CrashPoint, 'nth'>[] = [
+    { op: 'write', target: 'journal', torn: true },
+    { op: 'write', target: 'mailbox', torn: true },
+    { op: 'sync', target: 'journal' },
+    { op: 'truncate', target: 'mailbox' },
+    { op: 'sync', target: 'mailbox' },
+    { op: 'unlink', target: 'journal' },
+  ];
+  for (const kind of kinds) {
+    it(`killed at every ${kind.op} of the ${kind.target}${kind.torn ? ' (torn)' : ''}`, async () => {
+      let nth = 1;
+      for (; ; nth++) {
+        const crash = { ...kind, nth };
+        const run = await freshMailbox();
+        const outcome = await runChild(args(run, crash));
+        if (!outcome.killed) {
+          await assertContent(run.mailbox, 'new');
+          break;
+        }
+        const log = await recover(run.journalDir);
+        assert.equal(log.length, 1, `${kind.op} ${kind.target} #${nth}: one journal recovered`);
+        const action = log[0]!.action;
+        if (!mayDiscard(crash)) assert.equal(action, 'redone', `${kind.op} ${kind.target} #${nth}`);
+        // a discarded update leaves the old content, a redone one the new
+        await assertContent(run.mailbox, action === 'discarded' ? 'old' : 'new');
+        assert.deepEqual(await fs.readdir(run.journalDir), []);
+      }
+      assert.ok(nth > 1, 'the operation happens at least once');
     });
   }
 
-  it('survives a crash of the recovery itself (during the redo and during a journal rebuild)', async () => {
-    const { mailbox, journalDir } = await freshMailbox();
+  const late: { name: string; crash: CrashPoint; expected: 'old' | 'new' }[] = [
+    { name: 'in the journal header', crash: { op: 'write', target: 'journal', nth: 1, torn: true }, expected: 'old' },
+    { name: 'in the first journaled chunk', crash: { op: 'write', target: 'journal', nth: 3, torn: true }, expected: 'new' },
+    { name: 'mid copy, in a journaled chunk', crash: { op: 'write', target: 'mailbox', nth: 1, torn: true }, expected: 'new' },
+    { name: 'mid copy, in a chunk not journaled', crash: { op: 'write', target: 'mailbox', nth: 6, torn: true }, expected: 'new' },
+    { name: 'before the truncate', crash: { op: 'truncate', target: 'mailbox', nth: 1 }, expected: 'new' },
+    { name: 'after the truncate', crash: { op: 'unlink', target: 'journal', nth: 1 }, expected: 'new' },
+  ];
+  for (const scenario of late) {
+    it(`killed ${scenario.name}, then mail is delivered before the recovery`, async () => {
+      const run = await freshMailbox();
+      assert.equal((await runChild(args(run, scenario.crash))).killed, true, 'the crash point was reached');
+      for (let i = 0; i < 2; i++) await deliverLate(run.mailbox, i);
+      await recover(run.journalDir);
+      await assertContent(run.mailbox, scenario.expected, 2);
+      assert.deepEqual(await fs.readdir(run.journalDir), []);
+    });
+  }
+
+  it('survives a crash of the recovery itself (during a journal rebuild and during the redo)', async () => {
+    const run = await freshMailbox();
     const crash = { op: 'write', target: 'mailbox', nth: 2, torn: true } as const;
-    assert.equal((await runChild({ mode: 'expunge', mailbox, journalDir, deleted: DELETED, crash })).killed, true);
-    await deliverLate(mailbox, 0);
+    assert.equal((await runChild(args(run, crash))).killed, true);
+    await deliverLate(run.mailbox, 0);
     // the recovery must first rebuild the journal with the late mail: killed in the middle of it
-    const rebuild = { op: 'write', target: 'rebuild', nth: 3, torn: true } as const;
-    assert.equal((await runChild({ mode: 'recover', mailbox, journalDir, deleted: [], crash: rebuild })).killed, true);
-    await deliverLate(mailbox, 1);
+    const rebuild = { op: 'write', target: 'rebuild', nth: 1, torn: true } as const;
+    assert.equal((await runChild({ ...args(run, rebuild), mode: 'recover' })).killed, true);
+    await deliverLate(run.mailbox, 1);
     // then killed in the middle of the redo with the rebuilt journal
     const redo = { op: 'write', target: 'mailbox', nth: 3, torn: true } as const;
-    assert.equal((await runChild({ mode: 'recover', mailbox, journalDir, deleted: [], crash: redo })).killed, true);
-    assert.deepEqual((await recover(journalDir)).map((l) => l.action), ['redone']);
-    await assertContent(mailbox, 'new', 2);
-    assert.deepEqual(await fs.readdir(journalDir), []);
+    assert.equal((await runChild({ ...args(run, redo), mode: 'recover' })).killed, true);
+    assert.deepEqual((await recover(run.journalDir)).map((l) => l.action), ['redone']);
+    await assertContent(run.mailbox, 'new', 2);
+    assert.deepEqual(await fs.readdir(run.journalDir), []);
   });
 
   it('ends with the old or the new content when killed at random moments', async () => {
-    const { mailbox, journalDir } = await freshMailbox();
-    const full = await runChild({ mode: 'expunge', mailbox, journalDir, deleted: DELETED, crash: null });
-    const updateMs = (JSON.parse(full.stdout.split('\n')[1]) as { ms: number }).ms;
+    const first = await freshMailbox();
+    const full = await runChild(args(first, null));
+    const updateMs = (JSON.parse(full.stdout.split('\n')[1]!) as { ms: number }).ms;
     const seen: string[] = [];
     for (let i = 0; i < 4; i++) {
       const run = await freshMailbox();
-      const outcome = await runChild({ mode: 'expunge', ...run, deleted: DELETED, crash: null }, Math.random() * updateMs * 1.2);
+      const outcome = await runChild(args(run, null), Math.random() * updateMs * 1.2);
       const log = await recover(run.journalDir);
       const content = await fs.readFile(run.mailbox);
       const expected = content.length === original.length && content.equals(original) ? 'old' : 'new';

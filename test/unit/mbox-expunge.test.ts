@@ -249,12 +249,12 @@ describe('recoverInterruptedExpunges', () => {
     const old = await writeMailbox(path, 3);
     await fs.mkdir(journalDir, { recursive: true });
     const { ino, dev } = await fs.stat(path);
-    const header = { mailbox: path, dev, ino, offset: 0, length: 100, oldSize: old.length, probe: '0'.repeat(64), probeLength: 10 };
-    // the header and part of the data, no complete marker: a crash while the journal was written
-    await fs.writeFile(journalPathOf(journalDir, path), `MAILSRV-EXPUNGE-JOURNAL 1 ${JSON.stringify(header)}\n${'x'.repeat(60)}`);
+    const header = { mailbox: path, dev, ino, start: 0, end: 100, oldSize: old.length, probe: '0'.repeat(64), probeLength: 10, kept: [[200, 100]] };
+    // the header and a torn progress slot: a crash before the mailbox was written
+    await fs.writeFile(journalPathOf(journalDir, path), `MAILSRV-EXPUNGE-JOURNAL 2 ${JSON.stringify(header)}\n${' '.repeat(4096)}{"seq":0,"do`);
     // a header cut short names no mailbox: the journal's own path is logged
     const torn = join(journalDir, 'other.0123456789ab.journal');
-    await fs.writeFile(torn, 'MAILSRV-EXPUNGE-JOURNAL 1 {"mailb');
+    await fs.writeFile(torn, 'MAILSRV-EXPUNGE-JOURNAL 2 {"mailb');
     const log: RecoveryInfo[] = [];
     await recoverInterruptedExpunges(journalDir, (info) => log.push(info));
     assert.deepEqual(log, [
