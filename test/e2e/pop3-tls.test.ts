@@ -349,6 +349,8 @@ describe('pop3 TLS handshakes, limits and stop', () => {
       rawUntilClosed(env.pop3Port, (s) => s.write('STLS\r\n')),
     ]);
     for (const silent of [silentPop3s, silentStls]) assert.ok(silent.ms >= 1800 && silent.ms < 8000, `closed after ${silent.ms} ms`);
+    // and these two have let go of their slots too (the client may see the close first)
+    await daemon.waitForLogs((e) => e.msg === 'disconnect', disconnects + 4);
     // a client that hangs up before its handshake (only its side: the listeners are half-open)
     // frees its max_clients slot at once, not after the handshake limit
     const [hungUpPop3s, hungUpStls] = await Promise.all([
