@@ -236,8 +236,10 @@ export class Pop3Session {
       while (!this.ended) {
         const event = this.reader.next();
         if (event === null) break;
-        // autologout counts from the last command; a SIGHUP'd pop3.timeout applies from the next one
-        this.socket.setTimeout(this.ctx.settings().timeoutMs);
+        // autologout counts from the last command (the socket restarts its idle timer on every
+        // read and write); a SIGHUP'd pop3.timeout applies from the next one
+        const { timeoutMs } = this.ctx.settings();
+        if (this.socket.timeout !== timeoutMs) this.socket.setTimeout(timeoutMs);
         // replies wait in the socket while more pipelined commands follow (flushed below or by drained())
         if (this.socket.writableCorked === 0) this.socket.cork();
         if (event.kind === 'too-long') await this.onLongLine();
