@@ -36,9 +36,10 @@
 // journal is deleted, the mailbox was never written: old content. After it: the copy goes on
 // from the newest valid slot, rewriting a journaled chunk first: new content. This relies on
 // the page cache: what the killed process wrote is what the recovery reads. A power loss
-// during the copy can leave the mailbox torn (as any in-place mbox rewrite, Dovecot's and
-// mutt's too): only the result is made durable, by the fsyncs at the end (the journal's
-// "done = N" first, so that a stale journal is never replayed over the finished file).
+// during the copy can leave the mailbox torn (as any in-place rewrite that does not first
+// copy the whole tail to stable storage): only the result is made durable, by the fsyncs at
+// the end (the journal's "done = N" first, so that a stale journal is never replayed over the
+// finished file).
 // Mail another program appends between a crash and the recovery (our dotlock's pid is dead, so
 // it is stale at once) survives: the probe, sha256 of the old bytes [N, N + min(4 KiB, S - N)),
 // which the copy never writes, tells whether the truncate ran. Still there (and size >= S):
