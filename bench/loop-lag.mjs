@@ -6,7 +6,8 @@
 // code is involved. Plain JavaScript because plain `node` loads it, without tsx.
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { isMainThread } from 'node:worker_threads';
-import { existsSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, unlinkSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 
 const RESOLUTION_MS = 5;
 const file = process.env.MAILSRV_BENCH_LAG_FILE;
@@ -17,19 +18,28 @@ if (file && isMainThread) {
   histogram.enable();
   // a sample is the time between two ticks of a RESOLUTION_MS timer: the lag is what exceeds it
   const ms = (ns) => Math.max(0, Math.round((ns - RESOLUTION_MS * 1e6) / 1e4) / 100);
+  // the file is written asynchronously: a synchronous write or rename can wait hundreds of ms
+  // behind a large fsync of the daemon's on the same file system, which would be measured as lag
+  let writing = false;
   const write = () => {
+    if (writing) return;
     try {
       if (existsSync(`${file}.reset`)) {
         histogram.reset();
         unlinkSync(`${file}.reset`);
       }
-      const count = histogram.count;
-      const stats = count === 0 ? { p50: 0, p99: 0, max: 0, mean: 0, count } : { p50: ms(histogram.percentile(50)), p99: ms(histogram.percentile(99)), max: ms(histogram.max), mean: ms(histogram.mean), count };
-      writeFileSync(`${file}.tmp`, JSON.stringify({ ...stats, at: Date.now() }));
-      renameSync(`${file}.tmp`, file);
     } catch {
-      // the bench reads what it can; a failed write is retried at the next tick
+      // retried at the next tick
     }
+    const count = histogram.count;
+    const stats = count === 0 ? { p50: 0, p99: 0, max: 0, mean: 0, count } : { p50: ms(histogram.percentile(50)), p99: ms(histogram.percentile(99)), max: ms(histogram.max), mean: ms(histogram.mean), count };
+    writing = true;
+    writeFile(`${file}.tmp`, JSON.stringify({ ...stats, at: Date.now() }))
+      .then(() => rename(`${file}.tmp`, file))
+      .catch(() => undefined) // the bench reads what it can; a failed write is retried at the next tick
+      .finally(() => {
+        writing = false;
+      });
   };
   setInterval(write, 250).unref();
 }
