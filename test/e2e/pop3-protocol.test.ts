@@ -240,7 +240,13 @@ describe('pop3 protocol', () => {
     // a success clears it
     const ok = await attempt('127.0.1.3', 'carol', PASSWORD);
     assert.match(ok.reply, /^\+OK/);
-    assert.ok((await attempt('127.0.1.3', 'carol', 'again')).ms < 2 * DELAY_MS + 150);
+    await attempt('127.0.1.3', 'carol', 'again');
+    const failed = await daemon.waitForLogs((e) => e.msg === 'login failed' && e.client === '127.0.1.3', 4);
+    assert.deepEqual(
+      failed.filter((e) => e.client === '127.0.1.3').map((e) => e.delayMs),
+      [DELAY_MS, 2 * DELAY_MS, 4 * DELAY_MS, DELAY_MS],
+      'the delay doubles per failure and starts again after a success',
+    );
 
     // and no password nor AUTH payload reaches the log
     await sleep(50);
