@@ -306,8 +306,11 @@ export class MailboxSession {
     }
   }
 
-  /** Appends one batch (prepared by prepareAll) and fsyncs it; one outcome per message (see appendMessages). */
-  async append(messages: MessageToAppend[], prepared: PreparedMessage[]): Promise<(AppendResult | Error)[]> {
+  /**
+   * Appends one batch (prepared by prepareAll) and fsyncs it; one outcome per message (see
+   * appendMessages). `limits` gives the size limit now (a SIGHUP may have changed it since open).
+   */
+  async append(messages: MessageToAppend[], prepared: PreparedMessage[], limits: MailboxTarget = this.target): Promise<(AppendResult | Error)[]> {
     const path = this.target.mailboxPath;
     const outcomes: (AppendResult | Error)[] = [];
     this.tail ??= await mailboxTail(this.handle);
@@ -320,7 +323,7 @@ export class MailboxSession {
           continue;
         }
         this.tail ??= await mailboxTail(this.handle);
-        const outcome = await appendLocked(this.handle, this.tail, this.target, message, ready);
+        const outcome = await appendLocked(this.handle, this.tail, { ...limits, mailboxPath: path }, message, ready);
         outcomes.push(outcome);
         this.tail = outcome instanceof Error ? null : { size: outcome.offset + outcome.bytes, padding: '' };
       } catch (fatal) {

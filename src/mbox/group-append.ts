@@ -95,7 +95,7 @@ export class GroupAppender {
       }
     }
     const session = state.session;
-    const outcomes = await session.append(messages, prepared).catch((err: unknown) => batch.map(() => (err instanceof Error ? err : new Error(String(err)))));
+    const outcomes = await session.append(messages, prepared, batch[batch.length - 1]!.target).catch((err: unknown) => batch.map(() => (err instanceof Error ? err : new Error(String(err)))));
     if (session.broken) await this.closeSession(state);
     return outcomes;
   }

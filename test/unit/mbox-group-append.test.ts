@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { MessageToAppend } from '../../src/mbox/append.js';
+import { MailboxFullError, type MessageToAppend } from '../../src/mbox/append.js';
 import { GroupAppender } from '../../src/mbox/group-append.js';
 import { acquireDotlock } from '../../src/mbox/lock.js';
 
@@ -39,6 +39,18 @@ describe('GroupAppender', () => {
     const lock = await acquireDotlock(mailbox, { timeoutMs: 5000 });
     await lock.release();
     await appender.close();
+  });
+
+  it('a size limit changed while the mailbox is kept open applies to the next batch', async () => {
+    const mailbox = join(dir, 'limit');
+    const appender = new GroupAppender();
+    const [first] = await appender.append({ mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 1000 }, [message(1)]);
+    assert.ok(!(first instanceof Error));
+    // still open (lingering); the limit is now below what the mailbox holds
+    const [second] = await appender.append({ mailboxPath: mailbox, sizeLimit: 10, lockTimeoutMs: 1000 }, [message(2)]);
+    assert.ok(second instanceof MailboxFullError, String(second));
+    await appender.close();
+    assert.deepEqual(await subjects(mailbox), ['m1']);
   });
 
   it('a steady stream of mail does not keep another part of the process from the lock', async () => {
