@@ -1,6 +1,7 @@
 // Appends messages to an mbox file under the dotlock: From_ line, edited headers and the
-// mboxrd-quoted body, streamed and fsynced; any failure truncates the file back (no partial
-// mail). Several messages for one mailbox can share one lock, one open and one fsync.
+// mboxrd-quoted body (streamed, or rendered in one pass when held in memory), fsynced; any
+// failure truncates the file back (no partial mail). A MailboxSession keeps the lock and the
+// open file for several batches, each with one fsync.
 import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';

@@ -1,5 +1,8 @@
 // Classic mailbox dotlock (`<mailbox>.lock`), interoperable with liblockfile/dotlockfile,
 // Postfix local, procmail and Dovecot: link(2)-based creation, liblockfile staleness rules.
+// While mailsrv appends, the lock also notes the mailbox's committed size, so an append cut
+// short by a crash is rolled back by whoever breaks the stale lock; and a lock this process
+// keeps while idle is handed over at once to another part of the process that wants it.
 import { randomBytes } from 'node:crypto';
 import { constants, promises as fs, readFileSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
