@@ -41,7 +41,12 @@ interface Pending {
 export class Pop3Client {
   private readonly pending: Pending[] = [];
   private failure: Error | null = null;
-  private timer: NodeJS.Timeout | undefined;
+  /** one watchdog per client (not a timer per command: the client's own cost is part of every figure) */
+  private readonly watchdog: NodeJS.Timeout;
+  /** when the oldest waiting command was sent, or its predecessor's reply completed */
+  private waitingSince = 0;
+  /** commands written in one tick go out in one write */
+  private corked = false;
 
   private constructor(
     private readonly socket: Socket,
@@ -49,6 +54,10 @@ export class Pop3Client {
     private readonly timeoutMs: number,
   ) {
     socket.setNoDelay(true);
+    this.watchdog = setInterval(() => {
+      if (this.pending.length > 0 && performance.now() - this.waitingSince > this.timeoutMs) this.fail(new Error(`${label}: no reply within ${this.timeoutMs} ms`));
+    }, Math.min(1000, this.timeoutMs));
+    this.watchdog.unref();
     socket.on('data', (chunk: Buffer) => this.feed(chunk));
     socket.on('error', (err) => this.fail(new Error(`${label}: ${err.message}`)));
     socket.on('close', () => this.fail(new Error(`${label}: connection closed by the server`)));
@@ -72,8 +81,18 @@ export class Pop3Client {
     const promise = new Promise<Reply>((resolve, reject) => {
       this.pending.push({ multi, head: null, status: null, bytes: 0, tail: EMPTY, resolve, reject });
     });
-    this.arm();
-    if (line !== null) this.socket.write(`${line}\r\n`);
+    if (this.pending.length === 1) this.waitingSince = performance.now();
+    if (line !== null) {
+      if (!this.corked) {
+        this.corked = true;
+        this.socket.cork();
+        process.nextTick(() => {
+          this.corked = false;
+          this.socket.uncork();
+        });
+      }
+      this.socket.write(`${line}\r\n`);
+    }
     return promise;
   }
 
@@ -92,14 +111,8 @@ export class Pop3Client {
 
   close(): void {
     this.failure ??= new Error(`${this.label}: closed`);
-    clearTimeout(this.timer);
+    clearInterval(this.watchdog);
     this.socket.destroy();
-  }
-
-  /** A timeout for the oldest command waiting, restarted whenever a reply completes. */
-  private arm(): void {
-    clearTimeout(this.timer);
-    if (this.pending.length > 0) this.timer = setTimeout(() => this.fail(new Error(`${this.label}: no reply within ${this.timeoutMs} ms`)), this.timeoutMs);
   }
 
   private feed(input: Buffer): void {
@@ -151,13 +164,13 @@ export class Pop3Client {
 
   private complete(): void {
     const p = this.pending.shift()!;
-    this.arm();
+    this.waitingSince = performance.now();
     p.resolve({ ok: p.status!.startsWith('+OK'), status: p.status!, bytes: p.bytes });
   }
 
   private fail(err: Error): void {
     this.failure ??= err;
-    clearTimeout(this.timer);
+    clearInterval(this.watchdog);
     this.socket.destroy();
     for (const p of this.pending.splice(0)) p.reject(err);
   }
