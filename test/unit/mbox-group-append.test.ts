@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { MailboxFullError, type MessageToAppend } from '../../src/mbox/append.js';
+import { appendMessage, MailboxFullError, MailboxLockedError, type MessageToAppend } from '../../src/mbox/append.js';
 import { GroupAppender } from '../../src/mbox/group-append.js';
 import { acquireDotlock } from '../../src/mbox/lock.js';
 
@@ -68,9 +68,8 @@ describe('GroupAppender', () => {
     await appender.append(target, [message(sent++)]);
     // a POP3 update waits for the lock while mail keeps coming: it must get it (not time out)
     const lock = await acquireDotlock(mailbox, { timeoutMs: 10_000 });
-    const sizeWhileHeld = (await fs.stat(mailbox)).size;
-    await new Promise((resolve) => setImmediate(resolve));
-    assert.equal((await fs.stat(mailbox)).size, sizeWhileHeld, 'nothing appended while someone else holds the lock');
+    // and really holds it: a writer that will not wait is refused
+    await assert.rejects(appendMessage({ ...message(-1), mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 0 }), MailboxLockedError);
     await lock.release();
     stop = true;
     await Promise.all(feeders);

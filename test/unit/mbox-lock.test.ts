@@ -217,6 +217,22 @@ describe('dotlockfile interoperability', { skip: hasDotlockfile ? false : 'dotlo
     await execFileP('dotlockfile', ['-l', '-r', '0', `${mbox}.lock`]);
     await execFileP('dotlockfile', ['-u', `${mbox}.lock`]);
   });
+
+  it('reads a lock carrying our append note like any other: held while we hold it, stale by its age once its holder is gone', async () => {
+    const mbox = await newMailbox();
+    const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
+    await lock.noteCommittedSize(123);
+    assert.match(await fs.readFile(`${mbox}.lock`, 'latin1'), new RegExp(`^${process.pid}\\nappend 0+123 `));
+    await assert.rejects(execFileP('dotlockfile', ['-l', '-r', '0', `${mbox}.lock`]));
+    await lock.release();
+    // left by a dead mailsrv 10 minutes ago: dotlockfile takes it over
+    await fs.writeFile(`${mbox}.lock`, `${await deadPid()}\nappend 0000000000000123 otherhost some-boot\n`);
+    const tenMinutesAgo = new Date(Date.now() - 10 * 60 * 1000);
+    await fs.utimes(`${mbox}.lock`, tenMinutesAgo, tenMinutesAgo);
+    await execFileP('dotlockfile', ['-l', '-r', '2', `${mbox}.lock`]);
+    assert.equal(await fs.readFile(`${mbox}.lock`, 'latin1'), '0\n', 'the lock is dotlockfile\'s now');
+    await execFileP('dotlockfile', ['-u', `${mbox}.lock`]);
+  });
 });
 
 describe('clearStaleLocks', () => {
