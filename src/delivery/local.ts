@@ -80,7 +80,7 @@ export class LocalDelivery implements DeliveryAgent {
     const mailbox = this.mailboxPath(user);
     if (mailbox === null || !this.options.userExists(user)) return 'use-queue';
     const [result] = await this.appender.append(this.target(mailbox, 0), [
-      this.message(envelope, 0, user, Buffer.isBuffer(source) ? source : source(), async () => undefined),
+      this.message(envelope, 0, user, Buffer.isBuffer(source) ? source : source()),
     ]);
     if (result instanceof MailboxFullError) return 'mailbox-full';
     if (result instanceof Error) {
@@ -106,7 +106,7 @@ export class LocalDelivery implements DeliveryAgent {
     return { mailboxPath, sizeLimit: this.options.mailboxSizeLimit, lockTimeoutMs, onStaleBroken: this.staleLockLogger };
   }
 
-  private message(envelope: Envelope, index: number, user: string, source: Readable | Buffer, beforeWrite: (offset: number) => Promise<void>): MessageToAppend {
+  private message(envelope: Envelope, index: number, user: string, source: Readable | Buffer, beforeWrite?: (offset: number) => Promise<void>): MessageToAppend {
     const address = envelope.recipients[index]!.address;
     const domain = domainOf(qualify(address, this.options.hostname));
     return {
@@ -123,7 +123,7 @@ export class LocalDelivery implements DeliveryAgent {
   async settleInterruptedAppend(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean> {
     const recipient = entry.envelope.recipients[index]!;
     if (recipient.target.kind !== 'local') return false;
-    const expectedBytes = await renderedLength(this.message(entry.envelope, index, recipient.target.user, this.options.store.openMessage(entry), async () => undefined));
+    const expectedBytes = await renderedLength(this.message(entry.envelope, index, recipient.target.user, this.options.store.openMessage(entry)));
     return settleInterruptedAppend({
       mailboxPath: mailbox,
       offset,

@@ -223,13 +223,8 @@ export async function appendMessage(options: AppendOptions): Promise<AppendResul
 export async function appendMessages(target: MailboxTarget, messages: MessageToAppend[]): Promise<(AppendResult | Error)[]> {
   const prepared = prepareAll(messages);
   if (prepared.every((p) => p instanceof Error)) return prepared as Error[];
-  let session;
-  try {
-    session = await MailboxSession.open(target);
-  } catch (err) {
-    for (const message of messages) dropSource(message);
-    return messages.map(() => err as Error);
-  }
+  const session = await MailboxSession.openFor(target, messages);
+  if (!(session instanceof MailboxSession)) return session;
   try {
     return await session.append(messages, prepared);
   } finally {
@@ -304,6 +299,19 @@ export class MailboxSession {
       await opened.handle.close().catch(() => undefined);
       await lock.release().catch(() => undefined);
       throw new MailboxIOError(path, 'cannot append to mailbox', err);
+    }
+  }
+
+  /**
+   * open(), or, when the mailbox cannot be locked or opened, the error for every message (whose
+   * streams are destroyed).
+   */
+  static async openFor(target: MailboxTarget, messages: MessageToAppend[]): Promise<MailboxSession | Error[]> {
+    try {
+      return await MailboxSession.open(target);
+    } catch (err) {
+      for (const message of messages) dropSource(message);
+      return messages.map(() => err as Error);
     }
   }
 
@@ -409,10 +417,10 @@ async function appendLocked(handle: FileHandle, tail: MailboxTail, target: Mailb
     const head = Buffer.from(padding + rendered.from, 'utf8');
     if (Buffer.isBuffer(rendered.body)) {
       // held in memory: one write of the whole message
-      const whole = Buffer.concat([head, rendered.body]);
-      if (sizeLimit > 0 && oldSize + whole.length > sizeLimit) throw new MailboxFullError(path, sizeLimit);
-      await writeAll(handle, [whole]);
-      return { offset, bytes: whole.length - padding.length };
+      const length = head.length + rendered.body.length;
+      if (sizeLimit > 0 && oldSize + length > sizeLimit) throw new MailboxFullError(path, sizeLimit);
+      await writeAll(handle, [head, rendered.body]);
+      return { offset, bytes: length - padding.length };
     }
     writer = new MailboxWriter(handle, path, head, sizeLimit > 0 ? sizeLimit - oldSize : Infinity, sizeLimit);
     await pipeline(message.source as Readable, rendered.body, new MboxrdQuoter(), writer);

@@ -4,7 +4,7 @@
 // mailboxes are written side by side. A mailbox stays locked and open for a moment after its
 // last batch (LINGER_MS), so a steady stream of mail pays the lock and the open once, not per
 // message; anyone else in this process who wants the lock meanwhile gets it at once.
-import { dropSource, MailboxSession, prepareAll, type AppendResult, type MailboxTarget, type MessageToAppend } from './append.js';
+import { MailboxSession, prepareAll, type AppendResult, type MailboxTarget, type MessageToAppend } from './append.js';
 import { isWanted, lendWhileIdle } from './lock.js';
 
 /** Most messages one batch (one fsync) takes. */
@@ -87,12 +87,9 @@ export class GroupAppender {
     if (prepared.every((p) => p instanceof Error)) return prepared as Error[];
     if (state.session === null) {
       const target = { ...batch[0]!.target, lockTimeoutMs: Math.min(...batch.map((w) => w.target.lockTimeoutMs)) };
-      try {
-        state.session = await MailboxSession.open(target);
-      } catch (err) {
-        for (const message of messages) dropSource(message);
-        return batch.map(() => err as Error);
-      }
+      const opened = await MailboxSession.openFor(target, messages);
+      if (!(opened instanceof MailboxSession)) return opened;
+      state.session = opened;
     }
     const session = state.session;
     const outcomes = await session.append(messages, prepared, batch[batch.length - 1]!.target).catch((err: unknown) => batch.map(() => (err instanceof Error ? err : new Error(String(err)))));

@@ -85,8 +85,8 @@ export class PendingEntry<Entry> {
     return this.size;
   }
 
-  /** The whole message, if it is held in memory; null if it went to disk. */
-  get inMemory(): Buffer | null {
+  /** The whole message in one buffer, if it is held in memory; null if it went to disk. */
+  messageInMemory(): Buffer | null {
     return this.chunks === null ? null : Buffer.concat(this.chunks, this.size);
   }
 

@@ -271,7 +271,7 @@ async function receive(
     }
     if (hops.hops > MAX_HOPS) throw new SmtpReplyError(554, `5.4.6 Too many hops (${hops.hops} Received headers): mail forwarding loop`);
     const accepted = { from: envelope.sender, nrcpt: recipients.length, size, client: session.remoteAddress };
-    const direct = await options.deliverNow(envelope, pending.inMemory ?? (() => pending.openData()));
+    const direct = await options.deliverNow(envelope, pending.messageInMemory() ?? (() => pending.openData()));
     if (direct === 'delivered') {
       const recipient = envelope.recipients[0]!;
       log.info({ ...accepted, direct: true }, 'queued');
