@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { QueueStore } from '../../src/queue/store.js';
-import { crlf, DOMAIN, envForTest, MAILSRV_BIN, queueIdOf, REPO_ROOT, RUN_AS_ROOT, runCli, sendRaw, type TestEnv } from './harness.js';
+import { cannotRunAs, crlf, DOMAIN, envForTest, MAILSRV_BIN, queueIdOf, REPO_ROOT, runCli, sendRaw, type TestEnv } from './harness.js';
 
 const HEADER_LINE = '-Queue ID------- --Size-- -Age- -Sender/Recipient-------';
 
@@ -184,7 +184,7 @@ describe('mailsrv queue', () => {
     assert.equal(stale.stderr, 'mailsrv: mailsrv is not running\n');
   });
 
-  test('another user cannot read the queue and is told who can', { skip: !RUN_AS_ROOT && 'needs root to run as another user' }, async (t) => {
+  test('another user cannot read the queue and is told who can', { skip: cannotRunAs(1, 1) ?? false }, async (t) => {
     const { env, start } = await setup(t);
     const daemon = await start(); // the queue directory now belongs to the daemon's user, 0700
     await daemon.stop();

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { prepareMaildrop } from '../../src/queue/maildrop.js';
 import { resolveIdentity } from '../../src/privileges.js';
-import { DAEMON_USER, DOMAIN, HOSTNAME, makeEnv, MAILSRV_BIN, readMailbox, REPO_ROOT, RUN_AS_ROOT, runCli, startDaemon, type TestEnv } from './harness.js';
+import { cannotRunAs, DAEMON_USER, DOMAIN, HOSTNAME, makeEnv, MAILSRV_BIN, readMailbox, REPO_ROOT, runCli, startDaemon, type TestEnv } from './harness.js';
 
 /** An unprivileged local user other than the daemon's (which is `nobody` in these tests). */
 const LOCAL_USER = { name: 'daemon', uid: 1, gid: 1 };
@@ -232,7 +232,7 @@ describe('mailsrv sendmail', () => {
     assert.equal(listed.stdout, 'queue is empty\n');
   });
 
-  test('an unprivileged user can drop mail into the maildrop but cannot list it', { skip: !RUN_AS_ROOT && 'needs root to run as another user' }, () => {
+  test('an unprivileged user can drop mail into the maildrop but cannot list it', { skip: cannotRunAs(LOCAL_USER.uid, LOCAL_USER.gid) ?? false }, () => {
     const asUser = (command: string, args: string[], input?: string) =>
       spawnSync(command, args, { cwd: REPO_ROOT, input, encoding: 'utf8', uid: LOCAL_USER.uid, gid: LOCAL_USER.gid, env: { PATH: process.env.PATH ?? '' } });
     const sent = asUser(process.execPath, [MAILSRV_BIN, 'sendmail', '-c', env.configPath, 'alice@example.test'], 'Subject: from a user\n\nhi\n');

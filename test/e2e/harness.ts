@@ -32,6 +32,17 @@ export const RUN_AS_ROOT = process.getuid?.() === 0;
 export const DAEMON_USER = RUN_AS_ROOT ? { user: 'nobody', group: 'nogroup' } : null;
 if (RUN_AS_ROOT) process.umask(0);
 
+/**
+ * Why a test cannot run mailsrv as the unprivileged user `uid` (root only), or null if it can:
+ * a checkout below a directory only root may enter (`mktemp -d`) keeps everyone else out of
+ * bin/ and dist/.
+ */
+export function cannotRunAs(uid: number, gid: number): string | null {
+  if (!RUN_AS_ROOT) return 'needs root to run as another user';
+  const probe = spawnSync('test', ['-r', join(REPO_ROOT, 'dist', 'cli', 'main.js')], { uid, gid });
+  return probe.status === 0 ? null : `uid ${uid} cannot read this checkout (${REPO_ROOT}): it lies below a directory only root may enter`;
+}
+
 /** Throws a clear error when the daemon has not been built. */
 export function requireBuild(): void {
   if (!existsSync(CLI_ENTRY)) {
