@@ -32,7 +32,16 @@ if (file && isMainThread) {
       // retried at the next tick
     }
     const count = histogram.count;
-    const stats = count === 0 ? { p50: 0, p99: 0, max: 0, mean: 0, count } : { p50: ms(histogram.percentile(50)), p99: ms(histogram.percentile(99)), max: ms(histogram.max), mean: ms(histogram.mean), count };
+    const stats =
+      count === 0
+        ? { p50: 0, p99: 0, max: 0, mean: 0, count }
+        : {
+            p50: ms(histogram.percentile(50)),
+            p99: ms(histogram.percentile(99)),
+            max: ms(histogram.max),
+            mean: ms(histogram.mean),
+            count,
+          };
     writing = true;
     writeFile(`${file}.tmp`, JSON.stringify({ ...stats, at: Date.now() }))
       .then(() => rename(`${file}.tmp`, file))

@@ -32,7 +32,20 @@ import { parseArgs } from 'node:util';
 import { closeAll, greetingTimes, openFileLimit, openIdle, type IdleConnections } from './memory-load.js';
 import { cachedMbox, deleteFirstAndQuit, loginStat, Pop3Client, retrieveAll } from './pop3-load.js';
 import { markdown, scenarioTable, svgChart, type Metric, type Report, type Scenario } from './report.js';
-import { externalEndpoint, PASSWORD, POP3_USERS, referenceUnavailable, startDovecot, startMailsrv, startPostfix, type Endpoint, type LoopLag, type PasswordScheme, type Pop3Endpoint, type SmtpEndpoint } from './servers.js';
+import {
+  externalEndpoint,
+  PASSWORD,
+  POP3_USERS,
+  referenceUnavailable,
+  startDovecot,
+  startMailsrv,
+  startPostfix,
+  type Endpoint,
+  type LoopLag,
+  type PasswordScheme,
+  type Pop3Endpoint,
+  type SmtpEndpoint,
+} from './servers.js';
 import { makeMessage, runSmtpLoad, sendOne, SMTP_SOURCE, type SmtpLoadResult } from './smtp-load.js';
 import { memoryNow, memorySampler, parseBytes, parseHostPort, percentiles, sleep } from './util.js';
 
@@ -125,7 +138,12 @@ async function measured<T>(endpoint: Endpoint, intervalMs: number, work: () => P
 }
 
 const MiB = 1024 * 1024;
-const metric = (label: string, better: Metric['better'], values: (number | null | undefined)[], digits = 0): Metric => ({
+const metric = (
+  label: string,
+  better: Metric['better'],
+  values: (number | null | undefined)[],
+  digits = 0,
+): Metric => ({
   label,
   better,
   values: values.map((v) => (v === undefined || v === null || Number.isNaN(v) ? null : v)),
@@ -135,16 +153,42 @@ const metric = (label: string, better: Metric['better'], values: (number | null 
 /** Memory and loop-lag rows, the same in every scenario. */
 function commonMetrics(taken: Taken<unknown>[]): Metric[] {
   return [
-    metric('peak memory, MiB', 'lower', taken.map((t) => (t.peakBytes === null ? null : t.peakBytes / MiB)), 1),
-    metric('event-loop lag p50, ms', 'none', taken.map((t) => t.lag?.p50), 2),
-    metric('event-loop lag p99, ms', 'none', taken.map((t) => t.lag?.p99), 2),
-    metric('event-loop lag max, ms', 'none', taken.map((t) => t.lag?.max), 1),
+    metric(
+      'peak memory, MiB',
+      'lower',
+      taken.map((t) => (t.peakBytes === null ? null : t.peakBytes / MiB)),
+      1,
+    ),
+    metric(
+      'event-loop lag p50, ms',
+      'none',
+      taken.map((t) => t.lag?.p50),
+      2,
+    ),
+    metric(
+      'event-loop lag p99, ms',
+      'none',
+      taken.map((t) => t.lag?.p99),
+      2,
+    ),
+    metric(
+      'event-loop lag max, ms',
+      'none',
+      taken.map((t) => t.lag?.max),
+      1,
+    ),
   ];
 }
 
 // ------------------------------------------------------------------ SMTP
 
-async function smtpScenario(endpoints: SmtpEndpoint[], messages: number, connections: number, size: number, chart: boolean): Promise<Scenario> {
+async function smtpScenario(
+  endpoints: SmtpEndpoint[],
+  messages: number,
+  connections: number,
+  size: number,
+  chart: boolean,
+): Promise<Scenario> {
   const kib = size >= 1024 ? `${Math.round(size / 1024)} KiB` : `${size} B`;
   const taken: Taken<SmtpLoadResult>[] = [];
   for (const ep of endpoints) {
@@ -152,7 +196,18 @@ async function smtpScenario(endpoints: SmtpEndpoint[], messages: number, connect
     await sleep(1000); // let the previous run's writeback settle
     taken.push(
       await measured(ep, 250, () =>
-        runSmtpLoad({ host: ep.host, port: ep.port, messages, connections, size, from: 'bench@load.test', rcpt: ep.rcpt, generator: opts.generator, stallMs: 60_000, ...(ep.mbox ? { mbox: ep.mbox } : {}) }),
+        runSmtpLoad({
+          host: ep.host,
+          port: ep.port,
+          messages,
+          connections,
+          size,
+          from: 'bench@load.test',
+          rcpt: ep.rcpt,
+          generator: opts.generator,
+          stallMs: 60_000,
+          ...(ep.mbox ? { mbox: ep.mbox } : {}),
+        }),
       ),
     );
   }
@@ -169,12 +224,40 @@ async function smtpScenario(endpoints: SmtpEndpoint[], messages: number, connect
     load,
     servers: endpoints.map((e) => e.name),
     metrics: [
-      metric('msg/s end to end (in the mbox)', 'higher', r.map((x) => (x.deliveredSeconds ? x.messages / x.deliveredSeconds : null))),
-      metric('msg/s accepted (last 250)', 'higher', r.map((x) => x.messages / x.acceptedSeconds)),
-      metric('MB/s end to end (payload)', 'higher', r.map((x) => (x.deliveredSeconds ? x.payloadBytes / 1e6 / x.deliveredSeconds : null)), 1),
-      metric('latency p50, ms', 'lower', lat.map((l) => l.p50), 1),
-      metric('latency p95, ms', 'lower', lat.map((l) => l.p95), 1),
-      metric('latency p99, ms', 'lower', lat.map((l) => l.p99), 1),
+      metric(
+        'msg/s end to end (in the mbox)',
+        'higher',
+        r.map((x) => (x.deliveredSeconds ? x.messages / x.deliveredSeconds : null)),
+      ),
+      metric(
+        'msg/s accepted (last 250)',
+        'higher',
+        r.map((x) => x.messages / x.acceptedSeconds),
+      ),
+      metric(
+        'MB/s end to end (payload)',
+        'higher',
+        r.map((x) => (x.deliveredSeconds ? x.payloadBytes / 1e6 / x.deliveredSeconds : null)),
+        1,
+      ),
+      metric(
+        'latency p50, ms',
+        'lower',
+        lat.map((l) => l.p50),
+        1,
+      ),
+      metric(
+        'latency p95, ms',
+        'lower',
+        lat.map((l) => l.p95),
+        1,
+      ),
+      metric(
+        'latency p99, ms',
+        'lower',
+        lat.map((l) => l.p99),
+        1,
+      ),
       ...commonMetrics(taken),
     ],
     ...(chart ? { connections } : {}),
@@ -205,7 +288,9 @@ interface Pop3Box {
 async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<Scenario[]> {
   const big: Pop3Box = { user: POP3_USERS[0], ...opts.big };
   const small: Pop3Box = { user: POP3_USERS[1], ...opts.small };
-  log(`POP3 mailboxes: ${big.count} × ${big.size} and ${small.count} × ${small.size} octets (cached in ${a['cache-dir']})`);
+  log(
+    `POP3 mailboxes: ${big.count} × ${big.size} and ${small.count} × ${small.size} octets (cached in ${a['cache-dir']})`,
+  );
   const sources = new Map<Pop3Box, string>();
   for (const box of [big, small]) sources.set(box, await cachedMbox(a['cache-dir']!, box.count, box.size));
   for (const ep of endpoints) for (const box of [big, small]) await ep.install?.(box.user, sources.get(box)!);
@@ -222,10 +307,30 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   const latencyRows = (label: string, taken: Taken<number[]>[]) => {
     const p = taken.map((t) => percentiles(t.value));
     return [
-      metric(`${label} p50, ms`, 'lower', p.map((x) => x.p50), 1),
-      metric(`${label} p95, ms`, 'lower', p.map((x) => x.p95), 1),
-      metric(`${label} p99, ms`, 'lower', p.map((x) => x.p99), 1),
-      metric(`${label} max, ms`, 'lower', taken.map((t) => Math.max(...t.value)), 1),
+      metric(
+        `${label} p50, ms`,
+        'lower',
+        p.map((x) => x.p50),
+        1,
+      ),
+      metric(
+        `${label} p95, ms`,
+        'lower',
+        p.map((x) => x.p95),
+        1,
+      ),
+      metric(
+        `${label} p99, ms`,
+        'lower',
+        p.map((x) => x.p99),
+        1,
+      ),
+      metric(
+        `${label} max, ms`,
+        'lower',
+        taken.map((t) => Math.max(...t.value)),
+        1,
+      ),
     ];
   };
 
@@ -328,12 +433,41 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
       load: `after a warm-up (RETR of the first ${Math.min(box.count, RETR_WARM_UP)} in another session) and login+STAT: RETR 1..${box.count}${inflight === 1 ? ', each sent when the previous reply ended' : `, ${inflight} outstanding at any time`}; MB/s counts every octet received`,
       servers,
       metrics: [
-        metric('MB/s', 'higher', r.map((x) => x.bytes / 1e6 / x.seconds), 1),
-        metric('msg/s', 'higher', r.map((x) => x.latencies.length / x.seconds)),
-        metric('seconds', 'lower', r.map((x) => x.seconds), 2),
-        metric('RETR latency p50, ms', 'lower', lat.map((l) => l.p50), 3),
-        metric('RETR latency p95, ms', 'lower', lat.map((l) => l.p95), 3),
-        metric('RETR latency p99, ms', 'lower', lat.map((l) => l.p99), 3),
+        metric(
+          'MB/s',
+          'higher',
+          r.map((x) => x.bytes / 1e6 / x.seconds),
+          1,
+        ),
+        metric(
+          'msg/s',
+          'higher',
+          r.map((x) => x.latencies.length / x.seconds),
+        ),
+        metric(
+          'seconds',
+          'lower',
+          r.map((x) => x.seconds),
+          2,
+        ),
+        metric(
+          'RETR latency p50, ms',
+          'lower',
+          lat.map((l) => l.p50),
+          3,
+        ),
+        metric(
+          'RETR latency p95, ms',
+          'lower',
+          lat.map((l) => l.p95),
+          3,
+        ),
+        metric(
+          'RETR latency p99, ms',
+          'lower',
+          lat.map((l) => l.p99),
+          3,
+        ),
         ...commonMetrics(taken),
       ],
       notes: [],
@@ -398,7 +532,12 @@ async function idleScenarios(pairs: ServerPair[]): Promise<Scenario[]> {
   const full = new Set<ServerPair>(); // servers that stopped greeting at an earlier step
   for (const total of opts.idle) {
     const half = Math.ceil(total / 2);
-    const rows = { memory: [] as (number | null)[], greeted: [] as number[], smtp: [] as number[][], pop3: [] as number[][] };
+    const rows = {
+      memory: [] as (number | null)[],
+      greeted: [] as number[],
+      smtp: [] as number[][],
+      pop3: [] as number[][],
+    };
     for (const pair of pairs) {
       const smtp: IdleConnections = { sockets: [], greeted: 0 };
       const pop3: IdleConnections = { sockets: [], greeted: 0 };
@@ -433,14 +572,22 @@ async function idleScenarios(pairs: ServerPair[]): Promise<Scenario[]> {
       load: `connections opened 100 at a time, each kept once greeted; memory 2 s after the last (all the server's processes); then ${GREETING_SAMPLES} fresh clients per protocol, one after another, timed from connect to greeting`,
       servers: pairs.map((pair) => pair.name),
       metrics: [
-        metric('memory with the connections open, MiB', 'lower', rows.memory.map((b) => (b === null ? null : b / MiB)), 1),
+        metric(
+          'memory with the connections open, MiB',
+          'lower',
+          rows.memory.map((b) => (b === null ? null : b / MiB)),
+          1,
+        ),
         metric('connections greeted', 'higher', rows.greeted),
         metric('fresh SMTP greeting p50, ms', 'lower', p(rows.smtp, 'p50'), 1),
         metric('fresh SMTP greeting max, ms', 'lower', max(rows.smtp), 1),
         metric('fresh POP3 greeting p50, ms', 'lower', p(rows.pop3, 'p50'), 1),
         metric('fresh POP3 greeting max, ms', 'lower', max(rows.pop3), 1),
       ],
-      notes: [...full].map((pair) => `${pair.name} stopped greeting new connections before this step: its limits (Postfix smtpd processes, Dovecot login processes)`),
+      notes: [...full].map(
+        (pair) =>
+          `${pair.name} stopped greeting new connections before this step: its limits (Postfix smtpd processes, Dovecot login processes)`,
+      ),
     });
   }
   return scenarios;
@@ -472,7 +619,8 @@ async function bigMessageScenario(pair: ServerPair, pass: string): Promise<Scena
     started = performance.now();
     timings.bytes = (await client.ok(`RETR ${count}`, true)).bytes;
     timings.pop3 = (performance.now() - started) / 1000;
-    if (timings.bytes < size) throw new Error(`${pair.name}: RETR ${count} gave ${timings.bytes} octets, the message has ${size}`);
+    if (timings.bytes < size)
+      throw new Error(`${pair.name}: RETR ${count} gave ${timings.bytes} octets, the message has ${size}`);
     await client.ok(`DELE ${count}`);
     await client.quit();
   });
@@ -486,7 +634,12 @@ async function bigMessageScenario(pair: ServerPair, pass: string): Promise<Scena
     metrics: [
       metric('memory before, MiB', 'lower', [before === null ? null : before / MiB], 1),
       metric('peak memory, MiB', 'lower', [peak === null ? null : peak / MiB], 1),
-      metric('growth (peak - before), MiB', 'lower', [peak === null || before === null ? null : (peak - before) / MiB], 1),
+      metric(
+        'growth (peak - before), MiB',
+        'lower',
+        [peak === null || before === null ? null : (peak - before) / MiB],
+        1,
+      ),
       metric('SMTP until the 250, s', 'lower', [timings.smtp], 2),
       metric('POP3 RETR, MB/s', 'higher', [timings.bytes / 1e6 / timings.pop3], 1),
       ...commonMetrics([taken]).slice(1),
@@ -545,14 +698,18 @@ async function main(): Promise<void> {
       for (const text of a.target) {
         const { host, port } = parseHostPort(text, 'target');
         const ep = externalEndpoint(host, port);
-        if ((await protocolOf(host, port)) === 'smtp') smtpSubject = { ...ep, rcpt: a.rcpt!, ...(a.mbox ? { mbox: a.mbox } : {}) };
+        if ((await protocolOf(host, port)) === 'smtp')
+          smtpSubject = { ...ep, rcpt: a.rcpt!, ...(a.mbox ? { mbox: a.mbox } : {}) };
         else pop3Subject = externalPop3(ep, a.spool);
       }
     } else {
       log('starting mailsrv');
       // the memory suite's idle connections: one end in this process, one in the daemon (which inherits the limit)
       const fits = opts.idle.filter((total) => total + 1000 <= openFileLimit());
-      if (want('memory') && fits.length < opts.idle.length) log(`--idle: ${opts.idle.filter((t) => !fits.includes(t)).join(', ')} left out: more than the open-file limit ${openFileLimit()} allows (raise it: ulimit -n)`);
+      if (want('memory') && fits.length < opts.idle.length)
+        log(
+          `--idle: ${opts.idle.filter((t) => !fits.includes(t)).join(', ')} left out: more than the open-file limit ${openFileLimit()} allows (raise it: ulimit -n)`,
+        );
       opts.idle = fits;
       const idleMax = want('memory') ? Math.max(0, ...opts.idle) : 0;
       const own = await startMailsrv(a.hash as PasswordScheme, Math.max(1000, Math.ceil(idleMax / 2) + 100));
@@ -565,7 +722,8 @@ async function main(): Promise<void> {
       if (text === 'none' || text === 'reference') continue;
       const { host, port } = parseHostPort(text, 'compare');
       const ep = externalEndpoint(host, port);
-      if ((await protocolOf(host, port)) === 'smtp') smtpOther = { ...ep, rcpt: a.rcpt!, ...(a['compare-mbox'] ? { mbox: a['compare-mbox'] } : {}) };
+      if ((await protocolOf(host, port)) === 'smtp')
+        smtpOther = { ...ep, rcpt: a.rcpt!, ...(a['compare-mbox'] ? { mbox: a['compare-mbox'] } : {}) };
       else pop3Other = externalPop3(ep, a['compare-spool']);
     }
     if (!compares.includes('none')) {
@@ -603,7 +761,10 @@ async function main(): Promise<void> {
     }
     if (want('memory') && smtpSubject && pop3Subject) {
       const subject: ServerPair = { name: smtpSubject.name, smtp: smtpSubject, pop3: pop3Subject };
-      const pairs = smtpOther && pop3Other ? [subject, { name: `${smtpOther.name}+${pop3Other.name}`, smtp: smtpOther, pop3: pop3Other }] : [subject];
+      const pairs =
+        smtpOther && pop3Other
+          ? [subject, { name: `${smtpOther.name}+${pop3Other.name}`, smtp: smtpOther, pop3: pop3Other }]
+          : [subject];
       // the message first, while the daemon has not yet held thousands of connections
       for (const s of [await bigMessageScenario(subject, a.pass!), ...(await idleScenarios(pairs))]) {
         scenarios.push(s);
@@ -616,14 +777,25 @@ async function main(): Promise<void> {
       started: started.toISOString(),
       finished: new Date().toISOString(),
       command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim().replace(/ --$/, ''),
-      machine: { cpus: cpu.length, cpuModel: cpu[0]?.model ?? '?', memoryGiB: Math.round(totalmem() / 1024 ** 3), kernel: release(), node: process.version },
+      machine: {
+        cpus: cpu.length,
+        cpuModel: cpu[0]?.model ?? '?',
+        memoryGiB: Math.round(totalmem() / 1024 ** 3),
+        kernel: release(),
+        node: process.version,
+      },
       quick,
       scenarios,
     };
     if (a.json) writeFileSync(a.json, `${JSON.stringify(report, null, 2)}\n`);
     if (a.svg) writeFileSync(a.svg, svgChart(report, 'msg/s end to end (in the mbox)'));
     if (a.markdown) writeFileSync(a.markdown, markdown(report));
-    for (const [flag, file] of [['json', a.json], ['svg', a.svg], ['markdown', a.markdown]] as const) if (file) log(`--${flag}: wrote ${file}`);
+    for (const [flag, file] of [
+      ['json', a.json],
+      ['svg', a.svg],
+      ['markdown', a.markdown],
+    ] as const)
+      if (file) log(`--${flag}: wrote ${file}`);
   } finally {
     for (const stop of stops.reverse()) await stop().catch((err: Error) => log(`stopping: ${err.message}`));
   }

@@ -31,7 +31,14 @@ function greetedSocket(host: string, port: number, timeoutMs: number): Promise<S
  * further input is not read). Stops at the first batch with a connection not greeted within
  * timeoutMs: the server has reached its limit.
  */
-export async function openIdle(host: string, port: number, count: number, into: IdleConnections, timeoutMs = 10_000, batch = 100): Promise<boolean> {
+export async function openIdle(
+  host: string,
+  port: number,
+  count: number,
+  into: IdleConnections,
+  timeoutMs = 10_000,
+  batch = 100,
+): Promise<boolean> {
   while (into.greeted < count) {
     const n = Math.min(batch, count - into.greeted);
     const opened = await Promise.all(Array.from({ length: n }, () => greetedSocket(host, port, timeoutMs)));

@@ -54,9 +54,13 @@ export class Pop3Client {
     private readonly timeoutMs: number,
   ) {
     socket.setNoDelay(true);
-    this.watchdog = setInterval(() => {
-      if (this.pending.length > 0 && performance.now() - this.waitingSince > this.timeoutMs) this.fail(new Error(`${label}: no reply within ${this.timeoutMs} ms`));
-    }, Math.min(1000, this.timeoutMs));
+    this.watchdog = setInterval(
+      () => {
+        if (this.pending.length > 0 && performance.now() - this.waitingSince > this.timeoutMs)
+          this.fail(new Error(`${label}: no reply within ${this.timeoutMs} ms`));
+      },
+      Math.min(1000, this.timeoutMs),
+    );
     this.watchdog.unref();
     socket.on('data', (chunk: Buffer) => this.feed(chunk));
     socket.on('error', (err) => this.fail(new Error(`${label}: ${err.message}`)));
@@ -119,12 +123,18 @@ export class Pop3Client {
     let chunk = input;
     while (chunk.length > 0) {
       const p = this.pending[0];
-      if (!p) return this.fail(new Error(`${this.label}: ${chunk.length} unexpected bytes from the server`));
+      if (!p) {
+        this.fail(new Error(`${this.label}: ${chunk.length} unexpected bytes from the server`));
+        return;
+      }
       if (p.status === null) {
         const buf = p.head ? Buffer.concat([p.head, chunk]) : chunk;
         const eol = buf.indexOf(CRLF);
         if (eol < 0) {
-          if (buf.length > MAX_STATUS) return this.fail(new Error(`${this.label}: status line longer than ${MAX_STATUS} bytes`));
+          if (buf.length > MAX_STATUS) {
+            this.fail(new Error(`${this.label}: status line longer than ${MAX_STATUS} bytes`));
+            return;
+          }
           p.head = buf;
           return;
         }
@@ -153,7 +163,8 @@ export class Pop3Client {
       if (end < 0) {
         p.bytes += chunk.length;
         const keep = TERMINATOR.length - 1;
-        p.tail = chunk.length >= keep ? chunk.subarray(chunk.length - keep) : Buffer.concat([p.tail, chunk]).subarray(-keep);
+        p.tail =
+          chunk.length >= keep ? chunk.subarray(chunk.length - keep) : Buffer.concat([p.tail, chunk]).subarray(-keep);
         return;
       }
       p.bytes += end;
@@ -270,10 +281,18 @@ export async function writeMbox(path: string, count: number, octets: number): Pr
       const headerLines = header.split('\n').length - 1;
       // wire octets: every LF becomes CRLF
       const remaining = octets - (header.length + headerLines);
-      if (remaining < 3) throw new Error(`message size ${octets} is too small for the headers (${header.length + headerLines} octets)`);
+      if (remaining < 3)
+        throw new Error(`message size ${octets} is too small for the headers (${header.length + headerLines} octets)`);
       const full = Math.floor((remaining - 3) / (LINE_CHARS + 2));
       const lastChars = remaining - 2 - full * (LINE_CHARS + 2); // 1..72
-      for (const part of [FROM_LINE, Buffer.from(header, 'latin1'), lines.subarray(0, full * (LINE_CHARS + 1)), last.subarray(0, lastChars), LF, LF]) {
+      for (const part of [
+        FROM_LINE,
+        Buffer.from(header, 'latin1'),
+        lines.subarray(0, full * (LINE_CHARS + 1)),
+        last.subarray(0, lastChars),
+        LF,
+        LF,
+      ]) {
         batch.push(part);
         batched += part.length;
       }

@@ -48,11 +48,22 @@ function format(value: number | null, digits: number): string {
 export function scenarioTable(s: Scenario): string {
   const compared = s.servers.length >= 2;
   const head = ['', ...s.servers, ...(compared ? [`${s.servers[0]} vs ${s.servers[1]}`] : [])];
-  const lines = [`#### ${s.title}`, '', `load: ${s.load}`, '', `| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
+  const lines = [
+    `#### ${s.title}`,
+    '',
+    `load: ${s.load}`,
+    '',
+    `| ${head.join(' | ')} |`,
+    `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`,
+  ];
   for (const m of s.metrics) {
     if (m.values.every((v) => v === null)) continue;
     const r = compared ? ratio(m) : null;
-    const cells = [m.label, ...m.values.map((v) => format(v, m.digits)), ...(compared ? [r === null ? '' : `${r.toFixed(2)}×`] : [])];
+    const cells = [
+      m.label,
+      ...m.values.map((v) => format(v, m.digits)),
+      ...(compared ? [r === null ? '' : `${r.toFixed(2)}×`] : []),
+    ];
     lines.push(`| ${cells.join(' | ')} |`);
   }
   for (const note of s.notes) lines.push('', note);
@@ -118,21 +129,30 @@ export function svgChart(report: Report, metricLabel: string): string {
     out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/>`);
     out.push(`<text x="${left - 8}" y="${y(v) + 4}" text-anchor="end">${v}</text>`);
   }
-  counts.forEach((c, i) => out.push(`<text x="${x(i)}" y="${top + plotH + 20}" text-anchor="middle">${c}</text>`));
+  counts.forEach((c, i) => {
+    out.push(`<text x="${x(i)}" y="${top + plotH + 20}" text-anchor="middle">${c}</text>`);
+  });
   out.push(`<text x="${left + plotW / 2}" y="${H - 15}" text-anchor="middle">concurrent connections</text>`);
   out.push(`<text transform="translate(18 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">msg/s</text>`);
   out.push(`<line x1="${left}" x2="${left}" y1="${top}" y2="${top + plotH}" stroke="#333"/>`);
   out.push(`<line x1="${left}" x2="${left + plotW}" y1="${top + plotH}" y2="${top + plotH}" stroke="#333"/>`);
   servers.forEach((server, k) => {
     const color = colors[k % colors.length]!;
-    const points = counts.map((c, i) => [i, value(server, c)] as const).filter((p): p is readonly [number, number] => p[1] !== null);
-    if (points.length > 1) out.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.map(([i, v]) => `${x(i)},${y(v)}`).join(' ')}"/>`);
+    const points = counts
+      .map((c, i) => [i, value(server, c)] as const)
+      .filter((p): p is readonly [number, number] => p[1] !== null);
+    if (points.length > 1)
+      out.push(
+        `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.map(([i, v]) => `${x(i)},${y(v)}`).join(' ')}"/>`,
+      );
     for (const [i, v] of points) {
       out.push(`<circle cx="${x(i)}" cy="${y(v)}" r="4" fill="${color}"/>`);
       out.push(`<text x="${x(i)}" y="${y(v) - 9}" text-anchor="middle" fill="${color}">${Math.round(v)}</text>`);
     }
     const ly = top + 10 + k * 20;
-    out.push(`<line x1="${left + plotW + 20}" x2="${left + plotW + 44}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="3"/>`);
+    out.push(
+      `<line x1="${left + plotW + 20}" x2="${left + plotW + 44}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="3"/>`,
+    );
     out.push(`<text x="${left + plotW + 50}" y="${ly + 4}">${esc(server)}</text>`);
   });
   out.push('</svg>');

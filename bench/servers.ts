@@ -129,7 +129,9 @@ export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): P
   const pop3Port = await freeLoopbackPort();
   const lagFile = join(dir, 'lag.json');
   const daemonUser = await daemonUserConfig(dir); // as root: the daemon runs as nobody, who owns dir
-  const owner = daemonUser ? spawnSync('stat', ['-c', '%u:%g', dir], { encoding: 'utf8' }).stdout.trim().split(':').map(Number) : undefined;
+  const owner = daemonUser
+    ? spawnSync('stat', ['-c', '%u:%g', dir], { encoding: 'utf8' }).stdout.trim().split(':').map(Number)
+    : undefined;
   await writeFile(
     join(dir, 'mailsrv.toml'),
     `${daemonUser}hostname = "bench.test"\ndomains = ["bench.test"]\nspool_dir = "${spool}"\nstate_dir = "${state}"\n` +
@@ -155,7 +157,11 @@ export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): P
     // the launcher's own node options (its #! line) apply; the preload comes through NODE_OPTIONS
     child = spawn(join(ROOT, 'bin/mailsrv'), ['start', '-c', join(dir, 'mailsrv.toml')], {
       stdio: ['ignore', 'ignore', 'inherit'],
-      env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${preload}`.trim(), MAILSRV_BENCH_LAG_FILE: lagFile },
+      env: {
+        ...process.env,
+        NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${preload}`.trim(),
+        MAILSRV_BENCH_LAG_FILE: lagFile,
+      },
     });
     child.once('exit', (code, signal) => (exited = `mailsrv exited (${signal ?? code})`));
     await waitForPort('127.0.0.1', smtpPort, () => exited);
@@ -192,7 +198,15 @@ export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): P
       return undefined;
     },
   };
-  const smtp: SmtpEndpoint = { name: 'mailsrv', host: '127.0.0.1', port: smtpPort, rootPid, lag, rcpt: 'bench@bench.test', mbox: join(spool, 'bench') };
+  const smtp: SmtpEndpoint = {
+    name: 'mailsrv',
+    host: '127.0.0.1',
+    port: smtpPort,
+    rootPid,
+    lag,
+    rcpt: 'bench@bench.test',
+    mbox: join(spool, 'bench'),
+  };
   const pop3: Pop3Endpoint = {
     name: 'mailsrv',
     host: '127.0.0.1',
@@ -206,7 +220,8 @@ export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): P
     },
     async forget(user) {
       const index = join(state, 'index');
-      for (const name of await readdir(index).catch(() => [] as string[])) if (name.startsWith(`${user}.`)) await rm(join(index, name), { force: true });
+      for (const name of await readdir(index).catch(() => [] as string[]))
+        if (name.startsWith(`${user}.`)) await rm(join(index, name), { force: true });
     },
     async restart() {
       await stopDaemon();
@@ -229,8 +244,15 @@ export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): P
 // ------------------------------------------------------------------ the reference servers
 
 function script(name: string, args: string[]): string {
-  const result = spawnSync(join(HERE, 'reference', name), args, { encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
-  if (result.status !== 0) throw new Error(`bench/reference/${name} ${args.join(' ')}: ${(result.stderr || result.error?.message || '').trim()}`);
+  const result = spawnSync(join(HERE, 'reference', name), args, {
+    encoding: 'utf8',
+    timeout: 120_000,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  if (result.status !== 0)
+    throw new Error(
+      `bench/reference/${name} ${args.join(' ')}: ${(result.stderr || result.error?.message || '').trim()}`,
+    );
   return result.stdout.trim();
 }
 
@@ -249,7 +271,14 @@ export async function startPostfix(): Promise<{ smtp: SmtpEndpoint; stop(): Prom
   cleanups.add(stopIt);
   const mbox = script('postfix.sh', ['start', String(port)]);
   return {
-    smtp: { name: 'postfix', host: '127.0.0.1', port, rcpt: 'bench@bench.test', mbox, rootPid: () => listenerPid(port) },
+    smtp: {
+      name: 'postfix',
+      host: '127.0.0.1',
+      port,
+      rcpt: 'bench@bench.test',
+      mbox,
+      rootPid: () => listenerPid(port),
+    },
     async stop() {
       script('postfix.sh', ['stop']);
       cleanups.delete(stopIt);
@@ -270,7 +299,10 @@ export async function startDovecot(scheme: PasswordScheme): Promise<{ pop3: Pop3
   cleanups.add(stopIt);
   const start = () => script('dovecot.sh', ['start', String(port), dir]);
   start();
-  const owner = spawnSync('stat', ['-c', '%u:%g', join(dir, 'spool')], { encoding: 'utf8' }).stdout.trim().split(':').map(Number);
+  const owner = spawnSync('stat', ['-c', '%u:%g', join(dir, 'spool')], { encoding: 'utf8' })
+    .stdout.trim()
+    .split(':')
+    .map(Number);
   const pop3: Pop3Endpoint = {
     name: 'dovecot',
     host: '127.0.0.1',

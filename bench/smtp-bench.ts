@@ -74,7 +74,8 @@ class Client {
     if (command !== undefined) this.socket.write(command);
     this.deliver();
     const line = await reply;
-    if (!line.startsWith(code)) throw new Error(`expected ${code} after ${JSON.stringify(command)}, got ${line.trim()}`);
+    if (!line.startsWith(code))
+      throw new Error(`expected ${code} after ${JSON.stringify(command)}, got ${line.trim()}`);
   }
 
   async send(rcpt: string): Promise<number> {
@@ -145,7 +146,9 @@ async function startSink(): Promise<{ port: number; received: () => number; clos
   return { port, received: () => received, close: () => server.close() };
 }
 
-async function startMailsrv(relayPort?: number): Promise<{ host: string; port: number; pid: number; spool: string; stop: () => void }> {
+async function startMailsrv(
+  relayPort?: number,
+): Promise<{ host: string; port: number; pid: number; spool: string; stop: () => void }> {
   const dir = await mkdtemp(join(tmpdir(), 'mailsrv-bench-'));
   const port = 20000 + Math.floor(Math.random() * 20000);
   const { hash } = await import('@node-rs/argon2');
@@ -159,7 +162,9 @@ async function startMailsrv(relayPort?: number): Promise<{ host: string; port: n
       `max_clients = 1000\n[pop3]\nlisten = []\n[tls]\ncert = ""\n[log]\nlevel = "warn"\n` +
       (relayPort === undefined ? '' : `[relay]\nrelayhost = "127.0.0.1:${relayPort}"\n`),
   );
-  const child = spawn(process.execPath, ['bin/mailsrv', 'start', '-c', join(dir, 'mailsrv.toml')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, ['bin/mailsrv', 'start', '-c', join(dir, 'mailsrv.toml')], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   process.on('exit', () => child.kill('SIGKILL'));
   const deadline = Date.now() + 15_000;
   for (;;) {
@@ -224,7 +229,10 @@ async function main(): Promise<void> {
   const seconds = (Date.now() - started) / 1000;
   const rows: [string, string][] = [
     ['target', `${host}:${port}${own ? ' (mailsrv started by the bench)' : ''}`],
-    ['messages', `${total} × ${body.length} bytes over ${connections} connection(s), ${perConnection || 'all'} per connection`],
+    [
+      'messages',
+      `${total} × ${body.length} bytes over ${connections} connection(s), ${perConnection || 'all'} per connection`,
+    ],
     ['accepted', `${(total / seconds).toFixed(0)} msg/s (${seconds.toFixed(2)} s)`],
   ];
   latencies.sort((a, b) => a - b);
@@ -236,7 +244,10 @@ async function main(): Promise<void> {
     while ((await delivered()) < total) await new Promise((r) => setTimeout(r, 200));
     const deliveredSeconds = (Date.now() - started) / 1000;
     const where = sink ? 'at the smarthost' : 'in the mbox';
-    rows.push(['delivered', `${(total / deliveredSeconds).toFixed(0)} msg/s end to end (${deliveredSeconds.toFixed(2)} s until all ${total} ${where})`]);
+    rows.push([
+      'delivered',
+      `${(total / deliveredSeconds).toFixed(0)} msg/s end to end (${deliveredSeconds.toFixed(2)} s until all ${total} ${where})`,
+    ]);
     rows.push(['peak RSS', `${((await peakRss(own.pid)) / 1048576).toFixed(1)} MiB (mailsrv)`]);
     own.stop();
     sink?.close();

@@ -109,7 +109,9 @@ export class MboxCounter {
         last = count;
         lastChange = Date.now();
       } else if (Date.now() - lastChange > stallMs) {
-        throw new Error(`${this.path}: ${count} of ${expected} messages after ${Math.round((Date.now() - lastChange) / 1000)} s without progress`);
+        throw new Error(
+          `${this.path}: ${count} of ${expected} messages after ${Math.round((Date.now() - lastChange) / 1000)} s without progress`,
+        );
       }
       await sleep(count >= expected ? 2 : 20);
     }
@@ -131,7 +133,14 @@ export function makeMessage(size: number, from: string, rcpt: string, n: number)
 }
 
 /** One SMTP session for one message: connect, EHLO, MAIL, RCPT, DATA, QUIT. Resolves the ms until the 250 after DATA. */
-export function sendOne(host: string, port: number, from: string, rcpt: string, message: string, timeoutMs = 60_000): Promise<number> {
+export function sendOne(
+  host: string,
+  port: number,
+  from: string,
+  rcpt: string,
+  message: string,
+  timeoutMs = 60_000,
+): Promise<number> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const socket: Socket = createConnection({ host, port });
@@ -156,7 +165,9 @@ export function sendOne(host: string, port: number, from: string, rcpt: string, 
       reject(err);
     };
     socket.on('error', fail);
-    socket.on('close', () => (step < steps.length ? fail(new Error(`${host}:${port}: connection closed at step ${step}`)) : undefined));
+    socket.on('close', () =>
+      step < steps.length ? fail(new Error(`${host}:${port}: connection closed at step ${step}`)) : undefined,
+    );
     socket.on('data', (chunk: string) => {
       buffer += chunk;
       for (;;) {
@@ -181,13 +192,31 @@ export function sendOne(host: string, port: number, from: string, rcpt: string, 
 // ------------------------------------------------------------------ the load
 
 function runSmtpSource(o: SmtpLoadOptions): Promise<void> {
-  const argv = ['-s', String(o.connections), '-m', String(o.messages), '-l', String(o.size), '-f', o.from, '-t', o.rcpt, '-M', 'load.bench.test', `${o.host}:${o.port}`];
+  const argv = [
+    '-s',
+    String(o.connections),
+    '-m',
+    String(o.messages),
+    '-l',
+    String(o.size),
+    '-f',
+    o.from,
+    '-t',
+    o.rcpt,
+    '-M',
+    'load.bench.test',
+    `${o.host}:${o.port}`,
+  ];
   return new Promise((resolve, reject) => {
     const child = spawn(SMTP_SOURCE, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.on('error', reject);
-    child.on('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`smtp-source ${argv.join(' ')}: exit ${signal ?? code}: ${stderr.trim().slice(0, 500)}`))));
+    child.on('exit', (code, signal) =>
+      code === 0
+        ? resolve()
+        : reject(new Error(`smtp-source ${argv.join(' ')}: exit ${signal ?? code}: ${stderr.trim().slice(0, 500)}`)),
+    );
   });
 }
 
@@ -241,5 +270,12 @@ export async function runSmtpLoad(o: SmtpLoadOptions): Promise<SmtpLoadResult> {
     await counter.waitFor(total, o.stallMs);
     deliveredSeconds = (performance.now() - started) / 1000;
   }
-  return { generator: o.generator, messages: total, payloadBytes: total * o.size, acceptedSeconds, deliveredSeconds, latencies };
+  return {
+    generator: o.generator,
+    messages: total,
+    payloadBytes: total * o.size,
+    acceptedSeconds,
+    deliveredSeconds,
+    latencies,
+  };
 }

@@ -35,7 +35,12 @@ export interface Percentiles {
 
 export function percentiles(values: ArrayLike<number>): Percentiles {
   const sorted = Float64Array.from(values as ArrayLike<number>).sort();
-  return { p50: percentile(sorted, 50), p95: percentile(sorted, 95), p99: percentile(sorted, 99), samples: sorted.length };
+  return {
+    p50: percentile(sorted, 50),
+    p95: percentile(sorted, 95),
+    p99: percentile(sorted, 99),
+    samples: sorted.length,
+  };
 }
 
 export function freeLoopbackPort(): Promise<number> {
@@ -44,7 +49,9 @@ export function freeLoopbackPort(): Promise<number> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no free port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no free port')),
+      );
     });
   });
 }
@@ -95,7 +102,8 @@ async function parentsOf(): Promise<Map<number, number>> {
 export async function processTree(root: number): Promise<number[]> {
   const parents = await parentsOf();
   const tree = [root];
-  for (let i = 0; i < tree.length; i++) for (const [pid, ppid] of parents) if (ppid === tree[i] && !tree.includes(pid)) tree.push(pid);
+  for (let i = 0; i < tree.length; i++)
+    for (const [pid, ppid] of parents) if (ppid === tree[i] && !tree.includes(pid)) tree.push(pid);
   return tree;
 }
 

@@ -35,7 +35,17 @@ import { createSmtpServer, type SmtpListenerKind, type SmtpService, type SmtpSet
 import { loadTlsCredentials } from './tls/credentials.js';
 
 /** Keys that only take effect at start; SIGHUP says so when they changed. */
-const RESTART_KEYS = ['spool_dir', 'state_dir', 'user', 'group', 'smtp.listen', 'smtp.submission', 'smtp.smtps', 'pop3.listen', 'pop3.pop3s'] as const;
+const RESTART_KEYS = [
+  'spool_dir',
+  'state_dir',
+  'user',
+  'group',
+  'smtp.listen',
+  'smtp.submission',
+  'smtp.smtps',
+  'pop3.listen',
+  'pop3.pop3s',
+] as const;
 
 export function pidFilePath(config: Config): string {
   return join(config.state_dir, 'mailsrv.pid');
@@ -55,7 +65,10 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   let config = initial;
   // as root: who to become once the ports are bound (a bad user/group stops the start here)
   const identity = startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
-  await prepareDirectories({ spool: config.spool_dir, state: [config.state_dir, indexDir(config), journalDir(config)] }, identity);
+  await prepareDirectories(
+    { spool: config.spool_dir, state: [config.state_dir, indexDir(config), journalDir(config)] },
+    identity,
+  );
   // `mailsrv sendmail` drops mail here as any local user: state_dir 0711, maildrop 1733
   await prepareMaildrop(config.state_dir, identity);
   let tls = await loadTlsCredentials(config.tls);
@@ -82,7 +95,8 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   });
   const injector = new Injector({
     store,
-    route: (addresses) => routeAddresses(addresses, { hostname: config.hostname, isLocalDomain: localDomainMatcher(config), directory }),
+    route: (addresses) =>
+      routeAddresses(addresses, { hostname: config.hostname, isLocalDomain: localDomainMatcher(config), directory }),
     onQueued: (entry) => manager.add(entry),
   });
   const remote = new RemoteDelivery({ ...remoteSettings(config), store, logger });
@@ -91,7 +105,11 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     store,
     local,
     remote,
-    notifier: new BounceNotifier({ store, injector, settings: () => ({ hostname: config.hostname, maxLifetimeMs: durationMs(config.relay.max_queue_lifetime) }) }),
+    notifier: new BounceNotifier({
+      store,
+      injector,
+      settings: () => ({ hostname: config.hostname, maxLifetimeMs: durationMs(config.relay.max_queue_lifetime) }),
+    }),
     hops: async (entry) => countReceivedHeaders(await readHeaderBlock(store.openMessage(entry), ORIGINAL_HEADERS_CAP)),
     logger,
   });
@@ -131,10 +149,14 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
 
   if (identity !== null) {
     dropPrivileges(identity);
-    logger.info({ user: identity.user, uid: identity.uid, group: identity.group, gid: identity.gid }, 'privileges dropped');
+    logger.info(
+      { user: identity.user, uid: identity.uid, group: identity.group, gid: identity.gid },
+      'privileges dropped',
+    );
   }
   await checkWritable({ spool_dir: config.spool_dir, state_dir: config.state_dir });
-  const onStaleLock = (info: StaleLockInfo) => logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed');
+  const onStaleLock = (info: StaleLockInfo) =>
+    logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed');
   await clearStaleLocks(config.spool_dir, onStaleLock);
   // a POP3 update that a crash interrupted is completed or undone before anyone reads or appends
   await recoverInterruptedExpunges(
@@ -149,12 +171,26 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     messageSizeLimit: config.message_size_limit,
     logger,
     inject: async (message) => {
-      const entry = await injector.inject({ sender: message.sender, recipients: message.recipients, client: localClient(message.uid), source: message.openMessage() }).catch((err: Error) => {
-        // nobody to deliver to can never get better: the file goes, with a log line
-        throw err instanceof NoRecipientsError ? new MaildropRejectedError(err.message) : err;
-      });
+      const entry = await injector
+        .inject({
+          sender: message.sender,
+          recipients: message.recipients,
+          client: localClient(message.uid),
+          source: message.openMessage(),
+        })
+        .catch((err: Error) => {
+          // nobody to deliver to can never get better: the file goes, with a log line
+          throw err instanceof NoRecipientsError ? new MaildropRejectedError(err.message) : err;
+        });
       logger.info(
-        { queueId: entry.envelope.id, from: message.sender, nrcpt: entry.envelope.recipients.length, size: entry.size, uid: message.uid, submittedBy: message.submittedBy },
+        {
+          queueId: entry.envelope.id,
+          from: message.sender,
+          nrcpt: entry.envelope.recipients.length,
+          size: entry.size,
+          uid: message.uid,
+          submittedBy: message.submittedBy,
+        },
         'queued',
       );
     },
@@ -207,7 +243,11 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     for (const { service } of listeners) service.reconfigure(smtpSettings(fresh), freshTls);
     pop3.reconfigure(pop3Settings(fresh));
     logger.info(
-      { users: freshDirectory.users.names().length, aliases: freshDirectory.aliases.size, tls: tls === null ? 'off' : { validTo: tls.validTo.toISOString() } },
+      {
+        users: freshDirectory.users.names().length,
+        aliases: freshDirectory.aliases.size,
+        tls: tls === null ? 'off' : { validTo: tls.validTo.toISOString() },
+      },
       'reloaded config, users, aliases and TLS certificate',
     );
   };
@@ -269,7 +309,9 @@ function remoteSettings(config: Config): RemoteSettings {
     dnsServers: config.relay.dns_servers,
     connectTimeoutMs: durationMs(config.relay.connect_timeout),
     timeoutMs: durationMs(config.relay.timeout),
-    ownListeners: [...config.smtp.listen, ...config.smtp.submission, ...config.smtp.smtps].map((address) => parseListen(address)!),
+    ownListeners: [...config.smtp.listen, ...config.smtp.submission, ...config.smtp.smtps].map(
+      (address) => parseListen(address)!,
+    ),
   };
 }
 
@@ -313,7 +355,11 @@ function valueAt(config: Config, dotted: string): unknown {
 }
 
 async function loadDirectory(config: Config, logger: Logger): Promise<Directory> {
-  const { directory, problems } = await Directory.load(config.users_file, config.aliases_file, localDomainMatcher(config));
+  const { directory, problems } = await Directory.load(
+    config.users_file,
+    config.aliases_file,
+    localDomainMatcher(config),
+  );
   for (const problem of problems) logger.warn({ problem }, 'users or aliases file problem');
   return directory;
 }

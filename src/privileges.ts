@@ -31,8 +31,14 @@ export function startedAsRoot(): boolean {
 export function resolveIdentity(user: string, group: string): Identity {
   const uid = lookup('passwd', user, 'user');
   const gid = lookup('group', group, 'group');
-  if (uid === 0) throw new PrivilegeError(`config key 'user' names ${user} (uid 0): mailsrv does not run as root; use an unprivileged user such as "mail"`);
-  if (gid === 0) throw new PrivilegeError(`config key 'group' names ${group} (gid 0): mailsrv does not keep root's group; use an unprivileged group such as "mail"`);
+  if (uid === 0)
+    throw new PrivilegeError(
+      `config key 'user' names ${user} (uid 0): mailsrv does not run as root; use an unprivileged user such as "mail"`,
+    );
+  if (gid === 0)
+    throw new PrivilegeError(
+      `config key 'group' names ${group} (gid 0): mailsrv does not keep root's group; use an unprivileged group such as "mail"`,
+    );
   return { user, uid, group, gid };
 }
 
@@ -55,7 +61,10 @@ function lookup(database: 'passwd' | 'group', name: string, key: 'user' | 'group
  * walks a tree the daemon's user controls (it could swap a directory for a link to /etc
  * mid-walk and have root chown what it points to).
  */
-export async function prepareDirectories(dirs: { spool: string; state: string[] }, identity: Identity | null): Promise<void> {
+export async function prepareDirectories(
+  dirs: { spool: string; state: string[] },
+  identity: Identity | null,
+): Promise<void> {
   const spoolCreated = await makeDirectory(dirs.spool, 0o770);
   for (const dir of dirs.state) await makeDirectory(dir, 0o700);
   if (identity === null) return;
@@ -101,7 +110,9 @@ export async function checkWritable(dirs: Record<string, string>): Promise<void>
     try {
       await access(dir, constants.R_OK | constants.W_OK | constants.X_OK);
     } catch {
-      throw new PrivilegeError(`${key} (${dir}) is not writable by uid ${process.getuid?.()}: give it to the configured user/group`);
+      throw new PrivilegeError(
+        `${key} (${dir}) is not writable by uid ${process.getuid?.()}: give it to the configured user/group`,
+      );
     }
   }
 }

@@ -15,7 +15,8 @@ interface SmtpServerLogMeta {
 
 type LogCall = (meta: SmtpServerLogMeta | string, ...args: unknown[]) => void;
 
-const SMTP_VERBS = /^(HELO|EHLO|LHLO|MAIL|RCPT|DATA|RSET|NOOP|QUIT|VRFY|EXPN|HELP|STARTTLS|ETRN|BDAT|XCLIENT|XFORWARD)(\s|$)/i;
+const SMTP_VERBS =
+  /^(HELO|EHLO|LHLO|MAIL|RCPT|DATA|RSET|NOOP|QUIT|VRFY|EXPN|HELP|STARTTLS|ETRN|BDAT|XCLIENT|XFORWARD)(\s|$)/i;
 const AUTH_COMMAND = /^AUTH(\s+(\S+))?/i;
 
 /** A client line as it may be logged. */
@@ -26,7 +27,9 @@ export function redactClientLine(line: string): string {
   return `<${Buffer.byteLength(line)} bytes, not a command>`;
 }
 
-export function smtpProtocolLogger(logger: Logger): Record<'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal', LogCall> {
+export function smtpProtocolLogger(
+  logger: Logger,
+): Record<'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal', LogCall> {
   const toDebug: LogCall = (meta, ...args) => {
     if (!logger.isLevelEnabled('debug')) return;
     if (typeof meta === 'string') return logger.debug(format(meta, ...args));

@@ -57,12 +57,20 @@ export class Authenticator {
     private readonly users: () => UserDb,
     settings: AuthSettings,
   ) {
-    this.throttle = new AuthThrottle({ baseDelayMs: settings.failureDelayMs, maxFailures: settings.maxFailures, lockoutMs: settings.lockoutMs });
+    this.throttle = new AuthThrottle({
+      baseDelayMs: settings.failureDelayMs,
+      maxFailures: settings.maxFailures,
+      lockoutMs: settings.lockoutMs,
+    });
     this.recent = new CredentialCache({ ttlMs: settings.cacheTtlMs });
   }
 
   reconfigure(settings: AuthSettings): void {
-    this.throttle.reconfigure({ baseDelayMs: settings.failureDelayMs, maxFailures: settings.maxFailures, lockoutMs: settings.lockoutMs });
+    this.throttle.reconfigure({
+      baseDelayMs: settings.failureDelayMs,
+      maxFailures: settings.maxFailures,
+      lockoutMs: settings.lockoutMs,
+    });
     this.recent.setTtl(settings.cacheTtlMs);
   }
 

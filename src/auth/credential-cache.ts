@@ -75,6 +75,9 @@ export class CredentialCache {
   }
 
   private digest(user: string, stored: string, password: string): string {
-    return createHmac('sha256', this.key).update(`${user}\0${stored}\0`, 'utf8').update(password, 'utf8').digest('base64');
+    return createHmac('sha256', this.key)
+      .update(`${user}\0${stored}\0`, 'utf8')
+      .update(password, 'utf8')
+      .digest('base64');
   }
 }

@@ -30,7 +30,12 @@ const DEFAULT_SCHEME: Scheme = 'ARGON2ID';
 const ARGON2ID: Algorithm = 2;
 /** the argon2 parameters of new passwords: memory (KiB), passes, lanes */
 export const ARGON2ID_PARAMS = { m: 65536, t: 2, p: 1 } as const;
-const ARGON2ID_OPTIONS = { algorithm: ARGON2ID, memoryCost: ARGON2ID_PARAMS.m, timeCost: ARGON2ID_PARAMS.t, parallelism: ARGON2ID_PARAMS.p };
+const ARGON2ID_OPTIONS = {
+  algorithm: ARGON2ID,
+  memoryCost: ARGON2ID_PARAMS.m,
+  timeCost: ARGON2ID_PARAMS.t,
+  parallelism: ARGON2ID_PARAMS.p,
+};
 
 /** A verification in a worker thread is abandoned (and rejects) after this long. */
 const SHA512_WORKER_TIMEOUT_MS = 10_000;
@@ -118,7 +123,11 @@ function sha512VerifyInWorker(plain: string, hashed: string): Promise<boolean> {
     });
     // glibc accepts up to 999999999 rounds (about 40 minutes here): never let a hash tie up a thread that long.
     const timer = setTimeout(() => {
-      settle(() => reject(new Error(`SHA512-CRYPT verification gave up after ${SHA512_WORKER_TIMEOUT_MS / 1000} s: too many rounds`)));
+      settle(() =>
+        reject(
+          new Error(`SHA512-CRYPT verification gave up after ${SHA512_WORKER_TIMEOUT_MS / 1000} s: too many rounds`),
+        ),
+      );
       void worker.terminate();
     }, SHA512_WORKER_TIMEOUT_MS);
     let settled = false;
@@ -129,7 +138,9 @@ function sha512VerifyInWorker(plain: string, hashed: string): Promise<boolean> {
       done();
     };
     worker.once('message', (ok: unknown) => settle(() => resolve(ok === true)));
-    worker.once('error', (err) => settle(() => reject(new Error(`SHA512-CRYPT verification worker failed: ${err.message}`))));
+    worker.once('error', (err) =>
+      settle(() => reject(new Error(`SHA512-CRYPT verification worker failed: ${err.message}`))),
+    );
     worker.once('exit', (code) =>
       settle(() => reject(new Error(`SHA512-CRYPT verification worker exited with code ${code} without an answer`))),
     );

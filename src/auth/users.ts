@@ -174,7 +174,11 @@ export async function deleteUser(path: string, name: string): Promise<string> {
   const lines = splitLines(text ?? '');
   const doomed = new Set(linesOf(lines, user));
   if (text === null || doomed.size === 0) throw new UsersFileError(`no such user "${user}" in ${path}`);
-  await writeAtomically(path, lines.filter((_, index) => !doomed.has(index)), true);
+  await writeAtomically(
+    path,
+    lines.filter((_, index) => !doomed.has(index)),
+    true,
+  );
   return user;
 }
 

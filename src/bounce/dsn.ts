@@ -91,10 +91,21 @@ export function composeDsn(report: DsnReport): Buffer {
     `Content-Transfer-Encoding: ${eightBit ? '8bit' : '7bit'}`,
   ];
   return Buffer.concat([
-    Buffer.from(head.join(CRLF) + CRLF + CRLF + 'This is a MIME-encapsulated delivery status notification.' + CRLF, 'ascii'),
+    Buffer.from(
+      `${head.join(CRLF) + CRLF + CRLF}This is a MIME-encapsulated delivery status notification.${CRLF}`,
+      'ascii',
+    ),
     mimePart(boundary, ['Content-Description: Notification', 'Content-Type: text/plain; charset=utf-8'], explanation),
-    mimePart(boundary, ['Content-Description: Delivery report', 'Content-Type: message/delivery-status'], deliveryStatus(report, host)),
-    mimePart(boundary, ['Content-Description: Undelivered message headers', 'Content-Type: text/rfc822-headers'], headersPart),
+    mimePart(
+      boundary,
+      ['Content-Description: Delivery report', 'Content-Type: message/delivery-status'],
+      deliveryStatus(report, host),
+    ),
+    mimePart(
+      boundary,
+      ['Content-Description: Undelivered message headers', 'Content-Type: text/rfc822-headers'],
+      headersPart,
+    ),
     Buffer.from(`${CRLF}--${boundary}--${CRLF}`, 'ascii'),
   ]);
 }
@@ -102,7 +113,10 @@ export function composeDsn(report: DsnReport): Buffer {
 /** A body part: boundary line, its headers, and `content` (CRLF-terminated lines). */
 function mimePart(boundary: string, headers: string[], content: Buffer): Buffer {
   const encoding = `Content-Transfer-Encoding: ${hasEightBit(content) ? '8bit' : '7bit'}`;
-  return Buffer.concat([Buffer.from(`${CRLF}--${boundary}${CRLF}${[...headers, encoding].join(CRLF)}${CRLF}${CRLF}`, 'ascii'), content]);
+  return Buffer.concat([
+    Buffer.from(`${CRLF}--${boundary}${CRLF}${[...headers, encoding].join(CRLF)}${CRLF}${CRLF}`, 'ascii'),
+    content,
+  ]);
 }
 
 /** The text part: what happened, for a person, naming each recipient and quoting the reply. */
@@ -135,7 +149,10 @@ function explanationText(report: DsnReport, host: string): string {
   }
   for (const recipient of report.recipients) paragraphs.push(recipientText(report.kind, recipient));
   paragraphs.push(
-    wrapWords('The headers of your message are attached below; its body is not. If you need help, please contact your mail administrator.', TEXT_WIDTH),
+    wrapWords(
+      'The headers of your message are attached below; its body is not. If you need help, please contact your mail administrator.',
+      TEXT_WIDTH,
+    ),
   );
   return paragraphs.map((lines) => lines.join(CRLF) + CRLF).join(CRLF);
 }
@@ -143,15 +160,22 @@ function explanationText(report: DsnReport, host: string): string {
 function recipientText(kind: DsnKind, recipient: DsnRecipient): string[] {
   const address = oneLine(recipient.address);
   const original = recipient.originalAddress === undefined ? '' : oneLine(recipient.originalAddress);
-  const named = `<${address}>` + (original !== '' && original !== address ? ` (you wrote to <${original}>)` : '');
+  const named = `<${address}>${original !== '' && original !== address ? ` (you wrote to <${original}>)` : ''}`;
   const lines = wrapWords(named, TEXT_WIDTH - 2).map((line) => `  ${line}`);
-  const detail = (label: string, text: string) => lines.push(...wrapWords(`${label}: ${text}`, TEXT_WIDTH - 6).map((line) => `      ${line}`));
+  const detail = (label: string, text: string) =>
+    lines.push(...wrapWords(`${label}: ${text}`, TEXT_WIDTH - 6).map((line) => `      ${line}`));
   const { status, remoteMta, diagnostic } = toDsnFields(recipient.status);
   detail('Status', status);
   if (recipient.lastAttemptAt !== undefined) detail('Last attempt', rfc5322Date(new Date(recipient.lastAttemptAt)));
-  if (kind === 'delay' && recipient.willRetryUntil !== undefined) detail('Trying until', rfc5322Date(new Date(recipient.willRetryUntil)));
+  if (kind === 'delay' && recipient.willRetryUntil !== undefined)
+    detail('Trying until', rfc5322Date(new Date(recipient.willRetryUntil)));
   const remote = remoteMta === undefined ? '' : oneLine(remoteMta);
-  const intro = diagnostic.type !== 'smtp' ? 'Reason:' : remote !== '' ? `The server ${remote} replied:` : 'The receiving server replied:';
+  const intro =
+    diagnostic.type !== 'smtp'
+      ? 'Reason:'
+      : remote !== ''
+        ? `The server ${remote} replied:`
+        : 'The receiving server replied:';
   lines.push(...wrapWords(intro, TEXT_WIDTH - 6).map((line) => `      ${line}`));
   for (const replyLine of capped(diagnostic.text).split(/\r\n|\r|\n/)) {
     lines.push(...wrapWords(oneLine(replyLine), TEXT_WIDTH - 8).map((line) => `        ${line}`));
@@ -185,7 +209,8 @@ function recipientFields(kind: DsnKind, recipient: DsnRecipient): string[] {
   if (remote !== '') fields.push(foldField('Remote-MTA', `dns; ${remote}`));
   const diagnosticText = asciiOneLine(capped(diagnostic.text));
   if (diagnosticText !== '') fields.push(foldField('Diagnostic-Code', `${diagnostic.type}; ${diagnosticText}`));
-  if (recipient.lastAttemptAt !== undefined) fields.push(foldField('Last-Attempt-Date', rfc5322Date(new Date(recipient.lastAttemptAt))));
+  if (recipient.lastAttemptAt !== undefined)
+    fields.push(foldField('Last-Attempt-Date', rfc5322Date(new Date(recipient.lastAttemptAt))));
   if (kind === 'delay' && recipient.willRetryUntil !== undefined) {
     fields.push(foldField('Will-Retry-Until', rfc5322Date(new Date(recipient.willRetryUntil))));
   }
@@ -232,7 +257,11 @@ function addressValue(address: string): string {
   const clean = oneLine(address);
   if (/^[\x20-\x7e]*$/.test(clean)) return `rfc822; ${clean}`;
   const xtext = [...clean]
-    .map((char) => (/^[\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]$/.test(char) ? char : `\\x{${char.codePointAt(0)!.toString(16).toUpperCase()}}`))
+    .map((char) =>
+      /^[\x21-\x2a\x2c-\x3c\x3e-\x5b\x5d-\x7e]$/.test(char)
+        ? char
+        : `\\x{${char.codePointAt(0)!.toString(16).toUpperCase()}}`,
+    )
     .join('');
   return `utf-8; ${xtext}`;
 }
@@ -240,7 +269,7 @@ function addressValue(address: string): string {
 /** At most DIAGNOSTIC_CAP characters of `text`. */
 function capped(text: string): string {
   const chars = [...text];
-  return chars.length <= DIAGNOSTIC_CAP ? text : chars.slice(0, DIAGNOSTIC_CAP).join('') + '...';
+  return chars.length <= DIAGNOSTIC_CAP ? text : `${chars.slice(0, DIAGNOSTIC_CAP).join('')}...`;
 }
 
 /** `text` on one line: line breaks and other control characters become single spaces. */
@@ -269,7 +298,10 @@ function foldField(name: string, value: string): string {
 function wrapWords(text: string, width: number): string[] {
   const lines: string[] = [];
   let line = '';
-  for (const word of text.split(' ').filter((w) => w !== '').flatMap(cutLongWord)) {
+  for (const word of text
+    .split(' ')
+    .filter((w) => w !== '')
+    .flatMap(cutLongWord)) {
     if (line !== '' && line.length + 1 + word.length > width) {
       lines.push(line);
       line = word;

@@ -39,11 +39,21 @@ export class BounceNotifier implements Notifier {
     const dsn = composeDsn({
       kind,
       reportingHost: hostname,
-      original: { queueId: envelope.id, sender: envelope.sender, receivedAt: envelope.receivedAt, clientHelo: envelope.client.helo || undefined },
+      original: {
+        queueId: envelope.id,
+        sender: envelope.sender,
+        receivedAt: envelope.receivedAt,
+        clientHelo: envelope.client.helo || undefined,
+      },
       recipients,
       originalHeaders: await readHeaderBlock(this.options.store.openMessage(entry), ORIGINAL_HEADERS_CAP),
       now: new Date(),
     });
-    await this.options.injector.inject({ sender: '', recipients: [envelope.sender], client: localClient(), source: Readable.from([dsn]) });
+    await this.options.injector.inject({
+      sender: '',
+      recipients: [envelope.sender],
+      client: localClient(),
+      source: Readable.from([dsn]),
+    });
   }
 }

@@ -33,7 +33,9 @@ interface Findings {
 export function registerCheckCommands(program: Command): void {
   program
     .command('check')
-    .description('validate the config, users and aliases files, TLS files, directories and permissions; exit 1 on any error (warnings do not fail)')
+    .description(
+      'validate the config, users and aliases files, TLS files, directories and permissions; exit 1 on any error (warnings do not fail)',
+    )
     .option('-c, --config <file>', 'config file')
     .action(async (opts: { config?: string }) => {
       const path = configPath(opts.config);
@@ -48,7 +50,9 @@ export function registerCheckCommands(program: Command): void {
       for (const warning of findings.warnings) process.stderr.write(`warning: ${warning}\n`);
       const warnings = findings.warnings.length === 0 ? '' : counted(findings.warnings.length, 'warning');
       if (findings.errors.length > 0) {
-        process.stderr.write(`mailsrv check: ${counted(findings.errors.length, 'problem')} found${warnings && `, ${warnings}`}\n`);
+        process.stderr.write(
+          `mailsrv check: ${counted(findings.errors.length, 'problem')} found${warnings && `, ${warnings}`}\n`,
+        );
         process.exit(1);
       }
       process.stdout.write(`mailsrv check: ${path} is OK${warnings && ` (${warnings})`}\n`);
@@ -69,7 +73,10 @@ function counted(n: number, noun: string): string {
 }
 
 async function checkEverything(config: Config, configFile: string, findings: Findings): Promise<void> {
-  for (const [key, dir] of [['spool_dir', config.spool_dir], ['state_dir', config.state_dir]] as const) {
+  for (const [key, dir] of [
+    ['spool_dir', config.spool_dir],
+    ['state_dir', config.state_dir],
+  ] as const) {
     findings.errors.push(...(await checkDirectory(key, dir)));
   }
   await checkUsersAndAliases(config, findings);
@@ -101,7 +108,11 @@ async function checkUsersAndAliases(config: Config, findings: Findings): Promise
   const aliasesText = await readOptional(config.aliases_file, 'aliases_file', findings);
   const aliases = parseAliases(aliasesText ?? '', config.aliases_file);
   findings.errors.push(...aliases.problems);
-  const aliasProblems = checkAliases({ has: (name: string) => users.users.has(name) }, aliases.aliases, localDomainMatcher(config));
+  const aliasProblems = checkAliases(
+    { has: (name: string) => users.users.has(name) },
+    aliases.aliases,
+    localDomainMatcher(config),
+  );
   if (users.users.size === 0 && aliasProblems.length > 0) {
     // a fresh installation (`mailsrv init`): one line saying what to do, not one per alias
     findings.errors.push(
@@ -117,7 +128,8 @@ async function readOptional(file: string, key: string, findings: Findings): Prom
   try {
     return await readFile(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') findings.errors.push(`key '${key}': cannot read ${file}: ${(err as Error).message}`);
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+      findings.errors.push(`key '${key}': cannot read ${file}: ${(err as Error).message}`);
     return undefined;
   }
 }
@@ -144,11 +156,17 @@ async function checkTls(config: Config, findings: Findings): Promise<void> {
   const validFrom = new Date(certificate.validFrom);
   const daysLeft = Math.floor((credentials.validTo.getTime() - now) / DAY_MS);
   if (credentials.validTo.getTime() <= now) {
-    findings.errors.push(`key 'tls.cert': ${file}: the certificate expired on ${utc(credentials.validTo)}: clients refuse it; renew it`);
+    findings.errors.push(
+      `key 'tls.cert': ${file}: the certificate expired on ${utc(credentials.validTo)}: clients refuse it; renew it`,
+    );
   } else if (validFrom.getTime() > now) {
-    findings.errors.push(`key 'tls.cert': ${file}: the certificate is not valid before ${utc(validFrom)}: clients refuse it; is the system clock right?`);
+    findings.errors.push(
+      `key 'tls.cert': ${file}: the certificate is not valid before ${utc(validFrom)}: clients refuse it; is the system clock right?`,
+    );
   } else if (daysLeft < EXPIRY_WARNING_DAYS) {
-    findings.warnings.push(`key 'tls.cert': ${file}: the certificate expires on ${utc(credentials.validTo)} (in ${counted(daysLeft, 'day')}): renew it`);
+    findings.warnings.push(
+      `key 'tls.cert': ${file}: the certificate expires on ${utc(credentials.validTo)} (in ${counted(daysLeft, 'day')}): renew it`,
+    );
   }
   if (certificate.checkHost(config.hostname) === undefined) {
     findings.warnings.push(
@@ -166,12 +184,16 @@ async function checkKeyNotPublic(file: string, findings: Findings): Promise<void
     return; // missing or unreadable: loading it says so
   }
   if ((mode & 0o004) !== 0) {
-    findings.errors.push(`key 'tls.key': ${file} is readable by every user (mode ${octal(mode)}): a private key must not be; chmod o-rwx ${file}`);
+    findings.errors.push(
+      `key 'tls.key': ${file} is readable by every user (mode ${octal(mode)}): a private key must not be; chmod o-rwx ${file}`,
+    );
   }
 }
 
 function namesOf(certificate: X509Certificate): string {
-  return certificate.subjectAltName ?? certificate.subject.split('\n').find((part) => part.startsWith('CN=')) ?? 'no name';
+  return (
+    certificate.subjectAltName ?? certificate.subject.split('\n').find((part) => part.startsWith('CN=')) ?? 'no name'
+  );
 }
 
 function utc(date: Date): string {
@@ -206,7 +228,9 @@ async function checkReadableAfterDrop(config: Config, configFile: string, findin
   for (const [key, file] of files) {
     const denial = await readDenial(file, identity);
     if (denial === null) continue;
-    findings.warnings.push(`${key === null ? '' : `key '${key}': `}${file} is not readable by user ${identity.user}/group ${identity.group}, as whom mailsrv re-reads it on SIGHUP: ${denial}`);
+    findings.warnings.push(
+      `${key === null ? '' : `key '${key}': `}${file} is not readable by user ${identity.user}/group ${identity.group}, as whom mailsrv re-reads it on SIGHUP: ${denial}`,
+    );
   }
 }
 
@@ -220,7 +244,8 @@ async function readDenial(file: string, identity: Identity): Promise<string | nu
   }
   // the directories on the way to the name and, through a symlink, to the file itself
   for (const dir of new Set([...ancestors(resolve(file)), ...ancestors(real)])) {
-    if (!permits(await stat(dir), identity, 0o1)) return `directory ${dir} is not searchable by them; chgrp ${identity.group} ${dir}; chmod g+x ${dir}`;
+    if (!permits(await stat(dir), identity, 0o1))
+      return `directory ${dir} is not searchable by them; chgrp ${identity.group} ${dir}; chmod g+x ${dir}`;
   }
   if (!permits(await stat(real), identity, 0o4)) return `chgrp ${identity.group} ${real}; chmod 0640 ${real}`;
   return null;

@@ -45,7 +45,9 @@ function layoutOf(dir: string): Layout {
 export function registerInitCommand(program: Command): void {
   program
     .command('init')
-    .description('write a starter config, an empty users file, an aliases file with postmaster and a self-signed TLS certificate; existing files are kept')
+    .description(
+      'write a starter config, an empty users file, an aliases file with postmaster and a self-signed TLS certificate; existing files are kept',
+    )
     .option('--dir <dir>', 'where to write them', DEFAULT_DIR)
     .option('--hostname <name>', "the mail server's name (default: the system host name)")
     .action(async (opts: { dir: string; hostname?: string }) => {
@@ -67,7 +69,9 @@ function validated(configText: string, path: string, hostname: string): Config {
     return parseConfig(configText, path);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
-    return fail(`cannot make a config for host name "${hostname}": ${err.problems.join('; ')}; pass --hostname NAME (the fully qualified name of this mail server)`);
+    return fail(
+      `cannot make a config for host name "${hostname}": ${err.problems.join('; ')}; pass --hostname NAME (the fully qualified name of this mail server)`,
+    );
   }
 }
 
@@ -85,7 +89,9 @@ async function writeInstallation(layout: Layout, configText: string, config: Con
       ? [outcome(layout.cert, false), outcome(layout.key, false)]
       : await createCertificate(layout, config.hostname, secretGroup, groupNote)),
   ];
-  process.stdout.write(`mailsrv init: ${layout.dir} for ${config.hostname}\n${outcomes.map((line) => `  ${line}\n`).join('')}${nextSteps(layout)}`);
+  process.stdout.write(
+    `mailsrv init: ${layout.dir} for ${config.hostname}\n${outcomes.map((line) => `  ${line}\n`).join('')}${nextSteps(layout)}`,
+  );
 }
 
 /**
@@ -98,7 +104,9 @@ function groupForSecrets(config: Config): number | null {
     return resolveIdentity(config.user, config.group).gid;
   } catch (err) {
     if (!(err instanceof PrivilegeError)) throw err;
-    process.stderr.write(`warning: ${err.message}; the users file and the TLS key keep root's group: once the user and group exist, chgrp ${config.group} them\n`);
+    process.stderr.write(
+      `warning: ${err.message}; the users file and the TLS key keep root's group: once the user and group exist, chgrp ${config.group} them\n`,
+    );
     return null;
   }
 }
@@ -140,12 +148,19 @@ async function certificatePairExists(layout: Layout): Promise<boolean> {
   const [certExists, keyExists] = await Promise.all([exists(layout.cert), exists(layout.key)]);
   if (certExists !== keyExists) {
     const [present, missing] = certExists ? [layout.cert, layout.key] : [layout.key, layout.cert];
-    throw new Error(`${present} exists without ${missing}: put its partner there, or remove it to have a new self-signed pair made`);
+    throw new Error(
+      `${present} exists without ${missing}: put its partner there, or remove it to have a new self-signed pair made`,
+    );
   }
   return certExists;
 }
 
-async function createCertificate(layout: Layout, hostname: string, secretGroup: number | null, groupNote: string): Promise<string[]> {
+async function createCertificate(
+  layout: Layout,
+  hostname: string,
+  secretGroup: number | null,
+  groupNote: string,
+): Promise<string[]> {
   const pem = await generateSelfSigned(hostname, CERTIFICATE_DAYS);
   const keyMode = startedAsRoot() ? 0o640 : 0o600;
   const keyWritten = await createFile(layout.key, pem.key, keyMode, secretGroup);

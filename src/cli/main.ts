@@ -11,7 +11,9 @@ import { registerStartCommand } from './start.js';
 import { registerStatusCommands } from './status.js';
 import { registerUserCommands } from './user.js';
 
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
 
 const LINK_NAMES = new Map([
   ['sendmail', ['sendmail']],

@@ -19,11 +19,15 @@ interface ConfigOption {
 }
 
 export function registerQueueCommands(program: Command): void {
-  const queue = program.command('queue').description('show the queue (list, the default), retry it now (flush), drop messages (delete)');
+  const queue = program
+    .command('queue')
+    .description('show the queue (list, the default), retry it now (flush), drop messages (delete)');
 
   queue
     .command('list', { isDefault: true })
-    .description('each message: id, size, age, sender, and each recipient not yet delivered with its state and last error')
+    .description(
+      'each message: id, size, age, sender, and each recipient not yet delivered with its state and last error',
+    )
     .option('-c, --config <file>', 'config file')
     .option('--json', 'print the queue as JSON, for scripts')
     .action(async (opts: ConfigOption & { json?: boolean }) => {
@@ -53,13 +57,23 @@ export async function printQueue(config: Config, json: boolean): Promise<void> {
   const store = new QueueStore(config.state_dir);
   let entries: QueueEntry[];
   try {
-    entries = await store.listEntries((id, err) => process.stderr.write(`mailsrv: warning: queue file ${id} cannot be read: ${err.message}\n`));
+    entries = await store.listEntries((id, err) =>
+      process.stderr.write(`mailsrv: warning: queue file ${id} cannot be read: ${err.message}\n`),
+    );
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) failOnQueue(config, store.dir, err); // no queue directory yet: nothing queued
     entries = [];
   }
   const now = Date.now();
-  process.stdout.write(json ? `${JSON.stringify(entries.map((entry) => describeEntry(entry, now)), null, 2)}\n` : formatQueue(entries, now));
+  process.stdout.write(
+    json
+      ? `${JSON.stringify(
+          entries.map((entry) => describeEntry(entry, now)),
+          null,
+          2,
+        )}\n`
+      : formatQueue(entries, now),
+  );
 }
 
 /** `queue flush` (and `sendmail -q`). */
@@ -71,7 +85,10 @@ export async function flushQueue(config: Config): Promise<void> {
 
 async function deleteMessages(config: Config, ids: string[]): Promise<void> {
   const bad = ids.filter((id) => id !== 'ALL' && !isQueueId(id));
-  if (bad.length > 0) fail(`not a queue id: ${bad.map((id) => JSON.stringify(id)).join(', ')} (16 letters and digits, as \`mailsrv queue\` shows them)`);
+  if (bad.length > 0)
+    fail(
+      `not a queue id: ${bad.map((id) => JSON.stringify(id)).join(', ')} (16 letters and digits, as \`mailsrv queue\` shows them)`,
+    );
   const store = new QueueStore(config.state_dir);
   let targets: string[];
   try {
@@ -201,7 +218,9 @@ function formatQueue(entries: QueueEntry[], now: number): string {
     const shown = describeEntry(entry, now);
     bytes += shown.size;
     const sender = shown.sender === '' ? '<>' : printable(shown.sender);
-    lines.push(`${shown.id} ${String(shown.size).padStart(8)} ${duration(now - entry.envelope.receivedAt).padStart(5)} ${sender}`);
+    lines.push(
+      `${shown.id} ${String(shown.size).padStart(8)} ${duration(now - entry.envelope.receivedAt).padStart(5)} ${sender}`,
+    );
     for (const recipient of shown.recipients) {
       lines.push(`    ${printable(recipient.address)}  ${stateText(recipient, now)}`);
       if (recipient.lastError !== null) lines.push(`        ${printable(recipient.lastError)}`);

@@ -49,7 +49,10 @@ export class SubmittedMessage {
   private inputEnded = false;
   private written = 0;
 
-  constructor(input: AsyncIterable<Buffer | string>, private readonly options: SubmissionOptions) {
+  constructor(
+    input: AsyncIterable<Buffer | string>,
+    private readonly options: SubmissionOptions,
+  ) {
     this.input = input[Symbol.asyncIterator]();
   }
 
@@ -63,7 +66,13 @@ export class SubmittedMessage {
       const text = Buffer.concat(field).toString('utf8');
       const name = text.slice(0, text.indexOf(':')).trim().toLowerCase();
       header.fieldNames.add(name);
-      if (name === 'to' || name === 'cc' || name === 'bcc') header.recipientFields.push(text.slice(text.indexOf(':') + 1).replace(/\r\n/g, '').trim());
+      if (name === 'to' || name === 'cc' || name === 'bcc')
+        header.recipientFields.push(
+          text
+            .slice(text.indexOf(':') + 1)
+            .replace(/\r\n/g, '')
+            .trim(),
+        );
       if (name !== 'bcc') this.kept.push(...field);
       field = [];
     };
@@ -101,7 +110,9 @@ export class SubmittedMessage {
    * size limit.
    */
   async *content(addHeaders: string[]): AsyncGenerator<Buffer> {
-    yield this.count(Buffer.concat([...this.kept, ...addHeaders.map((line) => Buffer.from(`${line}\r\n`, 'utf8')), CRLF]));
+    yield this.count(
+      Buffer.concat([...this.kept, ...addHeaders.map((line) => Buffer.from(`${line}\r\n`, 'utf8')), CRLF]),
+    );
     if (this.firstBodyLine !== null) yield this.count(this.firstBodyLine);
     let endsInLf = true;
     if (!this.inputEnded) {
@@ -164,7 +175,8 @@ export class SubmittedMessage {
 
   private count(bytes: Buffer): Buffer {
     this.written += bytes.length;
-    if (this.written > this.options.sizeLimit) throw new Error(`message too big (limit ${this.options.sizeLimit} bytes)`);
+    if (this.written > this.options.sizeLimit)
+      throw new Error(`message too big (limit ${this.options.sizeLimit} bytes)`);
     return bytes;
   }
 
@@ -177,7 +189,8 @@ export class SubmittedMessage {
         this.pending = this.pending.subarray(lf + 1);
         return line;
       }
-      if (this.pending.length >= limit) throw new Error(`message header too big (more than ${MAX_HEADER_BLOCK} bytes before the body)`);
+      if (this.pending.length >= limit)
+        throw new Error(`message header too big (more than ${MAX_HEADER_BLOCK} bytes before the body)`);
       const chunk = await this.read();
       if (chunk === null) return this.takePending();
       this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
@@ -206,7 +219,12 @@ export class SubmittedMessage {
 
 /** "." alone on a line (with or without its line end). */
 function isDotLine(line: Buffer): boolean {
-  return line[0] === DOT && (line.length === 1 || (line.length === 3 && line[1] === CR && line[2] === LF) || (line.length === 2 && line[1] === CR));
+  return (
+    line[0] === DOT &&
+    (line.length === 1 ||
+      (line.length === 3 && line[1] === CR && line[2] === LF) ||
+      (line.length === 2 && line[1] === CR))
+  );
 }
 
 /** `name:` as RFC 5322 field names go (printable ASCII but ":"; blanks before the colon tolerated). */

@@ -57,7 +57,9 @@ interface SendmailArgs {
 export function registerSendmailCommand(program: Command, argv: string[]): void {
   program
     .command('sendmail')
-    .description('sendmail-compatible local injection: queues the message on stdin (options: `mailsrv sendmail --help`)')
+    .description(
+      'sendmail-compatible local injection: queues the message on stdin (options: `mailsrv sendmail --help`)',
+    )
     .helpOption(false)
     .allowUnknownOption()
     .allowExcessArguments()
@@ -76,7 +78,8 @@ async function sendmail(argv: string[]): Promise<void> {
   }
   if (args.mode === 'nothing') return;
   const config = loadConfigOrExit(args.config);
-  if (args.mode !== 'send' && args.recipients.length > 0) fail(`${args.mode === 'list' ? '-bp' : '-q'} takes no recipients`);
+  if (args.mode !== 'send' && args.recipients.length > 0)
+    fail(`${args.mode === 'list' ? '-bp' : '-q'} takes no recipients`);
   if (args.mode === 'list') return printQueue(config, false);
   if (args.mode === 'flush') return flushQueue(config);
   await submit(config, args);
@@ -94,7 +97,9 @@ async function submit(config: Config, args: SendmailArgs): Promise<void> {
   let headersToAdd: string[];
   try {
     const header = await message.readHeader();
-    const fromHeaders = args.extractRecipients ? header.recipientFields.flatMap((text) => addressList(text, hostname, 'recipient')) : [];
+    const fromHeaders = args.extractRecipients
+      ? header.recipientFields.flatMap((text) => addressList(text, hostname, 'recipient'))
+      : [];
     recipients = unique([...fromCommandLine, ...fromHeaders]);
     headersToAdd = missingHeaders(header.fieldNames, sender || defaultSender(hostname), args.fullName, hostname);
   } catch (err) {
@@ -107,8 +112,10 @@ async function submit(config: Config, args: SendmailArgs): Promise<void> {
   try {
     await writeMaildropFile(dir, { sender, recipients }, Readable.from(message.content(headersToAdd)));
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) fail(`cannot write to the maildrop ${dir}: it does not exist (mailsrv makes it when it starts)`);
-    if (isErrno(err, 'EACCES')) fail(`cannot write to the maildrop ${dir}: permission denied (mailsrv opens it to every user when it starts)`);
+    if (isErrno(err, 'ENOENT'))
+      fail(`cannot write to the maildrop ${dir}: it does not exist (mailsrv makes it when it starts)`);
+    if (isErrno(err, 'EACCES'))
+      fail(`cannot write to the maildrop ${dir}: permission denied (mailsrv opens it to every user when it starts)`);
     fail((err as Error).message);
   }
 }
@@ -128,8 +135,14 @@ function parseArguments(argv: string[]): SendmailArgs {
       return { ...args, mode: 'nothing' };
     }
     if (token.startsWith('--config')) {
-      const value = token === '--config' ? argv[++index] : token.startsWith('--config=') ? token.slice('--config='.length) : undefined;
-      if (value === undefined) throw new Error(token === '--config' ? 'option --config needs a file' : `unknown option ${token}`);
+      const value =
+        token === '--config'
+          ? argv[++index]
+          : token.startsWith('--config=')
+            ? token.slice('--config='.length)
+            : undefined;
+      if (value === undefined)
+        throw new Error(token === '--config' ? 'option --config needs a file' : `unknown option ${token}`);
       args.config = value;
       continue;
     }
@@ -172,7 +185,8 @@ function applyValue(args: SendmailArgs, letter: string, value: string): void {
       args.sender = value;
       break;
     case 'F':
-      if (/[\x00-\x1f\x7f]/.test(value) || value.length > MAX_FULL_NAME) throw new Error(`bad full name for -F (control characters, or longer than ${MAX_FULL_NAME})`);
+      if (/[\x00-\x1f\x7f]/.test(value) || value.length > MAX_FULL_NAME)
+        throw new Error(`bad full name for -F (control characters, or longer than ${MAX_FULL_NAME})`);
       args.fullName = value;
       break;
     case 'c':
@@ -217,7 +231,8 @@ function defaultSender(hostname: string): string {
     return fail(`uid ${process.getuid?.()} has no entry in the password database: give the sender with -f`);
   }
   const address = `${login}@${hostname}`;
-  if (!isSafeAddress(address)) fail(`the login name ${JSON.stringify(login)} makes no valid sender address: give the sender with -f`);
+  if (!isSafeAddress(address))
+    fail(`the login name ${JSON.stringify(login)} makes no valid sender address: give the sender with -f`);
   return address;
 }
 

@@ -20,12 +20,24 @@ interface PasswordOptions extends ConfigOption {
 export function registerUserCommands(program: Command): void {
   const user = program.command('user').description('manage the users file (users_file)');
 
-  passwordCommand(user, 'add', 'add a user; asks for the password (no echo) unless --password-stdin', false, async (file, name, password) => {
-    return `user "${await addUser(file, name, password)}" added to ${file}`;
-  });
-  passwordCommand(user, 'passwd', "change a user's password; asks for it (no echo) unless --password-stdin", true, async (file, name, password) => {
-    return `password of "${await setPassword(file, name, password)}" changed in ${file}`;
-  });
+  passwordCommand(
+    user,
+    'add',
+    'add a user; asks for the password (no echo) unless --password-stdin',
+    false,
+    async (file, name, password) => {
+      return `user "${await addUser(file, name, password)}" added to ${file}`;
+    },
+  );
+  passwordCommand(
+    user,
+    'passwd',
+    "change a user's password; asks for it (no echo) unless --password-stdin",
+    true,
+    async (file, name, password) => {
+      return `password of "${await setPassword(file, name, password)}" changed in ${file}`;
+    },
+  );
 
   user
     .command('del')
@@ -92,7 +104,12 @@ async function run(opts: ConfigOption, command: (config: Config) => Promise<stri
 }
 
 function checkedName(name: string): string {
-  return normalizeUsername(name) ?? fail(`bad user name ${JSON.stringify(name)}: use letters, digits, ".", "_" or "-", starting with a letter or digit, at most 64 characters`);
+  return (
+    normalizeUsername(name) ??
+    fail(
+      `bad user name ${JSON.stringify(name)}: use letters, digits, ".", "_" or "-", starting with a letter or digit, at most 64 characters`,
+    )
+  );
 }
 
 async function readNewPassword(opts: PasswordOptions): Promise<string> {
@@ -100,9 +117,11 @@ async function readNewPassword(opts: PasswordOptions): Promise<string> {
   if (opts.passwordStdin) {
     password = await readFirstLine(process.stdin);
   } else {
-    if (!process.stdin.isTTY) throw new Error('stdin is not a terminal: use --password-stdin to read the password from it');
+    if (!process.stdin.isTTY)
+      throw new Error('stdin is not a terminal: use --password-stdin to read the password from it');
     password = await promptHidden('Password: ');
-    if (password !== '' && (await promptHidden('Retype password: ')) !== password) throw new Error('passwords do not match');
+    if (password !== '' && (await promptHidden('Retype password: ')) !== password)
+      throw new Error('passwords do not match');
   }
   if (password === '') throw new Error('empty password refused');
   return password;
@@ -142,7 +161,8 @@ function promptHidden(prompt: string): Promise<string> {
         if (c === '\r' || c === '\n') return finish(null);
         if (c === '\u0003' || c === '\u0004') return finish(new Error('cancelled'));
         if (c === '\u007f' || c === '\b') typed.pop();
-        else if (c === '\u0015') typed = []; // Ctrl-U: erase the line
+        else if (c === '\u0015')
+          typed = []; // Ctrl-U: erase the line
         else if (c >= ' ') typed.push(c);
       }
     };

@@ -8,46 +8,63 @@ import { isDuration, parseListen, parseNetwork } from './units.js';
 const duration = () =>
   z.string().refine(isDuration, { message: 'expected a duration such as "30s", "5m", "4h" or "5d"' });
 const listenList = () =>
-  z.array(
-    z.string().refine((s) => parseListen(s) !== null, { message: 'expected "host:port" or "[ipv6]:port"' }),
-  );
+  z.array(z.string().refine((s) => parseListen(s) !== null, { message: 'expected "host:port" or "[ipv6]:port"' }));
 const networkList = () =>
   z.array(
     z.string().refine((s) => parseNetwork(s) !== null, { message: 'expected an address or CIDR such as "10.0.0.0/8"' }),
   );
 const bytes = () => z.number().int().nonnegative();
 const count = () => z.number().int().positive();
-const domainName = z
-  .string()
-  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, {
-    message: 'expected a domain name such as "example.org"',
-  });
+const domainName = z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, {
+  message: 'expected a domain name such as "example.org"',
+});
 const systemName = z.string().regex(/^[a-z_][a-z0-9_-]*$/i, { message: 'expected a user or group name' });
 
 const smtpSchema = z.strictObject({
-  listen: listenList().default(['0.0.0.0:25', '[::]:25']).describe('MX port: local delivery; relay only for mynetworks or AUTH'),
-  submission: listenList().default(['0.0.0.0:587']).describe('submission port (RFC 6409): AUTH required to send anything'),
+  listen: listenList()
+    .default(['0.0.0.0:25', '[::]:25'])
+    .describe('MX port: local delivery; relay only for mynetworks or AUTH'),
+  submission: listenList()
+    .default(['0.0.0.0:587'])
+    .describe('submission port (RFC 6409): AUTH required to send anything'),
   smtps: listenList().default([]).describe('implicit-TLS submission (RFC 8314), e.g. ["0.0.0.0:465"]'),
   max_clients: count().default(500).describe('simultaneous SMTP connections, all listeners together'),
   max_recipients: count().default(100).describe('RCPT TO per message; more get 452 4.5.3'),
   vrfy: z.boolean().default(false).describe('VRFY answers 252 without disclosure unless true'),
-  sender_login_match: z.boolean().default(true).describe('an authenticated user may only send as user@<local domain> or an alias that delivers to them'),
+  sender_login_match: z
+    .boolean()
+    .default(true)
+    .describe('an authenticated user may only send as user@<local domain> or an alias that delivers to them'),
   timeout: duration().default('5m').describe('idle time allowed between client commands (RFC 5321 4.5.3.2)'),
-  greet_pause: duration().default('0s').describe('wait before the 220 greeting on the MX port for clients outside mynetworks; early talkers are refused'),
+  greet_pause: duration()
+    .default('0s')
+    .describe('wait before the 220 greeting on the MX port for clients outside mynetworks; early talkers are refused'),
 });
 
 const pop3Schema = z.strictObject({
   listen: listenList().default(['0.0.0.0:110']).describe('POP3 listeners'),
   pop3s: listenList().default([]).describe('implicit-TLS POP3 listeners, e.g. ["0.0.0.0:995"]'),
   max_clients: count().default(200).describe('simultaneous POP3 connections, all listeners together'),
-  timeout: duration().default('10m').describe('autologout: idle time allowed between commands (RFC 1939: at least 10 minutes)'),
+  timeout: duration()
+    .default('10m')
+    .describe('autologout: idle time allowed between commands (RFC 1939: at least 10 minutes)'),
 });
 
 const authSchema = z.strictObject({
-  failure_delay: duration().default('2s').describe('wait before answering a failed login (SMTP AUTH or POP3); doubles with each further failure from the same address'),
-  max_failures: count().default(10).describe('failed logins from one address before it is refused outright for `lockout`'),
-  lockout: duration().default('15m').describe('how long an address that failed max_failures times is refused, even with the right password'),
-  cache_ttl: duration().default('15m').describe('a login whose password verified is let in again without the password hash for this long (0s: off)'),
+  failure_delay: duration()
+    .default('2s')
+    .describe(
+      'wait before answering a failed login (SMTP AUTH or POP3); doubles with each further failure from the same address',
+    ),
+  max_failures: count()
+    .default(10)
+    .describe('failed logins from one address before it is refused outright for `lockout`'),
+  lockout: duration()
+    .default('15m')
+    .describe('how long an address that failed max_failures times is refused, even with the right password'),
+  cache_ttl: duration()
+    .default('15m')
+    .describe('a login whose password verified is let in again without the password hash for this long (0s: off)'),
 });
 
 const tlsSchema = z.strictObject({
@@ -56,23 +73,62 @@ const tlsSchema = z.strictObject({
 });
 
 const relaySchema = z.strictObject({
-  relayhost: z.string().refine((s) => s === '' || parseListen(s) !== null || /^[a-z0-9.-]+$/i.test(s), { message: 'expected "", "host" or "host:port"' }).default('').describe('"" = deliver by MX lookup; "host:port" = smarthost for all remote mail'),
+  relayhost: z
+    .string()
+    .refine((s) => s === '' || parseListen(s) !== null || /^[a-z0-9.-]+$/i.test(s), {
+      message: 'expected "", "host" or "host:port"',
+    })
+    .default('')
+    .describe('"" = deliver by MX lookup; "host:port" = smarthost for all remote mail'),
   relayhost_user: z.string().default('').describe('AUTH user name at the smarthost; "" = no AUTH'),
-  relayhost_password_file: z.string().default('').describe('file holding the smarthost password (kept out of this file, which `mailsrv config` prints)'),
-  tls_security: z.enum(['may', 'encrypt', 'verify']).default('may').describe('outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; verify = TLS with a valid certificate for the host'),
-  dns_servers: z.array(z.string().refine((s) => isIP(s) !== 0 || isIP(parseListen(s)?.host ?? '') !== 0, { message: 'expected an IP address, "ip:port" or "[ipv6]:port"' })).default([]).describe('resolvers for MX lookups; [] = system resolvers'),
-  retry: z.array(duration()).nonempty().default(['1m', '5m', '15m', '1h']).describe('waits between outbound attempts; the last repeats'),
+  relayhost_password_file: z
+    .string()
+    .default('')
+    .describe('file holding the smarthost password (kept out of this file, which `mailsrv config` prints)'),
+  tls_security: z
+    .enum(['may', 'encrypt', 'verify'])
+    .default('may')
+    .describe(
+      'outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; verify = TLS with a valid certificate for the host',
+    ),
+  dns_servers: z
+    .array(
+      z.string().refine((s) => isIP(s) !== 0 || isIP(parseListen(s)?.host ?? '') !== 0, {
+        message: 'expected an IP address, "ip:port" or "[ipv6]:port"',
+      }),
+    )
+    .default([])
+    .describe('resolvers for MX lookups; [] = system resolvers'),
+  retry: z
+    .array(duration())
+    .nonempty()
+    .default(['1m', '5m', '15m', '1h'])
+    .describe('waits between outbound attempts; the last repeats'),
   delay_warning: duration().default('4h').describe('warn the sender once a message has waited this long'),
   max_queue_lifetime: duration().default('5d').describe('then the message is bounced to its sender'),
   concurrency: count().default(50).describe('outbound SMTP deliveries in progress at once'),
-  destination_concurrency: count().default(20).describe('outbound deliveries in progress at once to one domain (or the relayhost)'),
-  connect_timeout: duration().default('30s').describe('how long to wait for a remote server to accept the connection and greet'),
-  timeout: duration().default('10m').describe('how long to wait for each reply of a remote server (RFC 5321 4.5.3.2: up to 10 minutes after the message)'),
+  destination_concurrency: count()
+    .default(20)
+    .describe('outbound deliveries in progress at once to one domain (or the relayhost)'),
+  connect_timeout: duration()
+    .default('30s')
+    .describe('how long to wait for a remote server to accept the connection and greet'),
+  timeout: duration()
+    .default('10m')
+    .describe(
+      'how long to wait for each reply of a remote server (RFC 5321 4.5.3.2: up to 10 minutes after the message)',
+    ),
 });
 
 const deliverySchema = z.strictObject({
-  lock_timeout: duration().default('20s').describe('how long one local delivery waits for a mailbox lock before it is deferred'),
-  retry: z.array(duration()).nonempty().default(['10s', '1m', '5m', '15m']).describe('waits between local delivery attempts (locked or failing mailbox); the last repeats'),
+  lock_timeout: duration()
+    .default('20s')
+    .describe('how long one local delivery waits for a mailbox lock before it is deferred'),
+  retry: z
+    .array(duration())
+    .nonempty()
+    .default(['10s', '1m', '5m', '15m'])
+    .describe('waits between local delivery attempts (locked or failing mailbox); the last repeats'),
   concurrency: count().default(20).describe('local deliveries in progress at once'),
 });
 
@@ -81,16 +137,22 @@ const logSchema = z.strictObject({
 });
 
 const fullSchema = z.strictObject({
-  hostname: domainName.default(() => osHostname()).describe('banner, Received lines and bounces; default: the system host name'),
+  hostname: domainName
+    .default(() => osHostname())
+    .describe('banner, Received lines and bounces; default: the system host name'),
   domains: z.array(domainName).default([]).describe('local domains; hostname and "localhost" are always local'),
   spool_dir: z.string().min(1).default('/var/mail').describe('one mbox file per user: spool_dir/<user>'),
   state_dir: z.string().min(1).default('/var/lib/mailsrv').describe('queue, indexes and pid file'),
   users_file: z.string().min(1).default('/etc/mailsrv/users').describe('passwd-file: name:{SCHEME}hash'),
   aliases_file: z.string().min(1).default('/etc/mailsrv/aliases').describe('/etc/aliases syntax'),
   mynetworks: networkList().default(['127.0.0.0/8', '::1/128']).describe('clients that may relay without AUTH'),
-  plaintext_auth_networks: networkList().default(['127.0.0.0/8', '::1/128']).describe('clients that may log in without TLS'),
+  plaintext_auth_networks: networkList()
+    .default(['127.0.0.0/8', '::1/128'])
+    .describe('clients that may log in without TLS'),
   message_size_limit: count().default(10_240_000).describe('largest message accepted, in bytes'),
-  mailbox_size_limit: bytes().default(51_200_000).describe('largest mailbox, in bytes; 0 = unlimited; over it: 552 5.2.2 and nothing written'),
+  mailbox_size_limit: bytes()
+    .default(51_200_000)
+    .describe('largest mailbox, in bytes; 0 = unlimited; over it: 552 5.2.2 and nothing written'),
   user: systemName.default('mail').describe('privileges dropped to this user after binding, when started as root'),
   group: systemName.default('mail').describe('and to this group'),
   smtp: smtpSchema.default(() => smtpSchema.parse({})),
@@ -107,7 +169,11 @@ export const configSchema = fullSchema.superRefine((config, ctx) => {
   const tlsListeners = { 'smtp.smtps': config.smtp.smtps, 'pop3.pop3s': config.pop3.pop3s };
   for (const [key, addresses] of Object.entries(tlsListeners)) {
     if (addresses.length > 0 && config.tls.cert === '') {
-      ctx.addIssue({ code: 'custom', path: key.split('.'), message: 'implicit-TLS listeners need tls.cert and tls.key' });
+      ctx.addIssue({
+        code: 'custom',
+        path: key.split('.'),
+        message: 'implicit-TLS listeners need tls.cert and tls.key',
+      });
     }
   }
   if (config.tls.cert !== '' && config.tls.key === '') {

@@ -60,7 +60,8 @@ function splitTargets(text: string): string[] {
 function parseTarget(target: string): { target: string } | { problem: string } {
   const bare = target.startsWith('"') && target.endsWith('"') && !target.includes('@') ? target.slice(1, -1) : target;
   if (bare.startsWith('|')) return { problem: `command target ${JSON.stringify(target)} is not supported` };
-  if (bare.toLowerCase().startsWith(':include:')) return { problem: `${JSON.stringify(target)}: :include: is not supported` };
+  if (bare.toLowerCase().startsWith(':include:'))
+    return { problem: `${JSON.stringify(target)}: :include: is not supported` };
   if (bare.startsWith('/')) return { problem: `file target ${JSON.stringify(target)} is not supported` };
   const address = ADDRESS.exec(target);
   if (address) return { target: `${address.groups!.local}@${address.groups!.domain!.toLowerCase()}` };
@@ -109,7 +110,10 @@ export function parseAliases(text: string, fileName: string): { aliases: Aliases
       entry = { name: null, line: lineNo, targets: [] };
       return;
     }
-    const written = line.slice(0, colon).trim().replace(/^"(.*)"$/, '$1');
+    const written = line
+      .slice(0, colon)
+      .trim()
+      .replace(/^"(.*)"$/, '$1');
     const name = normalizeUsername(written);
     if (name === null) {
       problems.push(`${fileName}:${lineNo}: bad alias name ${JSON.stringify(written)}; entry ignored`);
@@ -162,7 +166,10 @@ export function resolveRecipient(
     if (users.has(user)) local.add(user);
   };
   const visit = (target: string, depth: number): void => {
-    if (target.startsWith('\\')) return deliverToUser(target.slice(1));
+    if (target.startsWith('\\')) {
+      deliverToUser(target.slice(1));
+      return;
+    }
     if (target.includes('@')) {
       const user = localNameOf(target, localDomains);
       if (user === undefined) remote.add(target);
@@ -170,7 +177,10 @@ export function resolveRecipient(
       return;
     }
     const targets = aliases.get(target);
-    if (targets === undefined || open.has(target) || depth >= MAX_ALIAS_DEPTH) return deliverToUser(target);
+    if (targets === undefined || open.has(target) || depth >= MAX_ALIAS_DEPTH) {
+      deliverToUser(target);
+      return;
+    }
     if (expanded.has(target)) return; // its whole expansion is already collected
     expanded.add(target);
     open.add(target);
@@ -201,7 +211,10 @@ export function checkAliases(
       const local = localNameOf(target, localDomains);
       if (local === undefined) continue;
       const known = local !== null && (users.has(local) || (!target.startsWith('\\') && aliases.has(local)));
-      if (!known) problems.push(`alias "${name}": target "${target}" is not a known user${target.startsWith('\\') ? '' : ' or alias'}`);
+      if (!known)
+        problems.push(
+          `alias "${name}": target "${target}" is not a known user${target.startsWith('\\') ? '' : ' or alias'}`,
+        );
     }
     if (resolveRecipient(name, users, aliases, localDomains) === null) {
       problems.push(`alias "${name}" reaches no user or address (an alias loop?)`);

@@ -11,10 +11,17 @@ export class Directory {
   ) {}
 
   /** Loads both files; the problems are reported by the caller (a bad line is skipped). */
-  static async load(usersFile: string, aliasesFile: string, isLocalDomain: (domain: string) => boolean): Promise<{ directory: Directory; problems: string[] }> {
+  static async load(
+    usersFile: string,
+    aliasesFile: string,
+    isLocalDomain: (domain: string) => boolean,
+  ): Promise<{ directory: Directory; problems: string[] }> {
     const users = await loadUsers(usersFile);
     const aliases = await loadAliases(aliasesFile);
-    return { directory: new Directory(users, aliases.aliases, isLocalDomain), problems: [...users.problems, ...aliases.problems] };
+    return {
+      directory: new Directory(users, aliases.aliases, isLocalDomain),
+      problems: [...users.problems, ...aliases.problems],
+    };
   }
 
   resolve(localPart: string): { local: string[]; remote: string[] } | null {

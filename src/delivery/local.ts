@@ -7,7 +7,14 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { normalizeUsername } from '../auth/username.js';
 import type { Logger } from '../log.js';
-import { MailboxFullError, MailboxLockedError, mailboxSize, renderedLength, type MailboxTarget, type MessageToAppend } from '../mbox/append.js';
+import {
+  MailboxFullError,
+  MailboxLockedError,
+  mailboxSize,
+  renderedLength,
+  type MailboxTarget,
+  type MessageToAppend,
+} from '../mbox/append.js';
 import { GroupAppender } from '../mbox/group-append.js';
 import type { StaleLockInfo } from '../mbox/lock.js';
 import { settleInterruptedAppend } from '../mbox/probe.js';
@@ -41,7 +48,8 @@ export class LocalDelivery implements DeliveryAgent {
     Object.assign(this.options, settings);
   }
 
-  private readonly staleLockLogger = (info: StaleLockInfo) => this.options.logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock broken');
+  private readonly staleLockLogger = (info: StaleLockInfo) =>
+    this.options.logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock broken');
 
   /** The user's mbox; null for a name that cannot name one. */
   private mailboxPath(user: string): string | null {
@@ -50,7 +58,10 @@ export class LocalDelivery implements DeliveryAgent {
   }
 
   /** Appends each job's message to its user's mailbox (all jobs name the same user). */
-  async deliver(jobs: DeliveryJob[], recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>): Promise<DeliveryStatus[]> {
+  async deliver(
+    jobs: DeliveryJob[],
+    recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>,
+  ): Promise<DeliveryStatus[]> {
     const targets = jobs.map(({ entry, index }) => entry.envelope.recipients[index]!.target);
     const user = targets[0]?.kind === 'local' ? targets[0].user : undefined;
     if (user === undefined || targets.some((t) => t.kind !== 'local' || t.user !== user)) {
@@ -59,11 +70,17 @@ export class LocalDelivery implements DeliveryAgent {
     const mailbox = this.mailboxPath(user);
     if (mailbox === null) return jobs.map(() => permanent('5.1.3', `invalid mailbox name ${JSON.stringify(user)}`));
     if (!this.options.userExists(user)) {
-      return jobs.map(({ entry, index }) => permanent('5.1.1', `<${entry.envelope.recipients[index]!.address}>: user unknown`));
+      return jobs.map(({ entry, index }) =>
+        permanent('5.1.1', `<${entry.envelope.recipients[index]!.address}>: user unknown`),
+      );
     }
     const results = await this.appender.append(
       this.target(mailbox, this.options.lockTimeoutMs),
-      jobs.map((job) => this.message(job.entry.envelope, job.index, user, this.options.store.openMessage(job.entry), (offset) => recordAppend(job, mailbox, offset))),
+      jobs.map((job) =>
+        this.message(job.entry.envelope, job.index, user, this.options.store.openMessage(job.entry), (offset) =>
+          recordAppend(job, mailbox, offset),
+        ),
+      ),
     );
     return results.map((result) => (result instanceof Error ? appendFailure(result, user) : delivered()));
   }
@@ -84,7 +101,10 @@ export class LocalDelivery implements DeliveryAgent {
     ]);
     if (result instanceof MailboxFullError) return 'mailbox-full';
     if (result instanceof Error) {
-      this.options.logger.info({ queueId: envelope.id, to: recipient.address, user, reason: result.message }, 'mailbox busy: queued for later delivery');
+      this.options.logger.info(
+        { queueId: envelope.id, to: recipient.address, user, reason: result.message },
+        'mailbox busy: queued for later delivery',
+      );
       return 'use-queue';
     }
     return 'delivered';
@@ -103,10 +123,21 @@ export class LocalDelivery implements DeliveryAgent {
   }
 
   private target(mailboxPath: string, lockTimeoutMs: number): MailboxTarget {
-    return { mailboxPath, sizeLimit: this.options.mailboxSizeLimit, lockTimeoutMs, onStaleBroken: this.staleLockLogger };
+    return {
+      mailboxPath,
+      sizeLimit: this.options.mailboxSizeLimit,
+      lockTimeoutMs,
+      onStaleBroken: this.staleLockLogger,
+    };
   }
 
-  private message(envelope: Envelope, index: number, user: string, source: Readable | Buffer, beforeWrite?: (offset: number) => Promise<void>): MessageToAppend {
+  private message(
+    envelope: Envelope,
+    index: number,
+    user: string,
+    source: Readable | Buffer,
+    beforeWrite?: (offset: number) => Promise<void>,
+  ): MessageToAppend {
     const address = envelope.recipients[index]!.address;
     const domain = domainOf(qualify(address, this.options.hostname));
     return {
@@ -123,7 +154,9 @@ export class LocalDelivery implements DeliveryAgent {
   async settleInterruptedAppend(entry: QueueEntry, index: number, mailbox: string, offset: number): Promise<boolean> {
     const recipient = entry.envelope.recipients[index]!;
     if (recipient.target.kind !== 'local') return false;
-    const expectedBytes = await renderedLength(this.message(entry.envelope, index, recipient.target.user, this.options.store.openMessage(entry)));
+    const expectedBytes = await renderedLength(
+      this.message(entry.envelope, index, recipient.target.user, this.options.store.openMessage(entry)),
+    );
     return settleInterruptedAppend({
       mailboxPath: mailbox,
       offset,

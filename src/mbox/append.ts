@@ -220,7 +220,10 @@ export async function appendMessage(options: AppendOptions): Promise<AppendResul
  * failed message is truncated away and the next one is still tried). If the lock, the open
  * or the final fsync fails, every message fails and the file has its old length again.
  */
-export async function appendMessages(target: MailboxTarget, messages: MessageToAppend[]): Promise<(AppendResult | Error)[]> {
+export async function appendMessages(
+  target: MailboxTarget,
+  messages: MessageToAppend[],
+): Promise<(AppendResult | Error)[]> {
   const prepared = prepareAll(messages);
   if (prepared.every((p) => p instanceof Error)) return prepared as Error[];
   const session = await MailboxSession.openFor(target, messages);
@@ -319,7 +322,11 @@ export class MailboxSession {
    * Appends one batch (prepared by prepareAll) and fsyncs it; one outcome per message (see
    * appendMessages). `limits` gives the size limit now (a SIGHUP may have changed it since open).
    */
-  async append(messages: MessageToAppend[], prepared: PreparedMessage[], limits: MailboxTarget = this.target): Promise<(AppendResult | Error)[]> {
+  async append(
+    messages: MessageToAppend[],
+    prepared: PreparedMessage[],
+    limits: MailboxTarget = this.target,
+  ): Promise<(AppendResult | Error)[]> {
     const path = this.target.mailboxPath;
     const outcomes: (AppendResult | Error)[] = [];
     this.tail ??= await mailboxTail(this.handle);
@@ -403,7 +410,13 @@ async function mailboxTail(handle: FileHandle): Promise<MailboxTail> {
  * One message onto an open, locked mailbox that ends at `tail`. A failed message is truncated
  * away and returned as its error; throws only when even the truncation failed.
  */
-async function appendLocked(handle: FileHandle, tail: MailboxTail, target: MailboxTarget, message: MessageToAppend, rendered: Rendered): Promise<AppendResult | Error> {
+async function appendLocked(
+  handle: FileHandle,
+  tail: MailboxTail,
+  target: MailboxTarget,
+  message: MessageToAppend,
+  rendered: Rendered,
+): Promise<AppendResult | Error> {
   const { mailboxPath: path, sizeLimit } = target;
   /** the old size, which a failed append truncates back to */
   let oldSize = -1;

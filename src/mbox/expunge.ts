@@ -200,7 +200,11 @@ function journalOf(path: string, header: JournalHeader, headerBytes: number): Jo
 }
 
 /** Writes a new journal: the header, then the first progress slot. The caller decides about fsyncs. */
-async function createJournal(path: string, header: JournalHeader, progress: Progress): Promise<{ journal: Journal; handle: FileHandle }> {
+async function createJournal(
+  path: string,
+  header: JournalHeader,
+  progress: Progress,
+): Promise<{ journal: Journal; handle: FileHandle }> {
   const flags = constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
   const handle = await fs.open(path, flags, 0o600);
   try {
@@ -236,18 +240,23 @@ async function readProgress(handle: FileHandle, journal: Journal): Promise<Progr
     } catch {
       continue;
     }
-    if (parsed.success && parsed.data.seq % 2 === i && (newest === null || parsed.data.seq > newest.seq)) newest = parsed.data;
+    if (parsed.success && parsed.data.seq % 2 === i && (newest === null || parsed.data.seq > newest.seq))
+      newest = parsed.data;
   }
   return newest;
 }
 
 /** Reads a journal's header: `journal` is null unless it is intact; `mailbox` is the mailbox it names, if readable. */
-async function readJournal(path: string, handle: FileHandle): Promise<{ journal: Journal | null; mailbox: string | null }> {
+async function readJournal(
+  path: string,
+  handle: FileHandle,
+): Promise<{ journal: Journal | null; mailbox: string | null }> {
   const size = (await handle.stat()).size;
   const buffer = Buffer.alloc(Math.min(size, 64 * 1024 * 1024));
   const head = buffer.subarray(0, await readAt(handle, buffer, buffer.length, 0));
   const newline = head.indexOf(LF);
-  if (newline < MAGIC.length || head.toString('latin1', 0, MAGIC.length) !== MAGIC) return { journal: null, mailbox: null };
+  if (newline < MAGIC.length || head.toString('latin1', 0, MAGIC.length) !== MAGIC)
+    return { journal: null, mailbox: null };
   let parsed;
   try {
     parsed = headerSchema.safeParse(JSON.parse(head.toString('utf8', MAGIC.length, newline)));
@@ -284,7 +293,8 @@ async function assemble(mailbox: FileHandle, journal: Journal, d: number, length
     const [position, rangeLength] = kept[k]!;
     const skip = d + filled - journal.destinations[k]!;
     const n = Math.min(rangeLength - skip, length - filled);
-    if ((await readAt(mailbox, out.subarray(filled), n, position + skip)) !== n) throw new Error(`mailbox ended early at ${position + skip}`);
+    if ((await readAt(mailbox, out.subarray(filled), n, position + skip)) !== n)
+      throw new Error(`mailbox ended early at ${position + skip}`);
     filled += n;
   }
 }
@@ -293,7 +303,13 @@ async function assemble(mailbox: FileHandle, journal: Journal, d: number, length
  * Copies the new bytes forward from `progress` to the end N, as the top of this file says;
  * then fsyncs the journal (done = N), truncates the mailbox to N and fsyncs it.
  */
-async function copyForward(mailbox: FileHandle, handle: FileHandle, journal: Journal, progress: Progress, chunkBytes: number): Promise<void> {
+async function copyForward(
+  mailbox: FileHandle,
+  handle: FileHandle,
+  journal: Journal,
+  progress: Progress,
+  chunkBytes: number,
+): Promise<void> {
   const { header } = journal;
   const dataAt = journal.slotsAt + 2 * SLOT_BYTES;
   const out = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(0, header.end - progress.done)));
@@ -303,7 +319,8 @@ async function copyForward(mailbox: FileHandle, handle: FileHandle, journal: Jou
     // before the slot that names it)
     const length = progress.chunk;
     const data = out.length >= length ? out : Buffer.allocUnsafe(length);
-    if ((await readAt(handle, data, length, dataAt)) !== length) throw new Error(`${journal.path}: the journaled chunk is cut short`);
+    if ((await readAt(handle, data, length, dataAt)) !== length)
+      throw new Error(`${journal.path}: the journaled chunk is cut short`);
     await writeAt(mailbox, data, length, done);
     done += length;
     await writeSlot(handle, journal, { seq: ++seq, done, chunk: null });
@@ -343,12 +360,25 @@ async function copyForward(mailbox: FileHandle, handle: FileHandle, journal: Jou
  * Recovery found the truncate not done yet and mail appended after the old end (`size` >
  * oldSize): rebuilds the journal, atomically, with that mail as one more kept range.
  */
-async function extendJournal(journal: Journal, progress: Progress, handle: FileHandle, mailbox: FileHandle, size: number): Promise<{ journal: Journal; handle: FileHandle }> {
+async function extendJournal(
+  journal: Journal,
+  progress: Progress,
+  handle: FileHandle,
+  mailbox: FileHandle,
+  size: number,
+): Promise<{ journal: Journal; handle: FileHandle }> {
   const old = journal.header;
   const added = size - old.oldSize;
   const end = old.end + added;
   const probeLength = Math.min(PROBE_MAX_BYTES, size - end);
-  const header: JournalHeader = { ...old, end, oldSize: size, probe: await probeOf(mailbox, end, probeLength), probeLength, kept: [...old.kept, [old.oldSize, added]] };
+  const header: JournalHeader = {
+    ...old,
+    end,
+    oldSize: size,
+    probe: await probeOf(mailbox, end, probeLength),
+    probeLength,
+    kept: [...old.kept, [old.oldSize, added]],
+  };
   const temp = journal.path.slice(0, -JOURNAL_SUFFIX.length) + REBUILD_SUFFIX;
   const rebuilt = await createJournal(temp, header, { ...progress, seq: progress.seq });
   try {
@@ -392,7 +422,8 @@ async function redoJournal(path: string, chunkBytes: number): Promise<RecoveryIn
         await removeJournal(path);
         return { mailbox: header.mailbox, action: 'discarded' };
       }
-      const truncated = st.size < header.oldSize || (await probeOf(mailbox, header.end, header.probeLength)) !== header.probe;
+      const truncated =
+        st.size < header.oldSize || (await probeOf(mailbox, header.end, header.probeLength)) !== header.probe;
       if (truncated) {
         // done = N was on disk before the truncate; bytes after N, if any, are mail delivered since
         await mailbox.sync();
@@ -435,7 +466,12 @@ function boundaryChecks(snapshot: MailboxSnapshot): BoundaryCheck[] {
   const checks: BoundaryCheck[] = [];
   for (const [i, message] of snapshot.messages.entries()) {
     const lineLength = message.contentOffset - message.offset;
-    checks.push({ message: i, kind: 'from', position: message.offset, length: Math.min(lineLength, FROM_LINE_CHECK_BYTES) });
+    checks.push({
+      message: i,
+      kind: 'from',
+      position: message.offset,
+      length: Math.min(lineLength, FROM_LINE_CHECK_BYTES),
+    });
     const end = message.offset + message.spanLength;
     if (end < snapshot.scannedSize) checks.push({ message: i, kind: 'blank', position: end - 3, length: 3 });
   }
@@ -460,7 +496,11 @@ async function verifyUnchanged(mailbox: FileHandle, snapshot: MailboxSnapshot): 
     const checkEnd = check.position + check.length;
     if (check.position < start || checkEnd > end) {
       let until = checkEnd;
-      for (let s = r + 1; s < checks.length && checks[s].position + checks[s].length - check.position <= window.length; s++) {
+      for (
+        let s = r + 1;
+        s < checks.length && checks[s].position + checks[s].length - check.position <= window.length;
+        s++
+      ) {
         until = Math.max(until, checks[s].position + checks[s].length);
       }
       start = check.position;
@@ -479,13 +519,18 @@ async function verifyUnchanged(mailbox: FileHandle, snapshot: MailboxSnapshot): 
       bytes.length === check.length &&
       bytes.subarray(0, FROM_.length).equals(FROM_) &&
       bytes.indexOf(LF) === (lineLength <= FROM_LINE_CHECK_BYTES ? lineLength - 1 : -1);
-    if (!lineOk) throw changed(`message ${check.message + 1} no longer starts with its From_ line at offset ${message.offset}`);
+    if (!lineOk)
+      throw changed(`message ${check.message + 1} no longer starts with its From_ line at offset ${message.offset}`);
   }
   return st.size;
 }
 
 /** The compacted mailbox as a snapshot: offsets shifted, deleted messages gone, appended mail not indexed. */
-function compactedSnapshot(snapshot: MailboxSnapshot, deleted: ReadonlySet<number>, bytesFreed: number): MailboxSnapshot {
+function compactedSnapshot(
+  snapshot: MailboxSnapshot,
+  deleted: ReadonlySet<number>,
+  bytesFreed: number,
+): MailboxSnapshot {
   let shift = 0;
   const messages: MessageInfo[] = [];
   for (const [i, message] of snapshot.messages.entries()) {
@@ -516,12 +561,16 @@ export async function expungeMessages(
     .sort((a, b) => a.offset - b.offset);
   if (spans.length === 0) return { removed: 0, bytesFreed: 0 };
   const last = spans[spans.length - 1]!;
-  if (last.offset + last.spanLength > snapshot.scannedSize) throw new RangeError('message span beyond the scanned part');
+  if (last.offset + last.spanLength > snapshot.scannedSize)
+    throw new RangeError('message span beyond the scanned part');
 
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   await ensureDir(options.journalDir);
   const journalPath = journalPathOf(options.journalDir, snapshot.path);
-  const lock = await acquireDotlock(snapshot.path, { timeoutMs: options.lockTimeoutMs, onStaleBroken: options.onStaleBroken });
+  const lock = await acquireDotlock(snapshot.path, {
+    timeoutMs: options.lockTimeoutMs,
+    onStaleBroken: options.onStaleBroken,
+  });
   let bytesFreed = 0;
   try {
     await settleLeftover(journalPath, chunkBytes);

@@ -43,7 +43,9 @@ export class GroupAppender {
       this.mailboxes.set(path, state);
     }
     const queue = state.queue;
-    const outcomes = messages.map((message) => new Promise<AppendResult | Error>((settle) => queue.push({ target, message, settle })));
+    const outcomes = messages.map(
+      (message) => new Promise<AppendResult | Error>((settle) => queue.push({ target, message, settle })),
+    );
     if (!state.draining) void this.drain(path, state);
     return Promise.all(outcomes);
   }
@@ -67,7 +69,9 @@ export class GroupAppender {
         if (state.session !== null && isWanted(state.session.lock.path)) await this.closeSession(state);
         const batch = state.queue.splice(0, MAX_BATCH);
         const outcomes = await this.appendBatch(state, batch);
-        batch.forEach((w, i) => w.settle(outcomes[i] ?? new Error('no outcome')));
+        batch.forEach((w, i) => {
+          w.settle(outcomes[i] ?? new Error('no outcome'));
+        });
       }
     } finally {
       state.draining = false;
@@ -92,7 +96,9 @@ export class GroupAppender {
       state.session = opened;
     }
     const session = state.session;
-    const outcomes = await session.append(messages, prepared, batch[batch.length - 1]!.target).catch((err: unknown) => batch.map(() => (err instanceof Error ? err : new Error(String(err)))));
+    const outcomes = await session
+      .append(messages, prepared, batch[batch.length - 1]!.target)
+      .catch((err: unknown) => batch.map(() => (err instanceof Error ? err : new Error(String(err)))));
     if (session.broken) await this.closeSession(state);
     return outcomes;
   }

@@ -80,7 +80,8 @@ export class HeaderEditing {
   constructor(options: EditHeadersOptions) {
     for (const line of [...options.add, ...(options.addIfMissing ?? [])]) checkAddedLine(line);
     this.added = Buffer.from(options.add.map((line) => line + CRLF).join(''), 'utf8');
-    for (const line of options.addIfMissing ?? []) this.missing.set(line.slice(0, line.indexOf(':')).toLowerCase(), line);
+    for (const line of options.addIfMissing ?? [])
+      this.missing.set(line.slice(0, line.indexOf(':')).toLowerCase(), line);
   }
 
   write(chunk: Buffer, out: Buffer[]): void {
@@ -124,7 +125,8 @@ export class HeaderEditing {
 
   /** The addIfMissing lines whose field never appeared, at the end of the header block. */
   private pushMissing(): void {
-    if (this.missing.size > 0) this.push(Buffer.from([...this.missing.values()].map((line) => line + CRLF).join(''), 'utf8'));
+    if (this.missing.size > 0)
+      this.push(Buffer.from([...this.missing.values()].map((line) => line + CRLF).join(''), 'utf8'));
     this.missing.clear();
   }
 

@@ -142,7 +142,11 @@ async function readLock(path: string): Promise<LockContent> {
  * size before the append (nothing of it was acknowledged), while the stale lock still keeps
  * everyone else out.
  */
-async function rollBackInterruptedAppend(lockPath: string, ownPidIsStale: boolean, onStaleBroken: StaleLockHandler | undefined): Promise<void> {
+async function rollBackInterruptedAppend(
+  lockPath: string,
+  ownPidIsStale: boolean,
+  onStaleBroken: StaleLockHandler | undefined,
+): Promise<void> {
   const { pid, appendFrom } = await readLock(lockPath);
   // read again just now: a live holder (one that took the lock after it was judged) keeps its append
   if (appendFrom === null || pid === 0 || (pidAlive(pid) && !(ownPidIsStale && pid === process.pid))) return;
@@ -159,7 +163,10 @@ async function rollBackInterruptedAppend(lockPath: string, ownPidIsStale: boolea
     if (size <= appendFrom) return;
     await handle.truncate(appendFrom);
     await handle.sync();
-    onStaleBroken?.({ path: mailboxPath, reason: `unfinished append of a crashed process cut off (${size - appendFrom} bytes)` });
+    onStaleBroken?.({
+      path: mailboxPath,
+      reason: `unfinished append of a crashed process cut off (${size - appendFrom} bytes)`,
+    });
   } finally {
     await handle.close();
   }
@@ -389,4 +396,3 @@ export async function clearStaleLocks(spoolDir: string, onBroken: StaleLockHandl
     }
   }
 }
-

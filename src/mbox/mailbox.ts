@@ -35,7 +35,10 @@ export interface MailboxSnapshot {
 
 /** The part of a mailbox a session read was changed by someone else: the update is refused. */
 export class MailboxChangedError extends Error {
-  constructor(readonly path: string, reason: string) {
+  constructor(
+    readonly path: string,
+    reason: string,
+  ) {
     super(`${path}: mailbox changed by another program (${reason})`);
     this.name = 'MailboxChangedError';
   }

@@ -76,7 +76,14 @@ function startsWithI(data: Buffer, p: number, end: number, name: Buffer): boolea
 
 /** Whether the line at data[p, nl) (nl: its LF or the end of the data) starts with `From `. */
 function isFromLine(data: Buffer, p: number, nl: number): boolean {
-  return nl - p >= 5 && data[p] === UPPER_F && data[p + 1] === 0x72 && data[p + 2] === 0x6f && data[p + 3] === 0x6d && data[p + 4] === SP;
+  return (
+    nl - p >= 5 &&
+    data[p] === UPPER_F &&
+    data[p + 1] === 0x72 &&
+    data[p + 2] === 0x6f &&
+    data[p + 3] === 0x6d &&
+    data[p + 4] === SP
+  );
 }
 
 /** Whether the line at data[p, nl), which starts with `>`, matches `^>+From `. */

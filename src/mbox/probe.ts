@@ -31,10 +31,18 @@ export async function settleInterruptedAppend(append: InterruptedAppend): Promis
   try {
     const size = (await handle.stat()).size;
     if (size <= append.offset) return false;
-    const lock = await acquireDotlock(append.mailboxPath, { timeoutMs: append.lockTimeoutMs, onStaleBroken: append.onStaleBroken });
+    const lock = await acquireDotlock(append.mailboxPath, {
+      timeoutMs: append.lockTimeoutMs,
+      onStaleBroken: append.onStaleBroken,
+    });
     try {
       const end = append.offset + append.expectedBytes;
-      if (size >= end && (await isOurs(handle, append)) && (await bytesAt(handle, end - 2, 2)).equals(Buffer.from('\n\n'))) return true;
+      if (
+        size >= end &&
+        (await isOurs(handle, append)) &&
+        (await bytesAt(handle, end - 2, 2)).equals(Buffer.from('\n\n'))
+      )
+        return true;
       // torn: cut it off, unless another program has appended a message after it since
       if (!(await containsAfter(handle, append.offset, size, NEXT_MESSAGE))) {
         await handle.truncate(append.offset);
@@ -64,7 +72,12 @@ async function isOurs(handle: Awaited<ReturnType<typeof open>>, append: Interrup
 }
 
 /** Whether `needle` occurs in [start, end) of the file, read in bounded chunks. */
-async function containsAfter(handle: Awaited<ReturnType<typeof open>>, start: number, end: number, needle: Buffer): Promise<boolean> {
+async function containsAfter(
+  handle: Awaited<ReturnType<typeof open>>,
+  start: number,
+  end: number,
+  needle: Buffer,
+): Promise<boolean> {
   const chunk = Buffer.alloc(PROBE_BYTES);
   for (let position = start; position < end; position += PROBE_BYTES - needle.length) {
     const { bytesRead } = await handle.read(chunk, 0, Math.min(PROBE_BYTES, end - position), position);

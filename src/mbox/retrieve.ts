@@ -303,7 +303,8 @@ export class MessageReader implements AsyncIterable<Buffer> {
           return end > 0 ? out.subarray(0, end) : null;
         }
         const input = await this.window.read(this.position, this.remaining);
-        if (input.length === 0) throw new MailboxChangedError(this.path, `message at offset ${this.position} is shorter than expected`);
+        if (input.length === 0)
+          throw new MailboxChangedError(this.path, `message at offset ${this.position} is shorter than expected`);
         this.position += input.length;
         this.remaining -= input.length;
         const out = Buffer.allocUnsafe(encodedBound(input.length));

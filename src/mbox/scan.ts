@@ -59,7 +59,13 @@ function asError(err: unknown): Error {
 }
 
 /** Reads until `length` bytes are in or the file ends; returns the count read. */
-async function readFull(handle: FileHandle, buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
+async function readFull(
+  handle: FileHandle,
+  buffer: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+): Promise<number> {
   let done = 0;
   while (done < length) {
     const { bytesRead } = await handle.read(buffer, offset + done, length - done, position + done);
@@ -79,7 +85,13 @@ function readBuffer(): Buffer {
  * parser works on the one before it; returns where it ended. The unconsumed end of a piece (a
  * line start shorter than CARRY_MAX) is copied in front of the next piece.
  */
-async function scanRange(handle: FileHandle, from: number, to: number, parser: MboxParser, stats: ScanStats): Promise<number> {
+async function scanRange(
+  handle: FileHandle,
+  from: number,
+  to: number,
+  parser: MboxParser,
+  stats: ScanStats,
+): Promise<number> {
   const buffers = [readBuffer(), readBuffer()];
   const readInto = (buffer: Buffer, position: number): Promise<number> => {
     const want = Math.min(READ_SIZE, to - position);
@@ -164,7 +176,18 @@ function encodeIndex(data: IndexData): Buffer[] {
   const uidls = Buffer.from(messages.map((m) => m.uidl).join('\n'), 'latin1');
   const sha1 = createHash('sha1').update(columns).update(uidls).digest('hex');
   const { path, dev, ino, scannedSize, mtimeMs, head, tail } = data;
-  const header = JSON.stringify({ path, dev, ino, scannedSize, mtimeMs, head, tail, count: n, endian: endianness(), sha1 });
+  const header = JSON.stringify({
+    path,
+    dev,
+    ino,
+    scannedSize,
+    mtimeMs,
+    head,
+    tail,
+    count: n,
+    endian: endianness(),
+    sha1,
+  });
   const headerBytes = INDEX_MAGIC.length + Buffer.byteLength(header) + 1;
   const padding = ' '.repeat((8 - (headerBytes % 8)) % 8);
   return [INDEX_MAGIC, Buffer.from(`${header}${padding}\n`, 'utf8'), columns, uidls];
@@ -176,7 +199,16 @@ function consistent(messages: readonly MessageInfo[], scannedSize: number): bool
   for (const { offset, contentOffset, contentLength, spanLength, size } of messages) {
     const end = offset + spanLength;
     // positive form, so that NaN fails too; integers: the checksum vouches for what we wrote
-    if (!(offset >= previousEnd && contentOffset >= offset && contentLength >= 0 && contentOffset + contentLength <= end && end <= scannedSize && size >= 0)) {
+    if (
+      !(
+        offset >= previousEnd &&
+        contentOffset >= offset &&
+        contentLength >= 0 &&
+        contentOffset + contentLength <= end &&
+        end <= scannedSize &&
+        size >= 0
+      )
+    ) {
       return false;
     }
     previousEnd = end;
@@ -197,12 +229,25 @@ function decodeIndex(file: Buffer, path: string): IndexData | null {
   }
   if (typeof raw !== 'object' || raw === null) return null;
   const h = raw as Record<string, unknown>;
-  if (h.path !== path || h.endian !== endianness() || typeof h.head !== 'string' || typeof h.tail !== 'string') return null;
-  if (!isCount(h.dev) || !isCount(h.ino) || !isCount(h.scannedSize) || !isCount(h.count) || typeof h.mtimeMs !== 'number') return null;
+  if (h.path !== path || h.endian !== endianness() || typeof h.head !== 'string' || typeof h.tail !== 'string')
+    return null;
+  if (
+    !isCount(h.dev) ||
+    !isCount(h.ino) ||
+    !isCount(h.scannedSize) ||
+    !isCount(h.count) ||
+    typeof h.mtimeMs !== 'number'
+  )
+    return null;
   const n = h.count;
   const start = newline + 1;
   const uidlStart = start + n * COLUMNS * 8;
-  if (start % 8 !== 0 || file.length < uidlStart || createHash('sha1').update(file.subarray(start)).digest('hex') !== h.sha1) return null;
+  if (
+    start % 8 !== 0 ||
+    file.length < uidlStart ||
+    createHash('sha1').update(file.subarray(start)).digest('hex') !== h.sha1
+  )
+    return null;
   const aligned = (file.byteOffset + start) % 8 === 0 ? file : Buffer.from(file);
   const numbers = new Float64Array(aligned.buffer, aligned.byteOffset + start, n * COLUMNS);
   const uidls = n === 0 ? [] : file.toString('latin1', uidlStart).split('\n');
@@ -219,7 +264,16 @@ function decodeIndex(file: Buffer, path: string): IndexData | null {
     };
   }
   if (!consistent(messages, h.scannedSize)) return null;
-  return { path, dev: h.dev, ino: h.ino, scannedSize: h.scannedSize, mtimeMs: h.mtimeMs, head: h.head, tail: h.tail, messages };
+  return {
+    path,
+    dev: h.dev,
+    ino: h.ino,
+    scannedSize: h.scannedSize,
+    mtimeMs: h.mtimeMs,
+    head: h.head,
+    tail: h.tail,
+    messages,
+  };
 }
 
 /** Decoded index files, kept so that reopening an unchanged mailbox reads and builds nothing. */
@@ -247,7 +301,11 @@ function forgetDecoded(indexPath: string): void {
   cachedMessages -= old.messages;
 }
 
-function rememberDecoded(indexPath: string, st: { ino: number; size: number; mtimeMs: number }, data: IndexData | null): void {
+function rememberDecoded(
+  indexPath: string,
+  st: { ino: number; size: number; mtimeMs: number },
+  data: IndexData | null,
+): void {
   forgetDecoded(indexPath);
   const messages = data?.messages.length ?? 0;
   if (messages > MAX_CACHED_MESSAGES) return;
@@ -320,8 +378,10 @@ export async function saveIndex(snapshot: MailboxSnapshot, indexDir: string): Pr
   const handle = await fs.open(snapshot.path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const st = await handle.stat();
-    if (st.dev !== snapshot.dev || st.ino !== snapshot.ino) throw new MailboxChangedError(snapshot.path, 'the file was replaced');
-    if (st.size < snapshot.scannedSize) throw new MailboxChangedError(snapshot.path, `it is shorter than ${snapshot.scannedSize} bytes`);
+    if (st.dev !== snapshot.dev || st.ino !== snapshot.ino)
+      throw new MailboxChangedError(snapshot.path, 'the file was replaced');
+    if (st.size < snapshot.scannedSize)
+      throw new MailboxChangedError(snapshot.path, `it is shorter than ${snapshot.scannedSize} bytes`);
     const prints = await fingerprints(handle, snapshot.scannedSize, null);
     await writeIndex({ ...snapshot, mtimeMs: st.mtimeMs, ...prints }, indexDir);
   } finally {
@@ -334,7 +394,8 @@ export async function saveIndex(snapshot: MailboxSnapshot, indexDir: string): Pr
  * this file for the rules. A missing file is an empty mailbox (dev = ino = 0).
  */
 export async function scanMailbox(path: string, options: ScanOptions): Promise<MailboxSnapshot> {
-  if (options.upTo !== undefined && !isCount(options.upTo)) throw new RangeError(`upTo must be a byte count, not ${options.upTo}`);
+  if (options.upTo !== undefined && !isCount(options.upTo))
+    throw new RangeError(`upTo must be a byte count, not ${options.upTo}`);
   const stats = options.stats ?? { bytesRead: 0, reusedMessages: 0, mode: 'full' };
   stats.bytesRead = 0;
   stats.reusedMessages = 0;

@@ -57,11 +57,18 @@ export function describeStatus(s: DeliveryStatus): string {
 }
 
 /** The RFC 3464 per-recipient fields a status gives: Status, Remote-MTA and Diagnostic-Code (type and text). */
-export function toDsnFields(s: DeliveryStatus): { status: string; remoteMta?: string; diagnostic: { type: 'smtp' | 'X-mailsrv'; text: string } } {
+export function toDsnFields(s: DeliveryStatus): {
+  status: string;
+  remoteMta?: string;
+  diagnostic: { type: 'smtp' | 'X-mailsrv'; text: string };
+} {
   return {
     status: s.code,
     ...(s.remote?.host === undefined ? {} : { remoteMta: s.remote.host }),
-    diagnostic: s.remote === undefined ? { type: 'X-mailsrv', text: `${s.code} ${s.text}` } : { type: 'smtp', text: s.remote.reply },
+    diagnostic:
+      s.remote === undefined
+        ? { type: 'X-mailsrv', text: `${s.code} ${s.text}` }
+        : { type: 'smtp', text: s.remote.reply },
   };
 }
 
@@ -80,7 +87,12 @@ export function statusFromReply(reply: string, outcome: keyof typeof CLASS, host
   const match = REPLY.exec(reply);
   const replyClass = outcome === 'sent' || match === null ? CLASS[outcome] : match[1]!;
   const code = match?.[2] !== undefined && match[3] === replyClass ? match[2] : `${replyClass}.0.0`;
-  return status(code, outcome === 'permanent', match === null ? reply : match[4]!, host === undefined ? { reply } : { host, reply });
+  return status(
+    code,
+    outcome === 'permanent',
+    match === null ? reply : match[4]!,
+    host === undefined ? { reply } : { host, reply },
+  );
 }
 
 /**

@@ -20,7 +20,8 @@ export function receivedHeader(envelope: Envelope, hostname: string, forRecipien
   const clientName = client.hostname || 'unknown';
   // mail made on this host (bounces, sendmail) has no client to name, as Postfix's pickup writes it
   const from = client.ip === '' ? '' : `from ${client.helo || 'unknown'} (${clientName} [${client.ip}])\r\n\t`;
-  const by = client.uid === undefined ? `by ${hostname} (mailsrv)` : `by ${hostname} (mailsrv, from userid ${client.uid})`;
+  const by =
+    client.uid === undefined ? `by ${hostname} (mailsrv)` : `by ${hostname} (mailsrv, from userid ${client.uid})`;
   const recipient = forRecipient === undefined ? '' : `\r\n\tfor <${forRecipient}>`;
   return `Received: ${from}${by} with ${client.protocol} id ${envelope.id}${recipient}; ${rfc5322Date(new Date(envelope.receivedAt))}`;
 }

@@ -73,7 +73,8 @@ export class Maildrop {
     const handle = await open(snapshot.path, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       const st = await handle.stat();
-      if (st.dev !== snapshot.dev || st.ino !== snapshot.ino) throw new MailboxChangedError(snapshot.path, 'the file was replaced');
+      if (st.dev !== snapshot.dev || st.ino !== snapshot.ino)
+        throw new MailboxChangedError(snapshot.path, 'the file was replaced');
     } catch (err) {
       await handle.close();
       throw err;

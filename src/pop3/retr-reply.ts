@@ -27,13 +27,18 @@ export class WholeReplies {
       throw new RangeError('message too large for a whole reply');
     }
     const input = await window.span(info.contentOffset, info.contentLength);
-    if (input.length < info.contentLength) throw new MailboxChangedError(path, `message at offset ${info.offset} is shorter than expected`);
+    if (input.length < info.contentLength)
+      throw new MailboxChangedError(path, `message at offset ${info.offset} is shorter than expected`);
     const out = this.reserve(FRAME_BYTES + encodedBound(input.length));
     const start = this.used;
     let o = start + out.write(`${status}\r\n`, start, 'latin1');
     const encoder = new WireEncoder({ dotStuff: true });
     o = encoder.finish(out, encoder.encode(input, 0, input.length, out, o));
-    if (encoder.wireBytes !== info.size) throw new MailboxChangedError(path, `message at offset ${info.offset} has ${encoder.wireBytes} octets, not ${info.size}`);
+    if (encoder.wireBytes !== info.size)
+      throw new MailboxChangedError(
+        path,
+        `message at offset ${info.offset} has ${encoder.wireBytes} octets, not ${info.size}`,
+      );
     o += TERMINATOR.copy(out, o);
     this.used = o;
     return out.subarray(start, o);

@@ -76,7 +76,10 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
       return;
     }
     if (sessions.size >= settings.maxClients) {
-      logger.warn({ client: socket.remoteAddress, maxClients: settings.maxClients, listener: implicitTls ? 'pop3s' : 'pop3' }, 'pop3: too many connections');
+      logger.warn(
+        { client: socket.remoteAddress, maxClients: settings.maxClients, listener: implicitTls ? 'pop3s' : 'pop3' },
+        'pop3: too many connections',
+      );
       // a pop3s client could only read the refusal after a whole handshake: it is just closed
       if (implicitTls) {
         socket.destroy();

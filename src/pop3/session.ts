@@ -158,7 +158,15 @@ export class Pop3Session {
    */
   async start(ready: Promise<void>): Promise<void> {
     const { connection } = this;
-    this.log.info({ client: this.client, port: connection.localPort, listener: this.implicitTls ? 'pop3s' : 'pop3', tls: this.implicitTls }, 'connect');
+    this.log.info(
+      {
+        client: this.client,
+        port: connection.localPort,
+        listener: this.implicitTls ? 'pop3s' : 'pop3',
+        tls: this.implicitTls,
+      },
+      'connect',
+    );
     connection.setNoDelay(true);
     connection.on('error', this.onSocketError);
     connection.on('close', () => this.onClose());
@@ -379,7 +387,10 @@ export class Pop3Session {
   }
 
   private userCommand(args: string[]): void {
-    if (!this.plaintextAllowed()) return this.send(PLAINTEXT_REFUSED);
+    if (!this.plaintextAllowed()) {
+      this.send(PLAINTEXT_REFUSED);
+      return;
+    }
     this.arity(args, 1, 1);
     this.userArg = args[0]!;
     // the same answer for every name: whether it exists is told by nothing before PASS
@@ -433,7 +444,7 @@ export class Pop3Session {
     this.reader.clear();
     this.detach(this.connection);
     this.connection.pause();
-    while (this.connection.read() !== null) continue;
+    while (this.connection.read() !== null);
     await this.startTls(credentials, 'starttls');
   }
 
@@ -482,12 +493,19 @@ export class Pop3Session {
         this.log.error({ err: result.error.message }, 'password check failed');
         return this.send('-ERR [SYS/TEMP] Authentication is temporarily unavailable, try again later');
       case 'locked-out':
-        this.log.info({ client: this.client, retryInS: Math.ceil(result.retryInMs / 1000) }, 'login refused: too many failures from this address');
+        this.log.info(
+          { client: this.client, retryInS: Math.ceil(result.retryInMs / 1000) },
+          'login refused: too many failures from this address',
+        );
         return this.finish('-ERR [SYS/TEMP] Too many failed logins from your address, try again later');
       case 'invalid':
         this.authFailures += 1;
-        this.log.info({ user: result.user ?? '(invalid name)', client: this.client, delayMs: result.delayMs }, 'login failed');
-        if (this.authFailures >= MAX_AUTH_FAILURES) return this.finish(`${AUTH_FAILED}; too many failures, closing the connection`);
+        this.log.info(
+          { user: result.user ?? '(invalid name)', client: this.client, delayMs: result.delayMs },
+          'login failed',
+        );
+        if (this.authFailures >= MAX_AUTH_FAILURES)
+          return this.finish(`${AUTH_FAILED}; too many failures, closing the connection`);
         return this.send(AUTH_FAILED);
     }
   }
@@ -575,7 +593,10 @@ export class Pop3Session {
       return;
     }
     const { count, size } = this.stat();
-    return this.sendMultiline(`+OK ${messagesText(count)} (${size} octets)`, this.listing((m) => String(m.size)));
+    return this.sendMultiline(
+      `+OK ${messagesText(count)} (${size} octets)`,
+      this.listing((m) => String(m.size)),
+    );
   }
 
   private uidl(args: string[]): Promise<void> | void {
@@ -585,7 +606,10 @@ export class Pop3Session {
       if (info !== null) this.send(`+OK ${index + 1} ${info.uidl}`);
       return;
     }
-    return this.sendMultiline('+OK unique-id listing follows', this.listing((m) => m.uidl));
+    return this.sendMultiline(
+      '+OK unique-id listing follows',
+      this.listing((m) => m.uidl),
+    );
   }
 
   /** `n value` for every message not marked deleted, generated as it is written. */
@@ -628,11 +652,15 @@ export class Pop3Session {
       }
       if (this.ended || socket.destroyed) throw new ConnectionGone();
       const octets = reader.encoder.wireBytes;
-      if (bodyLines === undefined && octets !== info.size) throw new Error(`message has ${octets} octets, ${info.size} expected`);
+      if (bodyLines === undefined && octets !== info.size)
+        throw new Error(`message has ${octets} octets, ${info.size} expected`);
       socket.write(TERMINATOR);
     } catch (err) {
       if (this.ended || err instanceof ConnectionGone) throw new ConnectionGone();
-      this.log.error({ user: this.mailboxUser, offset: info.offset, err: (err as Error).message }, 'cannot send message; closing the connection');
+      this.log.error(
+        { user: this.mailboxUser, offset: info.offset, err: (err as Error).message },
+        'cannot send message; closing the connection',
+      );
       socket.destroy();
       throw new ConnectionGone();
     } finally {
@@ -761,7 +789,10 @@ export class Pop3Session {
     const dropped = !this.ended;
     this.ended = true;
     if (dropped && this.state === 'transaction') {
-      this.log.info({ user: this.mailboxUser, marked: this.deleted.size }, 'connection dropped without QUIT: nothing deleted');
+      this.log.info(
+        { user: this.mailboxUser, marked: this.deleted.size },
+        'connection dropped without QUIT: nothing deleted',
+      );
     }
     // a QUIT update keeps the mailbox until it is done, whatever the client does meanwhile
     if (this.updating === null) this.releaseMailbox();

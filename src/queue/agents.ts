@@ -16,7 +16,10 @@ export interface DeliveryAgent {
    * `recordAppend` for a job once it holds the mailbox lock and knows where the message will
    * start, before writing it.
    */
-  deliver(jobs: DeliveryJob[], recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>): Promise<DeliveryStatus[]>;
+  deliver(
+    jobs: DeliveryJob[],
+    recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>,
+  ): Promise<DeliveryStatus[]>;
   /**
    * After a crash: did the append recorded for this recipient complete? (A torn one is cut
    * off, so the redelivery leaves no partial message.)

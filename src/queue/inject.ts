@@ -35,7 +35,12 @@ export class Injector {
   async inject(injection: Injection): Promise<QueueEntry> {
     const recipients = this.options.route(injection.recipients);
     if (recipients.length === 0) throw new NoRecipientsError();
-    const pending = this.options.store.begin({ sender: injection.sender, receivedAt: Date.now(), client: injection.client, recipients });
+    const pending = this.options.store.begin({
+      sender: injection.sender,
+      receivedAt: Date.now(),
+      client: injection.client,
+      recipients,
+    });
     try {
       await pending.write(injection.source);
       const entry = await pending.commit();

@@ -56,7 +56,9 @@ export class MaildropFormatError extends Error {
  * another user's file. Anything else in the maildrop is a temp file or debris.
  */
 export function isMaildropName(name: string): boolean {
-  return name.length === 33 && name[16] === '-' && isQueueId(name.slice(0, 16)) && /^[0-9a-f]{16}$/.test(name.slice(17));
+  return (
+    name.length === 33 && name[16] === '-' && isQueueId(name.slice(0, 16)) && /^[0-9a-f]{16}$/.test(name.slice(17))
+  );
 }
 
 function newMaildropName(): string {
@@ -65,16 +67,23 @@ function newMaildropName(): string {
 
 /** Checks a parsed envelope line strictly; returns just the envelope. */
 function checkEnvelope(value: unknown): MaildropEnvelope {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new MaildropFormatError('the envelope line is not a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new MaildropFormatError('the envelope line is not a JSON object');
   const fields = Object.keys(value).sort().join(',');
-  if (fields !== 'recipients,sender,v') throw new MaildropFormatError(`the envelope must have exactly v, sender and recipients (has ${fields.slice(0, 100)})`);
+  if (fields !== 'recipients,sender,v')
+    throw new MaildropFormatError(
+      `the envelope must have exactly v, sender and recipients (has ${fields.slice(0, 100)})`,
+    );
   const { v, sender, recipients } = value as Record<string, unknown>;
   if (v !== MAILDROP_FORMAT_VERSION) throw new MaildropFormatError(`unsupported format version ${JSON.stringify(v)}`);
-  if (typeof sender !== 'string' || (sender !== '' && !isSafeAddress(sender))) throw new MaildropFormatError(`bad sender address ${shown(sender)}`);
+  if (typeof sender !== 'string' || (sender !== '' && !isSafeAddress(sender)))
+    throw new MaildropFormatError(`bad sender address ${shown(sender)}`);
   if (!Array.isArray(recipients) || recipients.length === 0) throw new MaildropFormatError('no recipients');
-  if (recipients.length > MAX_RECIPIENTS) throw new MaildropFormatError(`too many recipients (${recipients.length}, at most ${MAX_RECIPIENTS})`);
+  if (recipients.length > MAX_RECIPIENTS)
+    throw new MaildropFormatError(`too many recipients (${recipients.length}, at most ${MAX_RECIPIENTS})`);
   for (const recipient of recipients as unknown[]) {
-    if (typeof recipient !== 'string' || !isSafeAddress(recipient)) throw new MaildropFormatError(`bad recipient address ${shown(recipient)}`);
+    if (typeof recipient !== 'string' || !isSafeAddress(recipient))
+      throw new MaildropFormatError(`bad recipient address ${shown(recipient)}`);
   }
   return { sender, recipients: recipients as string[] };
 }
@@ -155,7 +164,8 @@ export async function openMaildropFile(path: string, sizeLimit: number): Promise
   } catch (err) {
     if (isErrno(err, 'ELOOP')) throw new MaildropFormatError('a symbolic link');
     // a socket or device under a maildrop name: never a message
-    if (isErrno(err, 'ENXIO') || isErrno(err, 'ENODEV') || isErrno(err, 'EISDIR')) throw new MaildropFormatError('not a regular file');
+    if (isErrno(err, 'ENXIO') || isErrno(err, 'ENODEV') || isErrno(err, 'EISDIR'))
+      throw new MaildropFormatError('not a regular file');
     // EACCES and the rest: kept (a file mailsrv cannot read now is not deleted unread), retried
     throw err;
   }

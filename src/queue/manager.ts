@@ -46,7 +46,6 @@ const MAX_RECIPIENTS_PER_TRANSACTION = 50;
 /** A bounce that could not be queued is tried again after this long. */
 const REPORT_RETRY_MS = 60_000;
 
-
 /** Most messages one mailbox lock covers. */
 const MAX_BATCH = 20;
 
@@ -82,7 +81,8 @@ export class QueueManager {
 
   /** Loads every entry left on disk, settles interrupted appends, and starts delivering. */
   async start(): Promise<void> {
-    const corrupt = (queueId: string, err: Error) => this.options.logger.error({ queueId, err: err.message }, 'unreadable queue entry moved to queue/corrupt');
+    const corrupt = (queueId: string, err: Error) =>
+      this.options.logger.error({ queueId, err: err.message }, 'unreadable queue entry moved to queue/corrupt');
     for (const entry of await this.options.store.loadAll(corrupt)) {
       await this.recover(entry);
       this.add(entry);
@@ -111,7 +111,8 @@ export class QueueManager {
   async flush(): Promise<void> {
     for (const [id, entry] of this.entries) {
       if (await this.options.store.exists(id)) continue;
-      if (this.entries.get(id) === entry && this.entries.delete(id)) this.options.logger.info({ queueId: id }, 'removed by queue delete');
+      if (this.entries.get(id) === entry && this.entries.delete(id))
+        this.options.logger.info({ queueId: id }, 'removed by queue delete');
     }
     const now = Date.now();
     for (const job of this.deferred.drain()) {
@@ -289,14 +290,20 @@ export class QueueManager {
       }
     }
     if (deliverable.length > 0) {
-      const results = isRemote(deliverable[0]!) ? await this.deliverRemote(deliverable) : await this.deliverLocal(deliverable);
-      deliverable.forEach((job, i) => outcomes.set(job, results[i] ?? { status: temporary('4.3.0', 'no outcome') }));
+      const results = isRemote(deliverable[0]!)
+        ? await this.deliverRemote(deliverable)
+        : await this.deliverLocal(deliverable);
+      deliverable.forEach((job, i) => {
+        outcomes.set(job, results[i] ?? { status: temporary('4.3.0', 'no outcome') });
+      });
     }
     for (const [job, outcome] of outcomes) this.record(job, outcome, started);
   }
 
   private deliverRemote(jobs: Job[]): Promise<AttemptOutcome[]> {
-    return this.options.remote.deliver(jobs).catch((err: Error) => jobs.map(() => ({ status: temporary('4.3.0', err.message) })));
+    return this.options.remote
+      .deliver(jobs)
+      .catch((err: Error) => jobs.map(() => ({ status: temporary('4.3.0', err.message) })));
   }
 
   private async deliverLocal(jobs: Job[]): Promise<AttemptOutcome[]> {
@@ -330,7 +337,12 @@ export class QueueManager {
     const progress = entry.progress[index]!;
     const { status, relay } = outcome;
     const log = this.options.logger.child({ queueId: envelope.id, to: recipient.address });
-    const where = { user: recipient.target.kind === 'local' ? recipient.target.user : undefined, relay, reply: status.remote?.reply, delay: ms(started, envelope.receivedAt) };
+    const where = {
+      user: recipient.target.kind === 'local' ? recipient.target.user : undefined,
+      relay,
+      reply: status.remote?.reply,
+      delay: ms(started, envelope.receivedAt),
+    };
     delete progress.appendingAt;
     if (relay !== undefined) progress.relay = relay;
     progress.lastStatus = status;
@@ -348,12 +360,24 @@ export class QueueManager {
       log.warn({ ...where, status: 'expired', reason }, 'expired');
     } else {
       progress.nextAttemptAt = Date.now() + this.retryDelay(job, progress);
-      log.info({ ...where, status: 'deferred', reason, attempts: progress.attempts, nextAttemptAt: new Date(progress.nextAttemptAt).toISOString() }, 'deferred');
+      log.info(
+        {
+          ...where,
+          status: 'deferred',
+          reason,
+          attempts: progress.attempts,
+          nextAttemptAt: new Date(progress.nextAttemptAt).toISOString(),
+        },
+        'deferred',
+      );
     }
   }
 
   private retryDelay(job: Job, progress: RecipientProgress): number {
-    const steps = job.entry.envelope.recipients[job.index]!.target.kind === 'remote' ? this.options.remoteRetryMs : this.options.localRetryMs;
+    const steps =
+      job.entry.envelope.recipients[job.index]!.target.kind === 'remote'
+        ? this.options.remoteRetryMs
+        : this.options.localRetryMs;
     return steps[Math.min(progress.attempts, steps.length) - 1]!;
   }
 
@@ -362,7 +386,14 @@ export class QueueManager {
    * reschedules, or removes the entry once nobody is pending and every failure is reported.
    */
   private async settle(jobs: Job[]): Promise<void> {
-    await Promise.all([...new Set(jobs.map((job) => job.entry))].map((entry) => this.settleEntry(entry, jobs.filter((job) => job.entry === entry))));
+    await Promise.all(
+      [...new Set(jobs.map((job) => job.entry))].map((entry) =>
+        this.settleEntry(
+          entry,
+          jobs.filter((job) => job.entry === entry),
+        ),
+      ),
+    );
   }
 
   /** Settles of one entry run one after the other, so a bounce is queued before the entry can go. */
@@ -392,7 +423,8 @@ export class QueueManager {
     }
     for (const job of jobs) if (entry.progress[job.index]!.state === 'pending') this.schedule(job);
     // a bounce that could not be queued (disk full...) is tried again; the entry waits for it
-    if (unreported && !this.busyEntries.has(entry.envelope.id)) setTimeout(() => void this.settleEntry(entry, []), REPORT_RETRY_MS).unref();
+    if (unreported && !this.busyEntries.has(entry.envelope.id))
+      setTimeout(() => void this.settleEntry(entry, []), REPORT_RETRY_MS).unref();
   }
 
   /** Failed recipients the sender has not been told about yet (never for mail from the null sender). */
@@ -411,9 +443,15 @@ export class QueueManager {
     if (this.busyEntries.has(entry.envelope.id)) return;
     const failed = entry.progress.flatMap((p, i) => (p.state === 'failed' && !p.notified ? [i] : []));
     const age = Date.now() - entry.envelope.receivedAt;
-    const late = age >= this.options.delayWarningMs ? entry.progress.flatMap((p, i) => (p.state === 'pending' && p.attempts > 0 && !p.warned ? [i] : [])) : [];
+    const late =
+      age >= this.options.delayWarningMs
+        ? entry.progress.flatMap((p, i) => (p.state === 'pending' && p.attempts > 0 && !p.warned ? [i] : []))
+        : [];
     const log = this.options.logger.child({ queueId: entry.envelope.id });
-    for (const [indexes, kind] of [[failed, 'failure'], [late, 'delay']] as const) {
+    for (const [indexes, kind] of [
+      [failed, 'failure'],
+      [late, 'delay'],
+    ] as const) {
       if (indexes.length === 0) continue;
       const mark = (done: boolean) => {
         for (const i of indexes) entry.progress[i]![kind === 'failure' ? 'notified' : 'warned'] = done;
@@ -448,7 +486,10 @@ export class QueueManager {
     for (const [index, progress] of entry.progress.entries()) {
       const appending = progress.appendingAt;
       if (progress.state !== 'pending' || !appending) continue;
-      const log = this.options.logger.child({ queueId: entry.envelope.id, to: entry.envelope.recipients[index]!.address });
+      const log = this.options.logger.child({
+        queueId: entry.envelope.id,
+        to: entry.envelope.recipients[index]!.address,
+      });
       try {
         if (await this.options.local.settleInterruptedAppend(entry, index, appending.mailbox, appending.offset)) {
           progress.state = 'delivered';
@@ -468,7 +509,10 @@ export class QueueManager {
     if (this.stopping || this.deferred.size === 0) return;
     this.deferTimerAt = this.deferred.peekKey();
     // setTimeout takes at most 2^31-1 ms; a later due time just wakes the timer once more
-    this.deferTimer = setTimeout(() => this.wakeDeferred(), Math.min(MAX_TIMER_MS, Math.max(0, this.deferTimerAt - Date.now())));
+    this.deferTimer = setTimeout(
+      () => this.wakeDeferred(),
+      Math.min(MAX_TIMER_MS, Math.max(0, this.deferTimerAt - Date.now())),
+    );
   }
 
   private wakeDeferred(): void {

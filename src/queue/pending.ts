@@ -66,7 +66,7 @@ export class PendingEntry<Entry> {
   }
 
   private get header(): Buffer {
-    this.headerLine ??= Buffer.from(JSON.stringify(this.envelope) + '\n');
+    this.headerLine ??= Buffer.from(`${JSON.stringify(this.envelope)}\n`);
     return this.headerLine;
   }
 

@@ -112,7 +112,9 @@ export class MaildropPickup {
       } while (this.scanAgain && !this.stopped);
     };
     this.scanning = run()
-      .catch((err: Error) => this.options.logger.error({ dir: this.options.dir, err: err.message }, 'cannot read the maildrop'))
+      .catch((err: Error) =>
+        this.options.logger.error({ dir: this.options.dir, err: err.message }, 'cannot read the maildrop'),
+      )
       .finally(() => {
         this.scanning = null;
       });
@@ -139,7 +141,10 @@ export class MaildropPickup {
   private watchFailed(err: Error): void {
     this.watcher?.close();
     this.watcher = null;
-    this.options.logger.warn({ dir: this.options.dir, err: err.message }, 'cannot watch the maildrop; rescanning it periodically');
+    this.options.logger.warn(
+      { dir: this.options.dir, err: err.message },
+      'cannot watch the maildrop; rescanning it periodically',
+    );
   }
 
   /**
@@ -191,7 +196,11 @@ export class MaildropPickup {
       });
     } catch (err) {
       if (err instanceof MaildropRejectedError) await this.reject(name, file.uid, err.message);
-      else this.options.logger.error({ file: name, uid: file.uid, err: (err as Error).message }, 'cannot queue maildrop file; will retry');
+      else
+        this.options.logger.error(
+          { file: name, uid: file.uid, err: (err as Error).message },
+          'cannot queue maildrop file; will retry',
+        );
       await file.close();
       return;
     }
@@ -201,7 +210,10 @@ export class MaildropPickup {
       // it is queued: whatever happens to the file, it must not be queued again
       if (!isErrno(err, 'ENOENT')) {
         this.queuedButKept.add(name);
-        this.options.logger.error({ file: name, err: (err as Error).message }, 'queued, but cannot remove the maildrop file; ignoring it from now on');
+        this.options.logger.error(
+          { file: name, err: (err as Error).message },
+          'queued, but cannot remove the maildrop file; ignoring it from now on',
+        );
       }
     } finally {
       await file.close();
@@ -212,7 +224,11 @@ export class MaildropPickup {
     try {
       await unlink(join(this.options.dir, name));
     } catch (err) {
-      if (!isErrno(err, 'ENOENT')) this.options.logger.error({ file: name, uid, reason, err: (err as Error).message }, 'cannot remove rejected maildrop file');
+      if (!isErrno(err, 'ENOENT'))
+        this.options.logger.error(
+          { file: name, uid, reason, err: (err as Error).message },
+          'cannot remove rejected maildrop file',
+        );
       return;
     }
     this.options.logger.warn({ file: name, uid, reason }, 'maildrop file rejected and removed');
@@ -227,7 +243,8 @@ export class MaildropPickup {
       await unlink(path);
       this.options.logger.info({ file: name, uid: info.uid }, 'stale maildrop temp file removed');
     } catch (err) {
-      if (!isErrno(err, 'ENOENT')) this.options.logger.warn({ file: name, err: (err as Error).message }, 'cannot remove stale maildrop temp file');
+      if (!isErrno(err, 'ENOENT'))
+        this.options.logger.warn({ file: name, err: (err as Error).message }, 'cannot remove stale maildrop temp file');
     }
   }
 
@@ -248,7 +265,10 @@ async function ownerOf(path: string): Promise<number | undefined> {
 /** The login name of `uid` through the system's name service, or "uid N". */
 async function loginOf(uid: number): Promise<string> {
   try {
-    const { stdout } = await promisify(execFile)('getent', ['passwd', String(uid)], { timeout: 5000, encoding: 'utf8' });
+    const { stdout } = await promisify(execFile)('getent', ['passwd', String(uid)], {
+      timeout: 5000,
+      encoding: 'utf8',
+    });
     const name = stdout.split(':')[0]!;
     if (/^[a-z_][a-z0-9_.-]*\$?$/i.test(name)) return name;
   } catch {

@@ -82,7 +82,12 @@ export class QueueStore {
       memoryLimit: IN_MEMORY_MESSAGE_LIMIT,
       budget: this.memory,
       dirSync: this.dirSync,
-      toEntry: ({ dataOffset, size }) => ({ envelope: full, progress: full.recipients.map(() => freshProgress(full.receivedAt)), dataOffset, size }),
+      toEntry: ({ dataOffset, size }) => ({
+        envelope: full,
+        progress: full.recipients.map(() => freshProgress(full.receivedAt)),
+        dataOffset,
+        size,
+      }),
     });
   }
 
@@ -160,7 +165,9 @@ export class QueueStore {
    * moment, and two writers of `<id>.progress.new` would rename each other's file away.
    */
   saveProgress(id: string, progress: RecipientProgress[]): Promise<void> {
-    const save = (this.saving.get(id) ?? Promise.resolve()).catch(() => undefined).then(() => this.writeProgress(id, progress));
+    const save = (this.saving.get(id) ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => this.writeProgress(id, progress));
     this.saving.set(id, save);
     const forget = () => {
       if (this.saving.get(id) === save) this.saving.delete(id);

@@ -58,7 +58,10 @@ export class RemoteDelivery implements RemoteAgent {
   /** The message as it leaves: with our Received line on top (the next hop counts it) and, for submitted mail, the Message-ID and Date it lacked. */
   private outgoing(entry: QueueEntry, forRecipient: string | undefined): Readable {
     const { hostname } = this.settings;
-    const editor = editHeaders({ add: [receivedHeader(entry.envelope, hostname, forRecipient)], addIfMissing: missingSubmissionHeaders(entry.envelope, hostname) });
+    const editor = editHeaders({
+      add: [receivedHeader(entry.envelope, hostname, forRecipient)],
+      addIfMissing: missingSubmissionHeaders(entry.envelope, hostname),
+    });
     const source = this.options.store.openMessage(entry);
     source.on('error', (err) => editor.destroy(err));
     return source.pipe(editor);
@@ -84,7 +87,12 @@ export class RemoteDelivery implements RemoteAgent {
     try {
       auth = await relayhostCredentials(settings);
     } catch (err) {
-      return allFail(temporary('4.3.5', `cannot read relay.relayhost_password_file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`));
+      return allFail(
+        temporary(
+          '4.3.5',
+          `cannot read relay.relayhost_password_file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        ),
+      );
     }
     // RFC 5321 5.1: never to ourselves (an MX or address literal pointing here would loop)
     const own = ownAddresses(settings.ownListeners);
@@ -98,7 +106,14 @@ export class RemoteDelivery implements RemoteAgent {
         size: entry.size + ADDED_HEADERS_ALLOWANCE,
         openMessage: () => this.outgoing(entry, recipients.length === 1 ? recipients[0] : undefined),
       },
-      { hostname: settings.hostname, tlsSecurity: settings.tlsSecurity, auth, connectTimeoutMs: settings.connectTimeoutMs, timeoutMs: settings.timeoutMs, protocolLogger: this.options.logger.child({ queueId: entry.envelope.id }) },
+      {
+        hostname: settings.hostname,
+        tlsSecurity: settings.tlsSecurity,
+        auth,
+        connectTimeoutMs: settings.connectTimeoutMs,
+        timeoutMs: settings.timeoutMs,
+        protocolLogger: this.options.logger.child({ queueId: entry.envelope.id }),
+      },
     );
     return report.results.map((result): AttemptOutcome => {
       const relay = result.remote === null ? (report.relay ?? undefined) : formatDestination(result.remote);
@@ -112,10 +127,15 @@ export class RemoteDelivery implements RemoteAgent {
  * address (of its family, or both for "::"). Read once per attempt: interfaces may change.
  */
 function ownAddresses(listeners: ListenAddress[]): Set<string> {
-  const local = ['127.0.0.1', '::1', ...Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((info) => info.address))];
+  const local = [
+    '127.0.0.1',
+    '::1',
+    ...Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((info) => info.address)),
+  ];
   const own = new Set<string>();
   for (const { host, port } of listeners) {
-    const addresses = host === '::' ? local : host === '0.0.0.0' ? local.filter((address) => isIP(address) === 4) : [host];
+    const addresses =
+      host === '::' ? local : host === '0.0.0.0' ? local.filter((address) => isIP(address) === 4) : [host];
     for (const address of addresses) own.add(`${address}:${port}`);
   }
   return own;

@@ -65,7 +65,10 @@ export class DestinationResolver {
     this.resolver = new Resolver({ timeout: queryTimeoutMs, tries: QUERY_TRIES });
     // setServers takes "ip", "ip:port" and "[ipv6]:port", the forms the config allows
     if (settings.dnsServers.length > 0) this.resolver.setServers(settings.dnsServers);
-    this.relayhost = settings.relayhost === '' ? null : (parseListen(settings.relayhost) ?? { host: settings.relayhost, port: SMTP_PORT });
+    this.relayhost =
+      settings.relayhost === ''
+        ? null
+        : (parseListen(settings.relayhost) ?? { host: settings.relayhost, port: SMTP_PORT });
     this.random = options.random ?? Math.random;
     this.lookupTimeoutMs = queryTimeoutMs * QUERY_TRIES;
   }
@@ -92,7 +95,10 @@ export class DestinationResolver {
     if (isIP(host) !== 0) return [{ host, address: host, port }];
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(Object.assign(new Error('timed out'), { code: 'ETIMEOUT' })), this.lookupTimeoutMs);
+      timer = setTimeout(
+        () => reject(Object.assign(new Error('timed out'), { code: 'ETIMEOUT' })),
+        this.lookupTimeoutMs,
+      );
     });
     try {
       const found = await Promise.race([lookup(host, { all: true }), timeout]);
@@ -120,7 +126,8 @@ export class DestinationResolver {
     }
     // RFC 7505: one MX record with the root as exchange (Node shows it as '') says "no mail here"
     const hosts = records.filter((record) => record.exchange !== '' && record.exchange !== '.');
-    if (hosts.length === 0) throw new DestinationError('5.1.10', true, `domain ${domain} does not accept mail (null MX)`);
+    if (hosts.length === 0)
+      throw new DestinationError('5.1.10', true, `domain ${domain} does not accept mail (null MX)`);
     const ordered = byPreference(hosts, this.random).slice(0, MAX_MX_HOSTS);
     return this.addressDestinations(
       ordered.map((record) => record.exchange),
@@ -131,7 +138,9 @@ export class DestinationResolver {
   /** The addresses of `hosts` in their order (IPv4 before IPv6 for each); `noneText` when none has one. */
   private async addressDestinations(hosts: string[], noneText: string): Promise<Destination[]> {
     const lookups = await Promise.all(hosts.map((host) => this.addressesOf(host)));
-    const destinations = lookups.flatMap(({ addresses }, i) => addresses.map((address) => ({ host: hosts[i]!, address, port: SMTP_PORT })));
+    const destinations = lookups.flatMap(({ addresses }, i) =>
+      addresses.map((address) => ({ host: hosts[i]!, address, port: SMTP_PORT })),
+    );
     if (destinations.length > 0) return destinations.slice(0, MAX_DESTINATIONS);
     const failed = lookups.find((result) => result.failure !== null);
     if (failed) throw new DestinationError('4.4.3', false, `address lookup failed: ${failed.failure}`);

@@ -7,7 +7,11 @@
 // connect_timeout (connecting, greeting, STARTTLS) or timeout (each reply).
 import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
-import SMTPConnection, { type SMTPConnectionEnvelope, type SMTPConnectionSendInfo, type SMTPError } from 'nodemailer/lib/smtp-connection';
+import SMTPConnection, {
+  type SMTPConnectionEnvelope,
+  type SMTPConnectionSendInfo,
+  type SMTPError,
+} from 'nodemailer/lib/smtp-connection';
 import { networkMatcher } from '../config/networks.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
@@ -67,7 +71,9 @@ interface Capabilities {
 
 type StepResult<T> = { ok: true; value: T } | { ok: false; error: SMTPError };
 
-type SessionResult = { ok: true; connection: SMTPConnection; capabilities: Capabilities } | { ok: false; failure: Outcome };
+type SessionResult =
+  | { ok: true; connection: SMTPConnection; capabilities: Capabilities }
+  | { ok: false; failure: Outcome };
 
 /** How long QUIT may take to be answered before the connection is dropped anyway. */
 const QUIT_WAIT_MS = 10_000;
@@ -88,7 +94,11 @@ export function formatDestination(destination: Destination): string {
  * recipients in one transaction there. When no address takes a session, every recipient is
  * deferred with the last address's failure.
  */
-export async function sendToDestination(destinations: readonly Destination[], message: OutboundMessage, settings: SmtpClientSettings): Promise<DeliveryReport> {
+export async function sendToDestination(
+  destinations: readonly Destination[],
+  message: OutboundMessage,
+  settings: SmtpClientSettings,
+): Promise<DeliveryReport> {
   let lastFailure: Outcome = ownOutcome(temporary('4.4.4', 'no address to deliver to'));
   for (const destination of destinations) {
     const session = await openSession(destination, settings);
@@ -100,7 +110,10 @@ export async function sendToDestination(destinations: readonly Destination[], me
     try {
       const transaction = await transact(session.connection, session.capabilities, destination, message);
       polite = transaction.polite;
-      return { relay: formatDestination(destination), results: message.recipients.map((recipient) => ({ recipient, ...transaction.outcomes.get(recipient)! })) };
+      return {
+        relay: formatDestination(destination),
+        results: message.recipients.map((recipient) => ({ recipient, ...transaction.outcomes.get(recipient)! })),
+      };
     } finally {
       await hangUp(session.connection, polite, settings.timeoutMs);
     }
@@ -116,7 +129,8 @@ export async function sendToDestination(destinations: readonly Destination[], me
  */
 async function openSession(destination: Destination, settings: SmtpClientSettings): Promise<SessionResult> {
   let connected = await connect(destination, settings, false);
-  if (!connected.ok && connected.error.code === 'ETLS' && settings.tlsSecurity === 'may') connected = await connect(destination, settings, true);
+  if (!connected.ok && connected.error.code === 'ETLS' && settings.tlsSecurity === 'may')
+    connected = await connect(destination, settings, true);
   if (!connected.ok) return { ok: false, failure: failureOutcome(connected.error, destination) };
   const connection = connected.value;
   // at 'connect' the last reply is the EHLO reply (after STARTTLS, the one over TLS)
@@ -130,7 +144,9 @@ async function openSession(destination: Destination, settings: SmtpClientSetting
     // (nor is the mail sent without the login: the relayhost would refuse or bounce it)
     refusal = ownOutcome(temporary('4.7.4', `not sending the relayhost password to ${where} without TLS`));
   } else if (auth && capabilities.auth) {
-    const login = await step<boolean | undefined>(connection, (done) => connection.login({ user: auth.user, pass: auth.pass }, done));
+    const login = await step<boolean | undefined>(connection, (done) =>
+      connection.login({ user: auth.user, pass: auth.pass }, done),
+    );
     // (deferred like every failure to hold a session: see sendToDestination)
     if (!login.ok) refusal = failureOutcome(login.error, destination);
   }
@@ -142,7 +158,11 @@ async function openSession(destination: Destination, settings: SmtpClientSetting
 }
 
 /** Connects and greets; resolves once the session is ready or has failed (the socket is then closed). */
-async function connect(destination: Destination, settings: SmtpClientSettings, plaintext: boolean): Promise<StepResult<SMTPConnection>> {
+async function connect(
+  destination: Destination,
+  settings: SmtpClientSettings,
+  plaintext: boolean,
+): Promise<StepResult<SMTPConnection>> {
   const connection = new SMTPConnection({
     host: destination.address,
     port: destination.port,
@@ -158,7 +178,9 @@ async function connect(destination: Destination, settings: SmtpClientSettings, p
   });
   // every failure is also emitted as 'error': unheard, it would be thrown
   connection.on('error', () => undefined);
-  const connected = await step<SMTPConnection>(connection, (done) => connection.connect((err) => done(err ?? null, connection)));
+  const connected = await step<SMTPConnection>(connection, (done) =>
+    connection.connect((err) => done(err ?? null, connection)),
+  );
   // a failed handshake (or certificate check) after STARTTLS comes as a socket error: name it as nodemailer names a refused STARTTLS
   if (!connected.ok && connection.upgrading) connected.error.code = 'ETLS';
   return connected;
@@ -179,13 +201,20 @@ async function transact(
   const recipients = message.recipients.filter((recipient) => !outcomes.has(recipient));
   if (recipients.length === 0) return { outcomes, polite: true };
   // nodemailer keeps its per-recipient bookkeeping (accepted, rejectedErrors) on this very object
-  const envelope: Partial<SMTPConnectionEnvelope> = { from: message.sender, to: recipients, size: message.size, use8BitMime: true };
+  const envelope: Partial<SMTPConnectionEnvelope> = {
+    from: message.sender,
+    to: recipients,
+    size: message.size,
+    use8BitMime: true,
+  };
   const stream = message.openMessage();
   const sent = await step<SMTPConnectionSendInfo>(connection, (done) => connection.send(envelope, stream, done));
   stream.destroy();
   // recipients refused at RCPT keep their own reply; the others share the end of the transaction
   for (const err of refusedAtRcpt(sent, envelope)) outcomes.set(err.recipient!, failureOutcome(err, destination));
-  const rest = sent.ok ? replyOutcome(sent.value.response, 'sent', destination) : failureOutcome(sent.error, destination);
+  const rest = sent.ok
+    ? replyOutcome(sent.value.response, 'sent', destination)
+    : failureOutcome(sent.error, destination);
   for (const recipient of recipients) if (!outcomes.has(recipient)) outcomes.set(recipient, rest);
   return { outcomes, polite: sent.ok || sent.error.response !== undefined };
 }
@@ -195,25 +224,38 @@ async function transact(
  * refused; after a failure in DATA they are read from nodemailer's bookkeeping on the envelope.
  * A refused MAIL FROM decides for everyone (a pipelined RCPT after it only gets "503 need MAIL").
  */
-function refusedAtRcpt(sent: StepResult<SMTPConnectionSendInfo>, envelope: Partial<SMTPConnectionEnvelope>): SMTPError[] {
+function refusedAtRcpt(
+  sent: StepResult<SMTPConnectionSendInfo>,
+  envelope: Partial<SMTPConnectionEnvelope>,
+): SMTPError[] {
   if (sent.ok) return sent.value.rejectedErrors ?? [];
   if (sent.error.command === 'MAIL FROM') return [];
   return sent.error.rejectedErrors ?? envelope.rejectedErrors ?? [];
 }
 
 /** Recipients this server cannot take whatever it would answer: a message over its SIZE, addresses it cannot carry without SMTPUTF8. */
-function refusedBeforeEnvelope(capabilities: Capabilities, destination: Destination, message: OutboundMessage): Map<string, Outcome> {
+function refusedBeforeEnvelope(
+  capabilities: Capabilities,
+  destination: Destination,
+  message: OutboundMessage,
+): Map<string, Outcome> {
   const where = formatDestination(destination);
   const refused = new Map<string, Outcome>();
   if (capabilities.size > 0 && message.size > capabilities.size) {
-    const tooBig = ownOutcome(permanent('5.3.4', `message size ${message.size} exceeds the size limit ${capabilities.size} of ${where}`));
+    const tooBig = ownOutcome(
+      permanent('5.3.4', `message size ${message.size} exceeds the size limit ${capabilities.size} of ${where}`),
+    );
     for (const recipient of message.recipients) refused.set(recipient, tooBig);
     return refused;
   }
   if (capabilities.smtputf8) return refused;
   for (const recipient of message.recipients) {
     const address = needsSmtpUtf8(message.sender) ? message.sender : needsSmtpUtf8(recipient) ? recipient : null;
-    if (address !== null) refused.set(recipient, ownOutcome(permanent('5.6.7', `${where} does not support SMTPUTF8, which the address ${address} needs`)));
+    if (address !== null)
+      refused.set(
+        recipient,
+        ownOutcome(permanent('5.6.7', `${where} does not support SMTPUTF8, which the address ${address} needs`)),
+      );
   }
   return refused;
 }
@@ -221,14 +263,22 @@ function refusedBeforeEnvelope(capabilities: Capabilities, destination: Destinat
 /** What a nodemailer error means for the recipients it applies to: a server reply keeps its words; anything else is explained. */
 function failureOutcome(error: SMTPError, destination: Destination): Outcome {
   // nodemailer sets `permanent` with the reply code: 5xx except 503 (a sequence error is not the message's fault)
-  if (error.response !== undefined) return replyOutcome(error.response, error.permanent ? 'permanent' : 'temporary', destination);
+  if (error.response !== undefined)
+    return replyOutcome(error.response, error.permanent ? 'permanent' : 'temporary', destination);
   const [code, text] = explain(error, formatDestination(destination));
   return ownOutcome(temporary(code, text));
 }
 
 /** A server reply, on one line, as the status of the recipients it applies to. */
-function replyOutcome(response: string, outcome: 'sent' | 'temporary' | 'permanent', destination: Destination): Outcome {
-  const reply = response.split('\n').map((line) => line.trim()).join(' ');
+function replyOutcome(
+  response: string,
+  outcome: 'sent' | 'temporary' | 'permanent',
+  destination: Destination,
+): Outcome {
+  const reply = response
+    .split('\n')
+    .map((line) => line.trim())
+    .join(' ');
   return { status: statusFromReply(reply, outcome, destination.host), remote: destination };
 }
 
@@ -251,7 +301,8 @@ function explain(error: SMTPError, where: string): [string, string] {
   }
   if (error.code === 'ETLS') return ['4.7.5', `TLS with ${where} failed: ${detail}`];
   if (error.code === 'ESTREAM') return ['4.3.0', `cannot read the queued message: ${detail}`];
-  if (error.originalCode !== undefined && CONNECT_ERRORS.has(error.originalCode)) return ['4.4.1', `connect to ${where}: ${error.originalCode}`];
+  if (error.originalCode !== undefined && CONNECT_ERRORS.has(error.originalCode))
+    return ['4.4.1', `connect to ${where}: ${error.originalCode}`];
   return ['4.4.2', `lost connection with ${where}: ${detail}`];
 }
 
@@ -264,7 +315,12 @@ function capabilitiesOf(ehloReply: string | false): Capabilities {
   const keywords = (ehloReply || '')
     .split('\n')
     .slice(1)
-    .map((line) => line.replace(/^\d{3}[ -]/, '').trim().toUpperCase());
+    .map((line) =>
+      line
+        .replace(/^\d{3}[ -]/, '')
+        .trim()
+        .toUpperCase(),
+    );
   const size = keywords.map((keyword) => /^SIZE\s+(\d+)$/.exec(keyword)).find((match) => match !== null);
   return {
     size: size ? Number(size[1]) : 0,
@@ -282,7 +338,10 @@ function needsSmtpUtf8(address: string): boolean {
  * or with the error that ended the connection first: nodemailer reports a dropped connection
  * only as an 'error' event to a step that is not a send.
  */
-function step<T>(connection: SMTPConnection, start: (done: (err: SMTPError | null | undefined, value?: T) => void) => void): Promise<StepResult<T>> {
+function step<T>(
+  connection: SMTPConnection,
+  start: (done: (err: SMTPError | null | undefined, value?: T) => void) => void,
+): Promise<StepResult<T>> {
   return new Promise((resolve) => {
     const finish = (result: StepResult<T>) => {
       connection.off('error', onError);
@@ -290,7 +349,8 @@ function step<T>(connection: SMTPConnection, start: (done: (err: SMTPError | nul
       resolve(result);
     };
     const onError = (error: SMTPError) => finish({ ok: false, error });
-    const onEnd = () => finish({ ok: false, error: Object.assign(new Error('connection closed'), { code: 'ECONNECTION' }) });
+    const onEnd = () =>
+      finish({ ok: false, error: Object.assign(new Error('connection closed'), { code: 'ECONNECTION' }) });
     connection.on('error', onError);
     connection.on('end', onEnd);
     start((err, value) => finish(err ? { ok: false, error: err } : { ok: true, value: value as T }));

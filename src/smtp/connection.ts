@@ -24,7 +24,8 @@ export interface VrfyReply {
   message: string;
 }
 
-export interface MailsrvServerOptions extends Omit<SMTPServerOptions, 'key' | 'cert' | 'allowInsecureAuth' | 'hideSTARTTLS'> {
+export interface MailsrvServerOptions
+  extends Omit<SMTPServerOptions, 'key' | 'cert' | 'allowInsecureAuth' | 'hideSTARTTLS'> {
   /** the certificate for STARTTLS (and implicit TLS with `secure`); null: no TLS */
   tls: TlsCredentials | null;
   /** may a client AUTH without TLS (asked per command: SIGHUP changes it) */
@@ -36,7 +37,9 @@ export interface MailsrvServerOptions extends Omit<SMTPServerOptions, 'key' | 'c
 }
 
 /** smtp-server's logger while the protocol log is off: formatting its lines costs per command. */
-const SILENT_LOGGER = Object.fromEntries(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].map((level) => [level, () => false]));
+const SILENT_LOGGER = Object.fromEntries(
+  ['trace', 'debug', 'info', 'warn', 'error', 'fatal'].map((level) => [level, () => false]),
+);
 
 /** smtp-server's TLS options for a certificate (it builds its secure context from them). */
 function certificateOptions(tls: TlsCredentials) {
@@ -88,7 +91,8 @@ class MailsrvConnection extends SMTPConnection {
     if (this.session.envelope.mailFrom) {
       this.send(503, '5.5.1 Error: MAIL transaction in progress');
     } else if (!this.authAllowed()) {
-      if (this._isSupported('STARTTLS')) this.send(538, '5.7.11 Encryption required for requested authentication mechanism');
+      if (this._isSupported('STARTTLS'))
+        this.send(538, '5.7.11 Encryption required for requested authentication mechanism');
       else this.send(503, '5.5.1 Error: authentication not enabled');
     } else {
       super.handler_AUTH(command, callback);
@@ -114,10 +118,12 @@ class MailsrvConnection extends SMTPConnection {
       callback();
       return;
     }
-    lookup.then(
-      (reply) => this.send(reply.code, reply.message),
-      () => this.send(451, '4.3.0 Temporary lookup failure'),
-    ).finally(callback);
+    lookup
+      .then(
+        (reply) => this.send(reply.code, reply.message),
+        () => this.send(451, '4.3.0 Temporary lookup failure'),
+      )
+      .finally(callback);
   }
 
   /** 421 and close, unless a message is being received (its reply comes first). */

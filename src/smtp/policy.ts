@@ -10,7 +10,10 @@ import type { ResolvedRecipient } from '../message/envelope.js';
 
 /** A refusal with the SMTP reply it becomes (smtp-server reads `responseCode`). */
 export class SmtpReplyError extends Error {
-  constructor(readonly responseCode: number, message: string) {
+  constructor(
+    readonly responseCode: number,
+    message: string,
+  ) {
     super(message);
     this.name = 'SmtpReplyError';
   }
@@ -66,7 +69,8 @@ export class SmtpPolicy {
       parts !== null &&
       parts.localPart !== '' &&
       this.options.isLocalDomain(parts.domain) &&
-      (parts.localPart.toLowerCase() === user || (this.options.directory().resolve(parts.localPart)?.local.includes(user) ?? false));
+      (parts.localPart.toLowerCase() === user ||
+        (this.options.directory().resolve(parts.localPart)?.local.includes(user) ?? false));
     if (!owned) throw new SmtpReplyError(553, `5.7.1 <${address}>: Sender address rejected: not owned by user ${user}`);
   }
 
@@ -84,7 +88,10 @@ export class SmtpPolicy {
     }
     const resolved = this.options.directory().resolve(localPart);
     if (!resolved) {
-      throw new SmtpReplyError(550, `5.1.1 <${address}>: Recipient address rejected: User unknown in local recipient table`);
+      throw new SmtpReplyError(
+        550,
+        `5.1.1 <${address}>: Recipient address rejected: User unknown in local recipient table`,
+      );
     }
     await this.checkMailboxes(address, resolved.local);
     return deliveriesFor(address, resolved);

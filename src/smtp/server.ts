@@ -18,7 +18,7 @@ import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
 import { smtpProtocolLogger } from '../protocol-log.js';
-import { SmtpPolicy, SmtpReplyError, type SmtpClientIdentity } from './policy.js';
+import { type SmtpPolicy, SmtpReplyError, type SmtpClientIdentity } from './policy.js';
 
 /** What SIGHUP may change on a running listener. */
 export interface SmtpSettings {
@@ -61,7 +61,10 @@ const resolver = {
       callback(null, ['localhost']);
       return;
     }
-    import('node:dns').then(({ reverse }) => reverse(ip, callback), (err: Error) => callback(err, []));
+    import('node:dns').then(
+      ({ reverse }) => reverse(ip, callback),
+      (err: Error) => callback(err, []),
+    );
   },
 };
 
@@ -70,14 +73,18 @@ const MAX_AUTH_FAILURES_PER_SESSION = 5;
 
 /** The reply to a session's `failures`-th refused login (a 421 reply closes the connection). */
 function loginRefusal(reason: 'invalid' | 'locked-out', failures: number): SmtpReplyError {
-  if (failures >= MAX_AUTH_FAILURES_PER_SESSION) return new SmtpReplyError(421, '4.7.0 Too many failed authentication attempts, closing connection');
-  if (reason === 'locked-out') return new SmtpReplyError(454, '4.7.0 Too many failed logins from your address, try again later');
+  if (failures >= MAX_AUTH_FAILURES_PER_SESSION)
+    return new SmtpReplyError(421, '4.7.0 Too many failed authentication attempts, closing connection');
+  if (reason === 'locked-out')
+    return new SmtpReplyError(454, '4.7.0 Too many failed logins from your address, try again later');
   return new SmtpReplyError(535, '5.7.8 Authentication credentials invalid');
 }
 
 /** The client as the policy sees it: its address and, after AUTH, its user. */
 function clientOf(session: SMTPServerSession): SmtpClientIdentity {
-  return typeof session.user === 'string' ? { ip: session.remoteAddress, user: session.user } : { ip: session.remoteAddress };
+  return typeof session.user === 'string'
+    ? { ip: session.remoteAddress, user: session.user }
+    : { ip: session.remoteAddress };
 }
 
 export interface SmtpService {
@@ -124,13 +131,19 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     vrfy: (address, session) => (settings.vrfy ? vrfyReply(policy, address, clientOf(session)) : undefined),
 
     onConnect(session, callback) {
-      sessionLog(session).info({ client: session.remoteAddress, port: session.localPort, listener: options.kind }, 'connect');
+      sessionLog(session).info(
+        { client: session.remoteAddress, port: session.localPort, listener: options.kind },
+        'connect',
+      );
       const pause = options.kind === 'mx' && !policy.mayRelay(clientOf(session)) ? settings.greetPauseMs : 0;
       void options.ready.then(() => (pause === 0 ? undefined : sleep(pause))).then(() => callback());
     },
 
     onSecure(socket, session, callback) {
-      sessionLog(session).info({ protocol: (socket as TLSSocket).getProtocol(), cipher: session.tlsOptions ? session.tlsOptions.name : null }, 'tls');
+      sessionLog(session).info(
+        { protocol: (socket as TLSSocket).getProtocol(), cipher: session.tlsOptions ? session.tlsOptions.name : null },
+        'tls',
+      );
       callback();
     },
 
@@ -152,9 +165,15 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
             return;
           }
           if (result.reason === 'locked-out') {
-            log.info({ client, retryInS: Math.ceil(result.retryInMs / 1000) }, 'login refused: too many failures from this address');
+            log.info(
+              { client, retryInS: Math.ceil(result.retryInMs / 1000) },
+              'login refused: too many failures from this address',
+            );
           } else {
-            log.info({ user: result.user ?? '(invalid name)', client, delayMs: result.delayMs, method: auth.method }, 'login failed');
+            log.info(
+              { user: result.user ?? '(invalid name)', client, delayMs: result.delayMs, method: auth.method },
+              'login failed',
+            );
           }
           const failures = (authFailures.get(session) ?? 0) + 1;
           authFailures.set(session, failures);
@@ -170,10 +189,12 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       try {
         const client = clientOf(session);
         // RFC 6409: the submission ports relay nothing for strangers, not even to local users.
-        if (options.kind !== 'mx' && client.user === undefined) throw new SmtpReplyError(530, '5.7.0 Authentication required');
+        if (options.kind !== 'mx' && client.user === undefined)
+          throw new SmtpReplyError(530, '5.7.0 Authentication required');
         policy.checkHelo(session.hostNameAppearsAs ?? '');
         policy.checkSender(address.address);
-        if (settings.senderLoginMatch && client.user !== undefined) policy.checkSenderOwner(address.address, client.user);
+        if (settings.senderLoginMatch && client.user !== undefined)
+          policy.checkSenderOwner(address.address, client.user);
         callback();
       } catch (err) {
         callback(err as Error);
@@ -191,7 +212,10 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
             sessionLog(session).error({ err }, 'recipient check failed');
             err = new SmtpReplyError(451, '4.3.0 Temporary lookup failure');
           }
-          sessionLog(session).info({ to: address.address, reply: `${(err as SmtpReplyError).responseCode} ${err.message}` }, 'reject');
+          sessionLog(session).info(
+            { to: address.address, reply: `${(err as SmtpReplyError).responseCode} ${err.message}` },
+            'reject',
+          );
           callback(err);
         },
       );
@@ -269,13 +293,23 @@ async function receive(
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
-    if (hops.hops > MAX_HOPS) throw new SmtpReplyError(554, `5.4.6 Too many hops (${hops.hops} Received headers): mail forwarding loop`);
+    if (hops.hops > MAX_HOPS)
+      throw new SmtpReplyError(554, `5.4.6 Too many hops (${hops.hops} Received headers): mail forwarding loop`);
     const accepted = { from: envelope.sender, nrcpt: recipients.length, size, client: session.remoteAddress };
     const direct = await options.deliverNow(envelope, pending.messageInMemory() ?? (() => pending.openData()));
     if (direct === 'delivered') {
       const recipient = envelope.recipients[0]!;
       log.info({ ...accepted, direct: true }, 'queued');
-      log.info({ to: recipient.address, user: recipient.target.kind === 'local' ? recipient.target.user : undefined, status: 'sent', direct: true, delay: { total: Date.now() - envelope.receivedAt } }, 'delivered');
+      log.info(
+        {
+          to: recipient.address,
+          user: recipient.target.kind === 'local' ? recipient.target.user : undefined,
+          status: 'sent',
+          direct: true,
+          delay: { total: Date.now() - envelope.receivedAt },
+        },
+        'delivered',
+      );
       await pending.discard();
       log.info('removed');
       return envelope.id;
@@ -314,7 +348,11 @@ async function* withinLimit(stream: SMTPServerDataStream, limit: number, hops: H
   }
 }
 
-async function vrfyReply(policy: SmtpPolicy, address: string, client: SmtpClientIdentity): Promise<{ code: number; message: string }> {
+async function vrfyReply(
+  policy: SmtpPolicy,
+  address: string,
+  client: SmtpClientIdentity,
+): Promise<{ code: number; message: string }> {
   try {
     await policy.checkRecipient(qualify(address, 'localhost'), client);
     return { code: 250, message: `2.1.5 <${address}>` };

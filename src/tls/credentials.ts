@@ -8,7 +8,10 @@ import { X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 
 /** Applied to every TLS session mailsrv serves. */
-export const TLS_SERVER_OPTIONS = { minVersion: 'TLSv1.2', honorCipherOrder: true } as const satisfies SecureContextOptions;
+export const TLS_SERVER_OPTIONS = {
+  minVersion: 'TLSv1.2',
+  honorCipherOrder: true,
+} as const satisfies SecureContextOptions;
 
 export interface TlsCredentials {
   cert: Buffer;
@@ -46,7 +49,9 @@ export async function loadTlsCredentials(settings: { cert: string; key: string }
     context = createSecureContext({ ...TLS_SERVER_OPTIONS, cert, key });
   } catch (err) {
     const message = (err as Error).message;
-    const which = /key values mismatch/i.test(message) ? 'does not belong to the certificate in tls.cert' : `not a usable private key: ${message}`;
+    const which = /key values mismatch/i.test(message)
+      ? 'does not belong to the certificate in tls.cert'
+      : `not a usable private key: ${message}`;
     throw new TlsFileError('tls.key', settings.key, which);
   }
   return { cert, key, context, validTo: new Date(x509.validTo) };

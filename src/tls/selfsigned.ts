@@ -9,7 +9,11 @@ export interface SelfSignedPem {
   key: string;
 }
 
-export async function generateSelfSigned(hostname: string, days = 3650, notBeforeDate = new Date()): Promise<SelfSignedPem> {
+export async function generateSelfSigned(
+  hostname: string,
+  days = 3650,
+  notBeforeDate = new Date(),
+): Promise<SelfSignedPem> {
   const notAfterDate = new Date(notBeforeDate.getTime() + days * 86_400_000);
   const pems = await selfsigned.generate([{ name: 'commonName', value: hostname }], {
     keyType: 'ec',

@@ -12,7 +12,18 @@ import { after, before, describe, test } from 'node:test';
 import { parse as parseToml, stringify } from 'smol-toml';
 import { resolveIdentity } from '../../src/privileges.js';
 import { generateSelfSigned, type SelfSignedPem } from '../../src/tls/selfsigned.js';
-import { DAEMON_USER, deepMerge, HOSTNAME, makeEnv, REPO_ROOT, runCli, startDaemon, withTimeout, type ConfigTree, type TestEnv } from './harness.js';
+import {
+  DAEMON_USER,
+  deepMerge,
+  HOSTNAME,
+  makeEnv,
+  REPO_ROOT,
+  runCli,
+  startDaemon,
+  withTimeout,
+  type ConfigTree,
+  type TestEnv,
+} from './harness.js';
 
 const DAY_MS = 86_400_000;
 
@@ -51,14 +62,20 @@ describe('mailsrv check / config / start with bad input', () => {
     const path = await variant({ smtp: { max_clients: 'x' } });
     const r = check(path);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`^${escape(path)}: key 'smtp\\.max_clients': expected number, received string \\(got "x"\\)$`, 'm'));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^${escapeRegex(path)}: key 'smtp\\.max_clients': expected number, received string \\(got "x"\\)$`,
+        'm',
+      ),
+    );
   });
 
   test('an unknown key, at the top and in a section: exit 1, each named', async () => {
     const path = await variant({ smtp: { bogus: 1 }, bogus_top: true });
     const r = check(path);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`^${escape(path)}: unknown key 'smtp\\.bogus'$`, 'm'));
+    assert.match(r.stderr, new RegExp(`^${escapeRegex(path)}: unknown key 'smtp\\.bogus'$`, 'm'));
     assert.match(r.stderr, /unknown key 'bogus_top'/);
   });
 
@@ -73,8 +90,16 @@ describe('mailsrv check / config / start with bad input', () => {
     });
     const r = check(path);
     assert.equal(r.code, 1, r.stderr);
-    for (const key of ['mynetworks', 'smtp.listen', 'smtp.max_recipients', 'delivery.lock_timeout', 'relay.retry', 'log.level', 'hostname']) {
-      assert.match(r.stderr, new RegExp(`key '${escape(key)}(\\.\\d+)?'`), `${key} not named in:\n${r.stderr}`);
+    for (const key of [
+      'mynetworks',
+      'smtp.listen',
+      'smtp.max_recipients',
+      'delivery.lock_timeout',
+      'relay.retry',
+      'log.level',
+      'hostname',
+    ]) {
+      assert.match(r.stderr, new RegExp(`key '${escapeRegex(key)}(\\.\\d+)?'`), `${key} not named in:\n${r.stderr}`);
     }
     assert.match(r.stderr, /"300\.1\.1\.0\/24"/, 'the bad value is not shown');
   });
@@ -83,7 +108,7 @@ describe('mailsrv check / config / start with bad input', () => {
     const path = await variant('hostname = "mx.test.local"\n[smtp\nlisten = []\n');
     const r = check(path);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, new RegExp(`${escape(path)}:2\\b`), r.stderr);
+    assert.match(r.stderr, new RegExp(`${escapeRegex(path)}:2\\b`), r.stderr);
   });
 
   test('missing config file: exit 1 naming it', () => {
@@ -101,7 +126,9 @@ describe('mailsrv check / config / start with bad input', () => {
 
   test('a bad users file line: exit 1 naming file:line', async () => {
     const usersFile = join(env.dir, 'users-bad');
-    const good = readFileSync(env.usersFile, 'utf8').split('\n').find((l) => l.startsWith('alice:'))!;
+    const good = readFileSync(env.usersFile, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('alice:'))!;
     await writeFile(usersFile, `${good}\nBad Name!:{ARGON2ID}nothash\n`);
     const r = check(await variant({ users_file: usersFile }));
     assert.equal(r.code, 1, `stdout ${r.stdout} stderr ${r.stderr}`);
@@ -119,7 +146,12 @@ describe('mailsrv check / config / start with bad input', () => {
   test('unusable spool_dir and unreadable TLS files: exit 1 naming the keys', async () => {
     const file = join(env.dir, 'plain-file');
     await writeFile(file, 'x');
-    const r = check(await variant({ spool_dir: join(file, 'spool'), tls: { cert: join(env.dir, 'nope.pem'), key: join(env.dir, 'nope.key') } }));
+    const r = check(
+      await variant({
+        spool_dir: join(file, 'spool'),
+        tls: { cert: join(env.dir, 'nope.pem'), key: join(env.dir, 'nope.key') },
+      }),
+    );
     assert.equal(r.code, 1);
     assert.match(r.stderr, /'spool_dir'/);
     assert.match(r.stderr, /'tls\.cert'/);
@@ -129,14 +161,18 @@ describe('mailsrv check / config / start with bad input', () => {
    * A config variant using this certificate and key. The key is mode 0640 and, run as root,
    * belongs to the daemon's group (as `mailsrv init` makes it) unless `keyOwnedByRoot`.
    */
-  async function tlsVariant(pem: SelfSignedPem, options: { key?: string; keyMode?: number; keyOwnedByRoot?: boolean } = {}): Promise<{ path: string; cert: string; key: string }> {
+  async function tlsVariant(
+    pem: SelfSignedPem,
+    options: { key?: string; keyMode?: number; keyOwnedByRoot?: boolean } = {},
+  ): Promise<{ path: string; cert: string; key: string }> {
     n += 1;
     const cert = join(env.dir, `cert-${n}.pem`);
     const key = join(env.dir, `key-${n}.pem`);
     await writeFile(cert, pem.cert);
     await writeFile(key, options.key ?? pem.key);
     await chmod(key, options.keyMode ?? 0o640);
-    if (DAEMON_USER && !options.keyOwnedByRoot) await chown(key, 0, resolveIdentity(DAEMON_USER.user, DAEMON_USER.group).gid);
+    if (DAEMON_USER && !options.keyOwnedByRoot)
+      await chown(key, 0, resolveIdentity(DAEMON_USER.user, DAEMON_USER.group).gid);
     return { path: await variant({ tls: { cert, key } }), cert, key };
   }
 
@@ -151,7 +187,10 @@ describe('mailsrv check / config / start with bad input', () => {
     const { path, key } = await tlsVariant(await generateSelfSigned(HOSTNAME, 365), { key: other.key });
     const r = check(path);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, new RegExp(`^key 'tls\\.key': ${escape(key)}: does not belong to the certificate in tls\\.cert$`, 'm'));
+    assert.match(
+      r.stderr,
+      new RegExp(`^key 'tls\\.key': ${escapeRegex(key)}: does not belong to the certificate in tls\\.cert$`, 'm'),
+    );
   });
 
   test('a certificate file without a certificate: exit 1 naming tls.cert', async () => {
@@ -168,7 +207,9 @@ describe('mailsrv check / config / start with bad input', () => {
   });
 
   test('a certificate not valid yet: exit 1 naming tls.cert', async () => {
-    const r = check((await tlsVariant(await generateSelfSigned(HOSTNAME, 365, new Date(Date.now() + 10 * DAY_MS)))).path);
+    const r = check(
+      (await tlsVariant(await generateSelfSigned(HOSTNAME, 365, new Date(Date.now() + 10 * DAY_MS)))).path,
+    );
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^key 'tls\.cert': .*: the certificate is not valid before /m);
   });
@@ -183,17 +224,31 @@ describe('mailsrv check / config / start with bad input', () => {
   test('a certificate that does not name hostname: a warning naming tls.cert, exit 0', async () => {
     const r = check((await tlsVariant(await generateSelfSigned('other.example', 365))).path);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, new RegExp(`^warning: key 'tls\\.cert': .* is for DNS:other\\.example, not for hostname "${escape(HOSTNAME)}"`, 'm'));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^warning: key 'tls\\.cert': .* is for DNS:other\\.example, not for hostname "${escapeRegex(HOSTNAME)}"`,
+        'm',
+      ),
+    );
   });
 
   test('a private key readable by every user: exit 1 naming tls.key and the fix', async () => {
     const { path, key } = await tlsVariant(await generateSelfSigned(HOSTNAME, 365), { keyMode: 0o644 });
     const r = check(path);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, new RegExp(`^key 'tls\\.key': ${escape(key)} is readable by every user \\(mode 0644\\).*chmod o-rwx ${escape(key)}$`, 'm'));
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `^key 'tls\\.key': ${escapeRegex(key)} is readable by every user \\(mode 0644\\).*chmod o-rwx ${escapeRegex(key)}$`,
+        'm',
+      ),
+    );
   });
 
-  test('run as root: files the daemon cannot re-read after dropping root are warnings naming the fix', { skip: !DAEMON_USER }, async () => {
+  test('run as root: files the daemon cannot re-read after dropping root are warnings naming the fix', {
+    skip: !DAEMON_USER,
+  }, async () => {
     const { user, group } = DAEMON_USER!;
     const hidden = join(env.dir, 'root-only');
     await mkdir(hidden, { recursive: true });
@@ -205,8 +260,16 @@ describe('mailsrv check / config / start with bad input', () => {
     const r = check(path);
     assert.equal(r.code, 0, r.stderr);
     const who = `is not readable by user ${user}/group ${group}, as whom mailsrv re-reads it on SIGHUP`;
-    assert.ok(r.stderr.includes(`warning: key 'tls.key': ${key} ${who}: chgrp ${group} ${key}; chmod 0640 ${key}\n`), r.stderr);
-    assert.ok(r.stderr.includes(`warning: key 'users_file': ${usersFile} ${who}: directory ${hidden} is not searchable by them`), r.stderr);
+    assert.ok(
+      r.stderr.includes(`warning: key 'tls.key': ${key} ${who}: chgrp ${group} ${key}; chmod 0640 ${key}\n`),
+      r.stderr,
+    );
+    assert.ok(
+      r.stderr.includes(
+        `warning: key 'users_file': ${usersFile} ${who}: directory ${hidden} is not searchable by them`,
+      ),
+      r.stderr,
+    );
     assert.match(r.stdout, /is OK \(2 warnings\)/);
   });
 
@@ -290,17 +353,21 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.equal(v.stdout.trim(), pkg.version);
     const h = runCli(['--help']);
     assert.equal(h.code, 0);
-    for (const cmd of ['start', 'check', 'config', 'init']) assert.match(h.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), h.stdout);
+    for (const cmd of ['start', 'check', 'config', 'init'])
+      assert.match(h.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), h.stdout);
   });
 
   test('run as a program, the launcher starts node through its #! line with the young-generation cap', () => {
     const report = 'data:text/javascript,process.stderr.write(JSON.stringify(process.execArgv))';
-    const result = spawnSync(join(REPO_ROOT, 'bin/mailsrv'), ['--version'], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: `--import ${report}` } });
+    const result = spawnSync(join(REPO_ROOT, 'bin/mailsrv'), ['--version'], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: `--import ${report}` },
+    });
     assert.equal(result.status, 0, result.stderr);
     assert.deepEqual(JSON.parse(result.stderr), ['--max-semi-space-size=1']);
   });
 });
 
-function escape(s: string): string {
+function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }

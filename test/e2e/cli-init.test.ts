@@ -51,9 +51,11 @@ describe('mailsrv init', () => {
     const dir = freshDir();
     const r = init(dir);
     assert.equal(r.code, 0, r.stderr);
-    for (const file of FILES) assert.match(r.stdout, new RegExp(`^  wrote ${escape(join(dir, file))}\\b`, 'm'), r.stdout);
+    for (const file of FILES)
+      assert.match(r.stdout, new RegExp(`^  wrote ${escapeRegex(join(dir, file))}\\b`, 'm'), r.stdout);
     assert.doesNotMatch(r.stdout, /kept existing/);
-    for (const step of ['mailsrv user add', 'root: NAME', 'mailsrv check', 'mailsrv start']) assert.ok(r.stdout.includes(step), `${step} missing:\n${r.stdout}`);
+    for (const step of ['mailsrv user add', 'root: NAME', 'mailsrv check', 'mailsrv start'])
+      assert.ok(r.stdout.includes(step), `${step} missing:\n${r.stdout}`);
 
     assert.equal(mode(statSync(dir)), 0o755);
     assert.equal(mode(statSync(join(dir, 'tls'))), 0o755);
@@ -91,7 +93,11 @@ describe('mailsrv init', () => {
     assert.equal(config.state_dir, '/var/lib/mailsrv');
     assert.equal(config.user, 'mail');
     assert.equal(config.group, 'mail');
-    assert.match(readFileSync(join(dir, 'mailsrv.toml'), 'utf8'), /config\/mailsrv\.toml/, 'the reference config is not pointed to');
+    assert.match(
+      readFileSync(join(dir, 'mailsrv.toml'), 'utf8'),
+      /config\/mailsrv\.toml/,
+      'the reference config is not pointed to',
+    );
 
     const users = parseUsersFile(readFileSync(join(dir, 'users'), 'utf8'), 'users');
     assert.equal(users.users.size, 0);
@@ -100,7 +106,11 @@ describe('mailsrv init', () => {
     const aliasesText = readFileSync(join(dir, 'aliases'), 'utf8');
     const aliases = parseAliases(aliasesText, 'aliases');
     assert.deepEqual(aliases.problems, []);
-    assert.deepEqual(Object.fromEntries(aliases.aliases), { postmaster: ['root'], abuse: ['postmaster'], 'mailer-daemon': ['postmaster'] });
+    assert.deepEqual(Object.fromEntries(aliases.aliases), {
+      postmaster: ['root'],
+      abuse: ['postmaster'],
+      'mailer-daemon': ['postmaster'],
+    });
     assert.match(aliasesText, /^#.*root: NAME/m);
   });
 
@@ -137,7 +147,7 @@ describe('mailsrv init', () => {
     const text = openssl(['x509', '-in', certFile, '-noout', '-text']);
     assert.match(text, /Signature Algorithm: ecdsa-with-SHA256/);
     assert.match(text, /NIST CURVE: P-256|prime256v1/);
-    assert.match(text, new RegExp(`DNS:${escape(HOST)}`));
+    assert.match(text, new RegExp(`DNS:${escapeRegex(HOST)}`));
     assert.equal(openssl(['pkey', '-in', keyFile, '-pubout']), openssl(['x509', '-in', certFile, '-noout', '-pubkey']));
     const certificate = new X509Certificate(readFileSync(certFile));
     assert.ok(certificate.checkPrivateKey(createPrivateKey(readFileSync(keyFile))));
@@ -150,7 +160,8 @@ describe('mailsrv init', () => {
     const before = contents(dir);
     const r = init(dir);
     assert.equal(r.code, 0, r.stderr);
-    for (const file of FILES) assert.match(r.stdout, new RegExp(`^  kept existing ${escape(join(dir, file))}$`, 'm'), r.stdout);
+    for (const file of FILES)
+      assert.match(r.stdout, new RegExp(`^  kept existing ${escapeRegex(join(dir, file))}$`, 'm'), r.stdout);
     assert.doesNotMatch(r.stdout, /wrote/);
     assert.deepEqual(contents(dir), before);
   });
@@ -162,7 +173,7 @@ describe('mailsrv init', () => {
     await unlink(join(dir, 'users'));
     const r = init(dir);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`^  wrote ${escape(join(dir, 'users'))} `, 'm'));
+    assert.match(r.stdout, new RegExp(`^  wrote ${escapeRegex(join(dir, 'users'))} `, 'm'));
     assert.equal((r.stdout.match(/kept existing/g) ?? []).length, 4, r.stdout);
     assert.deepEqual(contents(dir), before);
   });
@@ -193,7 +204,9 @@ describe('mailsrv init', () => {
     const configFile = join(dir, 'mailsrv.toml');
     // spool and state in the test's directory instead of /var
     const text = await readFile(configFile, 'utf8');
-    const local = text.replace('spool_dir = "/var/mail"', `spool_dir = "${join(dir, 'spool')}"`).replace('state_dir = "/var/lib/mailsrv"', `state_dir = "${join(dir, 'state')}"`);
+    const local = text
+      .replace('spool_dir = "/var/mail"', `spool_dir = "${join(dir, 'spool')}"`)
+      .replace('state_dir = "/var/lib/mailsrv"', `state_dir = "${join(dir, 'state')}"`);
     assert.notEqual(local, text);
     await writeFile(configFile, local);
 
@@ -219,7 +232,9 @@ describe('mailsrv init', () => {
     assert.equal(init(dir).code, 0);
     const certFile = join(dir, 'tls/cert.pem');
     const smtpsPort = await freePort();
-    const env = await makeEnv({ config: { tls: { cert: certFile, key: join(dir, 'tls/key.pem') }, smtp: { smtps: [`127.0.0.1:${smtpsPort}`] } } });
+    const env = await makeEnv({
+      config: { tls: { cert: certFile, key: join(dir, 'tls/key.pem') }, smtp: { smtps: [`127.0.0.1:${smtpsPort}`] } },
+    });
     const daemon = await startDaemon(env);
     try {
       const ca = readFileSync(certFile);
@@ -252,6 +267,6 @@ function openssl(args: string[]): string {
   return result.stdout;
 }
 
-function escape(s: string): string {
+function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }

@@ -12,7 +12,18 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { QueueStore } from '../../src/queue/store.js';
-import { cannotRunAs, crlf, DOMAIN, envForTest, MAILSRV_BIN, queueIdOf, REPO_ROOT, runCli, sendRaw, type TestEnv } from './harness.js';
+import {
+  cannotRunAs,
+  crlf,
+  DOMAIN,
+  envForTest,
+  MAILSRV_BIN,
+  queueIdOf,
+  REPO_ROOT,
+  runCli,
+  sendRaw,
+  type TestEnv,
+} from './harness.js';
 
 const HEADER_LINE = '-Queue ID------- --Size-- -Age- -Sender/Recipient-------';
 
@@ -22,7 +33,13 @@ interface JsonEntry {
   ageSeconds: number;
   size: number;
   sender: string;
-  recipients: { address: string; state: string; attempts: number; nextAttemptAt: string | null; lastError: string | null }[];
+  recipients: {
+    address: string;
+    state: string;
+    attempts: number;
+    nextAttemptAt: string | null;
+    lastError: string | null;
+  }[];
 }
 
 const setup = envForTest;
@@ -56,7 +73,9 @@ async function queueEntries(env: TestEnv, count: number): Promise<string[]> {
 }
 
 function queueFiles(env: TestEnv): string[] {
-  return readdirSync(join(env.stateDir, 'queue')).filter((name) => name !== 'corrupt').sort();
+  return readdirSync(join(env.stateDir, 'queue'))
+    .filter((name) => name !== 'corrupt')
+    .sort();
 }
 
 describe('mailsrv queue', () => {
@@ -89,7 +108,11 @@ describe('mailsrv queue', () => {
     const id = queueIdOf(sent.end)!;
     assert.ok(id, JSON.stringify(sent.end));
     await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === id, 10_000, 'alice deferred');
-    await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === id && e.user === 'bob', 10_000, 'bob delivered');
+    await daemon.waitForLog(
+      (e) => e.msg === 'delivered' && e.queueId === id && e.user === 'bob',
+      10_000,
+      'bob delivered',
+    );
     const size = storedSize(env, id);
 
     const expectListing = (stdout: string) => {
@@ -114,7 +137,14 @@ describe('mailsrv queue', () => {
     assert.ok(entry!.ageSeconds >= 0 && entry!.ageSeconds < 60, String(entry!.ageSeconds));
     assert.deepEqual(
       entry!.recipients.map(({ address, state, attempts, lastError }) => ({ address, state, attempts, lastError })),
-      [{ address: `alice@${DOMAIN}`, state: 'deferred', attempts: 1, lastError: '4.2.0 mailbox of alice is locked by another program' }],
+      [
+        {
+          address: `alice@${DOMAIN}`,
+          state: 'deferred',
+          attempts: 1,
+          lastError: '4.2.0 mailbox of alice is locked by another program',
+        },
+      ],
     );
     assert.ok(Date.parse(entry!.recipients[0]!.nextAttemptAt!) > Date.now() + 3500_000);
 
@@ -159,7 +189,13 @@ describe('mailsrv queue', () => {
     await writeFile(receiving, 'being received');
     const r = queue(env, 'delete', 'ALL');
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, `${ids.sort().map((id) => `${id}: deleted\n`).join('')}3 messages deleted\n`);
+    assert.equal(
+      r.stdout,
+      `${ids
+        .sort()
+        .map((id) => `${id}: deleted\n`)
+        .join('')}3 messages deleted\n`,
+    );
     assert.deepEqual(queueFiles(env), ['0000000000000000.tmp']);
     assert.equal(queue(env).stdout, 'queue is empty\n');
   });
@@ -169,7 +205,12 @@ describe('mailsrv queue', () => {
     const [id] = await queueEntries(env, 1);
     const r = queue(env);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, [HEADER_LINE, `${id}       17    2h <>`, `    alice@${DOMAIN}  pending`, '', '1 message, 17 bytes', ''].join('\n'));
+    assert.equal(
+      r.stdout,
+      [HEADER_LINE, `${id}       17    2h <>`, `    alice@${DOMAIN}  pending`, '', '1 message, 17 bytes', ''].join(
+        '\n',
+      ),
+    );
   });
 
   test('queue flush without a running daemon: exit 1 "mailsrv is not running" (also with a stale pid file)', async (t) => {
@@ -188,52 +229,68 @@ describe('mailsrv queue', () => {
     const { env, start } = await setup(t);
     const daemon = await start(); // the queue directory now belongs to the daemon's user, 0700
     await daemon.stop();
-    const r = spawnSync(process.execPath, [MAILSRV_BIN, 'queue', '-c', env.configPath], { cwd: REPO_ROOT, encoding: 'utf8', uid: 1, gid: 1, env: { PATH: process.env.PATH ?? '' } });
+    const r = spawnSync(process.execPath, [MAILSRV_BIN, 'queue', '-c', env.configPath], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      uid: 1,
+      gid: 1,
+      env: { PATH: process.env.PATH ?? '' },
+    });
     assert.equal(r.status, 1, r.stdout);
     assert.match(r.stderr, /^mailsrv: cannot use the queue .*permission denied.*run this as root or as that user\n$/);
   });
 });
 
 describe('mailsrv queue and the running daemon', () => {
-  test(
-    'queue flush: deferred mail is retried at once and the daemon keeps running',
-    async (t) => {
-      const { env, start } = await setup(t, { config: { delivery: { retry: ['1h'] } } });
-      const lock = `${env.mailbox('alice')}.lock`;
-      execFileSync('dotlockfile', ['-l', '-r', '0', lock]);
-      t.after(async () => void spawnSync('dotlockfile', ['-u', lock]));
-      const daemon = await start();
-      const sent = await sendRaw(env.port, { from: 'sender@client.test', to: [`alice@${DOMAIN}`], message: crlf('Subject: flush me', '', 'body') });
-      const id = queueIdOf(sent.end)!;
-      await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === id, 10_000, 'deferred');
-      execFileSync('dotlockfile', ['-u', lock]);
-      const r = queue(env, 'flush');
-      assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, /^mailsrv \(pid \d+\) is retrying the deferred mail now\n$/);
-      await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === id, 5000, 'delivered right after the flush, not in an hour');
-      assert.ok(daemon.running, 'the daemon died of the signal');
-    },
-  );
+  test('queue flush: deferred mail is retried at once and the daemon keeps running', async (t) => {
+    const { env, start } = await setup(t, { config: { delivery: { retry: ['1h'] } } });
+    const lock = `${env.mailbox('alice')}.lock`;
+    execFileSync('dotlockfile', ['-l', '-r', '0', lock]);
+    t.after(async () => void spawnSync('dotlockfile', ['-u', lock]));
+    const daemon = await start();
+    const sent = await sendRaw(env.port, {
+      from: 'sender@client.test',
+      to: [`alice@${DOMAIN}`],
+      message: crlf('Subject: flush me', '', 'body'),
+    });
+    const id = queueIdOf(sent.end)!;
+    await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === id, 10_000, 'deferred');
+    execFileSync('dotlockfile', ['-u', lock]);
+    const r = queue(env, 'flush');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^mailsrv \(pid \d+\) is retrying the deferred mail now\n$/);
+    await daemon.waitForLog(
+      (e) => e.msg === 'delivered' && e.queueId === id,
+      5000,
+      'delivered right after the flush, not in an hour',
+    );
+    assert.ok(daemon.running, 'the daemon died of the signal');
+  });
 
-  test(
-    'queue delete while the daemon runs: it forgets the entry, and no file of it comes back',
-    async (t) => {
-      const { env, start } = await setup(t, { config: { delivery: { retry: ['2s'] } } });
-      const lock = `${env.mailbox('alice')}.lock`;
-      execFileSync('dotlockfile', ['-l', '-r', '0', lock]);
-      t.after(async () => void spawnSync('dotlockfile', ['-u', lock]));
-      const daemon = await start();
-      const sent = await sendRaw(env.port, { from: 'sender@client.test', to: [`alice@${DOMAIN}`], message: crlf('Subject: delete me', '', 'body') });
-      const id = queueIdOf(sent.end)!;
-      await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === id, 10_000, 'deferred');
-      const r = queue(env, 'delete', id);
-      assert.equal(r.code, 0, r.stderr);
-      execFileSync('dotlockfile', ['-u', lock]);
-      await new Promise((resolve) => setTimeout(resolve, 4000)); // past the next retry
-      assert.ok(daemon.running, 'the daemon died of the signal');
-      assert.equal(daemon.find((e) => e.msg === 'delivered' && e.queueId === id).length, 0, 'a deleted message was delivered');
-      assert.ok(!existsSync(join(env.stateDir, 'queue', `${id}.progress`)), 'the progress file came back');
-      assert.equal(queue(env).stdout, 'queue is empty\n');
-    },
-  );
+  test('queue delete while the daemon runs: it forgets the entry, and no file of it comes back', async (t) => {
+    const { env, start } = await setup(t, { config: { delivery: { retry: ['2s'] } } });
+    const lock = `${env.mailbox('alice')}.lock`;
+    execFileSync('dotlockfile', ['-l', '-r', '0', lock]);
+    t.after(async () => void spawnSync('dotlockfile', ['-u', lock]));
+    const daemon = await start();
+    const sent = await sendRaw(env.port, {
+      from: 'sender@client.test',
+      to: [`alice@${DOMAIN}`],
+      message: crlf('Subject: delete me', '', 'body'),
+    });
+    const id = queueIdOf(sent.end)!;
+    await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === id, 10_000, 'deferred');
+    const r = queue(env, 'delete', id);
+    assert.equal(r.code, 0, r.stderr);
+    execFileSync('dotlockfile', ['-u', lock]);
+    await new Promise((resolve) => setTimeout(resolve, 4000)); // past the next retry
+    assert.ok(daemon.running, 'the daemon died of the signal');
+    assert.equal(
+      daemon.find((e) => e.msg === 'delivered' && e.queueId === id).length,
+      0,
+      'a deleted message was delivered',
+    );
+    assert.ok(!existsSync(join(env.stateDir, 'queue', `${id}.progress`)), 'the progress file came back');
+    assert.equal(queue(env).stdout, 'queue is empty\n');
+  });
 });

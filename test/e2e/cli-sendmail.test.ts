@@ -14,7 +14,19 @@ import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { prepareMaildrop } from '../../src/queue/maildrop.js';
 import { resolveIdentity } from '../../src/privileges.js';
-import { cannotRunAs, DAEMON_USER, DOMAIN, HOSTNAME, makeEnv, MAILSRV_BIN, readMailbox, REPO_ROOT, runCli, startDaemon, type TestEnv } from './harness.js';
+import {
+  cannotRunAs,
+  DAEMON_USER,
+  DOMAIN,
+  HOSTNAME,
+  makeEnv,
+  MAILSRV_BIN,
+  readMailbox,
+  REPO_ROOT,
+  runCli,
+  startDaemon,
+  type TestEnv,
+} from './harness.js';
 
 /** An unprivileged local user other than the daemon's (which is `nobody` in these tests). */
 const LOCAL_USER = { name: 'daemon', uid: 1, gid: 1 };
@@ -53,7 +65,10 @@ function dropped(env: TestEnv): Dropped[] {
     return {
       envelope: JSON.parse(raw.slice(0, nl)) as Dropped['envelope'],
       message,
-      headers: headerBlock.replace(/\r\n(?=[ \t])/g, '').split('\r\n').filter((l) => l !== ''),
+      headers: headerBlock
+        .replace(/\r\n(?=[ \t])/g, '')
+        .split('\r\n')
+        .filter((l) => l !== ''),
     };
   });
 }
@@ -65,7 +80,9 @@ function only(env: TestEnv): Dropped {
 }
 
 function header(file: Dropped, name: string): string[] {
-  return file.headers.filter((h) => h.toLowerCase().startsWith(`${name.toLowerCase()}:`)).map((h) => h.slice(name.length + 1).trim());
+  return file.headers
+    .filter((h) => h.toLowerCase().startsWith(`${name.toLowerCase()}:`))
+    .map((h) => h.slice(name.length + 1).trim());
 }
 
 /** Asserts exit 1 with exactly one line on stderr matching `reason`, and an empty maildrop. */
@@ -80,7 +97,8 @@ const login = userInfo().username;
 
 describe('mailsrv sendmail', () => {
   let env: TestEnv;
-  const sendmail = (args: string[], input = 'Subject: test\n\nbody\n') => runCli(['sendmail', '-c', env.configPath, ...args], { input });
+  const sendmail = (args: string[], input = 'Subject: test\n\nbody\n') =>
+    runCli(['sendmail', '-c', env.configPath, ...args], { input });
 
   before(async () => {
     env = await maildropEnv();
@@ -93,7 +111,10 @@ describe('mailsrv sendmail', () => {
   });
 
   test('as cron calls it (-FCronDaemon -i -B8BITMIME -oem root): LF stored as CRLF, From/Date/Message-ID added', () => {
-    const r = sendmail(['-FCronDaemon', '-i', '-B8BITMIME', '-oem', 'root'], 'Subject: Cron <root@host> run-parts\nContent-Type: text/plain\n\noutput line\n.\nlast line\n');
+    const r = sendmail(
+      ['-FCronDaemon', '-i', '-B8BITMIME', '-oem', 'root'],
+      'Subject: Cron <root@host> run-parts\nContent-Type: text/plain\n\noutput line\n.\nlast line\n',
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout + r.stderr, '', 'sendmail is silent on success');
     const file = only(env);
@@ -107,19 +128,29 @@ describe('mailsrv sendmail', () => {
   });
 
   test('-t: recipients from To, Cc and Bcc plus the command line, each once; Bcc is removed', () => {
-    const r = sendmail(['-t', 'extra@example.org'], [
-      'To: Alice <alice@example.test>, bob',
-      'Cc: carol@example.test,',
-      '  "Dave, D." <dave@example.test>',
-      'Bcc: hidden@example.test, ALICE@example.test',
-      'Subject: team',
-      '',
-      'hello',
-      '',
-    ].join('\n'));
+    const r = sendmail(
+      ['-t', 'extra@example.org'],
+      [
+        'To: Alice <alice@example.test>, bob',
+        'Cc: carol@example.test,',
+        '  "Dave, D." <dave@example.test>',
+        'Bcc: hidden@example.test, ALICE@example.test',
+        'Subject: team',
+        '',
+        'hello',
+        '',
+      ].join('\n'),
+    );
     assert.equal(r.code, 0, r.stderr);
     const file = only(env);
-    assert.deepEqual(file.envelope.recipients, ['extra@example.org', 'alice@example.test', `bob@${HOSTNAME}`, 'carol@example.test', 'dave@example.test', 'hidden@example.test']);
+    assert.deepEqual(file.envelope.recipients, [
+      'extra@example.org',
+      'alice@example.test',
+      `bob@${HOSTNAME}`,
+      'carol@example.test',
+      'dave@example.test',
+      'hidden@example.test',
+    ]);
     assert.deepEqual(header(file, 'Bcc'), []);
     assert.doesNotMatch(file.message, /hidden@example\.test/);
     assert.deepEqual(header(file, 'To'), ['Alice <alice@example.test>, bob']);
@@ -144,7 +175,8 @@ describe('mailsrv sendmail', () => {
   });
 
   test('headers the message has are kept as they are, never added twice', () => {
-    const message = 'From: Me <me@example.test>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <mine@example.test>\nSubject: s\n\nb\n';
+    const message =
+      'From: Me <me@example.test>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <mine@example.test>\nSubject: s\n\nb\n';
     const r = sendmail(['-F', 'Ignored Name', 'alice@example.test'], message);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(only(env).message, message.replace(/\n/g, '\r\n'));
@@ -165,19 +197,43 @@ describe('mailsrv sendmail', () => {
     rmAll(env);
     for (const option of ['-i', '-oi']) {
       assert.equal(sendmail([option, 'alice@example.test'], input).code, 0);
-      assert.ok(only(env).message.endsWith('\r\n\r\nbefore\r\n..twice\r\n.\r\nafter\r\n'), `${option}: ${only(env).message}`);
+      assert.ok(
+        only(env).message.endsWith('\r\n\r\nbefore\r\n..twice\r\n.\r\nafter\r\n'),
+        `${option}: ${only(env).message}`,
+      );
       rmAll(env);
     }
   });
 
   test('as git send-email calls it: -i -f SENDER -- RECIPIENTS, several in one argument', () => {
-    const r = sendmail(['-i', '-f', 'dev@example.test', '--', 'Alice <alice@example.test>, bob@example.test', 'carol@example.test'], 'From: dev@example.test\nSubject: [PATCH] x\n\ndiff\n');
+    const r = sendmail(
+      ['-i', '-f', 'dev@example.test', '--', 'Alice <alice@example.test>, bob@example.test', 'carol@example.test'],
+      'From: dev@example.test\nSubject: [PATCH] x\n\ndiff\n',
+    );
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(only(env).envelope, { v: 1, sender: 'dev@example.test', recipients: ['alice@example.test', 'bob@example.test', 'carol@example.test'] });
+    assert.deepEqual(only(env).envelope, {
+      v: 1,
+      sender: 'dev@example.test',
+      recipients: ['alice@example.test', 'bob@example.test', 'carol@example.test'],
+    });
   });
 
   test('Postfix options that mean nothing here are accepted (-odi -oem -om -bm -v -N never -Vx -h 5 -L x)', () => {
-    const r = sendmail(['-odi', '-oem', '-om', '-bm', '-v', '-N', 'never', '-Vx', '-h', '5', '-L', 'x', 'alice@example.test']);
+    const r = sendmail([
+      '-odi',
+      '-oem',
+      '-om',
+      '-bm',
+      '-v',
+      '-N',
+      'never',
+      '-Vx',
+      '-h',
+      '5',
+      '-L',
+      'x',
+      'alice@example.test',
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(only(env).envelope.recipients, ['alice@example.test']);
   });
@@ -223,8 +279,15 @@ describe('mailsrv sendmail', () => {
 
   test('linked as `sendmail` it is `mailsrv sendmail`; as `mailq`, `mailsrv queue`', async () => {
     for (const name of ['sendmail', 'mailq']) await symlink(MAILSRV_BIN, join(env.dir, name));
-    const options = { cwd: REPO_ROOT, encoding: 'utf8' as const, env: { PATH: process.env.PATH ?? '', MAILSRV_CONFIG: env.configPath } };
-    const sent = spawnSync(process.execPath, [join(env.dir, 'sendmail'), '-i', 'alice@example.test'], { ...options, input: 'Subject: linked\n\nx\n' });
+    const options = {
+      cwd: REPO_ROOT,
+      encoding: 'utf8' as const,
+      env: { PATH: process.env.PATH ?? '', MAILSRV_CONFIG: env.configPath },
+    };
+    const sent = spawnSync(process.execPath, [join(env.dir, 'sendmail'), '-i', 'alice@example.test'], {
+      ...options,
+      input: 'Subject: linked\n\nx\n',
+    });
     assert.equal(sent.status, 0, sent.stderr);
     assert.deepEqual(header(only(env), 'Subject'), ['linked']);
     const listed = spawnSync(process.execPath, [join(env.dir, 'mailq')], options);
@@ -232,15 +295,36 @@ describe('mailsrv sendmail', () => {
     assert.equal(listed.stdout, 'queue is empty\n');
   });
 
-  test('an unprivileged user can drop mail into the maildrop but cannot list it', { skip: cannotRunAs(LOCAL_USER.uid, LOCAL_USER.gid) ?? false }, () => {
+  test('an unprivileged user can drop mail into the maildrop but cannot list it', {
+    skip: cannotRunAs(LOCAL_USER.uid, LOCAL_USER.gid) ?? false,
+  }, () => {
     const asUser = (command: string, args: string[], input?: string) =>
-      spawnSync(command, args, { cwd: REPO_ROOT, input, encoding: 'utf8', uid: LOCAL_USER.uid, gid: LOCAL_USER.gid, env: { PATH: process.env.PATH ?? '' } });
-    const sent = asUser(process.execPath, [MAILSRV_BIN, 'sendmail', '-c', env.configPath, 'alice@example.test'], 'Subject: from a user\n\nhi\n');
+      spawnSync(command, args, {
+        cwd: REPO_ROOT,
+        input,
+        encoding: 'utf8',
+        uid: LOCAL_USER.uid,
+        gid: LOCAL_USER.gid,
+        env: { PATH: process.env.PATH ?? '' },
+      });
+    const sent = asUser(
+      process.execPath,
+      [MAILSRV_BIN, 'sendmail', '-c', env.configPath, 'alice@example.test'],
+      'Subject: from a user\n\nhi\n',
+    );
     assert.equal(sent.status, 0, sent.stderr);
     const [name] = readdirSync(maildrop(env));
     const info = spawnSync('stat', ['-c', '%u %a', join(maildrop(env), name!)], { encoding: 'utf8' }).stdout.trim();
-    assert.equal(info, `${LOCAL_USER.uid} 644`, 'owned by the user, readable by the daemon through its group or "other"');
-    assert.deepEqual(only(env).envelope, { v: 1, sender: `${LOCAL_USER.name}@${HOSTNAME}`, recipients: ['alice@example.test'] });
+    assert.equal(
+      info,
+      `${LOCAL_USER.uid} 644`,
+      'owned by the user, readable by the daemon through its group or "other"',
+    );
+    assert.deepEqual(only(env).envelope, {
+      v: 1,
+      sender: `${LOCAL_USER.name}@${HOSTNAME}`,
+      recipients: ['alice@example.test'],
+    });
     const listing = asUser('ls', [maildrop(env)]);
     assert.notEqual(listing.status, 0, `the maildrop is listable by others: ${listing.stdout}`);
     const rename = asUser('mv', [join(maildrop(env), name!), join(maildrop(env), 'stolen')]);
@@ -254,7 +338,12 @@ describe('mailsrv sendmail', () => {
     try {
       const r = runCli(['sendmail', '-c', bare.configPath, 'alice@example.test'], { input: 'Subject: x\n\ny\n' });
       assert.equal(r.code, 1);
-      assert.match(r.stderr, new RegExp(`^mailsrv: cannot write to the maildrop ${join(bare.stateDir, 'maildrop').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: it does not exist`));
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `^mailsrv: cannot write to the maildrop ${join(bare.stateDir, 'maildrop').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: it does not exist`,
+        ),
+      );
     } finally {
       await bare.cleanup();
     }
@@ -262,25 +351,30 @@ describe('mailsrv sendmail', () => {
 });
 
 describe('mailsrv sendmail and the daemon', () => {
-  test(
-    'mail dropped while the daemon is down is delivered when it starts; mail dropped while it runs, at once',
-    async (t) => {
-      const env = await maildropEnv();
-      t.after(() => env.cleanup());
-      const down = runCli(['sendmail', '-c', env.configPath, '-f', 'cron@example.test', `alice@${DOMAIN}`], { input: 'Subject: while down\n\nqueued before the start\n' });
-      assert.equal(down.code, 0, down.stderr);
-      const daemon = await startDaemon(env);
-      t.after(() => daemon.kill9());
-      await daemon.waitForLog((e) => e.msg === 'delivered' && e.user === 'alice', 10_000, 'the maildrop message delivered');
-      const up = runCli(['sendmail', '-c', env.configPath, `bob@${DOMAIN}`], { input: 'Subject: while up\n\nqueued at once\n' });
-      assert.equal(up.code, 0, up.stderr);
-      await daemon.waitForLog((e) => e.msg === 'delivered' && e.user === 'bob', 5000, 'the second message delivered');
-      assert.deepEqual(readdirSync(maildrop(env)), []);
-      const [message] = readMailbox(env.mailbox('alice')).messages;
-      assert.match(message!.fromLine, /^From cron@example\.test /);
-      assert.match(message!.original.toString('latin1'), /^Subject: while down\n[\s\S]*\n\nqueued before the start\n$/);
-    },
-  );
+  test('mail dropped while the daemon is down is delivered when it starts; mail dropped while it runs, at once', async (t) => {
+    const env = await maildropEnv();
+    t.after(() => env.cleanup());
+    const down = runCli(['sendmail', '-c', env.configPath, '-f', 'cron@example.test', `alice@${DOMAIN}`], {
+      input: 'Subject: while down\n\nqueued before the start\n',
+    });
+    assert.equal(down.code, 0, down.stderr);
+    const daemon = await startDaemon(env);
+    t.after(() => daemon.kill9());
+    await daemon.waitForLog(
+      (e) => e.msg === 'delivered' && e.user === 'alice',
+      10_000,
+      'the maildrop message delivered',
+    );
+    const up = runCli(['sendmail', '-c', env.configPath, `bob@${DOMAIN}`], {
+      input: 'Subject: while up\n\nqueued at once\n',
+    });
+    assert.equal(up.code, 0, up.stderr);
+    await daemon.waitForLog((e) => e.msg === 'delivered' && e.user === 'bob', 5000, 'the second message delivered');
+    assert.deepEqual(readdirSync(maildrop(env)), []);
+    const [message] = readMailbox(env.mailbox('alice')).messages;
+    assert.match(message!.fromLine, /^From cron@example\.test /);
+    assert.match(message!.original.toString('latin1'), /^Subject: while down\n[\s\S]*\n\nqueued before the start\n$/);
+  });
 });
 
 function rmAll(env: TestEnv): void {

@@ -40,7 +40,9 @@ if (RUN_AS_ROOT) process.umask(0);
 export function cannotRunAs(uid: number, gid: number): string | null {
   if (!RUN_AS_ROOT) return 'needs root to run as another user';
   const probe = spawnSync('test', ['-r', join(REPO_ROOT, 'dist', 'cli', 'main.js')], { uid, gid });
-  return probe.status === 0 ? null : `uid ${uid} cannot read this checkout (${REPO_ROOT}): it lies below a directory only root may enter`;
+  return probe.status === 0
+    ? null
+    : `uid ${uid} cannot read this checkout (${REPO_ROOT}): it lies below a directory only root may enter`;
 }
 
 /** Throws a clear error when the daemon has not been built. */
@@ -173,7 +175,7 @@ export async function makeEnv(options: EnvOptions = {}): Promise<TestEnv> {
     const { uid, gid } = resolveIdentity(DAEMON_USER.user, DAEMON_USER.group);
     await chown(usersFile, uid, gid);
   }
-  const writeConfig = async (c: ConfigTree) => writeFile(configPath, stringify(c) + '\n');
+  const writeConfig = async (c: ConfigTree) => writeFile(configPath, `${stringify(c)}\n`);
   await writeConfig(config);
   return {
     dir,
@@ -229,8 +231,7 @@ export class Daemon {
     child.stdout!.on('data', (chunk: string) => {
       this.stdout += chunk;
       partial += chunk;
-      let nl: number;
-      while ((nl = partial.indexOf('\n')) !== -1) {
+      for (let nl = partial.indexOf('\n'); nl !== -1; nl = partial.indexOf('\n')) {
         const line = partial.slice(0, nl);
         partial = partial.slice(nl + 1);
         if (line.trim() === '') continue;
@@ -280,7 +281,12 @@ export class Daemon {
   }
 
   /** Resolves once `count` entries match. */
-  waitForLogs(predicate: (entry: LogEntry) => boolean, count: number, timeoutMs = 10_000, what = 'log lines'): Promise<LogEntry[]> {
+  waitForLogs(
+    predicate: (entry: LogEntry) => boolean,
+    count: number,
+    timeoutMs = 10_000,
+    what = 'log lines',
+  ): Promise<LogEntry[]> {
     return new Promise((resolveWait, reject) => {
       const check = () => {
         const found = this.logs.filter(predicate);
@@ -291,7 +297,11 @@ export class Daemon {
         }
         if (!this.running) {
           done();
-          reject(new Error(`daemon exited (code ${this.exitCode}, signal ${this.exitSignal}) while waiting for ${count} ${what} (have ${found.length})\n${this.output()}`));
+          reject(
+            new Error(
+              `daemon exited (code ${this.exitCode}, signal ${this.exitSignal}) while waiting for ${count} ${what} (have ${found.length})\n${this.output()}`,
+            ),
+          );
           return true;
         }
         return false;
@@ -299,7 +309,9 @@ export class Daemon {
       const timer = setTimeout(() => {
         done();
         const found = this.logs.filter(predicate).length;
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${count} ${what} (have ${found})\n${this.output()}`));
+        reject(
+          new Error(`timed out after ${timeoutMs} ms waiting for ${count} ${what} (have ${found})\n${this.output()}`),
+        );
       }, timeoutMs);
       const listener = () => void check();
       const done = () => {
@@ -314,7 +326,11 @@ export class Daemon {
   /** SIGTERM, then the exit code (rejects if it does not exit within timeoutMs). */
   async stop(timeoutMs = 15_000): Promise<number | null> {
     if (this.running) this.child.kill('SIGTERM');
-    await withTimeout(this.exited, timeoutMs, `daemon did not exit within ${timeoutMs} ms of SIGTERM\n${this.output()}`);
+    await withTimeout(
+      this.exited,
+      timeoutMs,
+      `daemon did not exit within ${timeoutMs} ms of SIGTERM\n${this.output()}`,
+    );
     return this.exitCode;
   }
 
@@ -347,7 +363,10 @@ function cleanEnv(): NodeJS.ProcessEnv {
 }
 
 /** An env for one test: every daemon started with `start()` is killed, and the env removed, when the test ends. */
-export async function envForTest(t: { after: (fn: () => Promise<void> | void) => void }, options: EnvOptions = {}): Promise<{ env: TestEnv; start: () => Promise<Daemon> }> {
+export async function envForTest(
+  t: { after: (fn: () => Promise<void> | void) => void },
+  options: EnvOptions = {},
+): Promise<{ env: TestEnv; start: () => Promise<Daemon> }> {
   const env = await makeEnv(options);
   const daemons: Daemon[] = [];
   t.after(async () => {
@@ -423,10 +442,17 @@ async function connectSocket(port: number, options: ConnectOptions, timeoutMs: n
   await withTimeout(
     new Promise<void>((resolveConnect, reject) => {
       socket.once('error', reject);
-      socket.connect({ port, host: options.host ?? '127.0.0.1', ...(options.localAddress ? { localAddress: options.localAddress } : {}) }, () => {
-        socket.off('error', reject);
-        resolveConnect();
-      });
+      socket.connect(
+        {
+          port,
+          host: options.host ?? '127.0.0.1',
+          ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+        },
+        () => {
+          socket.off('error', reject);
+          resolveConnect();
+        },
+      );
     }),
     timeoutMs,
     `cannot connect to port ${port}`,
@@ -452,8 +478,7 @@ abstract class LineClient {
     socket.setEncoding('latin1');
     socket.on('data', (chunk: string) => {
       this.buffer += chunk;
-      let nl: number;
-      while ((nl = this.buffer.indexOf('\n')) !== -1) {
+      for (let nl = this.buffer.indexOf('\n'); nl !== -1; nl = this.buffer.indexOf('\n')) {
         const line = this.buffer.slice(0, nl).replace(/\r$/, '');
         this.buffer = this.buffer.slice(nl + 1);
         this.onLine(line);
@@ -741,8 +766,7 @@ export function parseMbox(raw: Buffer): StoredMessage[] {
   if (text.length === 0) return [];
   const starts: number[] = [];
   const re = /(^|\n\n)From /g;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(text)) !== null) {
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
     starts.push(m.index + m[1]!.length);
     re.lastIndex = m.index + m[1]!.length + 1;
   }
@@ -819,7 +843,10 @@ export function pythonMbox(path: string): { count: number; messages: PyMessage[]
   ].join('\n');
   const result = spawnSync(PYTHON, ['-c', code, path], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
   if (result.status !== 0) throw new Error(`python mailbox failed (${result.status}): ${result.stderr}`);
-  const parsed = JSON.parse(result.stdout) as { count: number; messages: (Omit<PyMessage, 'bytes'> & { bytes: string })[] };
+  const parsed = JSON.parse(result.stdout) as {
+    count: number;
+    messages: (Omit<PyMessage, 'bytes'> & { bytes: string })[];
+  };
   return {
     count: parsed.count,
     messages: parsed.messages.map((m) => ({ ...m, bytes: Buffer.from(m.bytes, 'base64') })),
@@ -832,7 +859,12 @@ export function pythonMbox(path: string): { count: number; messages: PyMessage[]
  * while the daemon is still appending is legitimately incomplete); the last error is reported
  * on timeout.
  */
-export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+  intervalMs = 50,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -842,7 +874,9 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
       lastError = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms: ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms: ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+      );
     }
     await sleep(intervalMs);
   }
@@ -876,17 +910,30 @@ export async function cleanupAllTempDirs(): Promise<void> {
 /** An env whose daemon also listens for POP3 on a free loopback port (pop3Port). */
 export async function makePop3Env(options: EnvOptions = {}): Promise<TestEnv & { pop3Port: number }> {
   const pop3Port = await freePort();
-  const config = deepMerge({ pop3: { listen: [`127.0.0.1:${pop3Port}`] }, auth: { failure_delay: '200ms' } }, options.config ?? {});
+  const config = deepMerge(
+    { pop3: { listen: [`127.0.0.1:${pop3Port}`] }, auth: { failure_delay: '200ms' } },
+    options.config ?? {},
+  );
   const env = await makeEnv({ ...options, config });
   return Object.assign(env, { pop3Port });
 }
 
 /** Delivers one message to a local user over SMTP and waits until it is in the mailbox; returns the queue id. */
-export async function deliverOverSmtp(daemon: Daemon, env: TestEnv, user: string, message: string | Buffer): Promise<string> {
+export async function deliverOverSmtp(
+  daemon: Daemon,
+  env: TestEnv,
+  user: string,
+  message: string | Buffer,
+): Promise<string> {
   const result = await sendRaw(env.port, { from: 'sender@client.test', to: [`${user}@${DOMAIN}`], message });
-  if (result.queueId === null) throw new Error(`SMTP refused the message: ${JSON.stringify(result.end ?? result.rcpt)}`);
+  if (result.queueId === null)
+    throw new Error(`SMTP refused the message: ${JSON.stringify(result.end ?? result.rcpt)}`);
   const queueId = result.queueId;
-  await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId && e.user === user, 10_000, `delivered ${queueId} to ${user}`);
+  await daemon.waitForLog(
+    (e) => e.msg === 'delivered' && e.queueId === queueId && e.user === user,
+    10_000,
+    `delivered ${queueId} to ${user}`,
+  );
   return queueId;
 }
 
@@ -926,7 +973,12 @@ export class Pop3Client extends LineClient {
   }
 
   /** Connects and logs in with USER/PASS; throws unless both get +OK. */
-  static async login(port: number, user: string, password = PASSWORD, options: ConnectOptions = {}): Promise<Pop3Client> {
+  static async login(
+    port: number,
+    user: string,
+    password = PASSWORD,
+    options: ConnectOptions = {},
+  ): Promise<Pop3Client> {
     const { client } = await Pop3Client.connect(port, options);
     const userReply = await client.cmd(`USER ${user}`);
     const passReply = await client.cmd(`PASS ${password}`);
@@ -1014,7 +1066,6 @@ export function pop3Wire(path: string, n: number): Buffer {
 
 // ---------------------------------------------------------------- SMTP over TLS and AUTH
 
-
 /** A TLS handshake on `socket` that verifies the server's certificate for HOSTNAME against `ca`. */
 export async function tlsHandshake(socket: Socket, ca: string, timeoutMs = 10_000): Promise<TLSSocket> {
   const secure = tlsConnect({ socket, ca, servername: HOSTNAME });
@@ -1048,9 +1099,16 @@ export async function startTls(client: SmtpClient, ca: string): Promise<SmtpClie
 }
 
 /** Connects to an implicit-TLS port (smtps) and reads the greeting. */
-export async function connectSmtpTls(port: number, ca: string, options: ConnectOptions = {}): Promise<{ client: SmtpClient; greeting: Reply }> {
+export async function connectSmtpTls(
+  port: number,
+  ca: string,
+  options: ConnectOptions = {},
+): Promise<{ client: SmtpClient; greeting: Reply }> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const client = SmtpClient.over(await tlsHandshake(await connectSocket(port, options, timeoutMs), ca, timeoutMs), timeoutMs);
+  const client = SmtpClient.over(
+    await tlsHandshake(await connectSocket(port, options, timeoutMs), ca, timeoutMs),
+    timeoutMs,
+  );
   return { client, greeting: await client.read() };
 }
 
@@ -1060,7 +1118,6 @@ export function authPlain(user: string, password = PASSWORD, authzid = ''): stri
 }
 
 // ---------------------------------------------------------------- POP3 over TLS
-
 
 /**
  * Continues `client` over TLS once the server has said +OK to STLS (verifying the certificate for
@@ -1078,7 +1135,11 @@ export async function pop3Stls(client: Pop3Client, ca: string): Promise<Pop3Clie
 }
 
 /** Connects to an implicit-TLS port (pop3s) and reads the greeting; `socket` shows the certificate. */
-export async function connectPop3s(port: number, ca: string, options: ConnectOptions = {}): Promise<{ client: Pop3Client; greeting: string; socket: TLSSocket }> {
+export async function connectPop3s(
+  port: number,
+  ca: string,
+  options: ConnectOptions = {},
+): Promise<{ client: Pop3Client; greeting: string; socket: TLSSocket }> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const socket = await tlsHandshake(await connectSocket(port, options, timeoutMs), ca, timeoutMs);
   const client = Pop3Client.over(socket, timeoutMs);

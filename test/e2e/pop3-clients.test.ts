@@ -23,11 +23,23 @@ import {
 } from './harness.js';
 
 function note(subject: string, ...body: string[]): string {
-  return crlf('From: someone@client.test', `Subject: ${subject}`, `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', ...(body.length ? body : [`body of ${subject}`]));
+  return crlf(
+    'From: someone@client.test',
+    `Subject: ${subject}`,
+    `Date: ${rfcDate()}`,
+    `Message-ID: ${messageId()}`,
+    '',
+    ...(body.length ? body : [`body of ${subject}`]),
+  );
 }
 
 function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; input?: string } = {}) {
-  const result = spawnSync(command, args, { encoding: 'latin1', timeout: 20_000, env: options.env ?? process.env, input: options.input });
+  const result = spawnSync(command, args, {
+    encoding: 'latin1',
+    timeout: 20_000,
+    env: options.env ?? process.env,
+    input: options.input,
+  });
   if (result.error) throw result.error;
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
@@ -90,14 +102,28 @@ describe('pop3 with real clients', () => {
     ].join('\n');
     const result = run(PYTHON, ['-c', script, String(env.pop3Port), PASSWORD]);
     assert.equal(result.code, 0, result.stderr);
-    const out = JSON.parse(result.stdout) as { welcome: string; capa: string[]; stat: [number, number]; list: string[]; uidl: string[]; retr: string[]; top: string; quit: string };
+    const out = JSON.parse(result.stdout) as {
+      welcome: string;
+      capa: string[];
+      stat: [number, number];
+      list: string[];
+      uidl: string[];
+      retr: string[];
+      top: string;
+      quit: string;
+    };
     assert.equal(out.welcome, '+OK mailsrv ready');
     assert.ok(out.capa.includes('UIDL') && out.capa.includes('TOP') && out.capa.includes('USER'), out.capa.join(','));
     const wires = [1, 2, 3].map((n) => pop3Wire(box, n));
     assert.deepEqual(out.stat, [3, wires.reduce((s, w) => s + w.length, 0)]);
-    assert.deepEqual(out.list, wires.map((w, i) => `${i + 1} ${w.length}`));
+    assert.deepEqual(
+      out.list,
+      wires.map((w, i) => `${i + 1} ${w.length}`),
+    );
     assert.equal(new Set(out.uidl.map((l) => l.split(' ')[1])).size, 3);
-    out.retr.forEach((b64, i) => assert.deepEqual(Buffer.from(b64, 'base64'), wires[i], `RETR ${i + 1}`));
+    out.retr.forEach((b64, i) => {
+      assert.deepEqual(Buffer.from(b64, 'base64'), wires[i], `RETR ${i + 1}`);
+    });
     const head = wires[0]!.toString('latin1');
     assert.equal(Buffer.from(out.top, 'base64').toString('latin1'), head.slice(0, head.indexOf('\r\n\r\n') + 4));
     assert.match(out.quit, /^\+OK/);
@@ -124,10 +150,27 @@ describe('pop3 with real clients', () => {
     );
     chmodSync(rc, 0o600);
     const fetch = () =>
-      run('fetchmail', ['-f', rc, '--idfile', join(home, 'ids'), '--pidfile', join(home, 'pid'), '--keep', '--uidl', '--nodetach', '--nosyslog', '-v'], {
-        env: { ...process.env, HOME: home, FETCHMAILHOME: home },
-      });
-    const fetchedSubjects = () => (existsSync(out) ? [...readFileSync(out, 'latin1').matchAll(/^Subject: (.*)$/gm)].map((m) => m[1]) : []);
+      run(
+        'fetchmail',
+        [
+          '-f',
+          rc,
+          '--idfile',
+          join(home, 'ids'),
+          '--pidfile',
+          join(home, 'pid'),
+          '--keep',
+          '--uidl',
+          '--nodetach',
+          '--nosyslog',
+          '-v',
+        ],
+        {
+          env: { ...process.env, HOME: home, FETCHMAILHOME: home },
+        },
+      );
+    const fetchedSubjects = () =>
+      existsSync(out) ? [...readFileSync(out, 'latin1').matchAll(/^Subject: (.*)$/gm)].map((m) => m[1]) : [];
 
     const first = fetch();
     assert.equal(first.code, 0, `first run: ${first.stdout}\n${first.stderr}`);

@@ -29,7 +29,14 @@ function subjects(path: string): string[] {
 }
 
 function note(subject: string): string {
-  return crlf('From: someone@client.test', `Subject: ${subject}`, `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', `body of ${subject}`);
+  return crlf(
+    'From: someone@client.test',
+    `Subject: ${subject}`,
+    `Date: ${rfcDate()}`,
+    `Message-ID: ${messageId()}`,
+    '',
+    `body of ${subject}`,
+  );
 }
 
 describe('pop3 and the mailbox', () => {
@@ -42,7 +49,10 @@ describe('pop3 and the mailbox', () => {
   };
 
   before(async () => {
-    env = await makePop3Env({ users: ['alice', 'bob', 'carol', 'dave', 'erin', 'big'], config: { message_size_limit: 1_000_000 } });
+    env = await makePop3Env({
+      users: ['alice', 'bob', 'carol', 'dave', 'erin', 'big'],
+      config: { message_size_limit: 1_000_000 },
+    });
     await start();
   });
 
@@ -52,7 +62,14 @@ describe('pop3 and the mailbox', () => {
   });
 
   test('UIDLs: unique for identical deliveries; stable across sessions, a restart, deletions and new mail', async () => {
-    const same = crlf('From: twin@client.test', 'Subject: twin', 'Date: Tue, 24 Nov 2026 10:00:00 +0000', 'Message-ID: <twin@client.test>', '', 'same bytes');
+    const same = crlf(
+      'From: twin@client.test',
+      'Subject: twin',
+      'Date: Tue, 24 Nov 2026 10:00:00 +0000',
+      'Message-ID: <twin@client.test>',
+      '',
+      'same bytes',
+    );
     await deliverOverSmtp(daemon, env, 'bob', same);
     await deliverOverSmtp(daemon, env, 'bob', same);
     await deliverOverSmtp(daemon, env, 'bob', note('third'));
@@ -77,7 +94,11 @@ describe('pop3 and the mailbox', () => {
     await deliverOverSmtp(daemon, env, 'bob', note('fourth'));
     client = await Pop3Client.login(env.pop3Port, 'bob');
     const later = await client.uidls();
-    assert.deepEqual([...later.values()].slice(0, 2), [first.get(2), first.get(3)], 'the others keep their UIDLs after a deletion');
+    assert.deepEqual(
+      [...later.values()].slice(0, 2),
+      [first.get(2), first.get(3)],
+      'the others keep their UIDLs after a deletion',
+    );
     assert.equal(later.size, 3);
     assert.ok(![...first.values()].includes(later.get(3)!), 'the new message has a new UIDL');
     await client.quit();
@@ -186,12 +207,20 @@ describe('pop3 and the mailbox', () => {
       assert.deepEqual(retr.body, wire);
     }
     const first = (await client.message('RETR 1')).body.toString('latin1');
-    assert.ok(first.includes('\r\nFrom the start, Postfix quoted this line.\r\n.a line with a dot\r\n\r\nafter a blank line\r\n'), first);
+    assert.ok(
+      first.includes(
+        '\r\nFrom the start, Postfix quoted this line.\r\n.a line with a dot\r\n\r\nafter a blank line\r\n',
+      ),
+      first,
+    );
     assert.ok(first.endsWith('after a blank line\r\n'), 'the separator line is not part of the message');
     const uidls = await client.uidls();
     assert.equal(new Set(uidls.values()).size, 3, 'two deliveries of one message get different UIDLs');
     assert.equal(uidls.get(3), '8c1a2e9f0b7d3c4a', 'X-UIDL honoured');
-    assert.deepEqual((await client.message('TOP 3 0')).body.toString('latin1'), 'Subject: kept from qpopper\r\nStatus: RO\r\nX-UIDL: 8c1a2e9f0b7d3c4a\r\n\r\n');
+    assert.deepEqual(
+      (await client.message('TOP 3 0')).body.toString('latin1'),
+      'Subject: kept from qpopper\r\nStatus: RO\r\nX-UIDL: 8c1a2e9f0b7d3c4a\r\n\r\n',
+    );
     await client.quit();
 
     const again = await Pop3Client.login(env.pop3Port, 'dave');
@@ -204,12 +233,15 @@ describe('pop3 and the mailbox', () => {
     const line = `${'x'.repeat(76)}\n`;
     const count = Math.ceil((40 * 1024 * 1024) / line.length);
     const head = 'From big@example.org Tue Nov 24 10:00:00 2026\nSubject: big\nMessage-ID: <big@example.org>\n\n';
-    writeFileSync(box, head + line.repeat(count) + '\n');
+    writeFileSync(box, `${head + line.repeat(count)}\n`);
     const expectedSize = 'Subject: big\r\nMessage-ID: <big@example.org>\r\n\r\n'.length + count * (line.length + 1);
 
-    const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${daemon.child.pid}/status`, 'utf8'))![1]) * 1024;
+    const rss = () =>
+      Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${daemon.child.pid}/status`, 'utf8'))![1]) * 1024;
     const socket = new Socket();
-    await new Promise<void>((resolve, reject) => socket.connect(env.pop3Port, '127.0.0.1', resolve).once('error', reject));
+    await new Promise<void>((resolve, reject) =>
+      socket.connect(env.pop3Port, '127.0.0.1', resolve).once('error', reject),
+    );
     let received = 0;
     let tail = '';
     let text = '';
@@ -229,7 +261,10 @@ describe('pop3 and the mailbox', () => {
     socket.write('RETR 1\r\n');
     await sleep(1500);
     const held = rss() - baseline;
-    assert.ok(held < 20 * 1024 * 1024, `the daemon holds ${Math.round(held / 1024 / 1024)} MB for a client that does not read`);
+    assert.ok(
+      held < 20 * 1024 * 1024,
+      `the daemon holds ${Math.round(held / 1024 / 1024)} MB for a client that does not read`,
+    );
 
     received = 0;
     tail = '';

@@ -35,8 +35,18 @@ function expectedTop(wire: Buffer, k: number): Buffer {
   const text = wire.toString('latin1');
   const split = text.indexOf('\r\n\r\n');
   const head = text.slice(0, split + 4);
-  const bodyLines = text.slice(split + 4).split('\r\n').slice(0, -1);
-  return Buffer.from(head + bodyLines.slice(0, k).map((l) => `${l}\r\n`).join(''), 'latin1');
+  const bodyLines = text
+    .slice(split + 4)
+    .split('\r\n')
+    .slice(0, -1);
+  return Buffer.from(
+    head +
+      bodyLines
+        .slice(0, k)
+        .map((l) => `${l}\r\n`)
+        .join(''),
+    'latin1',
+  );
 }
 
 function tricky(subject: string): string {
@@ -85,7 +95,16 @@ describe('pop3 protocol', () => {
     assert.equal(greeting, '+OK mailsrv ready');
     const capa = await client.multi('CAPA');
     assert.match(capa.status, /^\+OK/);
-    assert.deepEqual(capa.lines, ['TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'USER', 'SASL PLAIN', 'IMPLEMENTATION mailsrv']);
+    assert.deepEqual(capa.lines, [
+      'TOP',
+      'UIDL',
+      'RESP-CODES',
+      'AUTH-RESP-CODE',
+      'PIPELINING',
+      'USER',
+      'SASL PLAIN',
+      'IMPLEMENTATION mailsrv',
+    ]);
     assert.match(await client.quit(), /^\+OK/);
   });
 
@@ -99,7 +118,10 @@ describe('pop3 protocol', () => {
     const replies = received.split('\r\n').filter(Boolean);
     assert.equal(replies.length, 6, received);
     // greeting, USER, PASS, STAT
-    assert.ok(replies.slice(0, 4).every((r) => r.startsWith('+OK')), received);
+    assert.ok(
+      replies.slice(0, 4).every((r) => r.startsWith('+OK')),
+      received,
+    );
     assert.match(replies[4]!, /^-ERR/); // bob's mailbox is empty: DELE 1 has nothing to delete
     assert.match(replies[5]!, /^\+OK/);
   });
@@ -111,7 +133,10 @@ describe('pop3 protocol', () => {
     const total = wires.reduce((sum, w) => sum + w.length, 0);
     assert.equal(await client.cmd('STAT'), `+OK 3 ${total}`);
     const sizes = await client.sizes();
-    assert.deepEqual([...sizes.values()], wires.map((w) => w.length));
+    assert.deepEqual(
+      [...sizes.values()],
+      wires.map((w) => w.length),
+    );
     assert.equal(await client.cmd('LIST 2'), `+OK 2 ${wires[1]!.length}`);
     for (const n of [1, 2, 3]) {
       const retr = await client.message(`RETR ${n}`);
@@ -119,7 +144,10 @@ describe('pop3 protocol', () => {
       assert.equal(retr.body.length, sizes.get(n), `RETR ${n} sends exactly the LIST size`);
       assert.deepEqual(retr.body, wires[n - 1], `RETR ${n} is the stored message, CRLF, unquoted`);
     }
-    assert.match(wires[0]!.toString('latin1'), /\r\n\.line starting with a dot\r\n\.\.two dots\r\n\.\r\nFrom the start/);
+    assert.match(
+      wires[0]!.toString('latin1'),
+      /\r\n\.line starting with a dot\r\n\.\.two dots\r\n\.\r\nFrom the start/,
+    );
     const uidls = await client.uidls();
     assert.equal(new Set(uidls.values()).size, 3);
     for (const uid of uidls.values()) assert.match(uid, /^[\x21-\x7e]{1,70}$/);
@@ -159,7 +187,19 @@ describe('pop3 protocol', () => {
 
   test('commands are case-insensitive; wrong-state commands before login get -ERR', async () => {
     const { client } = await Pop3Client.connect(port);
-    for (const cmd of ['STAT', 'LIST', 'RETR 1', 'DELE 1', 'NOOP', 'RSET', 'TOP 1 1', 'UIDL', 'PASS secret-pw', 'APOP alice 0123', 'STLS']) {
+    for (const cmd of [
+      'STAT',
+      'LIST',
+      'RETR 1',
+      'DELE 1',
+      'NOOP',
+      'RSET',
+      'TOP 1 1',
+      'UIDL',
+      'PASS secret-pw',
+      'APOP alice 0123',
+      'STLS',
+    ]) {
       assert.match(await client.cmd(cmd), /^-ERR/, cmd);
     }
     assert.match(await client.cmd('user alice'), /^\+OK/);
@@ -171,7 +211,9 @@ describe('pop3 protocol', () => {
 
   test('pipelined commands are answered in order', async () => {
     const { client } = await Pop3Client.connect(port);
-    client.write(`CAPA\r\nUSER alice\r\nPASS ${PASSWORD}\r\nSTAT\r\nLIST\r\nUIDL 2\r\nBOGUS\r\nRETR 2\r\nTOP 1 0\r\nNOOP\r\nRSET\r\nQUIT\r\n`);
+    client.write(
+      `CAPA\r\nUSER alice\r\nPASS ${PASSWORD}\r\nSTAT\r\nLIST\r\nUIDL 2\r\nBOGUS\r\nRETR 2\r\nTOP 1 0\r\nNOOP\r\nRSET\r\nQUIT\r\n`,
+    );
     assert.match((await client.readMulti()).status, /^\+OK/); // CAPA
     assert.match(await client.readLine(), /^\+OK/); // USER
     assert.match(await client.readLine(), /^\+OK/); // PASS
@@ -182,7 +224,10 @@ describe('pop3 protocol', () => {
     assert.match(await client.readLine(), /^\+OK 2 \S+$/); // UIDL 2
     assert.match(await client.readLine(), /^-ERR/); // BOGUS
     const retr = await client.readMulti();
-    assert.equal(Buffer.from(retr.lines.map((l) => `${l}\r\n`).join(''), 'latin1').length, Number(list.lines[1]!.split(' ')[1]));
+    assert.equal(
+      Buffer.from(retr.lines.map((l) => `${l}\r\n`).join(''), 'latin1').length,
+      Number(list.lines[1]!.split(' ')[1]),
+    );
     assert.match((await client.readMulti()).status, /^\+OK/); // TOP
     assert.equal(await client.readLine(), '+OK'); // NOOP
     assert.match(await client.readLine(), /^\+OK/); // RSET
@@ -191,7 +236,8 @@ describe('pop3 protocol', () => {
   });
 
   test('AUTH PLAIN with an initial response, with a continuation, cancelled, and malformed', async () => {
-    const plain = (authz: string, user: string, pass: string) => Buffer.from(`${authz}\0${user}\0${pass}`).toString('base64');
+    const plain = (authz: string, user: string, pass: string) =>
+      Buffer.from(`${authz}\0${user}\0${pass}`).toString('base64');
     let { client } = await Pop3Client.connect(port);
     assert.match(await client.cmd(`AUTH PLAIN ${plain('', 'bob', PASSWORD)}`), /^\+OK/);
     assert.match(await client.cmd('STAT'), /^\+OK 0 0$/);
@@ -230,7 +276,10 @@ describe('pop3 protocol', () => {
     assert.equal(unknownUser.reply, wrongPassword.reply);
     assert.equal(badName.reply, wrongPassword.reply);
     for (const r of [wrongPassword, unknownUser, badName]) assert.ok(r.ms >= DELAY_MS, `delayed (${r.ms} ms)`);
-    assert.ok(Math.abs(unknownUser.ms - wrongPassword.ms) < 250, `similar timing: ${unknownUser.ms} vs ${wrongPassword.ms} ms`);
+    assert.ok(
+      Math.abs(unknownUser.ms - wrongPassword.ms) < 250,
+      `similar timing: ${unknownUser.ms} vs ${wrongPassword.ms} ms`,
+    );
 
     // a second and third failure from the same address wait longer
     const second = await attempt('127.0.1.3', 'carol', 'guess-2');
@@ -250,7 +299,12 @@ describe('pop3 protocol', () => {
 
     // and no password nor AUTH payload reaches the log
     await sleep(50);
-    for (const secret of [PASSWORD, 'not-her-password', 'guess-2', Buffer.from(`\0bob\0${PASSWORD}`).toString('base64')]) {
+    for (const secret of [
+      PASSWORD,
+      'not-her-password',
+      'guess-2',
+      Buffer.from(`\0bob\0${PASSWORD}`).toString('base64'),
+    ]) {
       assert.ok(!daemon.stdout.includes(secret), `log contains ${JSON.stringify(secret)}`);
     }
     assert.ok(daemon.find((e) => e.msg === 'login failed').length >= 3);
@@ -286,7 +340,12 @@ describe('pop3 protocol', () => {
         await client.quit();
       }),
     );
-    assert.deepEqual(readdirSync(env.dir).filter((n) => n !== 'x').sort(), before);
+    assert.deepEqual(
+      readdirSync(env.dir)
+        .filter((n) => n !== 'x')
+        .sort(),
+      before,
+    );
     assert.deepEqual(readdirSync(join(env.dir, 'x')), ['canary']);
     assert.deepEqual(readdirSync(env.spoolDir).sort(), spoolBefore);
   });
@@ -295,7 +354,11 @@ describe('pop3 protocol', () => {
     const { client } = await Pop3Client.connect(port);
     assert.equal(await client.cmd('A'.repeat(256)), '-ERR line too long');
     assert.match((await client.multi('CAPA')).status, /^\+OK/, 'the session goes on');
-    assert.match(await client.cmd(`NOOP ${'x'.repeat(250)}`), /^-ERR/, 'a 255-octet line is a command (with bad arguments)');
+    assert.match(
+      await client.cmd(`NOOP ${'x'.repeat(250)}`),
+      /^-ERR/,
+      'a 255-octet line is a command (with bad arguments)',
+    );
 
     // an endless line: 2 MB without a line end, in pieces
     const { client: flood } = await Pop3Client.connect(port);
@@ -372,7 +435,10 @@ describe('pop3 limits and stop', () => {
     daemon.child.kill('SIGHUP');
     await daemon.waitForLog((e) => e.msg === 'reloaded config, users, aliases and TLS certificate');
     const { client: refused } = await Pop3Client.connect(port);
-    assert.equal(await refused.cmd('USER zed'), '-ERR [AUTH] Plaintext authentication disallowed on non-secured connection');
+    assert.equal(
+      await refused.cmd('USER zed'),
+      '-ERR [AUTH] Plaintext authentication disallowed on non-secured connection',
+    );
     refused.destroy();
     const zed = await Pop3Client.login(port, 'zed', PASSWORD, { localAddress: OUTSIDE });
     assert.match(await zed.cmd('STAT'), /^\+OK 0 0$/);

@@ -40,7 +40,11 @@ const REFUSED = '-ERR [AUTH] Plaintext authentication disallowed on non-secured 
 /** An env with TLS, a pop3s listener next to the plaintext one, and no plaintext login without TLS. */
 async function makeTlsEnv(config: ConfigTree = {}): Promise<Pop3TlsEnv> {
   const pop3sPort = await freePort();
-  const base: ConfigTree = { plaintext_auth_networks: [], auth: { failure_delay: '100ms' }, pop3: { pop3s: [`127.0.0.1:${pop3sPort}`] } };
+  const base: ConfigTree = {
+    plaintext_auth_networks: [],
+    auth: { failure_delay: '100ms' },
+    pop3: { pop3s: [`127.0.0.1:${pop3sPort}`] },
+  };
   const env = await makePop3Env({ tls: true, users: ['alice', 'bob'], config: deepMerge(base, config) });
   return Object.assign(env, { pop3sPort, tls: env.tls! });
 }
@@ -72,7 +76,15 @@ describe('pop3 over TLS (plaintext_auth_networks = [])', () => {
     const { client, greeting } = await Pop3Client.connect(env.pop3Port);
     assert.equal(greeting, '+OK mailsrv ready');
     const capa = await client.multi('CAPA');
-    assert.deepEqual(capa.lines, ['TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'STLS', 'IMPLEMENTATION mailsrv']);
+    assert.deepEqual(capa.lines, [
+      'TOP',
+      'UIDL',
+      'RESP-CODES',
+      'AUTH-RESP-CODE',
+      'PIPELINING',
+      'STLS',
+      'IMPLEMENTATION mailsrv',
+    ]);
     assert.equal(await client.cmd('USER alice'), REFUSED);
     assert.equal(await client.cmd(`PASS ${PASSWORD}`), REFUSED);
     assert.equal(await client.cmd(`AUTH PLAIN ${authPlain('alice')}`), REFUSED);
@@ -88,15 +100,34 @@ describe('pop3 over TLS (plaintext_auth_networks = [])', () => {
     assert.equal(await plain.cmd('STLS extra'), '-ERR Too many arguments');
     const client = await pop3Stls(plain, env.tls.cert);
     const capa = await client.multi('CAPA');
-    assert.deepEqual(capa.lines, ['TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'USER', 'SASL PLAIN', 'IMPLEMENTATION mailsrv']);
+    assert.deepEqual(capa.lines, [
+      'TOP',
+      'UIDL',
+      'RESP-CODES',
+      'AUTH-RESP-CODE',
+      'PIPELINING',
+      'USER',
+      'SASL PLAIN',
+      'IMPLEMENTATION mailsrv',
+    ]);
     assert.equal(await client.cmd('STLS'), '-ERR Already in TLS');
     assert.match(await client.cmd('USER alice'), /^\+OK/);
     assert.match(await client.cmd(`PASS ${PASSWORD}`), /^\+OK alice has 2 messages/);
-    assert.deepEqual([...(await client.sizes()).values()], [1, 2].map((n) => pop3Wire(box, n).length));
+    assert.deepEqual(
+      [...(await client.sizes()).values()],
+      [1, 2].map((n) => pop3Wire(box, n).length),
+    );
     const retr = await client.message('RETR 1');
     assert.deepEqual(retr.body, pop3Wire(box, 1));
     assert.equal(await client.cmd('STLS'), '-ERR STLS not allowed in the TRANSACTION state');
-    assert.deepEqual((await client.multi('CAPA')).lines, ['TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'IMPLEMENTATION mailsrv']);
+    assert.deepEqual((await client.multi('CAPA')).lines, [
+      'TOP',
+      'UIDL',
+      'RESP-CODES',
+      'AUTH-RESP-CODE',
+      'PIPELINING',
+      'IMPLEMENTATION mailsrv',
+    ]);
     assert.match(await client.quit(), /^\+OK/);
 
     const started = await daemon.waitForLog((e) => e.msg === 'starttls');
@@ -122,7 +153,22 @@ describe('pop3 over TLS (plaintext_auth_networks = [])', () => {
     const box = env.mailbox('alice');
     const result = run(
       'openssl',
-      ['s_client', '-starttls', 'pop3', '-connect', `127.0.0.1:${env.pop3Port}`, '-quiet', '-crlf', '-CAfile', env.tls.certFile, '-verify_return_error', '-verify_hostname', HOSTNAME, '-servername', HOSTNAME],
+      [
+        's_client',
+        '-starttls',
+        'pop3',
+        '-connect',
+        `127.0.0.1:${env.pop3Port}`,
+        '-quiet',
+        '-crlf',
+        '-CAfile',
+        env.tls.certFile,
+        '-verify_return_error',
+        '-verify_hostname',
+        HOSTNAME,
+        '-servername',
+        HOSTNAME,
+      ],
       `USER alice\nPASS ${PASSWORD}\nRETR 2\nQUIT\n`,
     );
     assert.equal(result.code, 0, result.stderr);
@@ -148,7 +194,12 @@ describe('pop3 over TLS (plaintext_auth_networks = [])', () => {
     assert.equal(retr.code, 0, retr.stderr);
     assert.deepEqual(Buffer.from(retr.stdout, 'latin1'), pop3Wire(box, 1));
 
-    const stls = run('curl', [...options, ...resolve(env.pop3Port), '--ssl-reqd', `pop3://${HOSTNAME}:${env.pop3Port}/2`]);
+    const stls = run('curl', [
+      ...options,
+      ...resolve(env.pop3Port),
+      '--ssl-reqd',
+      `pop3://${HOSTNAME}:${env.pop3Port}/2`,
+    ]);
     assert.equal(stls.code, 0, stls.stderr);
     assert.deepEqual(Buffer.from(stls.stdout, 'latin1'), pop3Wire(box, 2));
     await daemon.waitForLog((e) => e.msg === 'connect' && e.listener === 'pop3s' && e.tls === true);
@@ -199,7 +250,10 @@ describe('pop3 over TLS (plaintext_auth_networks = [])', () => {
     assert.equal(out.pop3sRetr, pop3Wire(box, 1).toString('latin1'));
     assert.ok(out.capaBefore.includes('STLS') && !out.capaBefore.includes('USER'), out.capaBefore.join(','));
     assert.deepEqual(out.stlsNames, [HOSTNAME]);
-    assert.ok(out.capaAfter.includes('USER') && out.capaAfter.includes('SASL') && !out.capaAfter.includes('STLS'), out.capaAfter.join(','));
+    assert.ok(
+      out.capaAfter.includes('USER') && out.capaAfter.includes('SASL') && !out.capaAfter.includes('STLS'),
+      out.capaAfter.join(','),
+    );
     assert.deepEqual(out.stat, [2, [1, 2].reduce((sum, n) => sum + pop3Wire(box, n).length, 0)]);
   });
 
@@ -249,8 +303,14 @@ describe('pop3 over TLS (plaintext_auth_networks = [])', () => {
       delays.push(ms);
     }
     // 100 ms doubled per failure: 100, 200, 400, 800, 1600, 3200 ms (a loaded box adds, never removes)
-    const failed = (await daemon.waitForLogs((e) => e.msg === 'login failed' && e.client === localAddress, 6)).filter((e) => e.client === localAddress);
-    assert.deepEqual(failed.map((e) => e.delayMs), [100, 200, 400, 800, 1600, 3200], `waited ${delays.join(', ')} ms`);
+    const failed = (await daemon.waitForLogs((e) => e.msg === 'login failed' && e.client === localAddress, 6)).filter(
+      (e) => e.client === localAddress,
+    );
+    assert.deepEqual(
+      failed.map((e) => e.delayMs),
+      [100, 200, 400, 800, 1600, 3200],
+      `waited ${delays.join(', ')} ms`,
+    );
     assert.ok(delays[0]! >= 90, `1st: ${delays.join(', ')} ms`);
     assert.ok(delays[5]! >= 3100, `6th: ${delays.join(', ')} ms`);
     // the right password still works (below auth.max_failures) and clears the address
@@ -287,7 +347,6 @@ describe('pop3 over TLS (plaintext_auth_networks = [])', () => {
     assert.match(await open.quit(), /^\+OK/);
   });
 });
-
 
 describe('pop3 without a certificate (tls.cert = "")', () => {
   test('CAPA does not offer STLS and STLS is refused', async (t) => {
@@ -351,15 +410,24 @@ describe('pop3 TLS handshakes, limits and stop', () => {
     ]);
     for (const silent of [silentPop3s, silentStls]) assert.ok(silent.ms >= 1800, `closed after ${silent.ms} ms`);
     const timedOut = await daemon.waitForLogs((e) => e.msg === 'TLS handshake failed', failures + 4);
-    assert.ok(timedOut.slice(failures + 2).every((e) => /no TLS handshake within 2000 ms/.test(String(e.err))), 'the silent ones were cut off by the handshake limit');
+    assert.ok(
+      timedOut.slice(failures + 2).every((e) => /no TLS handshake within 2000 ms/.test(String(e.err))),
+      'the silent ones were cut off by the handshake limit',
+    );
     // and these two have let go of their slots too (the client may see the close first)
     await daemon.waitForLogs((e) => e.msg === 'disconnect', disconnects + 4);
     // a client that hangs up before its handshake (only its side: the listeners are half-open)
     // frees its max_clients slot at once, not after the handshake limit
-    await Promise.all([rawUntilClosed(env.pop3sPort, (s) => s.end()), rawUntilClosed(env.pop3Port, (s) => s.end('STLS\r\n'))]);
+    await Promise.all([
+      rawUntilClosed(env.pop3sPort, (s) => s.end()),
+      rawUntilClosed(env.pop3Port, (s) => s.end('STLS\r\n')),
+    ]);
     const logged = await daemon.waitForLogs((e) => e.msg === 'TLS handshake failed', failures + 6);
     assert.ok(logged.slice(failures).every((e) => e.client === '127.0.0.1' && typeof e.err === 'string'));
-    assert.ok(logged.slice(failures + 4).every((e) => !/no TLS handshake within/.test(String(e.err))), 'a hang-up is noticed at once, not at the handshake limit');
+    assert.ok(
+      logged.slice(failures + 4).every((e) => !/no TLS handshake within/.test(String(e.err))),
+      'a hang-up is noticed at once, not at the handshake limit',
+    );
   });
 
   test('autologout over TLS (pop3s and after STLS)', async () => {

@@ -6,7 +6,15 @@ import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { resolveIdentity } from '../../src/privileges.js';
-import { cleanupAllTempDirs, DAEMON_USER, deliverOverSmtp, makeEnv, RUN_AS_ROOT, runCli, startDaemon } from './harness.js';
+import {
+  cleanupAllTempDirs,
+  DAEMON_USER,
+  deliverOverSmtp,
+  makeEnv,
+  RUN_AS_ROOT,
+  runCli,
+  startDaemon,
+} from './harness.js';
 
 after(cleanupAllTempDirs);
 
@@ -34,7 +42,11 @@ describe('privileges', { skip: RUN_AS_ROOT ? false : 'run as root to test the pr
       assert.deepEqual(ids(status, 'Uid'), [uid, uid, uid, uid], status);
       assert.deepEqual(ids(status, 'Gid'), [gid, gid, gid, gid], status);
       const groups = status.split('\n').find((l) => l.startsWith('Groups:'))!;
-      assert.deepEqual(groups.split(/\s+/).slice(1).filter(Boolean).map(Number), [gid], 'root\'s supplementary groups are gone');
+      assert.deepEqual(
+        groups.split(/\s+/).slice(1).filter(Boolean).map(Number),
+        [gid],
+        "root's supplementary groups are gone",
+      );
 
       for (const path of [env.stateDir, join(env.stateDir, 'queue'), join(env.stateDir, 'mailsrv.pid')]) {
         assert.equal(statSync(path).uid, uid, `${path} belongs to the daemon's user`);

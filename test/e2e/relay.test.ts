@@ -39,7 +39,12 @@ const ZONE = {
   'remote.test': { mx: [[10, 'mx.remote.test']] as [number, string][] },
   'mx.remote.test': { a: ['127.0.0.21'] },
   // mx1 refuses connections (nothing listens), mx2 takes the mail
-  'backup.test': { mx: [[20, 'mx2.backup.test'], [10, 'mx1.backup.test']] as [number, string][] },
+  'backup.test': {
+    mx: [
+      [20, 'mx2.backup.test'],
+      [10, 'mx1.backup.test'],
+    ] as [number, string][],
+  },
   'mx1.backup.test': { a: ['127.0.0.22'] },
   'mx2.backup.test': { a: ['127.0.0.23'] },
   'flaky.test': { mx: [[10, 'mx.flaky.test']] as [number, string][] },
@@ -74,7 +79,14 @@ describe('outbound relay', { skip: RUN_AS_ROOT ? false : 'needs root: the remote
       config: {
         mynetworks: [`${MYNETWORKS_CLIENT}/32`],
         smtp: { submission: [`127.0.0.1:${submissionPort}`] },
-        relay: { dns_servers: [dns.server], retry: ['1s'], connect_timeout: '3s', timeout: '10s', delay_warning: '2s', max_queue_lifetime: '1h' },
+        relay: {
+          dns_servers: [dns.server],
+          retry: ['1s'],
+          connect_timeout: '3s',
+          timeout: '10s',
+          delay_warning: '2s',
+          max_queue_lifetime: '1h',
+        },
       },
     });
     // the MX port also on 127.0.0.27:25, which loop.test's MX points at
@@ -91,9 +103,25 @@ describe('outbound relay', { skip: RUN_AS_ROOT ? false : 'needs root: the remote
 
   /** alice submits over the submission port (AUTH PLAIN; loopback may log in without TLS). */
   async function submit(to: string[], subject: string, body = 'Hello out there.'): Promise<string> {
-    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: submissionPort, secure: false, ignoreTLS: true, name: 'laptop.test', auth: { user: 'alice', pass: PASSWORD } });
+    const transport = nodemailer.createTransport({
+      host: '127.0.0.1',
+      port: submissionPort,
+      secure: false,
+      ignoreTLS: true,
+      name: 'laptop.test',
+      auth: { user: 'alice', pass: PASSWORD },
+    });
     try {
-      const raw = crlf(`From: alice@${DOMAIN}`, `To: ${to.join(', ')}`, `Subject: ${subject}`, 'Message-ID: <' + subject.replace(/\W/g, '') + '@laptop.test>', '', body, '.leading dot line', '');
+      const raw = crlf(
+        `From: alice@${DOMAIN}`,
+        `To: ${to.join(', ')}`,
+        `Subject: ${subject}`,
+        `Message-ID: <${subject.replace(/\W/g, '')}@laptop.test>`,
+        '',
+        body,
+        '.leading dot line',
+        '',
+      );
       const info = await transport.sendMail({ envelope: { from: `alice@${DOMAIN}`, to }, raw });
       const queueId = queueIdOf(String(info.response));
       assert.ok(queueId, String(info.response));
@@ -104,7 +132,14 @@ describe('outbound relay', { skip: RUN_AS_ROOT ? false : 'needs root: the remote
   }
 
   /** The delivery status notifications in alice's mailbox, parsed by Python's email package. */
-  function dsnsForAlice(): { subject: string; contentType: string; reportType: string; parts: string[]; text: string; status: string }[] {
+  function dsnsForAlice(): {
+    subject: string;
+    contentType: string;
+    reportType: string;
+    parts: string[];
+    text: string;
+    status: string;
+  }[] {
     const script = `
 import email, json, mailbox, sys
 from email import policy
@@ -146,15 +181,33 @@ print(json.dumps(out))
     assert.match(text, /^Subject: hello remote\r$/m);
     // our Received line on top (the next hop, or we ourselves, can count the hops)
     assert.ok(text.startsWith('Received: from laptop.test '), text.slice(0, 200));
-    assert.match(text, new RegExp(`^\tby ${HOSTNAME.replace(/\./g, '\\.')} \\(mailsrv\\) with ESMTPA id ${queueId}\r\n\tfor <friend@remote\\.test>; `, 'm'));
-    assert.match(text, /\r\n\r\nHello out there\.\r\n\.leading dot line\r\n/, 'the body arrives byte for byte, dot-unstuffed by the sink');
-    await eventually(() => daemon.find((e) => e.msg === 'removed' && e.queueId === queueId).length === 1, 5000, 'the entry leaves the queue');
+    assert.match(
+      text,
+      new RegExp(
+        `^\tby ${HOSTNAME.replace(/\./g, '\\.')} \\(mailsrv\\) with ESMTPA id ${queueId}\r\n\tfor <friend@remote\\.test>; `,
+        'm',
+      ),
+    );
+    assert.match(
+      text,
+      /\r\n\r\nHello out there\.\r\n\.leading dot line\r\n/,
+      'the body arrives byte for byte, dot-unstuffed by the sink',
+    );
+    await eventually(
+      () => daemon.find((e) => e.msg === 'removed' && e.queueId === queueId).length === 1,
+      5000,
+      'the entry leaves the queue',
+    );
   });
 
   test('MX preference order, and fallback to the second MX when the first refuses connections', async () => {
     const backup = await sink('127.0.0.23');
     const queueId = await submit(['someone@backup.test'], 'via the backup');
-    const sent = await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId, 15_000, 'the relay via mx2');
+    const sent = await daemon.waitForLog(
+      (e) => e.msg === 'delivered' && e.queueId === queueId,
+      15_000,
+      'the relay via mx2',
+    );
     assert.match(String(sent.relay), /^mx2\.backup\.test\[127\.0\.0\.23\]:25$/);
     assert.equal(backup.messages.length, 1);
     const asked = dns.queries.filter((q) => q.startsWith('mx1.backup.test') || q.startsWith('mx2.backup.test'));
@@ -162,9 +215,15 @@ print(json.dumps(out))
   });
 
   test('a 451 is retried (relay.retry) and then delivered; the sink sees the recipient twice', async () => {
-    const flaky = await sink('127.0.0.24', (_address, attempt) => (attempt === 1 ? [451, '4.3.0 try again later'] : undefined));
+    const flaky = await sink('127.0.0.24', (_address, attempt) =>
+      attempt === 1 ? [451, '4.3.0 try again later'] : undefined,
+    );
     const queueId = await submit(['twice@flaky.test'], 'retry me');
-    const deferred = await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === queueId, 15_000, 'the deferral');
+    const deferred = await daemon.waitForLog(
+      (e) => e.msg === 'deferred' && e.queueId === queueId,
+      15_000,
+      'the deferral',
+    );
     assert.match(String(deferred.reason), /451 4\.3\.0 try again later/);
     await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId, 15_000, 'the retry');
     assert.equal(flaky.rcptAttempts.get('twice@flaky.test'), 2);
@@ -172,12 +231,14 @@ print(json.dumps(out))
   });
 
   test('a 550 bounces: alice gets one multipart/report quoting the remote reply; a bounce is never bounced', async () => {
-    await sink('127.0.0.25', (address) => (address.startsWith('nobody') ? [550, '5.1.1 <nobody@strict.test>: no such user here'] : undefined));
+    await sink('127.0.0.25', (address) =>
+      address.startsWith('nobody') ? [550, '5.1.1 <nobody@strict.test>: no such user here'] : undefined,
+    );
     const before = dsnsForAlice().length;
     const queueId = await submit(['nobody@strict.test'], 'to nobody');
     const bounced = await daemon.waitForLog((e) => e.msg === 'bounced' && e.queueId === queueId, 15_000, 'the bounce');
     assert.equal(bounced.status, 'bounced');
-    await eventually(() => dsnsForAlice().length === before + 1, 15_000, 'the DSN in alice\'s mailbox');
+    await eventually(() => dsnsForAlice().length === before + 1, 15_000, "the DSN in alice's mailbox");
     const dsn = dsnsForAlice().at(-1)!;
     assert.equal(dsn.reportType, 'delivery-status');
     assert.deepEqual(dsn.parts, ['text/plain', 'message/delivery-status', 'text/rfc822-headers']);
@@ -194,15 +255,26 @@ print(json.dumps(out))
   test('a recipient still deferred after delay_warning: alice is warned once', async () => {
     const before = dsnsForAlice().filter((d) => /Delayed/.test(d.subject)).length;
     const queueId = await submit(['late@down.test'], 'waiting');
-    await daemon.waitForLogs((e) => e.msg === 'deferred' && e.queueId === queueId, 3, 20_000, 'three deferrals (nothing listens on mx.down.test)');
-    await eventually(() => dsnsForAlice().filter((d) => /Delayed/.test(d.subject)).length === before + 1, 15_000, 'one delay warning');
+    await daemon.waitForLogs(
+      (e) => e.msg === 'deferred' && e.queueId === queueId,
+      3,
+      20_000,
+      'three deferrals (nothing listens on mx.down.test)',
+    );
+    await eventually(
+      () => dsnsForAlice().filter((d) => /Delayed/.test(d.subject)).length === before + 1,
+      15_000,
+      'one delay warning',
+    );
     // while the MX is down, `mailsrv queue` shows the message, the recipient deferred, and why
     const listed = runCli(['queue', 'list', '-c', env.configPath]);
     assert.equal(listed.code, 0, listed.stderr);
     const block = listed.stdout.slice(listed.stdout.indexOf(queueId));
     assert.match(block, /late@down\.test\s+deferred/);
     assert.match(block, /4\.4\.\d .*mx\.down\.test.*(ECONNREFUSED|refused)/i);
-    const warning = dsnsForAlice().filter((d) => /Delayed/.test(d.subject)).at(-1)!;
+    const warning = dsnsForAlice()
+      .filter((d) => /Delayed/.test(d.subject))
+      .at(-1)!;
     assert.match(warning.status, /Action: delayed/);
     assert.match(warning.status, /Will-Retry-Until:/);
     await daemon.waitForLogs((e) => e.msg === 'deferred' && e.queueId === queueId, 5, 20_000, 'more deferrals');
@@ -212,9 +284,18 @@ print(json.dumps(out))
   test('an alias pointing at a remote address forwards; mynetworks clients relay without AUTH', async () => {
     const mx = sinks.find((s) => s.host === '127.0.0.21')!;
     const seen = mx.messages.length;
-    const viaAlias = await sendRaw(env.port, { from: 'stranger@outside.test', to: [`fwd@${DOMAIN}`], message: crlf('Subject: for the alias', '', 'forward me', '') });
+    const viaAlias = await sendRaw(env.port, {
+      from: 'stranger@outside.test',
+      to: [`fwd@${DOMAIN}`],
+      message: crlf('Subject: for the alias', '', 'forward me', ''),
+    });
     assert.ok(viaAlias.queueId, JSON.stringify(viaAlias));
-    const viaNetwork = await sendRaw(env.port, { from: 'cron@inside.test', to: ['ops@remote.test'], message: crlf('Subject: from mynetworks', '', 'hi', ''), localAddress: MYNETWORKS_CLIENT });
+    const viaNetwork = await sendRaw(env.port, {
+      from: 'cron@inside.test',
+      to: ['ops@remote.test'],
+      message: crlf('Subject: from mynetworks', '', 'hi', ''),
+      localAddress: MYNETWORKS_CLIENT,
+    });
     assert.ok(viaNetwork.queueId, JSON.stringify(viaNetwork));
     await eventually(() => mx.messages.length === seen + 2, 15_000, 'both at the remote MX');
     const forwarded = mx.messages.find((m) => m.to.includes('someone@remote.test'))!;
@@ -224,10 +305,21 @@ print(json.dumps(out))
 
   test('an MX that is this server: bounced as a loop, not sent round; a message with 51 Received headers is refused', async () => {
     const queueId = await submit(['someone@loop.test'], 'to myself');
-    const bounced = await daemon.waitForLog((e) => e.msg === 'bounced' && e.queueId === queueId, 15_000, 'the loop bounce');
+    const bounced = await daemon.waitForLog(
+      (e) => e.msg === 'bounced' && e.queueId === queueId,
+      15_000,
+      'the loop bounce',
+    );
     assert.match(String(bounced.reason), /^5\.4\.6 mail for loop\.test loops back to myself/);
-    const received = Array.from({ length: 51 }, (_, i) => `Received: from hop${i}.test by hop${i + 1}.test; ${new Date().toUTCString()}`);
-    const looping = await sendRaw(env.port, { from: 'x@outside.test', to: [`alice@${DOMAIN}`], message: crlf(...received, 'Subject: round and round', '', 'body', '') });
+    const received = Array.from(
+      { length: 51 },
+      (_, i) => `Received: from hop${i}.test by hop${i + 1}.test; ${new Date().toUTCString()}`,
+    );
+    const looping = await sendRaw(env.port, {
+      from: 'x@outside.test',
+      to: [`alice@${DOMAIN}`],
+      message: crlf(...received, 'Subject: round and round', '', 'body', ''),
+    });
     assert.equal(looping.end?.code, 554, looping.end?.raw);
     assert.match(looping.end!.raw, /5\.4\.6 Too many hops/);
   });
@@ -235,9 +327,19 @@ print(json.dumps(out))
   test('open-relay tricks from outside mynetworks are refused or stay local, never relayed', async () => {
     const mx = sinks.find((s) => s.host === '127.0.0.21')!;
     const seen = mx.messages.length;
-    const tricks = ['user%remote.test@' + DOMAIN, `@${DOMAIN}:user@remote.test`, `"user@remote.test"@${DOMAIN}`, `remote.test!user@${DOMAIN}`, 'user@remote.test'];
+    const tricks = [
+      `user%remote.test@${DOMAIN}`,
+      `@${DOMAIN}:user@remote.test`,
+      `"user@remote.test"@${DOMAIN}`,
+      `remote.test!user@${DOMAIN}`,
+      'user@remote.test',
+    ];
     for (const trick of tricks) {
-      const replies = await smtpDialog(env.port, ['EHLO outside.test', 'MAIL FROM:<x@outside.test>', `RCPT TO:<${trick}>`]);
+      const replies = await smtpDialog(env.port, [
+        'EHLO outside.test',
+        'MAIL FROM:<x@outside.test>',
+        `RCPT TO:<${trick}>`,
+      ]);
       const rcpt = replies[3]!;
       assert.ok(rcpt.code >= 500, `${trick}: ${rcpt.raw}`);
     }
@@ -251,31 +353,60 @@ print(json.dumps(out))
     await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === queueId, 15_000, 'the deferral');
     await daemon.kill9();
     daemon = await startDaemon(env);
-    await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId, 15_000, 'delivery after the restart');
+    await daemon.waitForLog(
+      (e) => e.msg === 'delivered' && e.queueId === queueId,
+      15_000,
+      'delivery after the restart',
+    );
     const flaky = sinks.find((s) => s.host === '127.0.0.24')!;
     assert.equal(flaky.messages.filter((m) => m.to.includes('again@flaky.test')).length, 1);
   });
 });
 
-describe('outbound relay: expiry', { skip: RUN_AS_ROOT ? false : 'needs root: the remote MX sinks listen on port 25' }, () => {
+describe('outbound relay: expiry', {
+  skip: RUN_AS_ROOT ? false : 'needs root: the remote MX sinks listen on port 25',
+}, () => {
   test('a recipient still deferred after max_queue_lifetime expires and bounces to the sender', async () => {
     const dns = await startDnsZone(ZONE);
     const submissionPort = await freePort();
     const env = await makeEnv({
       config: {
         smtp: { submission: [`127.0.0.1:${submissionPort}`] },
-        relay: { dns_servers: [dns.server], retry: ['1s'], connect_timeout: '2s', delay_warning: '1h', max_queue_lifetime: '3s' },
+        relay: {
+          dns_servers: [dns.server],
+          retry: ['1s'],
+          connect_timeout: '2s',
+          delay_warning: '1h',
+          max_queue_lifetime: '3s',
+        },
       },
     });
     const daemon = await startDaemon(env);
     try {
-      const transport = nodemailer.createTransport({ host: '127.0.0.1', port: submissionPort, secure: false, ignoreTLS: true, auth: { user: 'alice', pass: PASSWORD } });
-      const info = await transport.sendMail({ envelope: { from: `alice@${DOMAIN}`, to: ['gone@down.test'] }, raw: crlf(`From: alice@${DOMAIN}`, 'Subject: never arrives', '', 'x', '') });
+      const transport = nodemailer.createTransport({
+        host: '127.0.0.1',
+        port: submissionPort,
+        secure: false,
+        ignoreTLS: true,
+        auth: { user: 'alice', pass: PASSWORD },
+      });
+      const info = await transport.sendMail({
+        envelope: { from: `alice@${DOMAIN}`, to: ['gone@down.test'] },
+        raw: crlf(`From: alice@${DOMAIN}`, 'Subject: never arrives', '', 'x', ''),
+      });
       transport.close();
       const queueId = queueIdOf(String(info.response))!;
-      const expired = await daemon.waitForLog((e) => e.msg === 'expired' && e.queueId === queueId, 20_000, 'the expiry');
+      const expired = await daemon.waitForLog(
+        (e) => e.msg === 'expired' && e.queueId === queueId,
+        20_000,
+        'the expiry',
+      );
       assert.equal(expired.status, 'expired');
-      await eventually(() => readMailbox(env.mailbox('alice')).messages.some((m) => /^From MAILER-DAEMON /.test(m.fromLine)), 15_000, 'the bounce for alice');
+      await eventually(
+        () => readMailbox(env.mailbox('alice')).messages.some((m) => /^From MAILER-DAEMON /.test(m.fromLine)),
+        15_000,
+        'the bounce for alice',
+      );
       const bounce = readMailbox(env.mailbox('alice')).messages.find((m) => /^From MAILER-DAEMON /.test(m.fromLine))!;
       const text = bounce.original.toString('latin1');
       assert.match(text, /multipart\/report; report-type=delivery-status/);
@@ -293,7 +424,10 @@ describe('outbound relay: smarthost', () => {
   test('with relay.relayhost everything goes to the smarthost, no MX lookup, our Received line on top', async () => {
     const smarthost = await startSmtpSink();
     const env = await makeEnv({
-      config: { mynetworks: [`${MYNETWORKS_CLIENT}/32`], relay: { relayhost: `127.0.0.1:${smarthost.port}`, dns_servers: ['127.0.0.1:9'], retry: ['1s'] } },
+      config: {
+        mynetworks: [`${MYNETWORKS_CLIENT}/32`],
+        relay: { relayhost: `127.0.0.1:${smarthost.port}`, dns_servers: ['127.0.0.1:9'], retry: ['1s'] },
+      },
     });
     const daemon = await startDaemon(env);
     try {
@@ -304,9 +438,19 @@ describe('outbound relay: smarthost', () => {
         localAddress: MYNETWORKS_CLIENT,
       });
       assert.ok(result.queueId, JSON.stringify(result));
-      await daemon.waitForLogs((e) => e.msg === 'delivered' && e.queueId === result.queueId, 2, 15_000, 'both recipients at the smarthost');
-      const relays = daemon.find((e) => e.msg === 'delivered' && e.queueId === result.queueId).map((e) => String(e.relay));
-      assert.ok(relays.every((r) => r === `[127.0.0.1]:${smarthost.port}`), relays.join(', '));
+      await daemon.waitForLogs(
+        (e) => e.msg === 'delivered' && e.queueId === result.queueId,
+        2,
+        15_000,
+        'both recipients at the smarthost',
+      );
+      const relays = daemon
+        .find((e) => e.msg === 'delivered' && e.queueId === result.queueId)
+        .map((e) => String(e.relay));
+      assert.ok(
+        relays.every((r) => r === `[127.0.0.1]:${smarthost.port}`),
+        relays.join(', '),
+      );
       const got = smarthost.messages.flatMap((m) => m.to).sort();
       assert.deepEqual(got, ['a@one.example', 'b@two.example']);
       assert.ok(smarthost.messages.every((m) => m.from === 'cron@inside.test'));

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import {
   crlf,
-  Daemon,
+  type Daemon,
   DOMAIN,
   expectedMboxrd,
   makeEnv,
@@ -26,7 +26,29 @@ import {
   type Transaction,
 } from './harness.js';
 
-const USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi', 'ivan', 'judy', 'kate', 'leo', 'mike', 'nina', 'otto', 'pat', 'quinn', 'rita', 'sam', 'tina', 'uma'];
+const USERS = [
+  'alice',
+  'bob',
+  'carol',
+  'dave',
+  'erin',
+  'frank',
+  'grace',
+  'heidi',
+  'ivan',
+  'judy',
+  'kate',
+  'leo',
+  'mike',
+  'nina',
+  'otto',
+  'pat',
+  'quinn',
+  'rita',
+  'sam',
+  'tina',
+  'uma',
+];
 const ALIASES = [
   '# test aliases',
   'postmaster: nina',
@@ -40,7 +62,8 @@ const ALIASES = [
   '',
 ].join('\n');
 
-const FROM_LINE = /^From (\S+) (Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ( \d|\d\d) \d\d:\d\d:\d\d \d{4}$/;
+const FROM_LINE =
+  /^From (\S+) (Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ( \d|\d\d) \d\d:\d\d:\d\d \d{4}$/;
 
 describe('smtp delivery into mbox', () => {
   let env: TestEnv;
@@ -65,16 +88,27 @@ describe('smtp delivery into mbox', () => {
     const queueId = result.queueId;
     assert.ok(queueId, `250 names no queue id: ${result.end?.raw}`);
     for (const user of users) {
-      await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId && e.user === user, 10_000, `delivered ${queueId} to ${user}`);
+      await daemon.waitForLog(
+        (e) => e.msg === 'delivered' && e.queueId === queueId && e.user === user,
+        10_000,
+        `delivered ${queueId} to ${user}`,
+      );
     }
     return queueId;
   }
 
   function onlyMessage(user: string) {
     const mbox = readMailboxOf(user);
-    assert.equal(mbox.messages.length, 1, `${user} should have exactly one message; mbox:\n${mbox.raw.toString('latin1')}`);
+    assert.equal(
+      mbox.messages.length,
+      1,
+      `${user} should have exactly one message; mbox:\n${mbox.raw.toString('latin1')}`,
+    );
     const msg = mbox.messages[0]!;
-    assert.ok(msg.trace, `trace headers (Return-Path, Delivered-To, Received, X-Delivery-ID) missing or out of order:\n${msg.body.toString('latin1').slice(0, 600)}`);
+    assert.ok(
+      msg.trace,
+      `trace headers (Return-Path, Delivered-To, Received, X-Delivery-ID) missing or out of order:\n${msg.body.toString('latin1').slice(0, 600)}`,
+    );
     return msg;
   }
 
@@ -109,7 +143,13 @@ describe('smtp delivery into mbox', () => {
       '',
       'last line',
     );
-    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: env.port, secure: false, ignoreTLS: true, name: 'client.test' });
+    const transport = nodemailer.createTransport({
+      host: '127.0.0.1',
+      port: env.port,
+      secure: false,
+      ignoreTLS: true,
+      name: 'client.test',
+    });
     const info = await transport.sendMail({ envelope: { from: 'sender@client.test', to: [addr('alice')] }, raw });
     transport.close();
     const queueId = queueIdOf(String(info.response));
@@ -140,7 +180,10 @@ describe('smtp delivery into mbox', () => {
     assert.ok(msg.trace!.deliveryId.trim().length > 0, 'X-Delivery-ID is empty');
     assert.equal(msg.original.toString('latin1'), expectedMboxrd(raw).toString('latin1'));
     // and the quoting really happened (not only equal by accident)
-    assert.match(msg.original.toString('latin1'), /\n>From the start of a line\n>>From already quoted once\n>>>From quoted twice\nFrom\nFromage/);
+    assert.match(
+      msg.original.toString('latin1'),
+      /\n>From the start of a line\n>>From already quoted once\n>>>From quoted twice\nFrom\nFromage/,
+    );
     assert.equal(statSync(env.mailbox('alice')).mode & 0o777, 0o600, 'mailbox mode should be 0600');
   });
 
@@ -165,7 +208,19 @@ describe('smtp delivery into mbox', () => {
     const high = Buffer.alloc(128);
     for (let i = 0; i < 128; i++) high[i] = 0x80 + i;
     const message = Buffer.concat([
-      Buffer.from(crlf('From: eight@client.test', `To: ${addr('erin')}`, 'Subject: 8bit', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, 'Content-Type: text/plain; charset=iso-8859-1', 'Content-Transfer-Encoding: 8bit', ''), 'latin1'),
+      Buffer.from(
+        crlf(
+          'From: eight@client.test',
+          `To: ${addr('erin')}`,
+          'Subject: 8bit',
+          `Date: ${rfcDate()}`,
+          `Message-ID: ${messageId()}`,
+          'Content-Type: text/plain; charset=iso-8859-1',
+          'Content-Transfer-Encoding: 8bit',
+          '',
+        ),
+        'latin1',
+      ),
       Buffer.from('all high bytes: ', 'latin1'),
       high,
       Buffer.from('\r\n', 'latin1'),
@@ -174,7 +229,10 @@ describe('smtp delivery into mbox', () => {
     ]);
     await deliver({ from: 'eight@client.test', to: [addr('erin')], message, mailParams: 'BODY=8BITMIME' }, ['erin']);
     const msg = onlyMessage('erin');
-    assert.ok(msg.original.equals(expectedMboxrd(message)), `8-bit body changed:\n${msg.original.toString('hex')}\nexpected\n${expectedMboxrd(message).toString('hex')}`);
+    assert.ok(
+      msg.original.equals(expectedMboxrd(message)),
+      `8-bit body changed:\n${msg.original.toString('hex')}\nexpected\n${expectedMboxrd(message).toString('hex')}`,
+    );
     assert.ok(msg.original.includes(high), 'the 128 high bytes are not in the stored message');
   });
 
@@ -186,7 +244,14 @@ describe('smtp delivery into mbox', () => {
       assert.equal((await client.cmd(`RCPT TO:<${addr('frank')}>`)).code, 250);
       assert.equal((await client.cmd('DATA')).code, 354);
       const part1 =
-        crlf('From: lf@client.test', `To: ${addr('frank')}`, 'Subject: smuggling', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '') +
+        crlf(
+          'From: lf@client.test',
+          `To: ${addr('frank')}`,
+          'Subject: smuggling',
+          `Date: ${rfcDate()}`,
+          `Message-ID: ${messageId()}`,
+          '',
+        ) +
         'line1\n.\nMAIL FROM:<evil@client.test>\nRCPT TO:<judy@example.test>\nDATA\nSubject: smuggled\n\nevil\n.\nline2\r\n';
       client.write(part1);
       const early = await client.replyWithin(800);
@@ -205,7 +270,11 @@ describe('smtp delivery into mbox', () => {
       assert.equal(msg.original.toString('latin1'), expectedMboxrd(part1).toString('latin1'));
       assert.ok(msg.original.toString('latin1').includes('line1\n.\nMAIL FROM:<evil@client.test>\n'));
       assert.equal(readMailboxOf('judy').exists, false, 'the smuggled message was delivered to judy');
-      assert.equal(daemon.find((e) => e.msg === 'queued' && e.from === 'evil@client.test').length, 0, 'a smuggled message was queued');
+      assert.equal(
+        daemon.find((e) => e.msg === 'queued' && e.from === 'evil@client.test').length,
+        0,
+        'a smuggled message was queued',
+      );
     } finally {
       client.destroy();
     }
@@ -215,7 +284,10 @@ describe('smtp delivery into mbox', () => {
     const { client } = await SmtpClient.connect(env.port);
     try {
       const ehlo = await client.cmd('EHLO client.test');
-      assert.ok(ehlo.lines.some((l) => /^PIPELINING\b/i.test(l)), `EHLO does not advertise PIPELINING: ${ehlo.raw}`);
+      assert.ok(
+        ehlo.lines.some((l) => /^PIPELINING\b/i.test(l)),
+        `EHLO does not advertise PIPELINING: ${ehlo.raw}`,
+      );
       client.write(
         'MAIL FROM:<pipe@client.test>\r\n' +
           `RCPT TO:<${addr('grace')}>\r\n` +
@@ -229,7 +301,14 @@ describe('smtp delivery into mbox', () => {
         [250, 250, 550, 250, 354],
         replies.map((r) => r.raw).join('\n'),
       );
-      const message = crlf('From: pipe@client.test', 'Subject: pipelined', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', 'body');
+      const message = crlf(
+        'From: pipe@client.test',
+        'Subject: pipelined',
+        `Date: ${rfcDate()}`,
+        `Message-ID: ${messageId()}`,
+        '',
+        'body',
+      );
       client.write(`${message}.\r\nQUIT\r\n`);
       const [end, bye] = await client.readN(2);
       assert.equal(end!.code, 250, end!.raw);
@@ -249,10 +328,21 @@ describe('smtp delivery into mbox', () => {
   });
 
   test('alias expansion: one copy per user, the same user via alias and directly gets one copy', async () => {
-    const message = crlf('From: alias@client.test', 'Subject: alias fan-out', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', 'hello team');
+    const message = crlf(
+      'From: alias@client.test',
+      'Subject: alias fan-out',
+      `Date: ${rfcDate()}`,
+      `Message-ID: ${messageId()}`,
+      '',
+      'hello team',
+    );
     // team → bob, carol; everyone → team, leo; carol directly too; leo twice directly
     const queueId = await deliver(
-      { from: 'alias@client.test', to: [`team@${DOMAIN}`, addr('carol'), `everyone@${DOMAIN}`, addr('leo'), addr('leo')], message },
+      {
+        from: 'alias@client.test',
+        to: [`team@${DOMAIN}`, addr('carol'), `everyone@${DOMAIN}`, addr('leo'), addr('leo')],
+        message,
+      },
       ['bob', 'carol', 'leo'],
     );
     await daemon.waitForLog((e) => e.msg === 'removed' && e.queueId === queueId);
@@ -273,11 +363,17 @@ describe('smtp delivery into mbox', () => {
       assert.equal((await client.cmd('MAIL FROM:<one@client.test>')).code, 250);
       assert.equal((await client.cmd(`RCPT TO:<${addr('sam')}>`)).code, 250);
       assert.equal((await client.cmd('RSET')).code, 250);
-      for (const [user, subject] of [['tina', 'first'], ['sam', 'second'], ['tina', 'third']] as const) {
+      for (const [user, subject] of [
+        ['tina', 'first'],
+        ['sam', 'second'],
+        ['tina', 'third'],
+      ] as const) {
         assert.equal((await client.cmd(`MAIL FROM:<${subject}@client.test>`)).code, 250);
         assert.equal((await client.cmd(`RCPT TO:<${addr(user)}>`)).code, 250);
         assert.equal((await client.cmd('DATA')).code, 354);
-        const end = await client.data(crlf(`Subject: ${subject}`, `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', subject));
+        const end = await client.data(
+          crlf(`Subject: ${subject}`, `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', subject),
+        );
         assert.equal(end.code, 250, end.raw);
         ids.push(queueIdOf(end)!);
       }
@@ -286,16 +382,31 @@ describe('smtp delivery into mbox', () => {
     }
     for (const id of ids) await daemon.waitForLog((e) => e.msg === 'removed' && e.queueId === id);
     assert.equal(new Set(ids).size, 3);
-    const subjectsOf = (user: string) => readMailboxOf(user).messages.map((m) => /^Subject: (.*)$/m.exec(m.original.toString('latin1'))?.[1]);
+    const subjectsOf = (user: string) =>
+      readMailboxOf(user).messages.map((m) => /^Subject: (.*)$/m.exec(m.original.toString('latin1'))?.[1]);
     assert.deepEqual(subjectsOf('tina'), ['first', 'third']);
     assert.deepEqual(subjectsOf('sam'), ['second']);
-    assert.deepEqual(readMailboxOf('tina').messages.map((m) => m.trace!.returnPath), ['<first@client.test>', '<third@client.test>']);
+    assert.deepEqual(
+      readMailboxOf('tina').messages.map((m) => m.trace!.returnPath),
+      ['<first@client.test>', '<third@client.test>'],
+    );
   });
 
   test('alias loops: no hang, no crash; a loop that reaches a user delivers one copy', async () => {
-    const [, , , loop] = await smtpDialog(env.port, ['EHLO client.test', 'MAIL FROM:<loop@client.test>', `RCPT TO:<loop1@${DOMAIN}>`]);
+    const [, , , loop] = await smtpDialog(env.port, [
+      'EHLO client.test',
+      'MAIL FROM:<loop@client.test>',
+      `RCPT TO:<loop1@${DOMAIN}>`,
+    ]);
     assert.ok(loop!.code >= 400, `a pure alias loop was accepted: ${loop!.raw}`);
-    const message = crlf('From: loop@client.test', 'Subject: ring', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', 'x');
+    const message = crlf(
+      'From: loop@client.test',
+      'Subject: ring',
+      `Date: ${rfcDate()}`,
+      `Message-ID: ${messageId()}`,
+      '',
+      'x',
+    );
     await deliver({ from: 'loop@client.test', to: [`ring1@${DOMAIN}`, `ring2@${DOMAIN}`], message }, ['rita']);
     await sleep(300);
     assert.equal(readMailboxOf('rita').messages.length, 1);
@@ -319,7 +430,13 @@ describe('smtp delivery into mbox', () => {
       '\tcontinuation of X-Keywords',
     ];
     const kept1 = ['From: strip@client.test', `To: ${addr('ivan')}`];
-    const kept2 = ['Subject: strip test', 'X-UIDL-Like: kept, another name', 'X-Status-Report: kept', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`];
+    const kept2 = [
+      'Subject: strip test',
+      'X-UIDL-Like: kept, another name',
+      'X-Status-Report: kept',
+      `Date: ${rfcDate()}`,
+      `Message-ID: ${messageId()}`,
+    ];
     const body = ['', 'body line', 'Status: RO is body text', 'X-UIDL: body text too', 'Content-Length: 1'];
     const sent = crlf(...kept1, forged[0]!, forged[1]!, ...kept2, ...forged.slice(2), ...body);
     const want = crlf(...kept1, ...kept2, ...body);
@@ -327,7 +444,13 @@ describe('smtp delivery into mbox', () => {
     const msg = onlyMessage('ivan');
     assert.equal(msg.original.toString('latin1'), expectedMboxrd(want).toString('latin1'));
     assert.notEqual(msg.trace!.deliveryId, 'forged-delivery-id');
-    assert.equal(msg.body.toString('latin1').split('\n').filter((l) => /^x-delivery-id:/i.test(l)).length, 1);
+    assert.equal(
+      msg.body
+        .toString('latin1')
+        .split('\n')
+        .filter((l) => /^x-delivery-id:/i.test(l)).length,
+      1,
+    );
   });
 
   test('HELO and MAIL FROM with NUL, CR or other control characters are refused', async () => {
@@ -335,8 +458,12 @@ describe('smtp delivery into mbox', () => {
     const badHelos = ['bad\x00helo', 'bad\rhelo', 'bad\x01helo', 'bad\x1bhelo', 'bad\x7fhelo'];
     for (const helo of badHelos) {
       const r = await sendRaw(env.port, { helo, from: 'ok@client.test', to: [addr('judy')], message });
-      const refused = r.ehlo.code >= 500 || r.mail.code >= 500 || r.rcpt.some((x) => x.code >= 500) || (r.data?.code ?? 500) >= 500;
-      assert.ok(refused && r.end === null, `HELO ${JSON.stringify(helo)} accepted: ${JSON.stringify({ ehlo: r.ehlo.raw, mail: r.mail.raw, end: r.end?.raw })}`);
+      const refused =
+        r.ehlo.code >= 500 || r.mail.code >= 500 || r.rcpt.some((x) => x.code >= 500) || (r.data?.code ?? 500) >= 500;
+      assert.ok(
+        refused && r.end === null,
+        `HELO ${JSON.stringify(helo)} accepted: ${JSON.stringify({ ehlo: r.ehlo.raw, mail: r.mail.raw, end: r.end?.raw })}`,
+      );
     }
     // plain HELO too
     const { client } = await SmtpClient.connect(env.port);
@@ -349,7 +476,13 @@ describe('smtp delivery into mbox', () => {
     } finally {
       await client.quit();
     }
-    const badSenders = ['a\x00b@client.test', 'a\rb@client.test', 'a\x01b@client.test', 'a\x1bb@client.test', 'a\x7fb@client.test'];
+    const badSenders = [
+      'a\x00b@client.test',
+      'a\rb@client.test',
+      'a\x01b@client.test',
+      'a\x1bb@client.test',
+      'a\x7fb@client.test',
+    ];
     for (const from of badSenders) {
       const r = await sendRaw(env.port, { from, to: [addr('judy')], message });
       assert.ok(r.mail.code >= 500, `MAIL FROM:<${JSON.stringify(from)}> got ${r.mail.raw}`);
@@ -361,8 +494,20 @@ describe('smtp delivery into mbox', () => {
   });
 
   test('postmaster (bare, @hostname, @localhost, any case) is delivered through its alias', async () => {
-    const message = crlf('From: pm@client.test', 'Subject: to postmaster', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', 'hi');
-    const forms = ['postmaster', 'PostMaster@mx.test.local', 'postmaster@localhost', `POSTMASTER@${DOMAIN.toUpperCase()}`];
+    const message = crlf(
+      'From: pm@client.test',
+      'Subject: to postmaster',
+      `Date: ${rfcDate()}`,
+      `Message-ID: ${messageId()}`,
+      '',
+      'hi',
+    );
+    const forms = [
+      'postmaster',
+      'PostMaster@mx.test.local',
+      'postmaster@localhost',
+      `POSTMASTER@${DOMAIN.toUpperCase()}`,
+    ];
     for (const to of forms) {
       await deliver({ from: 'pm@client.test', to: [to], message }, ['nina']);
     }
@@ -371,14 +516,31 @@ describe('smtp delivery into mbox', () => {
   });
 
   test('recipient case does not matter: Mike@Example.TEST lands in spool_dir/mike', async () => {
-    const message = crlf('From: case@client.test', 'Subject: case', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', 'x');
+    const message = crlf(
+      'From: case@client.test',
+      'Subject: case',
+      `Date: ${rfcDate()}`,
+      `Message-ID: ${messageId()}`,
+      '',
+      'x',
+    );
     await deliver({ from: 'case@client.test', to: ['Mike@Example.TEST'], message }, ['mike']);
     assert.equal(onlyMessage('mike').original.toString('latin1'), expectedMboxrd(message).toString('latin1'));
-    assert.deepEqual(readdirSync(env.spoolDir).filter((f) => /^mike/i.test(f) && f !== 'mike' && f !== 'mike.lock'), []);
+    assert.deepEqual(
+      readdirSync(env.spoolDir).filter((f) => /^mike/i.test(f) && f !== 'mike' && f !== 'mike.lock'),
+      [],
+    );
   });
 
   test('null sender <> is accepted: From MAILER-DAEMON and Return-Path: <>', async () => {
-    const message = crlf('From: MAILER-DAEMON@client.test', 'Subject: bounce', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', 'undeliverable');
+    const message = crlf(
+      'From: MAILER-DAEMON@client.test',
+      'Subject: bounce',
+      `Date: ${rfcDate()}`,
+      `Message-ID: ${messageId()}`,
+      '',
+      'undeliverable',
+    );
     await deliver({ from: '', to: [addr('otto')], message }, ['otto']);
     const msg = onlyMessage('otto');
     assert.match(msg.fromLine, /^From MAILER-DAEMON /);
@@ -390,7 +552,8 @@ describe('smtp delivery into mbox', () => {
     const message =
       'From someone@client.test Mon Jan  5 10:00:00 2026\r\n' +
       crlf('Subject: odd shapes', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, 'X-Header-Bare-CR: a\rb', '') +
-      'L'.repeat(10_000) + '\r\n' +
+      'L'.repeat(10_000) +
+      '\r\n' +
       'bare\rCR inside\r\n' +
       'ends with CR\r\r\n' +
       'no blank line needed\r\n';
@@ -402,7 +565,17 @@ describe('smtp delivery into mbox', () => {
 
   test('SMTPUTF8: a UTF-8 sender and header are stored unchanged', async () => {
     const sender = 'j\u00fcrgen@client.test';
-    const message = Buffer.from(crlf('From: J\u00fcrgen <' + sender + '>', 'Subject: Gr\u00fc\u00dfe \u2603', `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', 'h\u00e9llo'), 'utf8');
+    const message = Buffer.from(
+      crlf(
+        `From: J\u00fcrgen <${sender}>`,
+        'Subject: Gr\u00fc\u00dfe \u2603',
+        `Date: ${rfcDate()}`,
+        `Message-ID: ${messageId()}`,
+        '',
+        'h\u00e9llo',
+      ),
+      'utf8',
+    );
     const { client } = await SmtpClient.connect(env.port);
     try {
       assert.equal((await client.cmd('EHLO client.test')).code, 250);
@@ -425,7 +598,19 @@ describe('smtp delivery into mbox', () => {
   test('recipient names that could escape the spool directory are refused; no file is created', async () => {
     const before = new Set(readdirSync(env.dir));
     const spoolBefore = new Set(readdirSync(env.spoolDir));
-    const evil = ['../escape', '..', '.', 'a/b', '../../tmp/x', '.hidden', 'alice/../bob', '"../quoted"', 'users', 'alice.lock', '-rf'];
+    const evil = [
+      '../escape',
+      '..',
+      '.',
+      'a/b',
+      '../../tmp/x',
+      '.hidden',
+      'alice/../bob',
+      '"../quoted"',
+      'users',
+      'alice.lock',
+      '-rf',
+    ];
     const { client } = await SmtpClient.connect(env.port);
     try {
       await client.cmd('EHLO client.test');
@@ -438,8 +623,14 @@ describe('smtp delivery into mbox', () => {
       await client.quit();
     }
     await sleep(300);
-    assert.deepEqual(readdirSync(env.dir).filter((f) => !before.has(f)), []);
-    assert.deepEqual(readdirSync(env.spoolDir).filter((f) => !spoolBefore.has(f)), []);
+    assert.deepEqual(
+      readdirSync(env.dir).filter((f) => !before.has(f)),
+      [],
+    );
+    assert.deepEqual(
+      readdirSync(env.spoolDir).filter((f) => !spoolBefore.has(f)),
+      [],
+    );
   });
 
   test('real clients: swaks (with PIPELINING) and Python smtplib deliver', async (t) => {
@@ -448,7 +639,23 @@ describe('smtp delivery into mbox', () => {
     if (swaks.status === 0) {
       const r = spawnSync(
         'swaks',
-        ['--server', '127.0.0.1', '--port', String(env.port), '--helo', 'swaks.test', '--from', 'swaks@client.test', '--to', addr('uma'), '--pipeline', '--header', 'Subject: via swaks', '--body', 'hello from swaks'],
+        [
+          '--server',
+          '127.0.0.1',
+          '--port',
+          String(env.port),
+          '--helo',
+          'swaks.test',
+          '--from',
+          'swaks@client.test',
+          '--to',
+          addr('uma'),
+          '--pipeline',
+          '--header',
+          'Subject: via swaks',
+          '--body',
+          'hello from swaks',
+        ],
         { encoding: 'utf8', timeout: 20_000 },
       );
       assert.equal(r.status, 0, `swaks failed:\n${r.stdout}\n${r.stderr}`);
@@ -486,7 +693,10 @@ describe('smtp delivery into mbox', () => {
     assert.equal(stored.length, ids.length);
     const last = stored[stored.length - 1]!;
     assert.match(last.trace!.received, /^from smtplib\.test /);
-    assert.ok(last.original.toString('latin1').endsWith('hello from smtplib\n.dot line\n'), last.original.toString('latin1'));
+    assert.ok(
+      last.original.toString('latin1').endsWith('hello from smtplib\n.dot line\n'),
+      last.original.toString('latin1'),
+    );
     if (ids.length === 2) {
       assert.match(stored[0]!.trace!.received, /^from swaks\.test /);
       assert.match(stored[0]!.original.toString('latin1'), /^Subject: via swaks$/m);
@@ -494,7 +704,13 @@ describe('smtp delivery into mbox', () => {
   });
 
   test('several messages in one mailbox: Python mailbox.mbox reads the expected count and subjects', async () => {
-    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: env.port, secure: false, ignoreTLS: true, name: 'client.test' });
+    const transport = nodemailer.createTransport({
+      host: '127.0.0.1',
+      port: env.port,
+      secure: false,
+      ignoreTLS: true,
+      name: 'client.test',
+    });
     const subjects = ['first message', 'second message', 'third message'];
     const ids: string[] = [];
     for (const subject of subjects) {
@@ -507,12 +723,16 @@ describe('smtp delivery into mbox', () => {
       ids.push(queueIdOf(String(info.response))!);
     }
     transport.close();
-    for (const id of ids) await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === id && e.user === 'kate');
+    for (const id of ids)
+      await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === id && e.user === 'kate');
     const ours = readMailboxOf('kate');
     assert.equal(ours.messages.length, 3);
     const py = pythonMbox(env.mailbox('kate'));
     assert.equal(py.count, 3, `Python counts ${py.count} messages`);
-    assert.deepEqual(py.messages.map((m) => m.subject), subjects);
+    assert.deepEqual(
+      py.messages.map((m) => m.subject),
+      subjects,
+    );
     for (const m of py.messages) assert.match(m.from_, /^py@client\.test /);
     // every mailbox written by this daemon parses with Python to the same count as ours
     for (const user of USERS) {

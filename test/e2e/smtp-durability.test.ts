@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import {
   crlf,
-  Daemon,
+  type Daemon,
   DOMAIN,
   eventually,
   makeEnv,
@@ -29,12 +29,22 @@ const addr = (user: string) => `${user}@${DOMAIN}`;
 const setup = envForTest;
 
 function message(subject: string, to: string): string {
-  return crlf('From: durable@client.test', `To: ${to}`, `Subject: ${subject}`, `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, '', `body of ${subject}`);
+  return crlf(
+    'From: durable@client.test',
+    `To: ${to}`,
+    `Subject: ${subject}`,
+    `Date: ${rfcDate()}`,
+    `Message-ID: ${messageId()}`,
+    '',
+    `body of ${subject}`,
+  );
 }
 
 /** Subjects of the messages stored in a mailbox (our parser), in order. */
 function subjects(env: TestEnv, user: string): string[] {
-  return readMailbox(env.mailbox(user)).messages.map((m) => /^Subject: (.*)$/m.exec(m.original.toString('latin1'))?.[1] ?? '(none)');
+  return readMailbox(env.mailbox(user)).messages.map(
+    (m) => /^Subject: (.*)$/m.exec(m.original.toString('latin1'))?.[1] ?? '(none)',
+  );
 }
 
 function countOf(list: string[], value: string): number {
@@ -61,12 +71,23 @@ describe('smtp durability', () => {
     const responses: string[] = [];
     await Promise.all(
       Array.from({ length: CLIENTS }, async (_, c) => {
-        const transport = nodemailer.createTransport({ host: '127.0.0.1', port: env.port, secure: false, ignoreTLS: true, name: `client${c}.test` });
+        const transport = nodemailer.createTransport({
+          host: '127.0.0.1',
+          port: env.port,
+          secure: false,
+          ignoreTLS: true,
+          name: `client${c}.test`,
+        });
         try {
           for (let m = 0; m < PER_CLIENT; m++) {
             const subject = `load c${c} m${m}`;
             expected.add(subject);
-            const info = await transport.sendMail({ from: `sender${c}@client.test`, to: addr('load'), subject, text: `message ${m} of client ${c}\nFrom a line to quote\n` });
+            const info = await transport.sendMail({
+              from: `sender${c}@client.test`,
+              to: addr('load'),
+              subject,
+              text: `message ${m} of client ${c}\nFrom a line to quote\n`,
+            });
             responses.push(String(info.response));
           }
         } finally {
@@ -76,9 +97,17 @@ describe('smtp durability', () => {
     );
     assert.equal(responses.length, 500);
     const ids = responses.map((r) => queueIdOf(r));
-    assert.ok(ids.every((id) => id !== null), 'a 250 without a queue id');
+    assert.ok(
+      ids.every((id) => id !== null),
+      'a 250 without a queue id',
+    );
     assert.equal(new Set(ids).size, 500, 'queue ids are not unique');
-    await daemon.waitForLogs((e) => e.msg === 'delivered' && e.user === 'load', 500, 90_000, 'delivered lines for load');
+    await daemon.waitForLogs(
+      (e) => e.msg === 'delivered' && e.user === 'load',
+      500,
+      90_000,
+      'delivered lines for load',
+    );
     await sleep(1000);
     const delivered = daemon.find((e) => e.msg === 'delivered' && e.user === 'load');
     assert.equal(delivered.length, 500, 'more than 500 delivered lines');
@@ -111,11 +140,19 @@ describe('smtp durability', () => {
     client.destroy();
     assert.equal(end.code, 250, end.raw);
     const queueId = queueIdOf(end)!;
-    assert.equal(daemon.find((e) => e.msg === 'delivered' && e.queueId === queueId).length, 0, 'delivered despite the lock');
+    assert.equal(
+      daemon.find((e) => e.msg === 'delivered' && e.queueId === queueId).length,
+      0,
+      'delivered despite the lock',
+    );
     execFileSync('dotlockfile', ['-u', lock]);
     locked = false;
     daemon = await start();
-    await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId, 10_000, `delivered ${queueId} after restart`);
+    await daemon.waitForLog(
+      (e) => e.msg === 'delivered' && e.queueId === queueId,
+      10_000,
+      `delivered ${queueId} after restart`,
+    );
     await daemon.waitForLog((e) => e.msg === 'removed' && e.queueId === queueId);
     await sleep(1500);
     assert.deepEqual(subjects(env, 'alice'), ['killed after 250']);
@@ -146,7 +183,9 @@ describe('smtp durability', () => {
       client.destroy();
       undeliveredAtKill += burst - daemon.find((e) => e.msg === 'delivered').length;
     }
-    t.diagnostic(`${undeliveredAtKill} of ${accepted.length} accepted messages had no "delivered" line when the daemon was killed`);
+    t.diagnostic(
+      `${undeliveredAtKill} of ${accepted.length} accepted messages had no "delivered" line when the daemon was killed`,
+    );
     const daemon = await start();
     await eventually(
       () => {
@@ -158,7 +197,9 @@ describe('smtp durability', () => {
     );
     assert.ok(daemon.running);
     await sleep(2000); // past a retry: a redelivery would show up now
-    t.diagnostic(`after restart: ${daemon.find((e) => e.msg === 'delivered').length} delivered, ${daemon.find((e) => /after restart/.test(e.msg)).length} found complete`);
+    t.diagnostic(
+      `after restart: ${daemon.find((e) => e.msg === 'delivered').length} delivered, ${daemon.find((e) => /after restart/.test(e.msg)).length} found complete`,
+    );
     const got = subjects(env, 'bob');
     for (const s of accepted) assert.equal(countOf(got, s), 1, `"${s}" stored ${countOf(got, s)} times`);
     assert.equal(got.length, accepted.length, `unexpected extra messages: ${JSON.stringify(got)}`);
@@ -199,7 +240,11 @@ describe('smtp durability', () => {
         }
       });
       // batches are being written all the time by now; each round kills at another point
-      await eventually(() => ackedThisRound >= 30 + 17 * round, 60_000, `${30 + 17 * round} messages acknowledged in round ${round}`);
+      await eventually(
+        () => ackedThisRound >= 30 + 17 * round,
+        60_000,
+        `${30 + 17 * round} messages acknowledged in round ${round}`,
+      );
       await daemon.kill9();
       killed = true;
       await Promise.all(clients);
@@ -210,13 +255,18 @@ describe('smtp durability', () => {
     const cut = daemons.flatMap((d) => d.find((e) => /unfinished append/.test(String(e.reason)))).length;
     const stored = readMailbox(env.mailbox('gc')).messages;
     const got = stored.map((m) => /^Subject: (.*)$/m.exec(m.original.toString('latin1'))?.[1] ?? '(none)');
-    t.diagnostic(`${acked.size} acknowledged, ${got.length} stored, ${sent.size} sent; ${cut} unfinished batches cut off at restart`);
-    for (const subject of acked) assert.equal(countOf(got, subject), 1, `acknowledged "${subject}" stored ${countOf(got, subject)} times`);
+    t.diagnostic(
+      `${acked.size} acknowledged, ${got.length} stored, ${sent.size} sent; ${cut} unfinished batches cut off at restart`,
+    );
+    for (const subject of acked)
+      assert.equal(countOf(got, subject), 1, `acknowledged "${subject}" stored ${countOf(got, subject)} times`);
     for (const subject of got) {
       assert.ok(sent.has(subject), `"${subject}" was never sent`);
       assert.equal(countOf(got, subject), 1, `"${subject}" stored twice`);
     }
-    stored.forEach((m, i) => assert.ok(m.original.toString('latin1').endsWith(`body of ${got[i]}\n`), `message ${i} ("${got[i]}") is torn`));
+    stored.forEach((m, i) => {
+      assert.ok(m.original.toString('latin1').endsWith(`body of ${got[i]}\n`), `message ${i} ("${got[i]}") is torn`);
+    });
     assert.equal(pythonMbox(env.mailbox('gc')).count, stored.length, 'Python reads the same number of messages');
     assert.ok(daemon.running);
   });
@@ -235,17 +285,34 @@ describe('smtp durability', () => {
     await client.quit();
     assert.equal(end.code, 250, end.raw);
     const queueId = queueIdOf(end)!;
-    const deferred = await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === queueId, 8000, `deferred ${queueId}`);
+    const deferred = await daemon.waitForLog(
+      (e) => e.msg === 'deferred' && e.queueId === queueId,
+      8000,
+      `deferred ${queueId}`,
+    );
     assert.equal(deferred.to, addr('carol'));
     assert.ok(typeof deferred.reason === 'string' && deferred.reason.length > 0, 'deferred without a reason');
-    await daemon.waitForLogs((e) => e.msg === 'deferred' && e.queueId === queueId, 2, 8000, 'a second deferral (retry)');
-    assert.equal(daemon.find((e) => e.msg === 'delivered' && e.queueId === queueId).length, 0, 'delivered while locked');
+    await daemon.waitForLogs(
+      (e) => e.msg === 'deferred' && e.queueId === queueId,
+      2,
+      8000,
+      'a second deferral (retry)',
+    );
+    assert.equal(
+      daemon.find((e) => e.msg === 'delivered' && e.queueId === queueId).length,
+      0,
+      'delivered while locked',
+    );
     assert.equal(readMailbox(env.mailbox('carol')).messages.length, 0, 'written while locked');
     assert.equal(readFileSync(lock, 'latin1'), '0\n', 'the held dotlockfile lock was broken or changed');
 
     execFileSync('dotlockfile', ['-u', lock]);
     locked = false;
-    await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId, 10_000, `delivered ${queueId} after unlock`);
+    await daemon.waitForLog(
+      (e) => e.msg === 'delivered' && e.queueId === queueId,
+      10_000,
+      `delivered ${queueId} after unlock`,
+    );
     await daemon.waitForLog((e) => e.msg === 'removed' && e.queueId === queueId);
     assert.deepEqual(subjects(env, 'carol'), ['waits for the lock']);
     // the daemon keeps a mailbox locked for a moment after an append, in case more mail follows
@@ -294,11 +361,22 @@ describe('smtp durability', () => {
       const end = await client.data(message(`stale lock of ${user}`, addr(user)));
       await client.quit();
       assert.equal(end.code, 250, end.raw);
-      await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueIdOf(end), 10_000, `delivery to ${user} past a stale lock`);
+      await daemon.waitForLog(
+        (e) => e.msg === 'delivered' && e.queueId === queueIdOf(end),
+        10_000,
+        `delivery to ${user} past a stale lock`,
+      );
       assert.deepEqual(subjects(env, user), [`stale lock of ${user}`]);
     }
-    assert.ok(daemon.find((e) => /stale/i.test(e.msg)).length >= staleBefore + 2, 'breaking a stale lock was not logged');
-    await eventually(() => !existsSync(deadLock) && !existsSync(oldLock), 5000, 'both locks gone (the stale ones broken, ours released)');
+    assert.ok(
+      daemon.find((e) => /stale/i.test(e.msg)).length >= staleBefore + 2,
+      'breaking a stale lock was not logged',
+    );
+    await eventually(
+      () => !existsSync(deadLock) && !existsSync(oldLock),
+      5000,
+      'both locks gone (the stale ones broken, ours released)',
+    );
   });
 
   test('SIGHUP reloads users and aliases without dropping open connections', async (t) => {
@@ -311,7 +389,9 @@ describe('smtp durability', () => {
     const before = await open.cmd(`RCPT TO:<${addr('newbie')}>`);
     assert.equal(before.code, 550, before.raw);
 
-    const alice = readFileSync(env.usersFile, 'utf8').split('\n').find((l) => l.startsWith('alice:'))!;
+    const alice = readFileSync(env.usersFile, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('alice:'))!;
     writeFileSync(env.usersFile, `${readFileSync(env.usersFile, 'utf8')}${alice.replace(/^alice/, 'newbie')}\n`);
     writeFileSync(env.aliasesFile, `${readFileSync(env.aliasesFile, 'utf8')}helpers: newbie\n`);
     daemon.child.kill('SIGHUP');
@@ -359,9 +439,19 @@ describe('smtp durability', () => {
     daemon.child.kill('SIGHUP');
     let last: Reply | null = null;
     try {
-      await eventually(async () => (last = await relay()).code === 250, 5000, 'relay allowed after mynetworks changed and SIGHUP', 200);
+      await eventually(
+        async () => {
+          last = await relay();
+          return last.code === 250;
+        },
+        5000,
+        'relay allowed after mynetworks changed and SIGHUP',
+        200,
+      );
     } catch {
-      assert.fail(`after SIGHUP with mynetworks = ["127.0.0.0/8"], RCPT to a remote domain from 127.0.0.1 still gets: ${(last as Reply | null)?.raw}`);
+      assert.fail(
+        `after SIGHUP with mynetworks = ["127.0.0.0/8"], RCPT to a remote domain from 127.0.0.1 still gets: ${(last as Reply | null)?.raw}`,
+      );
     }
     assert.ok(daemon.running);
   });
@@ -384,7 +474,10 @@ describe('smtp durability', () => {
     } catch (err) {
       assert.fail(`the client in DATA got no reply after SIGTERM: ${(err as Error).message}`);
     }
-    assert.ok(end.code === 250 || (end.code >= 400 && end.code < 500), `reply at the end of DATA during shutdown: ${end.raw}`);
+    assert.ok(
+      end.code === 250 || (end.code >= 400 && end.code < 500),
+      `reply at the end of DATA during shutdown: ${end.raw}`,
+    );
     t.diagnostic(`end of DATA during shutdown: ${end.raw}`);
     const code = await daemon.stop(20_000);
     assert.equal(code, 0, `exit code after SIGTERM\n${daemon.output()}`);
@@ -400,7 +493,11 @@ describe('smtp durability', () => {
       const queueId = queueIdOf(end)!;
       if (!daemon.find((e) => e.msg === 'delivered' && e.queueId === queueId).length) {
         daemon = await start();
-        await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId, 10_000, 'delivery after restart');
+        await daemon.waitForLog(
+          (e) => e.msg === 'delivered' && e.queueId === queueId,
+          10_000,
+          'delivery after restart',
+        );
         assert.equal(await daemon.stop(), 0);
       }
       assert.deepEqual(subjects(env, 'alice'), ['in data during SIGTERM']);

@@ -7,7 +7,7 @@ import { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
   crlf,
-  Daemon,
+  type Daemon,
   DOMAIN,
   eventually,
   expectedMboxrd,
@@ -38,7 +38,7 @@ function mboxOfSize(size: number): Buffer {
   let body = '';
   while (body.length < target) {
     const n = Math.min(72, target - body.length);
-    body += 'x'.repeat(n - 1) + '\n';
+    body += `${'x'.repeat(n - 1)}\n`;
   }
   const text = `${head}${body}\n`;
   assert.equal(text.length, size);
@@ -50,7 +50,15 @@ describe('smtp policy', () => {
   let daemon: Daemon;
   const addr = (user: string) => `${user}@${DOMAIN}`;
   const simple = (subject: string, extra: string[] = []) =>
-    crlf('From: policy@client.test', `Subject: ${subject}`, `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, ...extra, '', 'body');
+    crlf(
+      'From: policy@client.test',
+      `Subject: ${subject}`,
+      `Date: ${rfcDate()}`,
+      `Message-ID: ${messageId()}`,
+      ...extra,
+      '',
+      'body',
+    );
   const queuedCount = () => daemon.find((e) => e.msg === 'queued').length;
 
   before(async () => {
@@ -177,7 +185,12 @@ describe('smtp policy', () => {
   });
 
   test('relay from inside mynetworks is accepted (250) and queued', async () => {
-    const r = await sendRaw(env.port, { localAddress: INSIDE, from: 'inside@client.test', to: ['bob@remote.test'], message: simple('relay inside') });
+    const r = await sendRaw(env.port, {
+      localAddress: INSIDE,
+      from: 'inside@client.test',
+      to: ['bob@remote.test'],
+      message: simple('relay inside'),
+    });
     assert.equal(r.rcpt[0]!.code, 250, `relay from ${INSIDE}: ${r.rcpt[0]!.raw}`);
     assert.equal(r.end?.code, 250, r.end?.raw);
     const queued = await daemon.waitForLog((e) => e.msg === 'queued' && e.queueId === r.queueId);
@@ -218,7 +231,11 @@ describe('smtp policy', () => {
 
   test('open-relay address forms next to a valid recipient: delivered only to the local user', async () => {
     for (const form of openRelayForms.slice(0, 4)) {
-      const r = await sendRaw(env.port, { from: 'mixed@client.test', to: [addr('outside'), form], message: simple(`mixed ${form}`) });
+      const r = await sendRaw(env.port, {
+        from: 'mixed@client.test',
+        to: [addr('outside'), form],
+        message: simple(`mixed ${form}`),
+      });
       assert.equal(r.rcpt[0]!.code, 250);
       assert.ok(r.rcpt[1]!.code >= 500, `RCPT TO:<${form}> accepted: ${r.rcpt[1]!.raw}`);
       assert.equal(r.end?.code, 250, r.end?.raw);
@@ -226,8 +243,14 @@ describe('smtp policy', () => {
       const queued = await daemon.waitForLog((e) => e.msg === 'queued' && e.queueId === queueId);
       assert.equal(queued.nrcpt, 1, `queued for more than the local user: ${JSON.stringify(queued)}`);
       await daemon.waitForLog((e) => e.msg === 'removed' && e.queueId === queueId, 10_000, `removed ${queueId}`);
-      const attempts = daemon.find((e) => e.queueId === queueId && (e.msg === 'delivered' || e.msg === 'deferred' || e.msg === 'bounced'));
-      assert.deepEqual(attempts.map((e) => `${e.msg}:${e.user}`), ['delivered:outside'], JSON.stringify(attempts));
+      const attempts = daemon.find(
+        (e) => e.queueId === queueId && (e.msg === 'delivered' || e.msg === 'deferred' || e.msg === 'bounced'),
+      );
+      assert.deepEqual(
+        attempts.map((e) => `${e.msg}:${e.user}`),
+        ['delivered:outside'],
+        JSON.stringify(attempts),
+      );
     }
     assert.equal(readMailbox(env.mailbox('outside')).messages.length, 4);
   });
@@ -249,7 +272,7 @@ describe('smtp policy', () => {
   test('body over message_size_limit: 552 5.3.4 at the end of DATA, nothing stored; the session goes on', async () => {
     const before = queuedCount();
     const mboxBefore = readMailbox(env.mailbox('alice')).raw;
-    const big = simple('too big') + ('y'.repeat(98) + '\r\n').repeat(1500); // ~150 KB
+    const big = simple('too big') + `${'y'.repeat(98)}\r\n`.repeat(1500); // ~150 KB
     const { client } = await SmtpClient.connect(env.port);
     try {
       await client.cmd('EHLO client.test');
@@ -263,7 +286,7 @@ describe('smtp policy', () => {
       assert.equal((await client.cmd('MAIL FROM:<small@client.test>')).code, 250);
       assert.equal((await client.cmd(`RCPT TO:<${addr('alice')}>`)).code, 250);
       assert.equal((await client.cmd('DATA')).code, 354);
-      const fits = simple('fits') + ('z'.repeat(98) + '\r\n').repeat(900); // ~90 KB, under the limit
+      const fits = simple('fits') + `${'z'.repeat(98)}\r\n`.repeat(900); // ~90 KB, under the limit
       const ok = await client.data(fits);
       assert.equal(ok.code, 250, ok.raw);
       await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueIdOf(ok));
@@ -280,8 +303,16 @@ describe('smtp policy', () => {
 
   test('max_recipients: the 6th RCPT gets 452 4.5.3, the first 5 are delivered', async () => {
     const users = ['r1', 'r2', 'r3', 'r4', 'r5', 'r6'];
-    const r = await sendRaw(env.port, { from: 'many@client.test', to: users.map(addr), message: simple('many recipients') });
-    assert.deepEqual(r.rcpt.map((x) => x.code), [250, 250, 250, 250, 250, 452], r.rcpt.map((x) => x.raw).join('\n'));
+    const r = await sendRaw(env.port, {
+      from: 'many@client.test',
+      to: users.map(addr),
+      message: simple('many recipients'),
+    });
+    assert.deepEqual(
+      r.rcpt.map((x) => x.code),
+      [250, 250, 250, 250, 250, 452],
+      r.rcpt.map((x) => x.raw).join('\n'),
+    );
     assert.match(r.rcpt[5]!.lines[0]!, /^4\.5\.3 /);
     assert.equal(r.end?.code, 250);
     const queueId = r.queueId!;
@@ -294,21 +325,29 @@ describe('smtp policy', () => {
 
   test('mailbox over mailbox_size_limit: 552 5.2.2 and nothing written', async () => {
     const fullBefore = readFileSync(env.mailbox('full'));
-    const r = await sendRaw(env.port, { from: 'quota@client.test', to: [addr('full')], message: simple('to the full mailbox') });
+    const r = await sendRaw(env.port, {
+      from: 'quota@client.test',
+      to: [addr('full')],
+      message: simple('to the full mailbox'),
+    });
     const refusal = r.rcpt[0]!.code === 250 ? r.end : r.rcpt[0]!;
     assert.equal(refusal?.code, 552, `full mailbox: rcpt ${r.rcpt[0]!.raw}, end ${r.end?.raw}`);
     assert.match(refusal!.lines[0]!, /^5\.2\.2 /);
 
     // room for a small message but not for this one: refused at the end of DATA
     const nearlyBefore = readFileSync(env.mailbox('nearly'));
-    const tooMuch = simple('does not fit') + ('q'.repeat(98) + '\r\n').repeat(600); // ~60 KB > 150 KB - 100 KB
+    const tooMuch = simple('does not fit') + `${'q'.repeat(98)}\r\n`.repeat(600); // ~60 KB > 150 KB - 100 KB
     const r2 = await sendRaw(env.port, { from: 'quota@client.test', to: [addr('nearly')], message: tooMuch });
     assert.equal(r2.rcpt[0]!.code, 250, `nearly-full mailbox refused at RCPT: ${r2.rcpt[0]!.raw}`);
     assert.equal(r2.end?.code, 552, `message that does not fit: ${r2.end?.raw}`);
     assert.match(r2.end!.lines[0]!, /^5\.2\.2 /);
 
     // a message that fits is still delivered
-    const r3 = await sendRaw(env.port, { from: 'quota@client.test', to: [addr('nearly')], message: simple('fits in quota') });
+    const r3 = await sendRaw(env.port, {
+      from: 'quota@client.test',
+      to: [addr('nearly')],
+      message: simple('fits in quota'),
+    });
     assert.equal(r3.end?.code, 250, r3.end?.raw);
     await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === r3.queueId);
     await sleep(1500); // past one retry: nothing sneaks in later
@@ -322,7 +361,12 @@ describe('smtp policy', () => {
 
   test('submitted mail (from mynetworks) without Message-ID and Date gets them; MX mail is stored unchanged', async () => {
     const bare = crlf('From: sub@client.test', `To: ${addr('sub')}`, 'Subject: no ids', '', 'body');
-    const inside = await sendRaw(env.port, { localAddress: INSIDE, from: 'sub@client.test', to: [addr('sub')], message: bare });
+    const inside = await sendRaw(env.port, {
+      localAddress: INSIDE,
+      from: 'sub@client.test',
+      to: [addr('sub')],
+      message: bare,
+    });
     assert.equal(inside.end?.code, 250);
     await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === inside.queueId);
     const outside = await sendRaw(env.port, { from: 'sub@client.test', to: [addr('sub')], message: bare });
@@ -331,7 +375,11 @@ describe('smtp policy', () => {
     const [fromInside, fromOutside] = readMailbox(env.mailbox('sub')).messages;
     assert.ok(fromInside && fromOutside);
     const insideHeaders = fromInside.original.toString('latin1').split('\n\n')[0]!;
-    assert.match(insideHeaders, /^Message-ID: <[^>]+@[^>]+>$/im, `no Message-ID added to submitted mail:\n${insideHeaders}`);
+    assert.match(
+      insideHeaders,
+      /^Message-ID: <[^>]+@[^>]+>$/im,
+      `no Message-ID added to submitted mail:\n${insideHeaders}`,
+    );
     assert.match(insideHeaders, /^Date: \S/im, `no Date added to submitted mail:\n${insideHeaders}`);
     assert.equal(fromOutside.original.toString('latin1'), expectedMboxrd(bare).toString('latin1'));
   });
@@ -423,11 +471,17 @@ describe('smtp connection limits', () => {
     const inside = new Socket();
     const insideReplies: string[] = [];
     inside.setEncoding('latin1').on('data', (chunk: string) => insideReplies.push(chunk));
-    await new Promise<void>((resolve) => inside.connect({ port: env.port, host: '127.0.0.1', localAddress: '127.0.0.2' }, resolve));
+    await new Promise<void>((resolve) =>
+      inside.connect({ port: env.port, host: '127.0.0.1', localAddress: '127.0.0.2' }, resolve),
+    );
     inside.write('EHLO inside.test\r\n');
-    await eventually(() => /^250 /m.test(insideReplies.join('')), 10_000, 'the EHLO reply to a mynetworks client that talked at once');
+    await eventually(
+      () => /^250 /m.test(insideReplies.join('')),
+      10_000,
+      'the EHLO reply to a mynetworks client that talked at once',
+    );
     inside.destroy();
-    assert.match(insideReplies.join(''), /^220 [^]*^250[ -]/m, `mynetworks client got: ${insideReplies.join('')}`);
+    assert.match(insideReplies.join(''), /^220 [\s\S]*^250[ -]/m, `mynetworks client got: ${insideReplies.join('')}`);
   });
 });
 
@@ -449,7 +503,11 @@ describe('submission port without AUTH', () => {
 
   test('refuses MAIL with 530 5.7.0, even for a local user and from mynetworks', async () => {
     for (const localAddress of [undefined, INSIDE]) {
-      const replies = await smtpDialog(submissionPort, ['EHLO client.test', 'MAIL FROM:<a@client.test>', `RCPT TO:<alice@${DOMAIN}>`, 'QUIT'], localAddress ? { localAddress } : {});
+      const replies = await smtpDialog(
+        submissionPort,
+        ['EHLO client.test', 'MAIL FROM:<a@client.test>', `RCPT TO:<alice@${DOMAIN}>`, 'QUIT'],
+        localAddress ? { localAddress } : {},
+      );
       assert.equal(replies[0]!.code, 220);
       assert.match(replies[2]!.raw, /^530 5\.7\.0 /, `MAIL on the submission port: ${replies[2]!.raw}`);
       assert.notEqual(replies[3]!.code, 250);

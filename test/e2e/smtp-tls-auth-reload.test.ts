@@ -11,7 +11,7 @@ import { generateSelfSigned } from '../../src/tls/selfsigned.js';
 import {
   authPlain,
   crlf,
-  Daemon,
+  type Daemon,
   deepMerge,
   DOMAIN,
   HOSTNAME,
@@ -66,11 +66,20 @@ describe('smtp AUTH and TLS across config changes', () => {
     await env.writeConfig(config);
     reloads += 1;
     daemon.child.kill('SIGHUP');
-    await daemon.waitForLogs((e) => e.msg === 'reloaded config, users, aliases and TLS certificate', reloads, 10_000, 'reloads');
+    await daemon.waitForLogs(
+      (e) => e.msg === 'reloaded config, users, aliases and TLS certificate',
+      reloads,
+      10_000,
+      'reloads',
+    );
   }
 
   test('without a certificate: no STARTTLS; AUTH only from plaintext_auth_networks, elsewhere 503 5.5.1', async () => {
-    const [, ehlo, starttls, auth] = await smtpDialog(env.port, ['EHLO client.test', 'STARTTLS', `AUTH PLAIN ${authPlain('alice')}`], { localAddress: OUTSIDE });
+    const [, ehlo, starttls, auth] = await smtpDialog(
+      env.port,
+      ['EHLO client.test', 'STARTTLS', `AUTH PLAIN ${authPlain('alice')}`],
+      { localAddress: OUTSIDE },
+    );
     const caps = ehlo!.lines.slice(1);
     assert.ok(!caps.includes('STARTTLS') && !caps.some((c) => c.startsWith('AUTH')), ehlo!.raw);
     assert.match(starttls!.raw, /^500 5\.5\.2 /);
@@ -98,7 +107,10 @@ describe('smtp AUTH and TLS across config changes', () => {
       await client.quit();
     }
     const stored = readMailbox(env.mailbox('bob')).messages.at(-1)!;
-    assert.match(stored.trace!.received, /^from client\.test \(localhost \[127\.0\.0\.1\]\)\n\tby mx\.test\.local \(mailsrv\) with ESMTPA id /);
+    assert.match(
+      stored.trace!.received,
+      /^from client\.test \(localhost \[127\.0\.0\.1\]\)\n\tby mx\.test\.local \(mailsrv\) with ESMTPA id /,
+    );
   });
 
   test('auth.max_failures = 3: the 4th login from the address is refused 454 4.7.0 even with the right password; other addresses may log in', async () => {
@@ -113,11 +125,15 @@ describe('smtp AUTH and TLS across config changes', () => {
     } finally {
       await client.quit();
     }
-    const refused = await daemon.waitForLog((e) => e.msg === 'login refused: too many failures from this address' && e.client === LOCKED_OUT_CLIENT);
+    const refused = await daemon.waitForLog(
+      (e) => e.msg === 'login refused: too many failures from this address' && e.client === LOCKED_OUT_CLIENT,
+    );
     assert.ok(Number(refused.retryInS) > 0 && Number(refused.retryInS) <= 60, JSON.stringify(refused));
     assert.equal(daemon.find((e) => e.msg === 'login' && e.client === LOCKED_OUT_CLIENT).length, 0);
 
-    const [, , other] = await smtpDialog(env.port, ['EHLO client.test', `AUTH PLAIN ${authPlain('alice')}`], { localAddress: '127.0.0.31' });
+    const [, , other] = await smtpDialog(env.port, ['EHLO client.test', `AUTH PLAIN ${authPlain('alice')}`], {
+      localAddress: '127.0.0.31',
+    });
     assert.match(other!.raw, /^235 /);
   });
 

@@ -15,7 +15,7 @@ import {
   connectSmtpTls,
   continueOverTls,
   crlf,
-  Daemon,
+  type Daemon,
   DOMAIN,
   freePort,
   HOSTNAME,
@@ -50,11 +50,24 @@ function extensions(ehlo: Reply): string[] {
 }
 
 function message(subject: string, extra: string[] = []): string {
-  return crlf(`From: ${addr('alice')}`, `Subject: ${subject}`, `Date: ${rfcDate()}`, `Message-ID: ${messageId()}`, ...extra, '', 'body');
+  return crlf(
+    `From: ${addr('alice')}`,
+    `Subject: ${subject}`,
+    `Date: ${rfcDate()}`,
+    `Message-ID: ${messageId()}`,
+    ...extra,
+    '',
+    'body',
+  );
 }
 
 /** Sends MAIL, RCPTs and DATA on a session that is ready for them; returns every reply. */
-async function transaction(client: SmtpClient, from: string, to: string[], body: string): Promise<{ mail: Reply; rcpt: Reply[]; end: Reply | null }> {
+async function transaction(
+  client: SmtpClient,
+  from: string,
+  to: string[],
+  body: string,
+): Promise<{ mail: Reply; rcpt: Reply[]; end: Reply | null }> {
   const mail = await client.cmd(`MAIL FROM:<${from}>`);
   const rcpt: Reply[] = [];
   if (mail.code !== 250) return { mail, rcpt, end: null };
@@ -76,8 +89,23 @@ class OpensslClient {
   constructor(port: number, caFile: string) {
     this.child = spawn(
       'openssl',
-      ['s_client', '-starttls', 'smtp', '-connect', `127.0.0.1:${port}`, '-crlf', '-quiet', '-nocommands',
-        '-CAfile', caFile, '-verify_return_error', '-verify_hostname', HOSTNAME, '-servername', HOSTNAME],
+      [
+        's_client',
+        '-starttls',
+        'smtp',
+        '-connect',
+        `127.0.0.1:${port}`,
+        '-crlf',
+        '-quiet',
+        '-nocommands',
+        '-CAfile',
+        caFile,
+        '-verify_return_error',
+        '-verify_hostname',
+        HOSTNAME,
+        '-servername',
+        HOSTNAME,
+      ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
     this.child.stdout.setEncoding('latin1').on('data', (chunk: string) => (this.output += chunk));
@@ -98,7 +126,8 @@ class OpensslClient {
         this.consumed += match.index + match[0].length;
         return match;
       }
-      if (Date.now() > deadline) throw new Error(`openssl s_client: no ${pattern} within ${timeoutMs} ms; output:\n${this.output}`);
+      if (Date.now() > deadline)
+        throw new Error(`openssl s_client: no ${pattern} within ${timeoutMs} ms; output:\n${this.output}`);
       await sleep(20);
     }
   }
@@ -155,15 +184,25 @@ describe('smtp TLS and AUTH', () => {
 
   /** The mailbox message whose Subject is `subject` (waits for its delivery). */
   async function delivered(user: string, queueId: string, subject: string) {
-    await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId && e.user === user, 10_000, `delivery of ${queueId} to ${user}`);
-    const found = readMailbox(env.mailbox(user)).messages.find((m) => m.original.toString('latin1').includes(`Subject: ${subject}`));
+    await daemon.waitForLog(
+      (e) => e.msg === 'delivered' && e.queueId === queueId && e.user === user,
+      10_000,
+      `delivery of ${queueId} to ${user}`,
+    );
+    const found = readMailbox(env.mailbox(user)).messages.find((m) =>
+      m.original.toString('latin1').includes(`Subject: ${subject}`),
+    );
     assert.ok(found, `no message "${subject}" in ${user}'s mailbox`);
     return found;
   }
 
   test('before STARTTLS (client outside plaintext_auth_networks): STARTTLS offered, AUTH not advertised, and refused with 538 5.7.11', async () => {
     for (const port of [env.port, submissionPort]) {
-      const [, ehlo, plain, login] = await smtpDialog(port, ['EHLO client.test', `AUTH PLAIN ${authPlain('alice')}`, 'AUTH LOGIN']);
+      const [, ehlo, plain, login] = await smtpDialog(port, [
+        'EHLO client.test',
+        `AUTH PLAIN ${authPlain('alice')}`,
+        'AUTH LOGIN',
+      ]);
       const caps = extensions(ehlo!);
       assert.ok(caps.includes('STARTTLS'), `STARTTLS not offered: ${ehlo!.raw}`);
       assert.ok(!caps.some((c) => c.startsWith('AUTH')), `AUTH advertised without TLS: ${ehlo!.raw}`);
@@ -184,14 +223,22 @@ describe('smtp TLS and AUTH', () => {
       assert.ok(!caps.includes('STARTTLS'), `STARTTLS offered inside TLS: ${ehlo.raw}`);
       const auth = await client.cmd(`AUTH PLAIN ${authPlain('alice')}`);
       assert.match(auth.raw, /^235 2\.7\.0 /);
-      assert.match((await client.cmd(`AUTH PLAIN ${authPlain('bob')}`)).raw, /^503 5\.5\.1 /, 'a second AUTH must be refused');
+      assert.match(
+        (await client.cmd(`AUTH PLAIN ${authPlain('bob')}`)).raw,
+        /^503 5\.5\.1 /,
+        'a second AUTH must be refused',
+      );
     } finally {
       await client.quit();
     }
     const login = await daemon.waitForLog((e) => e.msg === 'login' && e.user === 'alice' && e.method === 'PLAIN');
     assert.equal(login.client, '127.0.0.1');
     assert.ok(login.sessionId);
-    assert.ok(daemon.find((e) => e.msg === 'tls' && e.sessionId === login.sessionId && /^TLSv1\.[23]$/.test(String(e.protocol))).length === 1, 'no tls log line');
+    assert.ok(
+      daemon.find((e) => e.msg === 'tls' && e.sessionId === login.sessionId && /^TLSv1\.[23]$/.test(String(e.protocol)))
+        .length === 1,
+      'no tls log line',
+    );
 
     const { client: plain2 } = await SmtpClient.connect(submissionPort);
     await plain2.cmd('EHLO client.test');
@@ -202,7 +249,11 @@ describe('smtp TLS and AUTH', () => {
       assert.equal((await viaLogin.cmd(Buffer.from('bob').toString('base64'))).raw, '334 UGFzc3dvcmQ6');
       assert.match((await viaLogin.cmd(Buffer.from(PASSWORD).toString('base64'))).raw, /^235 2\.7\.0 /);
       assert.match((await viaLogin.cmd('MAIL FROM:<bob@example.test>')).raw, /^250 /);
-      assert.match((await viaLogin.cmd(`AUTH PLAIN ${authPlain('bob')}`)).raw, /^503 5\.5\.1 /, 'AUTH inside a mail transaction');
+      assert.match(
+        (await viaLogin.cmd(`AUTH PLAIN ${authPlain('bob')}`)).raw,
+        /^503 5\.5\.1 /,
+        'AUTH inside a mail transaction',
+      );
     } finally {
       await viaLogin.quit();
     }
@@ -210,7 +261,9 @@ describe('smtp TLS and AUTH', () => {
   });
 
   test('AUTH without TLS from plaintext_auth_networks: advertised and accepted', async () => {
-    const [, ehlo, auth] = await smtpDialog(env.port, ['EHLO client.test', `AUTH PLAIN ${authPlain('carol')}`], { localAddress: PLAINTEXT_AUTH_CLIENT });
+    const [, ehlo, auth] = await smtpDialog(env.port, ['EHLO client.test', `AUTH PLAIN ${authPlain('carol')}`], {
+      localAddress: PLAINTEXT_AUTH_CLIENT,
+    });
     assert.ok(extensions(ehlo!).includes('AUTH PLAIN LOGIN'), ehlo!.raw);
     assert.match(auth!.raw, /^235 2\.7\.0 /);
     await daemon.waitForLog((e) => e.msg === 'login' && e.user === 'carol' && e.client === PLAINTEXT_AUTH_CLIENT);
@@ -274,13 +327,22 @@ describe('smtp TLS and AUTH', () => {
       auth: { user: 'alice', pass: PASSWORD },
       tls: { ca, servername: HOSTNAME },
     });
-    const raw = crlf(`From: ${addr('alice')}`, `To: ${addr('carol')}`, 'Subject: nodemailer starttls', '', 'no ids here');
+    const raw = crlf(
+      `From: ${addr('alice')}`,
+      `To: ${addr('carol')}`,
+      'Subject: nodemailer starttls',
+      '',
+      'no ids here',
+    );
     const info = await transport.sendMail({ envelope: { from: addr('alice'), to: [addr('carol')] }, raw });
     transport.close();
     const queueId = queueIdOf(String(info.response));
     assert.ok(queueId, String(info.response));
     const stored = await delivered('carol', queueId, 'nodemailer starttls');
-    assert.match(stored.trace!.received, /^from client\.test \(localhost \[127\.0\.0\.1\]\)\n\tby mx\.test\.local \(mailsrv\) with ESMTPSA id /);
+    assert.match(
+      stored.trace!.received,
+      /^from client\.test \(localhost \[127\.0\.0\.1\]\)\n\tby mx\.test\.local \(mailsrv\) with ESMTPSA id /,
+    );
     const headers = stored.original.toString('latin1').split('\n\n')[0]!;
     assert.match(headers, /^Message-ID: <[^>]+@mx\.test\.local>$/m, headers);
     assert.match(headers, /^Date: \S/m, headers);
@@ -295,7 +357,10 @@ describe('smtp TLS and AUTH', () => {
       auth: { user: 'bob', pass: PASSWORD, method: 'LOGIN' },
       tls: { ca, servername: HOSTNAME },
     });
-    const info = await transport.sendMail({ envelope: { from: addr('bob'), to: [addr('dave')] }, raw: message('nodemailer smtps') });
+    const info = await transport.sendMail({
+      envelope: { from: addr('bob'), to: [addr('dave')] },
+      raw: message('nodemailer smtps'),
+    });
     transport.close();
     const queueId = queueIdOf(String(info.response));
     assert.ok(queueId, String(info.response));
@@ -308,8 +373,27 @@ describe('smtp TLS and AUTH', () => {
       const subject = `swaks ${mechanism}`;
       const result = spawnSync(
         'swaks',
-        ['--server', `127.0.0.1:${submissionPort}`, '--tls', '--auth', mechanism, '--auth-user', 'alice', '--auth-password', PASSWORD,
-          '--from', addr('alice'), '--to', addr('bob'), '--helo', 'swaks.test', '--header', `Subject: ${subject}`, '--timeout', '20'],
+        [
+          '--server',
+          `127.0.0.1:${submissionPort}`,
+          '--tls',
+          '--auth',
+          mechanism,
+          '--auth-user',
+          'alice',
+          '--auth-password',
+          PASSWORD,
+          '--from',
+          addr('alice'),
+          '--to',
+          addr('bob'),
+          '--helo',
+          'swaks.test',
+          '--header',
+          `Subject: ${subject}`,
+          '--timeout',
+          '20',
+        ],
         { encoding: 'utf8', timeout: 30_000 },
       );
       assert.equal(result.status, 0, `swaks ${mechanism} failed:\n${result.stdout}\n${result.stderr}`);
@@ -334,30 +418,63 @@ describe('smtp TLS and AUTH', () => {
       'code, text = s.noop()',
       's.quit()',
     ].join('\n');
-    const result = spawnSync(PYTHON, ['-c', code, String(submissionPort), env.tls!.certFile, 'carol', PASSWORD, addr('carol'), addr('alice'), HOSTNAME], {
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
+    const result = spawnSync(
+      PYTHON,
+      [
+        '-c',
+        code,
+        String(submissionPort),
+        env.tls!.certFile,
+        'carol',
+        PASSWORD,
+        addr('carol'),
+        addr('alice'),
+        HOSTNAME,
+      ],
+      {
+        encoding: 'utf8',
+        timeout: 30_000,
+      },
+    );
     assert.equal(result.status, 0, `smtplib failed:\n${result.stdout}\n${result.stderr}`);
     assert.match(result.stdout, /refused \{\}/);
-    const queued = await daemon.waitForLog((e) => e.msg === 'queued' && e.from === addr('carol') && e.client === '127.0.0.1');
+    const queued = await daemon.waitForLog(
+      (e) => e.msg === 'queued' && e.from === addr('carol') && e.client === '127.0.0.1',
+    );
     await delivered('alice', String(queued.queueId), 'via smtplib');
   });
 
   test('relay after AUTH is accepted and queued (deferred while the smarthost is down); without AUTH still 554 5.7.1', async () => {
-    const [, , , refused] = await smtpDialog(env.port, ['EHLO client.test', `MAIL FROM:<${addr('alice')}>`, 'RCPT TO:<friend@remote.test>']);
+    const [, , , refused] = await smtpDialog(env.port, [
+      'EHLO client.test',
+      `MAIL FROM:<${addr('alice')}>`,
+      'RCPT TO:<friend@remote.test>',
+    ]);
     assert.equal(refused!.raw, '554 5.7.1 <friend@remote.test>: Relay access denied');
 
     for (const port of [env.port, submissionPort]) {
       const client = await loggedIn(port);
       try {
-        const { rcpt, end } = await transaction(client, addr('alice'), ['friend@remote.test'], message(`relay via ${port}`));
+        const { rcpt, end } = await transaction(
+          client,
+          addr('alice'),
+          ['friend@remote.test'],
+          message(`relay via ${port}`),
+        );
         assert.equal(rcpt[0]!.code, 250, rcpt[0]!.raw);
         assert.equal(end?.code, 250, end?.raw);
         const queueId = queueIdOf(end);
-        const deferred = await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === queueId, 10_000, `deferral of ${queueId}`);
+        const deferred = await daemon.waitForLog(
+          (e) => e.msg === 'deferred' && e.queueId === queueId,
+          10_000,
+          `deferral of ${queueId}`,
+        );
         assert.match(String(deferred.reason), /^4\.\d\.\d .*refused/i, 'the smarthost is down: retried later');
-        assert.equal(daemon.find((e) => e.msg === 'removed' && e.queueId === queueId).length, 0, 'the relayed message left the queue');
+        assert.equal(
+          daemon.find((e) => e.msg === 'removed' && e.queueId === queueId).length,
+          0,
+          'the relayed message left the queue',
+        );
       } finally {
         await client.quit();
       }
@@ -372,7 +489,14 @@ describe('smtp TLS and AUTH', () => {
         const reply = await client.cmd(`MAIL FROM:<${sender}>`);
         assert.equal(reply.raw, `553 5.7.1 <${sender}>: Sender address rejected: not owned by user alice`);
       }
-      for (const sender of [`alice@${DOMAIN}`, `ALICE@${DOMAIN.toUpperCase()}`, `sales@${DOMAIN}`, `team@${DOMAIN}`, `postmaster@${HOSTNAME}`, '']) {
+      for (const sender of [
+        `alice@${DOMAIN}`,
+        `ALICE@${DOMAIN.toUpperCase()}`,
+        `sales@${DOMAIN}`,
+        `team@${DOMAIN}`,
+        `postmaster@${HOSTNAME}`,
+        '',
+      ]) {
         const reply = await client.cmd(`MAIL FROM:<${sender}>`);
         assert.equal(reply.code, 250, `MAIL FROM:<${sender}>: ${reply.raw}`);
         assert.equal((await client.cmd('RSET')).code, 250);
@@ -385,18 +509,31 @@ describe('smtp TLS and AUTH', () => {
   test('wrong password: 535 5.7.8; the log names the user and the client, never the password', async () => {
     const wrong = 'Wrong-Pa55word';
     const client = '127.0.0.21';
-    const [, , plain] = await smtpDialog(env.port, ['EHLO client.test', `AUTH PLAIN ${authPlain('alice', wrong)}`], { localAddress: WRONG_PASSWORD_CLIENT });
+    const [, , plain] = await smtpDialog(env.port, ['EHLO client.test', `AUTH PLAIN ${authPlain('alice', wrong)}`], {
+      localAddress: WRONG_PASSWORD_CLIENT,
+    });
     assert.equal(plain!.raw, '535 5.7.8 Authentication credentials invalid');
     const session = await loggedInAttempt(env.port, client, 'bob', wrong);
     assert.equal(session.raw, '535 5.7.8 Authentication credentials invalid');
     const failed = await daemon.waitForLog((e) => e.msg === 'login failed' && e.user === 'bob' && e.client === client);
     assert.equal(typeof failed.delayMs, 'number');
     assert.ok(failed.sessionId);
-    await daemon.waitForLog((e) => e.msg === 'login failed' && e.user === 'alice' && e.client === WRONG_PASSWORD_CLIENT);
-    const [, , bad] = await smtpDialog(env.port, ['EHLO client.test', `AUTH PLAIN ${authPlain('../etc', wrong)}`], { localAddress: WRONG_PASSWORD_CLIENT });
+    await daemon.waitForLog(
+      (e) => e.msg === 'login failed' && e.user === 'alice' && e.client === WRONG_PASSWORD_CLIENT,
+    );
+    const [, , bad] = await smtpDialog(env.port, ['EHLO client.test', `AUTH PLAIN ${authPlain('../etc', wrong)}`], {
+      localAddress: WRONG_PASSWORD_CLIENT,
+    });
     assert.equal(bad!.code, 535);
     await daemon.waitForLog((e) => e.msg === 'login failed' && e.user === '(invalid name)');
-    for (const secret of [wrong, authPlain('alice', wrong), authPlain('bob', wrong), Buffer.from(wrong).toString('base64'), PASSWORD, authPlain('alice')]) {
+    for (const secret of [
+      wrong,
+      authPlain('alice', wrong),
+      authPlain('bob', wrong),
+      Buffer.from(wrong).toString('base64'),
+      PASSWORD,
+      authPlain('alice'),
+    ]) {
       assert.ok(!daemon.stdout.includes(secret), `the log contains ${secret}`);
       assert.ok(!daemon.stderr.includes(secret), `stderr contains ${secret}`);
     }
@@ -453,8 +590,13 @@ describe('smtp TLS and AUTH', () => {
       }
     }
     // the delay doubles per failure: 100 ms, then 200, 400, 800, 1600 and 3200 ms for the 6th
-    const failed = (await daemon.waitForLogs((e) => e.msg === 'login failed' && e.client === THROTTLED_CLIENT, 6)).filter((e) => e.client === THROTTLED_CLIENT);
-    assert.deepEqual(failed.map((e) => e.delayMs), [100, 200, 400, 800, 1600, 3200]);
+    const failed = (
+      await daemon.waitForLogs((e) => e.msg === 'login failed' && e.client === THROTTLED_CLIENT, 6)
+    ).filter((e) => e.client === THROTTLED_CLIENT);
+    assert.deepEqual(
+      failed.map((e) => e.delayMs),
+      [100, 200, 400, 800, 1600, 3200],
+    );
     assert.ok(waited[0]! >= 90, `1st failure answered after ${waited[0]} ms`);
     assert.ok(waited[5]! >= 3000, `6th failure answered after ${waited[5]} ms`);
   });

@@ -32,7 +32,11 @@ function die(): never {
 }
 
 /** Installs the hooks in this process; from now on the chosen call kills it. */
-export async function installCrashHooks<Target extends string>({ crash, targetOf, sampleFile }: CrashHooks<Target>): Promise<void> {
+export async function installCrashHooks<Target extends string>({
+  crash,
+  targetOf,
+  sampleFile,
+}: CrashHooks<Target>): Promise<void> {
   const counts = new Map<string, number>();
   const hits = (op: CrashPoint<Target>['op'], path: string): boolean => {
     const target = targetOf(path);
@@ -73,7 +77,9 @@ export async function installCrashHooks<Target extends string>({ crash, targetOf
   }
   for (const op of ['rename', 'unlink'] as const) {
     const real = fs[op] as (...rest: unknown[]) => Promise<void>;
-    (fs as unknown as Record<PathOperation, (...rest: unknown[]) => Promise<void>>)[op] = async (...rest: unknown[]) => {
+    (fs as unknown as Record<PathOperation, (...rest: unknown[]) => Promise<void>>)[op] = async (
+      ...rest: unknown[]
+    ) => {
       if (hits(op, String(rest[0]))) die();
       return real(...rest);
     };
@@ -89,7 +95,12 @@ export interface ChildOutcome {
  * Runs a crash-test child script (through tsx) with its arguments as JSON in `envName`; with
  * `killAfterMs`, kills it that long after it printed `ready`.
  */
-export function runCrashChild(script: string, envName: string, args: unknown, killAfterMs?: number): Promise<ChildOutcome> {
+export function runCrashChild(
+  script: string,
+  envName: string,
+  args: unknown,
+  killAfterMs?: number,
+): Promise<ChildOutcome> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', script], {
       env: { ...process.env, [envName]: JSON.stringify(args) },

@@ -36,8 +36,10 @@ export async function startDnsZone(zone: Zone): Promise<DnsZoneServer> {
     if (!entry) response.header.rcode = 3;
     else if (entry.rcode !== undefined) response.header.rcode = entry.rcode;
     else {
-      const answer = (record: Partial<dns2.Packet.Resource>) => response.answers.push(Packet.createResourceFromQuestion(question, { ttl: 60, ...record }));
-      if (question.type === Packet.TYPE.MX) for (const [priority, exchange] of entry.mx ?? []) answer({ priority, exchange });
+      const answer = (record: Partial<dns2.Packet.Resource>) =>
+        response.answers.push(Packet.createResourceFromQuestion(question, { ttl: 60, ...record }));
+      if (question.type === Packet.TYPE.MX)
+        for (const [priority, exchange] of entry.mx ?? []) answer({ priority, exchange });
       if (question.type === Packet.TYPE.A) for (const address of entry.a ?? []) answer({ address });
       if (question.type === Packet.TYPE.AAAA) for (const address of entry.aaaa ?? []) answer({ address });
     }

@@ -34,7 +34,11 @@ if (args.mode === 'expunge') {
   const snapshot = await snapshotOf(args.mailbox);
   process.stdout.write('ready\n');
   const started = Date.now();
-  const result = await expungeMessages(snapshot, new Set(args.deleted), { journalDir: args.journalDir, lockTimeoutMs: 5000, chunkBytes: args.chunkBytes });
+  const result = await expungeMessages(snapshot, new Set(args.deleted), {
+    journalDir: args.journalDir,
+    lockTimeoutMs: 5000,
+    chunkBytes: args.chunkBytes,
+  });
   process.stdout.write(`${JSON.stringify({ ...result, ms: Date.now() - started })}\n`);
 } else {
   const log: RecoveryInfo[] = [];

@@ -26,9 +26,18 @@ export interface SmtpSink {
   close(): Promise<void>;
 }
 
-export async function startSmtpSink(options: { host?: string; port?: number; rcpt?: RcptDecision; server?: Partial<SMTPServerOptions> } = {}): Promise<SmtpSink> {
+export async function startSmtpSink(
+  options: { host?: string; port?: number; rcpt?: RcptDecision; server?: Partial<SMTPServerOptions> } = {},
+): Promise<SmtpSink> {
   const host = options.host ?? '127.0.0.1';
-  const sink: SmtpSink = { host, port: 0, messages: [], rcptAttempts: new Map(), connections: 0, close: async () => undefined };
+  const sink: SmtpSink = {
+    host,
+    port: 0,
+    messages: [],
+    rcptAttempts: new Map(),
+    connections: 0,
+    close: async () => undefined,
+  };
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS', 'AUTH'],

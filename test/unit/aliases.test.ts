@@ -74,7 +74,9 @@ test('parseAliases reports unsupported targets and bad lines with file:line', ()
     /^aliases:11: alias "weird" has no usable target/,
   ];
   assert.equal(problems.length, expected.length, problems.join('\n'));
-  expected.forEach((pattern, i) => assert.match(problems[i]!, pattern));
+  expected.forEach((pattern, i) => {
+    assert.match(problems[i]!, pattern);
+  });
 });
 
 test('loadAliases: a missing file has no aliases', async () => {
@@ -113,7 +115,10 @@ test('resolveRecipient: recursive expansion, deduplicated, local-domain addresse
 
 test('resolveRecipient: a name in its own expansion goes to the user of that name (Postfix)', () => {
   const aliases = aliasesOf('kate: kate, kate@elsewhere.example\nbob: team\nteam: bob, kate');
-  assert.deepEqual(resolveRecipient('kate', users('kate'), aliases, local), { local: ['kate'], remote: ['kate@elsewhere.example'] });
+  assert.deepEqual(resolveRecipient('kate', users('kate'), aliases, local), {
+    local: ['kate'],
+    remote: ['kate@elsewhere.example'],
+  });
   assert.deepEqual(resolveRecipient('bob', users('bob', 'kate'), aliases, local), {
     local: ['bob', 'kate'],
     remote: ['kate@elsewhere.example'],
@@ -136,12 +141,15 @@ test('resolveRecipient: loops without a user reach no one, and do not hang', () 
 
 test('resolveRecipient: chains deeper than 20 stop, and wide graphs stay fast', () => {
   const chain = (length: number) =>
-    aliasesOf(Array.from({ length }, (_, i) => `a${i}: a${i + 1}`).join('\n') + `\na${length}: kate`);
+    aliasesOf(`${Array.from({ length }, (_, i) => `a${i}: a${i + 1}`).join('\n')}\na${length}: kate`);
   assert.deepEqual(resolveRecipient('a0', users('kate'), chain(15), local), { local: ['kate'], remote: [] });
   assert.equal(resolveRecipient('a0', users('kate'), chain(40), local), null);
 
   // 30 levels, each alias naming both aliases of the next level: 2^30 paths, 60 aliases.
-  const lines = Array.from({ length: 30 }, (_, i) => [`x${i}: x${i + 1}, y${i + 1}`, `y${i}: x${i + 1}, y${i + 1}`]).flat();
+  const lines = Array.from({ length: 30 }, (_, i) => [
+    `x${i}: x${i + 1}, y${i + 1}`,
+    `y${i}: x${i + 1}, y${i + 1}`,
+  ]).flat();
   const started = performance.now();
   assert.equal(resolveRecipient('x0', users(), aliasesOf(lines.join('\n')), local), null);
   assert.ok(performance.now() - started < 200);
@@ -153,9 +161,18 @@ test('resolveRecipient: postmaster always resolves, through root when not define
     local: ['kate'],
     remote: ['admin@remote.example'],
   });
-  assert.deepEqual(resolveRecipient('postmaster', users('root'), aliasesOf(''), local), { local: ['root'], remote: [] });
-  assert.deepEqual(resolveRecipient('postmaster', users('postmaster', 'kate'), viaRoot, local), { local: ['postmaster'], remote: [] });
-  assert.deepEqual(resolveRecipient('postmaster', users('kate'), aliasesOf('postmaster: bob\nroot: kate'), local), null);
+  assert.deepEqual(resolveRecipient('postmaster', users('root'), aliasesOf(''), local), {
+    local: ['root'],
+    remote: [],
+  });
+  assert.deepEqual(resolveRecipient('postmaster', users('postmaster', 'kate'), viaRoot, local), {
+    local: ['postmaster'],
+    remote: [],
+  });
+  assert.deepEqual(
+    resolveRecipient('postmaster', users('kate'), aliasesOf('postmaster: bob\nroot: kate'), local),
+    null,
+  );
   assert.equal(resolveRecipient('postmaster', users('kate'), aliasesOf(''), local), null);
 });
 
@@ -178,7 +195,12 @@ test('checkAliases reports an unresolvable postmaster, unknown targets and dead 
 
 test('property: resolution terminates on any alias graph and only returns existing users', () => {
   const name = fc.constantFrom('a', 'b', 'c', 'd', 'kate', 'bob', 'postmaster', 'root');
-  const target = fc.oneof(name, name.map((n) => `\\${n}`), name.map((n) => `${n}@example.org`), fc.constant('x@remote.example'));
+  const target = fc.oneof(
+    name,
+    name.map((n) => `\\${n}`),
+    name.map((n) => `${n}@example.org`),
+    fc.constant('x@remote.example'),
+  );
   fc.assert(
     fc.property(
       fc.dictionary(name, fc.array(target, { minLength: 1, maxLength: 4 })),

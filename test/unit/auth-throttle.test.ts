@@ -7,7 +7,10 @@ import { AuthThrottle, throttleKey } from '../../src/auth/throttle.js';
 describe('AuthThrottle', () => {
   it('doubles the delay per failure from one address, up to the cap', () => {
     const t = new AuthThrottle({ baseDelayMs: 1000, maxDelayMs: 5000 });
-    assert.deepEqual([1, 2, 3, 4, 5].map(() => t.recordFailure('192.0.2.1')), [1000, 2000, 4000, 5000, 5000]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5].map(() => t.recordFailure('192.0.2.1')),
+      [1000, 2000, 4000, 5000, 5000],
+    );
     assert.equal(t.recordFailure('192.0.2.2'), 1000, 'another address starts at the base');
   });
 
@@ -52,7 +55,13 @@ describe('AuthThrottle', () => {
 describe('AuthThrottle lockout', () => {
   it('refuses an address for the lockout window after maxFailures, then lets it start over', () => {
     let now = 0;
-    const t = new AuthThrottle({ baseDelayMs: 10, maxFailures: 3, lockoutMs: 60_000, forgetAfterMs: 1000, now: () => now });
+    const t = new AuthThrottle({
+      baseDelayMs: 10,
+      maxFailures: 3,
+      lockoutMs: 60_000,
+      forgetAfterMs: 1000,
+      now: () => now,
+    });
     t.recordFailure('192.0.2.1');
     t.recordFailure('192.0.2.1');
     assert.equal(t.lockedOutFor('192.0.2.1'), 0, 'two failures: not yet');
@@ -92,7 +101,7 @@ describe('AuthThrottle against parallel and shared-account guessing', () => {
     assert.equal(t.failures('192.0.2.1'), 1);
   });
 
-  it('a success forgives that user\'s failures only', () => {
+  it("a success forgives that user's failures only", () => {
     const t = new AuthThrottle({ baseDelayMs: 10, maxFailures: 5, lockoutMs: 60_000 });
     for (let round = 0; round < 2; round++) {
       t.recordFailure('192.0.2.1', 'alice');

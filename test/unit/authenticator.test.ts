@@ -22,16 +22,29 @@ const CLIENT = '192.0.2.10';
 
 test('the right password logs in with the normalized name; authzid must be the user itself', async () => {
   const users = await usersWith({ alice: 'pw-a' });
-  const auth = new Authenticator(() => users, { failureDelayMs: 0, maxFailures: 10, lockoutMs: 60_000, cacheTtlMs: 60_000 });
+  const auth = new Authenticator(() => users, {
+    failureDelayMs: 0,
+    maxFailures: 10,
+    lockoutMs: 60_000,
+    cacheTtlMs: 60_000,
+  });
   assert.deepEqual(await auth.login({ name: 'Alice', password: 'pw-a', client: CLIENT }), { ok: true, user: 'alice' });
-  assert.deepEqual(await auth.login({ name: 'alice', password: 'pw-a', client: CLIENT, authzid: 'ALICE' }), { ok: true, user: 'alice' });
+  assert.deepEqual(await auth.login({ name: 'alice', password: 'pw-a', client: CLIENT, authzid: 'ALICE' }), {
+    ok: true,
+    user: 'alice',
+  });
   const proxy = await auth.login({ name: 'alice', password: 'pw-a', client: CLIENT, authzid: 'bob' });
   assert.equal(proxy.ok, false, 'no proxy logins');
 });
 
 test('wrong password, unknown user and malformed name fail alike, each after the failure delay', async () => {
   const users = await usersWith({ alice: 'pw-a' });
-  const auth = new Authenticator(() => users, { failureDelayMs: 150, maxFailures: 100, lockoutMs: 60_000, cacheTtlMs: 60_000 });
+  const auth = new Authenticator(() => users, {
+    failureDelayMs: 150,
+    maxFailures: 100,
+    lockoutMs: 60_000,
+    cacheTtlMs: 60_000,
+  });
   const attempts = [
     { name: 'alice', password: 'wrong' },
     { name: 'nobody-here', password: 'pw-a' },
@@ -50,7 +63,12 @@ test('wrong password, unknown user and malformed name fail alike, each after the
 
 test('the delay doubles per failure from one address, and a lockout refuses even the right password', async () => {
   const users = await usersWith({ alice: 'pw-a' });
-  const auth = new Authenticator(() => users, { failureDelayMs: 10, maxFailures: 3, lockoutMs: 60_000, cacheTtlMs: 60_000 });
+  const auth = new Authenticator(() => users, {
+    failureDelayMs: 10,
+    maxFailures: 3,
+    lockoutMs: 60_000,
+    cacheTtlMs: 60_000,
+  });
   const delays: number[] = [];
   for (let i = 0; i < 3; i++) {
     const result = await auth.login({ name: 'alice', password: 'wrong', client: CLIENT });
@@ -62,14 +80,27 @@ test('the delay doubles per failure from one address, and a lockout refuses even
   assert.ok(!locked.ok && locked.reason === 'locked-out', JSON.stringify(locked));
   assert.ok(locked.retryInMs > 59_000);
   assert.ok(auth.lockedOutFor(CLIENT) > 0);
-  assert.deepEqual(await auth.login({ name: 'alice', password: 'pw-a', client: '192.0.2.99' }), { ok: true, user: 'alice' }, 'other addresses still log in');
+  assert.deepEqual(
+    await auth.login({ name: 'alice', password: 'pw-a', client: '192.0.2.99' }),
+    { ok: true, user: 'alice' },
+    'other addresses still log in',
+  );
 });
 
 test('a remembered login still obeys the lockout, and a changed password is not remembered', async () => {
   const users = await usersWith({ alice: 'pw-a' });
-  const auth = new Authenticator(() => users, { failureDelayMs: 1, maxFailures: 2, lockoutMs: 60_000, cacheTtlMs: 60_000 });
+  const auth = new Authenticator(() => users, {
+    failureDelayMs: 1,
+    maxFailures: 2,
+    lockoutMs: 60_000,
+    cacheTtlMs: 60_000,
+  });
   assert.deepEqual(await auth.login({ name: 'alice', password: 'pw-a', client: CLIENT }), { ok: true, user: 'alice' });
-  assert.deepEqual(await auth.login({ name: 'alice', password: 'pw-a', client: CLIENT }), { ok: true, user: 'alice' }, 'from the cache');
+  assert.deepEqual(
+    await auth.login({ name: 'alice', password: 'pw-a', client: CLIENT }),
+    { ok: true, user: 'alice' },
+    'from the cache',
+  );
   for (let i = 0; i < 2; i++) await auth.login({ name: 'alice', password: 'wrong', client: CLIENT });
   const locked = await auth.login({ name: 'alice', password: 'pw-a', client: CLIENT });
   assert.ok(!locked.ok && locked.reason === 'locked-out', JSON.stringify(locked));
@@ -77,9 +108,18 @@ test('a remembered login still obeys the lockout, and a changed password is not 
   const other = '192.0.2.50';
   const changed = await usersWith({ alice: 'pw-new' });
   let current = users;
-  const switching = new Authenticator(() => current, { failureDelayMs: 1, maxFailures: 10, lockoutMs: 60_000, cacheTtlMs: 60_000 });
+  const switching = new Authenticator(() => current, {
+    failureDelayMs: 1,
+    maxFailures: 10,
+    lockoutMs: 60_000,
+    cacheTtlMs: 60_000,
+  });
   assert.equal((await switching.login({ name: 'alice', password: 'pw-a', client: other })).ok, true);
   current = changed;
-  assert.equal((await switching.login({ name: 'alice', password: 'pw-a', client: other })).ok, false, 'the old password after the users file changed');
+  assert.equal(
+    (await switching.login({ name: 'alice', password: 'pw-a', client: other })).ok,
+    false,
+    'the old password after the users file changed',
+  );
   assert.equal((await switching.login({ name: 'alice', password: 'pw-new', client: other })).ok, true);
 });

@@ -74,9 +74,14 @@ function report(overrides: Partial<DsnReport> = {}): DsnReport {
   return {
     kind: 'failure',
     reportingHost: 'mail.example.org',
-    original: { queueId: '0QFW3TKLZ6M4H9PX', sender: 'alice@example.org', receivedAt: RECEIVED_AT, clientHelo: 'laptop.example.org' },
+    original: {
+      queueId: '0QFW3TKLZ6M4H9PX',
+      sender: 'alice@example.org',
+      receivedAt: RECEIVED_AT,
+      clientHelo: 'laptop.example.org',
+    },
     recipients: [bob],
-    originalHeaders: Buffer.from(ORIGINAL_HEADERS + '\r\n' + BODY),
+    originalHeaders: Buffer.from(`${ORIGINAL_HEADERS}\r\n${BODY}`),
     now: NOW,
     ...overrides,
   };
@@ -107,8 +112,8 @@ describe('composeDsn', () => {
     assert.deepEqual(parsed.partTypes, ['text/plain', 'message/delivery-status', 'text/rfc822-headers']);
     assert.deepEqual(parsed.from, [['Mail Delivery System', 'MAILER-DAEMON@mail.example.org']]);
     assert.deepEqual(parsed.to, ['alice@example.org']);
-    assert.equal(parsed.headers['Subject'], 'Undelivered Mail Returned to Sender');
-    assert.equal(parsed.headers['Date'], 'Wed, 25 Nov 2026 15:00:00 +0000');
+    assert.equal(parsed.headers.Subject, 'Undelivered Mail Returned to Sender');
+    assert.equal(parsed.headers.Date, 'Wed, 25 Nov 2026 15:00:00 +0000');
     assert.match(parsed.headers['Message-ID']!, /^<[^<>@\s]+@mail\.example\.org>$/);
     assert.equal(parsed.headers['Auto-Submitted'], 'auto-replied');
     assert.equal(parsed.headers['MIME-Version'], '1.0');
@@ -141,13 +146,19 @@ describe('composeDsn', () => {
     const dsn = composeDsn(
       report({
         kind: 'delay',
-        recipients: [{ ...bob, status: statusFromReply('451 4.7.1 Greylisted, try again later', 'temporary', 'mx.remote.test'), willRetryUntil }],
+        recipients: [
+          {
+            ...bob,
+            status: statusFromReply('451 4.7.1 Greylisted, try again later', 'temporary', 'mx.remote.test'),
+            willRetryUntil,
+          },
+        ],
       }),
     );
     assertWellFormedLines(dsn);
     const parsed = parseWithPython(dsn);
     assert.deepEqual(parsed.defects, []);
-    assert.equal(parsed.headers['Subject'], 'Delayed Mail (still being retried)');
+    assert.equal(parsed.headers.Subject, 'Delayed Mail (still being retried)');
     const recipient = parsed.groups[1]!;
     assert.equal(field(recipient, 'Action'), 'delayed');
     assert.equal(field(recipient, 'Status'), '4.7.1');
@@ -166,7 +177,9 @@ describe('composeDsn', () => {
       originalAddress: 'team@example.org',
       status: permanent('5.4.6', 'Too many hops (more than 50 Received headers): mail forwarding loop'),
     };
-    const parsed = parseWithPython(composeDsn(report({ recipients: [{ ...bob, originalAddress: 'bob@remote.test' }, carol] })));
+    const parsed = parseWithPython(
+      composeDsn(report({ recipients: [{ ...bob, originalAddress: 'bob@remote.test' }, carol] })),
+    );
     assert.deepEqual(parsed.defects, []);
     assert.equal(parsed.groups.length, 3);
     const [, first, second] = parsed.groups;
@@ -176,7 +189,10 @@ describe('composeDsn', () => {
     assert.equal(field(second!, 'Original-Recipient'), 'rfc822; team@example.org');
     assert.equal(field(second!, 'Status'), '5.4.6');
     assert.equal(field(second!, 'Remote-MTA'), undefined);
-    assert.equal(field(second!, 'Diagnostic-Code'), 'X-mailsrv; 5.4.6 Too many hops (more than 50 Received headers): mail forwarding loop');
+    assert.equal(
+      field(second!, 'Diagnostic-Code'),
+      'X-mailsrv; 5.4.6 Too many hops (more than 50 Received headers): mail forwarding loop',
+    );
     assert.match(parsed.text, /<bob@remote\.test>/);
     assert.match(parsed.text, /<carol@other\.test> \(you wrote to <team@example\.org>\)/);
     assert.match(parsed.text, /Reason:\n\s+5\.4\.6 Too many hops/);
@@ -185,7 +201,11 @@ describe('composeDsn', () => {
   it('neutralises CR, LF and NUL in a hostile diagnostic and address', () => {
     const hostile: DsnRecipient = {
       address: 'eve@remote.test\r\nBcc: victim@example.net',
-      status: statusFromReply('550 5.7.1 rejected\r\nBcc: victim@example.net\r\n\r\n--fake-boundary\0\n550 second line', 'permanent', 'mx.remote.test\r\nX-Injected: 1'),
+      status: statusFromReply(
+        '550 5.7.1 rejected\r\nBcc: victim@example.net\r\n\r\n--fake-boundary\0\n550 second line',
+        'permanent',
+        'mx.remote.test\r\nX-Injected: 1',
+      ),
     };
     const dsn = composeDsn(
       report({
@@ -201,8 +221,8 @@ describe('composeDsn', () => {
     const parsed = parseWithPython(dsn);
     assert.deepEqual(parsed.defects, []);
     assert.deepEqual(parsed.partTypes, ['text/plain', 'message/delivery-status', 'text/rfc822-headers']);
-    assert.equal(parsed.headers['Bcc'], undefined);
-    assert.equal(parsed.headers['Cc'], undefined);
+    assert.equal(parsed.headers.Bcc, undefined);
+    assert.equal(parsed.headers.Cc, undefined);
     assert.equal(parsed.groups.length, 2);
     const recipient = parsed.groups[1]!;
     assert.deepEqual(
@@ -210,14 +230,20 @@ describe('composeDsn', () => {
       ['Final-Recipient', 'Action', 'Status', 'Remote-MTA', 'Diagnostic-Code'],
     );
     assert.equal(field(recipient, 'Final-Recipient'), 'rfc822; eve@remote.test Bcc: victim@example.net');
-    assert.equal(field(recipient, 'Diagnostic-Code'), 'smtp; 550 5.7.1 rejected Bcc: victim@example.net --fake-boundary 550 second line');
+    assert.equal(
+      field(recipient, 'Diagnostic-Code'),
+      'smtp; 550 5.7.1 rejected Bcc: victim@example.net --fake-boundary 550 second line',
+    );
     assert.equal(parsed.headersPart, 'Subject: a b c\r\n');
     // the text part quotes each reply line on its own, indented
     assert.match(parsed.text, /\n\s+550 5\.7\.1 rejected\n\s+Bcc: victim@example\.net\n/);
   });
 
   it('keeps delivery-status fields ASCII; non-ASCII stays in the UTF-8 text part', () => {
-    const recipient: DsnRecipient = { address: 'jörg@bücher.test', status: statusFromReply('550 5.1.1 Benutzer unbekannt – “jörg”', 'permanent') };
+    const recipient: DsnRecipient = {
+      address: 'jörg@bücher.test',
+      status: statusFromReply('550 5.1.1 Benutzer unbekannt – “jörg”', 'permanent'),
+    };
     const dsn = composeDsn(report({ recipients: [recipient], originalHeaders: Buffer.from('Subject: Grüße\r\n\r\n') }));
     assertWellFormedLines(dsn);
     const parsed = parseWithPython(dsn);
@@ -232,8 +258,8 @@ describe('composeDsn', () => {
   });
 
   it('quotes the original headers only, never the body, with CRLF line ends', () => {
-    const lfOnly = Buffer.from(ORIGINAL_HEADERS.replace(/\r\n/g, '\n') + '\n' + BODY.replace(/\r\n/g, '\n'));
-    for (const originalHeaders of [Buffer.from(ORIGINAL_HEADERS + '\r\n' + BODY), lfOnly]) {
+    const lfOnly = Buffer.from(`${ORIGINAL_HEADERS.replace(/\r\n/g, '\n')}\n${BODY.replace(/\r\n/g, '\n')}`);
+    for (const originalHeaders of [Buffer.from(`${ORIGINAL_HEADERS}\r\n${BODY}`), lfOnly]) {
       const dsn = composeDsn(report({ originalHeaders }));
       assertWellFormedLines(dsn);
       assert.equal(dsn.indexOf('secret body'), -1);
@@ -243,9 +269,9 @@ describe('composeDsn', () => {
   });
 
   it('truncates the original headers at the cap on a line boundary', () => {
-    const line = 'X-Filler: ' + 'x'.repeat(88) + '\r\n'; // 100 bytes
+    const line = `X-Filler: ${'x'.repeat(88)}\r\n`; // 100 bytes
     const lines = Math.ceil((ORIGINAL_HEADERS_CAP * 2) / line.length);
-    const dsn = composeDsn(report({ originalHeaders: Buffer.from(line.repeat(lines) + '\r\n' + BODY) }));
+    const dsn = composeDsn(report({ originalHeaders: Buffer.from(`${line.repeat(lines)}\r\n${BODY}`) }));
     const parsed = parseWithPython(dsn);
     const kept = Math.floor(ORIGINAL_HEADERS_CAP / line.length);
     assert.equal(parsed.headersPart, line.repeat(kept));
@@ -253,15 +279,23 @@ describe('composeDsn', () => {
   });
 
   it('folds over-long lines: a huge diagnostic and a huge original header line stay under 998 octets', () => {
-    const diagnostic = '550 5.7.1 ' + 'word '.repeat(300) + 'x'.repeat(1500);
-    const longHeader = 'X-Long: ' + 'é'.repeat(1200);
-    const dsn = composeDsn(report({ recipients: [{ ...bob, status: statusFromReply(diagnostic, 'permanent', 'mx.remote.test') }], originalHeaders: Buffer.from(`${longHeader}\r\nSubject: s\r\n\r\n`) }));
+    const diagnostic = `550 5.7.1 ${'word '.repeat(300)}${'x'.repeat(1500)}`;
+    const longHeader = `X-Long: ${'é'.repeat(1200)}`;
+    const dsn = composeDsn(
+      report({
+        recipients: [{ ...bob, status: statusFromReply(diagnostic, 'permanent', 'mx.remote.test') }],
+        originalHeaders: Buffer.from(`${longHeader}\r\nSubject: s\r\n\r\n`),
+      }),
+    );
     assertWellFormedLines(dsn);
     const parsed = parseWithPython(dsn);
     assert.deepEqual(parsed.defects, []);
     assert.match(field(parsed.groups[1]!, 'Diagnostic-Code')!, /^smtp; 550 5\.7\.1 word word/);
     assert.match(parsed.headersPart, /\nSubject: s\r\n$/);
-    assert.equal(Buffer.from(parsed.headersPart, 'latin1').toString('utf8').replace(/\r\n /g, '').split('\r\n')[0], longHeader);
+    assert.equal(
+      Buffer.from(parsed.headersPart, 'latin1').toString('utf8').replace(/\r\n /g, '').split('\r\n')[0],
+      longHeader,
+    );
   });
 
   it('gives each DSN its own Message-ID and boundary', () => {
@@ -272,7 +306,10 @@ describe('composeDsn', () => {
   });
 
   it('refuses to report to the null sender or about nobody', () => {
-    assert.throws(() => composeDsn(report({ original: { queueId: 'Q', sender: '', receivedAt: RECEIVED_AT } })), RangeError);
+    assert.throws(
+      () => composeDsn(report({ original: { queueId: 'Q', sender: '', receivedAt: RECEIVED_AT } })),
+      RangeError,
+    );
     assert.throws(() => composeDsn(report({ recipients: [] })), RangeError);
   });
 });

@@ -38,7 +38,9 @@ test('unknown keys are errors, at the top and in sections', () => {
 });
 
 test('durations, listen addresses and networks are checked', () => {
-  const problems = problemsOf('mynetworks = ["10.0.0.0/33"]\n[smtp]\nlisten = ["localhost"]\n[relay]\nretry = ["5 minutes"]\n');
+  const problems = problemsOf(
+    'mynetworks = ["10.0.0.0/33"]\n[smtp]\nlisten = ["localhost"]\n[relay]\nretry = ["5 minutes"]\n',
+  );
   assert.equal(problems.length, 3);
   assert.ok(problems.some((p) => p.includes("'mynetworks.0'")));
   assert.ok(problems.some((p) => p.includes("'smtp.listen.0'")));
@@ -82,9 +84,18 @@ test('config/dev.toml is valid', () => {
 });
 
 test('implicit-TLS listeners need a certificate; a certificate needs a key', () => {
-  assert.match(problemsOf('[tls]\ncert = ""\nkey = ""\n[smtp]\nsmtps = ["0.0.0.0:465"]\n')[0]!, /key 'smtp\.smtps': implicit-TLS listeners need tls\.cert/);
-  assert.match(problemsOf('[tls]\ncert = ""\nkey = ""\n[pop3]\npop3s = ["0.0.0.0:995"]\n')[0]!, /key 'pop3\.pop3s': implicit-TLS/);
-  assert.match(problemsOf('[tls]\ncert = "/c.pem"\nkey = ""\n')[0]!, /key 'tls\.key': a certificate \(tls\.cert\) needs its private key/);
+  assert.match(
+    problemsOf('[tls]\ncert = ""\nkey = ""\n[smtp]\nsmtps = ["0.0.0.0:465"]\n')[0]!,
+    /key 'smtp\.smtps': implicit-TLS listeners need tls\.cert/,
+  );
+  assert.match(
+    problemsOf('[tls]\ncert = ""\nkey = ""\n[pop3]\npop3s = ["0.0.0.0:995"]\n')[0]!,
+    /key 'pop3\.pop3s': implicit-TLS/,
+  );
+  assert.match(
+    problemsOf('[tls]\ncert = "/c.pem"\nkey = ""\n')[0]!,
+    /key 'tls\.key': a certificate \(tls\.cert\) needs its private key/,
+  );
   assert.equal(parseConfig('[tls]\ncert = ""\n').tls.cert, '', 'no TLS: the key is not needed');
   const withCert = parseConfig('[smtp]\nsmtps = ["0.0.0.0:465"]\n');
   assert.deepEqual(withCert.smtp.smtps, ['0.0.0.0:465'], 'the default cert path counts as set');
@@ -102,6 +113,12 @@ test('IPv6 listeners are IPv6-only, so "0.0.0.0:25" and "[::]:25" can both be op
 });
 
 test('relay.dns_servers takes IP addresses only (a host name would crash the resolver)', () => {
-  assert.deepEqual(parseConfig('[relay]\ndns_servers = ["127.0.0.1:5353", "192.0.2.1", "[::1]:53"]\n').relay.dns_servers, ['127.0.0.1:5353', '192.0.2.1', '[::1]:53']);
-  assert.match(problemsOf('[relay]\ndns_servers = ["ns.example:53"]\n')[0]!, /key 'relay\.dns_servers\.0': expected an IP address/);
+  assert.deepEqual(
+    parseConfig('[relay]\ndns_servers = ["127.0.0.1:5353", "192.0.2.1", "[::1]:53"]\n').relay.dns_servers,
+    ['127.0.0.1:5353', '192.0.2.1', '[::1]:53'],
+  );
+  assert.match(
+    problemsOf('[relay]\ndns_servers = ["ns.example:53"]\n')[0]!,
+    /key 'relay\.dns_servers\.0': expected an IP address/,
+  );
 });

@@ -21,6 +21,9 @@ test('at most N at once, in order, failures free their slot', async () => {
   assert.equal(peak, 2);
   assert.deepEqual(order, [1, 2, 3, 4, 5]);
   assert.equal(results[0]!.status, 'rejected');
-  assert.deepEqual(results.slice(1).map((r) => (r.status === 'fulfilled' ? r.value : null)), [2, 3, 4, 5]);
+  assert.deepEqual(
+    results.slice(1).map((r) => (r.status === 'fulfilled' ? r.value : null)),
+    [2, 3, 4, 5],
+  );
   assert.equal(await limiter.run(async () => 'again'), 'again');
 });

@@ -11,7 +11,12 @@ import { text } from 'node:stream/consumers';
 import { after, test } from 'node:test';
 import { pino } from 'pino';
 import { prepareMaildrop, writeMaildropFile, type MaildropEnvelope } from '../../src/queue/maildrop.js';
-import { MaildropPickup, MaildropRejectedError, type MaildropPickupOptions, type PickedUpMessage } from '../../src/queue/pickup.js';
+import {
+  MaildropPickup,
+  MaildropRejectedError,
+  type MaildropPickupOptions,
+  type PickedUpMessage,
+} from '../../src/queue/pickup.js';
 
 interface LogLine {
   level: number;
@@ -48,7 +53,11 @@ async function setup(options: Partial<MaildropPickupOptions> = {}) {
   return { dir, pickup, logs, injected };
 }
 
-function drop(dir: string, envelope: MaildropEnvelope = { sender: 'root@mx.test', recipients: ['alice@example.test'] }, message = 'Subject: x\r\n\r\nhello\r\n') {
+function drop(
+  dir: string,
+  envelope: MaildropEnvelope = { sender: 'root@mx.test', recipients: ['alice@example.test'] },
+  message = 'Subject: x\r\n\r\nhello\r\n',
+) {
   return writeMaildropFile(dir, envelope, Readable.from([Buffer.from(message)]));
 }
 
@@ -100,7 +109,10 @@ test('the file stays until inject() resolves; a failing inject() keeps it for th
   const name = await drop(dir);
   await pickup.scan();
   assert.deepEqual(await readdir(dir), [name], 'removed although inject() failed');
-  assert.ok(logs.some((l) => l.msg === 'cannot queue maildrop file; will retry' && l.file === name), JSON.stringify(logs));
+  assert.ok(
+    logs.some((l) => l.msg === 'cannot queue maildrop file; will retry' && l.file === name),
+    JSON.stringify(logs),
+  );
   await pickup.scan();
   assert.deepEqual(present, [name], 'removed before inject() resolved');
   assert.deepEqual(await readdir(dir), []);
@@ -134,8 +146,15 @@ test('malformed files, links and oversized messages are removed with their owner
   assert.equal(injected.length, 0);
   const reasons = logs.filter((l) => l.msg === 'maildrop file rejected and removed').map((l) => [l.uid, l.reason]);
   assert.equal(reasons.length, 3, JSON.stringify(logs));
-  assert.ok(reasons.every(([uid]) => uid === process.getuid!()), JSON.stringify(reasons));
-  for (const reason of [/not JSON/, /symbolic link/, /message too big/]) assert.ok(reasons.some(([, r]) => reason.test(String(r))), `${reason}: ${JSON.stringify(reasons)}`);
+  assert.ok(
+    reasons.every(([uid]) => uid === process.getuid!()),
+    JSON.stringify(reasons),
+  );
+  for (const reason of [/not JSON/, /symbolic link/, /message too big/])
+    assert.ok(
+      reasons.some(([, r]) => reason.test(String(r))),
+      `${reason}: ${JSON.stringify(reasons)}`,
+    );
 });
 
 test('reconfigure() changes the size limit for the next file', async (t) => {
@@ -161,7 +180,9 @@ test('temp files are left to their writer (a slow cron job: hours old is fine); 
   await pickup.scan();
   assert.deepEqual(await readdir(dir), ['tmp-0123456789abcdef0123456789abcdef']);
   assert.equal(injected.length, 0);
-  assert.ok(logs.some((l) => l.msg === 'stale maildrop temp file removed' && l.file === 'tmp-fedcba9876543210fedcba9876543210'));
+  assert.ok(
+    logs.some((l) => l.msg === 'stale maildrop temp file removed' && l.file === 'tmp-fedcba9876543210fedcba9876543210'),
+  );
 });
 
 test('at most `concurrency` files are injected at once, and every file is', async (t) => {

@@ -67,7 +67,10 @@ describe('writeMaildropFile', () => {
     assert.ok(isMaildropName(name), name);
     assert.deepEqual(await readdir(dir), [name]);
     const content = await readFile(join(dir, name), 'utf8');
-    assert.equal(content, `{"v":1,"sender":"root@mx.test","recipients":["alice@example.test","bob@example.test"]}\n${message}`);
+    assert.equal(
+      content,
+      `{"v":1,"sender":"root@mx.test","recipients":["alice@example.test","bob@example.test"]}\n${message}`,
+    );
     assert.equal((await stat(join(dir, name))).mode & 0o777, 0o644);
   });
 
@@ -91,7 +94,11 @@ describe('writeMaildropFile', () => {
       { sender: 'a@b.test', recipients: ['x@y.test\r\nRCPT TO:<z@evil.test>'] },
       { sender: 'a@b.test', recipients: ['nodomain'] },
     ]) {
-      await assert.rejects(writeMaildropFile(dir, bad, Readable.from([Buffer.from(message)])), MaildropFormatError, JSON.stringify(bad));
+      await assert.rejects(
+        writeMaildropFile(dir, bad, Readable.from([Buffer.from(message)])),
+        MaildropFormatError,
+        JSON.stringify(bad),
+      );
     }
     assert.deepEqual(await readdir(dir), []);
   });
@@ -100,7 +107,11 @@ describe('writeMaildropFile', () => {
 describe('openMaildropFile', () => {
   test('reads back what writeMaildropFile wrote: envelope, owner, size and the message', async () => {
     const dir = await freshDir();
-    const name = await writeMaildropFile(dir, { sender: '', recipients: ['alice@example.test'] }, Readable.from([Buffer.from(message)]));
+    const name = await writeMaildropFile(
+      dir,
+      { sender: '', recipients: ['alice@example.test'] },
+      Readable.from([Buffer.from(message)]),
+    );
     const file = await openMaildropFile(join(dir, name), 1000);
     try {
       assert.equal(file.sender, '');
@@ -142,9 +153,22 @@ describe('openMaildropFile', () => {
       [`{"v":1,"sender":"a@b.test","recipients":"c@d.test"}\nx\r\n`, /no recipients/],
       [`{"v":1,"sender":"a@b.test","recipients":["c@d.test",7]}\nx\r\n`, /bad recipient/],
       [`{"v":1,"sender":"a@b.test","recipients":["<c@d.test>"]}\nx\r\n`, /bad recipient/],
-      [`{"v":1,"sender":"a@b.test","recipients":${JSON.stringify(Array.from({ length: 1001 }, (_, i) => `u${i}@d.test`))}}\nx\r\n`, /too many recipients/],
-      [Buffer.concat([Buffer.from('{"v":1,"sender":"a@b.test","recipients":["c@d.test"],"x":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}\nx\r\n')]), /not JSON in UTF-8/],
-      [`{"v":1,"sender":"a@b.test","recipients":["c@d.test"],"pad":"${'x'.repeat(MAX_ENVELOPE_LINE)}"}\nx\r\n`, /no envelope line within/],
+      [
+        `{"v":1,"sender":"a@b.test","recipients":${JSON.stringify(Array.from({ length: 1001 }, (_, i) => `u${i}@d.test`))}}\nx\r\n`,
+        /too many recipients/,
+      ],
+      [
+        Buffer.concat([
+          Buffer.from('{"v":1,"sender":"a@b.test","recipients":["c@d.test"],"x":"'),
+          Buffer.from([0xff, 0xfe]),
+          Buffer.from('"}\nx\r\n'),
+        ]),
+        /not JSON in UTF-8/,
+      ],
+      [
+        `{"v":1,"sender":"a@b.test","recipients":["c@d.test"],"pad":"${'x'.repeat(MAX_ENVELOPE_LINE)}"}\nx\r\n`,
+        /no envelope line within/,
+      ],
     ];
     for (const [content, reason] of cases) {
       const path = await planted(dir, content);
@@ -181,29 +205,57 @@ describe('openMaildropFile', () => {
 describe('names, addresses and line ends', () => {
   test('final names: a queue id, "-", 16 hex digits; temp names are not final', () => {
     assert.ok(isMaildropName('2386Z6F820YWQVRB-ba33aa275e4fbbf8'));
-    for (const name of ['tmp-08a120db011792258b84349ffd4dbd94', '2386Z6F820YWQVRB', '2386Z6F820YWQVRB-BA33AA275E4FBBF8', '2386Z6F820YWQVRA-ba33aa275e4fbbf8', '../2386Z6F820YWQVRB-ba33aa275e4fbb', '.', '']) {
+    for (const name of [
+      'tmp-08a120db011792258b84349ffd4dbd94',
+      '2386Z6F820YWQVRB',
+      '2386Z6F820YWQVRB-BA33AA275E4FBBF8',
+      '2386Z6F820YWQVRA-ba33aa275e4fbbf8',
+      '../2386Z6F820YWQVRB-ba33aa275e4fbb',
+      '.',
+      '',
+    ]) {
       assert.equal(isMaildropName(name), false, name);
     }
   });
 
   test('safe addresses: local@domain without spaces, controls, brackets or quotes', () => {
-    for (const good of ['a@b', 'first.last+tag@example.org', 'jörg@bücher.example', 'MAILER-DAEMON@mx.test']) assert.ok(isSafeAddress(good), good);
-    for (const bad of ['', 'a', '@b', 'a@', 'a@b@c', 'a b@c', 'a@b\r\n', 'a\0@b', '<a@b>', '"a"@b', 'a@[1.2.3.4]', 'a,b@c', '-f@b', `${'x'.repeat(65)}@b`]) {
+    for (const good of ['a@b', 'first.last+tag@example.org', 'jörg@bücher.example', 'MAILER-DAEMON@mx.test'])
+      assert.ok(isSafeAddress(good), good);
+    for (const bad of [
+      '',
+      'a',
+      '@b',
+      'a@',
+      'a@b@c',
+      'a b@c',
+      'a@b\r\n',
+      'a\0@b',
+      '<a@b>',
+      '"a"@b',
+      'a@[1.2.3.4]',
+      'a,b@c',
+      '-f@b',
+      `${'x'.repeat(65)}@b`,
+    ]) {
       assert.equal(isSafeAddress(bad), false, JSON.stringify(bad));
     }
   });
 
   test('CrlfConverter: bare LF gets a CR, CRLF and lone CR stay, at any chunking', () => {
     fc.assert(
-      fc.property(fc.array(fc.constantFrom('a', '\n', '\r', '\r\n', '.', 'From '), { maxLength: 40 }), fc.array(fc.nat(), { maxLength: 8 }), (parts, cuts) => {
-        const input = parts.join('');
-        const expected = input.replace(/(?<!\r)\n/g, '\r\n');
-        const converter = new CrlfConverter();
-        const output = splitAt(input, cuts)
-          .map((chunk) => converter.convert(Buffer.from(chunk, 'latin1')).toString('latin1'))
-          .join('');
-        assert.equal(output, expected);
-      }),
+      fc.property(
+        fc.array(fc.constantFrom('a', '\n', '\r', '\r\n', '.', 'From '), { maxLength: 40 }),
+        fc.array(fc.nat(), { maxLength: 8 }),
+        (parts, cuts) => {
+          const input = parts.join('');
+          const expected = input.replace(/(?<!\r)\n/g, '\r\n');
+          const converter = new CrlfConverter();
+          const output = splitAt(input, cuts)
+            .map((chunk) => converter.convert(Buffer.from(chunk, 'latin1')).toString('latin1'))
+            .join('');
+          assert.equal(output, expected);
+        },
+      ),
     );
   });
 });
@@ -220,7 +272,7 @@ describe('prepareMaildrop', () => {
     assert.equal((await stat(dir)).mode & 0o7777, 0o1733);
   });
 
-  test('refuses a symbolic link in the maildrop\'s place and leaves its target alone', async () => {
+  test("refuses a symbolic link in the maildrop's place and leaves its target alone", async () => {
     const state = await freshDir();
     const target = await freshDir();
     execFileSync('chmod', ['0700', target]);
@@ -229,7 +281,9 @@ describe('prepareMaildrop', () => {
     assert.equal((await lstat(target)).mode & 0o7777, 0o700);
   });
 
-  test('as root: the maildrop is given to the daemon\'s user and group', { skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
+  test("as root: the maildrop is given to the daemon's user and group", {
+    skip: process.getuid?.() !== 0 && 'needs root',
+  }, async () => {
     const state = await freshDir();
     const dir = await prepareMaildrop(state, { uid: 65534, gid: 65534 });
     const info = await stat(dir);

@@ -46,7 +46,8 @@ async function contents(mailbox: string): Promise<string[]> {
   return messages.map((m) => {
     const subject = /^Subject: (\S+)$/m.exec(m)![1]!;
     const n = Number(subject.slice(1));
-    if (subject !== 'old') assert.equal(m.split('\n').filter((l) => l === `line ${n}`).length, 50 + n, `${subject} is whole`);
+    if (subject !== 'old')
+      assert.equal(m.split('\n').filter((l) => l === `line ${n}`).length, 50 + n, `${subject} is whole`);
     return subject;
   });
 }
@@ -62,12 +63,32 @@ interface Scenario {
 
 const scenarios: Scenario[] = [
   { name: 'before the first message is written', crash: { op: 'writev', target: 'mailbox', nth: 1 }, expected: BEFORE },
-  { name: 'halfway through the first message (in memory)', crash: { op: 'writev', target: 'mailbox', nth: 1, torn: true }, expected: BEFORE },
-  { name: 'halfway through the second message (streamed)', crash: { op: 'writev', target: 'mailbox', nth: 3, torn: true }, expected: BEFORE },
-  { name: 'halfway through the last message', crash: { op: 'writev', target: 'mailbox', nth: 6, torn: true }, expected: BEFORE },
+  {
+    name: 'halfway through the first message (in memory)',
+    crash: { op: 'writev', target: 'mailbox', nth: 1, torn: true },
+    expected: BEFORE,
+  },
+  {
+    name: 'halfway through the second message (streamed)',
+    crash: { op: 'writev', target: 'mailbox', nth: 3, torn: true },
+    expected: BEFORE,
+  },
+  {
+    name: 'halfway through the last message',
+    crash: { op: 'writev', target: 'mailbox', nth: 6, torn: true },
+    expected: BEFORE,
+  },
   { name: 'before the fsync (all written)', crash: { op: 'sync', target: 'mailbox', nth: 1 }, expected: BEFORE },
-  { name: 'before the lock notes the size before the batch', crash: { op: 'write', target: 'lock', nth: 2 }, expected: BEFORE },
-  { name: 'after the fsync, before the lock notes the new size', crash: { op: 'write', target: 'lock', nth: 3 }, expected: BEFORE },
+  {
+    name: 'before the lock notes the size before the batch',
+    crash: { op: 'write', target: 'lock', nth: 2 },
+    expected: BEFORE,
+  },
+  {
+    name: 'after the fsync, before the lock notes the new size',
+    crash: { op: 'write', target: 'lock', nth: 3 },
+    expected: BEFORE,
+  },
   // the lock's first unlink is its temporary name, right after link(); the second is the release
   { name: 'after the lock notes the new size', crash: { op: 'unlink', target: 'lock', nth: 2 }, expected: ALL },
 ];
@@ -91,7 +112,7 @@ describe('a batch append killed part-way', () => {
         // the next delivery breaks the lock (if still there) and appends after what is left
         await appendMessage({
           mailboxPath: mailbox,
-          source: Buffer.from('Subject: m9\r\n\r\n' + 'line 9\r\n'.repeat(59)),
+          source: Buffer.from(`Subject: m9\r\n\r\n${'line 9\r\n'.repeat(59)}`),
           sender: 'next@example.org',
           date: new Date('2026-12-06T11:00:00Z'),
           addHeaders: [],
@@ -101,8 +122,14 @@ describe('a batch append killed part-way', () => {
         });
         assert.deepEqual(await contents(mailbox), [...scenario.expected, 'm9']);
         const cut = broken.some((info) => /unfinished append/.test(info.reason));
-        const nothingWritten = (scenario.crash.op === 'writev' && scenario.crash.nth === 1 && !scenario.crash.torn) || scenario.crash.target === 'lock' && scenario.crash.nth === 2;
-        assert.equal(cut, scenario.expected === BEFORE && !nothingWritten, 'a written, unacknowledged batch is reported as cut off');
+        const nothingWritten =
+          (scenario.crash.op === 'writev' && scenario.crash.nth === 1 && !scenario.crash.torn) ||
+          (scenario.crash.target === 'lock' && scenario.crash.nth === 2);
+        assert.equal(
+          cut,
+          scenario.expected === BEFORE && !nothingWritten,
+          'a written, unacknowledged batch is reported as cut off',
+        );
       });
     }
   }
@@ -124,7 +151,10 @@ describe('a batch append killed part-way', () => {
 
   it('an append note from another boot is never rolled back (the data may be all that survived a power loss)', async () => {
     const mailbox = await freshMailbox();
-    await fs.writeFile(`${mailbox}.lock`, `999999999\nappend 0 ${(await import('node:os')).hostname().split('.')[0]} some-earlier-boot\n`);
+    await fs.writeFile(
+      `${mailbox}.lock`,
+      `999999999\nappend 0 ${(await import('node:os')).hostname().split('.')[0]} some-earlier-boot\n`,
+    );
     const lock = await acquireDotlock(mailbox, { timeoutMs: 1000 });
     await lock.release();
     assert.deepEqual(await contents(mailbox), BEFORE);

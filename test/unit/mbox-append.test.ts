@@ -8,7 +8,13 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { appendMessage, MailboxFullError, MailboxIOError, mailboxSize, type AppendOptions } from '../../src/mbox/append.js';
+import {
+  appendMessage,
+  MailboxFullError,
+  MailboxIOError,
+  mailboxSize,
+  type AppendOptions,
+} from '../../src/mbox/append.js';
 import { acquireDotlock, MailboxLockedError } from '../../src/mbox/lock.js';
 
 const execFileP = promisify(execFile);
@@ -124,7 +130,10 @@ describe('appendMessage', () => {
       const result = await appendMessage(options(path, 'Subject: b\r\n\r\nnew\r\n'));
       const expected = `${existing}${pad}From alice@example.org Wed Nov 25 11:54:57 2026\nSubject: b\n\nnew\n\n`;
       assert.equal(await fs.readFile(path, 'latin1'), expected);
-      assert.deepEqual(result, { offset: existing.length + pad.length, bytes: expected.length - existing.length - pad.length });
+      assert.deepEqual(result, {
+        offset: existing.length + pad.length,
+        bytes: expected.length - existing.length - pad.length,
+      });
       if (existing.startsWith('From')) assert.equal((await pythonRead(path)).length, 2);
     }
   });
@@ -134,11 +143,14 @@ describe('appendMessage', () => {
     await appendMessage(options(path, 'Subject: kept\r\n\r\nkept\r\n'));
     const before = await fs.readFile(path);
     const sizeAtFailure: number[] = [];
-    await assert.rejects(appendMessage(options(path, failingSource(512 * 1024, path, sizeAtFailure))), (err: unknown) => {
-      assert.ok(err instanceof MailboxIOError, String(err));
-      assert.match(err.message, /queue file read failed/);
-      return true;
-    });
+    await assert.rejects(
+      appendMessage(options(path, failingSource(512 * 1024, path, sizeAtFailure))),
+      (err: unknown) => {
+        assert.ok(err instanceof MailboxIOError, String(err));
+        assert.match(err.message, /queue file read failed/);
+        return true;
+      },
+    );
     assert.ok(sizeAtFailure[0] > before.length + 256 * 1024, `partly written: ${sizeAtFailure[0]}`);
     assert.deepEqual(await fs.readFile(path), before);
     assert.equal((await pythonRead(path)).length, 1);
@@ -166,7 +178,9 @@ describe('appendMessage', () => {
     assert.ok((await fs.readFile(path, 'latin1')).slice(result.offset).startsWith('From alice@example.org '));
     const now = await fs.readFile(path);
     await assert.rejects(
-      appendMessage(options(path, 'Subject: c\r\n\r\nc\r\n', { beforeWrite: () => Promise.reject(new Error('queue busy')) })),
+      appendMessage(
+        options(path, 'Subject: c\r\n\r\nc\r\n', { beforeWrite: () => Promise.reject(new Error('queue busy')) }),
+      ),
       MailboxIOError,
     );
     assert.deepEqual(await fs.readFile(path), now);
@@ -176,7 +190,10 @@ describe('appendMessage', () => {
     const path = newPath();
     await appendMessage(options(path, 'Subject: a\r\n\r\nabc\r\n'));
     const before = await fs.readFile(path);
-    await assert.rejects(appendMessage(options(path, 'Subject: b\r\n\r\nx\r\n', { sizeLimit: before.length })), MailboxFullError);
+    await assert.rejects(
+      appendMessage(options(path, 'Subject: b\r\n\r\nx\r\n', { sizeLimit: before.length })),
+      MailboxFullError,
+    );
     assert.deepEqual(await fs.readFile(path), before);
   });
 
@@ -185,11 +202,14 @@ describe('appendMessage', () => {
     await appendMessage(options(path, 'Subject: a\r\n\r\nabc\r\n'));
     const before = await fs.readFile(path);
     const big = `Subject: big\r\n\r\n${'x'.repeat(200 * 1024)}\r\n`;
-    await assert.rejects(appendMessage(options(path, big, { sizeLimit: before.length + 100 * 1024 })), (err: unknown) => {
-      assert.ok(err instanceof MailboxFullError);
-      assert.equal(err.path, path);
-      return true;
-    });
+    await assert.rejects(
+      appendMessage(options(path, big, { sizeLimit: before.length + 100 * 1024 })),
+      (err: unknown) => {
+        assert.ok(err instanceof MailboxFullError);
+        assert.equal(err.path, path);
+        return true;
+      },
+    );
     assert.deepEqual(await fs.readFile(path), before);
   });
 
@@ -207,7 +227,10 @@ describe('appendMessage', () => {
     await appendMessage(options(path, 'Subject: a\r\n\r\na\r\n'));
     const before = await fs.readFile(path);
     const lock = await acquireDotlock(path, { timeoutMs: 1000 });
-    await assert.rejects(appendMessage(options(path, 'Subject: b\r\n\r\nb\r\n', { lockTimeoutMs: 300 })), MailboxLockedError);
+    await assert.rejects(
+      appendMessage(options(path, 'Subject: b\r\n\r\nb\r\n', { lockTimeoutMs: 300 })),
+      MailboxLockedError,
+    );
     assert.deepEqual(await fs.readFile(path), before);
     const pending = appendMessage(options(path, 'Subject: c\r\n\r\nc\r\n', { lockTimeoutMs: 5000 }));
     await sleep(150);

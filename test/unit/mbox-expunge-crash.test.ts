@@ -88,7 +88,11 @@ async function assertContent(mailbox: string, expected: 'old' | 'new', late = 0)
     const numbers = expected === 'old' ? ALL : KEPT;
     assert.deepEqual(read.slice(0, numbers.length), expectedRead(numbers, linesOf), 'every body intact, no duplicates');
     const lateSubjects = Array.from({ length: late }, (_, i) => `late ${i}`);
-    assert.deepEqual(read.slice(numbers.length).map((m) => m.subject), lateSubjects, 'late deliveries kept');
+    assert.deepEqual(
+      read.slice(numbers.length).map((m) => m.subject),
+      lateSubjects,
+      'late deliveries kept',
+    );
   }
   // the dead child's dotlock, if still there, is stale: the mailbox can be locked at once
   const lock = await acquireDotlock(mailbox, { timeoutMs: 1000 });
@@ -107,7 +111,13 @@ function mayDiscard(crash: CrashPoint): boolean {
   return crash.target === 'journal' && crash.op === 'write' && crash.nth <= 2;
 }
 
-const args = (run: { mailbox: string; journalDir: string }, crash: CrashPoint | null): ChildArgs => ({ mode: 'expunge', ...run, deleted: DELETED, crash, chunkBytes: CHUNK_BYTES });
+const args = (run: { mailbox: string; journalDir: string }, crash: CrashPoint | null): ChildArgs => ({
+  mode: 'expunge',
+  ...run,
+  deleted: DELETED,
+  crash,
+  chunkBytes: CHUNK_BYTES,
+});
 
 describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () => {
   it('completes when not killed', async () => {
@@ -153,9 +163,21 @@ describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () =
 
   const late: { name: string; crash: CrashPoint; expected: 'old' | 'new' }[] = [
     { name: 'in the journal header', crash: { op: 'write', target: 'journal', nth: 1, torn: true }, expected: 'old' },
-    { name: 'in the first journaled chunk', crash: { op: 'write', target: 'journal', nth: 3, torn: true }, expected: 'new' },
-    { name: 'mid copy, in a journaled chunk', crash: { op: 'write', target: 'mailbox', nth: 1, torn: true }, expected: 'new' },
-    { name: 'mid copy, in a chunk not journaled', crash: { op: 'write', target: 'mailbox', nth: 6, torn: true }, expected: 'new' },
+    {
+      name: 'in the first journaled chunk',
+      crash: { op: 'write', target: 'journal', nth: 3, torn: true },
+      expected: 'new',
+    },
+    {
+      name: 'mid copy, in a journaled chunk',
+      crash: { op: 'write', target: 'mailbox', nth: 1, torn: true },
+      expected: 'new',
+    },
+    {
+      name: 'mid copy, in a chunk not journaled',
+      crash: { op: 'write', target: 'mailbox', nth: 6, torn: true },
+      expected: 'new',
+    },
     { name: 'before the truncate', crash: { op: 'truncate', target: 'mailbox', nth: 1 }, expected: 'new' },
     { name: 'after the truncate', crash: { op: 'unlink', target: 'journal', nth: 1 }, expected: 'new' },
   ];
@@ -182,7 +204,10 @@ describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () =
     // then killed in the middle of the redo with the rebuilt journal
     const redo = { op: 'write', target: 'mailbox', nth: 3, torn: true } as const;
     assert.equal((await runChild({ ...args(run, redo), mode: 'recover' })).killed, true);
-    assert.deepEqual((await recover(run.journalDir)).map((l) => l.action), ['redone']);
+    assert.deepEqual(
+      (await recover(run.journalDir)).map((l) => l.action),
+      ['redone'],
+    );
     await assertContent(run.mailbox, 'new', 2);
     assert.deepEqual(await fs.readdir(run.journalDir), []);
   });
@@ -199,7 +224,9 @@ describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () =
       const content = await fs.readFile(run.mailbox);
       const expected = content.length === original.length && content.equals(original) ? 'old' : 'new';
       await assertContent(run.mailbox, expected);
-      seen.push(`${outcome.killed ? 'killed' : 'finished'}:${log.map((l) => l.action).join('') || 'no journal'}:${expected}`);
+      seen.push(
+        `${outcome.killed ? 'killed' : 'finished'}:${log.map((l) => l.action).join('') || 'no journal'}:${expected}`,
+      );
     }
     // which phases were hit varies from run to run; the test output shows them
     console.log(`random kills (update took ${updateMs} ms): ${seen.join(', ')}`);

@@ -9,7 +9,12 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { appendMessage } from '../../src/mbox/append.js';
-import { expungeMessages, journalPathOf, recoverInterruptedExpunges, type RecoveryInfo } from '../../src/mbox/expunge.js';
+import {
+  expungeMessages,
+  journalPathOf,
+  recoverInterruptedExpunges,
+  type RecoveryInfo,
+} from '../../src/mbox/expunge.js';
 import { MailboxLockedError } from '../../src/mbox/lock.js';
 import { MailboxChangedError } from '../../src/mbox/mailbox.js';
 import { scanMailbox, type ScanStats } from '../../src/mbox/scan.js';
@@ -103,7 +108,10 @@ describe('expungeMessages', () => {
     const path = newPath();
     const old = await writeMailbox(path, 3);
     const mtime = (await fs.stat(path)).mtimeMs;
-    assert.deepEqual(await expungeMessages(await snapshotOf(path), new Set(), options()), { removed: 0, bytesFreed: 0 });
+    assert.deepEqual(await expungeMessages(await snapshotOf(path), new Set(), options()), {
+      removed: 0,
+      bytesFreed: 0,
+    });
     assert.ok((await fs.readFile(path)).equals(old));
     assert.equal((await fs.stat(path)).mtimeMs, mtime);
   });
@@ -152,7 +160,13 @@ describe('expungeMessages', () => {
     await writeMailbox(path, 5);
     const snapshot = await snapshotOf(path);
     // what mutt does when it marks message 2 read: the file is rewritten with a Status: header
-    const rewritten = Buffer.concat([messageOf(0), messageOf(1), Buffer.from(messageOf(2).toString('latin1').replace('\n\n', '\nStatus: RO\n\n')), messageOf(3), messageOf(4)]);
+    const rewritten = Buffer.concat([
+      messageOf(0),
+      messageOf(1),
+      Buffer.from(messageOf(2).toString('latin1').replace('\n\n', '\nStatus: RO\n\n')),
+      messageOf(3),
+      messageOf(4),
+    ]);
     await fs.writeFile(path, rewritten);
     await assert.rejects(expungeMessages(snapshot, new Set([3]), options()), MailboxChangedError);
     assert.ok((await fs.readFile(path)).equals(rewritten));
@@ -207,7 +221,10 @@ describe('expungeMessages', () => {
     else await fs.writeFile(lockPath, `${process.pid}\n`); // a live pid: never stale
     try {
       const started = Date.now();
-      await assert.rejects(expungeMessages(await snapshotOf(path), new Set([0]), { journalDir, lockTimeoutMs: 300 }), MailboxLockedError);
+      await assert.rejects(
+        expungeMessages(await snapshotOf(path), new Set([0]), { journalDir, lockTimeoutMs: 300 }),
+        MailboxLockedError,
+      );
       assert.ok(Date.now() - started >= 300);
       assert.ok((await fs.readFile(path)).equals(old));
     } finally {
@@ -249,9 +266,22 @@ describe('recoverInterruptedExpunges', () => {
     const old = await writeMailbox(path, 3);
     await fs.mkdir(journalDir, { recursive: true });
     const { ino, dev } = await fs.stat(path);
-    const header = { mailbox: path, dev, ino, start: 0, end: 100, oldSize: old.length, probe: '0'.repeat(64), probeLength: 10, kept: [[200, 100]] };
+    const header = {
+      mailbox: path,
+      dev,
+      ino,
+      start: 0,
+      end: 100,
+      oldSize: old.length,
+      probe: '0'.repeat(64),
+      probeLength: 10,
+      kept: [[200, 100]],
+    };
     // the header and a torn progress slot: a crash before the mailbox was written
-    await fs.writeFile(journalPathOf(journalDir, path), `MAILSRV-EXPUNGE-JOURNAL 2 ${JSON.stringify(header)}\n${' '.repeat(4096)}{"seq":0,"do`);
+    await fs.writeFile(
+      journalPathOf(journalDir, path),
+      `MAILSRV-EXPUNGE-JOURNAL 2 ${JSON.stringify(header)}\n${' '.repeat(4096)}{"seq":0,"do`,
+    );
     // a header cut short names no mailbox: the journal's own path is logged
     const torn = join(journalDir, 'other.0123456789ab.journal');
     await fs.writeFile(torn, 'MAILSRV-EXPUNGE-JOURNAL 2 {"mailb');
@@ -298,7 +328,10 @@ describe('recoverInterruptedExpunges', () => {
       ].sort((a, b) => a.mailbox.localeCompare(b.mailbox)),
     );
     assert.ok((await fs.readFile(replaced)).equals(replacedContent), 'a replaced mailbox is left alone');
-    assert.ok((await fs.readFile(same)).equals(Buffer.concat([0, 2, 3].map((n) => messageOf(n)))), 'redo is idempotent');
+    assert.ok(
+      (await fs.readFile(same)).equals(Buffer.concat([0, 2, 3].map((n) => messageOf(n)))),
+      'redo is idempotent',
+    );
     assert.deepEqual(await fs.readdir(journalDir), []);
   });
 });

@@ -33,7 +33,10 @@ const chunksOf = (s: string, cuts: number[]): Buffer[] => splitAt(s, cuts).map((
 
 describe('fromLine', () => {
   it('writes sender and UTC asctime', () => {
-    assert.equal(fromLine('a@example.org', new Date('2026-11-25T11:54:57Z')), 'From a@example.org Wed Nov 25 11:54:57 2026\n');
+    assert.equal(
+      fromLine('a@example.org', new Date('2026-11-25T11:54:57Z')),
+      'From a@example.org Wed Nov 25 11:54:57 2026\n',
+    );
   });
   it('pads a one-digit day with a space as ctime does', () => {
     assert.equal(fromLine('a@b', new Date('2026-03-05T01:02:03Z')), 'From a@b Thu Mar  5 01:02:03 2026\n');
@@ -56,7 +59,8 @@ describe('fromLine', () => {
 
 describe('MboxrdQuoter', () => {
   it('quotes From_ lines mboxrd style', async () => {
-    const input = 'Subject: x\r\n\r\nFrom here\r\n>From there\r\n>>From far\r\nFrom\r\nFromage\r\n From x\r\n>From\r\n>>\r\nend\r\n';
+    const input =
+      'Subject: x\r\n\r\nFrom here\r\n>From there\r\n>>From far\r\nFrom\r\nFromage\r\n From x\r\n>From\r\n>>\r\nend\r\n';
     const expected = 'Subject: x\n\n>From here\n>>From there\n>>>From far\nFrom\nFromage\n From x\n>From\n>>\nend\n\n';
     assert.equal(await quote(input), expected);
     assert.equal(await quote(input, bytewise(input)), expected);
@@ -106,20 +110,26 @@ describe('quote/unquote property', () => {
   const lineChar = fc.constantFrom('>', 'F', 'r', 'o', 'm', ' ', 'x', '\t', '\u00e9');
   const line = fc.oneof(
     fc.string({ unit: lineChar, maxLength: 12 }),
-    fc.tuple(fc.string({ unit: fc.constant('>'), maxLength: 4 }), fc.string({ unit: lineChar, maxLength: 6 })).map(([q, rest]) => `${q}From ${rest}`),
+    fc
+      .tuple(fc.string({ unit: fc.constant('>'), maxLength: 4 }), fc.string({ unit: lineChar, maxLength: 6 }))
+      .map(([q, rest]) => `${q}From ${rest}`),
   );
 
   it('unquote(quote(msg)) gives the message with LF line ends, and no line starts with From_', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(line, { maxLength: 20 }), fc.array(fc.nat({ max: 400 }), { maxLength: 8 }), async (lines, cuts) => {
-        const crlf = lines.map((l) => `${l}\r\n`).join('');
-        const lf = lines.map((l) => `${l}\n`).join('');
-        const quoted = await quote(crlf, chunksOf(crlf, cuts));
-        assert.ok(quoted.endsWith('\n'));
-        const body = quoted.slice(0, -1); // the separator line
-        assert.ok(!/(^|\n)From /.test(body), 'a line starts with From_');
-        assert.equal(unquote(body), lf);
-      }),
+      fc.asyncProperty(
+        fc.array(line, { maxLength: 20 }),
+        fc.array(fc.nat({ max: 400 }), { maxLength: 8 }),
+        async (lines, cuts) => {
+          const crlf = lines.map((l) => `${l}\r\n`).join('');
+          const lf = lines.map((l) => `${l}\n`).join('');
+          const quoted = await quote(crlf, chunksOf(crlf, cuts));
+          assert.ok(quoted.endsWith('\n'));
+          const body = quoted.slice(0, -1); // the separator line
+          assert.ok(!/(^|\n)From /.test(body), 'a line starts with From_');
+          assert.equal(unquote(body), lf);
+        },
+      ),
       { numRuns: 300 },
     );
   });

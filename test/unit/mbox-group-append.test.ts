@@ -18,7 +18,12 @@ after(async () => {
 });
 
 function message(n: number): MessageToAppend {
-  return { source: Buffer.from(`Subject: m${n}\r\n\r\nbody ${n}\r\n`), sender: 'a@example.org', date: new Date('2026-12-06T10:00:00Z'), addHeaders: [] };
+  return {
+    source: Buffer.from(`Subject: m${n}\r\n\r\nbody ${n}\r\n`),
+    sender: 'a@example.org',
+    date: new Date('2026-12-06T10:00:00Z'),
+    addHeaders: [],
+  };
 }
 
 async function subjects(mailbox: string): Promise<string[]> {
@@ -32,9 +37,16 @@ describe('GroupAppender', () => {
     const target = { mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 1000 };
     const results = await Promise.all(Array.from({ length: 10 }, (_, n) => appender.append(target, [message(n)])));
     assert.ok(results.every(([r]) => !(r instanceof Error)));
-    assert.deepEqual(await subjects(mailbox), Array.from({ length: 10 }, (_, n) => `m${n}`));
+    assert.deepEqual(
+      await subjects(mailbox),
+      Array.from({ length: 10 }, (_, n) => `m${n}`),
+    );
     const offsets = results.map(([r]) => (r as { offset: number }).offset);
-    assert.deepEqual(offsets, [...offsets].sort((a, b) => a - b), 'offsets follow the order of arrival');
+    assert.deepEqual(
+      offsets,
+      [...offsets].sort((a, b) => a - b),
+      'offsets follow the order of arrival',
+    );
     // the mailbox stays locked a moment for more mail, then the lock goes by itself
     const lock = await acquireDotlock(mailbox, { timeoutMs: 5000 });
     await lock.release();
@@ -69,7 +81,10 @@ describe('GroupAppender', () => {
     // a POP3 update waits for the lock while mail keeps coming: it must get it (not time out)
     const lock = await acquireDotlock(mailbox, { timeoutMs: 10_000 });
     // and really holds it: a writer that will not wait is refused
-    await assert.rejects(appendMessage({ ...message(-1), mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 0 }), MailboxLockedError);
+    await assert.rejects(
+      appendMessage({ ...message(-1), mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 0 }),
+      MailboxLockedError,
+    );
     await lock.release();
     stop = true;
     await Promise.all(feeders);

@@ -6,7 +6,12 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { editHeaders } from '../../src/mbox/headers.js';
 
-async function edit(input: Buffer | string, add: string[] = [], chunking: 'whole' | 'bytes' = 'whole', addIfMissing: string[] = []): Promise<Buffer> {
+async function edit(
+  input: Buffer | string,
+  add: string[] = [],
+  chunking: 'whole' | 'bytes' = 'whole',
+  addIfMissing: string[] = [],
+): Promise<Buffer> {
   const buf = typeof input === 'string' ? Buffer.from(input, 'latin1') : input;
   const chunks = chunking === 'whole' ? [buf] : [...buf].map((b) => Buffer.from([b]));
   const out: Buffer[] = [];
@@ -36,7 +41,8 @@ describe('editHeaders', () => {
       'X-UIDL: 123\r\nx-uid: 4\r\nX-IMAPbase: 1 2\r\nX-IMAP: 1\r\nSTATUS: RO\r\nX-Status: A\r\n' +
       'X-Keywords: a\r\n b\r\n\tc\r\nContent-Length: 99\r\nX-Delivery-ID: forged\r\nStatus : O\r\n' +
       'Subject: kept\r\n  folded\r\nX-Statuses: kept\r\n\r\nStatus: RO in body\r\n';
-    const expected = 'Received: from a\r\n\tby b\r\nSubject: kept\r\n  folded\r\nX-Statuses: kept\r\n\r\nStatus: RO in body\r\n';
+    const expected =
+      'Received: from a\r\n\tby b\r\nSubject: kept\r\n  folded\r\nX-Statuses: kept\r\n\r\nStatus: RO in body\r\n';
     await expectEdit(input, [], expected);
   });
 
@@ -81,11 +87,19 @@ describe('editHeaders', () => {
   });
 
   it('handles LF-only line ends', async () => {
-    await expectEdit('Subject: a\nStatus: RO\n x\nTo: b\n\nStatus: body\n', ['X-A: 1'], 'X-A: 1\r\nSubject: a\nTo: b\n\nStatus: body\n');
+    await expectEdit(
+      'Subject: a\nStatus: RO\n x\nTo: b\n\nStatus: body\n',
+      ['X-A: 1'],
+      'X-A: 1\r\nSubject: a\nTo: b\n\nStatus: body\n',
+    );
   });
 
   it('keeps a leading From_ line (not a header) and still edits the headers', async () => {
-    await expectEdit('From a@b Mon Jan  1 00:00:00 2024\r\nStatus: RO\r\nSubject: a\r\n\r\nx', [], 'From a@b Mon Jan  1 00:00:00 2024\r\nSubject: a\r\n\r\nx');
+    await expectEdit(
+      'From a@b Mon Jan  1 00:00:00 2024\r\nStatus: RO\r\nSubject: a\r\n\r\nx',
+      [],
+      'From a@b Mon Jan  1 00:00:00 2024\r\nSubject: a\r\n\r\nx',
+    );
   });
 
   it('keeps overlong lines without a colon and streams them', async () => {
@@ -111,13 +125,7 @@ describe('editHeaders', () => {
     await fc.assert(
       fc.asyncProperty(bytes, bytes, async (head, body) => {
         // a header block free of store-only fields and of blank lines, then any body
-        const headers = Buffer.from(
-          head
-            .toString('latin1')
-            .replace(/\n/g, '\nX-H: ')
-            .replace(/^/, 'X-H: '),
-          'latin1',
-        );
+        const headers = Buffer.from(head.toString('latin1').replace(/\n/g, '\nX-H: ').replace(/^/, 'X-H: '), 'latin1');
         const input = Buffer.concat([headers, Buffer.from('\r\n\r\n'), body]);
         assert.deepEqual(await edit(input, []), input);
         assert.deepEqual(await edit(input, [], 'bytes'), input);
@@ -135,12 +143,24 @@ describe('editHeaders addIfMissing', () => {
   };
 
   it('adds only the fields the message lacks, at the end of the header block', async () => {
-    await expectEnsured('Subject: a\r\nmessage-id: <own@y>\r\n\r\nbody\r\n', 'Subject: a\r\nmessage-id: <own@y>\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n\r\nbody\r\n');
-    await expectEnsured('Subject: a\r\nDate: x\r\nMessage-ID: <z>\r\n\r\nbody\r\n', 'Subject: a\r\nDate: x\r\nMessage-ID: <z>\r\n\r\nbody\r\n');
+    await expectEnsured(
+      'Subject: a\r\nmessage-id: <own@y>\r\n\r\nbody\r\n',
+      'Subject: a\r\nmessage-id: <own@y>\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n\r\nbody\r\n',
+    );
+    await expectEnsured(
+      'Subject: a\r\nDate: x\r\nMessage-ID: <z>\r\n\r\nbody\r\n',
+      'Subject: a\r\nDate: x\r\nMessage-ID: <z>\r\n\r\nbody\r\n',
+    );
   });
 
   it('handles a message of headers only, and ignores fields in the body', async () => {
-    await expectEnsured('Subject: only headers', 'Subject: only headers\r\nMessage-ID: <1@x>\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n');
-    await expectEnsured('Subject: a\r\n\r\nDate: in the body\r\n', 'Subject: a\r\nMessage-ID: <1@x>\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n\r\nDate: in the body\r\n');
+    await expectEnsured(
+      'Subject: only headers',
+      'Subject: only headers\r\nMessage-ID: <1@x>\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n',
+    );
+    await expectEnsured(
+      'Subject: a\r\n\r\nDate: in the body\r\n',
+      'Subject: a\r\nMessage-ID: <1@x>\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n\r\nDate: in the body\r\n',
+    );
   });
 });

@@ -7,7 +7,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { acquireDotlock, clearStaleLocks, lockPathOf, MailboxLockedError, type StaleLockInfo } from '../../src/mbox/lock.js';
+import {
+  acquireDotlock,
+  clearStaleLocks,
+  lockPathOf,
+  MailboxLockedError,
+  type StaleLockInfo,
+} from '../../src/mbox/lock.js';
 
 const execFileP = promisify(execFile);
 const hasDotlockfile = spawnSync('dotlockfile', ['-h']).error === undefined;
@@ -168,7 +174,8 @@ describe('acquireDotlock', () => {
     const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
     await setMtime(lock.path, 600);
     t.mock.timers.tick(60_000);
-    for (let i = 0; i < 50 && Date.now() - (await fs.stat(lock.path)).mtimeMs > 5000; i++) await new Promise((r) => setImmediate(r));
+    for (let i = 0; i < 50 && Date.now() - (await fs.stat(lock.path)).mtimeMs > 5000; i++)
+      await new Promise((r) => setImmediate(r));
     assert.ok(Date.now() - (await fs.stat(lock.path)).mtimeMs < 5000, 'mtime refreshed');
     await lock.release();
   });
@@ -192,7 +199,9 @@ describe('acquireDotlock', () => {
   });
 });
 
-describe('dotlockfile interoperability', { skip: hasDotlockfile ? false : 'dotlockfile (liblockfile-bin) not installed' }, () => {
+describe('dotlockfile interoperability', {
+  skip: hasDotlockfile ? false : 'dotlockfile (liblockfile-bin) not installed',
+}, () => {
   it('waits while dotlockfile holds the lock and gets it once released', async () => {
     const mbox = await newMailbox();
     await execFileP('dotlockfile', ['-l', '-r', '0', `${mbox}.lock`]);
@@ -207,7 +216,10 @@ describe('dotlockfile interoperability', { skip: hasDotlockfile ? false : 'dotlo
   it('makes dotlockfile wait while we hold the lock', async () => {
     const mbox = await newMailbox();
     const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
-    for (const args of [['-l', '-r', '0'], ['-p', '-l', '-r', '0']]) {
+    for (const args of [
+      ['-l', '-r', '0'],
+      ['-p', '-l', '-r', '0'],
+    ]) {
       await assert.rejects(execFileP('dotlockfile', [...args, `${mbox}.lock`]), (err: unknown) => {
         assert.notEqual((err as { code?: number }).code, 0);
         return true;
@@ -230,7 +242,7 @@ describe('dotlockfile interoperability', { skip: hasDotlockfile ? false : 'dotlo
     const tenMinutesAgo = new Date(Date.now() - 10 * 60 * 1000);
     await fs.utimes(`${mbox}.lock`, tenMinutesAgo, tenMinutesAgo);
     await execFileP('dotlockfile', ['-l', '-r', '2', `${mbox}.lock`]);
-    assert.equal(await fs.readFile(`${mbox}.lock`, 'latin1'), '0\n', 'the lock is dotlockfile\'s now');
+    assert.equal(await fs.readFile(`${mbox}.lock`, 'latin1'), '0\n', "the lock is dotlockfile's now");
     await execFileP('dotlockfile', ['-u', `${mbox}.lock`]);
   });
 });
@@ -259,7 +271,17 @@ describe('clearStaleLocks', () => {
       const broken: StaleLockInfo[] = [];
       await clearStaleLocks(spool, (i) => broken.push(i));
       const left = (await fs.readdir(spool)).sort();
-      assert.deepEqual(left, ['dead', 'live.lock', `live.lock.${host}.${holder.pid}.abc123`, 'newdir.lock', 'nopid.lock', `other.lock.otherhost.${dead}.abc123`].sort());
+      assert.deepEqual(
+        left,
+        [
+          'dead',
+          'live.lock',
+          `live.lock.${host}.${holder.pid}.abc123`,
+          'newdir.lock',
+          'nopid.lock',
+          `other.lock.otherhost.${dead}.abc123`,
+        ].sort(),
+      );
       assert.equal(broken.length, 4);
     } finally {
       holder.kill();

@@ -23,13 +23,24 @@ function message(body: string): MessageToAppend {
 async function mailboxWithNewMessage(body: string): Promise<{ path: string; offset: number; expectedBytes: number }> {
   const path = join(await mkdtemp(join(tmpdir(), 'mbox-probe-')), 'user');
   await writeFile(path, OLD);
-  const { offset, bytes } = await appendMessage({ ...message(body), mailboxPath: path, sizeLimit: 0, lockTimeoutMs: 1000 });
+  const { offset, bytes } = await appendMessage({
+    ...message(body),
+    mailboxPath: path,
+    sizeLimit: 0,
+    lockTimeoutMs: 1000,
+  });
   assert.equal(await renderedLength(message(body)), bytes);
   return { path, offset, expectedBytes: bytes };
 }
 
 const settle = (path: string, offset: number, expectedBytes: number) =>
-  settleInterruptedAppend({ mailboxPath: path, offset, expectedBytes, headerLine: 'X-Delivery-ID: Q1.0', lockTimeoutMs: 1000 });
+  settleInterruptedAppend({
+    mailboxPath: path,
+    offset,
+    expectedBytes,
+    headerLine: 'X-Delivery-ID: Q1.0',
+    lockTimeoutMs: 1000,
+  });
 
 test('a complete append is reported delivered and left as it is', async () => {
   const { path, offset, expectedBytes } = await mailboxWithNewMessage('line\r\n'.repeat(1000));
@@ -52,7 +63,7 @@ test('nothing written yet: not delivered, file unchanged', async () => {
   assert.equal(await readFile(path, 'latin1'), OLD);
 });
 
-test('a torn append followed by another program\'s message is not cut', async () => {
+test("a torn append followed by another program's message is not cut", async () => {
   const { path, offset, expectedBytes } = await mailboxWithNewMessage('line\r\n'.repeat(1000));
   await truncate(path, offset + 200);
   await appendFile(path, '\n\nFrom procmail@x.test Mon Jan  5 10:00:00 2026\nSubject: later\n\nlater\n\n');

@@ -70,9 +70,23 @@ describe('retrieveMessage: RETR', () => {
   });
 
   it('strips exactly one > from ^>+From lines and nothing else', async () => {
-    const body = ['>From a', '>>From b', '>>>>From c', '> From d', '>Fro', '>>', 'From_ x', '>From', 'x>From y', '>>From '];
+    const body = [
+      '>From a',
+      '>>From b',
+      '>>>>From c',
+      '> From d',
+      '>Fro',
+      '>>',
+      'From_ x',
+      '>From',
+      'x>From y',
+      '>>From ',
+    ];
     const snapshot = await mailbox(`From a Mon\n\n${body.join('\n')}\n\n`);
-    assert.equal(await retr(snapshot), `\r\n${['From a', '>From b', '>>>From c', '> From d', '>Fro', '>>', 'From_ x', '>From', 'x>From y', '>From '].join('\r\n')}\r\n`);
+    assert.equal(
+      await retr(snapshot),
+      `\r\n${['From a', '>From b', '>>>From c', '> From d', '>Fro', '>>', 'From_ x', '>From', 'x>From y', '>From '].join('\r\n')}\r\n`,
+    );
   });
 
   it('adds CRLF to a last line without newline, also after a held-back prefix', async () => {
@@ -135,7 +149,11 @@ function dotStuffed(wire: Buffer): Buffer {
 }
 
 /** Encodes `content` in pieces cut at `cuts`; returns the output and the octets counted before stuffing. */
-function encodeInPieces(content: Buffer, cuts: number[], options: { dotStuff: boolean; bodyLines?: number }): { out: Buffer; wireBytes: number } {
+function encodeInPieces(
+  content: Buffer,
+  cuts: number[],
+  options: { dotStuff: boolean; bodyLines?: number },
+): { out: Buffer; wireBytes: number } {
   const encoder = new WireEncoder(options);
   const parts: Buffer[] = [];
   const points = [...new Set(cuts.map((c) => c % (content.length + 1)))].sort((x, y) => x - y);
@@ -160,17 +178,25 @@ describe('WireEncoder: dot-stuffing and pieces', () => {
   it('gives the same bytes in any chunking, and counts the octets before stuffing', () => {
     const piece = fc.constantFrom('\n', '\r\n', '.', '..', '>', '>>From ', 'From ', '\r', 'x', 'Subject: s', '\n.\n');
     fc.assert(
-      fc.property(fc.array(piece, { maxLength: 40 }), fc.array(fc.nat(400), { maxLength: 6 }), fc.boolean(), (pieces, cuts, dotStuff) => {
-        const content = b(pieces.join(''));
-        const whole = encodeInPieces(content, [], { dotStuff });
-        const plain = expected(content);
-        assert.deepEqual(whole.out, dotStuff ? dotStuffed(plain) : plain);
-        assert.equal(whole.wireBytes, plain.length);
-        assert.deepEqual(encodeInPieces(content, cuts, { dotStuff }), whole);
-        for (const bodyLines of [0, 2]) {
-          assert.deepEqual(encodeInPieces(content, cuts, { dotStuff, bodyLines }).out, encodeInPieces(content, [], { dotStuff, bodyLines }).out);
-        }
-      }),
+      fc.property(
+        fc.array(piece, { maxLength: 40 }),
+        fc.array(fc.nat(400), { maxLength: 6 }),
+        fc.boolean(),
+        (pieces, cuts, dotStuff) => {
+          const content = b(pieces.join(''));
+          const whole = encodeInPieces(content, [], { dotStuff });
+          const plain = expected(content);
+          assert.deepEqual(whole.out, dotStuff ? dotStuffed(plain) : plain);
+          assert.equal(whole.wireBytes, plain.length);
+          assert.deepEqual(encodeInPieces(content, cuts, { dotStuff }), whole);
+          for (const bodyLines of [0, 2]) {
+            assert.deepEqual(
+              encodeInPieces(content, cuts, { dotStuff, bodyLines }).out,
+              encodeInPieces(content, [], { dotStuff, bodyLines }).out,
+            );
+          }
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -238,7 +264,9 @@ describe('retrieveMessage: errors and resources', () => {
     assert.equal(openFds(), before);
     const handle = await fs.open(snapshot.path, 'r');
     try {
-      const viaHandle = await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!, { window: new FileWindow(handle) }));
+      const viaHandle = await collect(
+        retrieveMessage(snapshot.path, snapshot.messages[0]!, { window: new FileWindow(handle) }),
+      );
       assert.deepEqual(viaHandle, await collect(retrieveMessage(snapshot.path, snapshot.messages[0]!)));
       assert.equal((await handle.stat()).isFile(), true, 'the given handle stays open');
     } finally {

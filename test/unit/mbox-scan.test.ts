@@ -147,7 +147,13 @@ function refXuidl(headerContents: Buffer[]): string | null {
 function refUnique(value: string, fromKey: Buffer, used: Set<string>): string {
   let uidl = value;
   for (let n = 1; used.has(uidl); n++) {
-    uidl = createHash('md5').update(value, 'latin1').update(Buffer.from([0])).update(fromKey).update(Buffer.from([0])).update(String(n)).digest('hex');
+    uidl = createHash('md5')
+      .update(value, 'latin1')
+      .update(Buffer.from([0]))
+      .update(fromKey)
+      .update(Buffer.from([0]))
+      .update(String(n))
+      .digest('hex');
   }
   used.add(uidl);
   return uidl;
@@ -206,11 +212,18 @@ async function assertMatchesReference(snapshot: MailboxSnapshot, file: Buffer): 
     snapshot.messages,
     ref.map(({ wire: _wire, ...info }) => info),
   );
-  assert.deepEqual(await wires(snapshot), ref.map((m) => m.wire));
+  assert.deepEqual(
+    await wires(snapshot),
+    ref.map((m) => m.wire),
+  );
 }
 
 async function pythonCount(path: string): Promise<number> {
-  const { stdout } = await execFileP(PYTHON, ['-c', 'import mailbox, sys\nprint(len(mailbox.mbox(sys.argv[1])))', path]);
+  const { stdout } = await execFileP(PYTHON, [
+    '-c',
+    'import mailbox, sys\nprint(len(mailbox.mbox(sys.argv[1])))',
+    path,
+  ]);
   return Number(stdout.trim());
 }
 
@@ -250,12 +263,24 @@ describe('scanMailbox: messages and sizes', () => {
   it('agrees with the reference reader on a file of many reads, lines cut at every read boundary', async () => {
     const { path } = fresh();
     // ~9 MB of mixed lines, so that the scan's reads end inside From_ lines, quoted lines, CRLFs and headers
-    const pick = ['From x Mon', '', '>From y', '>>From z', 'Received: r', 'X-UIDL: u', ' fold', '\r', 'Subject: s', 'body text line'];
+    const pick = [
+      'From x Mon',
+      '',
+      '>From y',
+      '>>From z',
+      'Received: r',
+      'X-UIDL: u',
+      ' fold',
+      '\r',
+      'Subject: s',
+      'body text line',
+    ];
     const parts: string[] = [];
     let seed = 7;
     for (let bytes = 0; bytes < 9_000_000; ) {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      const line = seed % 50 === 0 ? 'y'.repeat(70_000 + (seed % 5000)) : pick[seed % pick.length]! + 'q'.repeat(seed % 97);
+      const line =
+        seed % 50 === 0 ? 'y'.repeat(70_000 + (seed % 5000)) : pick[seed % pick.length]! + 'q'.repeat(seed % 97);
       const text = `${seed % 3 === 0 ? '\n\nFrom a Tue\n' : ''}${line}${seed % 7 === 0 ? '\r\n' : '\n'}`;
       parts.push(text);
       bytes += text.length;
@@ -276,9 +301,15 @@ describe('scanMailbox: messages and sizes', () => {
 
   it('starts a message only at a From_ line after a blank line (popa3d, mutt)', async () => {
     const { path } = fresh();
-    await fs.writeFile(path, 'From a Mon\nSubject: x\n\nline\nFrom inside a paragraph\nmore\n\nFrom b Tue\nSubject: y\n\n');
+    await fs.writeFile(
+      path,
+      'From a Mon\nSubject: x\n\nline\nFrom inside a paragraph\nmore\n\nFrom b Tue\nSubject: y\n\n',
+    );
     const snapshot = await fullScan(path);
-    assert.deepEqual(await wireStrings(snapshot), ['Subject: x\r\n\r\nline\r\nFrom inside a paragraph\r\nmore\r\n', 'Subject: y\r\n']);
+    assert.deepEqual(await wireStrings(snapshot), [
+      'Subject: x\r\n\r\nline\r\nFrom inside a paragraph\r\nmore\r\n',
+      'Subject: y\r\n',
+    ]);
   });
 
   it('strips one > from >From and >>From lines, and counts that in the size', async () => {
@@ -317,7 +348,14 @@ describe('scanMailbox: messages and sizes', () => {
     await fs.writeFile(path, file);
     const snapshot = await fullScan(path);
     assert.equal(snapshot.messages.length, 2);
-    assert.deepEqual(snapshot.messages[1], { ...snapshot.messages[1]!, offset: 23, contentOffset: 33, contentLength: 0, spanLength: 10, size: 0 });
+    assert.deepEqual(snapshot.messages[1], {
+      ...snapshot.messages[1]!,
+      offset: 23,
+      contentOffset: 33,
+      contentLength: 0,
+      spanLength: 10,
+      size: 0,
+    });
     await assertMatchesReference(snapshot, b(file));
   });
 
@@ -395,7 +433,10 @@ describe('scanMailbox: messages and sizes', () => {
       clearInterval(timer);
     }
     const growth = peak - base;
-    assert.ok(growth < fileSize / 2, `rss grew by ${(growth / 1e6).toFixed(1)} MB for a ${(fileSize / 1e6).toFixed(0)} MB file`);
+    assert.ok(
+      growth < fileSize / 2,
+      `rss grew by ${(growth / 1e6).toFixed(1)} MB for a ${(fileSize / 1e6).toFixed(0)} MB file`,
+    );
   });
 });
 
@@ -466,25 +507,43 @@ describe('scanMailbox: UIDL', () => {
     await fs.writeFile(path, entries.join(''));
     const before = (await scanMailbox(path, { indexDir })).messages.map((m) => m.uidl);
     assert.equal(new Set(before).size, 6);
-    assert.deepEqual((await fullScan(path)).messages.map((m) => m.uidl), before);
+    assert.deepEqual(
+      (await fullScan(path)).messages.map((m) => m.uidl),
+      before,
+    );
 
     // another program deletes message 3 (and the later twin, message 6): the others keep theirs
     await fs.writeFile(path, [0, 1, 3, 4].map((i) => entries[i]).join(''));
-    assert.deepEqual((await fullScan(path)).messages.map((m) => m.uidl), [0, 1, 3, 4].map((i) => before[i]));
-    assert.deepEqual((await scanMailbox(path, { indexDir })).messages.map((m) => m.uidl), [0, 1, 3, 4].map((i) => before[i]));
+    assert.deepEqual(
+      (await fullScan(path)).messages.map((m) => m.uidl),
+      [0, 1, 3, 4].map((i) => before[i]),
+    );
+    assert.deepEqual(
+      (await scanMailbox(path, { indexDir })).messages.map((m) => m.uidl),
+      [0, 1, 3, 4].map((i) => before[i]),
+    );
 
     // new deliveries, a twin among them: old UIDLs stay, new ones are unique
     await fs.appendFile(path, `From a Mon\n${twin}\nFrom a Mon\n${distinct(4)}\n`);
     const afterAppend = (await scanMailbox(path, { indexDir })).messages.map((m) => m.uidl);
-    assert.deepEqual(afterAppend.slice(0, 4), [0, 1, 3, 4].map((i) => before[i]));
+    assert.deepEqual(
+      afterAppend.slice(0, 4),
+      [0, 1, 3, 4].map((i) => before[i]),
+    );
     assert.equal(new Set(afterAppend).size, 6);
-    assert.deepEqual((await fullScan(path)).messages.map((m) => m.uidl), afterAppend);
+    assert.deepEqual(
+      (await fullScan(path)).messages.map((m) => m.uidl),
+      afterAppend,
+    );
   });
 
   it('numbers many identical twins in linear time (a mail loop)', async () => {
     const { path, indexDir } = fresh();
     const twins = 30_000;
-    await fs.writeFile(path, 'From loop@example.org Mon\nReceived: from loop\nSubject: again\n\nsame\n\n'.repeat(twins));
+    await fs.writeFile(
+      path,
+      'From loop@example.org Mon\nReceived: from loop\nSubject: again\n\nsame\n\n'.repeat(twins),
+    );
     const started = Date.now();
     const snapshot = await scanMailbox(path, { indexDir });
     const seconds = (Date.now() - started) / 1000;
@@ -503,7 +562,10 @@ describe('scanMailbox: UIDL', () => {
     await fs.writeFile(path, entries.join(''));
     const all = (await fullScan(path)).messages.map((m) => m.uidl);
     await fs.writeFile(path, entries[0]! + entries[2]!);
-    assert.deepEqual((await fullScan(path)).messages.map((m) => m.uidl), [all[0], all[2]]);
+    assert.deepEqual(
+      (await fullScan(path)).messages.map((m) => m.uidl),
+      [all[0], all[2]],
+    );
   });
 });
 
@@ -512,7 +574,11 @@ describe('scanMailbox: index', () => {
   async function writeMailbox(path: string, n: number, from = 0): Promise<void> {
     const entries: Buffer[] = [];
     for (let i = from; i < from + n; i++) {
-      entries.push(await mboxrdEntry(b(`Received: from h${i}\r\nSubject: m${i}\r\n\r\n${`line ${i}\r\n`.repeat(10)}From here\r\n`)));
+      entries.push(
+        await mboxrdEntry(
+          b(`Received: from h${i}\r\nSubject: m${i}\r\n\r\n${`line ${i}\r\n`.repeat(10)}From here\r\n`),
+        ),
+      );
     }
     await fs.appendFile(path, Buffer.concat(entries));
   }
@@ -552,7 +618,10 @@ describe('scanMailbox: index', () => {
     assert.equal(stats.mode, 'appended');
     assert.equal(stats.reusedMessages, 1999);
     const last = first.messages[1999]!;
-    assert.ok(stats.bytesRead <= newSize - oldSize + last.spanLength + 4 * 4096, `read ${stats.bytesRead} bytes of ${newSize}`);
+    assert.ok(
+      stats.bytesRead <= newSize - oldSize + last.spanLength + 4 * 4096,
+      `read ${stats.bytesRead} bytes of ${newSize}`,
+    );
     assert.equal(second.messages.length, 2010);
     assert.deepEqual(second, await fullScan(path));
   });
@@ -629,7 +698,13 @@ describe('scanMailbox: index', () => {
     const file = await fs.readFile(indexPath);
     const flipped = Buffer.from(file);
     flipped[flipped.length - 20] ^= 1; // a UIDL byte: the checksum no longer matches
-    const corrupt = [file.subarray(0, file.length - 7), flipped, b('MAILSRV-MBOX-INDEX 1\n{"path":'), b('garbage'), Buffer.alloc(0)];
+    const corrupt = [
+      file.subarray(0, file.length - 7),
+      flipped,
+      b('MAILSRV-MBOX-INDEX 1\n{"path":'),
+      b('garbage'),
+      Buffer.alloc(0),
+    ];
     for (const bad of corrupt) {
       await fs.writeFile(indexPath, bad);
       const stats = newStats();
@@ -669,8 +744,16 @@ describe('scanMailbox: index', () => {
     await handle.close();
     const messages = snapshot.messages
       .filter((m) => m !== removed)
-      .map((m) => (m.offset < removed.offset ? m : { ...m, offset: m.offset - removed.spanLength, contentOffset: m.contentOffset - removed.spanLength }));
-    const rewritten: MailboxSnapshot = { ...snapshot, scannedSize: snapshot.scannedSize - removed.spanLength, messages };
+      .map((m) =>
+        m.offset < removed.offset
+          ? m
+          : { ...m, offset: m.offset - removed.spanLength, contentOffset: m.contentOffset - removed.spanLength },
+      );
+    const rewritten: MailboxSnapshot = {
+      ...snapshot,
+      scannedSize: snapshot.scannedSize - removed.spanLength,
+      messages,
+    };
     await saveIndex(rewritten, indexDir);
     const stats = newStats();
     assert.deepEqual(await scanMailbox(path, { indexDir, stats }), rewritten);
@@ -678,17 +761,37 @@ describe('scanMailbox: index', () => {
     assert.deepEqual(rewritten.messages, (await fullScan(path)).messages);
 
     await assert.rejects(saveIndex({ ...rewritten, ino: rewritten.ino + 1 }, indexDir), MailboxChangedError);
-    await assert.rejects(saveIndex({ ...rewritten, scannedSize: rewritten.scannedSize + 1 }, indexDir), MailboxChangedError);
+    await assert.rejects(
+      saveIndex({ ...rewritten, scannedSize: rewritten.scannedSize + 1 }, indexDir),
+      MailboxChangedError,
+    );
   });
 });
 
 describe('scanMailbox: properties', () => {
   const byteString = (min: number, max: number): fc.Arbitrary<string> =>
-    fc.uint8Array({ minLength: min, maxLength: max }).map((bytes) => Buffer.from(bytes.filter((x) => x !== 0x0a && x !== 0x0d)).toString('latin1'));
+    fc
+      .uint8Array({ minLength: min, maxLength: max })
+      .map((bytes) => Buffer.from(bytes.filter((x) => x !== 0x0a && x !== 0x0d)).toString('latin1'));
 
   /** Message lines that exercise the reader: From_ lookalikes, quoting, blank lines, 8-bit bytes. */
   const messageLine = fc.oneof(
-    fc.constantFrom('', '', 'From x', 'From ', '>From y', '>>From z', '>>>', '>Fro', 'From', 'Received: r', 'Date: d', 'X-UIDL: u1', ' cont', '.'),
+    fc.constantFrom(
+      '',
+      '',
+      'From x',
+      'From ',
+      '>From y',
+      '>>From z',
+      '>>>',
+      '>Fro',
+      'From',
+      'Received: r',
+      'Date: d',
+      'X-UIDL: u1',
+      ' cont',
+      '.',
+    ),
     byteString(0, 40),
   );
   const message = fc
@@ -728,11 +831,26 @@ describe('scanMailbox: properties', () => {
   /** Raw files: any mix of lines, LF or CRLF, long lines across read and carry boundaries. */
   const rawLine = fc.oneof(
     { weight: 12, arbitrary: messageLine },
-    { weight: 3, arbitrary: fc.constantFrom('From a Mon', 'From b Tue', 'X-Delivery-ID: q', 'x-delivery-id: q', 'Delivered-To: u', 'Message-ID: <i>', 'X-UIDL:', '\tfold') },
+    {
+      weight: 3,
+      arbitrary: fc.constantFrom(
+        'From a Mon',
+        'From b Tue',
+        'X-Delivery-ID: q',
+        'x-delivery-id: q',
+        'Delivered-To: u',
+        'Message-ID: <i>',
+        'X-UIDL:',
+        '\tfold',
+      ),
+    },
     {
       weight: 1,
       arbitrary: fc
-        .tuple(fc.constantFrom('x', '>', 'From ', 'Received: ', 'X-UIDL: ', '>>From '), fc.integer({ min: 60_000, max: 200_000 }))
+        .tuple(
+          fc.constantFrom('x', '>', 'From ', 'Received: ', 'X-UIDL: ', '>>From '),
+          fc.integer({ min: 60_000, max: 200_000 }),
+        )
         .map(([start, n]) => (start === '>' ? `${'>'.repeat(n)}From z` : start + 'y'.repeat(n))),
     },
   );

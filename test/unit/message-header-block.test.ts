@@ -42,12 +42,21 @@ describe('readHeaderBlock', () => {
     const stream = source(bytewise('A: 1\r\nB: 2\r\n\r\nbody'), true);
     assert.equal((await readHeaderBlock(stream, 65536)).toString('latin1'), 'A: 1\r\nB: 2\r\n');
     assert.equal(stream.destroyed, true);
-    assert.equal((await readHeaderBlock(source(bytewise('A: 1\nB: 2\n\nbody')), 65536)).toString('latin1'), 'A: 1\nB: 2\n');
+    assert.equal(
+      (await readHeaderBlock(source(bytewise('A: 1\nB: 2\n\nbody')), 65536)).toString('latin1'),
+      'A: 1\nB: 2\n',
+    );
   });
 
   it('returns a message without a body whole, with or without a final line end', async () => {
-    assert.equal((await readHeaderBlock(source(['Subject: a\r\n', 'X: b\r\n']), 65536)).toString('latin1'), 'Subject: a\r\nX: b\r\n');
-    assert.equal((await readHeaderBlock(source(['Subject: a\r\nX: b']), 65536)).toString('latin1'), 'Subject: a\r\nX: b');
+    assert.equal(
+      (await readHeaderBlock(source(['Subject: a\r\n', 'X: b\r\n']), 65536)).toString('latin1'),
+      'Subject: a\r\nX: b\r\n',
+    );
+    assert.equal(
+      (await readHeaderBlock(source(['Subject: a\r\nX: b']), 65536)).toString('latin1'),
+      'Subject: a\r\nX: b',
+    );
   });
 
   it('returns an empty block for a message that starts with the empty line', async () => {

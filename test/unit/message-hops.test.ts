@@ -22,7 +22,7 @@ describe('countReceivedHeaders', () => {
   });
 
   it('counts 51 Received fields as 51 (above Postfix hopcount_limit 50)', () => {
-    assert.equal(count('Received: from x by y\r\n'.repeat(51) + 'Subject: loop\r\n\r\n'), 51);
+    assert.equal(count(`${'Received: from x by y\r\n'.repeat(51)}Subject: loop\r\n\r\n`), 51);
   });
 
   it('counts nothing in an empty block', () => {

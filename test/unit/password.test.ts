@@ -8,7 +8,8 @@ import { hashPassword, isSupportedScheme, schemeOf, verifyPassword } from '../..
 // Every vector is the password "secret".
 const VECTORS: Record<string, string> = {
   // libsodium crypto_pwhash_str_alg with Dovecot's limits (what `doveadm pw -s ARGON2ID` makes)
-  argon2id: '{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$6BuVd3LVICGjG3o15By0iQ$4e4VQHosXGw0uVrkpMA0idQRxBUGhRK3lpPciwY0vIE',
+  argon2id:
+    '{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$6BuVd3LVICGjG3o15By0iQ$4e4VQHosXGw0uVrkpMA0idQRxBUGhRK3lpPciwY0vIE',
   // libsodium, argon2i "interactive" limits (`doveadm pw -s ARGON2I`)
   argon2i: '{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$xTwtkjgDOF5OGbxwBAHDeA$1lk5h3VRUbIZkG718NaV0u4yWXWwB/T50eGsSKOkVo8',
   // htpasswd -bnBC 5 "" secret
@@ -17,13 +18,17 @@ const VECTORS: Record<string, string> = {
   bcrypt2b: '{BLF-CRYPT}$2b$05$wUWcgUqKW7UPfYsh84GXluAGB6MyWyfhlpUS43K7tqId//Q4tx4nq',
   bcrypt2a: '{BLF-CRYPT}$2a$05$wUWcgUqKW7UPfYsh84GXluAGB6MyWyfhlpUS43K7tqId//Q4tx4nq',
   // python3: crypt.crypt('secret', crypt.mksalt(crypt.METHOD_SHA512, rounds=5000))
-  sha512rounds5000: '{SHA512-CRYPT}$6$rounds=5000$rrTSsAbpnzWTcbeO$ns5jvzC9kllCgFcSR/c6vq9pBgIKYDawJZfXHKDNs.Ieup3hc0GR.QZPut2cshrbrjhbrqlsNDnvR4dPpYWS80',
+  sha512rounds5000:
+    '{SHA512-CRYPT}$6$rounds=5000$rrTSsAbpnzWTcbeO$ns5jvzC9kllCgFcSR/c6vq9pBgIKYDawJZfXHKDNs.Ieup3hc0GR.QZPut2cshrbrjhbrqlsNDnvR4dPpYWS80',
   // python3: crypt.crypt('secret', crypt.mksalt(crypt.METHOD_SHA512))
-  sha512default: '{SHA512-CRYPT}$6$mMFIBGzY7J7gGQ5j$lh0sawYOMRVvMDWGO.gSHiBU9QH2JS8PpQx2qn7Xc5KIn6rji/.gAM8NGkWEu.9QTX.w7GHrtbHSoxZAIk2mt.',
+  sha512default:
+    '{SHA512-CRYPT}$6$mMFIBGzY7J7gGQ5j$lh0sawYOMRVvMDWGO.gSHiBU9QH2JS8PpQx2qn7Xc5KIn6rji/.gAM8NGkWEu.9QTX.w7GHrtbHSoxZAIk2mt.',
   // openssl passwd -6 secret
-  sha512openssl: '{SHA512-CRYPT}$6$XgvcLAh9zeq9MOE.$sKDQyfviAig.dyaezlgvp5pTr4fCXv9AgVYMetBhNZqplhN9GKFrb9HnTm85y.C3LeK2WnCyU0XMRyrhozHh9/',
+  sha512openssl:
+    '{SHA512-CRYPT}$6$XgvcLAh9zeq9MOE.$sKDQyfviAig.dyaezlgvp5pTr4fCXv9AgVYMetBhNZqplhN9GKFrb9HnTm85y.C3LeK2WnCyU0XMRyrhozHh9/',
   // python3, rounds=10000: more than 5000 rounds, so verified in a worker thread
-  sha512rounds10000: '{SHA512-CRYPT}$6$rounds=10000$1R1.sYNVC.ZyBG7M$q6BNDLRxlU5UF2jZY4MBQNGW36XgZB2g5c7pFQJKC/DTix/fCcBuSv9rlUvsdQQsmYFiNynr6p/VMRoa8Xo5.0',
+  sha512rounds10000:
+    '{SHA512-CRYPT}$6$rounds=10000$1R1.sYNVC.ZyBG7M$q6BNDLRxlU5UF2jZY4MBQNGW36XgZB2g5c7pFQJKC/DTix/fCcBuSv9rlUvsdQQsmYFiNynr6p/VMRoa8Xo5.0',
 };
 
 for (const [label, stored] of Object.entries(VECTORS)) {
@@ -37,7 +42,10 @@ for (const [label, stored] of Object.entries(VECTORS)) {
 
 test('scheme names are matched case-insensitively, as Dovecot does', async () => {
   assert.equal(await verifyPassword(VECTORS.argon2id!.replace('{ARGON2ID}', '{argon2id}'), 'secret'), true);
-  assert.equal(await verifyPassword(VECTORS.sha512openssl!.replace('{SHA512-CRYPT}', '{Sha512-Crypt}'), 'secret'), true);
+  assert.equal(
+    await verifyPassword(VECTORS.sha512openssl!.replace('{SHA512-CRYPT}', '{Sha512-Crypt}'), 'secret'),
+    true,
+  );
 });
 
 test('hashPassword makes a Dovecot {ARGON2ID} hash with a fresh salt that verifies', async () => {

@@ -6,7 +6,8 @@ import fc from 'fast-check';
 import { LineReader, MAX_COMMAND_LENGTH, type LineEvent } from '../../src/pop3/lines.js';
 import { splitAt } from '../support/chunks.js';
 
-const show = (event: LineEvent | null) => (event === null ? null : event.kind === 'line' ? event.line.toString('latin1') : '<too-long>');
+const show = (event: LineEvent | null) =>
+  event === null ? null : event.kind === 'line' ? event.line.toString('latin1') : '<too-long>';
 
 /** Feeds the chunks, draining after each; returns every event in order. */
 function feed(chunks: (string | Buffer)[], reader = new LineReader()): (string | null)[] {
@@ -75,11 +76,16 @@ describe('LineReader', () => {
   it('any chunking gives the same lines as one chunk', () => {
     const lineArb = fc.stringMatching(/^[ -~]{0,40}$/);
     fc.assert(
-      fc.property(fc.array(lineArb, { maxLength: 10 }), fc.array(fc.nat(400), { maxLength: 8 }), fc.boolean(), (lines, cuts, bareLf) => {
-        const text = lines.map((l) => `${l}${bareLf ? '\n' : '\r\n'}`).join('');
-        const chunks = splitAt(text, cuts);
-        assert.deepEqual(feed(chunks), lines);
-      }),
+      fc.property(
+        fc.array(lineArb, { maxLength: 10 }),
+        fc.array(fc.nat(400), { maxLength: 8 }),
+        fc.boolean(),
+        (lines, cuts, bareLf) => {
+          const text = lines.map((l) => `${l}${bareLf ? '\n' : '\r\n'}`).join('');
+          const chunks = splitAt(text, cuts);
+          assert.deepEqual(feed(chunks), lines);
+        },
+      ),
     );
   });
 

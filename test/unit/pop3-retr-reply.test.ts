@@ -30,7 +30,8 @@ async function mailbox(file: string): Promise<MailboxSnapshot> {
 
 async function streamed(snapshot: MailboxSnapshot, i: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const chunk of retrieveMessage(snapshot.path, snapshot.messages[i]!, { dotStuff: true })) chunks.push(chunk as Buffer);
+  for await (const chunk of retrieveMessage(snapshot.path, snapshot.messages[i]!, { dotStuff: true }))
+    chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
 }
 
@@ -45,19 +46,33 @@ async function withWindow<T>(path: string, use: (window: FileWindow) => Promise<
 
 describe('WholeReplies', () => {
   it('builds status, dot-stuffed message and terminator, the same bytes the streaming path sends', async () => {
-    const piece = fc.constantFrom('\n', '\r\n', '.', '>From ', 'From x\n', '\n\nFrom y\n', 'Subject: s', 'body', '\n.\n');
+    const piece = fc.constantFrom(
+      '\n',
+      '\r\n',
+      '.',
+      '>From ',
+      'From x\n',
+      '\n\nFrom y\n',
+      'Subject: s',
+      'body',
+      '\n.\n',
+    );
     await fc.assert(
       fc.asyncProperty(fc.array(piece, { maxLength: 60 }), async (pieces) => {
         const snapshot = await mailbox(`From a Mon\n${pieces.join('')}`);
         const replies = await withWindow(snapshot.path, async (window) => {
           const whole = new WholeReplies();
           const out: Buffer[] = [];
-          for (const [i, info] of snapshot.messages.entries()) out.push(await whole.retr(window, snapshot.path, info, `+OK ${i + 1}`));
+          for (const [i, info] of snapshot.messages.entries())
+            out.push(await whole.retr(window, snapshot.path, info, `+OK ${i + 1}`));
           return out;
         });
         // checked after all were built: the shared block must not overwrite earlier replies
         for (const [i, reply] of replies.entries()) {
-          assert.deepEqual(reply, Buffer.concat([Buffer.from(`+OK ${i + 1}\r\n`), await streamed(snapshot, i), Buffer.from('.\r\n')]));
+          assert.deepEqual(
+            reply,
+            Buffer.concat([Buffer.from(`+OK ${i + 1}\r\n`), await streamed(snapshot, i), Buffer.from('.\r\n')]),
+          );
         }
       }),
       { numRuns: 60 },
@@ -66,14 +81,20 @@ describe('WholeReplies', () => {
 
   it('fills many blocks for a long run of messages', async () => {
     const body = 'line of text\n'.repeat(600); // ~7.8 KB, so 60 messages need several 128 KiB blocks
-    const snapshot = await mailbox(Array.from({ length: 60 }, (_, n) => `From a Mon\nSubject: ${n}\n\n${body}\n`).join(''));
+    const snapshot = await mailbox(
+      Array.from({ length: 60 }, (_, n) => `From a Mon\nSubject: ${n}\n\n${body}\n`).join(''),
+    );
     const replies = await withWindow(snapshot.path, async (window) => {
       const whole = new WholeReplies();
       const out: Buffer[] = [];
       for (const info of snapshot.messages) out.push(await whole.retr(window, snapshot.path, info, '+OK'));
       return out;
     });
-    for (const [i, reply] of replies.entries()) assert.deepEqual(reply, Buffer.concat([Buffer.from('+OK\r\n'), await streamed(snapshot, i), Buffer.from('.\r\n')]));
+    for (const [i, reply] of replies.entries())
+      assert.deepEqual(
+        reply,
+        Buffer.concat([Buffer.from('+OK\r\n'), await streamed(snapshot, i), Buffer.from('.\r\n')]),
+      );
   });
 
   it('refuses a message the file no longer holds as scanned, and one too large', async () => {
@@ -85,7 +106,10 @@ describe('WholeReplies', () => {
     await fs.writeFile(snapshot.path, file);
     await withWindow(snapshot.path, async (window) => {
       await assert.rejects(new WholeReplies().retr(window, snapshot.path, first!, '+OK'), MailboxChangedError);
-      await assert.rejects(new WholeReplies().retr(window, snapshot.path, { ...second!, contentLength: WHOLE_REPLY_MAX + 1 }, '+OK'), RangeError);
+      await assert.rejects(
+        new WholeReplies().retr(window, snapshot.path, { ...second!, contentLength: WHOLE_REPLY_MAX + 1 }, '+OK'),
+        RangeError,
+      );
     });
     await fs.truncate(snapshot.path, second!.contentOffset + 2);
     await withWindow(snapshot.path, async (window) => {

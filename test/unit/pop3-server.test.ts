@@ -43,13 +43,23 @@ describe('pop3 server before the daemon is ready', () => {
     const dir = await mkdtemp(join(tmpdir(), 'mailsrv-pop3-ready-'));
     dirs.push(dir);
     const pop3 = createPop3Server({
-      settings: { maxClients: 1, timeoutMs: 60_000, lockTimeoutMs: 1000, plaintextAuth: networkMatcher(['127.0.0.0/8']) },
+      settings: {
+        maxClients: 1,
+        timeoutMs: 60_000,
+        lockTimeoutMs: 1000,
+        plaintextAuth: networkMatcher(['127.0.0.0/8']),
+      },
       tls: () => null,
       ready,
       spoolDir: dir,
       indexDir: dir,
       journalDir: dir,
-      authenticator: new Authenticator(() => noUsers, { failureDelayMs: 10, maxFailures: 10, lockoutMs: 1000, cacheTtlMs: 0 }),
+      authenticator: new Authenticator(() => noUsers, {
+        failureDelayMs: 10,
+        maxFailures: 10,
+        lockoutMs: 1000,
+        cacheTtlMs: 0,
+      }),
       logger: pino({ level: 'silent' }),
     });
     services.push(pop3);

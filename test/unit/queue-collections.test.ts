@@ -26,7 +26,7 @@ test('MinHeap pops in key order (property), peekKey is the smallest, drain empti
   fc.assert(
     fc.property(fc.array(fc.integer({ min: -1000, max: 1000 }), { maxLength: 200 }), (keys) => {
       const heap = new MinHeap<number>();
-      keys.forEach((key) => heap.push(key, key));
+      for (const key of keys) heap.push(key, key);
       const popped: number[] = [];
       while (heap.size > 0) {
         const key = heap.peekKey();
@@ -34,7 +34,10 @@ test('MinHeap pops in key order (property), peekKey is the smallest, drain empti
         assert.equal(key, item, 'peekKey names the item pop returns');
         popped.push(item);
       }
-      assert.deepEqual(popped, [...keys].sort((a, b) => a - b));
+      assert.deepEqual(
+        popped,
+        [...keys].sort((a, b) => a - b),
+      );
       assert.equal(heap.peekKey(), Infinity);
     }),
   );

@@ -89,7 +89,10 @@ test('deliveries to one mailbox never overlap; different mailboxes run together'
       const user = target.kind === 'local' ? target.user : '';
       active.set(user, (active.get(user) ?? 0) + 1);
       maxSameMailbox = Math.max(maxSameMailbox, active.get(user)!);
-      maxTotal = Math.max(maxTotal, [...active.values()].reduce((a, b) => a + b, 0));
+      maxTotal = Math.max(
+        maxTotal,
+        [...active.values()].reduce((a, b) => a + b, 0),
+      );
       await new Promise((r) => setTimeout(r, 30));
       active.set(user, active.get(user)! - 1);
       return jobs.map(() => sent());
@@ -135,7 +138,8 @@ test('an append recorded before a crash is found complete at start, not redone',
       delivered.push(...jobs.map((job) => job.index));
       return jobs.map(() => sent());
     },
-    settleInterruptedAppend: async (_e, index, mailbox, offset) => index === 0 && mailbox === '/spool/a' && offset === 42,
+    settleInterruptedAppend: async (_e, index, mailbox, offset) =>
+      index === 0 && mailbox === '/spool/a' && offset === 42,
   });
   await qmgr.start();
   await until(() => qmgr.size === 0);
@@ -174,7 +178,10 @@ async function setupRemote(addresses: string[], sender = 's@x.test', existing?: 
   return { store, entry: await pending.commit() };
 }
 
-const neverLocal: DeliveryAgent = { deliver: async () => assert.fail('no local delivery expected'), settleInterruptedAppend: async () => false };
+const neverLocal: DeliveryAgent = {
+  deliver: async () => assert.fail('no local delivery expected'),
+  settleInterruptedAppend: async () => false,
+};
 
 test('remote recipients: one attempt per destination carries all of its recipients; per-destination cap holds', async () => {
   const { store, entry } = await setupRemote(['a@one.test', 'b@one.test', 'c@two.test', 'd@one.test']);
@@ -195,7 +202,9 @@ test('remote recipients: one attempt per destination carries all of its recipien
 
 test('a dead destination holds only its own slots: other destinations are delivered meanwhile', async () => {
   const dead = await setupRemote(['x@dead.test']);
-  const more = await Promise.all([1, 2, 3].map((n) => setupRemote([`u@dead.test`, `v${n}@live.test`], 's@x.test', dead.store)));
+  const more = await Promise.all(
+    [1, 2, 3].map((n) => setupRemote([`u@dead.test`, `v${n}@live.test`], 's@x.test', dead.store)),
+  );
   let releaseDead!: () => void;
   const deadHangs = new Promise<void>((r) => (releaseDead = r));
   const delivered: string[] = [];
@@ -228,7 +237,10 @@ test('a deferred remote recipient past delay_warning is warned about once; expir
     remoteRetryMs: [30],
     delayWarningMs: 0,
     maxLifetimeMs: 300,
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: temporary('4.4.1', 'connection refused') })) },
+    remote: {
+      destinationOf: noRemote.destinationOf,
+      deliver: async (jobs) => jobs.map(() => ({ status: temporary('4.4.1', 'connection refused') })),
+    },
     notifier: { notify: async (_e, _i, kind) => void notices.push(kind) },
   });
   qmgr.add(entry);
@@ -241,7 +253,10 @@ test('mail from the null sender is never bounced; too many hops fail as a loop',
   let attempts = 0;
   const qmgr = manager(store, neverLocal, {
     hops: async () => 51,
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: sent(String(++attempts)) })) },
+    remote: {
+      destinationOf: noRemote.destinationOf,
+      deliver: async (jobs) => jobs.map(() => ({ status: sent(String(++attempts)) })),
+    },
   });
   qmgr.add(entry);
   await until(() => qmgr.size === 0);
@@ -255,7 +270,10 @@ test('flush retries deferred recipients now; an entry deleted under the manager 
   let attempts = 0;
   const qmgr = manager(store, neverLocal, {
     remoteRetryMs: [60_000],
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: attempts++ === 0 ? temporary('4.4.1', 'down') : sent() })) },
+    remote: {
+      destinationOf: noRemote.destinationOf,
+      deliver: async (jobs) => jobs.map(() => ({ status: attempts++ === 0 ? temporary('4.4.1', 'down') : sent() })),
+    },
   });
   qmgr.add(entry);
   await until(() => attempts === 1);
@@ -268,7 +286,14 @@ test('flush retries deferred recipients now; an entry deleted under the manager 
   let tried = 0;
   const qmgr2 = manager(second.store, neverLocal, {
     remoteRetryMs: [60_000],
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: (tried++, temporary('4.4.1', 'down')) })) },
+    remote: {
+      destinationOf: noRemote.destinationOf,
+      deliver: async (jobs) =>
+        jobs.map(() => {
+          tried++;
+          return { status: temporary('4.4.1', 'down') };
+        }),
+    },
   });
   qmgr2.add(second.entry);
   await until(() => tried === 1);
@@ -285,7 +310,9 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
     remote: {
       destinationOf: noRemote.destinationOf,
       deliver: async (jobs) => {
-        await new Promise((r) => setTimeout(r, jobs[0]!.entry.envelope.recipients[jobs[0]!.index]!.address.startsWith('a') ? 10 : 60));
+        await new Promise((r) =>
+          setTimeout(r, jobs[0]!.entry.envelope.recipients[jobs[0]!.index]!.address.startsWith('a') ? 10 : 60),
+        );
         return jobs.map(() => ({ status: statusFromReply('550 5.1.1 no such user', 'permanent', 'mx') }));
       },
     },
@@ -298,7 +325,10 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
   const second = await setupRemote(['c@three.test']);
   let calls = 0;
   const failing = manager(second.store, neverLocal, {
-    remote: { destinationOf: noRemote.destinationOf, deliver: async (jobs) => jobs.map(() => ({ status: statusFromReply('550 5.1.1 no', 'permanent', 'mx') })) },
+    remote: {
+      destinationOf: noRemote.destinationOf,
+      deliver: async (jobs) => jobs.map(() => ({ status: statusFromReply('550 5.1.1 no', 'permanent', 'mx') })),
+    },
     notifier: {
       notify: async () => {
         calls += 1;
@@ -311,5 +341,8 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(failing.size, 1, 'the original waits until its bounce is queued');
   assert.equal(second.entry.progress[0]!.notified, false);
-  assert.deepEqual(await readdir(second.store.dir).then((names) => names.filter((n) => n === second.entry.envelope.id)), [second.entry.envelope.id]);
+  assert.deepEqual(
+    await readdir(second.store.dir).then((names) => names.filter((n) => n === second.entry.envelope.id)),
+    [second.entry.envelope.id],
+  );
 });

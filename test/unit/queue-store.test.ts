@@ -39,12 +39,18 @@ test('a committed entry reloads with its envelope, message and fresh progress', 
   const message = 'Subject: hi\r\n\r\nbody \u00e9\r\n';
   assert.equal(await pending.write(Readable.from([Buffer.from(message)])), Buffer.byteLength(message));
   const entry = await pending.commit();
-  assert.deepEqual(entry.envelope.recipients.map((r) => r.deliveryId), [`${entry.envelope.id}.0`, `${entry.envelope.id}.1`]);
+  assert.deepEqual(
+    entry.envelope.recipients.map((r) => r.deliveryId),
+    [`${entry.envelope.id}.0`, `${entry.envelope.id}.1`],
+  );
 
   const [loaded] = await store.loadAll(noCorruption);
   assert.deepEqual(loaded!.envelope, entry.envelope);
   assert.equal(loaded!.size, Buffer.byteLength(message));
-  assert.deepEqual(loaded!.progress.map((p) => p.state), ['pending', 'pending']);
+  assert.deepEqual(
+    loaded!.progress.map((p) => p.state),
+    ['pending', 'pending'],
+  );
   assert.equal(await text(store.openMessage(loaded!)), message);
 });
 
@@ -69,8 +75,19 @@ test('progress written by an earlier version (error text, no status) loads as st
   await pending.write(Readable.from([Buffer.from('x\r\n')]));
   const entry = await pending.commit();
   const old = [
-    { state: 'pending', attempts: 2, nextAttemptAt: 1, lastError: '4.2.0 mailbox of alice is locked by another program' },
-    { state: 'failed', attempts: 1, nextAttemptAt: 1, lastError: '550 5.1.1 <bob@remote.test>: User unknown', relay: 'mx[192.0.2.1]:25' },
+    {
+      state: 'pending',
+      attempts: 2,
+      nextAttemptAt: 1,
+      lastError: '4.2.0 mailbox of alice is locked by another program',
+    },
+    {
+      state: 'failed',
+      attempts: 1,
+      nextAttemptAt: 1,
+      lastError: '550 5.1.1 <bob@remote.test>: User unknown',
+      relay: 'mx[192.0.2.1]:25',
+    },
   ];
   await writeFile(join(store.dir, `${entry.envelope.id}.progress`), JSON.stringify(old));
   const [loaded] = await store.loadAll(noCorruption);
@@ -78,7 +95,12 @@ test('progress written by an earlier version (error text, no status) loads as st
     loaded!.progress.map((p) => p.lastStatus),
     [
       { code: '4.2.0', permanent: false, text: 'mailbox of alice is locked by another program' },
-      { code: '5.1.1', permanent: true, text: '<bob@remote.test>: User unknown', remote: { reply: '550 5.1.1 <bob@remote.test>: User unknown' } },
+      {
+        code: '5.1.1',
+        permanent: true,
+        text: '<bob@remote.test>: User unknown',
+        remote: { reply: '550 5.1.1 <bob@remote.test>: User unknown' },
+      },
     ],
   );
   assert.ok(loaded!.progress.every((p) => !('lastError' in p)));
@@ -112,18 +134,21 @@ test('an unreadable entry is moved to queue/corrupt and the others still load', 
   await writeFile(join(store.dir, badId), '{"id": "truncated envel');
   const corrupt: string[] = [];
   const loaded = await store.loadAll((id) => corrupt.push(id));
-  assert.deepEqual(loaded.map((e) => e.envelope.id), [entry.envelope.id]);
+  assert.deepEqual(
+    loaded.map((e) => e.envelope.id),
+    [entry.envelope.id],
+  );
   assert.deepEqual(corrupt, [badId]);
   assert.deepEqual(await readdir(join(store.dir, 'corrupt')), [badId]);
 });
 
 test('concurrent progress saves of one entry all succeed, leaving one progress file', async () => {
-    const store = new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-queue-')));
-    await store.init();
-    const saves = Array.from({ length: 50 }, (_, i) =>
-      store.saveProgress('ID1', [{ state: 'pending', attempts: i, nextAttemptAt: 0 }]),
-    );
-    await Promise.all(saves);
-    const names = await readdir(store.dir);
-    assert.deepEqual(names.sort(), ['ID1.progress']);
+  const store = new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-queue-')));
+  await store.init();
+  const saves = Array.from({ length: 50 }, (_, i) =>
+    store.saveProgress('ID1', [{ state: 'pending', attempts: i, nextAttemptAt: 0 }]),
+  );
+  await Promise.all(saves);
+  const names = await readdir(store.dir);
+  assert.deepEqual(names.sort(), ['ID1.progress']);
 });

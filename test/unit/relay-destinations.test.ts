@@ -6,14 +6,28 @@ import { after, before, describe, it } from 'node:test';
 import { DestinationError, DestinationResolver } from '../../src/relay/destinations.js';
 import { startDnsZone, type DnsZoneServer, type Zone } from '../support/dns-zone.js';
 
-const mxHosts = (count: number, priority: number): [number, string][] => Array.from({ length: count }, (_, i) => [priority, `mx${i}.many.test`]);
+const mxHosts = (count: number, priority: number): [number, string][] =>
+  Array.from({ length: count }, (_, i) => [priority, `mx${i}.many.test`]);
 
 const zone: Zone = {
-  'remote.test': { mx: [[20, 'mx2.remote.test'], [10, 'mx1.remote.test'], [30, 'mx3.remote.test']] },
+  'remote.test': {
+    mx: [
+      [20, 'mx2.remote.test'],
+      [10, 'mx1.remote.test'],
+      [30, 'mx3.remote.test'],
+    ],
+  },
   'mx1.remote.test': { a: ['127.0.0.11'] },
   'mx2.remote.test': { a: ['127.0.0.12'], aaaa: ['::1'] },
   'mx3.remote.test': { a: ['127.0.0.13'] },
-  'equal.test': { mx: [[10, 'a.equal.test'], [10, 'b.equal.test'], [10, 'c.equal.test'], [5, 'first.equal.test']] },
+  'equal.test': {
+    mx: [
+      [10, 'a.equal.test'],
+      [10, 'b.equal.test'],
+      [10, 'c.equal.test'],
+      [5, 'first.equal.test'],
+    ],
+  },
   'a.equal.test': { a: ['127.0.1.1'] },
   'b.equal.test': { a: ['127.0.1.2'] },
   'c.equal.test': { a: ['127.0.1.3'] },
@@ -25,7 +39,12 @@ const zone: Zone = {
   'null.test': { mx: [[0, '']] },
   'servfail.test': { rcode: 2 },
   'silent.test': { silent: true },
-  'half.test': { mx: [[10, 'noaddress.half.test'], [20, 'mx.half.test']] },
+  'half.test': {
+    mx: [
+      [10, 'noaddress.half.test'],
+      [20, 'mx.half.test'],
+    ],
+  },
   'noaddress.half.test': {},
   'mx.half.test': { a: ['127.0.3.1'] },
   'dangling.test': { mx: [[10, 'gone.dangling.test']] },
@@ -70,10 +89,16 @@ describe('relay destinations', () => {
   });
 
   it('shuffles MX hosts of equal preference, after the better ones', async () => {
-    const hostsWith = async (random: () => number) => (await resolver({ random }).resolve('equal.test')).map((d) => d.host);
+    const hostsWith = async (random: () => number) =>
+      (await resolver({ random }).resolve('equal.test')).map((d) => d.host);
     // Fisher-Yates over [a, b, c]: always j = 0 gives [b, c, a]; always j = i keeps [a, b, c]
     assert.deepEqual(await hostsWith(() => 0), ['first.equal.test', 'b.equal.test', 'c.equal.test', 'a.equal.test']);
-    assert.deepEqual(await hostsWith(() => 0.999), ['first.equal.test', 'a.equal.test', 'b.equal.test', 'c.equal.test']);
+    assert.deepEqual(await hostsWith(() => 0.999), [
+      'first.equal.test',
+      'a.equal.test',
+      'b.equal.test',
+      'c.equal.test',
+    ]);
     const seenSecond = new Set<string>();
     for (let i = 0; i < 60; i++) seenSecond.add((await hostsWith(Math.random))[1]!);
     // each of the three comes second at some point (all missing one: (2/3)^60 * 3 ≈ 1e-10)
@@ -88,7 +113,9 @@ describe('relay destinations', () => {
   });
 
   it('looks up an internationalized domain by its A-label', async () => {
-    assert.deepEqual(await resolver().resolve('Bücher.test'), [{ host: 'mx.xn--bcher-kva.test', address: '127.0.2.2', port: 25 }]);
+    assert.deepEqual(await resolver().resolve('Bücher.test'), [
+      { host: 'mx.xn--bcher-kva.test', address: '127.0.2.2', port: 25 },
+    ]);
   });
 
   it('fails for good when a domain has neither MX nor address', async () => {
@@ -138,8 +165,12 @@ describe('relay destinations', () => {
 
   it('sends everything to the relayhost without looking up MX records', async () => {
     queries.length = 0;
-    assert.deepEqual(await resolver({}, '127.0.0.1:2525').resolve('remote.test'), [{ host: '127.0.0.1', address: '127.0.0.1', port: 2525 }]);
-    assert.deepEqual(await resolver({}, '[::1]:587').resolve('[192.0.2.1]'), [{ host: '::1', address: '::1', port: 587 }]);
+    assert.deepEqual(await resolver({}, '127.0.0.1:2525').resolve('remote.test'), [
+      { host: '127.0.0.1', address: '127.0.0.1', port: 2525 },
+    ]);
+    assert.deepEqual(await resolver({}, '[::1]:587').resolve('[192.0.2.1]'), [
+      { host: '::1', address: '::1', port: 587 },
+    ]);
     // a name is resolved like any local name (/etc/hosts first), on port 25 unless told
     const byName = await resolver({}, 'localhost').resolve('remote.test');
     assert.ok(byName.length > 0);
@@ -153,7 +184,9 @@ describe('relay destinations', () => {
 
   it('takes address literals as they are', async () => {
     assert.deepEqual(await resolver().resolve('[192.0.2.1]'), [{ host: '192.0.2.1', address: '192.0.2.1', port: 25 }]);
-    assert.deepEqual(await resolver().resolve('[IPv6:2001:db8::1]'), [{ host: '2001:db8::1', address: '2001:db8::1', port: 25 }]);
+    assert.deepEqual(await resolver().resolve('[IPv6:2001:db8::1]'), [
+      { host: '2001:db8::1', address: '2001:db8::1', port: 25 },
+    ]);
     const bad = await failure(resolver().resolve('[2001:db8::1]'));
     assert.equal(bad.status.permanent, true);
     assert.equal(bad.status.code, '5.1.3');

@@ -56,8 +56,20 @@ function replyError(code: number, text: string): Error {
   return Object.assign(new Error(text), { responseCode: code });
 }
 
-async function startSink(behaviour: SinkBehaviour = {}, options: Partial<SMTPServerOptions> = {}, host = '127.0.0.1'): Promise<Sink> {
-  const sink: Sink = { port: 0, server: undefined as unknown as SMTPServer, received: [], mails: 0, connections: 0, auths: [], bytes: 0 };
+async function startSink(
+  behaviour: SinkBehaviour = {},
+  options: Partial<SMTPServerOptions> = {},
+  host = '127.0.0.1',
+): Promise<Sink> {
+  const sink: Sink = {
+    port: 0,
+    server: undefined as unknown as SMTPServer,
+    received: [],
+    mails: 0,
+    connections: 0,
+    auths: [],
+    bytes: 0,
+  };
   sink.server = new SMTPServer({
     logger: false,
     disableReverseLookup: true,
@@ -150,7 +162,11 @@ const settings = (more: Partial<SmtpClientSettings> = {}): SmtpClientSettings =>
   ...more,
 });
 
-function message(recipients: string[], text = 'Subject: test\r\n\r\nHello.\r\n', sender = 'sender@example.org'): OutboundMessage {
+function message(
+  recipients: string[],
+  text = 'Subject: test\r\n\r\nHello.\r\n',
+  sender = 'sender@example.org',
+): OutboundMessage {
   return { sender, recipients, size: Buffer.byteLength(text), openMessage: () => Readable.from([Buffer.from(text)]) };
 }
 
@@ -167,13 +183,17 @@ async function send(...args: Parameters<typeof sendToDestination>) {
   return { relay: report.relay, results };
 }
 
-const statuses = (report: { results: { recipient: string; status: string }[] }) => Object.fromEntries(report.results.map((r) => [r.recipient, r.status]));
+const statuses = (report: { results: { recipient: string; status: string }[] }) =>
+  Object.fromEntries(report.results.map((r) => [r.recipient, r.status]));
 
 describe('relay smtp client', () => {
   afterEach(async () => {
     // no session may outlive sendToDestination by more than the closing handshake
-    for (const sink of sinks) await eventually(() => sink.server.connections.size === 0, `connections to sink ${sink.port} closed`);
-    await Promise.all(sinks.splice(0).map((sink) => new Promise<void>((resolve) => sink.server.close(() => resolve()))));
+    for (const sink of sinks)
+      await eventually(() => sink.server.connections.size === 0, `connections to sink ${sink.port} closed`);
+    await Promise.all(
+      sinks.splice(0).map((sink) => new Promise<void>((resolve) => sink.server.close(() => resolve()))),
+    );
   });
   after(async () => {
     for (const server of rawServers) server.close();
@@ -181,11 +201,18 @@ describe('relay smtp client', () => {
   });
 
   it('carries all recipients over one connection and reports each one', async () => {
-    const sink = await startSink({ rcpt: { unknown: [550, '<unknown@remote.test>: User unknown'], busy: [451, 'Mailbox busy, try later'] } });
+    const sink = await startSink({
+      rcpt: { unknown: [550, '<unknown@remote.test>: User unknown'], busy: [451, 'Mailbox busy, try later'] },
+    });
     const recipients = ['alice@remote.test', 'unknown@remote.test', 'busy@remote.test', 'bob@remote.test'];
     const report = await send([at(sink.port)], message(recipients), settings());
     assert.equal(report.relay, `mx.remote.test[127.0.0.1]:${sink.port}`);
-    assert.deepEqual(statuses(report), { 'alice@remote.test': 'sent', 'unknown@remote.test': 'bounced', 'busy@remote.test': 'deferred', 'bob@remote.test': 'sent' });
+    assert.deepEqual(statuses(report), {
+      'alice@remote.test': 'sent',
+      'unknown@remote.test': 'bounced',
+      'busy@remote.test': 'deferred',
+      'bob@remote.test': 'sent',
+    });
     const [alice, unknown, busy] = report.results;
     assert.match(alice!.reply, /^250 2\.\d\.\d /);
     assert.equal(unknown!.reply, '550 5.1.1 <unknown@remote.test>: User unknown');
@@ -201,7 +228,11 @@ describe('relay smtp client', () => {
 
   it('moves on to the next address when one refuses the connection', async () => {
     const sink = await startSink();
-    const report = await send([at(await deadPort(), 'mx1.remote.test'), at(sink.port, 'mx2.remote.test')], message(['alice@remote.test']), settings());
+    const report = await send(
+      [at(await deadPort(), 'mx1.remote.test'), at(sink.port, 'mx2.remote.test')],
+      message(['alice@remote.test']),
+      settings(),
+    );
     assert.equal(report.relay, `mx2.remote.test[127.0.0.1]:${sink.port}`);
     assert.equal(report.results[0]!.status, 'sent');
     assert.equal(sink.received.length, 1);
@@ -218,7 +249,11 @@ describe('relay smtp client', () => {
     }
     // a server that refuses to talk (5xx greeting) is skipped too: the mail waits, it is not bounced
     const grumpy = await startSink({}, { onConnect: (_session, callback) => callback(replyError(554, 'go away')) });
-    const report = await send([at(dead, 'mx1.remote.test'), at(grumpy.port, 'mx2.remote.test')], message(['a@remote.test']), settings());
+    const report = await send(
+      [at(dead, 'mx1.remote.test'), at(grumpy.port, 'mx2.remote.test')],
+      message(['a@remote.test']),
+      settings(),
+    );
     assert.equal(report.relay, null);
     assert.equal(report.results[0]!.status, 'deferred');
     assert.match(report.results[0]!.reply, /^554 .*go away/);
@@ -270,7 +305,10 @@ describe('relay smtp client', () => {
     for (const result of report.results) {
       assert.equal(result.status, 'bounced');
       assert.equal(result.enhancedStatus, '5.3.4');
-      assert.equal(result.reply, `5.3.4 message size ${big.size} exceeds the size limit 100 of mx.remote.test[127.0.0.1]:${sink.port}`);
+      assert.equal(
+        result.reply,
+        `5.3.4 message size ${big.size} exceeds the size limit 100 of mx.remote.test[127.0.0.1]:${sink.port}`,
+      );
     }
     assert.equal(sink.mails, 0);
   });
@@ -322,7 +360,10 @@ describe('relay smtp client', () => {
     const report = await send([at(sink.port)], message(['alice@remote.test']), settings({ tlsSecurity: 'verify' }));
     assert.equal(report.results[0]!.status, 'deferred');
     assert.equal(report.results[0]!.enhancedStatus, '4.7.5');
-    assert.match(report.results[0]!.reply, /^4\.7\.5 TLS with mx\.remote\.test\[127\.0\.0\.1\]:\d+ failed: self[- ]signed certificate/);
+    assert.match(
+      report.results[0]!.reply,
+      /^4\.7\.5 TLS with mx\.remote\.test\[127\.0\.0\.1\]:\d+ failed: self[- ]signed certificate/,
+    );
     assert.equal(sink.mails, 0);
     assert.equal(sink.connections, 1);
   });
@@ -330,9 +371,21 @@ describe('relay smtp client', () => {
   it('logs in to the relayhost over STARTTLS, never logging the password', async () => {
     const sink = await startSink({}, { authOptional: false });
     const lines: string[] = [];
-    const protocolLogger = pino({ level: 'debug' }, new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString()), done()) }));
+    const protocolLogger = pino(
+      { level: 'debug' },
+      new Writable({
+        write: (chunk: Buffer, _encoding, done) => {
+          lines.push(chunk.toString());
+          done();
+        },
+      }),
+    );
     const auth = { user: 'relayuser', pass: 'relay secret' };
-    const report = await send([at(sink.port, 'relay.example.org')], message(['alice@remote.test']), settings({ auth, protocolLogger }));
+    const report = await send(
+      [at(sink.port, 'relay.example.org')],
+      message(['alice@remote.test']),
+      settings({ auth, protocolLogger }),
+    );
     assert.equal(report.results[0]!.status, 'sent');
     assert.deepEqual(sink.auths, [{ user: 'relayuser', secure: true }]);
     const log = lines.join('');
@@ -340,7 +393,11 @@ describe('relay smtp client', () => {
     assert.doesNotMatch(log, /relay secret/);
     assert.doesNotMatch(log, new RegExp(Buffer.from('\0relayuser\0relay secret').toString('base64')));
     // refused credentials: this server is skipped, the mail waits
-    const wrong = await send([at(sink.port, 'relay.example.org')], message(['alice@remote.test']), settings({ auth: { user: 'relayuser', pass: 'wrong' } }));
+    const wrong = await send(
+      [at(sink.port, 'relay.example.org')],
+      message(['alice@remote.test']),
+      settings({ auth: { user: 'relayuser', pass: 'wrong' } }),
+    );
     assert.equal(wrong.relay, null);
     assert.equal(wrong.results[0]!.status, 'deferred');
     assert.match(wrong.results[0]!.reply, /^535 .*Authentication credentials invalid$/);
@@ -351,7 +408,11 @@ describe('relay smtp client', () => {
     const external = Object.values(networkInterfaces())
       .flat()
       .find((address) => address && address.family === 'IPv4' && !address.internal);
-    const options: Partial<SMTPServerOptions> = { disabledCommands: ['STARTTLS'], allowInsecureAuth: true, authOptional: false };
+    const options: Partial<SMTPServerOptions> = {
+      disabledCommands: ['STARTTLS'],
+      allowInsecureAuth: true,
+      authOptional: false,
+    };
     const auth = { user: 'relayuser', pass: 'relay secret' };
     const loopback = await startSink({}, options);
     const local = await send([at(loopback.port)], message(['alice@remote.test']), settings({ auth }));
@@ -362,9 +423,16 @@ describe('relay smtp client', () => {
       return;
     }
     const remote = await startSink({}, options, external.address);
-    const report = await send([at(remote.port, 'relay.example.org', external.address)], message(['alice@remote.test']), settings({ auth }));
+    const report = await send(
+      [at(remote.port, 'relay.example.org', external.address)],
+      message(['alice@remote.test']),
+      settings({ auth }),
+    );
     assert.equal(report.results[0]!.status, 'deferred');
-    assert.equal(report.results[0]!.reply, `4.7.4 not sending the relayhost password to relay.example.org[${external.address}]:${remote.port} without TLS`);
+    assert.equal(
+      report.results[0]!.reply,
+      `4.7.4 not sending the relayhost password to relay.example.org[${external.address}]:${remote.port} without TLS`,
+    );
     assert.deepEqual(remote.auths, []);
   });
 
@@ -376,7 +444,9 @@ describe('relay smtp client', () => {
     const size = 20 * 1024 * 1024;
     await writeFile(path, `Subject: big\n\n${line.repeat(Math.floor(size / line.length))}`);
     // the sink runs in its own process: only the sender's memory is measured here
-    const sink = fork(fileURLToPath(new URL('../support/counting-sink.ts', import.meta.url)), { execArgv: ['--import', 'tsx'] });
+    const sink = fork(fileURLToPath(new URL('../support/counting-sink.ts', import.meta.url)), {
+      execArgv: ['--import', 'tsx'],
+    });
     try {
       const messages: { port?: number; bytes?: number }[] = [];
       sink.on('message', (m: { port?: number; bytes?: number }) => messages.push(m));
@@ -385,7 +455,12 @@ describe('relay smtp client', () => {
       const before = process.memoryUsage().rss;
       let peak = before;
       const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
-      const big: OutboundMessage = { sender: 'sender@example.org', recipients: ['alice@remote.test'], size, openMessage: () => createReadStream(path) };
+      const big: OutboundMessage = {
+        sender: 'sender@example.org',
+        recipients: ['alice@remote.test'],
+        size,
+        openMessage: () => createReadStream(path),
+      };
       const report = await send([at(port)], big, settings({ tlsSecurity: 'may' }));
       clearInterval(sampler);
       assert.equal(report.results[0]!.status, 'sent');
@@ -404,7 +479,10 @@ describe('relay smtp client', () => {
     const report = await send([at(mute.port)], message(['alice@remote.test']), settings({ connectTimeoutMs: 300 }));
     const took = Date.now() - started;
     assert.equal(report.results[0]!.status, 'deferred');
-    assert.equal(report.results[0]!.reply, `4.4.2 timed out waiting for the greeting of mx.remote.test[127.0.0.1]:${mute.port}`);
+    assert.equal(
+      report.results[0]!.reply,
+      `4.4.2 timed out waiting for the greeting of mx.remote.test[127.0.0.1]:${mute.port}`,
+    );
     assert.ok(took >= 250 && took < 2000, `took ${took} ms`);
     await eventually(() => mute.open() === 0, 'the mute connection closed');
   });
@@ -412,7 +490,11 @@ describe('relay smtp client', () => {
   it('gives up on a server that never answers the end of data after timeout', async () => {
     const sink = await startSink({ data: 'never' });
     const started = Date.now();
-    const report = await send([at(sink.port)], message(['alice@remote.test', 'bob@remote.test']), settings({ timeoutMs: 400 }));
+    const report = await send(
+      [at(sink.port)],
+      message(['alice@remote.test', 'bob@remote.test']),
+      settings({ timeoutMs: 400 }),
+    );
     const took = Date.now() - started;
     for (const result of report.results) {
       assert.equal(result.status, 'deferred');
@@ -423,7 +505,10 @@ describe('relay smtp client', () => {
 
   it('defers when the queued message cannot be read, and drops the session', async () => {
     const sink = await startSink();
-    const unreadable: OutboundMessage = { ...message(['alice@remote.test']), openMessage: () => createReadStream('/nonexistent/mailsrv-queue-file') };
+    const unreadable: OutboundMessage = {
+      ...message(['alice@remote.test']),
+      openMessage: () => createReadStream('/nonexistent/mailsrv-queue-file'),
+    };
     const report = await send([at(sink.port)], unreadable, settings());
     assert.equal(report.results[0]!.status, 'deferred');
     assert.match(report.results[0]!.reply, /^4\.3\.0 cannot read the queued message: .*ENOENT/);

@@ -18,19 +18,28 @@ interface Run {
 }
 
 /** Feeds `chunks` (latin1) through a SubmittedMessage and collects the result. */
-async function run(chunks: string[], options: { dotEnds?: boolean; sizeLimit?: number; add?: string[] } = {}): Promise<Run> {
+async function run(
+  chunks: string[],
+  options: { dotEnds?: boolean; sizeLimit?: number; add?: string[] } = {},
+): Promise<Run> {
   let read = 0;
   let returned = false;
   const input: AsyncIterable<Buffer> = {
     [Symbol.asyncIterator]: () => ({
-      next: async () => (read < chunks.length ? { done: false, value: Buffer.from(chunks[read++]!, 'latin1') } : { done: true, value: undefined }),
+      next: async () =>
+        read < chunks.length
+          ? { done: false, value: Buffer.from(chunks[read++]!, 'latin1') }
+          : { done: true, value: undefined },
       return: async () => {
         returned = true;
         return { done: true, value: undefined };
       },
     }),
   };
-  const message = new SubmittedMessage(input, { dotEnds: options.dotEnds ?? true, sizeLimit: options.sizeLimit ?? 1_000_000 });
+  const message = new SubmittedMessage(input, {
+    dotEnds: options.dotEnds ?? true,
+    sizeLimit: options.sizeLimit ?? 1_000_000,
+  });
   const header = await message.readHeader();
   const parts: Buffer[] = [];
   for await (const part of message.content(options.add ?? [])) parts.push(part);
@@ -86,7 +95,10 @@ describe('SubmittedMessage', () => {
   });
 
   test('the message may not grow past the size limit', async () => {
-    await assert.rejects(run(['Subject: x\n\n', 'y'.repeat(100), '\n'], { sizeLimit: 100 }), /message too big \(limit 100 bytes\)/);
+    await assert.rejects(
+      run(['Subject: x\n\n', 'y'.repeat(100), '\n'], { sizeLimit: 100 }),
+      /message too big \(limit 100 bytes\)/,
+    );
     const exact = 'Subject: x\r\n\r\nbody\r\n';
     assert.equal((await run([exact], { sizeLimit: exact.length })).output, exact);
     await assert.rejects(run([exact], { sizeLimit: exact.length - 1 }), /message too big/);
@@ -94,7 +106,10 @@ describe('SubmittedMessage', () => {
 
   test('the header block is bounded', async () => {
     const long = `X-Long: ${'x'.repeat(MAX_HEADER_BLOCK)}\n\nbody\n`;
-    await assert.rejects(run([long.slice(0, 70_000), long.slice(70_000)], { sizeLimit: 10 * MAX_HEADER_BLOCK }), /message header too big/);
+    await assert.rejects(
+      run([long.slice(0, 70_000), long.slice(70_000)], { sizeLimit: 10 * MAX_HEADER_BLOCK }),
+      /message header too big/,
+    );
     const many = Array.from({ length: 20_000 }, (_, i) => `X-H${i}: ${'v'.repeat(50)}\n`).join('');
     await assert.rejects(run([many, '\nbody\n'], { sizeLimit: 10 * MAX_HEADER_BLOCK }), /message header too big/);
   });
@@ -102,7 +117,10 @@ describe('SubmittedMessage', () => {
   test('the same output however the input is cut into chunks', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.array(fc.constantFrom('Subject: s', 'To: a@b', 'Bcc: c@d', ' folded', '', '.', '..', 'From x', 'body', '\r'), { maxLength: 12 }),
+        fc.array(
+          fc.constantFrom('Subject: s', 'To: a@b', 'Bcc: c@d', ' folded', '', '.', '..', 'From x', 'body', '\r'),
+          { maxLength: 12 },
+        ),
         fc.constantFrom('\n', '\r\n'),
         fc.boolean(),
         fc.array(fc.nat(), { maxLength: 6 }),

@@ -41,12 +41,26 @@ test('nothing is logged above debug', () => {
 test('a client line that is not a command (a refused AUTH continuation) is logged by length only; AUTH data never', () => {
   const { lines, logger } = capture('debug');
   const adapter = smtpProtocolLogger(logger);
-  for (const line of ['c2VjcmV0LXB3', 'AUTH\tPLAIN\tAGFsaWNlAHNlY3JldA==', 'auth login YWxpY2U=', 'AUTH PLAIN /* secured */', 'rcpt TO:<a@b.test>', 'AUTH']) {
+  for (const line of [
+    'c2VjcmV0LXB3',
+    'AUTH\tPLAIN\tAGFsaWNlAHNlY3JldA==',
+    'auth login YWxpY2U=',
+    'AUTH PLAIN /* secured */',
+    'rcpt TO:<a@b.test>',
+    'AUTH',
+  ]) {
     adapter.info({ tnx: 'command', cid: 'abc' }, 'C:', line);
   }
   assert.deepEqual(
     lines.map((l) => l.msg),
-    ['C: <12 bytes, not a command>', 'C: AUTH PLAIN /* secured */', 'C: AUTH login /* secured */', 'C: AUTH PLAIN /* secured */', 'C: rcpt TO:<a@b.test>', 'C: AUTH'],
+    [
+      'C: <12 bytes, not a command>',
+      'C: AUTH PLAIN /* secured */',
+      'C: AUTH login /* secured */',
+      'C: AUTH PLAIN /* secured */',
+      'C: rcpt TO:<a@b.test>',
+      'C: AUTH',
+    ],
   );
   assert.ok(!JSON.stringify(lines).includes('c2VjcmV0LXB3') && !JSON.stringify(lines).includes('AGFsaWNl'));
 });

@@ -16,26 +16,48 @@ test('valid names are accepted and lowercased', () => {
 
 test('hostile and malformed names are rejected', () => {
   const bad = [
-    '', '.', '..', '../x', '../../etc/passwd', 'a/b', '/etc', 'x/..', '.hidden', '-rf', '_x',
-    'a\0b', 'a\nb', 'a b', ' kate', 'kate ', 'kate@example.org', 'a:b', 'ké', 'kate\\x',
+    '',
+    '.',
+    '..',
+    '../x',
+    '../../etc/passwd',
+    'a/b',
+    '/etc',
+    'x/..',
+    '.hidden',
+    '-rf',
+    '_x',
+    'a\0b',
+    'a\nb',
+    'a b',
+    ' kate',
+    'kate ',
+    'kate@example.org',
+    'a:b',
+    'ké',
+    'kate\\x',
     '\u212Aate', // KELVIN SIGN, which toLowerCase() turns into an ASCII "k"
-    'İ', 'a'.repeat(USERNAME_MAX_LENGTH + 1),
+    'İ',
+    'a'.repeat(USERNAME_MAX_LENGTH + 1),
   ];
   for (const name of bad) assert.equal(normalizeUsername(name), null, JSON.stringify(name));
 });
 
 test('property: any accepted name is a plain, lowercase file name inside the spool', () => {
   fc.assert(
-    fc.property(fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.stringMatching(/^[A-Za-z0-9._\/-]{0,70}$/)), (input) => {
-      const name = normalizeUsername(input);
-      if (name === null) return;
-      assert.ok(!name.includes('/') && !name.includes('\0'));
-      assert.ok(name !== '.' && name !== '..' && !name.startsWith('.'));
-      assert.match(name, USERNAME_PATTERN);
-      assert.equal(normalizeUsername(name), name);
-      assert.equal(basename(join('/var/mail', name)), name);
-      assert.equal(join('/var/mail', name), `/var/mail/${name}`);
-    }),
+    fc.property(
+      fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.stringMatching(/^[A-Za-z0-9._/-]{0,70}$/)),
+      (input) => {
+        const name = normalizeUsername(input);
+        if (name === null) return;
+        assert.ok(!name.includes('/') && !name.includes('\0'));
+        assert.ok(name !== '.' && name !== '..' && !name.startsWith('.'));
+        assert.match(name, USERNAME_PATTERN);
+        assert.equal(normalizeUsername(name), name);
+        assert.equal(basename(join('/var/mail', name)), name);
+        assert.equal(join('/var/mail', name), `/var/mail/${name}`);
+      },
+    ),
     { numRuns: 2000 },
   );
 });

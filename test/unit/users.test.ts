@@ -11,7 +11,8 @@ import { verifyPassword } from '../../src/auth/password.js';
 import { normalizeUsername } from '../../src/auth/username.js';
 import { addUser, deleteUser, loadUsers, parseUsersFile, setPassword, UsersFileError } from '../../src/auth/users.js';
 
-const ARGON = '{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$6BuVd3LVICGjG3o15By0iQ$4e4VQHosXGw0uVrkpMA0idQRxBUGhRK3lpPciwY0vIE';
+const ARGON =
+  '{ARGON2ID}$argon2id$v=19$m=65536,t=2,p=1$6BuVd3LVICGjG3o15By0iQ$4e4VQHosXGw0uVrkpMA0idQRxBUGhRK3lpPciwY0vIE';
 const BCRYPT = '{BLF-CRYPT}$2y$05$wUWcgUqKW7UPfYsh84GXluAGB6MyWyfhlpUS43K7tqId//Q4tx4nq';
 
 let dir: string;
@@ -96,7 +97,10 @@ test('loadUsers: a missing file is an empty db, an unreadable one an error', asy
   const db = await loadUsers(path);
   assert.deepEqual(db.names(), []);
   assert.equal(db.has('kate'), false);
-  await assert.rejects(loadUsers(folder), (err: Error) => err instanceof UsersFileError && /cannot read users file/.test(err.message));
+  await assert.rejects(
+    loadUsers(folder),
+    (err: Error) => err instanceof UsersFileError && /cannot read users file/.test(err.message),
+  );
 });
 
 test('addUser creates the file, mode 0600, with an {ARGON2ID} hash that verifies', async () => {
@@ -120,7 +124,11 @@ test('edits keep comments, blank lines, other users and extra fields; the file i
   await addUser(path, 'dave', 'dave pw');
   let text = await readFile(path, 'utf8');
   assert.ok(text.startsWith(`${original}\ndave:{ARGON2ID}$argon2id$`), text);
-  assert.equal((await stat(path)).mode & 0o777, 0o640, 'the group (the daemon, after mailsrv init) keeps reading it; others lose it');
+  assert.equal(
+    (await stat(path)).mode & 0o777,
+    0o640,
+    'the group (the daemon, after mailsrv init) keeps reading it; others lose it',
+  );
   assert.notEqual((await stat(path)).ino, inode, 'a new file is renamed over the old one');
 
   await setPassword(path, 'BOB', 'new bob pw');
