@@ -11,6 +11,9 @@
 //   mail transaction;
 // - VRFY answers from mailsrv's recipient policy when `smtp.vrfy` is on;
 // - shutdown(): 421 to every session that is not inside DATA.
+// smtp-server has no public hook for these, so MailsrvConnection overrides members of its
+// internal SMTPConnection. package.json pins smtp-server's exact version, and
+// test/unit/smtp-server-internals.test.ts fails by name when a member used here changes.
 import type { Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
@@ -91,7 +94,7 @@ class MailsrvConnection extends SMTPConnection {
     if (this.session.envelope.mailFrom) {
       this.send(503, '5.5.1 Error: MAIL transaction in progress');
     } else if (!this.authAllowed()) {
-      if (this._isSupported('STARTTLS'))
+      if (this.mailsrv.offersStartTls)
         this.send(538, '5.7.11 Encryption required for requested authentication mechanism');
       else this.send(503, '5.5.1 Error: authentication not enabled');
     } else {
