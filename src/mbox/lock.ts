@@ -9,7 +9,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isErrno } from '../fsutil.js';
+import { isErrno, readAt } from '../fsutil.js';
 
 /** A lock without a live holder pid is stale once its mtime is this old (liblockfile: 300 s). */
 const STALE_AGE_MS = 5 * 60 * 1000;
@@ -122,7 +122,7 @@ async function readLock(path: string): Promise<LockContent> {
   }
   try {
     const buf = Buffer.alloc(LOCK_READ_BYTES);
-    const { bytesRead } = await handle.read(buf, 0, LOCK_READ_BYTES, 0);
+    const bytesRead = await readAt(handle, buf, 0, LOCK_READ_BYTES, 0);
     const text = buf.toString('latin1', 0, bytesRead);
     const match = /^\s*(\d+)/.exec(text.slice(0, PID_READ_BYTES));
     const pid = match ? Number.parseInt(match[1], 10) : 0;
