@@ -3,6 +3,9 @@
 // While mailsrv appends, the lock also notes the mailbox's committed size, so an append cut
 // short by a crash is rolled back by whoever breaks the stale lock; and a lock this process
 // keeps while idle is handed over at once to another part of the process that wants it.
+// Contract: the lock file's names, content (the pid line, the append note) and staleness rules
+// are specified in docs/formats.md, "Mailbox dotlock"; other programs read them, so they change
+// only together with that page.
 import { randomBytes } from 'node:crypto';
 import { constants, promises as fs, readFileSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -97,10 +100,7 @@ function bootId(): string {
   return bootIdCache;
 }
 
-/**
- * The line a lock file carries while its holder appends: `append <size> <host> <boot id>`, the
- * size zero-padded so that each new note overwrites the last one exactly.
- */
+/** The append note (docs/formats.md, "Mailbox dotlock"): zero-padded, each overwrites the last exactly. */
 function appendNote(size: number): string {
   return `append ${String(size).padStart(16, '0')} ${shortHostname()} ${bootId()}\n`;
 }
