@@ -23,8 +23,8 @@ import { createPop3Server, type Pop3Settings } from './pop3/server.js';
 import { checkWritable, dropPrivileges, prepareDirectories, resolveIdentity, startedAsRoot } from './privileges.js';
 import { localClient } from './message/envelope.js';
 import { Injector, NoRecipientsError } from './queue/inject.js';
-import { maildropDir, prepareMaildrop } from './queue/maildrop.js';
-import { MaildropPickup, MaildropRejectedError } from './queue/pickup.js';
+import { dropDirOf, prepareDropDir } from './queue/drop-dir.js';
+import { DropDirPickup, DropFileRejectedError } from './queue/pickup.js';
 import { QUEUE_SIGNAL } from './queue/signal.js';
 import { QueueManager } from './queue/manager.js';
 import { QueueStore } from './queue/store.js';
@@ -70,7 +70,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     identity,
   );
   // `mailsrv sendmail` drops mail here as any local user: state_dir 0711, maildrop 1733
-  await prepareMaildrop(config.state_dir, identity);
+  await prepareDropDir(config.state_dir, identity);
   let tls = await loadTlsCredentials(config.tls);
   let directory = await loadDirectory(config, logger);
 
@@ -166,8 +166,8 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   );
   await store.init();
   await manager.start();
-  const pickup = new MaildropPickup({
-    dir: maildropDir(config.state_dir),
+  const pickup = new DropDirPickup({
+    dir: dropDirOf(config.state_dir),
     messageSizeLimit: config.message_size_limit,
     logger,
     inject: async (message) => {
@@ -180,7 +180,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
         })
         .catch((err: Error) => {
           // nobody to deliver to can never get better: the file goes, with a log line
-          throw err instanceof NoRecipientsError ? new MaildropRejectedError(err.message) : err;
+          throw err instanceof NoRecipientsError ? new DropFileRejectedError(err.message) : err;
         });
       logger.info(
         {

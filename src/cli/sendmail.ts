@@ -2,7 +2,7 @@
 // injection for cron, mail(1), git send-email and scripts. The options are read as Postfix's
 // sendmail reads them (getopt: clustered flags, values glued or separate, `--`); the ones that
 // make no sense here are accepted and ignored as Postfix does (-oem, -odi, -B8BITMIME, -N ...).
-// The message from stdin is left in the maildrop (see src/queue/maildrop.ts), which works for
+// The message from stdin is left in the maildrop (see src/queue/drop-dir.ts), which works for
 // every local user whether or not the daemon runs; the exit status is 0 only once it is there.
 import { userInfo } from 'node:os';
 import { Readable } from 'node:stream';
@@ -14,7 +14,7 @@ import { rfc5322Date } from '../message/date.js';
 import { isErrno } from '../fsutil.js';
 import { newQueueId } from '../queue/id.js';
 import { isSafeAddress, qualify } from '../message/address.js';
-import { maildropDir, MAX_RECIPIENTS, writeMaildropFile } from '../queue/maildrop.js';
+import { dropDirOf, MAX_RECIPIENTS, writeDropFile } from '../queue/drop-dir.js';
 import { fail } from './fail.js';
 import { flushQueue, printQueue } from './queue.js';
 import { SubmittedMessage } from './sendmail-input.js';
@@ -108,9 +108,9 @@ async function submit(config: Config, args: SendmailArgs): Promise<void> {
   if (recipients.length === 0) fail('no recipients');
   if (recipients.length > MAX_RECIPIENTS) fail(`too many recipients (${recipients.length}, at most ${MAX_RECIPIENTS})`);
 
-  const dir = maildropDir(config.state_dir);
+  const dir = dropDirOf(config.state_dir);
   try {
-    await writeMaildropFile(dir, { sender, recipients }, Readable.from(message.content(headersToAdd)));
+    await writeDropFile(dir, { sender, recipients }, Readable.from(message.content(headersToAdd)));
   } catch (err) {
     if (isErrno(err, 'ENOENT'))
       fail(`cannot write to the maildrop ${dir}: it does not exist (mailsrv makes it when it starts)`);
