@@ -91,7 +91,10 @@ export class Pop3Protocol {
   private state: State = { phase: 'authorization' };
   /** the session runs over TLS (implicit, or after STLS) */
   private secure = false;
-  /** the mailbox this session has claimed, from login until it lets go; its view once opened */
+  /**
+   * the mailbox this session has claimed, from login until the connection is gone or QUIT's
+   * update is done (a session closed for too many errors keeps it that long); its view once opened
+   */
   private held: { user: string; mailbox: MailboxView | null } | null = null;
   private badCommands = 0;
   private readonly logins: SessionLogins;
