@@ -231,7 +231,7 @@ describe('AUTHORIZATION', () => {
     assert.equal(continued.maxLineLength, 255);
   });
 
-  test('AUTH PLAIN: cancelled, bad base64, malformed, another mechanism; a continuation is never a command', async () => {
+  test('AUTH PLAIN: cancelled, bad base64, malformed, other mechanisms; a continuation is no command', async () => {
     const { session } = sessionContext();
     const client = session();
     await reply(client, 'AUTH PLAIN');
@@ -499,7 +499,7 @@ describe('QUIT and the end of a session', () => {
     assert.deepEqual(await readFile(join(spoolDir, 'alice')), before);
   });
 
-  test('a connection that stops (autologout, server stop) is not logged as dropped; its mailbox goes at close', async () => {
+  test('a stopped connection (autologout, server stop) is not "dropped"; its mailbox goes at close', async () => {
     const { session, inUse, logs } = sessionContext();
     const client = await loggedIn(session());
     client.stop();
