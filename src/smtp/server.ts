@@ -6,7 +6,8 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import type { Authenticator, LoginResult } from '../auth/authenticator.js';
+import type { Authenticator } from '../auth/authenticator.js';
+import { type RefusedLogin, SessionLogins } from '../auth/session-logins.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import { HopCounter, MAX_HOPS } from '../message/hops.js';
 import { uniqueDeliveries } from '../delivery/route.js';
@@ -68,12 +69,9 @@ const resolver = {
   },
 };
 
-/** failed AUTHs in one session before it is closed */
-const MAX_AUTH_FAILURES_PER_SESSION = 5;
-
-/** The reply to a session's `failures`-th refused login (a 421 reply closes the connection). */
-function loginRefusal(reason: 'invalid' | 'locked-out', failures: number): SmtpReplyError {
-  if (failures >= MAX_AUTH_FAILURES_PER_SESSION)
+/** The reply to a refused login (a 421 reply closes the connection). */
+function loginRefusal({ reason, closeConnection }: RefusedLogin): SmtpReplyError {
+  if (closeConnection)
     return new SmtpReplyError(421, '4.7.0 Too many failed authentication attempts, closing connection');
   if (reason === 'locked-out')
     return new SmtpReplyError(454, '4.7.0 Too many failed logins from your address, try again later');
@@ -97,7 +95,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const { policy, logger } = options;
   let settings = options.settings;
   const resolved = new WeakMap<SMTPServerAddress, ResolvedRecipient[]>();
-  const authFailures = new WeakMap<SMTPServerSession, number>();
+  const logins = new WeakMap<SMTPServerSession, SessionLogins>();
   const sessionLogs = new WeakMap<SMTPServerSession, Logger>();
   const sessionLog = (session: SMTPServerSession): Logger => {
     let log = sessionLogs.get(session);
@@ -150,34 +148,23 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     onAuth(auth, session, callback) {
       const log = sessionLog(session);
       const client = session.remoteAddress;
-      options.authenticator
-        .login({ name: auth.username ?? '', password: auth.password ?? '', client, authzid: auth.authzid })
-        .catch((error: Error): LoginResult => ({ ok: false, reason: 'unavailable', error }))
+      let sessionLogins = logins.get(session);
+      if (sessionLogins === undefined) {
+        sessionLogins = new SessionLogins(options.authenticator, log, client);
+        logins.set(session, sessionLogins);
+      }
+      const { username, password, authzid, method } = auth;
+      void sessionLogins
+        .attempt({ name: username ?? '', password: password ?? '', authzid, logFields: { method } })
         .then((result) => {
           if (result.ok) {
-            log.info({ user: result.user, client, method: auth.method }, 'login');
+            log.info({ user: result.user, client, method }, 'login');
             callback(null, { user: result.user });
-            return;
-          }
-          if (result.reason === 'unavailable') {
-            log.error({ err: result.error.message }, 'password check failed');
-            callback(new SmtpReplyError(454, '4.7.0 Temporary authentication failure'));
-            return;
-          }
-          if (result.reason === 'locked-out') {
-            log.info(
-              { client, retryInS: Math.ceil(result.retryInMs / 1000) },
-              'login refused: too many failures from this address',
-            );
+          } else if (result.reason === 'invalid' || result.reason === 'locked-out') {
+            callback(loginRefusal(result));
           } else {
-            log.info(
-              { user: result.user ?? '(invalid name)', client, delayMs: result.delayMs, method: auth.method },
-              'login failed',
-            );
+            callback(new SmtpReplyError(454, '4.7.0 Temporary authentication failure'));
           }
-          const failures = (authFailures.get(session) ?? 0) + 1;
-          authFailures.set(session, failures);
-          callback(loginRefusal(result.reason, failures));
         });
     },
 
