@@ -4,9 +4,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Authenticator, type AuthSettings } from './auth/authenticator.js';
-import { ORIGINAL_HEADERS_CAP } from './bounce/dsn.js';
-import { readHeaderBlock } from './message/header-block.js';
-import { countReceivedHeaders } from './message/hops.js';
+import { countHops } from './message/hops.js';
 import { BounceNotifier } from './bounce/notifier.js';
 import { localDomainMatcher } from './config/domains.js';
 import { loadConfig } from './config/load.js';
@@ -21,10 +19,9 @@ import { recoverInterruptedExpunges } from './mbox/expunge.js';
 import { clearStaleLocks, type StaleLockInfo } from './mbox/lock.js';
 import { createPop3Server, type Pop3Settings } from './pop3/server.js';
 import { checkWritable, dropPrivileges, prepareDirectories, resolveIdentity, startedAsRoot } from './privileges.js';
-import { localClient } from './message/envelope.js';
-import { Injector, NoRecipientsError } from './queue/inject.js';
+import { Injector } from './queue/inject.js';
 import { maildropDir, prepareMaildrop } from './queue/maildrop.js';
-import { MaildropPickup, MaildropRejectedError } from './queue/pickup.js';
+import { MaildropPickup, queueThrough } from './queue/pickup.js';
 import { QUEUE_SIGNAL } from './queue/signal.js';
 import { QueueManager } from './queue/manager.js';
 import { QueueStore } from './queue/store.js';
@@ -110,7 +107,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
       injector,
       settings: () => ({ hostname: config.hostname, maxLifetimeMs: durationMs(config.relay.max_queue_lifetime) }),
     }),
-    hops: async (entry) => countReceivedHeaders(await readHeaderBlock(store.openMessage(entry), ORIGINAL_HEADERS_CAP)),
+    hops: (entry) => countHops(store.openMessage(entry)),
     logger,
   });
   const service = (kind: SmtpListenerKind, address: string) => ({
@@ -170,30 +167,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     dir: maildropDir(config.state_dir),
     messageSizeLimit: config.message_size_limit,
     logger,
-    inject: async (message) => {
-      const entry = await injector
-        .inject({
-          sender: message.sender,
-          recipients: message.recipients,
-          client: localClient(message.uid),
-          source: message.openMessage(),
-        })
-        .catch((err: Error) => {
-          // nobody to deliver to can never get better: the file goes, with a log line
-          throw err instanceof NoRecipientsError ? new MaildropRejectedError(err.message) : err;
-        });
-      logger.info(
-        {
-          queueId: entry.envelope.id,
-          from: message.sender,
-          nrcpt: entry.envelope.recipients.length,
-          size: entry.size,
-          uid: message.uid,
-          submittedBy: message.submittedBy,
-        },
-        'queued',
-      );
-    },
+    inject: queueThrough(injector, logger),
   });
   pickup.start();
   // `mailsrv queue flush`, and `queue delete` (so the manager forgets the entry at once); set
