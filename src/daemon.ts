@@ -1,7 +1,5 @@
 // The composition root: builds every part from a Config, opens the listeners, drops root
 // privileges, and owns the process's life (pid file, SIGHUP reload, SIGTERM/SIGINT graceful stop).
-import { readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { Authenticator, type AuthSettings } from './auth/authenticator.js';
 import { countHops } from './message/hops.js';
@@ -17,10 +15,12 @@ import { routeAddresses } from './delivery/route.js';
 import type { Logger } from './log.js';
 import { recoverInterruptedExpunges } from './mbox/expunge.js';
 import { clearStaleLocks, type StaleLockInfo } from './mbox/lock.js';
+import { statePaths } from './paths.js';
+import { removePidFile, writePidFile } from './pid-file.js';
 import { createPop3Server, type Pop3Settings } from './pop3/server.js';
 import { checkWritable, dropPrivileges, prepareDirectories, resolveIdentity, startedAsRoot } from './privileges.js';
 import { Injector } from './queue/inject.js';
-import { maildropDir, prepareMaildrop } from './queue/maildrop.js';
+import { prepareMaildrop } from './queue/maildrop.js';
 import { MaildropPickup, queueThrough } from './queue/pickup.js';
 import { QUEUE_SIGNAL } from './queue/signal.js';
 import { QueueManager } from './queue/manager.js';
@@ -44,26 +44,13 @@ const RESTART_KEYS = [
   'pop3.pop3s',
 ] as const;
 
-export function pidFilePath(config: Config): string {
-  return join(config.state_dir, 'mailsrv.pid');
-}
-
-/** What scan.ts learnt about each mailbox (POP3). */
-function indexDir(config: Config): string {
-  return join(config.state_dir, 'index');
-}
-
-/** The POP3 update's crash journal. */
-function journalDir(config: Config): string {
-  return join(config.state_dir, 'journal');
-}
-
 export async function runDaemon(configFile: string, initial: Config, logger: Logger): Promise<void> {
   let config = initial;
+  const paths = statePaths(config.state_dir);
   // as root: who to become once the ports are bound (a bad user/group stops the start here)
   const identity = startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
   await prepareDirectories(
-    { spool: config.spool_dir, state: [config.state_dir, indexDir(config), journalDir(config)] },
+    { spool: config.spool_dir, state: [config.state_dir, paths.indexDir, paths.journalDir] },
     identity,
   );
   // `mailsrv sendmail` drops mail here as any local user: state_dir 0711, maildrop 1733
@@ -136,8 +123,8 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     tls: () => tls,
     ready,
     spoolDir: config.spool_dir,
-    indexDir: indexDir(config),
-    journalDir: journalDir(config),
+    indexDir: paths.indexDir,
+    journalDir: paths.journalDir,
     authenticator,
     logger,
   });
@@ -157,14 +144,14 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
   await clearStaleLocks(config.spool_dir, onStaleLock);
   // a POP3 update that a crash interrupted is completed or undone before anyone reads or appends
   await recoverInterruptedExpunges(
-    journalDir(config),
+    paths.journalDir,
     (info) => logger.warn({ mailbox: info.mailbox, action: info.action }, 'interrupted POP3 update recovered'),
     { onStaleBroken: onStaleLock },
   );
   await store.init();
   await manager.start();
   const pickup = new MaildropPickup({
-    dir: maildropDir(config.state_dir),
+    dir: paths.maildropDir,
     messageSizeLimit: config.message_size_limit,
     logger,
     inject: queueThrough(injector, logger),
@@ -178,7 +165,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     void pickup.scan();
   });
   opened();
-  await writeFile(pidFilePath(config), `${process.pid}\n`);
+  await writePidFile(paths.pidFile);
   logger.info(
     {
       pid: process.pid,
@@ -238,7 +225,7 @@ export async function runDaemon(configFile: string, initial: Config, logger: Log
     await pickup.stop();
     await manager.stop();
     await local.close();
-    await rm(pidFilePath(config), { force: true });
+    await removePidFile(paths.pidFile);
     logger.info('stopped');
     logger.flush();
     process.exit(0);
@@ -357,24 +344,4 @@ async function closeGracefully(server: MailsrvSMTPServer): Promise<void> {
   }
   for (const connection of server.connections) connection.close();
   await closed;
-}
-
-/** The pid of the running daemon, from its pid file, or null when none runs. */
-export async function runningPid(config: Config): Promise<number | null> {
-  let pid: number;
-  try {
-    pid = Number((await readFile(pidFilePath(config), 'utf8')).trim());
-  } catch {
-    return null;
-  }
-  if (!Number.isInteger(pid) || pid <= 0) return null;
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    // EPERM: it runs, as the daemon's user (after the privilege drop), not as us
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return null;
-  }
-  // the pid file is the daemon user's to write: root must not signal whatever it names
-  const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  return command.includes('mailsrv') ? pid : null;
 }

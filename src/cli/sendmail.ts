@@ -14,7 +14,8 @@ import { rfc5322Date } from '../message/date.js';
 import { isErrno } from '../fsutil.js';
 import { newQueueId } from '../queue/id.js';
 import { isSafeAddress, qualify } from '../message/address.js';
-import { maildropDir, MAX_RECIPIENTS, writeMaildropFile } from '../queue/maildrop.js';
+import { statePaths } from '../paths.js';
+import { MAX_RECIPIENTS, writeMaildropFile } from '../queue/maildrop.js';
 import { fail } from './fail.js';
 import { flushQueue, printQueue } from './queue.js';
 import { SubmittedMessage } from './sendmail-input.js';
@@ -108,7 +109,7 @@ async function submit(config: Config, args: SendmailArgs): Promise<void> {
   if (recipients.length === 0) fail('no recipients');
   if (recipients.length > MAX_RECIPIENTS) fail(`too many recipients (${recipients.length}, at most ${MAX_RECIPIENTS})`);
 
-  const dir = maildropDir(config.state_dir);
+  const dir = statePaths(config.state_dir).maildropDir;
   try {
     await writeMaildropFile(dir, { sender, recipients }, Readable.from(message.content(headersToAdd)));
   } catch (err) {

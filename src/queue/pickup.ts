@@ -54,7 +54,7 @@ export class MaildropRejectedError extends Error {
 }
 
 export interface MaildropPickupOptions {
-  /** the maildrop (maildropDir(state_dir)) */
+  /** the maildrop (statePaths(state_dir).maildropDir) */
   dir: string;
   messageSizeLimit: number;
   /** queues the message (committed and fsynced) before it resolves */
