@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { configPath, loadConfig } from '../config/load.js';
 import { runDaemon } from '../daemon.js';
+import { StartupError } from '../daemon/phase.js';
 import { createLogger } from '../log.js';
 import { fail } from './fail.js';
 
@@ -16,7 +17,8 @@ export function registerStartCommand(program: Command): void {
       try {
         await runDaemon(configPath(opts.config), config, logger);
       } catch (err) {
-        logger.fatal({ err: (err as Error).message }, 'cannot start');
+        const phase = err instanceof StartupError ? { phase: err.phase } : {};
+        logger.fatal({ ...phase, err: (err as Error).message }, 'cannot start');
         logger.flush();
         process.exit(1);
       }
