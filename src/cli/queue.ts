@@ -13,7 +13,7 @@ import { isQueueId } from '../queue/id.js';
 import { QUEUE_SIGNAL } from '../queue/signal.js';
 import { QueueStore, type QueueEntry } from '../queue/store.js';
 import { fail } from './fail.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 interface ConfigOption {
   config?: string;

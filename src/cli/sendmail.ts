@@ -17,9 +17,8 @@ import { isSafeAddress, qualify } from '../message/address.js';
 import { statePaths } from '../paths.js';
 import { MAX_RECIPIENTS, writeMaildropFile } from '../queue/maildrop.js';
 import { fail } from './fail.js';
-import { flushQueue, printQueue } from './queue.js';
 import { SubmittedMessage } from './sendmail-input.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 /** Postfix sendmail's options that take a value, plus -c (mailsrv's config file; Postfix ignores -c). */
 const VALUE_OPTIONS = new Set('ABCFLNORVXbcefhopqr');
@@ -81,8 +80,9 @@ async function sendmail(argv: string[]): Promise<void> {
   const config = loadConfigOrExit(args.config);
   if (args.mode !== 'send' && args.recipients.length > 0)
     fail(`${args.mode === 'list' ? '-bp' : '-q'} takes no recipients`);
-  if (args.mode === 'list') return printQueue(config, false);
-  if (args.mode === 'flush') return flushQueue(config);
+  // the queue's code is loaded only for the modes that use it
+  if (args.mode === 'list') return (await import('./queue.js')).printQueue(config, false);
+  if (args.mode === 'flush') return (await import('./queue.js')).flushQueue(config);
   await submit(config, args);
 }
 

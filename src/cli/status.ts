@@ -5,7 +5,7 @@ import { statePaths } from '../paths.js';
 import { runningPid } from '../pid-file.js';
 import { isQueueId } from '../queue/id.js';
 import { fail } from './fail.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 export function registerStatusCommands(program: Command): void {
   program
