@@ -15,6 +15,7 @@ import type { Readable } from 'node:stream';
 import { fsyncDir, isErrno } from '../fsutil.js';
 import { isSafeAddress } from '../message/address.js';
 import { CrlfLineEnds } from '../message/crlf.js';
+import { statePaths } from '../paths.js';
 import { isQueueId, newQueueId } from './id.js';
 
 const MAILDROP_FORMAT_VERSION = 1;
@@ -29,10 +30,6 @@ const DIRECTORY_MODE = 0o1733;
  * gets the group's); its random name keeps others out */
 const FILE_MODE = 0o644;
 const LF = 0x0a;
-
-export function maildropDir(stateDir: string): string {
-  return join(stateDir, 'maildrop');
-}
 
 export interface MaildropEnvelope {
   /** '' is the null sender */
@@ -224,7 +221,7 @@ async function readEnvelope(handle: FileHandle): Promise<{ envelope: MaildropEnv
  */
 export async function prepareMaildrop(stateDir: string, owner: { uid: number; gid: number } | null): Promise<string> {
   await chmod(stateDir, 0o711);
-  const dir = maildropDir(stateDir);
+  const dir = statePaths(stateDir).maildropDir;
   try {
     await mkdir(dir, { mode: DIRECTORY_MODE });
   } catch (err) {

@@ -13,10 +13,10 @@ import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { isSafeAddress } from '../../src/message/address.js';
 import { CrlfConverter } from '../../src/message/crlf.js';
+import { statePaths } from '../../src/paths.js';
 import {
   isMaildropName,
   MaildropFormatError,
-  maildropDir,
   MAX_ENVELOPE_LINE,
   openMaildropFile,
   prepareMaildrop,
@@ -264,7 +264,7 @@ describe('prepareMaildrop', () => {
   test('state_dir 0711, maildrop 1733 (created, or repaired when it exists)', async () => {
     const state = await freshDir();
     const dir = await prepareMaildrop(state, null);
-    assert.equal(dir, maildropDir(state));
+    assert.equal(dir, statePaths(state).maildropDir);
     assert.equal((await stat(state)).mode & 0o7777, 0o711);
     assert.equal((await stat(dir)).mode & 0o7777, 0o1733);
     execFileSync('chmod', ['0700', dir]);
@@ -276,7 +276,7 @@ describe('prepareMaildrop', () => {
     const state = await freshDir();
     const target = await freshDir();
     execFileSync('chmod', ['0700', target]);
-    await symlink(target, maildropDir(state));
+    await symlink(target, statePaths(state).maildropDir);
     await assert.rejects(prepareMaildrop(state, null), /ELOOP|ENOTDIR/);
     assert.equal((await lstat(target)).mode & 0o7777, 0o700);
   });
