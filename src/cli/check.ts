@@ -17,7 +17,7 @@ import type { Config } from '../config/schema.js';
 import { checkAliases, parseAliases } from '../delivery/aliases.js';
 import { PrivilegeError, resolveIdentity, startedAsRoot, type Identity } from '../privileges.js';
 import { loadTlsCredentials, TlsFileError, type TlsCredentials } from '../tls/credentials.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 /** A certificate expiring sooner than this is worth a warning. */
 const EXPIRY_WARNING_DAYS = 30;

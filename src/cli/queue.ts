@@ -5,14 +5,15 @@
 import { access, constants, readdir } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.js';
-import { pidFilePath, runningPid } from '../daemon.js';
 import { isErrno } from '../fsutil.js';
 import { describeStatus, type DeliveryStatus } from '../message/status.js';
+import { statePaths } from '../paths.js';
+import { runningPid } from '../pid-file.js';
 import { isQueueId } from '../queue/id.js';
 import { QUEUE_SIGNAL } from '../queue/signal.js';
 import { QueueStore, type QueueEntry } from '../queue/store.js';
 import { fail } from './fail.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 interface ConfigOption {
   config?: string;
@@ -119,13 +120,14 @@ async function deleteMessages(config: Config, ids: string[]): Promise<void> {
  * and the daemon's own user may signal it (it runs as `user` once started as root).
  */
 async function signalDaemon(config: Config): Promise<number | null> {
+  const { pidFile } = statePaths(config.state_dir);
   try {
-    await access(pidFilePath(config), constants.R_OK);
+    await access(pidFile, constants.R_OK);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return null;
-    fail(`cannot read ${pidFilePath(config)}: ${(err as Error).message}; ${ownerHint(config)}`);
+    fail(`cannot read ${pidFile}: ${(err as Error).message}; ${ownerHint(config)}`);
   }
-  const pid = await runningPid(config);
+  const pid = await runningPid(pidFile);
   if (pid === null) return null;
   try {
     process.kill(pid, QUEUE_SIGNAL);

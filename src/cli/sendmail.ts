@@ -14,11 +14,11 @@ import { rfc5322Date } from '../message/date.js';
 import { isErrno } from '../fsutil.js';
 import { newQueueId } from '../queue/id.js';
 import { isSafeAddress, qualify } from '../message/address.js';
-import { dropDirOf, MAX_RECIPIENTS, writeDropFile } from '../queue/drop-dir.js';
+import { statePaths } from '../paths.js';
+import { MAX_RECIPIENTS, writeDropFile } from '../queue/drop-dir.js';
 import { fail } from './fail.js';
-import { flushQueue, printQueue } from './queue.js';
 import { SubmittedMessage } from './sendmail-input.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 /** Postfix sendmail's options that take a value, plus -c (mailsrv's config file; Postfix ignores -c). */
 const VALUE_OPTIONS = new Set('ABCFLNORVXbcefhopqr');
@@ -80,8 +80,9 @@ async function sendmail(argv: string[]): Promise<void> {
   const config = loadConfigOrExit(args.config);
   if (args.mode !== 'send' && args.recipients.length > 0)
     fail(`${args.mode === 'list' ? '-bp' : '-q'} takes no recipients`);
-  if (args.mode === 'list') return printQueue(config, false);
-  if (args.mode === 'flush') return flushQueue(config);
+  // the queue's code is loaded only for the modes that use it
+  if (args.mode === 'list') return (await import('./queue.js')).printQueue(config, false);
+  if (args.mode === 'flush') return (await import('./queue.js')).flushQueue(config);
   await submit(config, args);
 }
 
@@ -108,7 +109,7 @@ async function submit(config: Config, args: SendmailArgs): Promise<void> {
   if (recipients.length === 0) fail('no recipients');
   if (recipients.length > MAX_RECIPIENTS) fail(`too many recipients (${recipients.length}, at most ${MAX_RECIPIENTS})`);
 
-  const dir = dropDirOf(config.state_dir);
+  const dir = statePaths(config.state_dir).dropDir;
   try {
     await writeDropFile(dir, { sender, recipients }, Readable.from(message.content(headersToAdd)));
   } catch (err) {

@@ -16,6 +16,7 @@ import type { Readable } from 'node:stream';
 import { fsyncDir, isErrno, readAt } from '../fsutil.js';
 import { isSafeAddress } from '../message/address.js';
 import { CrlfLineEnds } from '../message/crlf.js';
+import { statePaths } from '../paths.js';
 import { isQueueId, newQueueId } from './id.js';
 
 const DROP_FILE_FORMAT_VERSION = 1;
@@ -30,11 +31,6 @@ const DIRECTORY_MODE = 0o1733;
  * gets the group's); its random name keeps others out */
 const FILE_MODE = 0o644;
 const LF = 0x0a;
-
-/** The drop directory in `stateDir`. */
-export function dropDirOf(stateDir: string): string {
-  return join(stateDir, 'maildrop');
-}
 
 export interface DropEnvelope {
   /** '' is the null sender */
@@ -225,7 +221,7 @@ async function readEnvelope(handle: FileHandle): Promise<{ envelope: DropEnvelop
  */
 export async function prepareDropDir(stateDir: string, owner: { uid: number; gid: number } | null): Promise<string> {
   await chmod(stateDir, 0o711);
-  const dir = dropDirOf(stateDir);
+  const dir = statePaths(stateDir).dropDir;
   try {
     await mkdir(dir, { mode: DIRECTORY_MODE });
   } catch (err) {

@@ -13,6 +13,8 @@ import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { isErrno } from '../fsutil.js';
 import type { Logger } from '../log.js';
+import { localClient } from '../message/envelope.js';
+import { type Injector, NoRecipientsError } from './inject.js';
 import { isDropFileName, DropFileFormatError, openDropFile, type DropFile } from './drop-dir.js';
 
 /** Files picked up at once. */
@@ -52,7 +54,7 @@ export class DropFileRejectedError extends Error {
 }
 
 export interface DropDirPickupOptions {
-  /** the drop directory (dropDirOf(state_dir)) */
+  /** the drop directory (statePaths(state_dir).dropDir) */
   dir: string;
   messageSizeLimit: number;
   /** queues the message (committed and fsynced) before it resolves */
@@ -256,6 +258,37 @@ export class DropDirPickup {
     this.names.set(uid, name);
     return name;
   }
+}
+
+/**
+ * The inject() the daemon gives the pickup: routes the message and queues it through `injector`,
+ * as mail submitted by the file's owner, and logs it as `queued`. A message whose recipients lead
+ * nowhere can never get better: it is rejected (the file goes, with a log line).
+ */
+export function queueThrough(injector: Injector, logger: Logger): (message: PickedUpMessage) => Promise<void> {
+  return async (message) => {
+    const entry = await injector
+      .inject({
+        sender: message.sender,
+        recipients: message.recipients,
+        client: localClient(message.uid),
+        source: message.openMessage(),
+      })
+      .catch((err: Error) => {
+        throw err instanceof NoRecipientsError ? new DropFileRejectedError(err.message) : err;
+      });
+    logger.info(
+      {
+        queueId: entry.envelope.id,
+        from: message.sender,
+        nrcpt: entry.envelope.recipients.length,
+        size: entry.size,
+        uid: message.uid,
+        submittedBy: message.submittedBy,
+      },
+      'queued',
+    );
+  };
 }
 
 async function ownerOf(path: string): Promise<number | undefined> {

@@ -13,10 +13,10 @@ import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { isSafeAddress } from '../../src/message/address.js';
 import { CrlfConverter } from '../../src/message/crlf.js';
+import { statePaths } from '../../src/paths.js';
 import {
   isDropFileName,
   DropFileFormatError,
-  dropDirOf,
   MAX_ENVELOPE_LINE,
   openDropFile,
   prepareDropDir,
@@ -262,7 +262,7 @@ describe('prepareDropDir', () => {
   test('state_dir 0711, maildrop 1733 (created, or repaired when it exists)', async () => {
     const state = await freshDir();
     const dir = await prepareDropDir(state, null);
-    assert.equal(dir, dropDirOf(state));
+    assert.equal(dir, statePaths(state).dropDir);
     assert.equal((await stat(state)).mode & 0o7777, 0o711);
     assert.equal((await stat(dir)).mode & 0o7777, 0o1733);
     execFileSync('chmod', ['0700', dir]);
@@ -274,7 +274,7 @@ describe('prepareDropDir', () => {
     const state = await freshDir();
     const target = await freshDir();
     execFileSync('chmod', ['0700', target]);
-    await symlink(target, dropDirOf(state));
+    await symlink(target, statePaths(state).dropDir);
     await assert.rejects(prepareDropDir(state, null), /ELOOP|ENOTDIR/);
     assert.equal((await lstat(target)).mode & 0o7777, 0o700);
   });
