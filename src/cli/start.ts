@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { configPath } from '../config/load.js';
 import { runDaemon } from '../daemon.js';
 import { StartupError } from '../daemon/phase.js';
-import { createLogger } from '../log.js';
+import { createLogger, exitProcess } from '../log.js';
 import { loadConfigOrExit } from './load-config.js';
 
 export function registerStartCommand(program: Command): void {
@@ -20,7 +20,7 @@ export function registerStartCommand(program: Command): void {
         const phase = err instanceof StartupError ? { phase: err.phase } : {};
         logger.fatal({ ...phase, err: (err as Error).message }, 'cannot start');
         logger.flush();
-        process.exit(1);
+        exitProcess(1);
       }
     });
 }

@@ -1,6 +1,6 @@
 // The graceful stop (SIGTERM, SIGINT): no new connections, the messages in progress are
 // finished, deliveries in progress wait, then the pid file goes and the process exits.
-import type { Logger } from '../log.js';
+import { exitProcess, type Logger } from '../log.js';
 import type { StatePaths } from '../paths.js';
 import { removePidFile } from '../pid-file.js';
 import type { Components } from './components.js';
@@ -15,5 +15,5 @@ export async function stopDaemon(parts: Components, paths: StatePaths, logger: L
   await removePidFile(paths.pidFile);
   logger.info('stopped');
   logger.flush();
-  process.exit(0);
+  exitProcess(0);
 }
