@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import fc from 'fast-check';
 import { pino } from 'pino';
 import { Authenticator } from '../../src/auth/authenticator.js';
 import { MAX_LOGIN_FAILURES_PER_SESSION } from '../../src/auth/session-logins.js';
@@ -526,5 +527,69 @@ describe('QUIT and the end of a session', () => {
     await right.disconnected();
     assert.equal(inUse.size, 0);
     assert.ok(!logs.some((l) => l.msg === 'login failed' || l.msg === 'login'), JSON.stringify(logs));
+  });
+});
+
+describe('hostile input (property)', () => {
+  // Command lines as a client might send them, good and bad: every keyword with random
+  // arguments, AUTH PLAIN payloads, and raw strings with NUL, controls and 8-bit bytes.
+  const keyword = fc.constantFrom(
+    ...[...new Set([...'USER PASS AUTH CAPA STLS QUIT STAT LIST RETR DELE NOOP RSET TOP UIDL APOP'.split(' ')])],
+  );
+  const argument = fc.oneof(
+    fc.constantFrom('alice', 'bob', 'alice-pw', 'PLAIN', '1', '2', '0', '-1', '99999999999', '', 'x'),
+    fc.nat({ max: 5 }).map(String),
+    fc.string({ maxLength: 20 }),
+    fc.constant(plain('', 'alice', 'alice-pw')),
+  );
+  const commandLine = fc.oneof(
+    fc
+      .tuple(keyword, fc.array(argument, { maxLength: 3 }), fc.boolean())
+      .map(([word, args, lower]) => [lower ? word.toLowerCase() : word, ...args].join(' ')),
+    fc.string({ maxLength: 40, unit: 'binary' }),
+    fc.uint8Array({ maxLength: 40 }).map((bytes) => Buffer.from(bytes).toString('latin1')),
+  );
+
+  /** A line the wire may carry: no CR, LF or NUL inside. */
+  const wireSafe = (text: string) => !/[\r\n\0]/.test(text);
+
+  test('any command stream: every answer is RFC-shaped, nothing throws, the mailbox is only changed by QUIT', async () => {
+    const original = await readFile(join(spoolDir, 'alice'));
+    await fc.assert(
+      fc.asyncProperty(fc.array(commandLine, { maxLength: 30 }), async (lines) => {
+        await writeFile(join(spoolDir, 'alice'), original);
+        const { session, inUse } = sessionContext();
+        const client = session();
+        let quitInTransaction = false;
+        for (const text of lines) {
+          const phase = client.phase;
+          const response = await client.handle(text);
+          if (response === null) {
+            assert.equal(client.phase, 'closed', 'only a closed session gives no answer');
+            continue;
+          }
+          if (phase === 'transaction' && text.trim().toUpperCase() === 'QUIT') quitInTransaction = true;
+          switch (response.kind) {
+            case 'line':
+              assert.match(response.line, /^(\+OK|-ERR|\+ )/, `answer to ${JSON.stringify(text)}`);
+              assert.ok(wireSafe(response.line), `one line: ${JSON.stringify(response.line)}`);
+              break;
+            case 'lines':
+              assert.match(response.first, /^\+OK/);
+              for (const each of response.lines) assert.ok(wireSafe(each), `list line ${JSON.stringify(each)}`);
+              break;
+            case 'message':
+              assert.match(response.status, /^\+OK/);
+              break;
+            case 'start-tls':
+              assert.fail('STLS is not offered without TLS credentials');
+          }
+        }
+        await client.disconnected();
+        assert.equal(inUse.size, 0, 'the mailbox is let go');
+        if (!quitInTransaction) assert.deepEqual(await readFile(join(spoolDir, 'alice')), original);
+      }),
+      { numRuns: 150 },
+    );
   });
 });
