@@ -32,7 +32,10 @@ export class UsersFileError extends Error {
   }
 }
 
-const NAME_RULE = `user names are 1 to ${USERNAME_MAX_LENGTH} letters, digits, '.', '_' or '-', starting with a letter or digit`;
+const NAME_RULE =
+  `user names are 1 to ${USERNAME_MAX_LENGTH} letters, ` +
+  "digits, '.', '_' or '-', " +
+  'starting with a letter or digit';
 
 /** One line split into its fields: the name before the first `:`, the hash, the rest. */
 interface UserLine {

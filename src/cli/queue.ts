@@ -88,7 +88,8 @@ async function deleteMessages(config: Config, ids: string[]): Promise<void> {
   const bad = ids.filter((id) => id !== 'ALL' && !isQueueId(id));
   if (bad.length > 0)
     fail(
-      `not a queue id: ${bad.map((id) => JSON.stringify(id)).join(', ')} (16 letters and digits, as \`mailsrv queue\` shows them)`,
+      `not a queue id: ${bad.map((id) => JSON.stringify(id)).join(', ')} ` +
+        '(16 letters and digits, as `mailsrv queue` shows them)',
     );
   const store = new QueueStore(config.state_dir);
   let targets: string[];
@@ -145,7 +146,10 @@ function failOnQueue(config: Config, dir: string, err: unknown): never {
 }
 
 function ownerHint(config: Config): string {
-  return `the queue belongs to the user mailsrv runs as (config key user: "${config.user}"): run this as root or as that user`;
+  return (
+    `the queue belongs to the user mailsrv runs as (config key user: "${config.user}"): ` +
+    'run this as root or as that user'
+  );
 }
 
 // ---------------------------------------------------------------- the listing
@@ -221,7 +225,8 @@ function formatQueue(entries: QueueEntry[], now: number): string {
     bytes += shown.size;
     const sender = shown.sender === '' ? '<>' : printable(shown.sender);
     lines.push(
-      `${shown.id} ${String(shown.size).padStart(8)} ${duration(now - entry.envelope.receivedAt).padStart(5)} ${sender}`,
+      `${shown.id} ${String(shown.size).padStart(8)} ` +
+        `${duration(now - entry.envelope.receivedAt).padStart(5)} ${sender}`,
     );
     for (const recipient of shown.recipients) {
       lines.push(`    ${printable(recipient.address)}  ${stateText(recipient, now)}`);
@@ -236,7 +241,10 @@ function formatQueue(entries: QueueEntry[], now: number): string {
 function stateText(recipient: ShownRecipient, now: number): string {
   if (recipient.state !== 'deferred') return recipient.state;
   const wait = Date.parse(recipient.nextAttemptAt!) - now;
-  return `deferred, ${counted(recipient.attempts, 'attempt')}, next attempt ${wait > 0 ? `in ${duration(wait)}` : 'due now'}`;
+  return (
+    `deferred, ${counted(recipient.attempts, 'attempt')}, ` +
+    `next attempt ${wait > 0 ? `in ${duration(wait)}` : 'due now'}`
+  );
 }
 
 /** 42s, 3m, 2h, 1d: the largest unit that fits, rounded down. */

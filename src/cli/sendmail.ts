@@ -289,7 +289,10 @@ function missingHeaders(present: Set<string>, from: string, fullName: string | u
   return candidates.filter(([name]) => !present.has(name)).map(([, line]) => line);
 }
 
-/** A display name as RFC 5322 wants it: atoms as they are, other ASCII quoted, anything else MIME-encoded (RFC 2047). */
+/**
+ * A display name as RFC 5322 wants it: atoms as they are, other ASCII quoted, anything else MIME-encoded
+ * (RFC 2047).
+ */
 function displayName(name: string): string {
   if (/^[\w !#$%&'*+\-/=?^`{|}~]+$/.test(name)) return name;
   if (/^[\x20-\x7e]*$/.test(name)) return `"${name.replace(/[\\"]/g, '\\$&')}"`;

@@ -54,7 +54,8 @@ const authSchema = z.strictObject({
   failure_delay: duration()
     .default('2s')
     .describe(
-      'wait before answering a failed login (SMTP AUTH or POP3); doubles with each further failure from the same address',
+      'wait before answering a failed login (SMTP AUTH or POP3); ' +
+        'doubles with each further failure from the same address',
     ),
   max_failures: count()
     .default(10)
@@ -89,7 +90,8 @@ const relaySchema = z.strictObject({
     .enum(['may', 'encrypt', 'verify'])
     .default('may')
     .describe(
-      'outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; verify = TLS with a valid certificate for the host',
+      'outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; ' +
+        'verify = TLS with a valid certificate for the host',
     ),
   dns_servers: z
     .array(
