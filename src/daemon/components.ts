@@ -54,7 +54,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     ...liveSettings.local(config),
     spoolDir: config.spool_dir,
     store,
-    userExists: (user) => loaded.directory.users.has(user),
+    userExists: (user) => loaded.directory.hasMailbox(user),
     logger,
   });
   const policy = new SmtpPolicy({

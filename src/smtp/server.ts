@@ -79,6 +79,23 @@ function loginRefusal({ reason, closeConnection }: RefusedLogin): SmtpReplyError
 }
 
 /** The client as the policy sees it: its address and, after AUTH, its user. */
+/**
+ * The MAIL and RCPT parameters of the extensions mailsrv offers (SIZE, 8BITMIME, SMTPUTF8, and
+ * AUTH= of RFC 4954); smtp-server checks their values. DSN and REQUIRETLS are not offered.
+ */
+const MAIL_PARAMETERS: ReadonlySet<string> = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH']);
+const RCPT_PARAMETERS: ReadonlySet<string> = new Set();
+
+/** RFC 5321 4.1.1.11: a parameter the server does not support is refused with 555. */
+function refuseUnsupportedParameters(address: SMTPServerAddress, supported: ReadonlySet<string>): void {
+  const args = address.args === false ? {} : (address.args as Record<string, string | true>);
+  for (const [name, value] of Object.entries(args)) {
+    if (supported.has(name.toUpperCase())) continue;
+    const option = value === true ? name : `${name}=${value}`;
+    throw new SmtpReplyError(555, `5.5.4 Unsupported option: ${option}`);
+  }
+}
+
 function clientOf(session: SMTPServerSession): SmtpClientIdentity {
   return typeof session.user === 'string'
     ? { ip: session.remoteAddress, user: session.user }
@@ -178,6 +195,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         // RFC 6409: the submission ports relay nothing for strangers, not even to local users.
         if (options.kind !== 'mx' && client.user === undefined)
           throw new SmtpReplyError(530, '5.7.0 Authentication required');
+        refuseUnsupportedParameters(address, MAIL_PARAMETERS);
         policy.checkHelo(session.hostNameAppearsAs ?? '');
         policy.checkSender(address.address);
         if (settings.senderLoginMatch && client.user !== undefined)
@@ -189,7 +207,11 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onRcptTo(address, session, callback) {
-      policy.checkRecipient(address.address, clientOf(session)).then(
+      const checked = (async () => {
+        refuseUnsupportedParameters(address, RCPT_PARAMETERS);
+        return policy.checkRecipient(address.address, clientOf(session));
+      })();
+      checked.then(
         (recipients) => {
           resolved.set(address, recipients);
           callback();
