@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import { listenOptions, parseListen } from '../config/units.js';
 import type { Pop3Service } from '../pop3/server.js';
 import type { MailsrvSMTPServer } from '../smtp/connection.js';
+import type { SmtpService } from '../smtp/server.js';
 import type { SmtpListener } from './components.js';
 
 /** Binds every SMTP listener, then the POP3 ones (pop3.listen, then pop3.pop3s), in config order. */
@@ -15,8 +16,18 @@ export async function bindListeners(smtp: SmtpListener[], pop3: Pop3Service, con
 
 /** Stops accepting on every listener and waits for the sessions to finish (see closeGracefully). */
 export async function closeListeners(smtp: SmtpListener[], pop3: Pop3Service): Promise<void> {
-  await Promise.all([...smtp.map(({ service }) => closeGracefully(service.server)), pop3.shutdown()]);
+  await Promise.all([...smtp.map(({ service }) => closeGracefully(service)), pop3.shutdown()]);
 }
+
+/** How long a client receiving a message at the stop may send nothing before it gets 421. */
+const STOP_DATA_QUIET_MS = 3000;
+/**
+ * How long the stop waits for messages being received; then every client still sending gets
+ * 421. With smtp-server's 5 s limit on a half-closed connection, a stop ends within 10 s.
+ */
+const STOP_GRACE_MS = 4000;
+/** How often the stop looks at the sessions still receiving. */
+const STOP_POLL_MS = 100;
 
 function listen(server: MailsrvSMTPServer, address: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -28,13 +39,18 @@ function listen(server: MailsrvSMTPServer, address: string): Promise<void> {
   });
 }
 
-/** Stops accepting, lets messages in DATA finish, then sends 421 to everyone still connected. */
-async function closeGracefully(server: MailsrvSMTPServer): Promise<void> {
+/**
+ * Stops accepting and sends 421 to every idle session. Clients in DATA may finish their
+ * message while they keep sending, for STOP_GRACE_MS at most; one that pauses for
+ * STOP_DATA_QUIET_MS, or still sends at the end, gets 421 (its message was never accepted, so
+ * nothing is lost). A message whose DATA is complete keeps its connection until its reply.
+ */
+async function closeGracefully(service: SmtpService): Promise<void> {
+  const { server } = service;
   const closed = new Promise<void>((resolve) => server.server.close(() => resolve()));
-  const deadline = Date.now() + 60_000;
-  while (server.shutdownIdleSessions() > 0 && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
+  const deadline = Date.now() + STOP_GRACE_MS;
+  while (service.shutdownSessions(Date.now() < deadline ? STOP_DATA_QUIET_MS : 0) > 0) {
+    await new Promise((resolve) => setTimeout(resolve, STOP_POLL_MS));
   }
-  for (const connection of server.connections) connection.close();
   await closed;
 }

@@ -106,6 +106,17 @@ export interface SmtpService {
   server: MailsrvSMTPServer;
   /** SIGHUP: new settings and the certificate as reloaded (null: TLS now off) */
   reconfigure(settings: SmtpSettings, tls: TlsCredentials | null): void;
+  /**
+   * Stop: 421 to every session not receiving a message, and to those whose client has sent no
+   * DATA bytes for `quietMs` (their message was never accepted); returns how many still receive.
+   */
+  shutdownSessions(quietMs: number): number;
+}
+
+/** How a message's DATA is coming in, for the stop: when the client last sent, and whether it is all in. */
+interface DataProgress {
+  lastChunkAt: number;
+  complete: boolean;
 }
 
 export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
@@ -114,6 +125,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const resolved = new WeakMap<SMTPServerAddress, ResolvedRecipient[]>();
   const logins = new WeakMap<SMTPServerSession, SessionLogins>();
   const sessionLogs = new WeakMap<SMTPServerSession, Logger>();
+  const receiving = new WeakMap<SMTPServerSession, DataProgress>();
   const sessionLog = (session: SMTPServerSession): Logger => {
     let log = sessionLogs.get(session);
     if (log === undefined) {
@@ -232,9 +244,15 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
 
     onData(stream, session, callback) {
       const recipients = uniqueDeliveries(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
-      receive(options, settings, stream, session, recipients).then(
-        (queueId) => callback(null, `2.0.0 Ok: queued as ${queueId}`),
+      const progress: DataProgress = { lastChunkAt: Date.now(), complete: false };
+      receiving.set(session, progress);
+      receive(options, settings, stream, session, recipients, progress).then(
+        (queueId) => {
+          receiving.delete(session);
+          callback(null, `2.0.0 Ok: queued as ${queueId}`);
+        },
         (err: Error) => {
+          receiving.delete(session);
           if (stream.errored) {
             sessionLog(session).info({ reason: err.message }, 'message aborted by the client');
           } else if (!(err instanceof SmtpReplyError)) {
@@ -253,6 +271,12 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       settings = fresh;
       Object.assign(server.options, serverLimits(fresh));
       server.useCertificate(tls);
+    },
+    shutdownSessions(quietMs) {
+      return server.shutdownSessions((session) => {
+        const progress = receiving.get(session);
+        return progress !== undefined && !progress.complete && Date.now() - progress.lastChunkAt >= quietMs;
+      });
     },
   };
 }
@@ -279,6 +303,7 @@ async function receive(
   stream: SMTPServerDataStream,
   session: SMTPServerSession,
   recipients: ResolvedRecipient[],
+  progress: DataProgress,
 ): Promise<string> {
   const mailFrom = session.envelope.mailFrom;
   const pending = options.store.begin({
@@ -298,7 +323,8 @@ async function receive(
   try {
     const hops = new HopCounter();
     // a client that drops mid-DATA errors `stream`, which ends the write with that error
-    const size = await pending.write(withinLimit(stream, settings.messageSizeLimit, hops));
+    const size = await pending.write(withinLimit(stream, settings.messageSizeLimit, hops, progress));
+    progress.complete = true;
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
@@ -346,9 +372,15 @@ async function receive(
  * dropped: an oversized message is refused at the end of DATA anyway, and must not fill the
  * queue directory or memory first.
  */
-async function* withinLimit(stream: SMTPServerDataStream, limit: number, hops: HopCounter): AsyncGenerator<Buffer> {
+async function* withinLimit(
+  stream: SMTPServerDataStream,
+  limit: number,
+  hops: HopCounter,
+  progress: DataProgress,
+): AsyncGenerator<Buffer> {
   let seen = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
+    progress.lastChunkAt = Date.now();
     const before = seen;
     seen += chunk.length;
     if (before > limit) continue;
