@@ -34,7 +34,7 @@ const smtpSchema = z.strictObject({
   sender_login_match: z
     .boolean()
     .default(true)
-    .describe('an authenticated user may only send as user@<local domain> or an alias that delivers to them'),
+    .describe('an authenticated user may only send as user@<local domain> or an alias that delivers to them alone'),
   timeout: duration().default('5m').describe('idle time allowed between client commands (RFC 5321 4.5.3.2)'),
   greet_pause: duration()
     .default('0s')
