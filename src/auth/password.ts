@@ -1,4 +1,4 @@
-// Password hashing and verification for the users file (SPEC §4), in Dovecot's
+// Password hashing and verification for the users file (README, "Users and aliases"), in Dovecot's
 // `{SCHEME}hash` notation so `doveadm pw` output works as is.
 //
 // New passwords: {ARGON2ID} with Dovecot's own defaults for `doveadm pw -s ARGON2ID`

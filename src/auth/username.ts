@@ -1,4 +1,4 @@
-// User names (SPEC §4): lowercase `[a-z0-9][a-z0-9._-]*`, at most 64 characters, matched
+// User names (README, "Users and aliases"): lowercase `[a-z0-9][a-z0-9._-]*`, at most 64 characters, matched
 // case-insensitively. A name that passes can never name a path outside the spool: no `/`,
 // no leading dot (so not `.` or `..`), no NUL, no control characters.
 

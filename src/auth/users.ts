@@ -1,4 +1,4 @@
-// The users file (SPEC §4), Dovecot passwd-file style: one user a line, `name:{SCHEME}hash`,
+// The users file (README, "Users and aliases"), Dovecot passwd-file style: one user a line, `name:{SCHEME}hash`,
 // optionally followed by more `:`-separated fields (ignored here, kept on rewrite); `#` comments
 // and blank lines. Reading it for the daemon and `mailsrv check`, and the read-modify-write
 // edits behind `mailsrv user add/passwd/del`, which keep every other line as it was and

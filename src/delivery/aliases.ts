@@ -1,4 +1,4 @@
-// The aliases file (SPEC §4) in /etc/aliases syntax, and recipient resolution through it.
+// The aliases file (README, "Users and aliases") in /etc/aliases syntax, and recipient resolution through it.
 //
 //   name: target, target      # only whole-line comments; names are matched case-insensitively
 //     target                  # a line starting with whitespace continues the previous entry

@@ -1,4 +1,4 @@
-// The change check of a POP3 update (SPEC §6), under the mailbox lock, before anything is
+// The change check of a POP3 update (README, "POP3"), under the mailbox lock, before anything is
 // written: the file must have the snapshot's dev/ino, be at least `scannedSize` long, and at
 // every message of the snapshot still hold a From_ line of the same length (`From ` ... its LF
 // exactly at contentOffset - 1) and, where another message follows, the blank line ("\n\n")

@@ -1,4 +1,4 @@
-// The POP3 update (SPEC §6): removes the messages a session deleted from its mbox file, in
+// The POP3 update (README, "POP3"): removes the messages a session deleted from its mbox file, in
 // place (same inode, mode and owner), under the dotlock, keeping mail delivered meanwhile, and
 // safe against `kill -9` at any moment; then refreshes the mailbox's index. This file takes the
 // locks and runs the steps, in this order: finish a journal an earlier update left

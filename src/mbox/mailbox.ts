@@ -16,10 +16,10 @@ export interface MessageInfo {
   spanLength: number;
   /**
    * octets that RETR sends for it: CRLF line ends, one `>` stripped from `^>+From ` lines,
-   * before dot-stuffing, without the terminating `.` line (SPEC §6)
+   * before dot-stuffing, without the terminating `.` line (README, "POP3")
    */
   size: number;
-  /** unique and stable id (SPEC §6 UIDL), at most 70 printable characters */
+  /** unique and stable id (README, "UIDLs"), at most 70 printable characters */
   uidl: string;
 }
 

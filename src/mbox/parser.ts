@@ -1,4 +1,4 @@
-// The mbox reading rules (SPEC §3, §6) as one pass over a file's bytes, fed in pieces: where
+// The mbox reading rules (README, "Files on disk" and "POP3") as one pass over a file's bytes, fed in pieces: where
 // each message is and its wire size; its header block goes to uidl.ts for its UIDL. scan.ts
 // reads the file and feeds it here.
 //

@@ -1,4 +1,4 @@
-// Reads an mbox mailbox for POP3 (SPEC §3, §6): one streaming pass finds the messages, their
+// Reads an mbox mailbox for POP3 (README, "Files on disk" and "POP3"): one streaming pass finds the messages, their
 // wire sizes and UIDLs (parser.ts has the rules); the mailbox's index (index-store.ts) lets the
 // next open of an unchanged or only-appended mailbox skip what was already scanned. The file is
 // read in large pieces, the next one already on its way while the parser works on the last (so

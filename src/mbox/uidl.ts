@@ -1,4 +1,4 @@
-// The UIDL rule (SPEC §6): what a message's unique id is, worked out while parser.ts reads its
+// The UIDL rule (README, "POP3"): what a message's unique id is, worked out while parser.ts reads its
 // header block line fragment by line fragment, and made unique in file order.
 //
 // The value: the X-UIDL value if the header block has one (the first `X-UIDL:` field, unfolded

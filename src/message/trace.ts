@@ -1,4 +1,4 @@
-// The trace headers a delivery adds on top of a message (SPEC §3 "Delivery adds"):
+// The trace headers a delivery adds on top of a message (README, "Files on disk"):
 // Return-Path, Delivered-To, Received and X-Delivery-ID, folded as RFC 5322 wants; and the
 // Message-ID and Date that submitted mail gets when it has none.
 import { rfc5322Date } from './date.js';
