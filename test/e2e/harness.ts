@@ -14,6 +14,9 @@ import { hash } from '@node-rs/argon2';
 import { stringify } from 'smol-toml';
 import { resolveIdentity } from '../../src/privileges.js';
 import { generateSelfSigned, type SelfSignedPem } from '../../src/tls/selfsigned.js';
+import { eventually } from '../support/eventually.js';
+
+export { eventually, sleep } from '../support/eventually.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI_ENTRY = join(REPO_ROOT, 'dist', 'cli', 'main.js');
@@ -851,39 +854,6 @@ export function pythonMbox(path: string): { count: number; messages: PyMessage[]
     count: parsed.count,
     messages: parsed.messages.map((m) => ({ ...m, bytes: Buffer.from(m.bytes, 'base64') })),
   };
-}
-
-/** Polls `check` until it returns true or the time is up. */
-/**
- * Polls `check` until it is true. A check that throws counts as "not yet" (a mailbox read
- * while the daemon is still appending is legitimately incomplete); the last error is reported
- * on timeout.
- */
-export async function eventually(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-  intervalMs = 50,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms: ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
-      );
-    }
-    await sleep(intervalMs);
-  }
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** A `Date:` header value in RFC 5322 form. */
