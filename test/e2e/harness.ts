@@ -3,7 +3,7 @@
 // follows its JSON log, and talks to it over raw sockets and with Python's `mailbox`.
 // Every daemon started here is killed when the test process exits, whatever happens.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, chown, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { hash } from '@node-rs/argon2';
 import { stringify } from 'smol-toml';
 import { resolveIdentity } from '../../src/privileges.js';
+import { isQueueId } from '../../src/queue/id.js';
 import { generateSelfSigned, type SelfSignedPem } from '../../src/tls/selfsigned.js';
 import { eventually } from '../support/eventually.js';
 
@@ -84,6 +85,8 @@ export interface TestEnv {
   /** with `tls: true`: the certificate (PEM), for clients' `ca`, and the files */
   tls: { cert: string; certFile: string; keyFile: string } | null;
   mailbox(user: string): string;
+  /** the ids of the messages in the queue now */
+  queued(): string[];
   /** rewrites the config file (e.g. before a restart) */
   writeConfig(config: ConfigTree): Promise<void>;
   cleanup(): Promise<void>;
@@ -191,6 +194,7 @@ export async function makeEnv(options: EnvOptions = {}): Promise<TestEnv> {
     config,
     tls,
     mailbox: (user) => join(spoolDir, user),
+    queued: () => (existsSync(join(stateDir, 'queue')) ? readdirSync(join(stateDir, 'queue')).filter(isQueueId) : []),
     writeConfig,
     cleanup: async () => {
       if (process.env.KEEP_E2E) return;
@@ -250,8 +254,9 @@ export class Daemon {
     child.stderr!.on('data', (chunk: string) => {
       this.stderr += chunk;
     });
+    // 'close', not 'exit': by then all the daemon wrote is read, so its logs are complete
     this.exited = new Promise((resolveExit) => {
-      child.once('exit', (code, signal) => {
+      child.once('close', (code, signal) => {
         this.exitCode = code;
         this.exitSignal = signal;
         liveChildren.delete(child);
@@ -346,6 +351,13 @@ export class Daemon {
   waitExit(): Promise<void> {
     return this.exited;
   }
+
+  /** Bytes the daemon has read and written so far: files, sockets and its log alike (from /proc). */
+  io(): { read: number; written: number } {
+    const io = readFileSync(`/proc/${this.child.pid}/io`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)![1]);
+    return { read: field('rchar'), written: field('wchar') };
+  }
 }
 
 export function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
@@ -382,6 +394,25 @@ export async function envForTest(
     return daemon;
   };
   return { env, start };
+}
+
+/** The source address of the connections logsSoFar makes (in no test's mynetworks). */
+const MARKER_CLIENT = '127.0.0.99';
+
+/**
+ * Resolves once every line `daemon` logged before the call has been read here. The daemon logs
+ * in order, so the 'connect' line of a connection made now comes after all of them: e.g. a
+ * transaction's 'queued' line, logged before its last reply went out.
+ */
+export async function logsSoFar(daemon: Daemon, smtpPort: number): Promise<void> {
+  const isMarker = (e: LogEntry) => e.msg === 'connect' && e.client === MARKER_CLIENT;
+  const seen = daemon.find(isMarker).length;
+  const socket = await connectSocket(smtpPort, { localAddress: MARKER_CLIENT }, 10_000);
+  try {
+    await daemon.waitForLogs(isMarker, seen + 1, 10_000, 'the "connect" line of a marker connection');
+  } finally {
+    socket.destroy();
+  }
 }
 
 /** Spawns `node bin/mailsrv start -c <config>` and resolves once it logs `ready`. */
@@ -609,16 +640,6 @@ export class SmtpClient extends LineClient {
     const out: Reply[] = [];
     for (let i = 0; i < n; i++) out.push(await this.read(timeoutMs));
     return out;
-  }
-
-  /** Asserts that no reply arrives within `ms` (returns the reply if one does, else null). */
-  async replyWithin(ms: number): Promise<Reply | null> {
-    try {
-      return await this.read(ms);
-    } catch (err) {
-      if (/no SMTP reply within/.test((err as Error).message)) return null;
-      throw err;
-    }
   }
 
   /** Sends one command line (CRLF added) and reads its reply. */
@@ -881,7 +902,7 @@ export async function cleanupAllTempDirs(): Promise<void> {
 export async function makePop3Env(options: EnvOptions = {}): Promise<TestEnv & { pop3Port: number }> {
   const pop3Port = await freePort();
   const config = deepMerge(
-    { pop3: { listen: [`127.0.0.1:${pop3Port}`] }, auth: { failure_delay: '200ms' } },
+    { pop3: { listen: [`127.0.0.1:${pop3Port}`] }, auth: { failure_delay: '50ms' } },
     options.config ?? {},
   );
   const env = await makeEnv({ ...options, config });

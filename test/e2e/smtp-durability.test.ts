@@ -16,7 +16,6 @@ import {
   queueIdOf,
   readMailbox,
   rfcDate,
-  sleep,
   SmtpClient,
   startDaemon,
   type Reply,
@@ -102,13 +101,14 @@ describe('smtp durability', () => {
       'a 250 without a queue id',
     );
     assert.equal(new Set(ids).size, 500, 'queue ids are not unique');
+    // once every entry is removed, nothing of them can be delivered again
+    const accepted = new Set(ids);
     await daemon.waitForLogs(
-      (e) => e.msg === 'delivered' && e.user === 'load',
+      (e) => e.msg === 'removed' && accepted.has(e.queueId ?? ''),
       500,
       90_000,
-      'delivered lines for load',
+      'every accepted message delivered and out of the queue',
     );
-    await sleep(1000);
     const delivered = daemon.find((e) => e.msg === 'delivered' && e.user === 'load');
     assert.equal(delivered.length, 500, 'more than 500 delivered lines');
     assert.equal(new Set(delivered.map((e) => e.queueId)).size, 500, 'a queue id delivered twice');
@@ -154,7 +154,6 @@ describe('smtp durability', () => {
       `delivered ${queueId} after restart`,
     );
     await daemon.waitForLog((e) => e.msg === 'removed' && e.queueId === queueId);
-    await sleep(1500);
     assert.deepEqual(subjects(env, 'alice'), ['killed after 250']);
     const mbox = readMailbox(env.mailbox('alice'));
     assert.match(mbox.messages[0]!.trace!.received, new RegExp(`id ${queueId}\\b`));
@@ -196,7 +195,8 @@ describe('smtp durability', () => {
       `all ${accepted.length} accepted messages in bob's mailbox`,
     );
     assert.ok(daemon.running);
-    await sleep(2000); // past a retry: a redelivery would show up now
+    // an empty queue delivers nothing more: a redelivery would have shown up by now
+    await eventually(() => env.queued().length === 0, 15_000, 'the queue emptied');
     t.diagnostic(
       `after restart: ${daemon.find((e) => e.msg === 'delivered').length} delivered, ${daemon.find((e) => /after restart/.test(e.msg)).length} found complete`,
     );
@@ -464,9 +464,8 @@ describe('smtp durability', () => {
     const inData = await openData(env.port, addr('alice'));
     const msg = message('in data during SIGTERM', addr('alice'));
     inData.write(msg.slice(0, 60));
-    await sleep(100);
     daemon.child.kill('SIGTERM');
-    await sleep(300);
+    await daemon.waitForLog((e) => /^stopping/.test(e.msg), 10_000, 'the stop begun');
     inData.write(`${msg.slice(60)}.\r\n`);
     let end: Reply;
     try {

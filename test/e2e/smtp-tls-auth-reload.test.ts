@@ -47,7 +47,7 @@ describe('smtp AUTH and TLS across config changes', () => {
       tls: true,
       config: {
         plaintext_auth_networks: ['127.0.0.0/26'],
-        auth: { failure_delay: '100ms', max_failures: 3, lockout: '1m' },
+        auth: { failure_delay: '20ms', max_failures: 3, lockout: '1m' },
         smtp: { sender_login_match: false },
       },
     });
