@@ -284,7 +284,7 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.equal(r.code, 0, r.stderr);
     const cfg = parseToml(r.stdout) as Record<string, unknown>;
     assert.equal(cfg.hostname, 'mx.test.local');
-    assert.deepEqual((cfg.delivery as Record<string, unknown>).retry, ['1s']);
+    assert.deepEqual((cfg.delivery as Record<string, unknown>).retry, ['200ms']);
     const smtp = cfg.smtp as Record<string, unknown>;
     assert.equal(smtp.max_clients, 500);
     assert.equal(smtp.max_recipients, 100);

@@ -429,7 +429,7 @@ describe('outbound relay: smarthost', () => {
     const env = await makeEnv({
       config: {
         mynetworks: [`${MYNETWORKS_CLIENT}/32`],
-        relay: { relayhost: `127.0.0.1:${smarthost.port}`, dns_servers: ['127.0.0.1:9'], retry: ['1s'] },
+        relay: { relayhost: `127.0.0.1:${smarthost.port}`, dns_servers: ['127.0.0.1:9'], retry: ['200ms'] },
       },
     });
     const daemon = await startDaemon(env);
