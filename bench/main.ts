@@ -215,12 +215,17 @@ async function smtpScenario(
   const lat = r.map((x) => percentiles(x.latencies));
   const load =
     opts.generator === 'smtp-source'
-      ? `\`smtp-source -s ${connections} -m ${messages} -l ${size} -f bench@load.test -t <rcpt> -M load.bench.test HOST:PORT\`; latency from a probe client sending one message per connection every 50 ms beside it (${lat.map((l) => l.samples).join(' / ')} samples)`
-      : `built-in client, ${connections} sessions, one message of ${size} payload octets per connection (every message a latency sample)`;
+      ? `\`smtp-source -s ${connections} -m ${messages} -l ${size} -f bench@load.test -t <rcpt> ` +
+        '-M load.bench.test HOST:PORT`; latency from a probe client sending one message per connection ' +
+        `every 50 ms beside it (${lat.map((l) => l.samples).join(' / ')} samples)`
+      : `built-in client, ${connections} sessions, one message of ${size} payload octets per connection ` +
+        '(every message a latency sample)';
   return {
     id: `smtp-${kib.replace(' ', '').toLowerCase()}-c${connections}`,
     protocol: 'smtp',
-    title: `SMTP, ${kib} messages, ${connections} connection${connections === 1 ? '' : 's'}, ${messages} messages, one per connection: until all are in the mbox`,
+    title:
+      `SMTP, ${kib} messages, ${connections} connection${connections === 1 ? '' : 's'}, ${messages} messages, ` +
+      'one per connection: until all are in the mbox',
     load,
     servers: endpoints.map((e) => e.name),
     metrics: [
@@ -289,7 +294,8 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   const big: Pop3Box = { user: POP3_USERS[0], ...opts.big };
   const small: Pop3Box = { user: POP3_USERS[1], ...opts.small };
   log(
-    `POP3 mailboxes: ${big.count} × ${big.size} and ${small.count} × ${small.size} octets (cached in ${a['cache-dir']})`,
+    `POP3 mailboxes: ${big.count} × ${big.size} and ${small.count} × ${small.size} octets ` +
+      `(cached in ${a['cache-dir']})`,
   );
   const sources = new Map<Pop3Box, string>();
   for (const box of [big, small]) sources.set(box, await cachedMbox(a['cache-dir']!, box.count, box.size));
@@ -362,7 +368,9 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
     emit({
       id: 'pop3-stat-big-cold',
       protocol: 'pop3',
-      title: `POP3 login+STAT, ${big.count.toLocaleString('en-US')} messages / ${bigMB} MB mbox, cold (no index, server restarted, page cache dropped)`,
+      title:
+        `POP3 login+STAT, ${big.count.toLocaleString('en-US')} messages / ${bigMB} MB mbox, ` +
+        'cold (no index, server restarted, page cache dropped)',
       load: `connect, USER, PASS (${a.hash}), STAT; ${opts.coldReps} time(s); ${how}`,
       servers,
       metrics: [...latencyRows('login+STAT', taken), ...commonMetrics(taken)],
@@ -393,8 +401,12 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
     emit({
       id: `pop3-stat-${box.user}-warm`,
       protocol: 'pop3',
-      title: `POP3 login+STAT, ${box.count.toLocaleString('en-US')} × ${Math.round(box.size / 1024)} KiB messages, warm (index present, file cached)`,
-      load: `connect, USER, PASS (${a.hash}), STAT, QUIT; ${opts.reps} sessions one after another (after one unmeasured session)`,
+      title:
+        `POP3 login+STAT, ${box.count.toLocaleString('en-US')} × ${Math.round(box.size / 1024)} KiB messages, ` +
+        'warm (index present, file cached)',
+      load:
+        `connect, USER, PASS (${a.hash}), STAT, QUIT; ${opts.reps} sessions one after another ` +
+        '(after one unmeasured session)',
       servers,
       metrics: [...latencyRows('login+STAT', taken), ...commonMetrics(taken)],
       notes: [],
@@ -429,8 +441,14 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
     emit({
       id: `pop3-retr-${box.user}-${inflight === 1 ? 'serial' : `pipelined${inflight}`}`,
       protocol: 'pop3',
-      title: `POP3 RETR of all ${box.count.toLocaleString('en-US')} × ${Math.round(box.size / 1024)} KiB messages, ${inflight === 1 ? 'one at a time' : `${inflight} RETRs in flight (PIPELINING)`}`,
-      load: `after a warm-up (RETR of the first ${Math.min(box.count, RETR_WARM_UP)} in another session) and login+STAT: RETR 1..${box.count}${inflight === 1 ? ', each sent when the previous reply ended' : `, ${inflight} outstanding at any time`}; MB/s counts every octet received`,
+      title:
+        `POP3 RETR of all ${box.count.toLocaleString('en-US')} × ${Math.round(box.size / 1024)} KiB messages, ` +
+        `${inflight === 1 ? 'one at a time' : `${inflight} RETRs in flight (PIPELINING)`}`,
+      load:
+        `after a warm-up (RETR of the first ${Math.min(box.count, RETR_WARM_UP)} in another session) ` +
+        `and login+STAT: RETR 1..${box.count}` +
+        `${inflight === 1 ? ', each sent when the previous reply ended' : `, ${inflight} outstanding at any time`}` +
+        '; MB/s counts every octet received',
       servers,
       metrics: [
         metric(
@@ -494,7 +512,9 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
       id: 'pop3-dele-big',
       protocol: 'pop3',
       title: `POP3 DELE 1 + QUIT on the ${bigMB} MB mailbox (the first message goes: the whole file moves)`,
-      load: `login+STAT (not timed), then DELE 1 and QUIT timed until QUIT's reply; ${opts.deleReps} time(s), each removing the then-first message`,
+      load:
+        `login+STAT (not timed), then DELE 1 and QUIT timed until QUIT's reply; ${opts.deleReps} time(s), ` +
+        'each removing the then-first message',
       servers,
       metrics: [...latencyRows('DELE 1 + QUIT', taken), ...commonMetrics(taken)],
       notes: [],
@@ -568,8 +588,13 @@ async function idleScenarios(pairs: ServerPair[]): Promise<Scenario[]> {
     scenarios.push({
       id: `memory-idle-${total}`,
       protocol: 'memory',
-      title: `${total.toLocaleString('en-US')} idle connections (${half.toLocaleString('en-US')} SMTP + ${half.toLocaleString('en-US')} POP3, each greeted, then silent)`,
-      load: `connections opened 100 at a time, each kept once greeted; memory 2 s after the last (all the server's processes); then ${GREETING_SAMPLES} fresh clients per protocol, one after another, timed from connect to greeting`,
+      title:
+        `${total.toLocaleString('en-US')} idle connections ` +
+        `(${half.toLocaleString('en-US')} SMTP + ${half.toLocaleString('en-US')} POP3, each greeted, then silent)`,
+      load:
+        "connections opened 100 at a time, each kept once greeted; memory 2 s after the last (all the server's " +
+        `processes); then ${GREETING_SAMPLES} fresh clients per protocol, one after another, ` +
+        'timed from connect to greeting',
       servers: pairs.map((pair) => pair.name),
       metrics: [
         metric(
@@ -586,14 +611,18 @@ async function idleScenarios(pairs: ServerPair[]): Promise<Scenario[]> {
       ],
       notes: [...full].map(
         (pair) =>
-          `${pair.name} stopped greeting new connections before this step: its limits (Postfix smtpd processes, Dovecot login processes)`,
+          `${pair.name} stopped greeting new connections before this step: ` +
+          'its limits (Postfix smtpd processes, Dovecot login processes)',
       ),
     });
   }
   return scenarios;
 }
 
-/** One message of --big-message octets in over SMTP and out over POP3 (RETR, DELE): the growth of the server's memory. */
+/**
+ * One message of --big-message octets in over SMTP and out over POP3 (RETR, DELE): the growth of the server's
+ * memory.
+ */
 async function bigMessageScenario(pair: ServerPair, pass: string): Promise<Scenario> {
   const size = opts.bigMessage;
   const mib = `${Math.round(size / MiB)} MiB`;
@@ -629,7 +658,10 @@ async function bigMessageScenario(pair: ServerPair, pass: string): Promise<Scena
     id: `memory-message-${Math.round(size / MiB)}m`,
     protocol: 'memory',
     title: `One ${mib} message in over SMTP, out over POP3 (RETR, DELE): the server's memory`,
-    load: `one SMTP session sending it (EHLO, MAIL, RCPT, DATA) until the 250, then USER/PASS (a login made just before, unmeasured, so this one needs no password hash), RETR of it, DELE, QUIT; memory sampled every 20 ms and the kernel's peak RSS (reset before)`,
+    load:
+      'one SMTP session sending it (EHLO, MAIL, RCPT, DATA) until the 250, then USER/PASS (a login made just before, ' +
+      'unmeasured, so this one needs no password hash), RETR of it, DELE, QUIT; memory sampled every 20 ms ' +
+      "and the kernel's peak RSS (reset before)",
     servers: [pair.name],
     metrics: [
       metric('memory before, MiB', 'lower', [before === null ? null : before / MiB], 1),
@@ -708,7 +740,8 @@ async function main(): Promise<void> {
       const fits = opts.idle.filter((total) => total + 1000 <= openFileLimit());
       if (want('memory') && fits.length < opts.idle.length)
         log(
-          `--idle: ${opts.idle.filter((t) => !fits.includes(t)).join(', ')} left out: more than the open-file limit ${openFileLimit()} allows (raise it: ulimit -n)`,
+          `--idle: ${opts.idle.filter((t) => !fits.includes(t)).join(', ')} left out: ` +
+            `more than the open-file limit ${openFileLimit()} allows (raise it: ulimit -n)`,
         );
       opts.idle = fits;
       const idleMax = want('memory') ? Math.max(0, ...opts.idle) : 0;

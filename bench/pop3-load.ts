@@ -275,9 +275,11 @@ export async function writeMbox(path: string, count: number, octets: number): Pr
       const date = new Date(BASE_DATE + n * 1000).toUTCString().replace('GMT', '+0000');
       const header =
         `Return-Path: <bench@load.test>\n` +
-        `Received: from load.test (localhost [127.0.0.1]) by bench.test with SMTP id B${count}N${n} for <user@bench.test>; ${date}\n` +
+        'Received: from load.test (localhost [127.0.0.1]) by bench.test ' +
+        `with SMTP id B${count}N${n} for <user@bench.test>; ${date}\n` +
         `From: POP3 Bench <bench@load.test>\nTo: <user@bench.test>\nSubject: pop3 bench message ${n}\nDate: ${date}\n` +
-        `Message-ID: <${n}.${count}x${octets}@bench.test>\nMIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n`;
+        `Message-ID: <${n}.${count}x${octets}@bench.test>\n` +
+        'MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n';
       const headerLines = header.split('\n').length - 1;
       // wire octets: every LF becomes CRLF
       const remaining = octets - (header.length + headerLines);

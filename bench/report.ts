@@ -73,7 +73,8 @@ export function scenarioTable(s: Scenario): string {
 export function markdown(report: Report): string {
   const m = report.machine;
   return [
-    `Run ${report.started} → ${report.finished}${report.quick ? ' (--quick)' : ''}: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}`,
+    `Run ${report.started} → ${report.finished}${report.quick ? ' (--quick)' : ''}: ` +
+      `${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}, Node ${m.node}`,
     `Command: \`${report.command}\``,
     'Ratio column: > 1× means the first server is better (rates: first ÷ second; times and memory: second ÷ first).',
     '',
@@ -120,10 +121,13 @@ export function svgChart(report: Report, metricLabel: string): string {
   const y = (v: number) => top + plotH - (v / yMax) * plotH;
   const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd'];
   const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
+      'font-family="sans-serif" font-size="12">',
     `<rect width="${W}" height="${H}" fill="#fff"/>`,
-    `<text x="${left}" y="24" font-size="15" font-weight="bold">${esc(`SMTP ${metricLabel} against connections`)}</text>`,
-    `<text x="${left}" y="40" fill="#555">${esc(`${report.started.slice(0, 10)}, ${report.machine.cpus} CPUs; one message per connection`)}</text>`,
+    `<text x="${left}" y="24" font-size="15" font-weight="bold">` +
+      `${esc(`SMTP ${metricLabel} against connections`)}</text>`,
+    `<text x="${left}" y="40" fill="#555">` +
+      `${esc(`${report.started.slice(0, 10)}, ${report.machine.cpus} CPUs; one message per connection`)}</text>`,
   ];
   for (let v = 0; v <= yMax; v += step) {
     out.push(`<line x1="${left}" x2="${left + plotW}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/>`);
@@ -143,7 +147,8 @@ export function svgChart(report: Report, metricLabel: string): string {
       .filter((p): p is readonly [number, number] => p[1] !== null);
     if (points.length > 1)
       out.push(
-        `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.map(([i, v]) => `${x(i)},${y(v)}`).join(' ')}"/>`,
+        `<polyline fill="none" stroke="${color}" stroke-width="2" ` +
+          `points="${points.map(([i, v]) => `${x(i)},${y(v)}`).join(' ')}"/>`,
       );
     for (const [i, v] of points) {
       out.push(`<circle cx="${x(i)}" cy="${y(v)}" r="4" fill="${color}"/>`);
@@ -151,7 +156,8 @@ export function svgChart(report: Report, metricLabel: string): string {
     }
     const ly = top + 10 + k * 20;
     out.push(
-      `<line x1="${left + plotW + 20}" x2="${left + plotW + 44}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="3"/>`,
+      `<line x1="${left + plotW + 20}" x2="${left + plotW + 44}" y1="${ly}" y2="${ly}" ` +
+        `stroke="${color}" stroke-width="3"/>`,
     );
     out.push(`<text x="${left + plotW + 50}" y="${ly + 4}">${esc(server)}</text>`);
   });

@@ -134,10 +134,14 @@ export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): P
     : undefined;
   await writeFile(
     join(dir, 'mailsrv.toml'),
-    `${daemonUser}hostname = "bench.test"\ndomains = ["bench.test"]\nspool_dir = "${spool}"\nstate_dir = "${state}"\n` +
-      `users_file = "${dir}/users"\naliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\nmessage_size_limit = ${100 * 1024 * 1024}\n` +
-      `mynetworks = ["127.0.0.0/8"]\n[smtp]\nlisten = ["127.0.0.1:${smtpPort}"]\nsubmission = []\nmax_clients = ${maxClients}\n` +
-      `[pop3]\nlisten = ["127.0.0.1:${pop3Port}"]\nmax_clients = ${maxClients}\n[tls]\ncert = ""\n[log]\nlevel = "warn"\n`,
+    `${daemonUser}hostname = "bench.test"\ndomains = ["bench.test"]\n` +
+      `spool_dir = "${spool}"\nstate_dir = "${state}"\n` +
+      `users_file = "${dir}/users"\naliases_file = "${dir}/aliases"\n` +
+      `mailbox_size_limit = 0\nmessage_size_limit = ${100 * 1024 * 1024}\n` +
+      `mynetworks = ["127.0.0.0/8"]\n[smtp]\nlisten = ["127.0.0.1:${smtpPort}"]\n` +
+      `submission = []\nmax_clients = ${maxClients}\n` +
+      `[pop3]\nlisten = ["127.0.0.1:${pop3Port}"]\nmax_clients = ${maxClients}\n` +
+      '[tls]\ncert = ""\n[log]\nlevel = "warn"\n',
   );
 
   let child: ChildProcess | undefined;
@@ -286,7 +290,10 @@ export async function startPostfix(): Promise<{ smtp: SmtpEndpoint; stop(): Prom
   };
 }
 
-/** Dovecot POP3 on a free loopback port, its mailboxes and indexes under a temp directory (bench/reference/dovecot.sh). */
+/**
+ * Dovecot POP3 on a free loopback port, its mailboxes and indexes under a temp directory
+ * (bench/reference/dovecot.sh).
+ */
 export async function startDovecot(scheme: PasswordScheme): Promise<{ pop3: Pop3Endpoint; stop(): Promise<void> }> {
   const port = await freeLoopbackPort();
   const dir = await mkdtemp(join(tmpdir(), 'dovecot-bench-'));

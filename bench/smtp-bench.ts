@@ -157,8 +157,9 @@ async function startMailsrv(
   const daemonUser = await daemonUserConfig(dir);
   await writeFile(
     join(dir, 'mailsrv.toml'),
-    `${daemonUser}hostname = "bench.test"\nspool_dir = "${dir}/spool"\nstate_dir = "${dir}/state"\nusers_file = "${dir}/users"\n` +
-      `aliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\nmynetworks = ["127.0.0.0/8"]\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nsubmission = []\n` +
+    `${daemonUser}hostname = "bench.test"\nspool_dir = "${dir}/spool"\nstate_dir = "${dir}/state"\n` +
+      `users_file = "${dir}/users"\naliases_file = "${dir}/aliases"\nmailbox_size_limit = 0\n` +
+      `mynetworks = ["127.0.0.0/8"]\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nsubmission = []\n` +
       `max_clients = 1000\n[pop3]\nlisten = []\n[tls]\ncert = ""\n[log]\nlevel = "warn"\n` +
       (relayPort === undefined ? '' : `[relay]\nrelayhost = "127.0.0.1:${relayPort}"\n`),
   );
@@ -246,7 +247,8 @@ async function main(): Promise<void> {
     const where = sink ? 'at the smarthost' : 'in the mbox';
     rows.push([
       'delivered',
-      `${(total / deliveredSeconds).toFixed(0)} msg/s end to end (${deliveredSeconds.toFixed(2)} s until all ${total} ${where})`,
+      `${(total / deliveredSeconds).toFixed(0)} msg/s end to end ` +
+        `(${deliveredSeconds.toFixed(2)} s until all ${total} ${where})`,
     ]);
     rows.push(['peak RSS', `${((await peakRss(own.pid)) / 1048576).toFixed(1)} MiB (mailsrv)`]);
     own.stop();

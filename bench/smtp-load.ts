@@ -110,7 +110,8 @@ export class MboxCounter {
         lastChange = Date.now();
       } else if (Date.now() - lastChange > stallMs) {
         throw new Error(
-          `${this.path}: ${count} of ${expected} messages after ${Math.round((Date.now() - lastChange) / 1000)} s without progress`,
+          `${this.path}: ${count} of ${expected} messages ` +
+            `after ${Math.round((Date.now() - lastChange) / 1000)} s without progress`,
         );
       }
       await sleep(count >= expected ? 2 : 20);
@@ -122,7 +123,9 @@ export class MboxCounter {
 
 /** A message as smtp-source sends it: a few headers, then `size` octets of numbered X lines. */
 export function makeMessage(size: number, from: string, rcpt: string, n: number): string {
-  let text = `From: <${from}>\r\nTo: <${rcpt}>\r\nDate: ${new Date().toUTCString()}\r\nMessage-Id: <${n}.${Date.now()}@load.bench.test>\r\n\r\n`;
+  let text =
+    `From: <${from}>\r\nTo: <${rcpt}>\r\nDate: ${new Date().toUTCString()}\r\n` +
+    `Message-Id: <${n}.${Date.now()}@load.bench.test>\r\n\r\n`;
   let left = size;
   for (let line = 1; left > 0; line++) {
     const width = Math.max(1, Math.min(78, left - 2));
@@ -132,7 +135,10 @@ export function makeMessage(size: number, from: string, rcpt: string, n: number)
   return `${text}.\r\n`;
 }
 
-/** One SMTP session for one message: connect, EHLO, MAIL, RCPT, DATA, QUIT. Resolves the ms until the 250 after DATA. */
+/**
+ * One SMTP session for one message: connect, EHLO, MAIL, RCPT, DATA, QUIT. Resolves the ms until the 250 after
+ * DATA.
+ */
 export function sendOne(
   host: string,
   port: number,

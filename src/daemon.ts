@@ -1,406 +1,64 @@
-// The composition root: builds every part from a Config, opens the listeners, drops root
-// privileges, and owns the process's life (pid file, SIGHUP reload, SIGTERM/SIGINT graceful stop).
-import { readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { isDeepStrictEqual } from 'node:util';
-import { Authenticator, type AuthSettings } from './auth/authenticator.js';
-import { ORIGINAL_HEADERS_CAP } from './bounce/dsn.js';
-import { readHeaderBlock } from './message/header-block.js';
-import { countReceivedHeaders } from './message/hops.js';
-import { BounceNotifier } from './bounce/notifier.js';
-import { localDomainMatcher } from './config/domains.js';
-import { loadConfig } from './config/load.js';
-import { networkMatcher } from './config/networks.js';
+// The daemon's life, in order: the start-up phases (each named, so a failure says which one),
+// then the signals it answers: SIGHUP reloads (daemon/reload.ts), QUEUE_SIGNAL retries the
+// queue, SIGTERM and SIGINT stop it gracefully (daemon/stop.ts). What the parts are and how
+// they are wired together is in daemon/components.ts.
 import type { Config } from './config/schema.js';
-import { durationMs, listenOptions, parseListen } from './config/units.js';
-import { Directory } from './delivery/directory.js';
-import { LocalDelivery } from './delivery/local.js';
-import { routeAddresses } from './delivery/route.js';
+import { buildComponents, type Components } from './daemon/components.js';
+import { bindListeners } from './daemon/listeners.js';
+import { loadFiles } from './daemon/loaded.js';
+import { phase } from './daemon/phase.js';
+import { reload } from './daemon/reload.js';
+import {
+  announceReady,
+  becomeDaemonUser,
+  daemonIdentity,
+  prepareStateDirectories,
+  recoverMailboxes,
+  startQueue,
+} from './daemon/startup.js';
+import { stopDaemon } from './daemon/stop.js';
 import type { Logger } from './log.js';
-import { recoverInterruptedExpunges } from './mbox/expunge.js';
-import { clearStaleLocks, type StaleLockInfo } from './mbox/lock.js';
-import { createPop3Server, type Pop3Settings } from './pop3/server.js';
-import { checkWritable, dropPrivileges, prepareDirectories, resolveIdentity, startedAsRoot } from './privileges.js';
-import { localClient } from './message/envelope.js';
-import { Injector, NoRecipientsError } from './queue/inject.js';
-import { maildropDir, prepareMaildrop } from './queue/maildrop.js';
-import { MaildropPickup, MaildropRejectedError } from './queue/pickup.js';
+import { statePaths } from './paths.js';
 import { QUEUE_SIGNAL } from './queue/signal.js';
-import { QueueManager } from './queue/manager.js';
-import { QueueStore } from './queue/store.js';
-import { RemoteDelivery, type RemoteSettings } from './relay/agent.js';
-import type { MailsrvSMTPServer } from './smtp/connection.js';
-import { SmtpPolicy } from './smtp/policy.js';
-import { createSmtpServer, type SmtpListenerKind, type SmtpService, type SmtpSettings } from './smtp/server.js';
-import { loadTlsCredentials } from './tls/credentials.js';
 
-/** Keys that only take effect at start; SIGHUP says so when they changed. */
-const RESTART_KEYS = [
-  'spool_dir',
-  'state_dir',
-  'user',
-  'group',
-  'smtp.listen',
-  'smtp.submission',
-  'smtp.smtps',
-  'pop3.listen',
-  'pop3.pop3s',
-] as const;
+/** Starts the daemon from `config` (read from `configFile`, which SIGHUP reads again); a failure is a StartupError. */
+export async function runDaemon(configFile: string, config: Config, logger: Logger): Promise<void> {
+  const paths = statePaths(config.state_dir);
+  const identity = await phase('resolve user', () => daemonIdentity(config));
+  await phase('prepare directories', () => prepareStateDirectories(config, paths, identity));
+  const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));
+  const parts = await phase('build', () => buildComponents(loaded, paths, logger));
+  await phase('bind listeners', () => bindListeners(parts.smtp, parts.pop3, config));
+  await phase('drop privileges', () => becomeDaemonUser(identity, config, logger));
+  await phase('recover mailboxes', () => recoverMailboxes(config, paths, logger));
+  await phase('load queue', () => startQueue(parts));
+  await phase('start pickup', () => {
+    parts.pickup.start();
+    // set before the pid file names this process, so the signal never finds the default action
+    answerQueueSignal(parts, logger);
+  });
+  await phase('ready', () => announceReady(parts, loaded, paths, logger));
 
-export function pidFilePath(config: Config): string {
-  return join(config.state_dir, 'mailsrv.pid');
-}
-
-/** What scan.ts learnt about each mailbox (POP3). */
-function indexDir(config: Config): string {
-  return join(config.state_dir, 'index');
-}
-
-/** The POP3 update's crash journal. */
-function journalDir(config: Config): string {
-  return join(config.state_dir, 'journal');
-}
-
-export async function runDaemon(configFile: string, initial: Config, logger: Logger): Promise<void> {
-  let config = initial;
-  // as root: who to become once the ports are bound (a bad user/group stops the start here)
-  const identity = startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
-  await prepareDirectories(
-    { spool: config.spool_dir, state: [config.state_dir, indexDir(config), journalDir(config)] },
-    identity,
-  );
-  // `mailsrv sendmail` drops mail here as any local user: state_dir 0711, maildrop 1733
-  await prepareMaildrop(config.state_dir, identity);
-  let tls = await loadTlsCredentials(config.tls);
-  let directory = await loadDirectory(config, logger);
-
-  // sessions wait for this: the listeners are bound before the mail is safe to touch
-  let opened!: () => void;
-  const ready = new Promise<void>((resolve) => {
-    opened = resolve;
-  });
-  const authenticator = new Authenticator(() => directory.users, authSettings(config));
-  const policy = new SmtpPolicy({
-    ...policySettings(config),
-    directory: () => directory,
-    mailboxSize: (user) => local.mailboxSize(user),
-  });
-  const store = new QueueStore(config.state_dir);
-  const local = new LocalDelivery({
-    ...localSettings(config),
-    spoolDir: config.spool_dir,
-    store,
-    userExists: (user) => directory.users.has(user),
-    logger,
-  });
-  const injector = new Injector({
-    store,
-    route: (addresses) =>
-      routeAddresses(addresses, { hostname: config.hostname, isLocalDomain: localDomainMatcher(config), directory }),
-    onQueued: (entry) => manager.add(entry),
-  });
-  const remote = new RemoteDelivery({ ...remoteSettings(config), store, logger });
-  const manager: QueueManager = new QueueManager({
-    ...managerSettings(config),
-    store,
-    local,
-    remote,
-    notifier: new BounceNotifier({
-      store,
-      injector,
-      settings: () => ({ hostname: config.hostname, maxLifetimeMs: durationMs(config.relay.max_queue_lifetime) }),
-    }),
-    hops: async (entry) => countReceivedHeaders(await readHeaderBlock(store.openMessage(entry), ORIGINAL_HEADERS_CAP)),
-    logger,
-  });
-  const service = (kind: SmtpListenerKind, address: string) => ({
-    address,
-    service: createSmtpServer({
-      kind,
-      settings: smtpSettings(config),
-      tls,
-      ready,
-      policy,
-      authenticator,
-      store,
-      deliverNow: (envelope, source) => local.deliverNow(envelope, source),
-      onQueued: (entry) => manager.add(entry),
-      logger,
-    }),
-  });
-  const listeners: { service: SmtpService; address: string }[] = [
-    ...config.smtp.listen.map((address) => service('mx', address)),
-    ...config.smtp.submission.map((address) => service('submission', address)),
-    ...config.smtp.smtps.map((address) => service('smtps', address)),
-  ];
-  for (const { service, address } of listeners) await listen(service.server, address);
-  const pop3 = createPop3Server({
-    settings: pop3Settings(config),
-    tls: () => tls,
-    ready,
-    spoolDir: config.spool_dir,
-    indexDir: indexDir(config),
-    journalDir: journalDir(config),
-    authenticator,
-    logger,
-  });
-  for (const address of config.pop3.listen) await pop3.listen(parseListen(address)!, { implicitTls: false });
-  for (const address of config.pop3.pop3s) await pop3.listen(parseListen(address)!, { implicitTls: true });
-
-  if (identity !== null) {
-    dropPrivileges(identity);
-    logger.info(
-      { user: identity.user, uid: identity.uid, group: identity.group, gid: identity.gid },
-      'privileges dropped',
-    );
-  }
-  await checkWritable({ spool_dir: config.spool_dir, state_dir: config.state_dir });
-  const onStaleLock = (info: StaleLockInfo) =>
-    logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed');
-  await clearStaleLocks(config.spool_dir, onStaleLock);
-  // a POP3 update that a crash interrupted is completed or undone before anyone reads or appends
-  await recoverInterruptedExpunges(
-    journalDir(config),
-    (info) => logger.warn({ mailbox: info.mailbox, action: info.action }, 'interrupted POP3 update recovered'),
-    { onStaleBroken: onStaleLock },
-  );
-  await store.init();
-  await manager.start();
-  const pickup = new MaildropPickup({
-    dir: maildropDir(config.state_dir),
-    messageSizeLimit: config.message_size_limit,
-    logger,
-    inject: async (message) => {
-      const entry = await injector
-        .inject({
-          sender: message.sender,
-          recipients: message.recipients,
-          client: localClient(message.uid),
-          source: message.openMessage(),
-        })
-        .catch((err: Error) => {
-          // nobody to deliver to can never get better: the file goes, with a log line
-          throw err instanceof NoRecipientsError ? new MaildropRejectedError(err.message) : err;
-        });
-      logger.info(
-        {
-          queueId: entry.envelope.id,
-          from: message.sender,
-          nrcpt: entry.envelope.recipients.length,
-          size: entry.size,
-          uid: message.uid,
-          submittedBy: message.submittedBy,
-        },
-        'queued',
-      );
-    },
-  });
-  pickup.start();
-  // `mailsrv queue flush`, and `queue delete` (so the manager forgets the entry at once); set
-  // before the pid file names this process, so a signal never finds the default action
-  process.on(QUEUE_SIGNAL, () => {
-    logger.info('queue flush requested');
-    manager.flush().catch((err: Error) => logger.error({ err: err.message }, 'queue flush failed'));
-    void pickup.scan();
-  });
-  opened();
-  await writeFile(pidFilePath(config), `${process.pid}\n`);
-  logger.info(
-    {
-      pid: process.pid,
-      smtp: config.smtp.listen,
-      submission: config.smtp.submission,
-      smtps: config.smtp.smtps,
-      pop3: config.pop3.listen,
-      pop3s: config.pop3.pop3s,
-      tls: tls === null ? 'off' : { validTo: tls.validTo.toISOString() },
-      queued: manager.size,
-    },
-    'ready',
-  );
-
-  const reload = async () => {
-    const fresh = loadConfig(configFile);
-    const freshDirectory = await loadDirectory(fresh, logger);
-    // a certificate that cannot be read (say, a root-only key: SIGHUP reads as the daemon's
-    // user) must not stop users, aliases and settings from reloading
-    const freshTls = await loadTlsCredentials(fresh.tls).catch((err: Error) => {
-      logger.error({ err: err.message }, 'cannot reload the TLS certificate; keeping the running one');
-      return tls;
-    });
-    const needRestart = RESTART_KEYS.filter((key) => !isDeepStrictEqual(valueAt(config, key), valueAt(fresh, key)));
-    if (needRestart.length > 0) logger.warn({ keys: needRestart }, 'these changes take effect at the next start');
-    config = fresh;
-    directory = freshDirectory;
-    tls = freshTls;
-    logger.level = fresh.log.level;
-    authenticator.reconfigure(authSettings(fresh));
-    policy.reconfigure(policySettings(fresh));
-    local.reconfigure(localSettings(fresh));
-    manager.reconfigure(managerSettings(fresh));
-    pickup.reconfigure({ messageSizeLimit: fresh.message_size_limit });
-    remote.reconfigure(remoteSettings(fresh));
-    for (const { service } of listeners) service.reconfigure(smtpSettings(fresh), freshTls);
-    pop3.reconfigure(pop3Settings(fresh));
-    logger.info(
-      {
-        users: freshDirectory.users.names().length,
-        aliases: freshDirectory.aliases.size,
-        tls: tls === null ? 'off' : { validTo: tls.validTo.toISOString() },
-      },
-      'reloaded config, users, aliases and TLS certificate',
-    );
-  };
   process.on('SIGHUP', () => {
-    reload().catch((err: Error) => logger.error({ err: err.message }, 'reload failed; keeping the running config'));
+    reload(configFile, loaded, parts.reconfigure, logger).catch((err: Error) =>
+      logger.error({ err: err.message }, 'reload failed; keeping the running config'),
+    );
   });
-
   let stopping = false;
-  const stop = async (signal: string) => {
+  const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'stopping: no new connections, finishing messages in progress');
-    await Promise.all([...listeners.map(({ service }) => closeGracefully(service.server)), pop3.shutdown()]);
-    await pickup.stop();
-    await manager.stop();
-    await local.close();
-    await rm(pidFilePath(config), { force: true });
-    logger.info('stopped');
-    logger.flush();
-    process.exit(0);
+    void stopDaemon(parts, paths, logger, signal);
   };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 
-function policySettings(config: Config) {
-  return {
-    hostname: config.hostname,
-    isLocalDomain: localDomainMatcher(config),
-    mynetworks: networkMatcher(config.mynetworks),
-    mailboxSizeLimit: config.mailbox_size_limit,
-  };
-}
-
-function authSettings(config: Config): AuthSettings {
-  return {
-    failureDelayMs: durationMs(config.auth.failure_delay),
-    maxFailures: config.auth.max_failures,
-    lockoutMs: durationMs(config.auth.lockout),
-    cacheTtlMs: durationMs(config.auth.cache_ttl),
-  };
-}
-
-function localSettings(config: Config) {
-  return {
-    hostname: config.hostname,
-    mailboxSizeLimit: config.mailbox_size_limit,
-    lockTimeoutMs: durationMs(config.delivery.lock_timeout),
-  };
-}
-
-function remoteSettings(config: Config): RemoteSettings {
-  return {
-    hostname: config.hostname,
-    relayhost: config.relay.relayhost,
-    relayhostUser: config.relay.relayhost_user,
-    relayhostPasswordFile: config.relay.relayhost_password_file,
-    tlsSecurity: config.relay.tls_security,
-    dnsServers: config.relay.dns_servers,
-    connectTimeoutMs: durationMs(config.relay.connect_timeout),
-    timeoutMs: durationMs(config.relay.timeout),
-    ownListeners: [...config.smtp.listen, ...config.smtp.submission, ...config.smtp.smtps].map(
-      (address) => parseListen(address)!,
-    ),
-  };
-}
-
-function managerSettings(config: Config) {
-  return {
-    concurrency: config.delivery.concurrency,
-    remoteConcurrency: config.relay.concurrency,
-    destinationConcurrency: config.relay.destination_concurrency,
-    delayWarningMs: durationMs(config.relay.delay_warning),
-    localRetryMs: config.delivery.retry.map(durationMs),
-    remoteRetryMs: config.relay.retry.map(durationMs),
-    maxLifetimeMs: durationMs(config.relay.max_queue_lifetime),
-  };
-}
-
-function smtpSettings(config: Config): SmtpSettings {
-  return {
-    hostname: config.hostname,
-    messageSizeLimit: config.message_size_limit,
-    maxClients: config.smtp.max_clients,
-    maxRecipients: config.smtp.max_recipients,
-    timeoutMs: durationMs(config.smtp.timeout),
-    greetPauseMs: durationMs(config.smtp.greet_pause),
-    vrfy: config.smtp.vrfy,
-    senderLoginMatch: config.smtp.sender_login_match,
-    plaintextAuth: networkMatcher(config.plaintext_auth_networks),
-  };
-}
-
-function pop3Settings(config: Config): Pop3Settings {
-  return {
-    maxClients: config.pop3.max_clients,
-    timeoutMs: durationMs(config.pop3.timeout),
-    lockTimeoutMs: durationMs(config.delivery.lock_timeout),
-    plaintextAuth: networkMatcher(config.plaintext_auth_networks),
-  };
-}
-
-function valueAt(config: Config, dotted: string): unknown {
-  return dotted.split('.').reduce<unknown>((node, part) => (node as Record<string, unknown>)[part], config);
-}
-
-async function loadDirectory(config: Config, logger: Logger): Promise<Directory> {
-  const { directory, problems } = await Directory.load(
-    config.users_file,
-    config.aliases_file,
-    localDomainMatcher(config),
-  );
-  for (const problem of problems) logger.warn({ problem }, 'users or aliases file problem');
-  return directory;
-}
-
-function listen(server: MailsrvSMTPServer, address: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.server.once('error', reject);
-    server.server.listen(listenOptions(parseListen(address)!), () => {
-      server.server.off('error', reject);
-      resolve();
-    });
+/** `mailsrv queue flush`, and `queue delete` (so the manager forgets the entry at once). */
+function answerQueueSignal(parts: Components, logger: Logger): void {
+  process.on(QUEUE_SIGNAL, () => {
+    logger.info('queue flush requested');
+    parts.manager.flush().catch((err: Error) => logger.error({ err: err.message }, 'queue flush failed'));
+    void parts.pickup.scan();
   });
-}
-
-/** Stops accepting, lets messages in DATA finish, then sends 421 to everyone still connected. */
-async function closeGracefully(server: MailsrvSMTPServer): Promise<void> {
-  const closed = new Promise<void>((resolve) => server.server.close(() => resolve()));
-  const deadline = Date.now() + 60_000;
-  while (server.shutdownIdleSessions() > 0 && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  for (const connection of server.connections) connection.close();
-  await closed;
-}
-
-/** The pid of the running daemon, from its pid file, or null when none runs. */
-export async function runningPid(config: Config): Promise<number | null> {
-  let pid: number;
-  try {
-    pid = Number((await readFile(pidFilePath(config), 'utf8')).trim());
-  } catch {
-    return null;
-  }
-  if (!Number.isInteger(pid) || pid <= 0) return null;
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    // EPERM: it runs, as the daemon's user (after the privilege drop), not as us
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return null;
-  }
-  // the pid file is the daemon user's to write: root must not signal whatever it names
-  const command = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  return command.includes('mailsrv') ? pid : null;
 }

@@ -1,11 +1,46 @@
-// File-system helpers every durable writer needs: telling errno codes apart, writing a list of
-// buffers whole, and making a directory entry (a new, renamed or removed file) durable, alone
-// or grouped with others.
+// File-system helpers every durable writer needs: telling errno codes apart, reading or writing
+// a number of bytes at an offset whole, writing a list of buffers whole, and making a directory
+// entry (a new, renamed or removed file) durable, alone or grouped with others.
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 export function isErrno(err: unknown, code: string): boolean {
   return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
+}
+
+/**
+ * FileHandle.read that does not stop short: reads `length` bytes at file `position` into
+ * `buffer` from `offset`, fewer only where the file ends. Returns the count read.
+ */
+export async function readAt(
+  handle: FileHandle,
+  buffer: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+): Promise<number> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await handle.read(buffer, offset + done, length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+/** FileHandle.write that does not stop short: writes `length` bytes of `buffer` from `offset` at file `position`. */
+export async function writeAt(
+  handle: FileHandle,
+  buffer: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesWritten } = await handle.write(buffer, offset + done, length - done, position + done);
+    done += bytesWritten;
+  }
 }
 
 /** fsync of a directory: after it, the entries created, renamed or removed in it survive a crash. */

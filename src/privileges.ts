@@ -37,7 +37,8 @@ export function resolveIdentity(user: string, group: string): Identity {
     );
   if (gid === 0)
     throw new PrivilegeError(
-      `config key 'group' names ${group} (gid 0): mailsrv does not keep root's group; use an unprivileged group such as "mail"`,
+      `config key 'group' names ${group} (gid 0): mailsrv does not keep root's group; ` +
+        'use an unprivileged group such as "mail"',
     );
   return { user, uid, group, gid };
 }

@@ -2,7 +2,8 @@
 // optionally followed by more `:`-separated fields (ignored here, kept on rewrite); `#` comments
 // and blank lines. Reading it for the daemon and `mailsrv check`, and the read-modify-write
 // edits behind `mailsrv user add/passwd/del`, which keep every other line as it was and
-// replace the file atomically (temp file, fsync, rename, fsync of the directory), mode 0600.
+// replace the file atomically (temp file, fsync, rename, fsync of the directory), mode 0600,
+// each under the file's dotlock (`<file>.lock`) so that two edits at once both land.
 //
 // A user whose hash is missing or of an unsupported scheme is reported as a problem but still
 // exists (mail for it is delivered; it cannot log in), so a typo in a hash bounces no mail.
@@ -10,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { acquireDotlock } from '../mbox/lock.js';
 import { hashPassword, isSupportedScheme, schemeOf } from './password.js';
 import { normalizeUsername, USERNAME_MAX_LENGTH } from './username.js';
 
@@ -32,7 +34,10 @@ export class UsersFileError extends Error {
   }
 }
 
-const NAME_RULE = `user names are 1 to ${USERNAME_MAX_LENGTH} letters, digits, '.', '_' or '-', starting with a letter or digit`;
+const NAME_RULE =
+  `user names are 1 to ${USERNAME_MAX_LENGTH} letters, ` +
+  "digits, '.', '_' or '-', " +
+  'starting with a letter or digit';
 
 /** One line split into its fields: the name before the first `:`, the hash, the rest. */
 interface UserLine {
@@ -142,43 +147,61 @@ function linesOf(lines: string[], name: string): number[] {
   });
 }
 
+/** How long an edit waits for another one (`mailsrv user` run twice at once) to finish. */
+const EDIT_LOCK_TIMEOUT_MS = 30_000;
+
+/**
+ * One read-modify-write of the users file under its dotlock: `edit` gets the lines as they are
+ * now (none when there is no file yet, then `exists` is false) and returns the new ones.
+ */
+async function editUsersFile(path: string, edit: (lines: string[], exists: boolean) => string[]): Promise<void> {
+  let lock;
+  try {
+    lock = await acquireDotlock(path, { timeoutMs: EDIT_LOCK_TIMEOUT_MS });
+  } catch (err) {
+    throw new UsersFileError(`cannot lock users file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const text = await readUsersText(path);
+    await writeAtomically(path, edit(splitLines(text ?? ''), text !== null), text !== null);
+  } finally {
+    await lock.release();
+  }
+}
+
 /** Adds a user with a new {ARGON2ID} password; creates the file when missing. Returns the normalized name. */
 export async function addUser(path: string, name: string, plain: string): Promise<string> {
   const user = requireName(name);
-  const text = await readUsersText(path);
-  const lines = splitLines(text ?? '');
-  if (linesOf(lines, user).length > 0) throw new UsersFileError(`user "${user}" already exists in ${path}`);
-  lines.push(`${user}:${await requireHash(plain)}`);
-  await writeAtomically(path, lines, text !== null);
+  const hash = await requireHash(plain);
+  await editUsersFile(path, (lines) => {
+    if (linesOf(lines, user).length > 0) throw new UsersFileError(`user "${user}" already exists in ${path}`);
+    return [...lines, `${user}:${hash}`];
+  });
   return user;
 }
 
 /** Replaces a user's password hash, keeping the line's other fields. Returns the normalized name. */
 export async function setPassword(path: string, name: string, plain: string): Promise<string> {
   const user = requireName(name);
-  const text = await readUsersText(path);
-  const lines = splitLines(text ?? '');
-  // With duplicate lines, the first is the one in force (see parseUsersFile).
-  const index = linesOf(lines, user)[0];
-  if (text === null || index === undefined) throw new UsersFileError(`no such user "${user}" in ${path}`);
-  const fields = splitUserLine(lines[index]!)!;
-  lines[index] = `${fields.name}:${await requireHash(plain)}${fields.extra}`;
-  await writeAtomically(path, lines, true);
+  const hash = await requireHash(plain);
+  await editUsersFile(path, (lines, exists) => {
+    // With duplicate lines, the first is the one in force (see parseUsersFile).
+    const index = linesOf(lines, user)[0];
+    if (!exists || index === undefined) throw new UsersFileError(`no such user "${user}" in ${path}`);
+    const fields = splitUserLine(lines[index]!)!;
+    return lines.map((line, i) => (i === index ? `${fields.name}:${hash}${fields.extra}` : line));
+  });
   return user;
 }
 
 /** Removes a user (every line of it, when duplicated). Returns the normalized name. */
 export async function deleteUser(path: string, name: string): Promise<string> {
   const user = requireName(name);
-  const text = await readUsersText(path);
-  const lines = splitLines(text ?? '');
-  const doomed = new Set(linesOf(lines, user));
-  if (text === null || doomed.size === 0) throw new UsersFileError(`no such user "${user}" in ${path}`);
-  await writeAtomically(
-    path,
-    lines.filter((_, index) => !doomed.has(index)),
-    true,
-  );
+  await editUsersFile(path, (lines, exists) => {
+    const doomed = new Set(linesOf(lines, user));
+    if (!exists || doomed.size === 0) throw new UsersFileError(`no such user "${user}" in ${path}`);
+    return lines.filter((_, index) => !doomed.has(index));
+  });
   return user;
 }
 

@@ -138,7 +138,8 @@ function explanationText(report: DsnReport, host: string): string {
     paragraphs.push(
       wrapWords(
         `Your message, received here on ${received} (queue ID ${queueId}), has not yet been delivered to ` +
-          `the recipients listed below: it has been waiting for ${humanDuration(now.getTime() - original.receivedAt)}. ` +
+          'the recipients listed below: ' +
+          `it has been waiting for ${humanDuration(now.getTime() - original.receivedAt)}. ` +
           'This server keeps trying, so there is no need to send it again.' +
           (Number.isFinite(retryUntil)
             ? ` If it still cannot be delivered by ${rfc5322Date(new Date(retryUntil))}, it will be returned to you.`
@@ -150,7 +151,8 @@ function explanationText(report: DsnReport, host: string): string {
   for (const recipient of report.recipients) paragraphs.push(recipientText(report.kind, recipient));
   paragraphs.push(
     wrapWords(
-      'The headers of your message are attached below; its body is not. If you need help, please contact your mail administrator.',
+      'The headers of your message are attached below; its body is not. ' +
+        'If you need help, please contact your mail administrator.',
       TEXT_WIDTH,
     ),
   );
@@ -237,7 +239,10 @@ function quotedHeaders(block: Buffer): Buffer {
   return Buffer.concat(out);
 }
 
-/** A line over MAX_LINE_BYTES as a first piece and continuation pieces (leading space), cut between UTF-8 characters. */
+/**
+ * A line over MAX_LINE_BYTES as a first piece and continuation pieces (leading space), cut between UTF-8
+ * characters.
+ */
 function splitLongLine(line: Buffer): Buffer[] {
   const pieces: Buffer[] = [];
   let rest = line;

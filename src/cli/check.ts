@@ -17,7 +17,7 @@ import type { Config } from '../config/schema.js';
 import { checkAliases, parseAliases } from '../delivery/aliases.js';
 import { PrivilegeError, resolveIdentity, startedAsRoot, type Identity } from '../privileges.js';
 import { loadTlsCredentials, TlsFileError, type TlsCredentials } from '../tls/credentials.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 /** A certificate expiring sooner than this is worth a warning. */
 const EXPIRY_WARNING_DAYS = 30;
@@ -34,7 +34,8 @@ export function registerCheckCommands(program: Command): void {
   program
     .command('check')
     .description(
-      'validate the config, users and aliases files, TLS files, directories and permissions; exit 1 on any error (warnings do not fail)',
+      'validate the config, users and aliases files, TLS files, directories and permissions; ' +
+        'exit 1 on any error (warnings do not fail)',
     )
     .option('-c, --config <file>', 'config file')
     .action(async (opts: { config?: string }) => {
@@ -161,16 +162,19 @@ async function checkTls(config: Config, findings: Findings): Promise<void> {
     );
   } else if (validFrom.getTime() > now) {
     findings.errors.push(
-      `key 'tls.cert': ${file}: the certificate is not valid before ${utc(validFrom)}: clients refuse it; is the system clock right?`,
+      `key 'tls.cert': ${file}: the certificate is not valid before ${utc(validFrom)}: ` +
+        'clients refuse it; is the system clock right?',
     );
   } else if (daysLeft < EXPIRY_WARNING_DAYS) {
     findings.warnings.push(
-      `key 'tls.cert': ${file}: the certificate expires on ${utc(credentials.validTo)} (in ${counted(daysLeft, 'day')}): renew it`,
+      `key 'tls.cert': ${file}: the certificate expires on ${utc(credentials.validTo)} ` +
+        `(in ${counted(daysLeft, 'day')}): renew it`,
     );
   }
   if (certificate.checkHost(config.hostname) === undefined) {
     findings.warnings.push(
-      `key 'tls.cert': ${file} is for ${namesOf(certificate)}, not for hostname "${config.hostname}": clients that check the name will refuse it`,
+      `key 'tls.cert': ${file} is for ${namesOf(certificate)}, not for hostname "${config.hostname}": ` +
+        'clients that check the name will refuse it',
     );
   }
 }
@@ -185,7 +189,8 @@ async function checkKeyNotPublic(file: string, findings: Findings): Promise<void
   }
   if ((mode & 0o004) !== 0) {
     findings.errors.push(
-      `key 'tls.key': ${file} is readable by every user (mode ${octal(mode)}): a private key must not be; chmod o-rwx ${file}`,
+      `key 'tls.key': ${file} is readable by every user (mode ${octal(mode)}): ` +
+        `a private key must not be; chmod o-rwx ${file}`,
     );
   }
 }
@@ -229,7 +234,9 @@ async function checkReadableAfterDrop(config: Config, configFile: string, findin
     const denial = await readDenial(file, identity);
     if (denial === null) continue;
     findings.warnings.push(
-      `${key === null ? '' : `key '${key}': `}${file} is not readable by user ${identity.user}/group ${identity.group}, as whom mailsrv re-reads it on SIGHUP: ${denial}`,
+      `${key === null ? '' : `key '${key}': `}${file} ` +
+        `is not readable by user ${identity.user}/group ${identity.group}, ` +
+        `as whom mailsrv re-reads it on SIGHUP: ${denial}`,
     );
   }
 }

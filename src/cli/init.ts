@@ -46,7 +46,8 @@ export function registerInitCommand(program: Command): void {
   program
     .command('init')
     .description(
-      'write a starter config, an empty users file, an aliases file with postmaster and a self-signed TLS certificate; existing files are kept',
+      'write a starter config, an empty users file, an aliases file with postmaster ' +
+        'and a self-signed TLS certificate; existing files are kept',
     )
     .option('--dir <dir>', 'where to write them', DEFAULT_DIR)
     .option('--hostname <name>', "the mail server's name (default: the system host name)")
@@ -70,7 +71,8 @@ function validated(configText: string, path: string, hostname: string): Config {
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     return fail(
-      `cannot make a config for host name "${hostname}": ${err.problems.join('; ')}; pass --hostname NAME (the fully qualified name of this mail server)`,
+      `cannot make a config for host name "${hostname}": ${err.problems.join('; ')}; ` +
+        'pass --hostname NAME (the fully qualified name of this mail server)',
     );
   }
 }
@@ -90,7 +92,8 @@ async function writeInstallation(layout: Layout, configText: string, config: Con
       : await createCertificate(layout, config.hostname, secretGroup, groupNote)),
   ];
   process.stdout.write(
-    `mailsrv init: ${layout.dir} for ${config.hostname}\n${outcomes.map((line) => `  ${line}\n`).join('')}${nextSteps(layout)}`,
+    `mailsrv init: ${layout.dir} for ${config.hostname}\n` +
+      `${outcomes.map((line) => `  ${line}\n`).join('')}${nextSteps(layout)}`,
   );
 }
 
@@ -105,13 +108,17 @@ function groupForSecrets(config: Config): number | null {
   } catch (err) {
     if (!(err instanceof PrivilegeError)) throw err;
     process.stderr.write(
-      `warning: ${err.message}; the users file and the TLS key keep root's group: once the user and group exist, chgrp ${config.group} them\n`,
+      `warning: ${err.message}; the users file and the TLS key keep root's group: ` +
+        `once the user and group exist, chgrp ${config.group} them\n`,
     );
     return null;
   }
 }
 
-/** Creates a directory and any missing parents (mode 0755, never more, whatever the umask); one that exists is left as it is. */
+/**
+ * Creates a directory and any missing parents (mode 0755, never more, whatever the umask); one that exists is left
+ * as it is.
+ */
 async function makeDirectory(dir: string): Promise<void> {
   if ((await mkdir(dir, { recursive: true, mode: 0o755 })) !== undefined) await chmod(dir, 0o755);
 }

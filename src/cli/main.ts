@@ -1,15 +1,10 @@
-// The `mailsrv` command line: one subcommand per file in this folder. Installed under the name
-// `sendmail` or `mailq` (a link to bin/mailsrv), it acts as `mailsrv sendmail` / `mailsrv queue`.
+// The `mailsrv` command line: one subcommand per file in this folder, loaded only when it runs
+// (commands.ts). Installed under the name `sendmail` or `mailq` (a link to bin/mailsrv), it acts
+// as `mailsrv sendmail` / `mailsrv queue`.
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { Command } from 'commander';
-import { registerCheckCommands } from './check.js';
-import { registerInitCommand } from './init.js';
-import { registerQueueCommands } from './queue.js';
-import { registerSendmailCommand } from './sendmail.js';
-import { registerStartCommand } from './start.js';
-import { registerStatusCommands } from './status.js';
-import { registerUserCommands } from './user.js';
+import { commandFilesFor } from './commands.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -28,11 +23,5 @@ const program = new Command('mailsrv')
   .version(version)
   // -V and -h belong to the subcommands after the name (sendmail -V, -h HOPS)
   .enablePositionalOptions();
-registerStartCommand(program);
-registerCheckCommands(program);
-registerInitCommand(program);
-registerStatusCommands(program);
-registerUserCommands(program);
-registerQueueCommands(program);
-registerSendmailCommand(program, argv);
+for (const file of commandFilesFor(argv[2])) (await file.load())(program, argv);
 await program.parseAsync(argv);

@@ -5,14 +5,15 @@
 import { access, constants, readdir } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.js';
-import { pidFilePath, runningPid } from '../daemon.js';
 import { isErrno } from '../fsutil.js';
 import { describeStatus, type DeliveryStatus } from '../message/status.js';
+import { statePaths } from '../paths.js';
+import { runningPid } from '../pid-file.js';
 import { isQueueId } from '../queue/id.js';
 import { QUEUE_SIGNAL } from '../queue/signal.js';
 import { QueueStore, type QueueEntry } from '../queue/store.js';
 import { fail } from './fail.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 interface ConfigOption {
   config?: string;
@@ -87,7 +88,8 @@ async function deleteMessages(config: Config, ids: string[]): Promise<void> {
   const bad = ids.filter((id) => id !== 'ALL' && !isQueueId(id));
   if (bad.length > 0)
     fail(
-      `not a queue id: ${bad.map((id) => JSON.stringify(id)).join(', ')} (16 letters and digits, as \`mailsrv queue\` shows them)`,
+      `not a queue id: ${bad.map((id) => JSON.stringify(id)).join(', ')} ` +
+        '(16 letters and digits, as `mailsrv queue` shows them)',
     );
   const store = new QueueStore(config.state_dir);
   let targets: string[];
@@ -119,13 +121,14 @@ async function deleteMessages(config: Config, ids: string[]): Promise<void> {
  * and the daemon's own user may signal it (it runs as `user` once started as root).
  */
 async function signalDaemon(config: Config): Promise<number | null> {
+  const { pidFile } = statePaths(config.state_dir);
   try {
-    await access(pidFilePath(config), constants.R_OK);
+    await access(pidFile, constants.R_OK);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return null;
-    fail(`cannot read ${pidFilePath(config)}: ${(err as Error).message}; ${ownerHint(config)}`);
+    fail(`cannot read ${pidFile}: ${(err as Error).message}; ${ownerHint(config)}`);
   }
-  const pid = await runningPid(config);
+  const pid = await runningPid(pidFile);
   if (pid === null) return null;
   try {
     process.kill(pid, QUEUE_SIGNAL);
@@ -143,7 +146,10 @@ function failOnQueue(config: Config, dir: string, err: unknown): never {
 }
 
 function ownerHint(config: Config): string {
-  return `the queue belongs to the user mailsrv runs as (config key user: "${config.user}"): run this as root or as that user`;
+  return (
+    `the queue belongs to the user mailsrv runs as (config key user: "${config.user}"): ` +
+    'run this as root or as that user'
+  );
 }
 
 // ---------------------------------------------------------------- the listing
@@ -219,7 +225,8 @@ function formatQueue(entries: QueueEntry[], now: number): string {
     bytes += shown.size;
     const sender = shown.sender === '' ? '<>' : printable(shown.sender);
     lines.push(
-      `${shown.id} ${String(shown.size).padStart(8)} ${duration(now - entry.envelope.receivedAt).padStart(5)} ${sender}`,
+      `${shown.id} ${String(shown.size).padStart(8)} ` +
+        `${duration(now - entry.envelope.receivedAt).padStart(5)} ${sender}`,
     );
     for (const recipient of shown.recipients) {
       lines.push(`    ${printable(recipient.address)}  ${stateText(recipient, now)}`);
@@ -234,7 +241,10 @@ function formatQueue(entries: QueueEntry[], now: number): string {
 function stateText(recipient: ShownRecipient, now: number): string {
   if (recipient.state !== 'deferred') return recipient.state;
   const wait = Date.parse(recipient.nextAttemptAt!) - now;
-  return `deferred, ${counted(recipient.attempts, 'attempt')}, next attempt ${wait > 0 ? `in ${duration(wait)}` : 'due now'}`;
+  return (
+    `deferred, ${counted(recipient.attempts, 'attempt')}, ` +
+    `next attempt ${wait > 0 ? `in ${duration(wait)}` : 'due now'}`
+  );
 }
 
 /** 42s, 3m, 2h, 1d: the largest unit that fits, rounded down. */

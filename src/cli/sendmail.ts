@@ -2,7 +2,7 @@
 // injection for cron, mail(1), git send-email and scripts. The options are read as Postfix's
 // sendmail reads them (getopt: clustered flags, values glued or separate, `--`); the ones that
 // make no sense here are accepted and ignored as Postfix does (-oem, -odi, -B8BITMIME, -N ...).
-// The message from stdin is left in the maildrop (see src/queue/maildrop.ts), which works for
+// The message from stdin is left in the maildrop (see src/queue/drop-dir.ts), which works for
 // every local user whether or not the daemon runs; the exit status is 0 only once it is there.
 import { userInfo } from 'node:os';
 import { Readable } from 'node:stream';
@@ -14,11 +14,11 @@ import { rfc5322Date } from '../message/date.js';
 import { isErrno } from '../fsutil.js';
 import { newQueueId } from '../queue/id.js';
 import { isSafeAddress, qualify } from '../message/address.js';
-import { maildropDir, MAX_RECIPIENTS, writeMaildropFile } from '../queue/maildrop.js';
+import { statePaths } from '../paths.js';
+import { MAX_RECIPIENTS, writeDropFile } from '../queue/drop-dir.js';
 import { fail } from './fail.js';
-import { flushQueue, printQueue } from './queue.js';
 import { SubmittedMessage } from './sendmail-input.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 /** Postfix sendmail's options that take a value, plus -c (mailsrv's config file; Postfix ignores -c). */
 const VALUE_OPTIONS = new Set('ABCFLNORVXbcefhopqr');
@@ -80,8 +80,9 @@ async function sendmail(argv: string[]): Promise<void> {
   const config = loadConfigOrExit(args.config);
   if (args.mode !== 'send' && args.recipients.length > 0)
     fail(`${args.mode === 'list' ? '-bp' : '-q'} takes no recipients`);
-  if (args.mode === 'list') return printQueue(config, false);
-  if (args.mode === 'flush') return flushQueue(config);
+  // the queue's code is loaded only for the modes that use it
+  if (args.mode === 'list') return (await import('./queue.js')).printQueue(config, false);
+  if (args.mode === 'flush') return (await import('./queue.js')).flushQueue(config);
   await submit(config, args);
 }
 
@@ -108,9 +109,9 @@ async function submit(config: Config, args: SendmailArgs): Promise<void> {
   if (recipients.length === 0) fail('no recipients');
   if (recipients.length > MAX_RECIPIENTS) fail(`too many recipients (${recipients.length}, at most ${MAX_RECIPIENTS})`);
 
-  const dir = maildropDir(config.state_dir);
+  const dir = statePaths(config.state_dir).dropDir;
   try {
-    await writeMaildropFile(dir, { sender, recipients }, Readable.from(message.content(headersToAdd)));
+    await writeDropFile(dir, { sender, recipients }, Readable.from(message.content(headersToAdd)));
   } catch (err) {
     if (isErrno(err, 'ENOENT'))
       fail(`cannot write to the maildrop ${dir}: it does not exist (mailsrv makes it when it starts)`);
@@ -288,7 +289,10 @@ function missingHeaders(present: Set<string>, from: string, fullName: string | u
   return candidates.filter(([name]) => !present.has(name)).map(([, line]) => line);
 }
 
-/** A display name as RFC 5322 wants it: atoms as they are, other ASCII quoted, anything else MIME-encoded (RFC 2047). */
+/**
+ * A display name as RFC 5322 wants it: atoms as they are, other ASCII quoted, anything else MIME-encoded
+ * (RFC 2047).
+ */
 function displayName(name: string): string {
   if (/^[\w !#$%&'*+\-/=?^`{|}~]+$/.test(name)) return name;
   if (/^[\x20-\x7e]*$/.test(name)) return `"${name.replace(/[\\"]/g, '\\$&')}"`;

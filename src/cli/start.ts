@@ -1,9 +1,10 @@
 // `mailsrv start`: runs the daemon in the foreground, JSON logs on stdout.
 import type { Command } from 'commander';
-import { configPath, loadConfig } from '../config/load.js';
+import { configPath } from '../config/load.js';
 import { runDaemon } from '../daemon.js';
-import { createLogger } from '../log.js';
-import { fail } from './fail.js';
+import { StartupError } from '../daemon/phase.js';
+import { createLogger, exitProcess } from '../log.js';
+import { loadConfigOrExit } from './load-config.js';
 
 export function registerStartCommand(program: Command): void {
   program
@@ -16,17 +17,10 @@ export function registerStartCommand(program: Command): void {
       try {
         await runDaemon(configPath(opts.config), config, logger);
       } catch (err) {
-        logger.fatal({ err: (err as Error).message }, 'cannot start');
+        const phase = err instanceof StartupError ? { phase: err.phase } : {};
+        logger.fatal({ ...phase, err: (err as Error).message }, 'cannot start');
         logger.flush();
-        process.exit(1);
+        exitProcess(1);
       }
     });
-}
-
-export function loadConfigOrExit(option: string | undefined) {
-  try {
-    return loadConfig(configPath(option));
-  } catch (err) {
-    return fail((err as Error).message);
-  }
 }

@@ -1,11 +1,11 @@
 // `mailsrv status` (is the daemon up: pid, listeners, queue size) and `mailsrv stop`.
 import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Command } from 'commander';
-import { runningPid } from '../daemon.js';
+import { statePaths } from '../paths.js';
+import { runningPid } from '../pid-file.js';
 import { isQueueId } from '../queue/id.js';
 import { fail } from './fail.js';
-import { loadConfigOrExit } from './start.js';
+import { loadConfigOrExit } from './load-config.js';
 
 export function registerStatusCommands(program: Command): void {
   program
@@ -14,8 +14,9 @@ export function registerStatusCommands(program: Command): void {
     .option('-c, --config <file>', 'config file')
     .action(async (opts: { config?: string }) => {
       const config = loadConfigOrExit(opts.config);
-      const pid = await runningPid(config);
-      const queued = (await readdir(join(config.state_dir, 'queue')).catch(() => [])).filter(isQueueId).length;
+      const paths = statePaths(config.state_dir);
+      const pid = await runningPid(paths.pidFile);
+      const queued = (await readdir(paths.queueDir).catch(() => [])).filter(isQueueId).length;
       if (pid === null) {
         process.stdout.write(`mailsrv is not running (${queued} message(s) in the queue)\n`);
         process.exit(1);
@@ -36,14 +37,14 @@ export function registerStatusCommands(program: Command): void {
     .description('stop the running daemon gracefully and wait for it to exit')
     .option('-c, --config <file>', 'config file')
     .action(async (opts: { config?: string }) => {
-      const config = loadConfigOrExit(opts.config);
-      const pid = await runningPid(config);
+      const { pidFile } = statePaths(loadConfigOrExit(opts.config).state_dir);
+      const pid = await runningPid(pidFile);
       if (pid === null) fail('mailsrv is not running');
       process.kill(pid, 'SIGTERM');
       const deadline = Date.now() + 90_000;
       while (Date.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 100));
-        if ((await runningPid(config)) === null) {
+        if ((await runningPid(pidFile)) === null) {
           process.stdout.write(`mailsrv (pid ${pid}) stopped\n`);
           return;
         }

@@ -47,7 +47,10 @@ export function registerUserCommands(program: Command): void {
     .action((name: string, opts: ConfigOption) =>
       run(opts, async (config) => {
         const deleted = await deleteUser(config.users_file, name);
-        return `user "${deleted}" deleted from ${config.users_file}; mailbox ${join(config.spool_dir, deleted)} left in place`;
+        return (
+          `user "${deleted}" deleted from ${config.users_file}; ` +
+          `mailbox ${join(config.spool_dir, deleted)} left in place`
+        );
       }),
     );
 
@@ -107,7 +110,8 @@ function checkedName(name: string): string {
   return (
     normalizeUsername(name) ??
     fail(
-      `bad user name ${JSON.stringify(name)}: use letters, digits, ".", "_" or "-", starting with a letter or digit, at most 64 characters`,
+      `bad user name ${JSON.stringify(name)}: ` +
+        'use letters, digits, ".", "_" or "-", starting with a letter or digit, at most 64 characters',
     )
   );
 }

@@ -34,7 +34,7 @@ const smtpSchema = z.strictObject({
   sender_login_match: z
     .boolean()
     .default(true)
-    .describe('an authenticated user may only send as user@<local domain> or an alias that delivers to them'),
+    .describe('an authenticated user may only send as user@<local domain> or an alias that delivers to them alone'),
   timeout: duration().default('5m').describe('idle time allowed between client commands (RFC 5321 4.5.3.2)'),
   greet_pause: duration()
     .default('0s')
@@ -54,7 +54,8 @@ const authSchema = z.strictObject({
   failure_delay: duration()
     .default('2s')
     .describe(
-      'wait before answering a failed login (SMTP AUTH or POP3); doubles with each further failure from the same address',
+      'wait before answering a failed login (SMTP AUTH or POP3); ' +
+        'doubles with each further failure from the same address',
     ),
   max_failures: count()
     .default(10)
@@ -89,7 +90,8 @@ const relaySchema = z.strictObject({
     .enum(['may', 'encrypt', 'verify'])
     .default('may')
     .describe(
-      'outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; verify = TLS with a valid certificate for the host',
+      'outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; ' +
+        'verify = TLS with a valid certificate for the host',
     ),
   dns_servers: z
     .array(

@@ -203,9 +203,8 @@ export function checkAliases(
   localDomains: (domain: string) => boolean = () => false,
 ): string[] {
   const problems: string[] = [];
-  if (resolveRecipient('postmaster', users, aliases, localDomains) === null) {
-    problems.push('postmaster does not resolve to any user: add a "postmaster: USER" alias (or "root: USER")');
-  }
+  const postmaster = postmasterProblem(users, aliases, localDomains);
+  if (postmaster !== null) problems.push(postmaster);
   for (const [name, targets] of aliases) {
     for (const target of targets) {
       const local = localNameOf(target, localDomains);
@@ -221,6 +220,25 @@ export function checkAliases(
     }
   }
   return problems;
+}
+
+/** RFC 5321 4.5.1: mail to postmaster is always accepted, reaching someone or not. */
+export const POSTMASTER = 'postmaster';
+
+/**
+ * The warning when postmaster reaches no user through the users and aliases files (its mail
+ * then goes to the mailbox `spool_dir/postmaster`, see Directory), or null.
+ */
+export function postmasterProblem(
+  users: UserLookup,
+  aliases: Aliases,
+  localDomains: (domain: string) => boolean,
+): string | null {
+  if (resolveRecipient(POSTMASTER, users, aliases, localDomains) !== null) return null;
+  return (
+    'postmaster does not resolve to any user, so its mail goes to the mailbox spool_dir/postmaster: ' +
+    'add a "postmaster: USER" alias (or "root: USER")'
+  );
 }
 
 /** The local name a target names: null for a local address with a bad name, undefined for a remote one. */

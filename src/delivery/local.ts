@@ -31,6 +31,7 @@ export interface LocalDeliveryOptions {
   mailboxSizeLimit: number;
   lockTimeoutMs: number;
   store: QueueStore;
+  /** whether the user has a mailbox here (Directory.hasMailbox) */
   userExists: (user: string) => boolean;
   logger: Logger;
 }

@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { fromLine, MboxrdQuoter, MboxrdQuoting } from './format.js';
 import { editHeaders, HeaderEditing, type EditHeadersOptions } from './headers.js';
 import { acquireDotlock, MailboxLockedError, type Dotlock, type StaleLockHandler } from './lock.js';
-import { fsyncDir, isErrno, writeAll } from '../fsutil.js';
+import { fsyncDir, isErrno, readAt, writeAll } from '../fsutil.js';
 
 export { MailboxLockedError };
 
@@ -157,7 +157,7 @@ async function separatorPadding(handle: FileHandle, size: number): Promise<strin
   if (size === 0) return '';
   const tail = Buffer.alloc(2);
   const n = Math.min(2, size);
-  await handle.read(tail, 0, n, size - n);
+  await readAt(handle, tail, 0, n, size - n);
   if (tail[n - 1] !== 0x0a) return '\n\n';
   if (n === 2 && tail[0] !== 0x0a) return '\n';
   return '';

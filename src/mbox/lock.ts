@@ -3,13 +3,16 @@
 // While mailsrv appends, the lock also notes the mailbox's committed size, so an append cut
 // short by a crash is rolled back by whoever breaks the stale lock; and a lock this process
 // keeps while idle is handed over at once to another part of the process that wants it.
+// Contract: the lock file's names, content (the pid line, the append note) and staleness rules
+// are specified in docs/formats.md, "Mailbox dotlock"; other programs read them, so they change
+// only together with that page.
 import { randomBytes } from 'node:crypto';
 import { constants, promises as fs, readFileSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { type Clock, sleep, systemClock, type Timer } from '../clock.js';
-import { isErrno } from '../fsutil.js';
+import { isErrno, readAt } from '../fsutil.js';
 
 /** A lock without a live holder pid is stale once its mtime is this old (liblockfile: 300 s). */
 const STALE_AGE_MS = 5 * 60 * 1000;
@@ -99,10 +102,7 @@ function bootId(): string {
   return bootIdCache;
 }
 
-/**
- * The line a lock file carries while its holder appends: `append <size> <host> <boot id>`, the
- * size zero-padded so that each new note overwrites the last one exactly.
- */
+/** The append note (docs/formats.md, "Mailbox dotlock"): zero-padded, each overwrites the last exactly. */
 function appendNote(size: number): string {
   return `append ${String(size).padStart(16, '0')} ${shortHostname()} ${bootId()}\n`;
 }
@@ -124,7 +124,7 @@ async function readLock(path: string): Promise<LockContent> {
   }
   try {
     const buf = Buffer.alloc(LOCK_READ_BYTES);
-    const { bytesRead } = await handle.read(buf, 0, LOCK_READ_BYTES, 0);
+    const bytesRead = await readAt(handle, buf, 0, LOCK_READ_BYTES, 0);
     const text = buf.toString('latin1', 0, bytesRead);
     const match = /^\s*(\d+)/.exec(text.slice(0, PID_READ_BYTES));
     const pid = match ? Number.parseInt(match[1], 10) : 0;

@@ -1,5 +1,6 @@
 // The mbox reading rules (SPEC §3, §6) as one pass over a file's bytes, fed in pieces: where
-// each message is, its wire size and its UIDL. scan.ts reads the file and feeds it here.
+// each message is and its wire size; its header block goes to uidl.ts for its UIDL. scan.ts
+// reads the file and feeds it here.
 //
 // Messages: a message starts at a line beginning `From ` at the very top of the file or right
 // after a blank line (popa3d's and mutt's rule); `From ` lines elsewhere are content, and bytes
@@ -12,67 +13,18 @@
 // content bytes + its LFs - the LFs preceded by CR - its `^>+From ` lines (+ 2 for a last line
 // without LF), counted on the way: the only work per body line is finding its LF and looking
 // at its first and last byte (bodyLines, the loop most of a mailbox goes through).
-//
-// UIDL: the X-UIDL value if the header block has one (the first `X-UIDL:` field, unfolded and
-// trimmed of SP/TAB, used only if it is then 1-70 characters 0x21-0x7E; a field value over
-// 1 KiB is not looked at), else popa3d's UIDL, so users moving from popa3d keep theirs. popa3d
-// (mailbox.c) MD5-hashes raw header lines as they are on disk: name, colon, value, line end
-// (LF, or CRLF), folded continuation lines included, in file order, of exactly these fields, up
-// to the first blank line:
-//   - the first `Received:` field only;
-//   - every `Delivered-To:` field;
-//   - `Date:` and `Message-ID:` fields that come before the first `Received:`;
-//   - every `X-Delivery-ID:` field (popa3d tests a capital `X`, the rest case-insensitively).
-// A field matches when its line starts with the name and the colon, case-insensitively (no
-// space before the colon); the From_ line is not hashed. The UIDL is 16 lowercase hex digits of
-// the digest's bytes 3,2,1,0,7,6,5,4 (popa3d prints two little-endian 32-bit words). A message
-// without any of these fields hashes the empty string.
-// Uniqueness (popa3d has none): messages get their UIDLs in file order; a value already taken
-// by an earlier message is replaced by the lowercase hex MD5 of `value NUL fromline NUL n`
-// (fromline: the From_ line's bytes after `From `, line end excluded, at most 1 KiB) for the
-// first n = 1, 2, ... not taken. So the first copy keeps the popa3d value, a twin delivered at
-// another time (another From_ date) gets a value that depends only on its own bytes, and
-// twins with equal From_ lines are numbered in file order. Appends never change an existing
-// UIDL; deleting a message changes another's UIDL only if that one was its later twin (with
-// byte-identical hashed headers, the content allows no better).
-import { createHash, hash, type Hash } from 'node:crypto';
 import type { MessageInfo } from './mailbox.js';
+import { UidlCollector } from './uidl.js';
 
 /** a line start shorter than this is carried into the next feed, so it is seen whole */
 export const CARRY_MAX = 64 * 1024;
-const FROM_KEY_MAX = 1024;
-/** longest unfolded X-UIDL field value kept (a valid one is at most 70 characters) */
-const XUIDL_MAX = 1024;
-/** hashed header bytes of a message collected for one MD5 call; more go through a Hash object */
-const DIGEST_BUFFER_BYTES = 16 * 1024;
 
 const LF = 0x0a;
 const CR = 0x0d;
 const SP = 0x20;
-const TAB = 0x09;
 const GT = 0x3e;
 const UPPER_F = 0x46;
-const UPPER_X = 0x58;
 const FROM_ = Buffer.from('From ', 'latin1');
-const NUL = Buffer.from([0]);
-
-const RECEIVED = Buffer.from('received:', 'latin1');
-const DELIVERED_TO = Buffer.from('delivered-to:', 'latin1');
-const DATE = Buffer.from('date:', 'latin1');
-const MESSAGE_ID = Buffer.from('message-id:', 'latin1');
-const X_DELIVERY_ID = Buffer.from('x-delivery-id:', 'latin1');
-const X_UIDL = Buffer.from('x-uidl:', 'latin1');
-
-/** Whether data[p, end) starts with `name` (lowercase ASCII), ignoring ASCII case. */
-function startsWithI(data: Buffer, p: number, end: number, name: Buffer): boolean {
-  if (end - p < name.length) return false;
-  for (let i = 0; i < name.length; i++) {
-    let b = data[p + i]!;
-    if (b >= 0x41 && b <= 0x5a) b += 0x20;
-    if (b !== name[i]) return false;
-  }
-  return true;
-}
 
 /** Whether the line at data[p, nl) (nl: its LF or the end of the data) starts with `From `. */
 function isFromLine(data: Buffer, p: number, nl: number): boolean {
@@ -91,45 +43,6 @@ function isQuotedFrom(data: Buffer, p: number, nl: number): boolean {
   let q = p + 1;
   while (q < nl && data[q] === GT) q++;
   return isFromLine(data, q, nl);
-}
-
-/** popa3d's UIDL of an MD5 digest: its bytes 3,2,1,0,7,6,5,4 in hex. */
-const uidlBytes = Buffer.alloc(8);
-function popa3dUidl(digest: Buffer): string {
-  for (let i = 0; i < 4; i++) {
-    uidlBytes[i] = digest[3 - i]!;
-    uidlBytes[4 + i] = digest[7 - i]!;
-  }
-  return uidlBytes.toString('hex');
-}
-
-function validUidl(value: string): boolean {
-  return /^[\x21-\x7e]{1,70}$/.test(value);
-}
-
-/** MD5 of one message's hashed header bytes: collected and hashed in one call, unless there are many. */
-class HeaderDigest {
-  private readonly buffer = Buffer.allocUnsafe(DIGEST_BUFFER_BYTES);
-  private filled = 0;
-  private running: Hash | null = null;
-
-  reset(): void {
-    this.filled = 0;
-    this.running = null;
-  }
-
-  add(data: Buffer, start: number, end: number): void {
-    if (this.running === null && this.filled + (end - start) <= this.buffer.length) {
-      this.filled += data.copy(this.buffer, this.filled, start, end);
-      return;
-    }
-    if (this.running === null) this.running = createHash('md5').update(this.buffer.subarray(0, this.filled));
-    this.running.update(data.subarray(start, end));
-  }
-
-  digest(): Buffer {
-    return this.running !== null ? this.running.digest() : hash('md5', this.buffer.subarray(0, this.filled), 'buffer');
-  }
 }
 
 /** A rescan from an indexed message's offset found no From_ line there. */
@@ -164,24 +77,14 @@ export class MboxParser {
   /** the scanned part ends inside a content line (no LF): it gets CRLF on the wire */
   private openLine = false;
   private inHeader = false;
-  /** the header line being read is one popa3d hashes */
-  private fixed = false;
-  private received = false;
-  private readonly headerDigest = new HeaderDigest();
-  private fromKey = '';
-  /** X-UIDL field: 0 none yet, 1 collecting its value (folded lines too), 2 value complete */
-  private xuidlState = 0;
-  private xuidl = '';
-  private xuidlTooLong = false;
-
-  /** last n used for a UIDL value and From_ line (twins): the next twin tries from n + 1 */
-  private readonly lastTwin = new Map<string, number>();
+  private readonly uidls: UidlCollector;
 
   constructor(
     /** UIDLs already taken (by messages before the scanned part); the new ones are added */
-    private readonly used: Set<string>,
+    used: Set<string>,
     requireFrom: boolean,
   ) {
+    this.uidls = new UidlCollector(used);
     this.requireFrom = requireFrom;
   }
 
@@ -230,7 +133,7 @@ export class MboxParser {
           if (c === GT && isQuotedFrom(data, p, nl)) this.quoted++;
           if (this.inHeader) {
             if (blank) this.inHeader = false;
-            else this.headerFragment(data, p, nl + 1, cr ? nl - 1 : nl, true);
+            else this.uidls.headerFragment(data, p, nl + 1, cr ? nl - 1 : nl, true);
           }
         }
         if (blank) {
@@ -295,7 +198,7 @@ export class MboxParser {
       this.gtState = 0;
       this.continuePrefix(data, p + 1, len);
     }
-    if (this.inHeader) this.headerFragment(data, p, len, len, true);
+    if (this.inHeader) this.uidls.headerFragment(data, p, len, len, true);
     if (eof) this.endUnterminated();
   }
 
@@ -311,7 +214,7 @@ export class MboxParser {
     }
     if (this.inMsg) {
       if (this.gtState >= 0) this.continuePrefix(data, 0, end);
-      if (this.inHeader) this.headerFragment(data, 0, end, end, false);
+      if (this.inHeader) this.uidls.headerFragment(data, 0, end, end, false);
       if (hasLF) {
         this.lfs++;
         if (end >= 2 ? data[end - 2] === CR : this.lastCR) this.crlfs++;
@@ -355,51 +258,7 @@ export class MboxParser {
     this.quoted = 0;
     this.openLine = false;
     this.inHeader = true;
-    this.fixed = false;
-    this.received = false;
-    this.headerDigest.reset();
-    this.xuidlState = 0;
-    this.xuidl = '';
-    this.xuidlTooLong = false;
-    this.fromKey = data.toString('latin1', p + FROM_.length, Math.min(contentEnd, p + FROM_.length + FROM_KEY_MAX));
-  }
-
-  /**
-   * A header-block line fragment data[s, e) (e after its LF if it has one; contentEnd before
-   * the line end); `atStart` if it begins the line.
-   */
-  private headerFragment(data: Buffer, s: number, e: number, contentEnd: number, atStart: boolean): void {
-    let valueFrom = s;
-    if (atStart) {
-      const c = data[s]!;
-      if (c !== SP && c !== TAB) {
-        this.fixed = false;
-        if (this.xuidlState === 1) this.xuidlState = 2;
-        switch (c | 0x20) {
-          case 0x72: // r
-            if (!this.received && startsWithI(data, s, e, RECEIVED)) this.received = this.fixed = true;
-            break;
-          case 0x64: // d
-            this.fixed = startsWithI(data, s, e, DELIVERED_TO) || (!this.received && startsWithI(data, s, e, DATE));
-            break;
-          case 0x6d: // m
-            this.fixed = !this.received && startsWithI(data, s, e, MESSAGE_ID);
-            break;
-          case 0x78: // x
-            this.fixed = c === UPPER_X && startsWithI(data, s, e, X_DELIVERY_ID);
-            if (this.xuidlState === 0 && startsWithI(data, s, e, X_UIDL)) {
-              this.xuidlState = 1;
-              valueFrom = s + X_UIDL.length;
-            }
-            break;
-        }
-      }
-    }
-    if (this.fixed) this.headerDigest.add(data, s, e);
-    if (this.xuidlState === 1) {
-      if (!atStart || this.xuidl.length + (contentEnd - valueFrom) > XUIDL_MAX) this.xuidlTooLong = true;
-      else this.xuidl += data.toString('latin1', valueFrom, contentEnd);
-    }
+    this.uidls.startMessage(data, p, contentEnd);
   }
 
   /** The current message ends where the next one starts (or the scanned part ends): `next`. */
@@ -426,33 +285,8 @@ export class MboxParser {
       contentLength: contentEnd - this.contentOffset,
       spanLength: next - this.msgOffset,
       size,
-      uidl: this.takeUidl(),
+      uidl: this.uidls.takeUidl(),
     });
     this.inMsg = false;
-  }
-
-  private takeUidl(): string {
-    const xuidl = this.xuidlState !== 0 && !this.xuidlTooLong ? this.xuidl.replace(/^[ \t]+|[ \t]+$/g, '') : '';
-    const value = xuidl !== '' && validUidl(xuidl) ? xuidl : popa3dUidl(this.headerDigest.digest());
-    if (!this.used.has(value)) {
-      this.used.add(value);
-      return value;
-    }
-    // every n below the last one used for this value and From_ line is taken already
-    const twinKey = `${value}\0${this.fromKey}`;
-    for (let n = (this.lastTwin.get(twinKey) ?? 0) + 1; ; n++) {
-      const derived = createHash('md5')
-        .update(value, 'latin1')
-        .update(NUL)
-        .update(this.fromKey, 'latin1')
-        .update(NUL)
-        .update(String(n), 'latin1')
-        .digest('hex');
-      if (!this.used.has(derived)) {
-        this.used.add(derived);
-        this.lastTwin.set(twinKey, n);
-        return derived;
-      }
-    }
   }
 }

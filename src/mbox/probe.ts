@@ -3,6 +3,7 @@
 // complete (it stays: delivered) or torn (it is cut off, under the mailbox lock, so the
 // redelivery leaves no partial message behind).
 import { open } from 'node:fs/promises';
+import { readAt } from '../fsutil.js';
 import { acquireDotlock, type StaleLockHandler } from './lock.js';
 
 const PROBE_BYTES = 64 * 1024;
@@ -59,8 +60,7 @@ export async function settleInterruptedAppend(append: InterruptedAppend): Promis
 
 async function bytesAt(handle: Awaited<ReturnType<typeof open>>, position: number, length: number): Promise<Buffer> {
   const buffer = Buffer.alloc(length);
-  const { bytesRead } = await handle.read(buffer, 0, length, position);
-  return buffer.subarray(0, bytesRead);
+  return buffer.subarray(0, await readAt(handle, buffer, 0, length, position));
 }
 
 /** The message at the offset starts with a From_ line and carries the header line. */
@@ -80,7 +80,7 @@ async function containsAfter(
 ): Promise<boolean> {
   const chunk = Buffer.alloc(PROBE_BYTES);
   for (let position = start; position < end; position += PROBE_BYTES - needle.length) {
-    const { bytesRead } = await handle.read(chunk, 0, Math.min(PROBE_BYTES, end - position), position);
+    const bytesRead = await readAt(handle, chunk, 0, Math.min(PROBE_BYTES, end - position), position);
     if (chunk.subarray(0, bytesRead).includes(needle)) return true;
     if (bytesRead < PROBE_BYTES) return false;
   }

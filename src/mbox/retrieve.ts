@@ -7,10 +7,11 @@
 //
 // WireEncoder does the conversion, one byte loop over each piece (for mail's usual line lengths
 // faster than a native call per line or a string replace; a piece without CR or a line starting
-// with `>` or `.`, found by three native searches, only gets CRs, four bytes at a time), holding at most the first `>` and 4
-// bytes of `From` of a line between pieces. Reads go through a FileWindow: one 256 KiB buffer
-// over the file that a session shares between the messages it sends, so a run of small messages
-// (RETR 1, RETR 2, ... pipelined) costs one read(2) per 256 KiB, not one per message.
+// with `>` or `.`, found by three native searches, only gets CRs, four bytes at a time),
+// holding at most the first `>` and 4 bytes of `From` of a line between pieces. Reads go
+// through a FileWindow: one 256 KiB buffer over the file that a session shares between the
+// messages it sends, so a run of small messages (RETR 1, RETR 2, ... pipelined) costs one
+// read(2) per 256 KiB, not one per message.
 // MessageReader is a plain pull reader over a message, a piece per window read: the caller asks
 // for the next piece when it can take it (that is the backpressure).
 import { constants, promises as fs } from 'node:fs';
@@ -34,7 +35,10 @@ export interface EncodeOptions {
   bodyLines?: number;
 }
 
-/** The most bytes encode() writes for `inputBytes` bytes of input (an LF or a line-start "." doubles; a held prefix adds 5). */
+/**
+ * The most bytes encode() writes for `inputBytes` bytes of input (an LF or a line-start "."
+ * doubles; a held prefix adds 5).
+ */
 export function encodedBound(inputBytes: number): number {
   return 2 * inputBytes + 8;
 }
@@ -173,7 +177,10 @@ export class WireEncoder {
     return o;
   }
 
-  /** Whether input[start, end) needs only CR before LF: no CR, no line starting with `>` (or `.`, when dot-stuffing), not TOP. */
+  /**
+   * Whether input[start, end) needs only CR before LF: no CR, no line starting with `>` (or `.`,
+   * when dot-stuffing), not TOP.
+   */
   private plain(input: Buffer, start: number, end: number): boolean {
     if (this.bodyLeft !== null || this.heldGt || this.matched > 0 || this.lastCR || start === end) return false;
     const piece = input.subarray(start, end);

@@ -2,7 +2,8 @@
 // in its header block. A message that has passed through too many servers is in a mail loop:
 // refused at the end of DATA, and bounced (5.4.6) if it got into the queue some other way,
 // instead of being sent round once more.
-import { headerLines } from './header-block.js';
+import type { Readable } from 'node:stream';
+import { headerLines, readHeaderBlock } from './header-block.js';
 
 /** More Received headers than this: a mail loop (Postfix's hopcount_limit). */
 export const MAX_HOPS = 50;
@@ -23,6 +24,11 @@ export function countReceivedHeaders(headerBlock: Buffer): number {
 
 /** Header bytes looked at for the count: a loop's Received lines are near the top. */
 const HEAD_BYTES = 64 * 1024;
+
+/** Hop count of a whole message (a queued one, say), read from `message` up to its header block's end. */
+export async function countHops(message: Readable): Promise<number> {
+  return countReceivedHeaders(await readHeaderBlock(message, HEAD_BYTES));
+}
 
 /**
  * Sees a message go by, chunk by chunk, and keeps (references to) its first bytes, so the hop

@@ -51,7 +51,10 @@ export function isDelivered(s: DeliveryStatus): boolean {
   return s.code.startsWith('2');
 }
 
-/** One line for a person (logs, `mailsrv queue`): the remote reply as it came, else "4.2.2 mailbox of alice is full". */
+/**
+ * One line for a person (logs, `mailsrv queue`): the remote reply as it came, else
+ * "4.2.2 mailbox of alice is full".
+ */
 export function describeStatus(s: DeliveryStatus): string {
   return s.remote?.reply ?? `${s.code} ${s.text}`;
 }

@@ -23,7 +23,10 @@ export function receivedHeader(envelope: Envelope, hostname: string, forRecipien
   const by =
     client.uid === undefined ? `by ${hostname} (mailsrv)` : `by ${hostname} (mailsrv, from userid ${client.uid})`;
   const recipient = forRecipient === undefined ? '' : `\r\n\tfor <${forRecipient}>`;
-  return `Received: ${from}${by} with ${client.protocol} id ${envelope.id}${recipient}; ${rfc5322Date(new Date(envelope.receivedAt))}`;
+  return (
+    `Received: ${from}${by} with ${client.protocol} id ${envelope.id}${recipient}; ` +
+    `${rfc5322Date(new Date(envelope.receivedAt))}`
+  );
 }
 
 export function traceHeaders(envelope: Envelope, index: number, hostname: string, deliveredTo: string): string[] {

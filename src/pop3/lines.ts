@@ -5,7 +5,7 @@
 // up to its LF, is dropped as it arrives.
 //
 // The reader only holds bytes: how much it may hold is the caller's business (the session
-// pauses the socket while `buffered` is large, see session.ts).
+// pauses the socket while `buffered` is large, see connection.ts).
 
 const LF = 0x0a;
 const CR = 0x0d;

@@ -1,16 +1,17 @@
 // The POP3 service: its listeners (plaintext with STLS, and implicit TLS), the sessions they
 // accept (at most pop3.max_clients, all listeners together), which mailboxes are in use (one
 // session per mailbox), SIGHUP reconfiguration and the graceful stop. The protocol is in
-// session.ts, the TLS handshake in tls.ts.
+// protocol.ts, its socket side in connection.ts, the TLS handshake in tls.ts.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Authenticator } from '../auth/authenticator.js';
 import { listenOptions, type ListenAddress } from '../config/units.js';
 import type { Logger } from '../log.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { Maildrop } from './maildrop.js';
-import { Pop3Session, type Pop3Settings, type SessionContext } from './session.js';
+import { Pop3Connection } from './connection.js';
+import type { Pop3Settings, SessionContext } from './context.js';
 
-export type { Pop3Settings } from './session.js';
+export type { Pop3Settings } from './context.js';
 
 export interface Pop3ServerOptions {
   settings: Pop3Settings;
@@ -31,7 +32,10 @@ export interface Pop3ServerOptions {
 export interface Pop3Service {
   /** accepts connections; the first listen() binds it */
   server: Server;
-  /** opens a listener: `server` the first time, then further servers feeding the same sessions; implicitTls: pop3s (TLS from the first byte, RFC 8314) */
+  /**
+   * opens a listener: `server` the first time, then further servers feeding the same sessions;
+   * implicitTls: pop3s (TLS from the first byte, RFC 8314)
+   */
   listen(address: ListenAddress, options: { implicitTls: boolean }): Promise<void>;
   /** sessions open now */
   readonly connections: number;
@@ -43,8 +47,8 @@ export interface Pop3Service {
 export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
   const { logger } = options;
   let settings = options.settings;
-  const sessions = new Set<Pop3Session>();
-  const inUse = new Map<string, Pop3Session>();
+  const sessions = new Set<Pop3Connection>();
+  const inUse = new Map<string, object>();
   const maildrop = new Maildrop({
     spoolDir: options.spoolDir,
     indexDir: options.indexDir,
@@ -57,13 +61,13 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
     tls: options.tls,
     authenticator: options.authenticator,
     maildrop,
-    claim(user, session) {
+    claim(user, holder) {
       if (inUse.has(user)) return false;
-      inUse.set(user, session);
+      inUse.set(user, holder);
       return true;
     },
-    release(user, session) {
-      if (inUse.get(user) === session) inUse.delete(user);
+    release(user, holder) {
+      if (inUse.get(user) === holder) inUse.delete(user);
     },
     logger,
   };
@@ -89,7 +93,7 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
       setTimeout(() => socket.destroy(), 5000).unref();
       return;
     }
-    const session = new Pop3Session(socket, context, implicitTls);
+    const session = new Pop3Connection(socket, context, implicitTls);
     sessions.add(session);
     void session.closed.then(() => sessions.delete(session));
     void session.start(options.ready);

@@ -8,7 +8,10 @@ import { TLSSocket, type SecureContext } from 'node:tls';
 export interface TlsAcceptance {
   /** the TLS stream over the connection; the caller listens for its errors at once */
   socket: TLSSocket;
-  /** resolves when the handshake is done; rejects when it fails, times out or the peer goes (the connection is then destroyed) */
+  /**
+   * resolves when the handshake is done; rejects when it fails, times out or the peer goes (the
+   * connection is then destroyed)
+   */
   handshake: Promise<void>;
 }
 

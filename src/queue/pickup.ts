@@ -1,10 +1,10 @@
-// The daemon's side of the maildrop (Postfix's pickup): notices new files (fs.watch, plus a
-// rescan every few seconds in case an event is missed or watching fails), checks each one
-// (openMaildropFile), hands it to `inject`, which puts it into the queue, and removes the file
-// only once `inject` has resolved: a crash in between queues the message twice, never loses it.
-// A file that can never be queued is removed with a log line naming its owner; stale temp files
-// of interrupted `mailsrv sendmail` runs are removed after a day (a cron job may write its mail
-// slowly, with hours between lines).
+// The daemon's side of the drop directory (drop-dir.ts; Postfix's pickup): notices new files
+// (fs.watch, plus a rescan every few seconds in case an event is missed or watching fails),
+// checks each one (openDropFile), hands it to `inject`, which puts it into the queue, and
+// removes the file only once `inject` has resolved: a crash in between queues the message twice,
+// never loses it. A file that can never be queued is removed with a log line naming its owner;
+// stale temp files of interrupted `mailsrv sendmail` runs are removed after a day (a cron job may
+// write its mail slowly, with hours between lines).
 import { execFile } from 'node:child_process';
 import { watch, type FSWatcher } from 'node:fs';
 import { lstat, opendir, unlink } from 'node:fs/promises';
@@ -14,7 +14,9 @@ import { promisify } from 'node:util';
 import { type Clock, systemClock, type Timer } from '../clock.js';
 import { isErrno } from '../fsutil.js';
 import type { Logger } from '../log.js';
-import { isMaildropName, MaildropFormatError, openMaildropFile, type MaildropFile } from './maildrop.js';
+import { localClient } from '../message/envelope.js';
+import { type Injector, NoRecipientsError } from './inject.js';
+import { isDropFileName, DropFileFormatError, openDropFile, type DropFile } from './drop-dir.js';
 
 /** Files picked up at once. */
 const DEFAULT_CONCURRENCY = 4;
@@ -29,7 +31,7 @@ const MAX_NAMES = 1000;
 
 /** One message to put into the queue. */
 export interface PickedUpMessage {
-  /** the maildrop file name, for logs */
+  /** the drop file's name, for logs */
   file: string;
   /** '' is the null sender */
   sender: string;
@@ -45,15 +47,15 @@ export interface PickedUpMessage {
 }
 
 /** Thrown by inject() for a message that can never be queued: the file is removed, not retried. */
-export class MaildropRejectedError extends Error {
+export class DropFileRejectedError extends Error {
   constructor(message: string) {
     super(message);
-    this.name = 'MaildropRejectedError';
+    this.name = 'DropFileRejectedError';
   }
 }
 
-export interface MaildropPickupOptions {
-  /** the maildrop (maildropDir(state_dir)) */
+export interface DropDirPickupOptions {
+  /** the drop directory (statePaths(state_dir).dropDir) */
   dir: string;
   messageSizeLimit: number;
   /** queues the message (committed and fsynced) before it resolves */
@@ -67,7 +69,7 @@ export interface MaildropPickupOptions {
   clock?: Clock;
 }
 
-export class MaildropPickup {
+export class DropDirPickup {
   /** files already queued that could not be removed: never queued twice (bounded by what the disk holds) */
   private readonly queuedButKept = new Set<string>();
   private watcher: FSWatcher | null = null;
@@ -79,12 +81,12 @@ export class MaildropPickup {
   private readonly names = new Map<number, string>();
   private readonly clock: Clock;
 
-  constructor(private readonly options: MaildropPickupOptions) {
+  constructor(private readonly options: DropDirPickupOptions) {
     this.clock = options.clock ?? systemClock;
   }
 
   /** Applies changed settings (SIGHUP); the next file checked uses them. */
-  reconfigure(settings: Partial<Pick<MaildropPickupOptions, 'messageSizeLimit'>>): void {
+  reconfigure(settings: Partial<Pick<DropDirPickupOptions, 'messageSizeLimit'>>): void {
     Object.assign(this.options, settings);
   }
 
@@ -103,7 +105,7 @@ export class MaildropPickup {
   }
 
   /**
-   * Picks up every complete file in the maildrop now; resolves once they are all handled. A call
+   * Picks up every complete file in the drop directory now; resolves once they are all handled. A call
    * during a scan makes that scan run once more (a file may have arrived behind its listing).
    */
   scan(): Promise<void> {
@@ -166,7 +168,7 @@ export class MaildropPickup {
     for await (const entry of await opendir(this.options.dir)) {
       if (this.stopped) break;
       if (entry.isDirectory()) continue;
-      if (!isMaildropName(entry.name)) {
+      if (!isDropFileName(entry.name)) {
         await this.removeIfStale(entry.name);
         continue;
       }
@@ -182,12 +184,12 @@ export class MaildropPickup {
   /** One file: check, inject, remove. Never rejects. */
   private async pickUp(name: string): Promise<void> {
     const path = join(this.options.dir, name);
-    let file: MaildropFile;
+    let file: DropFile;
     try {
-      file = await openMaildropFile(path, this.options.messageSizeLimit);
+      file = await openDropFile(path, this.options.messageSizeLimit);
     } catch (err) {
       if (isErrno(err, 'ENOENT')) return; // removed meanwhile
-      if (err instanceof MaildropFormatError) return this.reject(name, err.uid ?? (await ownerOf(path)), err.message);
+      if (err instanceof DropFileFormatError) return this.reject(name, err.uid ?? (await ownerOf(path)), err.message);
       this.options.logger.error({ file: name, err: (err as Error).message }, 'cannot read maildrop file; will retry');
       return;
     }
@@ -202,7 +204,7 @@ export class MaildropPickup {
         openMessage: () => file.openMessage(),
       });
     } catch (err) {
-      if (err instanceof MaildropRejectedError) await this.reject(name, file.uid, err.message);
+      if (err instanceof DropFileRejectedError) await this.reject(name, file.uid, err.message);
       else
         this.options.logger.error(
           { file: name, uid: file.uid, err: (err as Error).message },
@@ -263,6 +265,37 @@ export class MaildropPickup {
     this.names.set(uid, name);
     return name;
   }
+}
+
+/**
+ * The inject() the daemon gives the pickup: routes the message and queues it through `injector`,
+ * as mail submitted by the file's owner, and logs it as `queued`. A message whose recipients lead
+ * nowhere can never get better: it is rejected (the file goes, with a log line).
+ */
+export function queueThrough(injector: Injector, logger: Logger): (message: PickedUpMessage) => Promise<void> {
+  return async (message) => {
+    const entry = await injector
+      .inject({
+        sender: message.sender,
+        recipients: message.recipients,
+        client: localClient(message.uid),
+        source: message.openMessage(),
+      })
+      .catch((err: Error) => {
+        throw err instanceof NoRecipientsError ? new DropFileRejectedError(err.message) : err;
+      });
+    logger.info(
+      {
+        queueId: entry.envelope.id,
+        from: message.sender,
+        nrcpt: entry.envelope.recipients.length,
+        size: entry.size,
+        uid: message.uid,
+        submittedBy: message.submittedBy,
+      },
+      'queued',
+    );
+  };
 }
 
 async function ownerOf(path: string): Promise<number | undefined> {

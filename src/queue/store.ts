@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import { GroupedDirSync } from '../fsutil.js';
 import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
 import { statusFromLegacyText, type DeliveryStatus } from '../message/status.js';
+import { statePaths } from '../paths.js';
 import { isQueueId, newQueueId } from './id.js';
 import { MemoryBudget, PendingEntry as Pending } from './pending.js';
 
@@ -57,7 +58,7 @@ export class QueueStore {
   private readonly dirSync: GroupedDirSync;
 
   constructor(stateDir: string) {
-    this.dir = join(stateDir, 'queue');
+    this.dir = statePaths(stateDir).queueDir;
     this.dirSync = new GroupedDirSync(this.dir);
   }
 

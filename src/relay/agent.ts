@@ -55,7 +55,10 @@ export class RemoteDelivery implements RemoteAgent {
     this.resolver = new DestinationResolver(settings);
   }
 
-  /** The message as it leaves: with our Received line on top (the next hop counts it) and, for submitted mail, the Message-ID and Date it lacked. */
+  /**
+   * The message as it leaves: with our Received line on top (the next hop counts it) and, for submitted mail, the
+   * Message-ID and Date it lacked.
+   */
   private outgoing(entry: QueueEntry, forRecipient: string | undefined): Readable {
     const { hostname } = this.settings;
     const editor = editHeaders({

@@ -181,7 +181,8 @@ async function connect(
   const connected = await step<SMTPConnection>(connection, (done) =>
     connection.connect((err) => done(err ?? null, connection)),
   );
-  // a failed handshake (or certificate check) after STARTTLS comes as a socket error: name it as nodemailer names a refused STARTTLS
+  // a failed handshake (or certificate check) after STARTTLS comes as a socket error: name it as nodemailer names a
+  // refused STARTTLS
   if (!connected.ok && connection.upgrading) connected.error.code = 'ETLS';
   return connected;
 }
@@ -233,7 +234,10 @@ function refusedAtRcpt(
   return sent.error.rejectedErrors ?? envelope.rejectedErrors ?? [];
 }
 
-/** Recipients this server cannot take whatever it would answer: a message over its SIZE, addresses it cannot carry without SMTPUTF8. */
+/**
+ * Recipients this server cannot take whatever it would answer: a message over its SIZE, addresses it cannot carry
+ * without SMTPUTF8.
+ */
 function refusedBeforeEnvelope(
   capabilities: Capabilities,
   destination: Destination,
@@ -260,7 +264,10 @@ function refusedBeforeEnvelope(
   return refused;
 }
 
-/** What a nodemailer error means for the recipients it applies to: a server reply keeps its words; anything else is explained. */
+/**
+ * What a nodemailer error means for the recipients it applies to: a server reply keeps its words; anything else is
+ * explained.
+ */
 function failureOutcome(error: SMTPError, destination: Destination): Outcome {
   // nodemailer sets `permanent` with the reply code: 5xx except 503 (a sequence error is not the message's fault)
   if (error.response !== undefined)

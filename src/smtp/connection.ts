@@ -10,7 +10,10 @@
 //   (smtp-server would allow it in plaintext whenever STARTTLS is off), and never inside a
 //   mail transaction;
 // - VRFY answers from mailsrv's recipient policy when `smtp.vrfy` is on;
-// - shutdown(): 421 to every session that is not inside DATA.
+// - shutdown(): 421 to every session that is not inside DATA, or whose client stalled in it.
+// smtp-server has no public hook for these, so MailsrvConnection overrides members of its
+// internal SMTPConnection. package.json pins smtp-server's exact version, and
+// test/unit/smtp-server-internals.test.ts fails by name when a member used here changes.
 import type { Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
@@ -91,7 +94,7 @@ class MailsrvConnection extends SMTPConnection {
     if (this.session.envelope.mailFrom) {
       this.send(503, '5.5.1 Error: MAIL transaction in progress');
     } else if (!this.authAllowed()) {
-      if (this._isSupported('STARTTLS'))
+      if (this.mailsrv.offersStartTls)
         this.send(538, '5.7.11 Encryption required for requested authentication mechanism');
       else this.send(503, '5.5.1 Error: authentication not enabled');
     } else {
@@ -126,9 +129,12 @@ class MailsrvConnection extends SMTPConnection {
       .finally(callback);
   }
 
-  /** 421 and close, unless a message is being received (its reply comes first). */
-  shutdown(): boolean {
-    if (this._dataStream) return false;
+  /**
+   * 421 and close, unless a message is being received (its reply comes first) and `cutReceiving`
+   * does not say its client has stalled.
+   */
+  shutdown(cutReceiving: (session: SMTPServerSession) => boolean): boolean {
+    if (this._dataStream && !cutReceiving(this.session)) return false;
     this.send(421, '4.3.2 Server shutting down, try again later');
     this.close();
     return true;
@@ -183,11 +189,14 @@ export class MailsrvSMTPServer extends SMTPServer {
     connection.init();
   }
 
-  /** Sends 421 to every idle session; returns how many are still receiving a message. */
-  shutdownIdleSessions(): number {
+  /**
+   * Sends 421 to every idle session, and to receiving ones `cutReceiving` picks; returns how
+   * many are still receiving a message.
+   */
+  shutdownSessions(cutReceiving: (session: SMTPServerSession) => boolean): number {
     let busy = 0;
     for (const connection of this.connections) {
-      if (!(connection as MailsrvConnection).shutdown()) busy += 1;
+      if (!(connection as MailsrvConnection).shutdown(cutReceiving)) busy += 1;
     }
     return busy;
   }

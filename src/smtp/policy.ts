@@ -60,17 +60,23 @@ export class SmtpPolicy {
 
   /**
    * A logged-in user sends as themselves (smtp.sender_login_match): the null sender, or an
-   * address in a local domain whose local part is the user or an alias that delivers to them.
+   * address in a local domain whose local part is the user, or an alias that delivers to them
+   * alone (not a list they are on); never as MAILER-DAEMON, whose mail is never answered.
    */
   checkSenderOwner(address: string, user: string): void {
     if (address === '') return;
     const parts = splitAddress(address);
+    const localPart = parts?.localPart.toLowerCase() ?? '';
+    const ownAlias = (): boolean => {
+      const resolved = this.options.directory().resolve(localPart);
+      return resolved !== null && resolved.remote.length === 0 && resolved.local.every((u) => u === user);
+    };
     const owned =
       parts !== null &&
-      parts.localPart !== '' &&
+      localPart !== '' &&
+      localPart !== 'mailer-daemon' &&
       this.options.isLocalDomain(parts.domain) &&
-      (parts.localPart.toLowerCase() === user ||
-        (this.options.directory().resolve(parts.localPart)?.local.includes(user) ?? false));
+      (localPart === user || ownAlias());
     if (!owned) throw new SmtpReplyError(553, `5.7.1 <${address}>: Sender address rejected: not owned by user ${user}`);
   }
 

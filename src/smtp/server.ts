@@ -6,7 +6,8 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import type { Authenticator, LoginResult } from '../auth/authenticator.js';
+import type { Authenticator } from '../auth/authenticator.js';
+import { type RefusedLogin, SessionLogins } from '../auth/session-logins.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import { HopCounter, MAX_HOPS } from '../message/hops.js';
 import { uniqueDeliveries } from '../delivery/route.js';
@@ -68,12 +69,9 @@ const resolver = {
   },
 };
 
-/** failed AUTHs in one session before it is closed */
-const MAX_AUTH_FAILURES_PER_SESSION = 5;
-
-/** The reply to a session's `failures`-th refused login (a 421 reply closes the connection). */
-function loginRefusal(reason: 'invalid' | 'locked-out', failures: number): SmtpReplyError {
-  if (failures >= MAX_AUTH_FAILURES_PER_SESSION)
+/** The reply to a refused login (a 421 reply closes the connection). */
+function loginRefusal({ reason, closeConnection }: RefusedLogin): SmtpReplyError {
+  if (closeConnection)
     return new SmtpReplyError(421, '4.7.0 Too many failed authentication attempts, closing connection');
   if (reason === 'locked-out')
     return new SmtpReplyError(454, '4.7.0 Too many failed logins from your address, try again later');
@@ -81,6 +79,23 @@ function loginRefusal(reason: 'invalid' | 'locked-out', failures: number): SmtpR
 }
 
 /** The client as the policy sees it: its address and, after AUTH, its user. */
+/**
+ * The MAIL and RCPT parameters of the extensions mailsrv offers (SIZE, 8BITMIME, SMTPUTF8, and
+ * AUTH= of RFC 4954); smtp-server checks their values. DSN and REQUIRETLS are not offered.
+ */
+const MAIL_PARAMETERS: ReadonlySet<string> = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH']);
+const RCPT_PARAMETERS: ReadonlySet<string> = new Set();
+
+/** RFC 5321 4.1.1.11: a parameter the server does not support is refused with 555. */
+function refuseUnsupportedParameters(address: SMTPServerAddress, supported: ReadonlySet<string>): void {
+  const args = address.args === false ? {} : (address.args as Record<string, string | true>);
+  for (const [name, value] of Object.entries(args)) {
+    if (supported.has(name.toUpperCase())) continue;
+    const option = value === true ? name : `${name}=${value}`;
+    throw new SmtpReplyError(555, `5.5.4 Unsupported option: ${option}`);
+  }
+}
+
 function clientOf(session: SMTPServerSession): SmtpClientIdentity {
   return typeof session.user === 'string'
     ? { ip: session.remoteAddress, user: session.user }
@@ -91,14 +106,26 @@ export interface SmtpService {
   server: MailsrvSMTPServer;
   /** SIGHUP: new settings and the certificate as reloaded (null: TLS now off) */
   reconfigure(settings: SmtpSettings, tls: TlsCredentials | null): void;
+  /**
+   * Stop: 421 to every session not receiving a message, and to those whose client has sent no
+   * DATA bytes for `quietMs` (their message was never accepted); returns how many still receive.
+   */
+  shutdownSessions(quietMs: number): number;
+}
+
+/** How a message's DATA is coming in, for the stop: when the client last sent, and whether it is all in. */
+interface DataProgress {
+  lastChunkAt: number;
+  complete: boolean;
 }
 
 export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const { policy, logger } = options;
   let settings = options.settings;
   const resolved = new WeakMap<SMTPServerAddress, ResolvedRecipient[]>();
-  const authFailures = new WeakMap<SMTPServerSession, number>();
+  const logins = new WeakMap<SMTPServerSession, SessionLogins>();
   const sessionLogs = new WeakMap<SMTPServerSession, Logger>();
+  const receiving = new WeakMap<SMTPServerSession, DataProgress>();
   const sessionLog = (session: SMTPServerSession): Logger => {
     let log = sessionLogs.get(session);
     if (log === undefined) {
@@ -150,34 +177,23 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     onAuth(auth, session, callback) {
       const log = sessionLog(session);
       const client = session.remoteAddress;
-      options.authenticator
-        .login({ name: auth.username ?? '', password: auth.password ?? '', client, authzid: auth.authzid })
-        .catch((error: Error): LoginResult => ({ ok: false, reason: 'unavailable', error }))
+      let sessionLogins = logins.get(session);
+      if (sessionLogins === undefined) {
+        sessionLogins = new SessionLogins(options.authenticator, log, client);
+        logins.set(session, sessionLogins);
+      }
+      const { username, password, authzid, method } = auth;
+      void sessionLogins
+        .attempt({ name: username ?? '', password: password ?? '', authzid, logFields: { method } })
         .then((result) => {
           if (result.ok) {
-            log.info({ user: result.user, client, method: auth.method }, 'login');
+            log.info({ user: result.user, client, method }, 'login');
             callback(null, { user: result.user });
-            return;
-          }
-          if (result.reason === 'unavailable') {
-            log.error({ err: result.error.message }, 'password check failed');
-            callback(new SmtpReplyError(454, '4.7.0 Temporary authentication failure'));
-            return;
-          }
-          if (result.reason === 'locked-out') {
-            log.info(
-              { client, retryInS: Math.ceil(result.retryInMs / 1000) },
-              'login refused: too many failures from this address',
-            );
+          } else if (result.reason === 'invalid' || result.reason === 'locked-out') {
+            callback(loginRefusal(result));
           } else {
-            log.info(
-              { user: result.user ?? '(invalid name)', client, delayMs: result.delayMs, method: auth.method },
-              'login failed',
-            );
+            callback(new SmtpReplyError(454, '4.7.0 Temporary authentication failure'));
           }
-          const failures = (authFailures.get(session) ?? 0) + 1;
-          authFailures.set(session, failures);
-          callback(loginRefusal(result.reason, failures));
         });
     },
 
@@ -191,6 +207,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         // RFC 6409: the submission ports relay nothing for strangers, not even to local users.
         if (options.kind !== 'mx' && client.user === undefined)
           throw new SmtpReplyError(530, '5.7.0 Authentication required');
+        refuseUnsupportedParameters(address, MAIL_PARAMETERS);
         policy.checkHelo(session.hostNameAppearsAs ?? '');
         policy.checkSender(address.address);
         if (settings.senderLoginMatch && client.user !== undefined)
@@ -202,7 +219,11 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onRcptTo(address, session, callback) {
-      policy.checkRecipient(address.address, clientOf(session)).then(
+      const checked = (async () => {
+        refuseUnsupportedParameters(address, RCPT_PARAMETERS);
+        return policy.checkRecipient(address.address, clientOf(session));
+      })();
+      checked.then(
         (recipients) => {
           resolved.set(address, recipients);
           callback();
@@ -223,9 +244,15 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
 
     onData(stream, session, callback) {
       const recipients = uniqueDeliveries(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
-      receive(options, settings, stream, session, recipients).then(
-        (queueId) => callback(null, `2.0.0 Ok: queued as ${queueId}`),
+      const progress: DataProgress = { lastChunkAt: Date.now(), complete: false };
+      receiving.set(session, progress);
+      receive(options, settings, stream, session, recipients, progress).then(
+        (queueId) => {
+          receiving.delete(session);
+          callback(null, `2.0.0 Ok: queued as ${queueId}`);
+        },
         (err: Error) => {
+          receiving.delete(session);
           if (stream.errored) {
             sessionLog(session).info({ reason: err.message }, 'message aborted by the client');
           } else if (!(err instanceof SmtpReplyError)) {
@@ -244,6 +271,12 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       settings = fresh;
       Object.assign(server.options, serverLimits(fresh));
       server.useCertificate(tls);
+    },
+    shutdownSessions(quietMs) {
+      return server.shutdownSessions((session) => {
+        const progress = receiving.get(session);
+        return progress !== undefined && !progress.complete && Date.now() - progress.lastChunkAt >= quietMs;
+      });
     },
   };
 }
@@ -270,6 +303,7 @@ async function receive(
   stream: SMTPServerDataStream,
   session: SMTPServerSession,
   recipients: ResolvedRecipient[],
+  progress: DataProgress,
 ): Promise<string> {
   const mailFrom = session.envelope.mailFrom;
   const pending = options.store.begin({
@@ -289,7 +323,8 @@ async function receive(
   try {
     const hops = new HopCounter();
     // a client that drops mid-DATA errors `stream`, which ends the write with that error
-    const size = await pending.write(withinLimit(stream, settings.messageSizeLimit, hops));
+    const size = await pending.write(withinLimit(stream, settings.messageSizeLimit, hops, progress));
+    progress.complete = true;
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
@@ -337,9 +372,15 @@ async function receive(
  * dropped: an oversized message is refused at the end of DATA anyway, and must not fill the
  * queue directory or memory first.
  */
-async function* withinLimit(stream: SMTPServerDataStream, limit: number, hops: HopCounter): AsyncGenerator<Buffer> {
+async function* withinLimit(
+  stream: SMTPServerDataStream,
+  limit: number,
+  hops: HopCounter,
+  progress: DataProgress,
+): AsyncGenerator<Buffer> {
   let seen = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
+    progress.lastChunkAt = Date.now();
     const before = seen;
     seen += chunk.length;
     if (before > limit) continue;

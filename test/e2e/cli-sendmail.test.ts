@@ -12,7 +12,7 @@ import { rm, symlink } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { prepareMaildrop } from '../../src/queue/maildrop.js';
+import { prepareDropDir } from '../../src/queue/drop-dir.js';
 import { resolveIdentity } from '../../src/privileges.js';
 import {
   cannotRunAs,
@@ -40,7 +40,7 @@ interface Dropped {
   headers: string[];
 }
 
-/** The daemon's user and group, as prepareMaildrop gets them from the daemon (null: not root). */
+/** The daemon's user and group, as prepareDropDir gets them from the daemon (null: not root). */
 function daemonOwner(): { uid: number; gid: number } | null {
   return DAEMON_USER ? resolveIdentity(DAEMON_USER.user, DAEMON_USER.group) : null;
 }
@@ -48,7 +48,7 @@ function daemonOwner(): { uid: number; gid: number } | null {
 /** A test env whose maildrop is prepared as the daemon prepares it at start. */
 async function maildropEnv(): Promise<TestEnv> {
   const env = await makeEnv();
-  await prepareMaildrop(env.stateDir, daemonOwner());
+  await prepareDropDir(env.stateDir, daemonOwner());
   return env;
 }
 

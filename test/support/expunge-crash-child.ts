@@ -3,7 +3,8 @@
 // the product code: it counts write/sync/truncate/rename/unlink per kind of file and kills
 // the process before the chosen call, or halfway through it for a torn write.
 // Usage: EXPUNGE_CHILD='<json ChildArgs>' node --import tsx expunge-crash-child.ts
-import { expungeMessages, recoverInterruptedExpunges, type RecoveryInfo } from '../../src/mbox/expunge.js';
+import { expungeMessages, recoverInterruptedExpunges } from '../../src/mbox/expunge.js';
+import type { RecoveryInfo } from '../../src/mbox/expunge-recovery.js';
 import { installCrashHooks, type CrashPoint as CrashPointOf } from './crash-hooks.js';
 import { snapshotOf } from './mbox-expunge-fixtures.js';
 
@@ -16,7 +17,7 @@ export interface ChildArgs {
   journalDir: string;
   deleted: number[];
   crash: CrashPoint | null;
-  /** expunge.ts's chunk size: small, so that the copy takes many steps */
+  /** the copy's chunk size: small, so that the copy takes many steps */
   chunkBytes: number;
 }
 

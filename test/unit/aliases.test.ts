@@ -191,7 +191,8 @@ test('checkAliases reports an unresolvable postmaster, unknown targets and dead 
     local,
   );
   assert.deepEqual(problems, [
-    'postmaster does not resolve to any user: add a "postmaster: USER" alias (or "root: USER")',
+    'postmaster does not resolve to any user, so its mail goes to the mailbox spool_dir/postmaster: ' +
+      'add a "postmaster: USER" alias (or "root: USER")',
     'alias "staff": target "ghost" is not a known user or alias',
     'alias "staff": target "\\staff" is not a known user',
     'alias "staff": target "nobody@example.org" is not a known user or alias',

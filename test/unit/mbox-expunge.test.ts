@@ -1,5 +1,6 @@
-// Unit tests for src/mbox/expunge.ts: compaction in place, mail appended meanwhile, change
-// detection, locking, and the recovery of journals left by an interrupted update.
+// Unit tests for src/mbox/expunge.ts (and the expunge-*.ts parts it runs): compaction in place,
+// mail appended meanwhile, change detection, locking, and the recovery of journals left by an
+// interrupted update.
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -9,12 +10,9 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { appendMessage } from '../../src/mbox/append.js';
-import {
-  expungeMessages,
-  journalPathOf,
-  recoverInterruptedExpunges,
-  type RecoveryInfo,
-} from '../../src/mbox/expunge.js';
+import { expungeMessages, recoverInterruptedExpunges } from '../../src/mbox/expunge.js';
+import { journalPathOf } from '../../src/mbox/expunge-journal.js';
+import type { RecoveryInfo } from '../../src/mbox/expunge-recovery.js';
 import { MailboxLockedError } from '../../src/mbox/lock.js';
 import { MailboxChangedError } from '../../src/mbox/mailbox.js';
 import { scanMailbox, type ScanStats } from '../../src/mbox/scan.js';

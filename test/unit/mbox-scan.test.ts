@@ -1,5 +1,6 @@
-// Unit tests for src/mbox/scan.ts: message boundaries, wire sizes, UIDLs (popa3d values, uniqueness,
-// stability), the index (reuse, rescans), bounded memory, and properties against a reference reader.
+// Unit tests for src/mbox/scan.ts (with parser.ts, uidl.ts and the index files): message boundaries,
+// wire sizes, UIDLs (popa3d values, uniqueness, stability), the index (reuse, rescans), bounded
+// memory, and properties against a reference reader.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -15,7 +16,8 @@ import { appendMessage } from '../../src/mbox/append.js';
 import { fromLine, MboxrdQuoter } from '../../src/mbox/format.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../../src/mbox/mailbox.js';
 import { retrieveMessage } from '../../src/mbox/retrieve.js';
-import { indexPathOf, saveIndex, scanMailbox, type ScanStats } from '../../src/mbox/scan.js';
+import { indexPathOf, saveIndex } from '../../src/mbox/index-store.js';
+import { scanMailbox, type ScanStats } from '../../src/mbox/scan.js';
 
 const execFileP = promisify(execFile);
 const PYTHON = '/usr/bin/python3';

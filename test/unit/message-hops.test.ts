@@ -1,7 +1,8 @@
 // Unit tests for src/bounce/hops.ts: counting Received header fields for loop detection.
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { countReceivedHeaders } from '../../src/message/hops.js';
+import { countHops, countReceivedHeaders } from '../../src/message/hops.js';
 
 const count = (text: string): number => countReceivedHeaders(Buffer.from(text, 'latin1'));
 
@@ -27,5 +28,14 @@ describe('countReceivedHeaders', () => {
 
   it('counts nothing in an empty block', () => {
     assert.equal(count(''), 0);
+  });
+});
+
+describe('countHops', () => {
+  it('counts the Received fields of a whole message read from a stream, in any chunking, never its body', async () => {
+    const message = 'Received: a\r\nReceived: b\r\nSubject: s\r\n\r\nReceived: in body\r\n';
+    assert.equal(await countHops(Readable.from([Buffer.from(message, 'latin1')])), 2);
+    const chunks = [...message].map((char) => Buffer.from(char, 'latin1'));
+    assert.equal(await countHops(Readable.from(chunks)), 2);
   });
 });

@@ -167,3 +167,13 @@ test('edits refuse bad names, existing and missing users, and empty passwords', 
   await assert.rejects(setPassword(missing, 'kate', 'pw'), fails(/^no such user "kate"/));
   assert.equal(await readFile(path, 'utf8'), `kate:${ARGON}\n`, 'failed edits change nothing');
 });
+
+test('edits at the same time all land (each reads and replaces the file under its lock), and no lock is left', async () => {
+  const path = join(dir, 'concurrent-users');
+  const names = ['ann', 'ben', 'cat', 'dan', 'eve', 'fay', 'gus', 'hal'];
+  await addUser(path, 'zed', 'pw');
+  await Promise.all([...names.map((name) => addUser(path, name, `${name}-pw`)), deleteUser(path, 'zed')]);
+  const users = await loadUsers(path);
+  assert.deepEqual(users.names().sort(), names);
+  assert.ok(!(await readdir(dir)).some((name) => name.startsWith('concurrent-users.lock')), 'the lock is released');
+});

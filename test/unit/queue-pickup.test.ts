@@ -1,8 +1,9 @@
-// The maildrop pickup with a fake inject(): files there at start and files arriving later are
-// handed over and removed only after inject() resolved; refused files are removed with a log
-// line naming their owner; a failing inject() keeps the file for the next scan; temp files are
-// left alone until they are stale; concurrency is bounded; stop() waits for work in progress.
-// Rescans, debouncing and the age of temp files run on a fake clock.
+// Unit tests for src/queue/pickup.ts, the drop directory's pickup, with a fake inject(): files
+// there at start and files arriving later are handed over and removed only after inject()
+// resolved; refused files are removed with a log line naming their owner; a failing inject()
+// keeps the file for the next scan; temp files are left alone until they are stale; concurrency
+// is bounded; stop() waits for work in progress. Rescans, debouncing and the age of temp files
+// run on a fake clock.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -11,11 +12,11 @@ import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { after, test } from 'node:test';
 import { pino } from 'pino';
-import { prepareMaildrop, writeMaildropFile, type MaildropEnvelope } from '../../src/queue/maildrop.js';
+import { prepareDropDir, writeDropFile, type DropEnvelope } from '../../src/queue/drop-dir.js';
 import {
-  MaildropPickup,
-  MaildropRejectedError,
-  type MaildropPickupOptions,
+  DropDirPickup,
+  DropFileRejectedError,
+  type DropDirPickupOptions,
   type PickedUpMessage,
 } from '../../src/queue/pickup.js';
 import { eventually } from '../support/eventually.js';
@@ -36,14 +37,14 @@ interface Injected extends Omit<PickedUpMessage, 'openMessage'> {
 const stateDirs: string[] = [];
 after(() => Promise.all(stateDirs.map((dir) => rm(dir, { recursive: true, force: true }))));
 
-async function setup(options: Partial<MaildropPickupOptions> = {}) {
+async function setup(options: Partial<DropDirPickupOptions> = {}) {
   const stateDir = await mkdtemp(join(tmpdir(), 'mailsrv-pickup-'));
   stateDirs.push(stateDir);
-  const dir = await prepareMaildrop(stateDir, null);
+  const dir = await prepareDropDir(stateDir, null);
   const logs: LogLine[] = [];
   const injected: Injected[] = [];
   const clock = new FakeClock();
-  const pickup = new MaildropPickup({
+  const pickup = new DropDirPickup({
     clock,
     dir,
     messageSizeLimit: 1000,
@@ -60,10 +61,10 @@ async function setup(options: Partial<MaildropPickupOptions> = {}) {
 
 function drop(
   dir: string,
-  envelope: MaildropEnvelope = { sender: 'root@mx.test', recipients: ['alice@example.test'] },
+  envelope: DropEnvelope = { sender: 'root@mx.test', recipients: ['alice@example.test'] },
   message = 'Subject: x\r\n\r\nhello\r\n',
 ) {
-  return writeMaildropFile(dir, envelope, Readable.from([Buffer.from(message)]));
+  return writeDropFile(dir, envelope, Readable.from([Buffer.from(message)]));
 }
 
 const until = (condition: () => boolean | Promise<boolean>, what: string) => eventually(condition, 10_000, what, 10);
@@ -122,10 +123,10 @@ test('the file stays until inject() resolves; a failing inject() keeps it for th
   assert.deepEqual(await readdir(dir), []);
 });
 
-test('a message inject() rejects for good (MaildropRejectedError) is removed and logged', async (t) => {
+test('a message inject() rejects for good (DropFileRejectedError) is removed and logged', async (t) => {
   const { dir, pickup, logs } = await setup({
     inject: async () => {
-      throw new MaildropRejectedError('recipient table says no');
+      throw new DropFileRejectedError('recipient table says no');
     },
   });
   t.after(() => pickup.stop());
@@ -136,7 +137,7 @@ test('a message inject() rejects for good (MaildropRejectedError) is removed and
   assert.deepEqual([line?.file, line?.uid, line?.reason], [name, process.getuid!(), 'recipient table says no']);
 });
 
-test('malformed files, links and oversized messages are removed with their owner and reason logged; directories are passed over', async (t) => {
+test('bad files, links, oversized messages: removed, owner and reason logged; directories passed over', async (t) => {
   const { dir, pickup, logs, injected } = await setup({ messageSizeLimit: 50 });
   t.after(() => pickup.stop());
   await writeFile(join(dir, '2386Z6F820YWQVRB-0000000000000001'), 'not json\nx\r\n');
@@ -170,7 +171,7 @@ test('reconfigure() changes the size limit for the next file', async (t) => {
   assert.equal(injected.length, 1);
 });
 
-test('temp files are left to their writer (a slow cron job: hours old is fine); a day old, they are removed', async (t) => {
+test('temp files are left to their writer (a slow cron job: hours old is fine); removed a day old', async (t) => {
   const { dir, pickup, logs, injected, clock } = await setup();
   t.after(() => pickup.stop());
   const name = 'tmp-0123456789abcdef0123456789abcdef';

@@ -1,7 +1,7 @@
-// The maildrop format: what writeMaildropFile leaves (atomically, readable by the daemon's user
-// whatever the umask, nothing on failure), what openMaildropFile accepts from an untrusted writer
-// (and every kind of file or content it refuses), LF→CRLF conversion at any chunking, and the
-// directory modes prepareMaildrop sets.
+// Unit tests for src/queue/drop-dir.ts, the drop directory and its files: what writeDropFile
+// leaves (atomically, readable by the daemon's user whatever the umask, nothing on failure), what
+// openDropFile accepts from an untrusted writer (and every kind of file or content it refuses),
+// LF→CRLF conversion at any chunking, and the directory modes prepareDropDir sets.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { link, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
@@ -13,15 +13,15 @@ import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { isSafeAddress } from '../../src/message/address.js';
 import { CrlfConverter } from '../../src/message/crlf.js';
+import { statePaths } from '../../src/paths.js';
 import {
-  isMaildropName,
-  MaildropFormatError,
-  maildropDir,
+  isDropFileName,
+  DropFileFormatError,
   MAX_ENVELOPE_LINE,
-  openMaildropFile,
-  prepareMaildrop,
-  writeMaildropFile,
-} from '../../src/queue/maildrop.js';
+  openDropFile,
+  prepareDropDir,
+  writeDropFile,
+} from '../../src/queue/drop-dir.js';
 import { splitAt } from '../support/chunks.js';
 
 const envelope = { sender: 'root@mx.test', recipients: ['alice@example.test', 'bob@example.test'] };
@@ -45,26 +45,26 @@ async function planted(dir: string, content: string | Buffer): Promise<string> {
 
 async function refusal(path: string, sizeLimit = 1_000_000): Promise<string> {
   try {
-    const file = await openMaildropFile(path, sizeLimit);
+    const file = await openDropFile(path, sizeLimit);
     await file.close();
   } catch (err) {
-    assert.ok(err instanceof MaildropFormatError, `not a MaildropFormatError: ${(err as Error).stack}`);
+    assert.ok(err instanceof DropFileFormatError, `not a DropFileFormatError: ${(err as Error).stack}`);
     return err.message;
   }
   return assert.fail(`${path} was accepted`);
 }
 
-describe('writeMaildropFile', () => {
-  test('leaves one file under a final name: the envelope line, then the message; mode 0644 whatever the umask', async () => {
+describe('writeDropFile', () => {
+  test('leaves one file under a final name: envelope line, then message; mode 0644 whatever the umask', async () => {
     const dir = await freshDir();
     const old = process.umask(0o077);
     let name: string;
     try {
-      name = await writeMaildropFile(dir, envelope, Readable.from([Buffer.from(message)]));
+      name = await writeDropFile(dir, envelope, Readable.from([Buffer.from(message)]));
     } finally {
       process.umask(old);
     }
-    assert.ok(isMaildropName(name), name);
+    assert.ok(isDropFileName(name), name);
     assert.deepEqual(await readdir(dir), [name]);
     const content = await readFile(join(dir, name), 'utf8');
     assert.equal(
@@ -82,7 +82,7 @@ describe('writeMaildropFile', () => {
         throw new Error('message too big');
       })(),
     );
-    await assert.rejects(writeMaildropFile(dir, envelope, failing), /message too big/);
+    await assert.rejects(writeDropFile(dir, envelope, failing), /message too big/);
     assert.deepEqual(await readdir(dir), []);
   });
 
@@ -95,8 +95,8 @@ describe('writeMaildropFile', () => {
       { sender: 'a@b.test', recipients: ['nodomain'] },
     ]) {
       await assert.rejects(
-        writeMaildropFile(dir, bad, Readable.from([Buffer.from(message)])),
-        MaildropFormatError,
+        writeDropFile(dir, bad, Readable.from([Buffer.from(message)])),
+        DropFileFormatError,
         JSON.stringify(bad),
       );
     }
@@ -104,15 +104,15 @@ describe('writeMaildropFile', () => {
   });
 });
 
-describe('openMaildropFile', () => {
-  test('reads back what writeMaildropFile wrote: envelope, owner, size and the message', async () => {
+describe('openDropFile', () => {
+  test('reads back what writeDropFile wrote: envelope, owner, size and the message', async () => {
     const dir = await freshDir();
-    const name = await writeMaildropFile(
+    const name = await writeDropFile(
       dir,
       { sender: '', recipients: ['alice@example.test'] },
       Readable.from([Buffer.from(message)]),
     );
-    const file = await openMaildropFile(join(dir, name), 1000);
+    const file = await openDropFile(join(dir, name), 1000);
     try {
       assert.equal(file.sender, '');
       assert.deepEqual(file.recipients, ['alice@example.test']);
@@ -128,7 +128,7 @@ describe('openMaildropFile', () => {
   test('a bare LF in the file (written by hand) reaches the queue as CRLF; the size is the one on disk', async () => {
     const dir = await freshDir();
     const path = await planted(dir, `{"v":1,"sender":"a@b.test","recipients":["c@d.test"]}\nSubject: x\n\n.\nbody\r\n`);
-    const file = await openMaildropFile(path, 1000);
+    const file = await openDropFile(path, 1000);
     try {
       assert.equal(await text(file.openMessage()), 'Subject: x\r\n\r\n.\r\nbody\r\n');
       assert.equal(file.size, 'Subject: x\n\n.\nbody\r\n'.length);
@@ -139,6 +139,7 @@ describe('openMaildropFile', () => {
 
   test('refuses content no writer of ours makes', async () => {
     const dir = await freshDir();
+    const recipients1001 = JSON.stringify(Array.from({ length: 1001 }, (_, i) => `u${i}@d.test`));
     const cases: [string | Buffer, RegExp][] = [
       ['no line end at all', /no envelope line/],
       [`{"v":1,"sender":"a@b.test","recipients":["c@d.test"]}\n`, /no message/],
@@ -153,10 +154,7 @@ describe('openMaildropFile', () => {
       [`{"v":1,"sender":"a@b.test","recipients":"c@d.test"}\nx\r\n`, /no recipients/],
       [`{"v":1,"sender":"a@b.test","recipients":["c@d.test",7]}\nx\r\n`, /bad recipient/],
       [`{"v":1,"sender":"a@b.test","recipients":["<c@d.test>"]}\nx\r\n`, /bad recipient/],
-      [
-        `{"v":1,"sender":"a@b.test","recipients":${JSON.stringify(Array.from({ length: 1001 }, (_, i) => `u${i}@d.test`))}}\nx\r\n`,
-        /too many recipients/,
-      ],
+      [`{"v":1,"sender":"a@b.test","recipients":${recipients1001}}\nx\r\n`, /too many recipients/],
       [
         Buffer.concat([
           Buffer.from('{"v":1,"sender":"a@b.test","recipients":["c@d.test"],"x":"'),
@@ -180,7 +178,7 @@ describe('openMaildropFile', () => {
     const dir = await freshDir();
     const path = await planted(dir, `{"v":1,"sender":"a@b.test","recipients":["c@d.test"]}\n${'x'.repeat(101)}`);
     assert.match(await refusal(path, 100), /message too big \(101 bytes, limit 100\)/);
-    await (await openMaildropFile(path, 101)).close();
+    await (await openDropFile(path, 101)).close();
   });
 
   test('refuses a symbolic link, a hard link to another file, a FIFO and a directory', async () => {
@@ -204,7 +202,7 @@ describe('openMaildropFile', () => {
 
 describe('names, addresses and line ends', () => {
   test('final names: a queue id, "-", 16 hex digits; temp names are not final', () => {
-    assert.ok(isMaildropName('2386Z6F820YWQVRB-ba33aa275e4fbbf8'));
+    assert.ok(isDropFileName('2386Z6F820YWQVRB-ba33aa275e4fbbf8'));
     for (const name of [
       'tmp-08a120db011792258b84349ffd4dbd94',
       '2386Z6F820YWQVRB',
@@ -214,7 +212,7 @@ describe('names, addresses and line ends', () => {
       '.',
       '',
     ]) {
-      assert.equal(isMaildropName(name), false, name);
+      assert.equal(isDropFileName(name), false, name);
     }
   });
 
@@ -260,15 +258,15 @@ describe('names, addresses and line ends', () => {
   });
 });
 
-describe('prepareMaildrop', () => {
+describe('prepareDropDir', () => {
   test('state_dir 0711, maildrop 1733 (created, or repaired when it exists)', async () => {
     const state = await freshDir();
-    const dir = await prepareMaildrop(state, null);
-    assert.equal(dir, maildropDir(state));
+    const dir = await prepareDropDir(state, null);
+    assert.equal(dir, statePaths(state).dropDir);
     assert.equal((await stat(state)).mode & 0o7777, 0o711);
     assert.equal((await stat(dir)).mode & 0o7777, 0o1733);
     execFileSync('chmod', ['0700', dir]);
-    await prepareMaildrop(state, null);
+    await prepareDropDir(state, null);
     assert.equal((await stat(dir)).mode & 0o7777, 0o1733);
   });
 
@@ -276,8 +274,8 @@ describe('prepareMaildrop', () => {
     const state = await freshDir();
     const target = await freshDir();
     execFileSync('chmod', ['0700', target]);
-    await symlink(target, maildropDir(state));
-    await assert.rejects(prepareMaildrop(state, null), /ELOOP|ENOTDIR/);
+    await symlink(target, statePaths(state).dropDir);
+    await assert.rejects(prepareDropDir(state, null), /ELOOP|ENOTDIR/);
     assert.equal((await lstat(target)).mode & 0o7777, 0o700);
   });
 
@@ -285,7 +283,7 @@ describe('prepareMaildrop', () => {
     skip: process.getuid?.() !== 0 && 'needs root',
   }, async () => {
     const state = await freshDir();
-    const dir = await prepareMaildrop(state, { uid: 65534, gid: 65534 });
+    const dir = await prepareDropDir(state, { uid: 65534, gid: 65534 });
     const info = await stat(dir);
     assert.deepEqual([info.uid, info.gid], [65534, 65534]);
   });

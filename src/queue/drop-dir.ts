@@ -1,26 +1,28 @@
-// The maildrop, `state_dir/maildrop/` (Postfix's maildrop): where `mailsrv sendmail` leaves mail
-// for the daemon to pick up, so any local user can send whether or not the daemon runs. Anyone
-// may create files there but only the daemon can list them (mode 1733 in a 0711 state_dir).
-//
-// A file is written under a temp name (`tmp-...`), fsynced, then renamed to its final name, so
-// a final name always holds a complete file. Format version 1, strict: one line of JSON,
-// {"v":1,"sender":"a@b","recipients":["c@d"]} ('' is the null sender), then the message with
-// CRLF line ends. The reader treats every file as hostile, since any local user can write one:
-// no links, nothing but regular files, a bounded envelope line, checked addresses and size.
+// The drop directory, `state_dir/maildrop/` (Postfix's maildrop; log lines and messages keep
+// that name for it, while "maildrop" in the code means the POP3 view of a mailbox, as in RFC
+// 1939): where `mailsrv sendmail` leaves mail for the daemon to pick up (pickup.ts), so any
+// local user can send whether or not the daemon runs. Anyone may create files there but only
+// the daemon can list them. A file is written under a temp name, fsynced, then renamed to its
+// final name, so a final name always holds a complete file: one line of JSON with the envelope,
+// then the message. The reader treats every file as hostile, since any local user can write one.
+// Contract: the directory, the file names and the file format (version 1, strict) are specified
+// in docs/formats.md, "Drop directory files"; `mailsrv sendmail` of one version may write what
+// the daemon of another reads.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { fsyncDir, isErrno } from '../fsutil.js';
+import { fsyncDir, isErrno, readAt } from '../fsutil.js';
 import { isSafeAddress } from '../message/address.js';
 import { CrlfLineEnds } from '../message/crlf.js';
+import { statePaths } from '../paths.js';
 import { isQueueId, newQueueId } from './id.js';
 
-const MAILDROP_FORMAT_VERSION = 1;
+const DROP_FILE_FORMAT_VERSION = 1;
 /** Longest envelope line a reader accepts. */
 export const MAX_ENVELOPE_LINE = 256 * 1024;
-/** Most recipients one maildrop file may name (their queue envelope must stay well under 1 MiB). */
+/** Most recipients one drop file may name (their queue envelope must stay well under 1 MiB). */
 export const MAX_RECIPIENTS = 1000;
 
 /** sticky, writable and searchable by all, listable by the owner only (like /tmp without read) */
@@ -30,60 +32,56 @@ const DIRECTORY_MODE = 0o1733;
 const FILE_MODE = 0o644;
 const LF = 0x0a;
 
-export function maildropDir(stateDir: string): string {
-  return join(stateDir, 'maildrop');
-}
-
-export interface MaildropEnvelope {
+export interface DropEnvelope {
   /** '' is the null sender */
   sender: string;
   recipients: string[];
 }
 
-/** A maildrop file that can never be queued: its content (or its kind of file) is not acceptable. */
-export class MaildropFormatError extends Error {
+/** A drop file that can never be queued: its content (or its kind of file) is not acceptable. */
+export class DropFileFormatError extends Error {
   /** the file's owner, when known */
   readonly uid: number | undefined;
   constructor(message: string, uid?: number) {
     super(message);
-    this.name = 'MaildropFormatError';
+    this.name = 'DropFileFormatError';
     this.uid = uid;
   }
 }
 
 /**
  * A final name: a queue id (time-ordered) and 64 random bits, so nobody can guess the name of
- * another user's file. Anything else in the maildrop is a temp file or debris.
+ * another user's file. Anything else in the drop directory is a temp file or debris.
  */
-export function isMaildropName(name: string): boolean {
+export function isDropFileName(name: string): boolean {
   return (
     name.length === 33 && name[16] === '-' && isQueueId(name.slice(0, 16)) && /^[0-9a-f]{16}$/.test(name.slice(17))
   );
 }
 
-function newMaildropName(): string {
+function newDropFileName(): string {
   return `${newQueueId()}-${randomBytes(8).toString('hex')}`;
 }
 
 /** Checks a parsed envelope line strictly; returns just the envelope. */
-function checkEnvelope(value: unknown): MaildropEnvelope {
+function checkEnvelope(value: unknown): DropEnvelope {
   if (typeof value !== 'object' || value === null || Array.isArray(value))
-    throw new MaildropFormatError('the envelope line is not a JSON object');
+    throw new DropFileFormatError('the envelope line is not a JSON object');
   const fields = Object.keys(value).sort().join(',');
   if (fields !== 'recipients,sender,v')
-    throw new MaildropFormatError(
+    throw new DropFileFormatError(
       `the envelope must have exactly v, sender and recipients (has ${fields.slice(0, 100)})`,
     );
   const { v, sender, recipients } = value as Record<string, unknown>;
-  if (v !== MAILDROP_FORMAT_VERSION) throw new MaildropFormatError(`unsupported format version ${JSON.stringify(v)}`);
+  if (v !== DROP_FILE_FORMAT_VERSION) throw new DropFileFormatError(`unsupported format version ${JSON.stringify(v)}`);
   if (typeof sender !== 'string' || (sender !== '' && !isSafeAddress(sender)))
-    throw new MaildropFormatError(`bad sender address ${shown(sender)}`);
-  if (!Array.isArray(recipients) || recipients.length === 0) throw new MaildropFormatError('no recipients');
+    throw new DropFileFormatError(`bad sender address ${shown(sender)}`);
+  if (!Array.isArray(recipients) || recipients.length === 0) throw new DropFileFormatError('no recipients');
   if (recipients.length > MAX_RECIPIENTS)
-    throw new MaildropFormatError(`too many recipients (${recipients.length}, at most ${MAX_RECIPIENTS})`);
+    throw new DropFileFormatError(`too many recipients (${recipients.length}, at most ${MAX_RECIPIENTS})`);
   for (const recipient of recipients as unknown[]) {
     if (typeof recipient !== 'string' || !isSafeAddress(recipient))
-      throw new MaildropFormatError(`bad recipient address ${shown(recipient)}`);
+      throw new DropFileFormatError(`bad recipient address ${shown(recipient)}`);
   }
   return { sender, recipients: recipients as string[] };
 }
@@ -94,25 +92,25 @@ function shown(value: unknown): string {
   return text.length > 100 ? `${text.slice(0, 100)}...` : text;
 }
 
-/** The first line of a maildrop file for `envelope` (checked as strictly as a reader will). */
-function envelopeLine(envelope: MaildropEnvelope): Buffer {
-  const line = { v: MAILDROP_FORMAT_VERSION, sender: envelope.sender, recipients: envelope.recipients };
+/** The first line of a drop file for `envelope` (checked as strictly as a reader will). */
+function envelopeLine(envelope: DropEnvelope): Buffer {
+  const line = { v: DROP_FILE_FORMAT_VERSION, sender: envelope.sender, recipients: envelope.recipients };
   checkEnvelope(line);
   const bytes = Buffer.from(`${JSON.stringify(line)}\n`, 'utf8');
-  if (bytes.length > MAX_ENVELOPE_LINE) throw new MaildropFormatError('the recipient list is too long');
+  if (bytes.length > MAX_ENVELOPE_LINE) throw new DropFileFormatError('the recipient list is too long');
   return bytes;
 }
 
 /**
- * Writes one message into the maildrop `dir`: temp file (readable by the daemon's user whatever
+ * Writes one message into the drop directory `dir`: temp file (readable by the daemon's user whatever
  * the umask), envelope line, message, fsync, rename to a final name; then, if this user may
  * (only the owner can open the unlistable directory), an fsync of the directory. On any error,
  * including one from `message`, nothing is left behind. Returns the final name.
  */
-export async function writeMaildropFile(dir: string, envelope: MaildropEnvelope, message: Readable): Promise<string> {
+export async function writeDropFile(dir: string, envelope: DropEnvelope, message: Readable): Promise<string> {
   const header = envelopeLine(envelope);
   const temp = join(dir, `tmp-${randomBytes(16).toString('hex')}`);
-  const name = newMaildropName();
+  const name = newDropFileName();
   const file = await open(temp, 'wx', FILE_MODE);
   try {
     try {
@@ -140,8 +138,8 @@ async function* withHeader(header: Buffer, message: Readable): AsyncGenerator<Bu
   yield* message;
 }
 
-/** An open maildrop file that passed every check; close() it when done. */
-export interface MaildropFile extends MaildropEnvelope {
+/** An open drop file that passed every check; close() it when done. */
+export interface DropFile extends DropEnvelope {
   /** the file's owner: who submitted it (the file system says so, not the file) */
   uid: number;
   /** bytes of the message in the file, at most the size limit */
@@ -152,30 +150,30 @@ export interface MaildropFile extends MaildropEnvelope {
 }
 
 /**
- * Opens and checks a maildrop file: a regular file of its own (not a symbolic link, FIFO or
+ * Opens and checks a drop file: a regular file of its own (not a symbolic link, FIFO or
  * hard link to someone else's file), a valid envelope line, a message of 1 to `sizeLimit`
- * bytes. Throws MaildropFormatError for a file that can never be queued, the file-system error
+ * bytes. Throws DropFileFormatError for a file that can never be queued, the file-system error
  * otherwise (ENOENT: it is gone).
  */
-export async function openMaildropFile(path: string, sizeLimit: number): Promise<MaildropFile> {
+export async function openDropFile(path: string, sizeLimit: number): Promise<DropFile> {
   let handle: FileHandle;
   try {
     handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
-    if (isErrno(err, 'ELOOP')) throw new MaildropFormatError('a symbolic link');
-    // a socket or device under a maildrop name: never a message
+    if (isErrno(err, 'ELOOP')) throw new DropFileFormatError('a symbolic link');
+    // a socket or device under a drop file name: never a message
     if (isErrno(err, 'ENXIO') || isErrno(err, 'ENODEV') || isErrno(err, 'EISDIR'))
-      throw new MaildropFormatError('not a regular file');
+      throw new DropFileFormatError('not a regular file');
     // EACCES and the rest: kept (a file mailsrv cannot read now is not deleted unread), retried
     throw err;
   }
   try {
     const info = await handle.stat();
-    const reject = (reason: string) => new MaildropFormatError(reason, info.uid);
+    const reject = (reason: string) => new DropFileFormatError(reason, info.uid);
     if (!info.isFile()) throw reject('not a regular file');
     if (info.nlink !== 1) throw reject(`a file with ${info.nlink} links`);
     const { envelope, dataOffset } = await readEnvelope(handle).catch((err: unknown) => {
-      throw err instanceof MaildropFormatError ? reject(err.message) : err;
+      throw err instanceof DropFileFormatError ? reject(err.message) : err;
     });
     const size = info.size - dataOffset;
     if (size <= 0) throw reject('no message after the envelope line');
@@ -201,30 +199,29 @@ export async function openMaildropFile(path: string, sizeLimit: number): Promise
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-async function readEnvelope(handle: FileHandle): Promise<{ envelope: MaildropEnvelope; dataOffset: number }> {
+async function readEnvelope(handle: FileHandle): Promise<{ envelope: DropEnvelope; dataOffset: number }> {
   const buffer = Buffer.alloc(MAX_ENVELOPE_LINE);
-  const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
-  const end = buffer.subarray(0, bytesRead).indexOf(LF);
-  if (end < 0) throw new MaildropFormatError(`no envelope line within the first ${MAX_ENVELOPE_LINE} bytes`);
+  const end = buffer.subarray(0, await readAt(handle, buffer, 0, buffer.length, 0)).indexOf(LF);
+  if (end < 0) throw new DropFileFormatError(`no envelope line within the first ${MAX_ENVELOPE_LINE} bytes`);
   let parsed: unknown;
   try {
     parsed = JSON.parse(utf8.decode(buffer.subarray(0, end)));
   } catch {
-    throw new MaildropFormatError('the envelope line is not JSON in UTF-8');
+    throw new DropFileFormatError('the envelope line is not JSON in UTF-8');
   }
   return { envelope: checkEnvelope(parsed), dataOffset: end + 1 };
 }
 
 /**
- * Makes the maildrop usable by every local user; the daemon calls it at start, as root before
+ * Makes the drop directory usable by every local user; the daemon calls it at start, as root before
  * the privilege drop when started as root (then `owner` is the daemon's user and group, else null).
  * state_dir becomes 0711 (others may pass through, not list; everything else in it keeps 0700),
- * the maildrop is created if missing and gets `owner` and mode 1733. It is opened without following
+ * the drop directory is created if missing and gets `owner` and mode 1733. It is opened without following
  * links, so a link planted in its place is refused, never chmod-ed or chown-ed. Returns its path.
  */
-export async function prepareMaildrop(stateDir: string, owner: { uid: number; gid: number } | null): Promise<string> {
+export async function prepareDropDir(stateDir: string, owner: { uid: number; gid: number } | null): Promise<string> {
   await chmod(stateDir, 0o711);
-  const dir = maildropDir(stateDir);
+  const dir = statePaths(stateDir).dropDir;
   try {
     await mkdir(dir, { mode: DIRECTORY_MODE });
   } catch (err) {

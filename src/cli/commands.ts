@@ -1,0 +1,29 @@
+// The subcommands and the file that defines each, loaded only when one of its commands runs:
+// `mailsrv sendmail` and `mailq` (run from cron, often) load neither the daemon nor the other
+// commands' code.
+import type { Command } from 'commander';
+
+/** Adds a file's commands to the program; `argv` is what main.ts parses. */
+export type RegisterCommands = (program: Command, argv: string[]) => void;
+
+export interface CommandFile {
+  /** the commands it defines, in the order `mailsrv --help` lists them */
+  names: string[];
+  load(): Promise<RegisterCommands>;
+}
+
+export const COMMAND_FILES: CommandFile[] = [
+  { names: ['start'], load: async () => (await import('./start.js')).registerStartCommand },
+  { names: ['check', 'config'], load: async () => (await import('./check.js')).registerCheckCommands },
+  { names: ['init'], load: async () => (await import('./init.js')).registerInitCommand },
+  { names: ['status', 'stop'], load: async () => (await import('./status.js')).registerStatusCommands },
+  { names: ['user'], load: async () => (await import('./user.js')).registerUserCommands },
+  { names: ['queue'], load: async () => (await import('./queue.js')).registerQueueCommands },
+  { names: ['sendmail'], load: async () => (await import('./sendmail.js')).registerSendmailCommand },
+];
+
+/** The files to load for a command line naming `command`: its own, or all of them (help, errors). */
+export function commandFilesFor(command: string | undefined): CommandFile[] {
+  const own = COMMAND_FILES.filter((file) => command !== undefined && file.names.includes(command));
+  return own.length > 0 ? own : COMMAND_FILES;
+}

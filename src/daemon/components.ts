@@ -1,0 +1,139 @@
+// Builds every part of the running daemon from what was loaded, wired together (nothing is
+// read, written or bound here), and the table that SIGHUP uses to hand each part its new
+// settings (see live-settings.ts). The parts read the users, aliases and certificate through
+// `loaded`, so a reload that replaces them there reaches every part at once.
+import { Authenticator } from '../auth/authenticator.js';
+import { BounceNotifier } from '../bounce/notifier.js';
+import { LocalDelivery } from '../delivery/local.js';
+import { routeAddresses } from '../delivery/route.js';
+import type { Logger } from '../log.js';
+import { countHops } from '../message/hops.js';
+import type { StatePaths } from '../paths.js';
+import { createPop3Server, type Pop3Service } from '../pop3/server.js';
+import { Injector } from '../queue/inject.js';
+import { QueueManager } from '../queue/manager.js';
+import { DropDirPickup, queueThrough } from '../queue/pickup.js';
+import { QueueStore } from '../queue/store.js';
+import { RemoteDelivery } from '../relay/agent.js';
+import { SmtpPolicy } from '../smtp/policy.js';
+import { createSmtpServer, type SmtpListenerKind, type SmtpService } from '../smtp/server.js';
+import { liveSettings, type Reconfigurers } from './live-settings.js';
+import type { Loaded } from './loaded.js';
+
+export interface SmtpListener {
+  address: string;
+  service: SmtpService;
+}
+
+export interface Components {
+  store: QueueStore;
+  local: LocalDelivery;
+  manager: QueueManager;
+  /** smtp.listen, then smtp.submission, then smtp.smtps, in config order */
+  smtp: SmtpListener[];
+  pop3: Pop3Service;
+  pickup: DropDirPickup;
+  /** lets the sessions waiting to be greeted go on: the mail is safe to touch */
+  open(): void;
+  reconfigure: Reconfigurers;
+}
+
+export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logger): Components {
+  const { config } = loaded;
+  // sessions wait for this: the listeners are bound before the mail is safe to touch
+  let open!: () => void;
+  const ready = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let routing = liveSettings.routing(config);
+  let bounces = liveSettings.bounces(config);
+
+  const authenticator = new Authenticator(() => loaded.directory.users, liveSettings.auth(config));
+  const store = new QueueStore(config.state_dir);
+  const local = new LocalDelivery({
+    ...liveSettings.local(config),
+    spoolDir: config.spool_dir,
+    store,
+    userExists: (user) => loaded.directory.hasMailbox(user),
+    logger,
+  });
+  const policy = new SmtpPolicy({
+    ...liveSettings.policy(config),
+    directory: () => loaded.directory,
+    mailboxSize: (user) => local.mailboxSize(user),
+  });
+  const injector = new Injector({
+    store,
+    route: (addresses) => routeAddresses(addresses, { ...routing, directory: loaded.directory }),
+    onQueued: (entry) => manager.add(entry),
+  });
+  const remote = new RemoteDelivery({ ...liveSettings.remote(config), store, logger });
+  const manager: QueueManager = new QueueManager({
+    ...liveSettings.queue(config),
+    store,
+    local,
+    remote,
+    notifier: new BounceNotifier({ store, injector, settings: () => bounces }),
+    hops: (entry) => countHops(store.openMessage(entry)),
+    logger,
+  });
+  const smtpListener = (kind: SmtpListenerKind, address: string): SmtpListener => ({
+    address,
+    service: createSmtpServer({
+      kind,
+      settings: liveSettings.smtp(config),
+      tls: loaded.tls,
+      ready,
+      policy,
+      authenticator,
+      store,
+      deliverNow: (envelope, source) => local.deliverNow(envelope, source),
+      onQueued: (entry) => manager.add(entry),
+      logger,
+    }),
+  });
+  const smtp = [
+    ...config.smtp.listen.map((address) => smtpListener('mx', address)),
+    ...config.smtp.submission.map((address) => smtpListener('submission', address)),
+    ...config.smtp.smtps.map((address) => smtpListener('smtps', address)),
+  ];
+  const pop3 = createPop3Server({
+    settings: liveSettings.pop3(config),
+    tls: () => loaded.tls,
+    ready,
+    spoolDir: config.spool_dir,
+    indexDir: paths.indexDir,
+    journalDir: paths.journalDir,
+    authenticator,
+    logger,
+  });
+  const pickup = new DropDirPickup({
+    ...liveSettings.pickup(config),
+    dir: paths.dropDir,
+    logger,
+    inject: queueThrough(injector, logger),
+  });
+
+  const reconfigure: Reconfigurers = {
+    log: (level) => {
+      logger.level = level;
+    },
+    routing: (settings) => {
+      routing = settings;
+    },
+    bounces: (settings) => {
+      bounces = settings;
+    },
+    auth: (settings) => authenticator.reconfigure(settings),
+    policy: (settings) => policy.reconfigure(settings),
+    local: (settings) => local.reconfigure(settings),
+    queue: (settings) => manager.reconfigure(settings),
+    pickup: (settings) => pickup.reconfigure(settings),
+    remote: (settings) => remote.reconfigure(settings),
+    smtp: (settings) => {
+      for (const { service } of smtp) service.reconfigure(settings, loaded.tls);
+    },
+    pop3: (settings) => pop3.reconfigure(settings),
+  };
+  return { store, local, manager, smtp, pop3, pickup, open, reconfigure };
+}

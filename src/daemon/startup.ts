@@ -1,0 +1,97 @@
+// The steps of the daemon's start-up that touch the system: who to run as, the directories,
+// the privilege drop, crash recovery, the queue, and the announcement that it is ready.
+// daemon.ts runs them as named phases, in order.
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import { recoverInterruptedExpunges } from '../mbox/expunge.js';
+import { clearStaleLocks, type StaleLockInfo } from '../mbox/lock.js';
+import type { StatePaths } from '../paths.js';
+import { writePidFile } from '../pid-file.js';
+import {
+  checkWritable,
+  dropPrivileges,
+  type Identity,
+  prepareDirectories,
+  resolveIdentity,
+  startedAsRoot,
+} from '../privileges.js';
+import { prepareDropDir } from '../queue/drop-dir.js';
+import type { Components } from './components.js';
+import type { Loaded } from './loaded.js';
+
+/** As root: who to become once the ports are bound (a bad user or group stops the start); else null. */
+export function daemonIdentity(config: Config): Identity | null {
+  return startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
+}
+
+/** Creates the spool and state directories, handed to the daemon's user, and opens the maildrop. */
+export async function prepareStateDirectories(
+  config: Config,
+  paths: StatePaths,
+  identity: Identity | null,
+): Promise<void> {
+  await prepareDirectories(
+    { spool: config.spool_dir, state: [config.state_dir, paths.indexDir, paths.journalDir] },
+    identity,
+  );
+  // `mailsrv sendmail` drops mail here as any local user: state_dir 0711, maildrop 1733
+  await prepareDropDir(config.state_dir, identity);
+}
+
+/** Becomes the daemon's user (when started as root) and checks it can write where it must. */
+export async function becomeDaemonUser(identity: Identity | null, config: Config, logger: Logger): Promise<void> {
+  if (identity !== null) {
+    dropPrivileges(identity);
+    logger.info(
+      { user: identity.user, uid: identity.uid, group: identity.group, gid: identity.gid },
+      'privileges dropped',
+    );
+  }
+  await checkWritable({ spool_dir: config.spool_dir, state_dir: config.state_dir });
+}
+
+/**
+ * Removes the mailbox locks of dead programs and completes or undoes the POP3 updates a crash
+ * interrupted, before anyone reads or appends.
+ */
+export async function recoverMailboxes(config: Config, paths: StatePaths, logger: Logger): Promise<void> {
+  const onStaleLock = (info: StaleLockInfo) =>
+    logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed');
+  await clearStaleLocks(config.spool_dir, onStaleLock);
+  await recoverInterruptedExpunges(
+    paths.journalDir,
+    (info) => logger.warn({ mailbox: info.mailbox, action: info.action }, 'interrupted POP3 update recovered'),
+    { onStaleBroken: onStaleLock },
+  );
+}
+
+/** Loads every entry left in the queue, settles interrupted appends, and starts delivering. */
+export async function startQueue(parts: Components): Promise<void> {
+  await parts.store.init();
+  await parts.manager.start();
+}
+
+/** Lets the waiting sessions in, writes the pid file, and logs `ready`. */
+export async function announceReady(
+  parts: Components,
+  loaded: Loaded,
+  paths: StatePaths,
+  logger: Logger,
+): Promise<void> {
+  parts.open();
+  await writePidFile(paths.pidFile);
+  const { config, tls } = loaded;
+  logger.info(
+    {
+      pid: process.pid,
+      smtp: config.smtp.listen,
+      submission: config.smtp.submission,
+      smtps: config.smtp.smtps,
+      pop3: config.pop3.listen,
+      pop3s: config.pop3.pop3s,
+      tls: tls === null ? 'off' : { validTo: tls.validTo.toISOString() },
+      queued: parts.manager.size,
+    },
+    'ready',
+  );
+}

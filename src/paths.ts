@@ -1,0 +1,26 @@
+// The layout of state_dir: every file and directory mailsrv keeps there is named here, so the
+// daemon, the queue, POP3 and the CLI agree on it and a new one is added in one place.
+import { join } from 'node:path';
+
+export interface StatePaths {
+  /** the running daemon's pid (`mailsrv status`, `stop`, `queue flush` read it) */
+  pidFile: string;
+  /** the queue: one file per accepted message (queue/store.ts) */
+  queueDir: string;
+  /** what the POP3 scan learnt about each mailbox */
+  indexDir: string;
+  /** the POP3 update's crash journal */
+  journalDir: string;
+  /** where `mailsrv sendmail` leaves mail for the daemon to pick up (queue/drop-dir.ts) */
+  dropDir: string;
+}
+
+export function statePaths(stateDir: string): StatePaths {
+  return {
+    pidFile: join(stateDir, 'mailsrv.pid'),
+    queueDir: join(stateDir, 'queue'),
+    indexDir: join(stateDir, 'index'),
+    journalDir: join(stateDir, 'journal'),
+    dropDir: join(stateDir, 'maildrop'),
+  };
+}

@@ -1,0 +1,389 @@
+// One POP3 connection: the socket side of a session. It reads command lines and hands them, one
+// at a time and in order (pipelining, RFC 2449 §6.6), to the session's Pop3Protocol, writing
+// each answer before the next line is looked at; it runs the TLS handshakes (STLS, and an
+// implicit-TLS listener, RFC 8314, where the session starts over TLS), the autologout, the
+// linger after the last reply and the graceful stop.
+//
+// Memory per session is bounded: the reader holds at most one line, the socket is paused while
+// too many pipelined bytes wait, every reply waits for the socket to drain before the next
+// command runs, and a message is streamed from the file, dot-stuffed, at the pace the client
+// reads (one chunk at a time; a small message in one piece, retr-reply.ts).
+// Replies are corked while pipelined commands are waiting, so a run of small RETRs goes out in
+// a few large writes; the socket is flushed whenever it holds a buffer's worth or the client
+// has nothing more queued.
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { Logger } from '../log.js';
+import type { TlsCredentials } from '../tls/credentials.js';
+import type { SessionContext } from './context.js';
+import { LineReader } from './lines.js';
+import { GREETING, type MessageResponse, Pop3Protocol, type Pop3Response } from './protocol.js';
+import { TERMINATOR, WHOLE_REPLY_MAX } from './retr-reply.js';
+import { acceptTls, describeTls } from './tls.js';
+
+/** pipelined bytes a busy session holds before it stops reading the socket */
+const MAX_BUFFERED = 16 * 1024;
+/** multi-line listings (LIST, UIDL) are written in pieces of about this size */
+const LISTING_CHUNK = 16 * 1024;
+/** after our last reply, how long a client may take to close before the socket is destroyed */
+const LINGER_MS = 10_000;
+const SHUTDOWN_LINGER_MS = 2_000;
+/** the longest a TLS handshake may take (never longer than pop3.timeout) */
+const HANDSHAKE_TIMEOUT_MS = 30_000;
+
+/** The client went away (or the server is stopping) while a reply was being written. */
+class ConnectionGone extends Error {}
+
+export class Pop3Connection {
+  readonly id = randomBytes(6).toString('hex').toUpperCase();
+  /** resolves once the socket is closed and the session has let go of its mailbox */
+  readonly closed: Promise<void>;
+
+  private readonly log: Logger;
+  private readonly reader = new LineReader();
+  private readonly client: string;
+  private readonly protocol: Pop3Protocol;
+  /** the stream commands come from and replies go to: the connection, or TLS over it */
+  private socket: Socket;
+  /**
+   * waiting: before the greeting, or in a TLS handshake (nothing is read or written);
+   * talking: replies may be written on `socket`; ended: the socket is closed or closing
+   */
+  private state: 'waiting' | 'talking' | 'ended' = 'waiting';
+  /** the client shut down its side: answer what it sent, then end the connection */
+  private inputEnded = false;
+  private pumping = false;
+  /** a multi-line reply is being written: an out-of-band -ERR would corrupt it */
+  private streaming = false;
+  private resolveClosed!: () => void;
+
+  /** the socket is closed or closing: no more commands, no more replies */
+  private get ended(): boolean {
+    return this.state === 'ended';
+  }
+
+  constructor(
+    /** the TCP connection: its close ends the session, whatever runs over it */
+    private readonly connection: Socket,
+    private readonly ctx: SessionContext,
+    /** accepted by an implicit-TLS (pop3s) listener: the handshake comes before the greeting */
+    private readonly implicitTls: boolean,
+  ) {
+    this.socket = connection;
+    this.client = connection.remoteAddress ?? 'unknown';
+    this.log = ctx.logger.child({ sessionId: this.id });
+    this.protocol = new Pop3Protocol(ctx, this.client, this.log);
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+  }
+
+  /**
+   * Greets the client and reads its commands once the daemon is ready to touch mailboxes
+   * (`ready`) and, on an implicit-TLS listener, the TLS handshake is done. Until then nothing is
+   * read as a command and nothing is answered.
+   */
+  async start(ready: Promise<void>): Promise<void> {
+    const { connection } = this;
+    this.log.info(
+      {
+        client: this.client,
+        port: connection.localPort,
+        listener: this.implicitTls ? 'pop3s' : 'pop3',
+        tls: this.implicitTls,
+      },
+      'connect',
+    );
+    connection.setNoDelay(true);
+    connection.on('error', this.onSocketError);
+    connection.on('close', () => this.onClose());
+    await ready;
+    if (this.ended) return;
+    if (!this.implicitTls) {
+      this.attach(connection);
+    } else {
+      const credentials = this.ctx.tls();
+      if (credentials === null) {
+        this.log.warn({ client: this.client }, 'pop3s connection closed: TLS is not configured');
+        connection.destroy();
+        return;
+      }
+      if (!(await this.startTls(credentials, 'tls'))) return;
+    }
+    this.state = 'talking';
+    this.send(GREETING);
+  }
+
+  /**
+   * Graceful stop: a session inside its QUIT update finishes it (and answers it) first; every
+   * other one gets `-ERR [SYS/TEMP] server shutting down` (unless a multi-line reply is under
+   * way, which cannot be interrupted cleanly) and is closed. Nothing is deleted.
+   */
+  async shutdown(): Promise<void> {
+    const { updating } = this.protocol;
+    if (updating !== null) {
+      await updating;
+    } else if (!this.ended) {
+      if (this.streaming || this.state !== 'talking') this.socket.destroy();
+      else this.finish('-ERR [SYS/TEMP] server shutting down', SHUTDOWN_LINGER_MS);
+    }
+    await this.closed;
+  }
+
+  // ---------------------------------------------------------------- input
+
+  /** Makes `stream` the one the session reads commands from and answers on. */
+  private attach(stream: Socket): void {
+    this.socket = stream;
+    stream.setTimeout(this.ctx.settings().timeoutMs);
+    stream.on('timeout', this.onTimeout);
+    stream.on('data', this.onData);
+    stream.on('end', this.onEnd);
+  }
+
+  private detach(stream: Socket): void {
+    stream.setTimeout(0);
+    stream.off('timeout', this.onTimeout);
+    stream.off('data', this.onData);
+    stream.off('end', this.onEnd);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.ended) return;
+    this.reader.push(chunk);
+    if (this.reader.buffered > MAX_BUFFERED) this.socket.pause();
+    void this.pump();
+  };
+
+  private readonly onEnd = (): void => {
+    this.inputEnded = true;
+    void this.pump();
+  };
+
+  private readonly onSocketError = (err: NodeJS.ErrnoException): void => {
+    this.log.debug({ err: err.message, code: err.code }, 'socket error');
+  };
+
+  /** Hands the queued lines to the protocol one at a time, each fully answered before the next. */
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (!this.ended) {
+        this.reader.maxLength = this.protocol.maxLineLength;
+        const event = this.reader.next();
+        if (event === null) break;
+        // autologout counts from the last command (the socket restarts its idle timer on every
+        // read and write); a SIGHUP'd pop3.timeout applies from the next one
+        const { timeoutMs } = this.ctx.settings();
+        if (this.socket.timeout !== timeoutMs) this.socket.setTimeout(timeoutMs);
+        // replies wait in the socket while more pipelined commands follow (flushed below or by drained())
+        if (this.socket.writableCorked === 0) this.socket.cork();
+        const response =
+          event.kind === 'too-long'
+            ? this.protocol.lineTooLong()
+            : await this.protocol.handle(event.line.toString('utf8'));
+        if (response !== null) await this.answer(response);
+        if (this.socket.writableNeedDrain) await this.drained();
+        if (this.socket.isPaused() && this.reader.buffered <= MAX_BUFFERED && !this.ended) {
+          this.socket.resume();
+        }
+      }
+      this.flush();
+    } catch (err) {
+      if (!(err instanceof ConnectionGone)) {
+        this.log.error({ err: (err as Error).message }, 'session failed');
+        this.socket.destroy();
+      }
+    } finally {
+      this.pumping = false;
+    }
+    // like a dropped connection: nothing is deleted unless a QUIT came
+    if (this.inputEnded && !this.ended) this.socket.end();
+    if (!this.ended && this.socket.isPaused()) this.socket.resume();
+  }
+
+  private answer(response: Pop3Response): Promise<void> | void {
+    switch (response.kind) {
+      case 'line':
+        if (response.close) return this.finish(response.line);
+        return this.send(response.line);
+      case 'lines':
+        return this.sendMultiline(response.first, response.lines);
+      case 'message':
+        return this.sendMessage(response);
+      case 'start-tls':
+        return this.upgrade(response.line, response.credentials);
+    }
+  }
+
+  // ---------------------------------------------------------------- TLS
+
+  /** STLS (RFC 2595 §4): the +OK, then the TLS handshake over the same connection. */
+  private async upgrade(line: string, credentials: TlsCredentials): Promise<void> {
+    // the +OK must be out on the wire before the TLS layer takes the connection over
+    await this.sendAndFlush(line);
+    // whatever the client sent after STLS it sent before it saw this +OK, in plaintext: it is
+    // thrown away, never run as commands over TLS (the command injection of CVE-2011-0411)
+    this.reader.clear();
+    this.detach(this.connection);
+    this.connection.pause();
+    while (this.connection.read() !== null);
+    await this.startTls(credentials, 'starttls');
+  }
+
+  /**
+   * The TLS handshake on the connection; once it is done the session goes on over TLS. False when
+   * it failed (logged; the connection is destroyed and the session ends).
+   */
+  private async startTls(credentials: TlsCredentials, event: 'starttls' | 'tls'): Promise<boolean> {
+    if (!this.ended) this.state = 'waiting';
+    const timeoutMs = Math.min(HANDSHAKE_TIMEOUT_MS, this.ctx.settings().timeoutMs);
+    const { socket, handshake } = acceptTls(this.connection, credentials.context, timeoutMs);
+    socket.on('error', this.onSocketError);
+    try {
+      await handshake;
+    } catch (err) {
+      this.state = 'ended';
+      this.protocol.stop();
+      this.log.info({ client: this.client, err: (err as Error).message }, 'TLS handshake failed');
+      return false;
+    }
+    this.protocol.tlsStarted();
+    this.log.info({ client: this.client, ...describeTls(socket) }, event);
+    this.attach(socket);
+    this.state = 'talking';
+    return true;
+  }
+
+  // ---------------------------------------------------------------- output and end
+
+  /**
+   * Sends the status line, then streams a message (RETR) or its headers and first bodyLines
+   * lines (TOP) from the file, dot-stuffed, then the terminating ".". For RETR the octets must be
+   * exactly the size LIST gave: if the file no longer holds them (another program changed it),
+   * the connection is cut before the terminator, so the client sees a failure instead of a
+   * wrong message.
+   */
+  private async sendMessage({ status, mailbox, info, bodyLines }: MessageResponse): Promise<void> {
+    const { socket } = this;
+    this.streaming = true;
+    try {
+      const window = await mailbox.openWindow();
+      if (bodyLines === undefined && info.contentLength <= WHOLE_REPLY_MAX) {
+        // a small message: status, body and terminator in one buffer, one write
+        const reply = await mailbox.wholeReply(window, info, status);
+        if (this.ended || socket.destroyed) throw new ConnectionGone();
+        socket.write(reply);
+        return;
+      }
+      this.send(status);
+      const reader = mailbox.retrieve(window, info, bodyLines);
+      for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) {
+        // a client that went away stops the file read
+        if (this.ended || socket.destroyed) throw new ConnectionGone();
+        socket.write(chunk);
+        if (socket.writableNeedDrain) await this.drained();
+      }
+      if (this.ended || socket.destroyed) throw new ConnectionGone();
+      const octets = reader.encoder.wireBytes;
+      if (bodyLines === undefined && octets !== info.size)
+        throw new Error(`message has ${octets} octets, ${info.size} expected`);
+      socket.write(TERMINATOR);
+    } catch (err) {
+      if (this.ended || err instanceof ConnectionGone) throw new ConnectionGone();
+      this.log.error(
+        { user: mailbox.user, offset: info.offset, err: (err as Error).message },
+        'cannot send message; closing the connection',
+      );
+      socket.destroy();
+      throw new ConnectionGone();
+    } finally {
+      this.streaming = false;
+    }
+  }
+
+  private send(line: string): void {
+    if (this.ended) return;
+    this.socket.write(`${line}\r\n`);
+  }
+
+  /** First line, then the lines (dot-stuffed), then "."; written in pieces, waiting for the socket to drain. */
+  private async sendMultiline(first: string, lines: Iterable<string>): Promise<void> {
+    this.streaming = true;
+    try {
+      let piece = `${first}\r\n`;
+      for (const line of lines) {
+        piece += `${line.startsWith('.') ? '.' : ''}${line}\r\n`;
+        if (piece.length >= LISTING_CHUNK) {
+          this.send(piece.slice(0, -2));
+          piece = '';
+          if (this.socket.writableNeedDrain) await this.drained();
+        }
+      }
+      this.send(`${piece}.`);
+    } finally {
+      this.streaming = false;
+    }
+  }
+
+  /** Sends a line and resolves once it, and every reply before it, has been handed to the kernel. */
+  private sendAndFlush(line: string): Promise<void> {
+    if (this.ended) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.socket.write(`${line}\r\n`, () => resolve());
+      this.flush();
+    });
+  }
+
+  /** Writes out what corked replies hold (see pump). */
+  private flush(): void {
+    while (this.socket.writableCorked > 0) this.socket.uncork();
+  }
+
+  /** Flushes, then resolves when the socket wants more data; rejects with ConnectionGone if it closes first. */
+  private drained(): Promise<void> {
+    this.flush();
+    if (this.ended || this.socket.destroyed) return Promise.reject(new ConnectionGone());
+    return new Promise((resolve, reject) => {
+      const onDrain = () => {
+        cleanup();
+        resolve();
+      };
+      const onClose = () => {
+        cleanup();
+        reject(new ConnectionGone());
+      };
+      const cleanup = () => {
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+      };
+      this.socket.on('drain', onDrain);
+      this.socket.on('close', onClose);
+    });
+  }
+
+  /** Sends a last line and closes; a client that does not close in time is cut off. */
+  private finish(line: string, lingerMs = LINGER_MS): void {
+    if (this.ended) return;
+    this.send(line);
+    this.state = 'ended';
+    this.protocol.stop();
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), lingerMs).unref();
+  }
+
+  private readonly onTimeout = (): void => {
+    if (this.protocol.updating !== null) return;
+    this.log.info({ client: this.client, user: this.protocol.user }, 'autologout');
+    if (this.streaming) this.socket.destroy();
+    else this.finish('-ERR Autologout; idle for too long');
+  };
+
+  private onClose(): void {
+    this.state = 'ended';
+    const released = this.protocol.disconnected();
+    this.log.info('disconnect');
+    void released.finally(() => this.resolveClosed());
+  }
+}

@@ -1,0 +1,31 @@
+// What every POP3 session shares, made once by server.ts: the settings SIGHUP may change, the
+// certificate as loaded now, the password checks, the mailboxes, and which of them are in use.
+import type { Authenticator } from '../auth/authenticator.js';
+import type { NetworkMatcher } from '../config/networks.js';
+import type { Logger } from '../log.js';
+import type { TlsCredentials } from '../tls/credentials.js';
+import type { Maildrop } from './maildrop.js';
+
+/** What SIGHUP may change for running and new sessions. */
+export interface Pop3Settings {
+  maxClients: number;
+  /** autologout: idle time allowed between commands */
+  timeoutMs: number;
+  /** how long opening a mailbox and the QUIT update wait for its dotlock */
+  lockTimeoutMs: number;
+  /** clients that may log in with a plaintext password without TLS */
+  plaintextAuth: NetworkMatcher;
+}
+
+export interface SessionContext {
+  settings(): Pop3Settings;
+  /** the certificate as loaded now, for STLS and implicit TLS; null: TLS is off */
+  tls(): TlsCredentials | null;
+  /** checks passwords for every protocol (throttle, lockout, equal timing) */
+  authenticator: Authenticator;
+  maildrop: Maildrop;
+  /** one session per mailbox: false when another session holds it */
+  claim(user: string, holder: object): boolean;
+  release(user: string, holder: object): void;
+  logger: Logger;
+}

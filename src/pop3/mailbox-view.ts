@@ -1,0 +1,77 @@
+// What a logged-in POP3 session sees of its mailbox: the messages as scanned at login, the ones
+// DELE marked (removed only by QUIT's update), and the file opened once for the session's RETR
+// and TOP reads, with the buffer small RETR replies are built in (retr-reply.ts). The file
+// work itself is Maildrop's.
+import type { MailboxSnapshot, MessageInfo } from '../mbox/mailbox.js';
+import type { FileWindow, MessageReader } from '../mbox/retrieve.js';
+import type { Maildrop } from './maildrop.js';
+import { WholeReplies } from './retr-reply.js';
+
+export class MailboxView {
+  /** indexes into snapshot.messages marked by DELE */
+  readonly deleted = new Set<number>();
+  /** the mailbox file and its read buffer, opened at the first RETR or TOP */
+  private window: Promise<FileWindow> | null = null;
+  /** where small RETR replies are built, made at the first RETR */
+  private wholeReplies: WholeReplies | null = null;
+
+  constructor(
+    readonly user: string,
+    private readonly snapshot: MailboxSnapshot,
+    private readonly maildrop: Maildrop,
+  ) {}
+
+  get messages(): MessageInfo[] {
+    return this.snapshot.messages;
+  }
+
+  /** Messages not marked deleted: their count and total octets. */
+  stat(): { count: number; size: number } {
+    let count = 0;
+    let size = 0;
+    this.messages.forEach((message, index) => {
+      if (this.deleted.has(index)) return;
+      count += 1;
+      size += message.size;
+    });
+    return { count, size };
+  }
+
+  /** `n value` for every message not marked deleted, generated as it is written. */
+  *listing(value: (message: MessageInfo) => string): Generator<string> {
+    const { messages } = this;
+    for (let index = 0; index < messages.length; index++) {
+      if (!this.deleted.has(index)) yield `${index + 1} ${value(messages[index]!)}`;
+    }
+  }
+
+  /** The mailbox file for RETR and TOP, opened at the first call and kept until close(). */
+  openWindow(): Promise<FileWindow> {
+    this.window ??= this.maildrop.openWindow(this.snapshot);
+    return this.window;
+  }
+
+  /** The whole reply (status, message, terminator) to RETR of a small message, in one buffer. */
+  wholeReply(window: FileWindow, info: MessageInfo, status: string): Promise<Buffer> {
+    this.wholeReplies ??= new WholeReplies();
+    return this.wholeReplies.retr(window, this.snapshot.path, info, status);
+  }
+
+  /** A message as POP3 sends it, without the terminator; with bodyLines, TOP's part of it. */
+  retrieve(window: FileWindow, info: MessageInfo, bodyLines?: number): MessageReader {
+    return this.maildrop.retrieve(this.snapshot, window, info, bodyLines);
+  }
+
+  /** QUIT's update: removes the messages marked deleted. */
+  expunge(): Promise<{ removed: number; bytesFreed: number }> {
+    return this.maildrop.expunge(this.snapshot, this.deleted);
+  }
+
+  /** Closes the file (a read still running keeps it until it is done: FileHandle.close waits for it). */
+  close(): void {
+    const window = this.window;
+    this.window = null;
+    this.wholeReplies = null;
+    if (window !== null) void window.then((opened) => opened.close()).catch(() => undefined);
+  }
+}

@@ -1,0 +1,507 @@
+// The POP3 protocol of one session, without its socket: the RFC 1939 state machine
+// AUTHORIZATION → TRANSACTION → UPDATE, with CAPA and RESP-CODES (RFC 2449), AUTH-RESP-CODE
+// (RFC 3206), AUTH PLAIN (RFC 5034, 4616) and STLS (RFC 2595). It takes one command line at a
+// time and answers it with one Pop3Response: a status line (the last one, if it ends the
+// session), a multi-line reply, a message for the connection to stream from the mailbox (RETR,
+// TOP), or STLS's go-ahead, after which the connection does the handshake and calls
+// tlsStarted(). connection.ts reads the lines and writes the answers.
+//
+// A plaintext password is taken only over TLS or from plaintext_auth_networks; logins go through
+// SessionLogins, shared with SMTP. The mailbox is read and updated through MailboxView. Nothing
+// here logs a password or an AUTH payload.
+import { SessionLogins } from '../auth/session-logins.js';
+import type { Logger } from '../log.js';
+import { MailboxLockedError } from '../mbox/lock.js';
+import { MailboxChangedError, type MessageInfo, type MailboxSnapshot } from '../mbox/mailbox.js';
+import type { TlsCredentials } from '../tls/credentials.js';
+import type { SessionContext } from './context.js';
+import { MAX_COMMAND_LENGTH } from './lines.js';
+import { NotAMailboxError } from './maildrop.js';
+import { MailboxView } from './mailbox-view.js';
+
+export const GREETING = '+OK mailsrv ready';
+
+/**
+ * Where a session is: RFC 1939's states, with AUTHORIZATION split by what the next line is (a
+ * command; the PASS a USER asked for; AUTH PLAIN's response after "+ "), and `closed` once it
+ * takes no more commands.
+ */
+export type Pop3Phase = 'authorization' | 'awaiting-pass' | 'awaiting-sasl' | 'transaction' | 'update' | 'closed';
+
+/** RETR and TOP: the status line, then the message (TOP: its headers and first bodyLines lines) from the mailbox. */
+export interface MessageResponse {
+  kind: 'message';
+  status: string;
+  mailbox: MailboxView;
+  info: MessageInfo;
+  bodyLines?: number;
+}
+
+/** The answer to one command line. */
+export type Pop3Response =
+  /** one status line; with `close`, the session's last: the connection ends after it */
+  | { kind: 'line'; line: string; close?: true }
+  /** the status line, then `lines` (dot-stuffed on the wire), then "." */
+  | { kind: 'lines'; first: string; lines: Iterable<string> }
+  | MessageResponse
+  /** STLS: the line, out on the wire, then the TLS handshake with these credentials */
+  | { kind: 'start-tls'; line: string; credentials: TlsCredentials };
+
+type State =
+  | { phase: 'authorization' | 'awaiting-sasl' | 'closed' }
+  /** the name USER gave */
+  | { phase: 'awaiting-pass'; name: string }
+  | { phase: 'transaction' | 'update'; mailbox: MailboxView };
+
+/** longest AUTH PLAIN continuation line (base64 of authzid, authcid and password) */
+const MAX_SASL_LINE = 2048;
+/** protocol errors (unknown command, wrong state, bad arguments, long lines) before the session is closed */
+const MAX_BAD_COMMANDS = 20;
+
+const PLAINTEXT_REFUSED = '-ERR [AUTH] Plaintext authentication disallowed on non-secured connection';
+const AUTH_FAILED = '-ERR [AUTH] Invalid user name or password';
+const STLS_UNAVAILABLE = '-ERR STLS not available: TLS is not configured';
+const ALREADY_TLS = '-ERR Already in TLS';
+const SIGN_OFF = '+OK mailsrv signing off';
+
+const AUTHORIZATION_COMMANDS = ['USER', 'PASS', 'AUTH', 'CAPA', 'STLS', 'QUIT'] as const;
+const TRANSACTION_COMMANDS = ['STAT', 'LIST', 'RETR', 'DELE', 'NOOP', 'RSET', 'TOP', 'UIDL', 'QUIT', 'CAPA'] as const;
+
+function isOneOf<T extends string>(words: readonly T[], word: string): word is T {
+  return (words as readonly string[]).includes(word);
+}
+
+function messagesText(count: number): string {
+  return `${count} message${count === 1 ? '' : 's'}`;
+}
+
+function line(text: string): Pop3Response {
+  return { kind: 'line', line: text };
+}
+
+function arity(args: string[], min: number, max: number): void {
+  if (args.length < min) throw new BadCommand('-ERR Missing argument');
+  if (args.length > max) throw new BadCommand('-ERR Too many arguments');
+}
+
+/** A protocol error: the -ERR line it turns into; counts towards MAX_BAD_COMMANDS. */
+class BadCommand extends Error {}
+
+export class Pop3Protocol {
+  private state: State = { phase: 'authorization' };
+  /** the session runs over TLS (implicit, or after STLS) */
+  private secure = false;
+  /**
+   * the mailbox this session has claimed, from login until the connection is gone or QUIT's
+   * update is done (a session closed for too many errors keeps it that long); its view once opened
+   */
+  private held: { user: string; mailbox: MailboxView | null } | null = null;
+  private badCommands = 0;
+  private readonly logins: SessionLogins;
+  private quitUpdate: Promise<void> | null = null;
+
+  constructor(
+    private readonly ctx: SessionContext,
+    /** the client's IP address */
+    private readonly client: string,
+    /** the session's logger */
+    private readonly log: Logger,
+  ) {
+    this.logins = new SessionLogins(ctx.authenticator, log, client, () => this.state.phase !== 'closed');
+  }
+
+  get phase(): Pop3Phase {
+    return this.state.phase;
+  }
+
+  /** The longest line the next one may be (without its line end). */
+  get maxLineLength(): number {
+    return this.state.phase === 'awaiting-sasl' ? MAX_SASL_LINE : MAX_COMMAND_LENGTH;
+  }
+
+  /** The user whose mailbox the session holds (claimed at login, until it lets go), for log lines. */
+  get user(): string | null {
+    return this.held?.user ?? null;
+  }
+
+  /** QUIT's update, once it has started (it is never cut short): the connection waits for it. */
+  get updating(): Promise<void> | null {
+    return this.quitUpdate;
+  }
+
+  /** Answers one command line (without its line end); null once the session is closed. */
+  async handle(text: string): Promise<Pop3Response | null> {
+    const { state } = this;
+    if (state.phase === 'closed') return null;
+    if (state.phase === 'awaiting-sasl') {
+      this.state = { phase: 'authorization' };
+      return this.saslResponse(text);
+    }
+    const space = text.indexOf(' ');
+    const keyword = (space < 0 ? text : text.slice(0, space)).toUpperCase();
+    // PASS takes the rest of the line as is: a password may contain spaces
+    const rest = space < 0 ? '' : text.slice(space + 1);
+    const args = rest.split(' ').filter((arg) => arg !== '');
+    this.log.debug({ command: /^[A-Z]{1,8}$/.test(keyword) ? keyword : '(bad)' }, 'command');
+    try {
+      const response = await this.dispatch(keyword, args, rest);
+      this.badCommands = 0;
+      return response;
+    } catch (err) {
+      if (!(err instanceof BadCommand)) throw err;
+      return this.bad(err.message);
+    }
+  }
+
+  /** Answers a line longer than maxLineLength (it was not kept); null once the session is closed. */
+  lineTooLong(): Pop3Response | null {
+    if (this.state.phase === 'closed') return null;
+    if (this.state.phase === 'awaiting-sasl') this.state = { phase: 'authorization' };
+    return this.bad('-ERR line too long');
+  }
+
+  /** The TLS handshake is done (after STLS, or on an implicit-TLS listener before the greeting). */
+  tlsStarted(): void {
+    this.secure = true;
+  }
+
+  /**
+   * The connection ends for a reason of its own (autologout, server stop, failed handshake): no
+   * more commands, and a login still being checked does not open the mailbox. A QUIT update
+   * goes on to its end.
+   */
+  stop(): void {
+    if (this.state.phase !== 'update') this.state = { phase: 'closed' };
+  }
+
+  /**
+   * The connection is closed. Resolves once the session has let go of its mailbox: at once, or
+   * when QUIT's update is done. Nothing is deleted unless a QUIT came.
+   */
+  disconnected(): Promise<void> {
+    const { state } = this;
+    if (state.phase === 'transaction') {
+      this.log.info(
+        { user: state.mailbox.user, marked: state.mailbox.deleted.size },
+        'connection dropped without QUIT: nothing deleted',
+      );
+    }
+    this.stop();
+    // a QUIT update keeps the mailbox until it is done, whatever the client does meanwhile
+    if (this.quitUpdate === null) this.release();
+    return this.quitUpdate ?? Promise.resolve();
+  }
+
+  private dispatch(keyword: string, args: string[], rest: string): Pop3Response | Promise<Pop3Response | null> {
+    if (!isOneOf(AUTHORIZATION_COMMANDS, keyword) && !isOneOf(TRANSACTION_COMMANDS, keyword)) {
+      throw new BadCommand('-ERR Unknown command');
+    }
+    const { state } = this;
+    if (
+      (state.phase === 'authorization' || state.phase === 'awaiting-pass') &&
+      isOneOf(AUTHORIZATION_COMMANDS, keyword)
+    )
+      return this.authorizationCommand(keyword, args, rest);
+    if (state.phase === 'transaction' && isOneOf(TRANSACTION_COMMANDS, keyword))
+      return this.transactionCommand(state.mailbox, keyword, args);
+    const rfcState =
+      state.phase === 'transaction' ? 'TRANSACTION' : state.phase === 'update' ? 'UPDATE' : 'AUTHORIZATION';
+    throw new BadCommand(`-ERR ${keyword} not allowed in the ${rfcState} state`);
+  }
+
+  private bad(reply: string): Pop3Response {
+    this.badCommands += 1;
+    if (this.badCommands >= MAX_BAD_COMMANDS) {
+      this.log.info({ client: this.client }, 'too many bad commands');
+      return this.closing('-ERR Too many bad commands, closing the connection');
+    }
+    return line(reply);
+  }
+
+  /** The session's last reply: no command is taken after it. */
+  private closing(text: string): Pop3Response {
+    this.state = { phase: 'closed' };
+    return { kind: 'line', line: text, close: true };
+  }
+
+  /** What this session may do now: USER, SASL and STLS only before login, STLS only while not under TLS. */
+  private capa(beforeLogin: boolean): Pop3Response {
+    const caps = ['TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING'];
+    if (beforeLogin) {
+      if (this.plaintextAllowed()) caps.push('USER', 'SASL PLAIN');
+      if (!this.secure && this.ctx.tls() !== null) caps.push('STLS');
+    }
+    caps.push('IMPLEMENTATION mailsrv');
+    return { kind: 'lines', first: '+OK Capability list follows', lines: caps };
+  }
+
+  // ---------------------------------------------------------------- AUTHORIZATION
+
+  private authorizationCommand(
+    keyword: (typeof AUTHORIZATION_COMMANDS)[number],
+    args: string[],
+    rest: string,
+  ): Pop3Response | Promise<Pop3Response | null> {
+    switch (keyword) {
+      case 'CAPA':
+        return this.capa(true);
+      case 'QUIT':
+        return this.closing(SIGN_OFF);
+      case 'USER':
+        return this.userCommand(args);
+      case 'PASS':
+        return this.passCommand(rest);
+      case 'AUTH':
+        return this.authCommand(args);
+      case 'STLS':
+        return this.stls(args);
+    }
+  }
+
+  private plaintextAllowed(): boolean {
+    return this.secure || this.ctx.settings().plaintextAuth(this.client);
+  }
+
+  private userCommand(args: string[]): Pop3Response {
+    if (!this.plaintextAllowed()) return line(PLAINTEXT_REFUSED);
+    arity(args, 1, 1);
+    this.state = { phase: 'awaiting-pass', name: args[0]! };
+    // the same answer for every name: whether it exists is told by nothing before PASS
+    return line('+OK send PASS');
+  }
+
+  private passCommand(password: string): Pop3Response | Promise<Pop3Response | null> {
+    if (!this.plaintextAllowed()) return line(PLAINTEXT_REFUSED);
+    const { state } = this;
+    this.state = { phase: 'authorization' };
+    if (state.phase !== 'awaiting-pass') throw new BadCommand('-ERR USER first');
+    return this.login(state.name, password);
+  }
+
+  private authCommand(args: string[]): Pop3Response | Promise<Pop3Response | null> {
+    this.state = { phase: 'authorization' };
+    if (args.length === 0) {
+      // the mechanism list some older clients ask for (RFC 1734 era), as Dovecot answers it
+      return { kind: 'lines', first: '+OK', lines: this.plaintextAllowed() ? ['PLAIN'] : [] };
+    }
+    arity(args, 1, 2);
+    if (args[0]!.toUpperCase() !== 'PLAIN') return line('-ERR Unsupported authentication mechanism');
+    if (!this.plaintextAllowed()) return line(PLAINTEXT_REFUSED);
+    if (args.length === 2) return this.saslPlain(args[1]!);
+    this.state = { phase: 'awaiting-sasl' };
+    return line('+ ');
+  }
+
+  private saslResponse(text: string): Pop3Response | Promise<Pop3Response | null> {
+    if (text === '*') return line('-ERR Authentication cancelled');
+    return this.saslPlain(text);
+  }
+
+  /** RFC 4616: base64 of `authzid NUL authcid NUL password`; "=" is an empty initial response. */
+  private saslPlain(encoded: string): Pop3Response | Promise<Pop3Response | null> {
+    const text = encoded === '=' ? '' : encoded;
+    if (text.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) {
+      return line('-ERR [AUTH] Invalid base64 in the AUTH PLAIN response');
+    }
+    const parts = Buffer.from(text, 'base64').toString('utf8').split('\0');
+    if (parts.length !== 3) return line('-ERR [AUTH] Malformed AUTH PLAIN response');
+    const [authzid, authcid, password] = parts as [string, string, string];
+    return this.login(authcid, password, authzid);
+  }
+
+  /** RFC 2595 §4: STLS, then the TLS handshake over the same connection (connection.ts). */
+  private stls(args: string[]): Pop3Response {
+    arity(args, 0, 0);
+    if (this.secure) return line(ALREADY_TLS);
+    const credentials = this.ctx.tls();
+    if (credentials === null) return line(STLS_UNAVAILABLE);
+    // a USER given in plaintext does not carry over into TLS
+    this.state = { phase: 'authorization' };
+    return { kind: 'start-tls', line: '+OK Begin TLS negotiation', credentials };
+  }
+
+  /** Checks a name and password (SessionLogins); on success opens the mailbox. */
+  private async login(name: string, password: string, authzid?: string): Promise<Pop3Response | null> {
+    const result = await this.logins.attempt({ name, password, authzid });
+    if (result.ok) return this.openMailbox(result.user);
+    switch (result.reason) {
+      case 'gone':
+        return null;
+      case 'unavailable':
+        return line('-ERR [SYS/TEMP] Authentication is temporarily unavailable, try again later');
+      case 'locked-out':
+        return this.closing('-ERR [SYS/TEMP] Too many failed logins from your address, try again later');
+      case 'invalid':
+        return result.closeConnection
+          ? this.closing(`${AUTH_FAILED}; too many failures, closing the connection`)
+          : line(AUTH_FAILED);
+    }
+  }
+
+  private async openMailbox(user: string): Promise<Pop3Response | null> {
+    if (!this.ctx.claim(user, this)) {
+      this.log.info({ user, client: this.client }, 'mailbox in use');
+      return line('-ERR [IN-USE] Mailbox is in use by another POP3 session');
+    }
+    const held: { user: string; mailbox: MailboxView | null } = { user, mailbox: null };
+    this.held = held;
+    let snapshot: MailboxSnapshot;
+    try {
+      snapshot = await this.ctx.maildrop.open(user);
+    } catch (err) {
+      this.release();
+      if (err instanceof MailboxLockedError) {
+        this.log.warn({ user, lock: err.path }, 'mailbox locked by another program');
+        return line('-ERR [IN-USE] Mailbox is locked by another program, try again later');
+      }
+      this.log.error({ user, err: (err as Error).message }, 'cannot open mailbox');
+      if (err instanceof NotAMailboxError) return line('-ERR [SYS/PERM] Mailbox is not a regular file');
+      return line('-ERR [SYS/TEMP] Cannot open the mailbox, try again later');
+    }
+    // closed meanwhile: the claim is let go with the connection
+    if (this.state.phase === 'closed') return null;
+    const mailbox = new MailboxView(user, snapshot, this.ctx.maildrop);
+    held.mailbox = mailbox;
+    this.state = { phase: 'transaction', mailbox };
+    const { count, size } = mailbox.stat();
+    this.log.info({ user, client: this.client, tls: this.secure, messages: count, size }, 'login');
+    return line(`+OK ${user} has ${messagesText(count)} (${size} octets)`);
+  }
+
+  /** Lets go of the mailbox: closes its file, and another session may claim it. */
+  private release(): void {
+    const { held } = this;
+    if (held === null) return;
+    this.held = null;
+    held.mailbox?.close();
+    this.ctx.release(held.user, this);
+  }
+
+  // ---------------------------------------------------------------- TRANSACTION
+
+  private transactionCommand(
+    mailbox: MailboxView,
+    keyword: (typeof TRANSACTION_COMMANDS)[number],
+    args: string[],
+  ): Pop3Response | Promise<Pop3Response> {
+    switch (keyword) {
+      case 'CAPA':
+        return this.capa(false);
+      case 'QUIT':
+        return this.quit(mailbox);
+      case 'STAT': {
+        arity(args, 0, 0);
+        const { count, size } = mailbox.stat();
+        return line(`+OK ${count} ${size}`);
+      }
+      case 'LIST':
+        return this.list(mailbox, args);
+      case 'UIDL':
+        return this.uidl(mailbox, args);
+      case 'RETR': {
+        arity(args, 1, 1);
+        const found = this.find(mailbox, args[0]!);
+        if ('refusal' in found) return found.refusal;
+        return { kind: 'message', status: `+OK ${found.info.size} octets`, mailbox, info: found.info };
+      }
+      case 'TOP': {
+        arity(args, 2, 2);
+        if (!/^\d{1,15}$/.test(args[1]!)) throw new BadCommand('-ERR Invalid number of lines');
+        const found = this.find(mailbox, args[0]!);
+        if ('refusal' in found) return found.refusal;
+        const bodyLines = Number(args[1]);
+        return { kind: 'message', status: '+OK top of message follows', mailbox, info: found.info, bodyLines };
+      }
+      case 'DELE': {
+        arity(args, 1, 1);
+        const found = this.find(mailbox, args[0]!);
+        if ('refusal' in found) return found.refusal;
+        mailbox.deleted.add(found.index);
+        return line(`+OK message ${found.index + 1} deleted`);
+      }
+      case 'RSET': {
+        arity(args, 0, 0);
+        mailbox.deleted.clear();
+        const { count, size } = mailbox.stat();
+        return line(`+OK maildrop has ${messagesText(count)} (${size} octets)`);
+      }
+      case 'NOOP':
+        arity(args, 0, 0);
+        return line('+OK');
+    }
+  }
+
+  /**
+   * The message a number argument names. A malformed number is a BadCommand; a number that names
+   * no message, or a deleted one, gives the -ERR reply.
+   */
+  private find(mailbox: MailboxView, arg: string): { index: number; info: MessageInfo } | { refusal: Pop3Response } {
+    if (!/^\d{1,15}$/.test(arg)) throw new BadCommand('-ERR Invalid message number');
+    const number = Number(arg);
+    const info = mailbox.messages[number - 1];
+    if (number < 1 || info === undefined) {
+      return { refusal: line(`-ERR No such message (the maildrop has ${mailbox.messages.length})`) };
+    }
+    if (mailbox.deleted.has(number - 1)) return { refusal: line(`-ERR Message ${number} is deleted`) };
+    return { index: number - 1, info };
+  }
+
+  private list(mailbox: MailboxView, args: string[]): Pop3Response {
+    arity(args, 0, 1);
+    if (args.length === 1) {
+      const found = this.find(mailbox, args[0]!);
+      return 'refusal' in found ? found.refusal : line(`+OK ${found.index + 1} ${found.info.size}`);
+    }
+    const { count, size } = mailbox.stat();
+    return {
+      kind: 'lines',
+      first: `+OK ${messagesText(count)} (${size} octets)`,
+      lines: mailbox.listing((m) => String(m.size)),
+    };
+  }
+
+  private uidl(mailbox: MailboxView, args: string[]): Pop3Response {
+    arity(args, 0, 1);
+    if (args.length === 1) {
+      const found = this.find(mailbox, args[0]!);
+      return 'refusal' in found ? found.refusal : line(`+OK ${found.index + 1} ${found.info.uidl}`);
+    }
+    return { kind: 'lines', first: '+OK unique-id listing follows', lines: mailbox.listing((m) => m.uidl) };
+  }
+
+  // ---------------------------------------------------------------- QUIT and UPDATE
+
+  private async quit(mailbox: MailboxView): Promise<Pop3Response> {
+    this.state = { phase: 'update', mailbox };
+    if (mailbox.deleted.size === 0) {
+      this.release();
+      return this.closing(SIGN_OFF);
+    }
+    const update = this.update(mailbox);
+    this.quitUpdate = update.then(() => undefined);
+    return this.closing(await update);
+  }
+
+  /** Removes the messages marked deleted; on any error nothing is deleted. Gives the reply to QUIT. */
+  private async update(mailbox: MailboxView): Promise<string> {
+    const { user } = mailbox;
+    try {
+      const { removed, bytesFreed } = await mailbox.expunge();
+      this.log.info({ user, removed, bytesFreed }, 'mailbox updated');
+      return `${SIGN_OFF} (${messagesText(removed)} deleted)`;
+    } catch (err) {
+      if (err instanceof MailboxChangedError) {
+        this.log.warn({ user, err: err.message }, 'update refused: mailbox changed by another program');
+        return '-ERR [SYS/TEMP] Mailbox was changed by another program; nothing deleted';
+      }
+      if (err instanceof MailboxLockedError) {
+        this.log.warn({ user, lock: err.path }, 'update refused: mailbox locked');
+        return '-ERR [SYS/TEMP] Mailbox is locked by another program; nothing deleted, try again later';
+      }
+      this.log.error({ user, err: (err as Error).message }, 'update failed');
+      return '-ERR [SYS/TEMP] Cannot update the mailbox; nothing deleted';
+    } finally {
+      this.release();
+    }
+  }
+}

@@ -1,0 +1,119 @@
+// The smtp-server internals src/smtp/connection.ts overrides or reads, checked on a live
+// session: when an upgrade of the pinned smtp-server renames or reshapes one, this fails
+// naming the member instead of the daemon misbehaving quietly.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createConnection, type AddressInfo, type Socket } from 'node:net';
+import { test } from 'node:test';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { MailsrvSMTPServer } from '../../src/smtp/connection.js';
+
+/** Reads CRLF-terminated reply lines from a raw socket. */
+function replies(socket: Socket): () => Promise<string> {
+  let buffered = '';
+  const waiting: ((line: string) => void)[] = [];
+  const lines: string[] = [];
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => {
+    buffered += chunk;
+    for (let nl = buffered.indexOf('\r\n'); nl !== -1; nl = buffered.indexOf('\r\n')) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 2);
+      const waiter = waiting.shift();
+      if (waiter) waiter(line);
+      else lines.push(line);
+    }
+  });
+  return () => {
+    const line = lines.shift();
+    return line === undefined ? new Promise((resolve) => waiting.push(resolve)) : Promise.resolve(line);
+  };
+}
+
+/** The last line of a (possibly multi-line) reply. */
+async function reply(next: () => Promise<string>): Promise<string> {
+  for (;;) {
+    const line = await next();
+    if (line[3] !== '-') return line;
+  }
+}
+
+test('the SMTPConnection methods mailsrv overrides or calls exist with the shapes it relies on', () => {
+  const proto = SMTPConnection.prototype as unknown as Record<string, unknown>;
+  const expected: [string, number][] = [
+    ['init', 0],
+    ['_setListeners', 1],
+    ['connectionReady', 1],
+    ['send', 3],
+    ['close', 0],
+    ['_isDisabled', 1],
+    ['handler_EHLO', 2],
+    ['handler_AUTH', 2],
+  ];
+  for (const [name, arity] of expected) {
+    assert.equal(typeof proto[name], 'function', `SMTPConnection.prototype.${name} is gone`);
+    assert.equal((proto[name] as (...args: unknown[]) => unknown).length, arity, `SMTPConnection.${name} arity`);
+  }
+  const serverProto = MailsrvSMTPServer.prototype as unknown as Record<string, unknown>;
+  for (const name of ['_onError', '_onClientConnect', 'updateSecureContext']) {
+    assert.equal(typeof serverProto[name], 'function', `SMTPServer.prototype.${name} is gone`);
+  }
+});
+
+test('a live session carries the fields mailsrv reads, and VRFY and DATA reach its overrides', async (t) => {
+  let dataStarted: (release: () => void) => void = () => undefined;
+  const releaseData = new Promise<() => void>((resolve) => {
+    dataStarted = resolve;
+  });
+  const server = new MailsrvSMTPServer({
+    tls: null,
+    plaintextAuth: () => false,
+    protocolLogEnabled: () => false,
+    authOptional: true,
+    onData(stream, _session, callback) {
+      dataStarted(() => {
+        stream.resume();
+        stream.once('end', () => callback());
+      });
+    },
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server.server, 'listening');
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const socket = createConnection((server.server.address() as AddressInfo).port, '127.0.0.1');
+  t.after(() => socket.destroy());
+  const next = replies(socket);
+  assert.match(await reply(next), /^220 /);
+
+  const connections = (server as unknown as { connections: Set<Record<string, unknown>> }).connections;
+  assert.ok(connections instanceof Set, 'SMTPServer.connections is a Set');
+  assert.equal(connections.size, 1);
+  const connection = [...connections][0]!;
+  assert.equal(connection._server, server, 'SMTPConnection._server');
+  assert.equal(connection.secure, false, 'SMTPConnection.secure');
+  assert.equal(connection.remoteAddress, '127.0.0.1', 'SMTPConnection.remoteAddress');
+  assert.equal(connection._dataStream, false, 'SMTPConnection._dataStream outside DATA');
+  const session = connection.session as { envelope?: { mailFrom?: unknown } };
+  assert.equal(typeof session.envelope, 'object', 'SMTPConnection.session.envelope');
+  const logger = (server as unknown as { logger: Record<string, unknown> }).logger;
+  assert.equal(typeof logger.info, 'function', 'SMTPServer.logger');
+
+  socket.write('EHLO client.test\r\n');
+  const ehlo = await reply(next);
+  assert.match(ehlo, /^250 /);
+  socket.write('VRFY someone\r\n');
+  assert.equal(await reply(next), '252 2.0.0 Send some mail, I will try my best', 'handler_VRFY is dispatched by name');
+
+  socket.write('MAIL FROM:<a@client.test>\r\n');
+  assert.match(await reply(next), /^250 /);
+  assert.ok(session.envelope?.mailFrom, 'session.envelope.mailFrom is set by MAIL');
+  socket.write('RCPT TO:<b@server.test>\r\n');
+  assert.match(await reply(next), /^250 /);
+  socket.write('DATA\r\n');
+  assert.match(await reply(next), /^354 /);
+  assert.ok(connection._dataStream, 'SMTPConnection._dataStream inside DATA');
+  socket.write('Subject: x\r\n\r\nbody\r\n.\r\n');
+  (await releaseData)();
+  assert.match(await reply(next), /^250 /);
+  assert.equal(connection._dataStream, false, 'SMTPConnection._dataStream after DATA');
+});
