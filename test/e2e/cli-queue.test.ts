@@ -94,7 +94,8 @@ describe('mailsrv queue', () => {
     assert.deepEqual(JSON.parse(json.stdout), []);
   });
 
-  test('a message deferred by a locked mailbox: id, size, age, sender, the waiting recipient, its state and last error; delete removes it', async (t) => {
+  // id, size, age, sender, the waiting recipient, its state and last error; delete removes it
+  test('a message deferred by a locked mailbox: listed with all it waits for', async (t) => {
     const { env, start } = await setup(t, { config: { delivery: { retry: ['1h'] } } });
     const lock = `${env.mailbox('alice')}.lock`;
     execFileSync('dotlockfile', ['-l', '-r', '0', lock]);
@@ -213,7 +214,7 @@ describe('mailsrv queue', () => {
     );
   });
 
-  test('queue flush without a running daemon: exit 1 "mailsrv is not running" (also with a stale pid file)', async (t) => {
+  test('queue flush without a running daemon: exit 1 "mailsrv is not running" (a stale pid file too)', async (t) => {
     const { env } = await setup(t);
     const r = queue(env, 'flush');
     assert.equal(r.code, 1);

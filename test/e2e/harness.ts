@@ -307,7 +307,8 @@ export class Daemon {
           done();
           reject(
             new Error(
-              `daemon exited (code ${this.exitCode}, signal ${this.exitSignal}) while waiting for ${count} ${what} (have ${found.length})\n${this.output()}`,
+              `daemon exited (code ${this.exitCode}, signal ${this.exitSignal}) while waiting for ` +
+                `${count} ${what} (have ${found.length})\n${this.output()}`,
             ),
           );
           return true;
@@ -862,7 +863,8 @@ export function pythonMbox(path: string): { count: number; messages: PyMessage[]
     '    msg = email.message_from_bytes(raw)',
     "    subj = msg['Subject']",
     "    mid = msg['Message-ID']",
-    "    out.append({'from_': from_, 'subject': None if subj is None else str(subj), 'messageId': None if mid is None else str(mid), 'bytes': base64.b64encode(raw).decode()})",
+    "    out.append({'from_': from_, 'subject': None if subj is None else str(subj),",
+    "                'messageId': None if mid is None else str(mid), 'bytes': base64.b64encode(raw).decode()})",
     "print(json.dumps({'count': len(out), 'messages': out}))",
   ].join('\n');
   const result = spawnSync(PYTHON, ['-c', code, path], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
@@ -875,6 +877,11 @@ export function pythonMbox(path: string): { count: number; messages: PyMessage[]
     count: parsed.count,
     messages: parsed.messages.map((m) => ({ ...m, bytes: Buffer.from(m.bytes, 'base64') })),
   };
+}
+
+/** `text` matched literally inside a RegExp. */
+export function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
 
 /** A `Date:` header value in RFC 5322 form. */

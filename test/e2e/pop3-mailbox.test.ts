@@ -60,7 +60,7 @@ describe('pop3 and the mailbox', () => {
     await env?.cleanup();
   });
 
-  test('UIDLs: unique for identical deliveries; stable across sessions, a restart, deletions and new mail', async () => {
+  test('UIDLs: unique for identical deliveries; stable across sessions, restarts, deletions, new mail', async () => {
     const same = crlf(
       'From: twin@client.test',
       'Subject: twin',
@@ -162,7 +162,7 @@ describe('pop3 and the mailbox', () => {
     await next.quit();
   });
 
-  test('a Postfix-style mboxo mailbox (no X-Delivery-ID) and an X-UIDL from another POP3 server are served correctly', async () => {
+  test('served right: a Postfix mboxo mailbox (no X-Delivery-ID), an X-UIDL of another POP3 server', async () => {
     const box = env.mailbox('dave');
     const postfixMessage = (id: string, queue: string) =>
       [

@@ -62,8 +62,10 @@ const ALIASES = [
   '',
 ].join('\n');
 
-const FROM_LINE =
-  /^From (\S+) (Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ( \d|\d\d) \d\d:\d\d:\d\d \d{4}$/;
+const FROM_LINE = new RegExp(
+  '^From (\\S+) (Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ' +
+    '( \\d|\\d\\d) \\d\\d:\\d\\d:\\d\\d \\d{4}$',
+);
 
 describe('smtp delivery into mbox', () => {
   let env: TestEnv;
@@ -107,7 +109,8 @@ describe('smtp delivery into mbox', () => {
     const msg = mbox.messages[0]!;
     assert.ok(
       msg.trace,
-      `trace headers (Return-Path, Delivered-To, Received, X-Delivery-ID) missing or out of order:\n${msg.body.toString('latin1').slice(0, 600)}`,
+      'trace headers (Return-Path, Delivered-To, Received, X-Delivery-ID) missing or out of order:\n' +
+        msg.body.toString('latin1').slice(0, 600),
     );
     return msg;
   }
@@ -174,7 +177,8 @@ describe('smtp delivery into mbox', () => {
     assert.match(
       msg.trace!.received,
       new RegExp(
-        `^from client\\.test \\([^)]*\\[127\\.0\\.0\\.1\\]\\)\\n[ \\t]+by mx\\.test\\.local \\(mailsrv\\) with ESMTP id ${queueId}\\n[ \\t]+for <alice@example\\.test>; \\S.*$`,
+        `^from client\\.test \\([^)]*\\[127\\.0\\.0\\.1\\]\\)\\n[ \\t]+by mx\\.test\\.local \\(mailsrv\\) ` +
+          `with ESMTP id ${queueId}\\n[ \\t]+for <alice@example\\.test>; \\S.*$`,
       ),
     );
     assert.ok(msg.trace!.deliveryId.trim().length > 0, 'X-Delivery-ID is empty');
@@ -252,7 +256,8 @@ describe('smtp delivery into mbox', () => {
           `Message-ID: ${messageId()}`,
           '',
         ) +
-        'line1\n.\nMAIL FROM:<evil@client.test>\nRCPT TO:<judy@example.test>\nDATA\nSubject: smuggled\n\nevil\n.\nline2\r\n';
+        'line1\n.\nMAIL FROM:<evil@client.test>\nRCPT TO:<judy@example.test>\n' +
+        'DATA\nSubject: smuggled\n\nevil\n.\nline2\r\n';
       client.write(part1);
       client.write('.\r\n');
       // one reply for the whole message (an end at the bare-LF dot would store a part of it)...
@@ -462,7 +467,8 @@ describe('smtp delivery into mbox', () => {
         r.ehlo.code >= 500 || r.mail.code >= 500 || r.rcpt.some((x) => x.code >= 500) || (r.data?.code ?? 500) >= 500;
       assert.ok(
         refused && r.end === null,
-        `HELO ${JSON.stringify(helo)} accepted: ${JSON.stringify({ ehlo: r.ehlo.raw, mail: r.mail.raw, end: r.end?.raw })}`,
+        `HELO ${JSON.stringify(helo)} accepted: ` +
+          JSON.stringify({ ehlo: r.ehlo.raw, mail: r.mail.raw, end: r.end?.raw }),
       );
     }
     // plain HELO too
@@ -673,7 +679,8 @@ describe('smtp delivery into mbox', () => {
         [
           'import smtplib, sys',
           's = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), local_hostname="smtplib.test")',
-          'msg = "Subject: via smtplib\\r\\nMessage-ID: <smtplib@client.test>\\r\\n\\r\\nhello from smtplib\\r\\n.dot line\\r\\n"',
+          'msg = ("Subject: via smtplib\\r\\nMessage-ID: <smtplib@client.test>\\r\\n\\r\\n"',
+          '       "hello from smtplib\\r\\n.dot line\\r\\n")',
           's.ehlo()',
           's.mail("smtplib@client.test")',
           's.rcpt(sys.argv[2])',

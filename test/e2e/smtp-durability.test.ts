@@ -125,7 +125,7 @@ describe('smtp durability', () => {
     assert.equal(new Set(deliveryIds).size, 500, 'X-Delivery-ID values are not unique');
   });
 
-  test('kill -9 right after the 250 (mailbox locked, so still queued): delivered exactly once after restart', async (t) => {
+  test('kill -9 right after the 250 (mailbox locked, so still queued): delivered once after restart', async (t) => {
     const { env, start } = await setup(t);
     let daemon = await start();
     const lock = `${env.mailbox('alice')}.lock`;
@@ -159,7 +159,7 @@ describe('smtp durability', () => {
     assert.match(mbox.messages[0]!.trace!.received, new RegExp(`id ${queueId}\\b`));
   });
 
-  test('kill -9 right after the 250 with deliveries in flight: every accepted message stored exactly once', async (t) => {
+  test('kill -9 right after the 250 with deliveries in flight: every accepted message stored once', async (t) => {
     const { env, start } = await setup(t, { users: ['bob'] });
     const accepted: string[] = [];
     let undeliveredAtKill = 0;
@@ -198,7 +198,8 @@ describe('smtp durability', () => {
     // an empty queue delivers nothing more: a redelivery would have shown up by now
     await eventually(() => env.queued().length === 0, 15_000, 'the queue emptied');
     t.diagnostic(
-      `after restart: ${daemon.find((e) => e.msg === 'delivered').length} delivered, ${daemon.find((e) => /after restart/.test(e.msg)).length} found complete`,
+      `after restart: ${daemon.find((e) => e.msg === 'delivered').length} delivered, ` +
+        `${daemon.find((e) => /after restart/.test(e.msg)).length} found complete`,
     );
     const got = subjects(env, 'bob');
     for (const s of accepted) assert.equal(countOf(got, s), 1, `"${s}" stored ${countOf(got, s)} times`);
@@ -206,7 +207,8 @@ describe('smtp durability', () => {
     assert.equal(pythonMbox(env.mailbox('bob')).count, accepted.length);
   });
 
-  test('kill -9 in the middle of group commits (10 clients at once): every acknowledged message stored exactly once, none torn', async (t) => {
+  // every acknowledged message stored exactly once, none torn
+  test('kill -9 in the middle of group commits (10 clients at once)', async (t) => {
     const { env, start } = await setup(t, { users: ['gc'] });
     const sent = new Set<string>();
     const acked = new Set<string>();
@@ -256,7 +258,8 @@ describe('smtp durability', () => {
     const stored = readMailbox(env.mailbox('gc')).messages;
     const got = stored.map((m) => /^Subject: (.*)$/m.exec(m.original.toString('latin1'))?.[1] ?? '(none)');
     t.diagnostic(
-      `${acked.size} acknowledged, ${got.length} stored, ${sent.size} sent; ${cut} unfinished batches cut off at restart`,
+      `${acked.size} acknowledged, ${got.length} stored, ${sent.size} sent; ` +
+        `${cut} unfinished batches cut off at restart`,
     );
     for (const subject of acked)
       assert.equal(countOf(got, subject), 1, `acknowledged "${subject}" stored ${countOf(got, subject)} times`);
@@ -450,13 +453,14 @@ describe('smtp durability', () => {
       );
     } catch {
       assert.fail(
-        `after SIGHUP with mynetworks = ["127.0.0.0/8"], RCPT to a remote domain from 127.0.0.1 still gets: ${(last as Reply | null)?.raw}`,
+        'after SIGHUP with mynetworks = ["127.0.0.0/8"], RCPT to a remote domain from 127.0.0.1 still gets: ' +
+          (last as Reply | null)?.raw,
       );
     }
     assert.ok(daemon.running);
   });
 
-  test('SIGTERM: idle sessions are closed, a message in DATA is finished or refused with 4xx, exit code 0', async (t) => {
+  test('SIGTERM: idle sessions closed, a message in DATA finished or refused with 4xx, exit code 0', async (t) => {
     const { env, start } = await setup(t);
     let daemon = await start();
     const { client: idle } = await SmtpClient.connect(env.port);

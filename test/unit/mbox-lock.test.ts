@@ -262,7 +262,8 @@ describe('dotlockfile interoperability', {
     await execFileP('dotlockfile', ['-u', `${mbox}.lock`]);
   });
 
-  it('reads a lock carrying our append note like any other: held while we hold it, stale by its age once its holder is gone', async () => {
+  // held while we hold it, stale by its age once its holder is gone
+  it('reads a lock carrying our append note like any other', async () => {
     const mbox = await newMailbox();
     const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
     await lock.noteCommittedSize(123);

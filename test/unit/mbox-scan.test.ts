@@ -446,11 +446,14 @@ describe('scanMailbox: UIDL', () => {
   // Values printed by Debian's popa3d 1.0.3 (UIDL command) for this very mailbox, except the
   // fifth (popa3d gave it the first one's value again) and the sixth (popa3d ignores X-UIDL).
   const popa3dMailbox = [
-    'Return-Path: <a@b>\nReceived: from x by y\n\tid 1; Wed, 1 Jan 2026\nReceived: second\nDate: d\nMessage-ID: <m@x>\nDelivered-To: bob@x\nX-Delivery-ID: abc\nSubject: one\n\nbody\n',
-    'Date: early date\nmessage-id: <lower@x>\nDELIVERED-TO: upper\nReceived: r1\n (folded)\nx-delivery-id: lowercase-x\nX-DELIVERY-ID: upper-X\nSubject: two\n\nbody2\n>From quoted\n',
+    'Return-Path: <a@b>\nReceived: from x by y\n\tid 1; Wed, 1 Jan 2026\nReceived: second\nDate: d\n' +
+      'Message-ID: <m@x>\nDelivered-To: bob@x\nX-Delivery-ID: abc\nSubject: one\n\nbody\n',
+    'Date: early date\nmessage-id: <lower@x>\nDELIVERED-TO: upper\nReceived: r1\n (folded)\n' +
+      'x-delivery-id: lowercase-x\nX-DELIVERY-ID: upper-X\nSubject: two\n\nbody2\n>From quoted\n',
     'Subject: nothing hashed\n\nno hashed headers\n',
     'Received : space before colon\nDelivered-To: a\nDelivered-To: b\n\n',
-    'Received: from x by y\n\tid 1; Wed, 1 Jan 2026\nReceived: second\nDate: d\nMessage-ID: <m@x>\nDelivered-To: bob@x\nX-Delivery-ID: abc\nSubject: one\n\nbody\n',
+    'Received: from x by y\n\tid 1; Wed, 1 Jan 2026\nReceived: second\nDate: d\nMessage-ID: <m@x>\n' +
+      'Delivered-To: bob@x\nX-Delivery-ID: abc\nSubject: one\n\nbody\n',
     'X-UIDL: qpopper123\nReceived: z\n\nb\n',
     `Received: ${'L'.repeat(200_000)}\nSubject: long\n\nx\n`,
   ];

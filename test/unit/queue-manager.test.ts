@@ -189,7 +189,7 @@ const neverLocal: DeliveryAgent = {
   settleInterruptedAppend: async () => false,
 };
 
-test('remote recipients: one attempt per destination carries all of its recipients; per-destination cap holds', async () => {
+test('remote recipients: one attempt per destination carries all its recipients; its cap holds', async () => {
   const { store, entry } = await setupRemote(['a@one.test', 'b@one.test', 'c@two.test', 'd@one.test']);
   const batches: string[][] = [];
   const qmgr = manager(store, neverLocal, {
