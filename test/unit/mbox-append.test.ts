@@ -15,7 +15,7 @@ import {
   type AppendOptions,
 } from '../../src/mbox/append.js';
 import { acquireDotlock, isWanted, MailboxLockedError } from '../../src/mbox/lock.js';
-import { eventually } from '../support/eventually.js';
+import { eventually } from '../support/wait.js';
 
 const execFileP = promisify(execFile);
 const PYTHON = '/usr/bin/python3';

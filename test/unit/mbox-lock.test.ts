@@ -14,7 +14,7 @@ import {
   MailboxLockedError,
   type StaleLockInfo,
 } from '../../src/mbox/lock.js';
-import { eventually } from '../support/eventually.js';
+import { eventually } from '../support/wait.js';
 import { FakeClock } from '../support/fake-clock.js';
 
 const execFileP = promisify(execFile);

@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { Authenticator } from '../../src/auth/authenticator.js';
 import { networkMatcher } from '../../src/config/networks.js';
 import { createPop3Server, type Pop3Service } from '../../src/pop3/server.js';
-import { eventually } from '../support/eventually.js';
+import { eventually } from '../support/wait.js';
 
 const noUsers = { has: () => false, hashOf: () => undefined, names: () => [], problems: [] };
 

@@ -12,7 +12,7 @@ import { delivered as sent, permanent, statusFromReply, temporary } from '../../
 import type { DeliveryAgent, DeliveryJob, Notifier, RemoteAgent } from '../../src/queue/agents.js';
 import { QueueManager, type QueueManagerOptions } from '../../src/queue/manager.js';
 import { QueueStore } from '../../src/queue/store.js';
-import { eventually } from '../support/eventually.js';
+import { eventually } from '../support/wait.js';
 import { FakeClock } from '../support/fake-clock.js';
 
 const logger = pino({ level: 'silent' });

@@ -19,7 +19,7 @@ import {
   type DropDirPickupOptions,
   type PickedUpMessage,
 } from '../../src/queue/pickup.js';
-import { eventually } from '../support/eventually.js';
+import { eventually } from '../support/wait.js';
 import { FakeClock } from '../support/fake-clock.js';
 
 interface LogLine {

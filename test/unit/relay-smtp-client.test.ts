@@ -18,7 +18,7 @@ import type { Destination } from '../../src/relay/destinations.js';
 import { describeStatus, isDelivered } from '../../src/message/status.js';
 import { sendToDestination, type OutboundMessage, type SmtpClientSettings } from '../../src/relay/smtp-client.js';
 import { generateSelfSigned } from '../../src/tls/selfsigned.js';
-import { eventually } from '../support/eventually.js';
+import { eventually } from '../support/wait.js';
 
 interface Received {
   from: string;

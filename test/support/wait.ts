@@ -1,4 +1,4 @@
-// Waiting in tests for something to become true: a condition polled until it holds, with a
+// Waiting in tests: for a condition polled until it holds, or for a promise, each with a
 // generous limit that only turns a hang into a clear failure (never a schedule to assert on).
 
 export function sleep(ms: number): Promise<void> {
@@ -31,4 +31,15 @@ export async function eventually(
     }
     await sleep(intervalMs);
   }
+}
+
+/** `promise`, or a rejection with `message` if it has not settled within `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(message)), ms);
+    }),
+  ]);
 }
