@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { daemonUserConfig } from './daemon-user.js';
-import { freeLoopbackPort, listenerPid, sleep } from './util.js';
+import { freePort } from '../test/e2e/harness/net.js';
+import { listenerPid, sleep } from './util.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const ROOT = join(HERE, '..');
@@ -125,8 +126,8 @@ export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): P
   const hashed = await passwordHash(scheme);
   await writeFile(join(dir, 'users'), ['bench', ...POP3_USERS].map((user) => `${user}:${hashed}\n`).join(''));
   await writeFile(join(dir, 'aliases'), 'postmaster: bench\n');
-  const smtpPort = await freeLoopbackPort();
-  const pop3Port = await freeLoopbackPort();
+  const smtpPort = await freePort();
+  const pop3Port = await freePort();
   const lagFile = join(dir, 'lag.json');
   const daemonUser = await daemonUserConfig(dir); // as root: the daemon runs as nobody, who owns dir
   const owner = daemonUser
@@ -270,7 +271,7 @@ export function referenceUnavailable(): string | null {
 
 /** Postfix on a free loopback port, delivering to /var/mail/bench (bench/reference/postfix.sh). */
 export async function startPostfix(): Promise<{ smtp: SmtpEndpoint; stop(): Promise<void> }> {
-  const port = await freeLoopbackPort();
+  const port = await freePort();
   const stopIt = () => void spawnSync(join(HERE, 'reference', 'postfix.sh'), ['stop']);
   cleanups.add(stopIt);
   const mbox = script('postfix.sh', ['start', String(port)]);
@@ -295,7 +296,7 @@ export async function startPostfix(): Promise<{ smtp: SmtpEndpoint; stop(): Prom
  * (bench/reference/dovecot.sh).
  */
 export async function startDovecot(scheme: PasswordScheme): Promise<{ pop3: Pop3Endpoint; stop(): Promise<void> }> {
-  const port = await freeLoopbackPort();
+  const port = await freePort();
   const dir = await mkdtemp(join(tmpdir(), 'dovecot-bench-'));
   const hashed = await passwordHash(scheme);
   await writeFile(join(dir, 'users'), POP3_USERS.map((user) => `${user}:${hashed}\n`).join(''));

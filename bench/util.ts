@@ -1,7 +1,6 @@
 // Small helpers the benchmark modules share: sizes and durations on the command line,
-// percentiles, free loopback ports, sleeping, and reading a process tree's memory from /proc.
+// percentiles, sleeping, and reading a process tree's memory from /proc.
 import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -41,19 +40,6 @@ export function percentiles(values: ArrayLike<number>): Percentiles {
     p99: percentile(sorted, 99),
     samples: sorted.length,
   };
-}
-
-export function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no free port')),
-      );
-    });
-  });
 }
 
 /** The pid of the topmost process listening on 127.0.0.1/0.0.0.0:port (undefined if not ours to see). */

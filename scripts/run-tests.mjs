@@ -1,9 +1,12 @@
 // Runs every test file under test/ with node:test through tsx.
 // Node 20's `node --test` takes no glob patterns, so the file list is built here.
+// Two files per core run at once (eight at most): most tests wait on daemons, sockets and
+// child processes rather than compute, and none of them depends on how fast the machine is.
 // Usage: node scripts/run-tests.mjs [unit|e2e|path-substring...]
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 
 function findTests(dir) {
   return readdirSync(dir).flatMap((name) => {
@@ -21,7 +24,10 @@ if (files.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
-const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', ...files], {
-  stdio: 'inherit',
-});
+const concurrency = Math.min(8, 2 * availableParallelism());
+const result = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...files],
+  { stdio: 'inherit' },
+);
 process.exit(result.status ?? 1);

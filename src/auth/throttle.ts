@@ -10,6 +10,7 @@
 //
 // IPv6 clients are counted per /64 (one host usually holds a whole /64), IPv4 per address.
 import { isIPv4, isIPv6 } from 'node:net';
+import { type Clock, systemClock } from '../clock.js';
 
 export interface ThrottleOptions {
   baseDelayMs: number;
@@ -23,8 +24,8 @@ export interface ThrottleOptions {
   forgetAfterMs?: number;
   /** addresses remembered at most (default 10,000) */
   maxEntries?: number;
-  /** the clock, for tests */
-  now?: () => number;
+  /** times failures and lockouts (default: the system clock) */
+  clock?: Pick<Clock, 'now'>;
 }
 
 interface Entry {
@@ -55,7 +56,8 @@ export class AuthThrottle {
     this.maxDelayMs = options.maxDelayMs ?? 30_000;
     this.forgetAfterMs = options.forgetAfterMs ?? 15 * 60_000;
     this.maxEntries = options.maxEntries ?? 10_000;
-    this.now = options.now ?? Date.now;
+    const clock = options.clock ?? systemClock;
+    this.now = () => clock.now();
   }
 
   /** Applies changed settings (SIGHUP); recorded failures are kept. */

@@ -11,7 +11,7 @@ import { constants, promises as fs, readFileSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { type Clock, sleep, systemClock, type Timer } from '../clock.js';
 import { isErrno, readAt } from '../fsutil.js';
 
 /** A lock without a live holder pid is stale once its mtime is this old (liblockfile: 300 s). */
@@ -38,6 +38,8 @@ export interface DotlockOptions {
   timeoutMs: number;
   /** told about every stale lock that was broken */
   onStaleBroken?: StaleLockHandler;
+  /** times the waits, the lock's age and its refresh (default: the system clock) */
+  clock?: Clock;
 }
 
 export interface Dotlock {
@@ -178,8 +180,8 @@ async function rollBackInterruptedAppend(
  * A directory (proper-lockfile) only goes stale by age. `ownPidIsStale` treats our own pid as
  * dead (at daemon start no lock of ours can be held).
  */
-async function staleReason(path: string, st: Stats, ownPidIsStale: boolean): Promise<string | null> {
-  const ageMs = Date.now() - st.mtimeMs;
+async function staleReason(path: string, st: Stats, ownPidIsStale: boolean, now: number): Promise<string | null> {
+  const ageMs = now - st.mtimeMs;
   const oldReason = `older than ${STALE_AGE_MS / 1000} s (mtime ${st.mtime.toISOString()})`;
   if (st.isDirectory()) {
     return ageMs >= STALE_AGE_MS ? `directory lock ${oldReason}` : null;
@@ -219,7 +221,7 @@ async function breakLock(path: string, judged: Stats): Promise<boolean> {
  * is still ours. Touching goes through the handle, so it never refreshes someone else's lock.
  */
 class HeldDotlock implements Dotlock {
-  private readonly timer: NodeJS.Timeout;
+  private readonly timer: Timer;
   private released = false;
 
   constructor(
@@ -227,13 +229,15 @@ class HeldDotlock implements Dotlock {
     private readonly handle: FileHandle,
     /** length of the pid line the lock starts with */
     private readonly pidLineLength: number,
+    clock: Clock,
   ) {
-    this.timer = setInterval(() => {
-      const now = new Date();
-      // a failed touch is not fatal: the next one may succeed, and release() still cleans up
-      this.handle.utimes(now, now).catch(() => undefined);
-    }, TOUCH_INTERVAL_MS);
-    this.timer.unref();
+    this.timer = clock
+      .setInterval(() => {
+        const now = new Date(clock.now());
+        // a failed touch is not fatal: the next one may succeed, and release() still cleans up
+        this.handle.utimes(now, now).catch(() => undefined);
+      }, TOUCH_INTERVAL_MS)
+      .unref();
   }
 
   async noteCommittedSize(size: number): Promise<void> {
@@ -243,7 +247,7 @@ class HeldDotlock implements Dotlock {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    clearInterval(this.timer);
+    this.timer.cancel();
     try {
       const ours = await this.handle.stat();
       let st: Stats;
@@ -311,7 +315,8 @@ export function lendWhileIdle(lock: Dotlock, letGo: () => Promise<void>): () => 
 export async function acquireDotlock(mailboxPath: string, options: DotlockOptions): Promise<Dotlock> {
   const lockPath = lockPathOf(mailboxPath);
   const tempPath = `${lockPath}.${shortHostname()}.${process.pid}.${randomBytes(6).toString('hex')}`;
-  const deadline = Date.now() + options.timeoutMs;
+  const clock = options.clock ?? systemClock;
+  const deadline = clock.now() + options.timeoutMs;
   // the handle stays open: it becomes the held lock's handle (see HeldDotlock)
   const handle = await fs.open(tempPath, 'wx', 0o644);
   let held = false;
@@ -328,7 +333,7 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
       }
       if (await tryLink(tempPath, lockPath)) {
         held = true;
-        return new HeldDotlock(lockPath, handle, pidLine.length);
+        return new HeldDotlock(lockPath, handle, pidLine.length, clock);
       }
 
       let existing: Stats | null = null;
@@ -338,16 +343,16 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
         if (!isErrno(err, 'ENOENT')) throw err;
       }
       if (existing === null) continue; // released meanwhile: try again at once
-      const reason = await staleReason(lockPath, existing, false);
+      const reason = await staleReason(lockPath, existing, false, clock.now());
       if (reason !== null) await rollBackInterruptedAppend(lockPath, false, options.onStaleBroken);
       if (reason !== null && (await breakLock(lockPath, existing))) {
         options.onStaleBroken?.({ path: lockPath, reason });
         continue;
       }
 
-      const remaining = deadline - Date.now();
+      const remaining = deadline - clock.now();
       if (remaining <= 0) throw new MailboxLockedError(lockPath, options.timeoutMs);
-      await sleep(Math.min(delay, remaining));
+      await sleep(clock, Math.min(delay, remaining));
       delay = Math.min(Math.round(delay * 1.5), MAX_RETRY_MS);
     }
   } finally {
@@ -378,7 +383,7 @@ export async function clearStaleLocks(spoolDir: string, onBroken: StaleLockHandl
         throw err;
       }
       if (!st.isFile() && !st.isDirectory()) continue;
-      const reason = await staleReason(path, st, true);
+      const reason = await staleReason(path, st, true, Date.now());
       if (reason !== null && st.isFile()) await rollBackInterruptedAppend(path, true, onBroken);
       if (reason !== null && (await breakLock(path, st))) onBroken({ path, reason });
       continue;

@@ -8,6 +8,7 @@
 // reported to the sender in a bounce, one that waits past delay_warning in a warning (once);
 // a message that went round too many hops is bounced as a loop. An entry leaves the queue
 // once every recipient is delivered or has failed and been reported.
+import { type Clock, systemClock, type Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import { MAX_HOPS } from '../message/hops.js';
 import { describeStatus, isDelivered, permanent, temporary } from '../message/status.js';
@@ -33,6 +34,8 @@ export interface QueueManagerOptions {
   remoteRetryMs: number[];
   maxLifetimeMs: number;
   delayWarningMs: number;
+  /** retries, lifetimes and warnings are timed by it (default: the system clock) */
+  clock?: Clock;
 }
 
 type Job = DeliveryJob;
@@ -68,11 +71,14 @@ export class QueueManager {
   private remoteInFlight = 0;
   /** entries found to be looping (too many hops), checked once per entry */
   private readonly hopChecks = new Map<string, Promise<boolean>>();
-  private deferTimer: NodeJS.Timeout | undefined;
+  private deferTimer: Timer | undefined;
   private deferTimerAt = Infinity;
   private stopping = false;
+  private readonly clock: Clock;
 
-  constructor(private readonly options: QueueManagerOptions) {}
+  constructor(private readonly options: QueueManagerOptions) {
+    this.clock = options.clock ?? systemClock;
+  }
 
   /** Applies changed settings (SIGHUP); the next decision uses them. */
   reconfigure(settings: Partial<QueueManagerOptions>): void {
@@ -114,7 +120,7 @@ export class QueueManager {
       if (this.entries.get(id) === entry && this.entries.delete(id))
         this.options.logger.info({ queueId: id }, 'removed by queue delete');
     }
-    const now = Date.now();
+    const now = this.clock.now();
     for (const job of this.deferred.drain()) {
       job.entry.progress[job.index]!.nextAttemptAt = now;
       this.makeReady(job);
@@ -131,18 +137,18 @@ export class QueueManager {
    */
   async stop(): Promise<void> {
     this.stopping = true;
-    clearTimeout(this.deferTimer);
-    let timer: NodeJS.Timeout | undefined;
+    this.deferTimer?.cancel();
+    let timer: Timer | undefined;
     const cutOff = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, STOP_WAIT_MS);
+      timer = this.clock.setTimeout(resolve, STOP_WAIT_MS);
     });
     await Promise.race([Promise.allSettled([...this.inFlight]), cutOff]);
-    clearTimeout(timer);
+    timer?.cancel();
   }
 
   private schedule(job: Job): void {
     const due = job.entry.progress[job.index]!.nextAttemptAt;
-    if (due <= Date.now()) {
+    if (due <= this.clock.now()) {
       this.makeReady(job);
       return;
     }
@@ -246,7 +252,7 @@ export class QueueManager {
         for (const job of jobs) {
           const progress = job.entry.progress[job.index]!;
           if (progress.state !== 'pending' || !this.entries.has(job.entry.envelope.id)) continue;
-          progress.nextAttemptAt = Date.now() + this.retryDelay(job, progress);
+          progress.nextAttemptAt = this.clock.now() + this.retryDelay(job, progress);
           this.schedule(job);
         }
       })
@@ -271,7 +277,7 @@ export class QueueManager {
   }
 
   private async attempt(jobs: Job[]): Promise<void> {
-    const started = Date.now();
+    const started = this.clock.now();
     for (const { entry, index } of jobs) {
       entry.progress[index]!.attempts += 1;
       entry.progress[index]!.lastAttemptAt = started;
@@ -341,7 +347,7 @@ export class QueueManager {
       user: recipient.target.kind === 'local' ? recipient.target.user : undefined,
       relay,
       reply: status.remote?.reply,
-      delay: ms(started, envelope.receivedAt),
+      delay: ms(this.clock.now(), started, envelope.receivedAt),
     };
     delete progress.appendingAt;
     if (relay !== undefined) progress.relay = relay;
@@ -355,11 +361,11 @@ export class QueueManager {
     if (status.permanent) {
       progress.state = 'failed';
       log.warn({ ...where, status: 'bounced', reason }, 'bounced');
-    } else if (Date.now() - envelope.receivedAt >= this.options.maxLifetimeMs) {
+    } else if (this.clock.now() - envelope.receivedAt >= this.options.maxLifetimeMs) {
       progress.state = 'failed';
       log.warn({ ...where, status: 'expired', reason }, 'expired');
     } else {
-      progress.nextAttemptAt = Date.now() + this.retryDelay(job, progress);
+      progress.nextAttemptAt = this.clock.now() + this.retryDelay(job, progress);
       log.info(
         {
           ...where,
@@ -424,7 +430,7 @@ export class QueueManager {
     for (const job of jobs) if (entry.progress[job.index]!.state === 'pending') this.schedule(job);
     // a bounce that could not be queued (disk full...) is tried again; the entry waits for it
     if (unreported && !this.busyEntries.has(entry.envelope.id))
-      setTimeout(() => void this.settleEntry(entry, []), REPORT_RETRY_MS).unref();
+      this.clock.setTimeout(() => void this.settleEntry(entry, []), REPORT_RETRY_MS).unref();
   }
 
   /** Failed recipients the sender has not been told about yet (never for mail from the null sender). */
@@ -442,7 +448,7 @@ export class QueueManager {
   private async report(entry: QueueEntry): Promise<void> {
     if (this.busyEntries.has(entry.envelope.id)) return;
     const failed = entry.progress.flatMap((p, i) => (p.state === 'failed' && !p.notified ? [i] : []));
-    const age = Date.now() - entry.envelope.receivedAt;
+    const age = this.clock.now() - entry.envelope.receivedAt;
     const late =
       age >= this.options.delayWarningMs
         ? entry.progress.flatMap((p, i) => (p.state === 'pending' && p.attempts > 0 && !p.warned ? [i] : []))
@@ -504,19 +510,19 @@ export class QueueManager {
 
   /** One timer, for the earliest deferred job. */
   private armDeferTimer(): void {
-    clearTimeout(this.deferTimer);
+    this.deferTimer?.cancel();
     this.deferTimerAt = Infinity;
     if (this.stopping || this.deferred.size === 0) return;
     this.deferTimerAt = this.deferred.peekKey();
     // setTimeout takes at most 2^31-1 ms; a later due time just wakes the timer once more
-    this.deferTimer = setTimeout(
+    this.deferTimer = this.clock.setTimeout(
       () => this.wakeDeferred(),
-      Math.min(MAX_TIMER_MS, Math.max(0, this.deferTimerAt - Date.now())),
+      Math.min(MAX_TIMER_MS, Math.max(0, this.deferTimerAt - this.clock.now())),
     );
   }
 
   private wakeDeferred(): void {
-    const now = Date.now();
+    const now = this.clock.now();
     while (this.deferred.peekKey() <= now) this.makeReady(this.deferred.pop()!);
     this.armDeferTimer();
     this.dispatch();
@@ -536,7 +542,6 @@ function mailboxKey(job: Job): string {
   return target.kind === 'local' ? target.user : '';
 }
 
-function ms(started: number, receivedAt: number): { total: number; attempt: number } {
-  const now = Date.now();
+function ms(now: number, started: number, receivedAt: number): { total: number; attempt: number } {
   return { total: now - receivedAt, attempt: now - started };
 }

@@ -11,6 +11,7 @@ import { lstat, opendir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
+import { type Clock, systemClock, type Timer } from '../clock.js';
 import { isErrno } from '../fsutil.js';
 import type { Logger } from '../log.js';
 import { localClient } from '../message/envelope.js';
@@ -64,20 +65,25 @@ export interface DropDirPickupOptions {
   rescanMs?: number;
   /** login name of a uid; default: `getent passwd UID` */
   userName?: (uid: number) => Promise<string>;
+  /** times the rescans and the age of temp files (default: the system clock) */
+  clock?: Clock;
 }
 
 export class DropDirPickup {
   /** files already queued that could not be removed: never queued twice (bounded by what the disk holds) */
   private readonly queuedButKept = new Set<string>();
   private watcher: FSWatcher | null = null;
-  private rescanTimer: NodeJS.Timeout | undefined;
-  private debounceTimer: NodeJS.Timeout | undefined;
+  private rescanTimer: Timer | undefined;
+  private debounceTimer: Timer | undefined;
   private scanning: Promise<void> | null = null;
   private scanAgain = false;
   private stopped = false;
   private readonly names = new Map<number, string>();
+  private readonly clock: Clock;
 
-  constructor(private readonly options: DropDirPickupOptions) {}
+  constructor(private readonly options: DropDirPickupOptions) {
+    this.clock = options.clock ?? systemClock;
+  }
 
   /** Applies changed settings (SIGHUP); the next file checked uses them. */
   reconfigure(settings: Partial<Pick<DropDirPickupOptions, 'messageSizeLimit'>>): void {
@@ -92,8 +98,9 @@ export class DropDirPickup {
     } catch (err) {
       this.watchFailed(err as Error);
     }
-    this.rescanTimer = setInterval(() => void this.scan(), this.options.rescanMs ?? DEFAULT_RESCAN_MS);
-    this.rescanTimer.unref();
+    this.rescanTimer = this.clock
+      .setInterval(() => void this.scan(), this.options.rescanMs ?? DEFAULT_RESCAN_MS)
+      .unref();
     void this.scan();
   }
 
@@ -127,14 +134,14 @@ export class DropDirPickup {
   async stop(): Promise<void> {
     this.stopped = true;
     this.watcher?.close();
-    clearInterval(this.rescanTimer);
-    clearTimeout(this.debounceTimer);
+    this.rescanTimer?.cancel();
+    this.debounceTimer?.cancel();
     await this.scanning;
   }
 
   private scanSoon(): void {
     if (this.debounceTimer !== undefined || this.stopped) return;
-    this.debounceTimer = setTimeout(() => {
+    this.debounceTimer = this.clock.setTimeout(() => {
       this.debounceTimer = undefined;
       void this.scan();
     }, DEBOUNCE_MS);
@@ -241,7 +248,7 @@ export class DropDirPickup {
     const path = join(this.options.dir, name);
     try {
       const info = await lstat(path);
-      if (Date.now() - info.mtimeMs < STALE_TEMP_MS) return;
+      if (this.clock.now() - info.mtimeMs < STALE_TEMP_MS) return;
       await unlink(path);
       this.options.logger.info({ file: name, uid: info.uid }, 'stale maildrop temp file removed');
     } catch (err) {

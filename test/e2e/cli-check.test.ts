@@ -15,6 +15,7 @@ import { generateSelfSigned, type SelfSignedPem } from '../../src/tls/selfsigned
 import {
   DAEMON_USER,
   deepMerge,
+  escapeRegex,
   HOSTNAME,
   makeEnv,
   REPO_ROOT,
@@ -240,7 +241,8 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.match(
       r.stderr,
       new RegExp(
-        `^key 'tls\\.key': ${escapeRegex(key)} is readable by every user \\(mode 0644\\).*chmod o-rwx ${escapeRegex(key)}$`,
+        `^key 'tls\\.key': ${escapeRegex(key)} is readable by every user \\(mode 0644\\)` +
+          `.*chmod o-rwx ${escapeRegex(key)}$`,
         'm',
       ),
     );
@@ -284,7 +286,7 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.equal(r.code, 0, r.stderr);
     const cfg = parseToml(r.stdout) as Record<string, unknown>;
     assert.equal(cfg.hostname, 'mx.test.local');
-    assert.deepEqual((cfg.delivery as Record<string, unknown>).retry, ['1s']);
+    assert.deepEqual((cfg.delivery as Record<string, unknown>).retry, ['200ms']);
     const smtp = cfg.smtp as Record<string, unknown>;
     assert.equal(smtp.max_clients, 500);
     assert.equal(smtp.max_recipients, 100);
@@ -367,7 +369,3 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.deepEqual(JSON.parse(result.stderr), ['--max-semi-space-size=1']);
   });
 });
-
-function escapeRegex(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-}

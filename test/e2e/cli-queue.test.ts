@@ -94,7 +94,8 @@ describe('mailsrv queue', () => {
     assert.deepEqual(JSON.parse(json.stdout), []);
   });
 
-  test('a message deferred by a locked mailbox: id, size, age, sender, the waiting recipient, its state and last error; delete removes it', async (t) => {
+  // id, size, age, sender, the waiting recipient, its state and last error; delete removes it
+  test('a message deferred by a locked mailbox: listed with all it waits for', async (t) => {
     const { env, start } = await setup(t, { config: { delivery: { retry: ['1h'] } } });
     const lock = `${env.mailbox('alice')}.lock`;
     execFileSync('dotlockfile', ['-l', '-r', '0', lock]);
@@ -213,7 +214,7 @@ describe('mailsrv queue', () => {
     );
   });
 
-  test('queue flush without a running daemon: exit 1 "mailsrv is not running" (also with a stale pid file)', async (t) => {
+  test('queue flush without a running daemon: exit 1 "mailsrv is not running" (a stale pid file too)', async (t) => {
     const { env } = await setup(t);
     const r = queue(env, 'flush');
     assert.equal(r.code, 1);
@@ -268,7 +269,7 @@ describe('mailsrv queue and the running daemon', () => {
   });
 
   test('queue delete while the daemon runs: it forgets the entry, and no file of it comes back', async (t) => {
-    const { env, start } = await setup(t, { config: { delivery: { retry: ['2s'] } } });
+    const { env, start } = await setup(t, { config: { delivery: { retry: ['1h'] } } });
     const lock = `${env.mailbox('alice')}.lock`;
     execFileSync('dotlockfile', ['-l', '-r', '0', lock]);
     t.after(async () => void spawnSync('dotlockfile', ['-u', lock]));
@@ -283,7 +284,8 @@ describe('mailsrv queue and the running daemon', () => {
     const r = queue(env, 'delete', id);
     assert.equal(r.code, 0, r.stderr);
     execFileSync('dotlockfile', ['-u', lock]);
-    await new Promise((resolve) => setTimeout(resolve, 4000)); // past the next retry
+    // told, the daemon forgets the entry and retries the rest at once: its retry finds nothing to do
+    await daemon.waitForLog((e) => e.msg === 'removed by queue delete' && e.queueId === id, 10_000, 'forgotten');
     assert.ok(daemon.running, 'the daemon died of the signal');
     assert.equal(
       daemon.find((e) => e.msg === 'delivered' && e.queueId === id).length,

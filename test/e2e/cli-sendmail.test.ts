@@ -18,6 +18,7 @@ import {
   cannotRunAs,
   DAEMON_USER,
   DOMAIN,
+  escapeRegex,
   HOSTNAME,
   makeEnv,
   MAILSRV_BIN,
@@ -156,7 +157,8 @@ describe('mailsrv sendmail', () => {
     assert.deepEqual(header(file, 'To'), ['Alice <alice@example.test>, bob']);
   });
 
-  test('-f sets the envelope sender and the added From:; -f "" and -f "<>" are the null sender; -r and -fADDR too', () => {
+  // -f "" and -f "<>" are the null sender; -r and -fADDR work as -f
+  test('-f sets the envelope sender and the added From:', () => {
     const cases: [string[], string, string][] = [
       [['-f', 'Robot <robot@example.test>'], 'robot@example.test', 'robot@example.test'],
       [['-fbounces@example.test'], 'bounces@example.test', 'bounces@example.test'],
@@ -176,7 +178,8 @@ describe('mailsrv sendmail', () => {
 
   test('headers the message has are kept as they are, never added twice', () => {
     const message =
-      'From: Me <me@example.test>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <mine@example.test>\nSubject: s\n\nb\n';
+      'From: Me <me@example.test>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\n' +
+      'Message-ID: <mine@example.test>\nSubject: s\n\nb\n';
     const r = sendmail(['-F', 'Ignored Name', 'alice@example.test'], message);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(only(env).message, message.replace(/\n/g, '\r\n'));
@@ -341,7 +344,7 @@ describe('mailsrv sendmail', () => {
       assert.match(
         r.stderr,
         new RegExp(
-          `^mailsrv: cannot write to the maildrop ${join(bare.stateDir, 'maildrop').replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: it does not exist`,
+          `^mailsrv: cannot write to the maildrop ${escapeRegex(join(bare.stateDir, 'maildrop'))}: it does not exist`,
         ),
       );
     } finally {
@@ -351,7 +354,7 @@ describe('mailsrv sendmail', () => {
 });
 
 describe('mailsrv sendmail and the daemon', () => {
-  test('mail dropped while the daemon is down is delivered when it starts; mail dropped while it runs, at once', async (t) => {
+  test('mail dropped while the daemon is down is delivered when it starts, while it runs at once', async (t) => {
     const env = await maildropEnv();
     t.after(() => env.cleanup());
     const down = runCli(['sendmail', '-c', env.configPath, '-f', 'cron@example.test', `alice@${DOMAIN}`], {

@@ -32,7 +32,7 @@ function startError(stdout: string): string {
 }
 
 describe('privileges', { skip: RUN_AS_ROOT ? false : 'run as root to test the privilege drop' }, () => {
-  it('started as root, runs as `user`/`group` with no other groups, owns its state and the mailboxes it creates', async () => {
+  it('started as root, runs as `user`/`group` with no other groups, owns its state and new mailboxes', async () => {
     const env = await makeEnv();
     const daemon = await startDaemon(env);
     try {

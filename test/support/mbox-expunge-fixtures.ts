@@ -53,7 +53,8 @@ box = mailbox.mbox(sys.argv[1])
 for key in box.iterkeys():
     head, _, body = box.get_bytes(key).partition(b"\\n\\n")
     subject = [l[9:].decode() for l in head.split(b"\\n") if l.startswith(b"Subject: ")]
-    out.append({"subject": subject[0] if subject else None, "bodyHash": hashlib.sha256(body.rstrip(b"\\n")).hexdigest()})
+    out.append({"subject": subject[0] if subject else None,
+                "bodyHash": hashlib.sha256(body.rstrip(b"\\n")).hexdigest()})
 print(json.dumps(out))
 `;
   const { stdout } = await execFileP(PYTHON, ['-c', script, path], { maxBuffer: 64 * 1024 * 1024 });

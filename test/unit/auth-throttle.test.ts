@@ -16,7 +16,7 @@ describe('AuthThrottle', () => {
 
   it('a success clears the address; failures are forgotten after a while', () => {
     let now = 0;
-    const t = new AuthThrottle({ baseDelayMs: 100, forgetAfterMs: 1000, now: () => now });
+    const t = new AuthThrottle({ baseDelayMs: 100, forgetAfterMs: 1000, clock: { now: () => now } });
     t.recordFailure('a');
     t.recordFailure('a');
     t.recordSuccess('a');
@@ -29,7 +29,7 @@ describe('AuthThrottle', () => {
 
   it('remembers at most maxEntries addresses, dropping the idle longest', () => {
     let now = 0;
-    const t = new AuthThrottle({ baseDelayMs: 10, maxEntries: 3, now: () => now++ });
+    const t = new AuthThrottle({ baseDelayMs: 10, maxEntries: 3, clock: { now: () => now++ } });
     for (const a of ['1.1.1.1', '2.2.2.2', '3.3.3.3']) t.recordFailure(a);
     t.recordFailure('1.1.1.1'); // now the most recent
     t.recordFailure('4.4.4.4');
@@ -60,7 +60,7 @@ describe('AuthThrottle lockout', () => {
       maxFailures: 3,
       lockoutMs: 60_000,
       forgetAfterMs: 1000,
-      now: () => now,
+      clock: { now: () => now },
     });
     t.recordFailure('192.0.2.1');
     t.recordFailure('192.0.2.1');

@@ -60,7 +60,8 @@ function field(group: [string, string][], name: string): string | undefined {
 const RECEIVED_AT = Date.parse('2026-11-25T11:00:00Z');
 const NOW = new Date('2026-11-25T15:00:00Z');
 const ORIGINAL_HEADERS =
-  'Received: from laptop.example.org (laptop [192.0.2.7])\r\n\tby mail.example.org (mailsrv) with ESMTPSA id 0QFW3TKLZ6M4H9PX;\r\n' +
+  'Received: from laptop.example.org (laptop [192.0.2.7])\r\n' +
+  '\tby mail.example.org (mailsrv) with ESMTPSA id 0QFW3TKLZ6M4H9PX;\r\n' +
   '\tWed, 25 Nov 2026 11:00:00 +0000\r\nFrom: Alice <alice@example.org>\r\nTo: bob@remote.test\r\nSubject: Lunch?\r\n';
 const BODY = 'The secret body text.\r\n';
 

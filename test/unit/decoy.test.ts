@@ -39,7 +39,9 @@ test("without an {ARGON2ID} hash in the file the decoy has new passwords' parame
 
 test('parameters out of bounds are not copied', () => {
   const users = usersWithHashes({
-    eve: '{ARGON2ID}$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$3kCXvvHUXTVGJI1cNqcl8mCeGAmMKaTqCkUGXSVvRrg',
+    eve:
+      '{ARGON2ID}$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$' +
+      '3kCXvvHUXTVGJI1cNqcl8mCeGAmMKaTqCkUGXSVvRrg',
   });
   assert.deepEqual(PHC.exec(new DecoyHashes().for(users))!.slice(1, 4).map(Number), [
     ARGON2ID_PARAMS.m,

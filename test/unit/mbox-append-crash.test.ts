@@ -96,7 +96,8 @@ const scenarios: Scenario[] = [
 describe('a batch append killed part-way', () => {
   for (const scenario of scenarios) {
     for (const recovery of ['daemon start', 'next writer'] as const) {
-      it(`${scenario.name}: ${recovery} leaves ${scenario.expected === ALL ? 'the whole batch' : 'the mailbox as it was'}`, async () => {
+      const leaves = scenario.expected === ALL ? 'the whole batch' : 'the mailbox as it was';
+      it(`${scenario.name}: ${recovery} leaves ${leaves}`, async () => {
         const mailbox = await freshMailbox();
         const { killed } = await runChild({ mailbox, messages: MESSAGES, crash: scenario.crash });
         assert.ok(killed, 'the child reached the crash point');
@@ -149,7 +150,8 @@ describe('a batch append killed part-way', () => {
     );
   });
 
-  it('an append note from another boot is never rolled back (the data may be all that survived a power loss)', async () => {
+  // the data may be all that survived a power loss
+  it('an append note from another boot is never rolled back', async () => {
     const mailbox = await freshMailbox();
     await fs.writeFile(
       `${mailbox}.lock`,

@@ -5,7 +5,6 @@ import { promises as fs, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -15,7 +14,8 @@ import {
   mailboxSize,
   type AppendOptions,
 } from '../../src/mbox/append.js';
-import { acquireDotlock, MailboxLockedError } from '../../src/mbox/lock.js';
+import { acquireDotlock, isWanted, MailboxLockedError } from '../../src/mbox/lock.js';
+import { eventually } from '../support/wait.js';
 
 const execFileP = promisify(execFile);
 const PYTHON = '/usr/bin/python3';
@@ -233,7 +233,7 @@ describe('appendMessage', () => {
     );
     assert.deepEqual(await fs.readFile(path), before);
     const pending = appendMessage(options(path, 'Subject: c\r\n\r\nc\r\n', { lockTimeoutMs: 5000 }));
-    await sleep(150);
+    await eventually(() => isWanted(lock.path), 10_000, 'the append waiting for the lock', 5);
     await lock.release();
     await pending;
     assert.equal((await pythonRead(path)).length, 2);

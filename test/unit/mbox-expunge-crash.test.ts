@@ -100,7 +100,10 @@ async function assertContent(mailbox: string, expected: 'old' | 'new', late = 0)
   await lock.release();
 }
 
-/** small chunks: the ~2.7 MB rewrite takes 11 steps; the first two need their bytes journaled (shift < chunk), the rest not */
+/**
+ * small chunks: the ~2.7 MB rewrite takes 11 steps; the first two need their bytes journaled
+ * (shift < chunk), the rest not
+ */
 const CHUNK_BYTES = 256 * 1024;
 
 /**

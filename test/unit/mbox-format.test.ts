@@ -60,7 +60,8 @@ describe('fromLine', () => {
 describe('MboxrdQuoter', () => {
   it('quotes From_ lines mboxrd style', async () => {
     const input =
-      'Subject: x\r\n\r\nFrom here\r\n>From there\r\n>>From far\r\nFrom\r\nFromage\r\n From x\r\n>From\r\n>>\r\nend\r\n';
+      'Subject: x\r\n\r\nFrom here\r\n>From there\r\n>>From far\r\nFrom\r\n' +
+      'Fromage\r\n From x\r\n>From\r\n>>\r\nend\r\n';
     const expected = 'Subject: x\n\n>From here\n>>From there\n>>>From far\nFrom\nFromage\n From x\n>From\n>>\nend\n\n';
     assert.equal(await quote(input), expected);
     assert.equal(await quote(input, bytewise(input)), expected);

@@ -68,7 +68,8 @@ describe('editHeaders', () => {
   it('leaves the body and multipart structure untouched', async () => {
     const body =
       'preamble\r\n--b\r\nContent-Type: text/plain\r\nStatus: RO\r\n\r\nx\r\n--b  \r\n\r\ny\n' +
-      '--b\r\nContent-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\nX-UIDL: 1\r\n\r\ninner\r\n--b--\r\nepilogue';
+      '--b\r\nContent-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n' +
+      'X-UIDL: 1\r\n\r\ninner\r\n--b--\r\nepilogue';
     const input = `Content-Type: multipart/mixed; boundary=b\r\nX-UIDL: 9\r\n\r\n${body}`;
     await expectEdit(input, ['X-A: 1'], `X-A: 1\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n${body}`);
   });

@@ -1,10 +1,10 @@
 // Unit tests for src/mbox/lock.ts: dotlock creation, serialization, stale rules, dotlockfile interop.
+// Waits, timeouts and the age of locks run on a fake clock: minutes pass without waiting.
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -14,6 +14,8 @@ import {
   MailboxLockedError,
   type StaleLockInfo,
 } from '../../src/mbox/lock.js';
+import { eventually } from '../support/wait.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 const execFileP = promisify(execFile);
 const hasDotlockfile = spawnSync('dotlockfile', ['-h']).error === undefined;
@@ -71,15 +73,16 @@ describe('acquireDotlock', () => {
   it('serializes two concurrent acquirers', async () => {
     const mbox = await newMailbox();
     const first = await acquireDotlock(mbox, { timeoutMs: 1000 });
+    const clock = new FakeClock();
     let secondGot = false;
-    const second = acquireDotlock(mbox, { timeoutMs: 5000 }).then((l) => {
+    const second = acquireDotlock(mbox, { timeoutMs: 5000, clock }).then((l) => {
       secondGot = true;
       return l;
     });
-    await sleep(300);
+    await clock.waitForTimer('the second acquirer to wait before its next try');
     assert.equal(secondGot, false, 'second must wait');
     await first.release();
-    const lock = await second;
+    const lock = await clock.runUntilSettled(second, 'the second acquirer to try again');
     assert.equal(secondGot, true);
     await lock.release();
   });
@@ -93,7 +96,7 @@ describe('acquireDotlock', () => {
         const lock = await acquireDotlock(mbox, { timeoutMs: 20000 });
         inside++;
         maxInside = Math.max(maxInside, inside);
-        await sleep(20);
+        await new Promise((resolve) => setTimeout(resolve, 20));
         inside--;
         await lock.release();
       }),
@@ -107,9 +110,11 @@ describe('acquireDotlock', () => {
     const pid = await deadPid();
     await fs.writeFile(`${mbox}.lock`, `${pid}\n`);
     const broken: StaleLockInfo[] = [];
-    const start = Date.now();
-    const lock = await acquireDotlock(mbox, { timeoutMs: 5000, onStaleBroken: (i) => broken.push(i) });
-    assert.ok(Date.now() - start < 1000);
+    const clock = new FakeClock();
+    const start = clock.now();
+    const acquiring = acquireDotlock(mbox, { timeoutMs: 5000, onStaleBroken: (i) => broken.push(i), clock });
+    const lock = await clock.runUntilSettled(acquiring, 'the next try');
+    assert.equal(clock.now(), start, 'waited before breaking it');
     assert.equal(broken.length, 1);
     assert.equal(broken[0].path, `${mbox}.lock`);
     assert.match(broken[0].reason, new RegExp(`pid ${pid}`));
@@ -119,20 +124,28 @@ describe('acquireDotlock', () => {
   it('breaks a lock without a pid once it is older than 5 minutes', async () => {
     const mbox = await newMailbox();
     await fs.writeFile(`${mbox}.lock`, '0\n');
-    await setMtime(`${mbox}.lock`, 301);
+    const madeAt = (await fs.stat(`${mbox}.lock`)).mtimeMs;
+    const clock = new FakeClock(madeAt);
     const broken: StaleLockInfo[] = [];
-    const lock = await acquireDotlock(mbox, { timeoutMs: 2000, onStaleBroken: (i) => broken.push(i) });
+    const options = { timeoutMs: 10 * 60_000, onStaleBroken: (i: StaleLockInfo) => broken.push(i), clock };
+    const lock = await clock.runUntilSettled(acquireDotlock(mbox, options), 'the next try');
     assert.equal(broken.length, 1);
     assert.match(broken[0].reason, /older than 300 s/);
+    const age = clock.now() - madeAt;
+    assert.ok(age >= 300_000 && age <= 301_000, `broken at the age of ${age} ms, not in the second after 5 minutes`);
     await lock.release();
   });
 
   it('judges a lock with an impossible pid by its age', async () => {
     const mbox = await newMailbox();
     await fs.writeFile(`${mbox}.lock`, '99999999999\n');
-    await assert.rejects(acquireDotlock(mbox, { timeoutMs: 100 }), MailboxLockedError);
-    await setMtime(`${mbox}.lock`, 301);
-    const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
+    const clock = new FakeClock(Date.now());
+    await assert.rejects(
+      clock.runUntilSettled(acquireDotlock(mbox, { timeoutMs: 100, clock }), 'the next try'),
+      MailboxLockedError,
+    );
+    clock.advance(300_000);
+    const lock = await clock.runUntilSettled(acquireDotlock(mbox, { timeoutMs: 1000, clock }), 'the next try');
     await lock.release();
   });
 
@@ -142,13 +155,15 @@ describe('acquireDotlock', () => {
     try {
       await fs.writeFile(`${mbox}.lock`, `${holder.pid}\n`);
       await setMtime(`${mbox}.lock`, 3600); // a live holder's lock is valid whatever its age (liblockfile)
-      const start = Date.now();
-      await assert.rejects(acquireDotlock(mbox, { timeoutMs: 400 }), (err: unknown) => {
+      const clock = new FakeClock(Date.now());
+      const start = clock.now();
+      const acquiring = acquireDotlock(mbox, { timeoutMs: 30_000, clock });
+      await assert.rejects(clock.runUntilSettled(acquiring, 'the next try'), (err: unknown) => {
         assert.ok(err instanceof MailboxLockedError);
         assert.equal(err.path, `${mbox}.lock`);
         return true;
       });
-      assert.ok(Date.now() - start >= 390);
+      assert.equal(clock.now() - start, 30_000, 'gave up when the 30 s were over');
       assert.equal(await fs.readFile(`${mbox}.lock`, 'utf8'), `${holder.pid}\n`, 'foreign lock untouched');
       assert.deepEqual(await leftovers(), [], 'temp file removed');
     } finally {
@@ -159,25 +174,38 @@ describe('acquireDotlock', () => {
   it('treats a fresh directory lock (proper-lockfile) as locked, an old one as stale', async () => {
     const mbox = await newMailbox();
     await fs.mkdir(`${mbox}.lock`);
-    await assert.rejects(acquireDotlock(mbox, { timeoutMs: 200 }), MailboxLockedError);
-    await setMtime(`${mbox}.lock`, 400);
+    const clock = new FakeClock(Date.now());
+    await assert.rejects(
+      clock.runUntilSettled(acquireDotlock(mbox, { timeoutMs: 200, clock }), 'the next try'),
+      MailboxLockedError,
+    );
+    clock.advance(300_000);
     const broken: StaleLockInfo[] = [];
-    const lock = await acquireDotlock(mbox, { timeoutMs: 2000, onStaleBroken: (i) => broken.push(i) });
+    const options = { timeoutMs: 2000, onStaleBroken: (i: StaleLockInfo) => broken.push(i), clock };
+    const lock = await clock.runUntilSettled(acquireDotlock(mbox, options), 'the next try');
     assert.match(broken[0].reason, /directory/);
     assert.ok((await fs.lstat(lock.path)).isFile());
     await lock.release();
   });
 
-  it('touches the lock every 60 s while held', async (t) => {
-    t.mock.timers.enable({ apis: ['setInterval'] });
+  it('touches the lock every 60 s while held', async () => {
     const mbox = await newMailbox();
-    const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
-    await setMtime(lock.path, 600);
-    t.mock.timers.tick(60_000);
-    for (let i = 0; i < 50 && Date.now() - (await fs.stat(lock.path)).mtimeMs > 5000; i++)
-      await new Promise((r) => setImmediate(r));
-    assert.ok(Date.now() - (await fs.stat(lock.path)).mtimeMs < 5000, 'mtime refreshed');
+    const clock = new FakeClock(Date.now());
+    const lock = await acquireDotlock(mbox, { timeoutMs: 1000, clock });
+    // the touch sets the mtime to the clock's time; a file system keeps it to well below a millisecond
+    const mtime = async () => (await fs.stat(lock.path)).mtimeMs;
+    const taken = clock.now();
+    for (const minutes of [1, 2]) {
+      await clock.runTimer(`the touch after ${minutes} min`, (at) => at > clock.now());
+      await eventually(
+        async () => Math.abs((await mtime()) - (taken + minutes * 60_000)) < 1,
+        10_000,
+        `mtime after ${minutes} min`,
+        5,
+      );
+    }
     await lock.release();
+    assert.equal(clock.pending, 0, 'still touching after the release');
   });
 
   it('does not remove a lock someone else took after breaking ours', async () => {
@@ -205,11 +233,15 @@ describe('dotlockfile interoperability', {
   it('waits while dotlockfile holds the lock and gets it once released', async () => {
     const mbox = await newMailbox();
     await execFileP('dotlockfile', ['-l', '-r', '0', `${mbox}.lock`]);
-    await assert.rejects(acquireDotlock(mbox, { timeoutMs: 300 }), MailboxLockedError);
-    const pending = acquireDotlock(mbox, { timeoutMs: 5000 });
-    await sleep(200);
+    const clock = new FakeClock(Date.now());
+    await assert.rejects(
+      clock.runUntilSettled(acquireDotlock(mbox, { timeoutMs: 300, clock }), 'the next try'),
+      MailboxLockedError,
+    );
+    const pending = acquireDotlock(mbox, { timeoutMs: 5000, clock });
+    await clock.waitForTimer('the acquirer to wait before its next try', (at) => at > clock.now());
     await execFileP('dotlockfile', ['-u', `${mbox}.lock`]);
-    const lock = await pending;
+    const lock = await clock.runUntilSettled(pending, 'the next try');
     await lock.release();
   });
 
@@ -230,7 +262,8 @@ describe('dotlockfile interoperability', {
     await execFileP('dotlockfile', ['-u', `${mbox}.lock`]);
   });
 
-  it('reads a lock carrying our append note like any other: held while we hold it, stale by its age once its holder is gone', async () => {
+  // held while we hold it, stale by its age once its holder is gone
+  it('reads a lock carrying our append note like any other', async () => {
     const mbox = await newMailbox();
     const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
     await lock.noteCommittedSize(123);

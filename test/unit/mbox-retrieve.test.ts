@@ -85,7 +85,18 @@ describe('retrieveMessage: RETR', () => {
     const snapshot = await mailbox(`From a Mon\n\n${body.join('\n')}\n\n`);
     assert.equal(
       await retr(snapshot),
-      `\r\n${['From a', '>From b', '>>>From c', '> From d', '>Fro', '>>', 'From_ x', '>From', 'x>From y', '>From '].join('\r\n')}\r\n`,
+      `\r\n${[
+        'From a',
+        '>From b',
+        '>>>From c',
+        '> From d',
+        '>Fro',
+        '>>',
+        'From_ x',
+        '>From',
+        'x>From y',
+        '>From ',
+      ].join('\r\n')}\r\n`,
     );
   });
 
@@ -250,7 +261,7 @@ describe('retrieveMessage: errors and resources', () => {
     await assert.rejects(collect(retrieveMessage(snapshot.path, snapshot.messages[0]!)), { code: 'ENOENT' });
   });
 
-  it('closes the file when done, after TOP stops early, when closed early, and leaves a given handle open', async () => {
+  it('closes the file when done, after TOP stops early, when closed early; leaves a given handle open', async () => {
     const snapshot = await mailbox(`From a Mon\nSubject: x\n\n${'line\n'.repeat(100_000)}\n`);
     const openFds = (): number => readdirSync('/proc/self/fd').length;
     const before = openFds();

@@ -19,16 +19,20 @@ const VECTORS: Record<string, string> = {
   bcrypt2a: '{BLF-CRYPT}$2a$05$wUWcgUqKW7UPfYsh84GXluAGB6MyWyfhlpUS43K7tqId//Q4tx4nq',
   // python3: crypt.crypt('secret', crypt.mksalt(crypt.METHOD_SHA512, rounds=5000))
   sha512rounds5000:
-    '{SHA512-CRYPT}$6$rounds=5000$rrTSsAbpnzWTcbeO$ns5jvzC9kllCgFcSR/c6vq9pBgIKYDawJZfXHKDNs.Ieup3hc0GR.QZPut2cshrbrjhbrqlsNDnvR4dPpYWS80',
+    '{SHA512-CRYPT}$6$rounds=5000$rrTSsAbpnzWTcbeO$' +
+    'ns5jvzC9kllCgFcSR/c6vq9pBgIKYDawJZfXHKDNs.Ieup3hc0GR.QZPut2cshrbrjhbrqlsNDnvR4dPpYWS80',
   // python3: crypt.crypt('secret', crypt.mksalt(crypt.METHOD_SHA512))
   sha512default:
-    '{SHA512-CRYPT}$6$mMFIBGzY7J7gGQ5j$lh0sawYOMRVvMDWGO.gSHiBU9QH2JS8PpQx2qn7Xc5KIn6rji/.gAM8NGkWEu.9QTX.w7GHrtbHSoxZAIk2mt.',
+    '{SHA512-CRYPT}$6$mMFIBGzY7J7gGQ5j$' +
+    'lh0sawYOMRVvMDWGO.gSHiBU9QH2JS8PpQx2qn7Xc5KIn6rji/.gAM8NGkWEu.9QTX.w7GHrtbHSoxZAIk2mt.',
   // openssl passwd -6 secret
   sha512openssl:
-    '{SHA512-CRYPT}$6$XgvcLAh9zeq9MOE.$sKDQyfviAig.dyaezlgvp5pTr4fCXv9AgVYMetBhNZqplhN9GKFrb9HnTm85y.C3LeK2WnCyU0XMRyrhozHh9/',
+    '{SHA512-CRYPT}$6$XgvcLAh9zeq9MOE.$' +
+    'sKDQyfviAig.dyaezlgvp5pTr4fCXv9AgVYMetBhNZqplhN9GKFrb9HnTm85y.C3LeK2WnCyU0XMRyrhozHh9/',
   // python3, rounds=10000: more than 5000 rounds, so verified in a worker thread
   sha512rounds10000:
-    '{SHA512-CRYPT}$6$rounds=10000$1R1.sYNVC.ZyBG7M$q6BNDLRxlU5UF2jZY4MBQNGW36XgZB2g5c7pFQJKC/DTix/fCcBuSv9rlUvsdQQsmYFiNynr6p/VMRoa8Xo5.0',
+    '{SHA512-CRYPT}$6$rounds=10000$1R1.sYNVC.ZyBG7M$' +
+    'q6BNDLRxlU5UF2jZY4MBQNGW36XgZB2g5c7pFQJKC/DTix/fCcBuSv9rlUvsdQQsmYFiNynr6p/VMRoa8Xo5.0',
 };
 
 for (const [label, stored] of Object.entries(VECTORS)) {
@@ -77,7 +81,8 @@ test('malformed hashes and hashes that do not fit their scheme are false, not ex
     '{ARGON2ID}$argon2i$v=19$m=32768,t=4,p=1$xTwtkjgDOF5OGbxwBAHDeA$1lk5h3VRUbIZkG718NaV0u4yWXWwB/T50eGsSKOkVo8',
     '{ARGON2I}$argon2i$v=19$m=32768,t=4,p=1$c29tZXNhbHQ$aaaa',
     '{BLF-CRYPT}$2y$garbage',
-    '{BLF-CRYPT}$6$XgvcLAh9zeq9MOE.$sKDQyfviAig.dyaezlgvp5pTr4fCXv9AgVYMetBhNZqplhN9GKFrb9HnTm85y.C3LeK2WnCyU0XMRyrhozHh9/',
+    '{BLF-CRYPT}$6$XgvcLAh9zeq9MOE.$' +
+      'sKDQyfviAig.dyaezlgvp5pTr4fCXv9AgVYMetBhNZqplhN9GKFrb9HnTm85y.C3LeK2WnCyU0XMRyrhozHh9/',
     '{SHA512-CRYPT}$2y$05$wUWcgUqKW7UPfYsh84GXluAGB6MyWyfhlpUS43K7tqId//Q4tx4nq',
     '{SHA512-CRYPT}$6$',
     '{SHA512-CRYPT}$6$salt$short',
@@ -90,13 +95,12 @@ test('malformed hashes and hashes that do not fit their scheme are false, not ex
 test('a costly SHA512-CRYPT hash does not block the event loop', async () => {
   // python3: crypt.crypt('secret', crypt.mksalt(crypt.METHOD_SHA512, rounds=200000)): about half a second of work
   const stored =
-    '{SHA512-CRYPT}$6$rounds=200000$aYHMQyIYB4e6GuJi$pvjYYaTpVMdRSrgpO.ivKmU2VgdnmL7MyFmxNf053qcBLeSVcpjaxeAemAvHUtuO9s0aQb7RorccvCAugG2Zw/';
-  let longestGap = 0;
-  let last = performance.now();
+    '{SHA512-CRYPT}$6$rounds=200000$aYHMQyIYB4e6GuJi$' +
+    'pvjYYaTpVMdRSrgpO.ivKmU2VgdnmL7MyFmxNf053qcBLeSVcpjaxeAemAvHUtuO9s0aQb7RorccvCAugG2Zw/';
+  // a check on this thread would run from start to end in one go: a timer could not fire meanwhile
+  let ticks = 0;
   const ticker = setInterval(() => {
-    const now = performance.now();
-    longestGap = Math.max(longestGap, now - last);
-    last = now;
+    ticks += 1;
   }, 5);
   try {
     const [right, wrong] = await Promise.all([verifyPassword(stored, 'secret'), verifyPassword(stored, 'wrong')]);
@@ -105,5 +109,5 @@ test('a costly SHA512-CRYPT hash does not block the event loop', async () => {
   } finally {
     clearInterval(ticker);
   }
-  assert.ok(longestGap < 150, `event loop stalled for ${longestGap.toFixed(0)} ms`);
+  assert.ok(ticks >= 3, `a 5 ms timer fired ${ticks} times while the two hashes were checked`);
 });

@@ -11,10 +11,9 @@ import { pino } from 'pino';
 import { Authenticator } from '../../src/auth/authenticator.js';
 import { networkMatcher } from '../../src/config/networks.js';
 import { createPop3Server, type Pop3Service } from '../../src/pop3/server.js';
+import { eventually } from '../support/wait.js';
 
 const noUsers = { has: () => false, hashOf: () => undefined, names: () => [], problems: [] };
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('pop3 server before the daemon is ready', () => {
   const dirs: string[] = [];
@@ -71,18 +70,22 @@ describe('pop3 server before the daemon is ready', () => {
 
   it('counts the connection, answers nothing until ready, then greets and runs what was sent', async () => {
     let open!: () => void;
+    let ready = false;
     const { pop3, port } = await service(new Promise<void>((resolve) => (open = resolve)));
     const early = await connect(port);
+    let readyAtFirstByte: boolean | null = null;
+    early.socket.once('data', () => (readyAtFirstByte = ready));
     early.socket.write('CAPA\r\n');
-    await sleep(200);
-    assert.equal(early.received(), '', 'no greeting, no reply before ready');
-    assert.equal(pop3.connections, 1);
+    // taken in (a second connection is turned away) but not answered
     const extra = await connect(port);
     await extra.closed;
     assert.equal(extra.received(), '-ERR [SYS/TEMP] too many connections\r\n', 'max_clients counts a waiting session');
+    assert.equal(pop3.connections, 1);
 
+    ready = true;
     open();
-    await sleep(200);
+    await eventually(() => /\r\n\.\r\n$/.test(early.received()), 10_000, 'the CAPA reply', 5);
+    assert.equal(readyAtFirstByte, true, 'a greeting or reply came before ready');
     assert.match(early.received(), /^\+OK mailsrv ready\r\n\+OK Capability list follows\r\n/);
     early.socket.end('QUIT\r\n');
     await early.closed;
@@ -92,7 +95,7 @@ describe('pop3 server before the daemon is ready', () => {
   it('a stop before ready closes the waiting connection', async () => {
     const { pop3, port } = await service(new Promise<void>(() => undefined));
     const waiting = await connect(port);
-    await sleep(100);
+    await eventually(() => pop3.connections === 1, 10_000, 'the connection taken in', 5);
     await pop3.shutdown();
     await waiting.closed;
     assert.equal(waiting.received(), '');

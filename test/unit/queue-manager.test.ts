@@ -1,6 +1,6 @@
 // The queue manager with a scripted delivery agent: retries after failures, one delivery
 // per mailbox at a time, permanent failures end a recipient, and an append recorded before
-// a crash is settled at start.
+// a crash is settled at start. Schedules of minutes and days run on a fake clock.
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,15 +12,17 @@ import { delivered as sent, permanent, statusFromReply, temporary } from '../../
 import type { DeliveryAgent, DeliveryJob, Notifier, RemoteAgent } from '../../src/queue/agents.js';
 import { QueueManager, type QueueManagerOptions } from '../../src/queue/manager.js';
 import { QueueStore } from '../../src/queue/store.js';
+import { eventually } from '../support/wait.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 const logger = pino({ level: 'silent' });
 
-async function setup(users: string[], existing?: QueueStore) {
+async function setup(users: string[], existing?: QueueStore, receivedAt = Date.now()) {
   const store = existing ?? new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-qmgr-')));
   await store.init();
   const pending = store.begin({
     sender: 's@x.test',
-    receivedAt: Date.now(),
+    receivedAt,
     client: { ip: '127.0.0.1', helo: 'h', protocol: 'ESMTP', hostname: '', submitted: false },
     recipients: users.map((user) => ({ address: `${user}@x.test`, target: { kind: 'local' as const, user } })),
   });
@@ -53,28 +55,32 @@ function manager(store: QueueStore, local: DeliveryAgent, more: Partial<QueueMan
   });
 }
 
-async function until(condition: () => boolean | Promise<boolean>, ms = 3000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) assert.fail('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const until = (condition: () => boolean | Promise<boolean>) =>
+  eventually(condition, 10_000, 'the manager to get there', 5);
 
-test('a failing delivery is retried until it succeeds, then the entry is removed', async () => {
-  const { store, entry } = await setup(['a']);
-  let calls = 0;
-  const qmgr = manager(store, {
-    deliver: async (jobs) => {
-      calls += 1;
-      return jobs.map(() => (calls < 3 ? temporary('4.2.0', 'locked') : sent()));
+test('a failing delivery is retried along the schedule until it succeeds, then the entry is removed', async () => {
+  const clock = new FakeClock();
+  const start = clock.now();
+  const { store, entry } = await setup(['a'], undefined, start);
+  const attemptsAt: number[] = [];
+  const qmgr = manager(
+    store,
+    {
+      deliver: async (jobs) => {
+        attemptsAt.push(clock.now() - start);
+        return jobs.map(() => (attemptsAt.length < 3 ? temporary('4.2.0', 'locked') : sent()));
+      },
+      settleInterruptedAppend: async () => false,
     },
-    settleInterruptedAppend: async () => false,
-  });
+    { clock, localRetryMs: [60_000, 300_000], maxLifetimeMs: 3_600_000, delayWarningMs: 3_600_000 },
+  );
   qmgr.add(entry);
+  await clock.runTimer('the first retry');
+  await clock.runTimer('the second retry', (at) => at > start + 60_000);
   await until(async () => (await readdir(store.dir)).length === 0);
-  assert.equal(calls, 3);
+  assert.deepEqual(attemptsAt, [0, 60_000, 360_000], 'at once, then 1 minute and 5 minutes later');
   assert.equal(qmgr.size, 0);
+  assert.equal(clock.pending, 0, 'no timer left behind');
 });
 
 test('deliveries to one mailbox never overlap; different mailboxes run together', async () => {
@@ -165,12 +171,12 @@ test('what queued up for a busy mailbox goes in as one batch, in order', async (
 });
 
 /** An entry with remote recipients (addresses as given). */
-async function setupRemote(addresses: string[], sender = 's@x.test', existing?: QueueStore) {
+async function setupRemote(addresses: string[], sender = 's@x.test', existing?: QueueStore, receivedAt = Date.now()) {
   const store = existing ?? new QueueStore(await mkdtemp(join(tmpdir(), 'mailsrv-qmgr-')));
   await store.init();
   const pending = store.begin({
     sender,
-    receivedAt: Date.now(),
+    receivedAt,
     client: { ip: '127.0.0.1', helo: 'h', protocol: 'ESMTP', hostname: '', submitted: true },
     recipients: addresses.map((address) => ({ address, target: { kind: 'remote' as const } })),
   });
@@ -183,7 +189,7 @@ const neverLocal: DeliveryAgent = {
   settleInterruptedAppend: async () => false,
 };
 
-test('remote recipients: one attempt per destination carries all of its recipients; per-destination cap holds', async () => {
+test('remote recipients: one attempt per destination carries all its recipients; its cap holds', async () => {
   const { store, entry } = await setupRemote(['a@one.test', 'b@one.test', 'c@two.test', 'd@one.test']);
   const batches: string[][] = [];
   const qmgr = manager(store, neverLocal, {
@@ -231,21 +237,31 @@ test('a dead destination holds only its own slots: other destinations are delive
 });
 
 test('a deferred remote recipient past delay_warning is warned about once; expiry bounces it', async () => {
-  const { store, entry } = await setupRemote(['slow@far.test']);
+  const clock = new FakeClock();
+  const start = clock.now();
+  const hour = 3_600_000;
+  const { store, entry } = await setupRemote(['slow@far.test'], 's@x.test', undefined, start);
   const notices: string[] = [];
+  let attempts = 0;
   const qmgr = manager(store, neverLocal, {
-    remoteRetryMs: [30],
-    delayWarningMs: 0,
-    maxLifetimeMs: 300,
+    clock,
+    remoteRetryMs: [hour],
+    delayWarningMs: 4 * hour,
+    maxLifetimeMs: 5 * 24 * hour,
     remote: {
       destinationOf: noRemote.destinationOf,
-      deliver: async (jobs) => jobs.map(() => ({ status: temporary('4.4.1', 'connection refused') })),
+      deliver: async (jobs) => {
+        attempts += 1;
+        return jobs.map(() => ({ status: temporary('4.4.1', 'connection refused') }));
+      },
     },
-    notifier: { notify: async (_e, _i, kind) => void notices.push(kind) },
+    notifier: { notify: async (_e, _i, kind) => void notices.push(`${kind} after ${(clock.now() - start) / hour} h`) },
   });
   qmgr.add(entry);
+  while (attempts < 121) await clock.runTimer(`retry ${attempts}`, (at) => at >= start + attempts * hour);
   await until(() => qmgr.size === 0);
-  assert.deepEqual(notices, ['delay', 'failure']);
+  assert.deepEqual(notices, ['delay after 4 h', 'failure after 120 h'], 'hourly tries: warned at 4 h, expired at 5 d');
+  assert.equal(attempts, 121);
 });
 
 test('mail from the null sender is never bounced; too many hops fail as a loop', async () => {
@@ -266,9 +282,11 @@ test('mail from the null sender is never bounced; too many hops fail as a loop',
 });
 
 test('flush retries deferred recipients now; an entry deleted under the manager is dropped', async () => {
-  const { store, entry } = await setupRemote(['a@far.test']);
+  const clock = new FakeClock();
+  const { store, entry } = await setupRemote(['a@far.test'], 's@x.test', undefined, clock.now());
   let attempts = 0;
   const qmgr = manager(store, neverLocal, {
+    clock,
     remoteRetryMs: [60_000],
     remote: {
       destinationOf: noRemote.destinationOf,
@@ -276,15 +294,16 @@ test('flush retries deferred recipients now; an entry deleted under the manager 
     },
   });
   qmgr.add(entry);
-  await until(() => attempts === 1);
-  await new Promise((r) => setTimeout(r, 50));
+  await clock.waitForTimer('the retry in a minute');
   await qmgr.flush();
   await until(() => qmgr.size === 0);
   assert.equal(attempts, 2);
+  assert.equal(clock.now(), entry.envelope.receivedAt, 'retried without waiting for the minute');
 
-  const second = await setupRemote(['b@far.test']);
+  const second = await setupRemote(['b@far.test'], 's@x.test', undefined, clock.now());
   let tried = 0;
   const qmgr2 = manager(second.store, neverLocal, {
+    clock,
     remoteRetryMs: [60_000],
     remote: {
       destinationOf: noRemote.destinationOf,
@@ -296,11 +315,12 @@ test('flush retries deferred recipients now; an entry deleted under the manager 
     },
   });
   qmgr2.add(second.entry);
-  await until(() => tried === 1);
+  await clock.waitForTimer('the retry in a minute');
   await second.store.remove(second.entry.envelope.id);
   await qmgr2.flush();
   await until(() => qmgr2.size === 0);
   assert.equal(tried, 1, 'not attempted again once deleted');
+  assert.equal(clock.pending, 0, 'no retry left for the deleted entry');
 });
 
 test('failures at two destinations make one bounce; a bounce that cannot be queued keeps the entry', async () => {
@@ -322,9 +342,11 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
   await until(() => qmgr.size === 0);
   assert.deepEqual(notices, [[0, 1]]);
 
-  const second = await setupRemote(['c@three.test']);
+  const clock = new FakeClock();
+  const second = await setupRemote(['c@three.test'], 's@x.test', undefined, clock.now());
   let calls = 0;
   const failing = manager(second.store, neverLocal, {
+    clock,
     remote: {
       destinationOf: noRemote.destinationOf,
       deliver: async (jobs) => jobs.map(() => ({ status: statusFromReply('550 5.1.1 no', 'permanent', 'mx') })),
@@ -332,17 +354,22 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
     notifier: {
       notify: async () => {
         calls += 1;
-        throw new Error('ENOSPC: no space left on device');
+        if (calls === 1) throw new Error('ENOSPC: no space left on device');
       },
     },
   });
   failing.add(second.entry);
-  await until(() => calls === 1);
-  await new Promise((r) => setTimeout(r, 50));
+  const retryAt = await clock.waitForTimer('the bounce tried again');
+  assert.equal(retryAt - clock.now(), 60_000, 'a minute later');
+  assert.equal(calls, 1);
   assert.equal(failing.size, 1, 'the original waits until its bounce is queued');
   assert.equal(second.entry.progress[0]!.notified, false);
   assert.deepEqual(
     await readdir(second.store.dir).then((names) => names.filter((n) => n === second.entry.envelope.id)),
     [second.entry.envelope.id],
   );
+  clock.advance(60_000);
+  await until(() => failing.size === 0);
+  assert.equal(calls, 2, 'the bounce queued at the second try');
+  assert.equal(second.entry.progress[0]!.notified, true);
 });

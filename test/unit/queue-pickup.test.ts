@@ -2,9 +2,10 @@
 // there at start and files arriving later are handed over and removed only after inject()
 // resolved; refused files are removed with a log line naming their owner; a failing inject()
 // keeps the file for the next scan; temp files are left alone until they are stale; concurrency
-// is bounded; stop() waits for work in progress.
+// is bounded; stop() waits for work in progress. Rescans, debouncing and the age of temp files
+// run on a fake clock.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -18,6 +19,8 @@ import {
   type DropDirPickupOptions,
   type PickedUpMessage,
 } from '../../src/queue/pickup.js';
+import { eventually } from '../support/wait.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 interface LogLine {
   level: number;
@@ -40,7 +43,9 @@ async function setup(options: Partial<DropDirPickupOptions> = {}) {
   const dir = await prepareDropDir(stateDir, null);
   const logs: LogLine[] = [];
   const injected: Injected[] = [];
+  const clock = new FakeClock();
   const pickup = new DropDirPickup({
+    clock,
     dir,
     messageSizeLimit: 1000,
     logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) }),
@@ -51,7 +56,7 @@ async function setup(options: Partial<DropDirPickupOptions> = {}) {
     },
     ...options,
   });
-  return { dir, pickup, logs, injected };
+  return { dir, pickup, logs, injected, clock };
 }
 
 function drop(
@@ -62,13 +67,7 @@ function drop(
   return writeDropFile(dir, envelope, Readable.from([Buffer.from(message)]));
 }
 
-async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) assert.fail(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = (condition: () => boolean | Promise<boolean>, what: string) => eventually(condition, 10_000, what, 10);
 
 test('files there at start are injected with envelope, owner and message, then removed', async (t) => {
   const { dir, pickup, injected } = await setup();
@@ -89,12 +88,17 @@ test('files there at start are injected with envelope, owner and message, then r
 });
 
 test('a file arriving later is noticed at once (fs.watch), long before the rescan', async (t) => {
-  const { dir, pickup, injected } = await setup();
+  const { dir, pickup, injected, clock } = await setup();
   t.after(() => pickup.stop());
   pickup.start();
   await pickup.scan();
+  const rescanAt = clock.nextDue!;
+  const droppedAt = clock.now();
   await drop(dir);
-  await until(() => injected.length === 1, 'the new file injected', 3000);
+  // only a watch event sets a timer before the rescan: the short pause that gathers a burst of events
+  const scanAt = await clock.runTimer('the scan after the watch event', (at) => at < rescanAt);
+  await until(() => injected.length === 1, 'the new file injected');
+  assert.equal(scanAt - droppedAt, 50, 'scanned 50 ms after the event, not at the rescan a minute later');
 });
 
 test('the file stays until inject() resolves; a failing inject() keeps it for the next scan', async (t) => {
@@ -168,22 +172,19 @@ test('reconfigure() changes the size limit for the next file', async (t) => {
 });
 
 test('temp files are left to their writer (a slow cron job: hours old is fine); removed a day old', async (t) => {
-  const { dir, pickup, logs, injected } = await setup();
+  const { dir, pickup, logs, injected, clock } = await setup();
   t.after(() => pickup.stop());
-  const fresh = join(dir, 'tmp-0123456789abcdef0123456789abcdef');
-  const stale = join(dir, 'tmp-fedcba9876543210fedcba9876543210');
-  await writeFile(fresh, 'half written');
-  await writeFile(stale, 'left by a killed sendmail');
-  const hoursAgo = new Date(Date.now() - 5 * 3_600_000);
-  await utimes(fresh, hoursAgo, hoursAgo);
-  const aDayAgo = new Date(Date.now() - 24 * 3_600_000 - 1000);
-  await utimes(stale, aDayAgo, aDayAgo);
+  const name = 'tmp-0123456789abcdef0123456789abcdef';
+  await writeFile(join(dir, name), 'half written');
+  clock.advance(Date.now() - clock.now() + 23 * 3_600_000);
   await pickup.scan();
-  assert.deepEqual(await readdir(dir), ['tmp-0123456789abcdef0123456789abcdef']);
+  assert.deepEqual(await readdir(dir), [name], 'removed when 23 hours old');
   assert.equal(injected.length, 0);
-  assert.ok(
-    logs.some((l) => l.msg === 'stale maildrop temp file removed' && l.file === 'tmp-fedcba9876543210fedcba9876543210'),
-  );
+  clock.advance(3_600_000 + 1000);
+  await pickup.scan();
+  assert.deepEqual(await readdir(dir), [], 'kept when a day old');
+  assert.equal(injected.length, 0);
+  assert.ok(logs.some((l) => l.msg === 'stale maildrop temp file removed' && l.file === name));
 });
 
 test('at most `concurrency` files are injected at once, and every file is', async (t) => {
@@ -208,31 +209,32 @@ test('at most `concurrency` files are injected at once, and every file is', asyn
   assert.deepEqual(await readdir(dir), []);
 });
 
-test('stop() waits for an inject() in progress and then nothing more is picked up', async (t) => {
+test('stop() waits for an inject() in progress and then nothing more is picked up', async () => {
   let release!: () => void;
   const started: string[] = [];
-  const { dir, pickup } = await setup({
+  const events: string[] = [];
+  const { dir, pickup, clock } = await setup({
     inject: async ({ file }) => {
       started.push(file);
       await new Promise<void>((r) => {
         release = r;
       });
+      events.push('inject resolved');
     },
   });
   const name = await drop(dir);
   pickup.start();
   await until(() => started.length === 1, 'inject started');
-  let stopped = false;
-  const stopping = pickup.stop().then(() => {
-    stopped = true;
-  });
-  await new Promise((r) => setTimeout(r, 50));
-  assert.equal(stopped, false, 'stop() did not wait for the inject in progress');
+  const stopping = pickup.stop().then(() => events.push('stop resolved'));
+  // the inject ends only once all that stop() does without waiting has had its turn
+  await new Promise((r) => setImmediate(r));
   release();
   await stopping;
+  assert.deepEqual(events, ['inject resolved', 'stop resolved'], 'stop() did not wait for the inject in progress');
   assert.deepEqual(await readdir(dir), [], `${name} not removed after its inject resolved`);
-  await drop(dir);
-  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(clock.pending, 0, 'a rescan is still scheduled');
+  const late = await drop(dir);
+  await pickup.scan();
   assert.equal(started.length, 1, 'picked up after stop()');
-  t.diagnostic('stopped cleanly');
+  assert.deepEqual(await readdir(dir), [late]);
 });

@@ -38,7 +38,8 @@ test('nothing is logged above debug', () => {
   assert.deepEqual(lines, []);
 });
 
-test('a client line that is not a command (a refused AUTH continuation) is logged by length only; AUTH data never', () => {
+// e.g. a refused AUTH continuation
+test('a client line that is not a command is logged by length only; AUTH data never', () => {
   const { lines, logger } = capture('debug');
   const adapter = smtpProtocolLogger(logger);
   for (const line of [

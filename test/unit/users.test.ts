@@ -115,8 +115,16 @@ test('addUser creates the file, mode 0600, with an {ARGON2ID} hash that verifies
   assert.deepEqual(await readdir(folder), ['users']);
 });
 
-test('edits keep comments, blank lines, other users and extra fields; the file is replaced, its mode kept less the world bits', async () => {
-  const original = `# mail users\n\nkate:${ARGON}\n# bob is the admin\nBob:${BCRYPT}:1000:1000::/home/bob\ncarol:${ARGON}`; // no final newline
+// the file is replaced, its mode kept less the world bits
+test('edits keep comments, blank lines, other users and extra fields', async () => {
+  const original = [
+    '# mail users',
+    '',
+    `kate:${ARGON}`,
+    '# bob is the admin',
+    `Bob:${BCRYPT}:1000:1000::/home/bob`,
+    `carol:${ARGON}`, // no final newline
+  ].join('\n');
   const { path, folder } = await usersFile(original);
   await chmod(path, 0o644);
   const inode = (await stat(path)).ino;
@@ -168,7 +176,8 @@ test('edits refuse bad names, existing and missing users, and empty passwords', 
   assert.equal(await readFile(path, 'utf8'), `kate:${ARGON}\n`, 'failed edits change nothing');
 });
 
-test('edits at the same time all land (each reads and replaces the file under its lock), and no lock is left', async () => {
+// each reads and replaces the file under its lock
+test('edits at the same time all land, and no lock is left', async () => {
   const path = join(dir, 'concurrent-users');
   const names = ['ann', 'ben', 'cat', 'dan', 'eve', 'fay', 'gus', 'hal'];
   await addUser(path, 'zed', 'pw');
