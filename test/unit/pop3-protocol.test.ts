@@ -553,7 +553,7 @@ describe('hostile input (property)', () => {
   /** A line the wire may carry: no CR, LF or NUL inside. */
   const wireSafe = (text: string) => !/[\r\n\0]/.test(text);
 
-  test('any command stream: every answer is RFC-shaped, nothing throws, the mailbox is only changed by QUIT', async () => {
+  test('any command stream: answers are RFC-shaped, nothing throws, only QUIT changes the mailbox', async () => {
     const original = await readFile(join(spoolDir, 'alice'));
     await fc.assert(
       fc.asyncProperty(fc.array(commandLine, { maxLength: 30 }), async (lines) => {
