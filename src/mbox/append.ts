@@ -9,6 +9,7 @@ import { Writable, type Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fromLine, MboxrdQuoter, MboxrdQuoting } from './format.js';
 import { editHeaders, HeaderEditing, type EditHeadersOptions } from './headers.js';
+import { checkMailboxFile } from './trust.js';
 import { acquireDotlock, MailboxLockedError, type Dotlock, type StaleLockHandler } from './lock.js';
 import { fsyncDir, isErrno, readAt, writeAll } from '../fsutil.js';
 
@@ -295,6 +296,7 @@ export class MailboxSession {
     try {
       const st = await opened.handle.stat();
       if (!st.isFile()) throw new Error('not a regular file');
+      if (!opened.created) checkMailboxFile(path, st);
       const tail = { size: st.size, padding: await separatorPadding(opened.handle, st.size) };
       await lock.noteCommittedSize(st.size);
       return new MailboxSession(target, lock, opened.handle, { created: opened.created, tail });

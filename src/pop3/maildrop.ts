@@ -12,6 +12,7 @@ import { acquireDotlock, type StaleLockHandler } from '../mbox/lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
 import { FileWindow, retrieveMessage, type MessageReader } from '../mbox/retrieve.js';
 import { scanMailbox } from '../mbox/scan.js';
+import { checkMailboxFile } from '../mbox/trust.js';
 
 /** The mailbox path names something that is not a regular file: no retry will help. */
 export class NotAMailboxError extends Error {
@@ -55,6 +56,7 @@ export class Maildrop {
       const st = await lstat(path);
       // a symlink is refused too (scan.ts opens with O_NOFOLLOW): it could lead out of the spool
       if (!st.isFile()) throw new NotAMailboxError(path);
+      checkMailboxFile(path, st);
       size = st.size;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;

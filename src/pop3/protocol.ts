@@ -12,6 +12,7 @@
 import { SessionLogins } from '../auth/session-logins.js';
 import type { Logger } from '../log.js';
 import { MailboxLockedError } from '../mbox/lock.js';
+import { UntrustedMailboxError } from '../mbox/trust.js';
 import { MailboxChangedError, type MessageInfo, type MailboxSnapshot } from '../mbox/mailbox.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import type { SessionContext } from './context.js';
@@ -356,6 +357,8 @@ export class Pop3Protocol {
       }
       this.log.error({ user, err: (err as Error).message }, 'cannot open mailbox');
       if (err instanceof NotAMailboxError) return line('-ERR [SYS/PERM] Mailbox is not a regular file');
+      if (err instanceof UntrustedMailboxError)
+        return line('-ERR [SYS/PERM] Mailbox file is unsafe, ask the administrator');
       return line('-ERR [SYS/TEMP] Cannot open the mailbox, try again later');
     }
     // closed meanwhile: the claim is let go with the connection
