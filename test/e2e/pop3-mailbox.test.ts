@@ -4,7 +4,7 @@
 // Postfix (mboxo, no X-Delivery-ID) and another POP3 server's X-UIDL, and a 40 MB message
 // streamed to a client that pauses (the daemon must never read far ahead of it).
 import assert from 'node:assert/strict';
-import { statSync, writeFileSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -21,6 +21,7 @@ import {
   startDaemon,
   type Daemon,
   type TestEnv,
+  writeMailbox,
 } from './harness.js';
 
 function subjects(path: string): string[] {
@@ -197,7 +198,7 @@ describe('pop3 and the mailbox', () => {
       '',
     ].join('\n');
     // the same Message-ID twice (one message delivered twice by Postfix: other queue id)
-    writeFileSync(box, postfixMessage('same', '4Xa1') + postfixMessage('same', '4Xb2') + qpopper);
+    writeMailbox(box, postfixMessage('same', '4Xa1') + postfixMessage('same', '4Xb2') + qpopper);
 
     const client = await Pop3Client.login(env.pop3Port, 'dave');
     const sizes = await client.sizes();
@@ -235,7 +236,7 @@ describe('pop3 and the mailbox', () => {
     const line = `${'x'.repeat(76)}\n`;
     const count = Math.ceil((40 * 1024 * 1024) / line.length);
     const head = 'From big@example.org Tue Nov 24 10:00:00 2026\nSubject: big\nMessage-ID: <big@example.org>\n\n';
-    writeFileSync(box, `${head + line.repeat(count)}\n`);
+    writeMailbox(box, `${head + line.repeat(count)}\n`);
     const expectedSize = 'Subject: big\r\nMessage-ID: <big@example.org>\r\n\r\n'.length + count * (line.length + 1);
 
     const socket = new Socket();

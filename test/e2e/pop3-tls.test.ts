@@ -32,6 +32,7 @@ import {
   type Daemon,
   type LogEntry,
   type TestEnv,
+  writeMailbox,
 } from './harness.js';
 
 type Pop3TlsEnv = TestEnv & { pop3Port: number; pop3sPort: number; tls: NonNullable<TestEnv['tls']> };
@@ -261,7 +262,7 @@ describe('pop3 over TLS (plaintext_auth_networks = [])', () => {
   test('pop3s: pipelined commands, a 4 MB RETR to a client that pauses, and a half-close, all over TLS', async () => {
     const box = env.mailbox('bob');
     const line = `${'y'.repeat(76)}\n`;
-    writeFileSync(box, `From big@example.org Tue Nov 24 10:00:00 2026\nSubject: big\n\n${line.repeat(55_000)}\n`);
+    writeMailbox(box, `From big@example.org Tue Nov 24 10:00:00 2026\nSubject: big\n\n${line.repeat(55_000)}\n`);
     const wire = pop3Wire(box, 1);
     const { client, greeting } = await connectPop3s(env.pop3sPort, env.tls.cert);
     assert.equal(greeting, '+OK mailsrv ready');

@@ -2,7 +2,7 @@
 // address forms, size limits, recipient limits, mailbox quota, command order and syntax.
 // Clients connect from 127.0.0.1 (outside mynetworks) unless they bind 127.0.0.2 (inside).
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -24,6 +24,7 @@ import {
   smtpDialog,
   startDaemon,
   type TestEnv,
+  writeMailbox,
 } from './harness.js';
 
 const INSIDE = '127.0.0.2';
@@ -66,8 +67,8 @@ describe('smtp policy', () => {
       users: USERS,
       config: { message_size_limit: SIZE_LIMIT, mailbox_size_limit: MAILBOX_LIMIT, smtp: { max_recipients: 5 } },
     });
-    writeFileSync(env.mailbox('full'), mboxOfSize(MAILBOX_LIMIT - 1));
-    writeFileSync(env.mailbox('nearly'), mboxOfSize(100_000));
+    writeMailbox(env.mailbox('full'), mboxOfSize(MAILBOX_LIMIT - 1));
+    writeMailbox(env.mailbox('nearly'), mboxOfSize(100_000));
     daemon = await startDaemon(env);
   });
 

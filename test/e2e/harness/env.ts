@@ -1,7 +1,7 @@
 // A throw-away environment for one daemon: config file (any key overridable), users (all with
 // PASSWORD), aliases, spool and state directories, a test certificate; removed afterwards.
 import { chown, chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { existsSync, readdirSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hash } from '@node-rs/argon2';
@@ -161,4 +161,18 @@ export async function makePop3Env(options: EnvOptions = {}): Promise<TestEnv & {
   );
   const env = await makeEnv({ ...options, config });
   return Object.assign(env, { pop3Port });
+}
+
+/**
+ * Writes a mailbox file as another mail program would leave it for the daemon: owned by the
+ * daemon's user (when the tests run as root), mode 0600. The daemon refuses a mailbox that
+ * another account owns or that group or others may write.
+ */
+export function writeMailbox(path: string, content: string | Buffer): void {
+  writeFileSync(path, content, { mode: 0o600 });
+  chmodSync(path, 0o600);
+  if (DAEMON_USER) {
+    const { uid, gid } = resolveIdentity(DAEMON_USER.user, DAEMON_USER.group);
+    chownSync(path, uid, gid);
+  }
 }
