@@ -175,8 +175,10 @@ async function rollBackInterruptedAppend(
 }
 
 /**
- * Why an existing lock is stale, or null if it is valid (liblockfile rules): a pid of a process
- * that is gone → stale at once; a live pid → valid; no pid → stale when older than 5 minutes.
+ * Why an existing lock is stale, or null if it is valid: a pid of a process that is gone →
+ * stale at once; otherwise stale when older than 5 minutes, whoever it names (liblockfile's
+ * rule for locks without a pid, applied to all as the README says: a holder that is alive
+ * refreshes its lock, so an old one belongs to a hung program or a pid used again by another).
  * A directory (proper-lockfile) only goes stale by age. `ownPidIsStale` treats our own pid as
  * dead (at daemon start no lock of ours can be held).
  */
@@ -190,9 +192,9 @@ async function staleReason(path: string, st: Stats, ownPidIsStale: boolean, now:
   if (pid > 0) {
     if (ownPidIsStale && pid === process.pid) return `holder pid ${pid} is this process from an earlier run`;
     if (!pidAlive(pid)) return `holder pid ${pid} is not running`;
-    return null;
   }
-  return ageMs >= STALE_AGE_MS ? oldReason : null;
+  if (ageMs < STALE_AGE_MS) return null;
+  return pid > 0 ? `${oldReason} though pid ${pid} runs: never refreshed, so not its lock any more` : oldReason;
 }
 
 /** Removes a lock judged stale, unless it was replaced meanwhile. Returns true if removed. */

@@ -154,7 +154,7 @@ describe('acquireDotlock', () => {
     const holder = liveProcess();
     try {
       await fs.writeFile(`${mbox}.lock`, `${holder.pid}\n`);
-      await setMtime(`${mbox}.lock`, 3600); // a live holder's lock is valid whatever its age (liblockfile)
+      await setMtime(`${mbox}.lock`, 240); // four minutes old: still within the 5 minutes
       const clock = new FakeClock(Date.now());
       const start = clock.now();
       const acquiring = acquireDotlock(mbox, { timeoutMs: 30_000, clock });
@@ -166,6 +166,23 @@ describe('acquireDotlock', () => {
       assert.equal(clock.now() - start, 30_000, 'gave up when the 30 s were over');
       assert.equal(await fs.readFile(`${mbox}.lock`, 'utf8'), `${holder.pid}\n`, 'foreign lock untouched');
       assert.deepEqual(await leftovers(), [], 'temp file removed');
+    } finally {
+      holder.kill();
+    }
+  });
+
+  it('breaks a lock older than 5 minutes even though its pid runs (a hung holder, or a reused pid)', async () => {
+    const mbox = await newMailbox();
+    const holder = liveProcess();
+    try {
+      await fs.writeFile(`${mbox}.lock`, `${holder.pid}\n`);
+      await setMtime(`${mbox}.lock`, 301);
+      const broken: string[] = [];
+      const lock = await acquireDotlock(mbox, { timeoutMs: 1000, onStaleBroken: (info) => broken.push(info.reason) });
+      assert.equal(broken.length, 1);
+      assert.match(broken[0]!, new RegExp(`older than 300 s .* though pid ${holder.pid} runs`));
+      assert.equal((await fs.readFile(`${mbox}.lock`, 'utf8')).split('\n')[0], String(process.pid), 'ours now');
+      await lock.release();
     } finally {
       holder.kill();
     }
