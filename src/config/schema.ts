@@ -28,7 +28,12 @@ const smtpSchema = z.strictObject({
     .default(['0.0.0.0:587'])
     .describe('submission port (RFC 6409): AUTH required to send anything'),
   smtps: listenList().default([]).describe('implicit-TLS submission (RFC 8314), e.g. ["0.0.0.0:465"]'),
-  max_clients: count().default(500).describe('simultaneous SMTP connections, all listeners together'),
+  max_clients: count()
+    .default(500)
+    .describe('simultaneous SMTP connections, all listeners together, TLS handshakes in progress included'),
+  max_connections_per_ip: count()
+    .default(20)
+    .describe('simultaneous SMTP connections from one client address, all listeners together; mynetworks exempt'),
   max_recipients: count().default(100).describe('RCPT TO per message; more get 452 4.5.3'),
   vrfy: z.boolean().default(false).describe('VRFY answers 252 without disclosure unless true'),
   sender_login_match: z
@@ -44,7 +49,12 @@ const smtpSchema = z.strictObject({
 const pop3Schema = z.strictObject({
   listen: listenList().default(['0.0.0.0:110']).describe('POP3 listeners'),
   pop3s: listenList().default([]).describe('implicit-TLS POP3 listeners, e.g. ["0.0.0.0:995"]'),
-  max_clients: count().default(200).describe('simultaneous POP3 connections, all listeners together'),
+  max_clients: count()
+    .default(1000)
+    .describe('simultaneous POP3 connections, all listeners together, TLS handshakes in progress included'),
+  max_connections_per_ip: count()
+    .default(20)
+    .describe('simultaneous POP3 connections from one client address, all listeners together; mynetworks exempt'),
   timeout: duration()
     .default('10m')
     .describe('autologout: idle time allowed between commands (RFC 1939: at least 10 minutes)'),

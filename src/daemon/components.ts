@@ -8,6 +8,7 @@ import { LocalDelivery } from '../delivery/local.js';
 import { routeAddresses } from '../delivery/route.js';
 import type { Logger } from '../log.js';
 import { countHops } from '../message/hops.js';
+import { ConnectionLimits } from '../net/connection-limits.js';
 import type { StatePaths } from '../paths.js';
 import { createPop3Server, type Pop3Service } from '../pop3/server.js';
 import { Injector } from '../queue/inject.js';
@@ -77,6 +78,8 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     hops: (entry) => countHops(store.openMessage(entry)),
     logger,
   });
+  const smtpConnections = new ConnectionLimits('smtp', liveSettings.smtpConnections(config), logger);
+  const pop3Connections = new ConnectionLimits('pop3', liveSettings.pop3Connections(config), logger);
   const smtpListener = (kind: SmtpListenerKind, address: string): SmtpListener => ({
     address,
     service: createSmtpServer({
@@ -84,6 +87,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
       settings: liveSettings.smtp(config),
       tls: loaded.tls,
       ready,
+      limits: smtpConnections,
       policy,
       authenticator,
       store,
@@ -101,6 +105,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     settings: liveSettings.pop3(config),
     tls: () => loaded.tls,
     ready,
+    limits: pop3Connections,
     spoolDir: config.spool_dir,
     indexDir: paths.indexDir,
     journalDir: paths.journalDir,
@@ -133,7 +138,9 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     smtp: (settings) => {
       for (const { service } of smtp) service.reconfigure(settings, loaded.tls);
     },
+    smtpConnections: (settings) => smtpConnections.reconfigure(settings),
     pop3: (settings) => pop3.reconfigure(settings),
+    pop3Connections: (settings) => pop3Connections.reconfigure(settings),
   };
   return { store, local, manager, smtp, pop3, pickup, open, reconfigure };
 }

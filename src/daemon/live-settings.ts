@@ -10,6 +10,7 @@ import { networkMatcher } from '../config/networks.js';
 import type { Config } from '../config/schema.js';
 import { durationMs, parseListen } from '../config/units.js';
 import type { LocalDeliveryOptions } from '../delivery/local.js';
+import type { ConnectionLimitSettings } from '../net/connection-limits.js';
 import type { RoutingContext } from '../delivery/route.js';
 import type { Pop3Settings } from '../pop3/server.js';
 import type { QueueManagerOptions } from '../queue/manager.js';
@@ -40,7 +41,9 @@ export interface LiveSettings {
   pickup: Pick<DropDirPickupOptions, 'messageSizeLimit'>;
   remote: RemoteSettings;
   smtp: SmtpSettings;
+  smtpConnections: ConnectionLimitSettings;
   pop3: Pop3Settings;
+  pop3Connections: ConnectionLimitSettings;
 }
 
 export type LivePart = keyof LiveSettings;
@@ -93,7 +96,6 @@ export const liveSettings: { [Part in LivePart]: (config: Config) => LiveSetting
   smtp: (config) => ({
     hostname: config.hostname,
     messageSizeLimit: config.message_size_limit,
-    maxClients: config.smtp.max_clients,
     maxRecipients: config.smtp.max_recipients,
     timeoutMs: durationMs(config.smtp.timeout),
     greetPauseMs: durationMs(config.smtp.greet_pause),
@@ -101,11 +103,20 @@ export const liveSettings: { [Part in LivePart]: (config: Config) => LiveSetting
     senderLoginMatch: config.smtp.sender_login_match,
     plaintextAuth: networkMatcher(config.plaintext_auth_networks),
   }),
+  smtpConnections: (config) => ({
+    maxClients: config.smtp.max_clients,
+    maxPerAddress: config.smtp.max_connections_per_ip,
+    exempt: networkMatcher(config.mynetworks),
+  }),
   pop3: (config) => ({
-    maxClients: config.pop3.max_clients,
     timeoutMs: durationMs(config.pop3.timeout),
     lockTimeoutMs: durationMs(config.delivery.lock_timeout),
     plaintextAuth: networkMatcher(config.plaintext_auth_networks),
+  }),
+  pop3Connections: (config) => ({
+    maxClients: config.pop3.max_clients,
+    maxPerAddress: config.pop3.max_connections_per_ip,
+    exempt: networkMatcher(config.mynetworks),
   }),
 };
 

@@ -1,8 +1,9 @@
 // One POP3 connection: the socket side of a session. It reads command lines and hands them, one
 // at a time and in order (pipelining, RFC 2449 §6.6), to the session's Pop3Protocol, writing
 // each answer before the next line is looked at; it runs the TLS handshakes (STLS, and an
-// implicit-TLS listener, RFC 8314, where the session starts over TLS), the autologout, the
-// linger after the last reply and the graceful stop.
+// implicit-TLS listener, RFC 8314, where the session starts over TLS), the autologout (shorter
+// for a client not logged in while POP3 is under stress), the login deadline, the linger after
+// the last reply and the graceful stop.
 //
 // Memory per session is bounded: the reader holds at most one line, the socket is paused while
 // too many pipelined bytes wait, every reply waits for the socket to drain before the next
@@ -14,6 +15,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
+import type { ConnectionLimits } from '../net/connection-limits.js';
+import { TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshake.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import type { SessionContext } from './context.js';
 import { LineReader } from './lines.js';
@@ -28,8 +31,20 @@ const LISTING_CHUNK = 16 * 1024;
 /** after our last reply, how long a client may take to close before the socket is destroyed */
 const LINGER_MS = 10_000;
 const SHUTDOWN_LINGER_MS = 2_000;
-/** the longest a TLS handshake may take (never longer than pop3.timeout) */
-const HANDSHAKE_TIMEOUT_MS = 30_000;
+/**
+ * how long after connecting a client may take to log in, however busy it keeps the connection;
+ * then it gets an -ERR and is closed, as Dovecot's pop3-login closes an unauthenticated client
+ * with "-ERR Disconnected for inactivity."
+ */
+const LOGIN_DEADLINE_MS = 60_000;
+const LOGIN_DEADLINE_PASSED = '-ERR [SYS/TEMP] Disconnected: no login in time';
+
+export interface Pop3ConnectionOptions {
+  /** accepted by an implicit-TLS (pop3s) listener: the handshake comes before the greeting */
+  implicitTls: boolean;
+  /** POP3's connection limits: under stress a client not logged in has a shorter autologout */
+  limits: ConnectionLimits;
+}
 
 /** The client went away (or the server is stopping) while a reply was being written. */
 class ConnectionGone extends Error {}
@@ -56,6 +71,10 @@ export class Pop3Connection {
   /** a multi-line reply is being written: an out-of-band -ERR would corrupt it */
   private streaming = false;
   private resolveClosed!: () => void;
+  private readonly implicitTls: boolean;
+  private readonly limits: ConnectionLimits;
+  private readonly acceptedAt = Date.now();
+  private readonly loginDeadline: NodeJS.Timeout;
 
   /** the socket is closed or closing: no more commands, no more replies */
   private get ended(): boolean {
@@ -66,9 +85,10 @@ export class Pop3Connection {
     /** the TCP connection: its close ends the session, whatever runs over it */
     private readonly connection: Socket,
     private readonly ctx: SessionContext,
-    /** accepted by an implicit-TLS (pop3s) listener: the handshake comes before the greeting */
-    private readonly implicitTls: boolean,
+    { implicitTls, limits }: Pop3ConnectionOptions,
   ) {
+    this.implicitTls = implicitTls;
+    this.limits = limits;
     this.socket = connection;
     this.client = connection.remoteAddress ?? 'unknown';
     this.log = ctx.logger.child({ sessionId: this.id });
@@ -76,6 +96,7 @@ export class Pop3Connection {
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
+    this.loginDeadline = setTimeout(() => this.onLoginDeadline(), LOGIN_DEADLINE_MS);
   }
 
   /**
@@ -132,10 +153,31 @@ export class Pop3Connection {
 
   // ---------------------------------------------------------------- input
 
+  /**
+   * The autologout that holds now: pop3.timeout, at most 10 s for a client not logged in while
+   * POP3 is under stress. Applied to the running timer by the pump after each answer, and on a
+   * change of stress mode.
+   */
+  followIdleTimeout(): void {
+    if (this.state !== 'talking') return;
+    const timeoutMs = this.idleTimeoutMs();
+    if (this.socket.timeout !== timeoutMs) this.socket.setTimeout(timeoutMs);
+  }
+
+  private idleTimeoutMs(): number {
+    const { timeoutMs } = this.ctx.settings();
+    return this.loggedIn ? timeoutMs : this.limits.idleTimeoutMs(timeoutMs);
+  }
+
+  private get loggedIn(): boolean {
+    const { phase } = this.protocol;
+    return phase === 'transaction' || phase === 'update';
+  }
+
   /** Makes `stream` the one the session reads commands from and answers on. */
   private attach(stream: Socket): void {
     this.socket = stream;
-    stream.setTimeout(this.ctx.settings().timeoutMs);
+    stream.setTimeout(this.idleTimeoutMs());
     stream.on('timeout', this.onTimeout);
     stream.on('data', this.onData);
     stream.on('end', this.onEnd);
@@ -173,10 +215,6 @@ export class Pop3Connection {
         this.reader.maxLength = this.protocol.maxLineLength;
         const event = this.reader.next();
         if (event === null) break;
-        // autologout counts from the last command (the socket restarts its idle timer on every
-        // read and write); a SIGHUP'd pop3.timeout applies from the next one
-        const { timeoutMs } = this.ctx.settings();
-        if (this.socket.timeout !== timeoutMs) this.socket.setTimeout(timeoutMs);
         // replies wait in the socket while more pipelined commands follow (flushed below or by drained())
         if (this.socket.writableCorked === 0) this.socket.cork();
         const response =
@@ -184,6 +222,9 @@ export class Pop3Connection {
             ? this.protocol.lineTooLong()
             : await this.protocol.handle(event.line.toString('utf8'));
         if (response !== null) await this.answer(response);
+        // autologout counts from the last command (the socket restarts its idle timer on every
+        // read and write); a SIGHUP'd pop3.timeout, or a login, applies from here
+        this.followIdleTimeout();
         if (this.socket.writableNeedDrain) await this.drained();
         if (this.socket.isPaused() && this.reader.buffered <= MAX_BUFFERED && !this.ended) {
           this.socket.resume();
@@ -238,8 +279,10 @@ export class Pop3Connection {
    */
   private async startTls(credentials: TlsCredentials, event: 'starttls' | 'tls'): Promise<boolean> {
     if (!this.ended) this.state = 'waiting';
-    const timeoutMs = Math.min(HANDSHAKE_TIMEOUT_MS, this.ctx.settings().timeoutMs);
-    const { socket, handshake } = acceptTls(this.connection, credentials.context, timeoutMs);
+    // never longer than pop3.timeout; implicit TLS counts from accept, STLS from the command
+    const timeoutMs = Math.min(TLS_HANDSHAKE_TIMEOUT_MS, this.ctx.settings().timeoutMs);
+    const startedAt = event === 'tls' ? this.acceptedAt : Date.now();
+    const { socket, handshake } = acceptTls(this.connection, credentials.context, timeoutMs, startedAt);
     socket.on('error', this.onSocketError);
     try {
       await handshake;
@@ -380,7 +423,16 @@ export class Pop3Connection {
     else this.finish('-ERR Autologout; idle for too long');
   };
 
+  /** No login within the deadline: -ERR and close (during a TLS handshake: just close). */
+  private onLoginDeadline(): void {
+    if (this.ended || this.loggedIn) return;
+    this.log.info({ client: this.client }, 'no login in time');
+    if (this.state === 'talking' && !this.streaming) this.finish(LOGIN_DEADLINE_PASSED);
+    else this.socket.destroy();
+  }
+
   private onClose(): void {
+    clearTimeout(this.loginDeadline);
     this.state = 'ended';
     const released = this.protocol.disconnected();
     this.log.info('disconnect');

@@ -8,7 +8,6 @@ import type { Maildrop } from './maildrop.js';
 
 /** What SIGHUP may change for running and new sessions. */
 export interface Pop3Settings {
-  maxClients: number;
   /** autologout: idle time allowed between commands */
   timeoutMs: number;
   /** how long opening a mailbox and the QUIT update wait for its dotlock */

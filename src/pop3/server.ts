@@ -1,11 +1,12 @@
 // The POP3 service: its listeners (plaintext with STLS, and implicit TLS), the sessions they
-// accept (at most pop3.max_clients, all listeners together), which mailboxes are in use (one
-// session per mailbox), SIGHUP reconfiguration and the graceful stop. The protocol is in
+// accept (within POP3's connection limits, all listeners together), which mailboxes are in use
+// (one session per mailbox), SIGHUP reconfiguration and the graceful stop. The protocol is in
 // protocol.ts, its socket side in connection.ts, the TLS handshake in tls.ts.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Authenticator } from '../auth/authenticator.js';
 import { listenOptions, type ListenAddress } from '../config/units.js';
 import type { Logger } from '../log.js';
+import type { ConnectionLimits, Refusal } from '../net/connection-limits.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { Maildrop } from './maildrop.js';
 import { Pop3Connection } from './connection.js';
@@ -19,6 +20,8 @@ export interface Pop3ServerOptions {
   tls: () => TlsCredentials | null;
   /** sessions are greeted once this resolves (the daemon is ready to touch mailboxes) */
   ready: Promise<void>;
+  /** max_clients, max_connections_per_ip and stress mode, for POP3 */
+  limits: ConnectionLimits;
   spoolDir: string;
   /** state_dir/index */
   indexDir: string;
@@ -44,8 +47,14 @@ export interface Pop3Service {
   shutdown(): Promise<void>;
 }
 
+/** What a plaintext client over a connection limit reads before it is closed. */
+const REFUSALS: Record<Refusal, string> = {
+  'max-clients': '-ERR [SYS/TEMP] too many connections\r\n',
+  'per-address': '-ERR [SYS/TEMP] too many connections from your address\r\n',
+};
+
 export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
-  const { logger } = options;
+  const { logger, limits } = options;
   let settings = options.settings;
   const sessions = new Set<Pop3Connection>();
   const inUse = new Map<string, object>();
@@ -72,6 +81,11 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
     logger,
   };
 
+  // stress mode begins or ends: the autologout of clients not logged in follows at once
+  limits.onStressChange(() => {
+    for (const session of sessions) session.followIdleTimeout();
+  });
+
   let accepting = true;
   const onConnection = (socket: Socket, implicitTls: boolean) => {
     socket.on('error', (err) => logger.debug({ err: err.message }, 'pop3 socket error'));
@@ -79,21 +93,18 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
       socket.destroy();
       return;
     }
-    if (sessions.size >= settings.maxClients) {
-      logger.warn(
-        { client: socket.remoteAddress, maxClients: settings.maxClients, listener: implicitTls ? 'pop3s' : 'pop3' },
-        'pop3: too many connections',
-      );
+    const refusal = limits.admit(socket, implicitTls ? 'pop3s' : 'pop3');
+    if (refusal !== null) {
       // a pop3s client could only read the refusal after a whole handshake: it is just closed
       if (implicitTls) {
         socket.destroy();
         return;
       }
-      socket.end('-ERR [SYS/TEMP] too many connections\r\n');
+      socket.end(REFUSALS[refusal]);
       setTimeout(() => socket.destroy(), 5000).unref();
       return;
     }
-    const session = new Pop3Connection(socket, context, implicitTls);
+    const session = new Pop3Connection(socket, context, { implicitTls, limits });
     sessions.add(session);
     void session.closed.then(() => sessions.delete(session));
     void session.start(options.ready);

@@ -1,9 +1,10 @@
 // Server-side TLS over an accepted POP3 connection: STLS (RFC 2595) turns a plaintext session
 // into a TLS one, an implicit-TLS listener (pop3s, RFC 8314) does it as soon as a client
 // connects. Both go through acceptTls, with the certificate the caller passes (the one loaded
-// now, so a SIGHUP'd certificate applies to the next handshake) and a bounded handshake time.
+// now, so a SIGHUP'd certificate applies to the next handshake) and a handshake deadline.
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
+import { handshakeDeadline } from '../net/tls-handshake.js';
 
 export interface TlsAcceptance {
   /** the TLS stream over the connection; the caller listens for its errors at once */
@@ -16,16 +17,21 @@ export interface TlsAcceptance {
 }
 
 /**
- * Starts a server-side TLS handshake on `connection`. Bytes the connection has received and not
- * handed out yet are taken as the start of the handshake: a caller that must not trust them
- * (STLS) reads them away first.
+ * Starts a server-side TLS handshake on `connection`, to be done `timeoutMs` after `startedAt`.
+ * Bytes the connection has received and not handed out yet are taken as the start of the
+ * handshake: a caller that must not trust them (STLS) reads them away first.
  */
-export function acceptTls(connection: Socket, context: SecureContext, timeoutMs: number): TlsAcceptance {
+export function acceptTls(
+  connection: Socket,
+  context: SecureContext,
+  timeoutMs: number,
+  startedAt = Date.now(),
+): TlsAcceptance {
   const socket = new TLSSocket(connection, { isServer: true, secureContext: context });
   // a renegotiation is a handshake the client can force at will: nothing POP3 needs
   socket.disableRenegotiation();
+  handshakeDeadline(socket, timeoutMs, startedAt);
   const handshake = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => fail(new Error(`no TLS handshake within ${timeoutMs} ms`)), timeoutMs);
     const onSecure = () => {
       cleanup();
       resolve();
@@ -38,7 +44,6 @@ export function acceptTls(connection: Socket, context: SecureContext, timeoutMs:
     // the listeners are half-open (allowHalfOpen): a client that hangs up only ends its side
     const onClose = () => fail(new Error('connection closed during the TLS handshake'));
     const cleanup = () => {
-      clearTimeout(timer);
       socket.off('secure', onSecure);
       socket.off('error', fail);
       socket.off('close', onClose);

@@ -10,17 +10,33 @@
 //   (smtp-server would allow it in plaintext whenever STARTTLS is off), and never inside a
 //   mail transaction;
 // - VRFY answers from mailsrv's recipient policy when `smtp.vrfy` is on;
-// - shutdown(): 421 to every session that is not inside DATA, or whose client stalled in it.
+// - shutdown(): 421 to every session that is not inside DATA, or whose client stalled in it;
+// - connection limits (ConnectionLimits, shared by every SMTP listener) instead of smtp-server's
+//   per-listener maxClients: a socket is counted from accept, TLS handshake included; one over a
+//   limit gets 421 4.7.0 (an implicit-TLS one is just closed);
+// - TLS handshakes (implicit TLS and STARTTLS) have a deadline, not only an idle timeout;
+// - stress mode: a client not yet past MAIL FROM gets a shorter idle timeout, timers already
+//   running included.
 // smtp-server has no public hook for these, so MailsrvConnection overrides members of its
-// internal SMTPConnection. package.json pins smtp-server's exact version, and
-// test/unit/smtp-server-internals.test.ts fails by name when a member used here changes.
+// internal SMTPConnection (and MailsrvSMTPServer of SMTPServer). package.json pins smtp-server's
+// exact version, and test/unit/smtp-server-internals.test.ts fails by name when a member used
+// here changes.
 import type { Socket } from 'node:net';
-import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { TLSSocket } from 'node:tls';
+import { SMTPServer, type SMTPServerEnvelope, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js';
 import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import type { ConnectionLimits, Refusal } from '../net/connection-limits.js';
+import { handshakeDeadline, TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshake.js';
 import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
 
 const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+/** The reply to a plaintext connection over a limit. */
+const REFUSALS: Record<Refusal, string> = {
+  'max-clients': '4.7.0 Too many connections, try again later',
+  'per-address': '4.7.0 Too many connections from your address, try again later',
+};
 
 export interface VrfyReply {
   code: number;
@@ -28,7 +44,11 @@ export interface VrfyReply {
 }
 
 export interface MailsrvServerOptions
-  extends Omit<SMTPServerOptions, 'key' | 'cert' | 'allowInsecureAuth' | 'hideSTARTTLS'> {
+  extends Omit<SMTPServerOptions, 'key' | 'cert' | 'allowInsecureAuth' | 'hideSTARTTLS' | 'maxClients'> {
+  /** max_clients, max_connections_per_ip and stress mode, shared by every SMTP listener */
+  limits: ConnectionLimits;
+  /** names this listener in log lines (mx, submission, smtps) */
+  listenerName: string;
   /** the certificate for STARTTLS (and implicit TLS with `secure`); null: no TLS */
   tls: TlsCredentials | null;
   /** may a client AUTH without TLS (asked per command: SIGHUP changes it) */
@@ -59,14 +79,49 @@ class MailsrvConnection extends SMTPConnection {
 
   override init(): void {
     this._setListeners(() => {
-      const { maxClients } = this._server.options;
-      if (maxClients && this._server.connections.size > maxClients) {
-        this.send(421, '4.7.0 Too many connections, try again later', false);
+      const refusal = this.mailsrv.refusalOf(this._socket);
+      if (refusal !== undefined) {
+        this.send(421, REFUSALS[refusal], false);
         this.close();
         return;
       }
       this.connectionReady();
     });
+  }
+
+  /** smtp.timeout, or at most 10 s while SMTP is under stress and the client has not given MAIL FROM. */
+  private idleTimeoutMs(): number {
+    const timeoutMs = socketTimeout(this._server.options);
+    // the envelope is there once the session is ready (smtp-server's _resetSession)
+    const envelope = this.session.envelope as SMTPServerEnvelope | undefined;
+    return envelope?.mailFrom ? timeoutMs : this.mailsrv.limits.idleTimeoutMs(timeoutMs);
+  }
+
+  override _armTimeout(socket: Socket = this._socket): void {
+    socket.setTimeout(this.idleTimeoutMs(), () => this._onTimeout());
+    // STARTTLS: smtp-server arms the TLS socket it upgrades to before that becomes _socket
+    if (this._upgrading && socket !== this._socket && socket instanceof TLSSocket) {
+      handshakeDeadline(socket, TLS_HANDSHAKE_TIMEOUT_MS);
+    }
+  }
+
+  /** Applies the idle timeout that holds now to the timer running (stress mode, MAIL FROM given or not). */
+  followIdleTimeout(): void {
+    if (this._closing || this._upgrading || this._socket.destroyed) return;
+    const timeoutMs = this.idleTimeoutMs();
+    if (this._socket.timeout !== timeoutMs) this._socket.setTimeout(timeoutMs);
+  }
+
+  override handler_MAIL(command: Buffer, callback: () => void): void {
+    super.handler_MAIL(command, () => {
+      this.followIdleTimeout();
+      callback();
+    });
+  }
+
+  override _resetSession(): void {
+    super._resetSession();
+    this.followIdleTimeout();
   }
 
   override send(code: number, data?: string | string[], context?: string | false): void {
@@ -144,9 +199,20 @@ class MailsrvConnection extends SMTPConnection {
 export class MailsrvSMTPServer extends SMTPServer {
   private readonly vrfyPolicy: MailsrvServerOptions['vrfy'];
   readonly plaintextAuth: MailsrvServerOptions['plaintextAuth'];
+  readonly limits: ConnectionLimits;
   private hasCertificate: boolean;
+  /** plaintext sockets over a limit, until their connection has answered 421 */
+  private readonly refusals = new WeakMap<Socket, Refusal>();
 
-  constructor({ tls, plaintextAuth, vrfy, protocolLogEnabled, ...options }: MailsrvServerOptions) {
+  constructor({
+    tls,
+    plaintextAuth,
+    vrfy,
+    protocolLogEnabled,
+    limits,
+    listenerName,
+    ...options
+  }: MailsrvServerOptions) {
     if (options.secure && tls === null) throw new Error('implicit TLS needs a certificate');
     super({
       ...options,
@@ -162,6 +228,46 @@ export class MailsrvSMTPServer extends SMTPServer {
     // smtp-server and its connections read `logger` at every log call
     const protocolLogger = this.logger;
     Object.defineProperty(this, 'logger', { get: () => (protocolLogEnabled() ? protocolLogger : SILENT_LOGGER) });
+    this.limits = limits;
+    this.admitThroughLimits(listenerName, options.secure === true);
+    limits.onStressChange(() => {
+      for (const connection of this.connections) (connection as MailsrvConnection).followIdleTimeout();
+    });
+  }
+
+  /**
+   * Puts the connection limits in front of smtp-server's own 'connection' listener, which then
+   * sees only admitted sockets and plaintext ones to refuse (see MailsrvConnection.init): a
+   * refused implicit-TLS socket is closed before a handshake starts.
+   */
+  private admitThroughLimits(listenerName: string, implicitTls: boolean): void {
+    const accepting = this.server.listeners('connection') as ((socket: Socket) => void)[];
+    if (accepting.length !== 1) throw new Error(`smtp-server has ${accepting.length} connection listeners, not 1`);
+    const accept = accepting[0]!;
+    this.server.removeListener('connection', accept);
+    this.server.on('connection', (socket: Socket) => {
+      const refusal = this.limits.admit(socket, listenerName);
+      if (refusal !== null && implicitTls) {
+        socket.on('error', () => undefined);
+        socket.destroy();
+        return;
+      }
+      if (refusal !== null) this.refusals.set(socket, refusal);
+      accept(socket);
+    });
+  }
+
+  /** Why this accepted socket is refused, if it is. */
+  refusalOf(socket: Socket): Refusal | undefined {
+    return this.refusals.get(socket);
+  }
+
+  /** Implicit TLS: the handshake smtp-server starts right after accept gets a deadline. */
+  override _upgrade(socket: Socket, callback: Parameters<SMTPServer['_upgrade']>[1]): void {
+    super._upgrade(socket, callback);
+    // smtp-server keeps the TLS socket of a handshake in progress here until the session starts
+    const tlsSocket = this._pendingSockets.get(socket);
+    if (tlsSocket instanceof TLSSocket) handshakeDeadline(tlsSocket, TLS_HANDSHAKE_TIMEOUT_MS);
   }
 
   get offersStartTls(): boolean {

@@ -12,6 +12,7 @@ import type { NetworkMatcher } from '../config/networks.js';
 import { HopCounter, MAX_HOPS } from '../message/hops.js';
 import { uniqueDeliveries } from '../delivery/route.js';
 import type { Logger } from '../log.js';
+import type { ConnectionLimits } from '../net/connection-limits.js';
 import { qualify } from '../message/address.js';
 import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
 import type { DirectOutcome } from '../delivery/local.js';
@@ -25,7 +26,6 @@ import { type SmtpPolicy, SmtpReplyError, type SmtpClientIdentity } from './poli
 export interface SmtpSettings {
   hostname: string;
   messageSizeLimit: number;
-  maxClients: number;
   maxRecipients: number;
   timeoutMs: number;
   greetPauseMs: number;
@@ -46,6 +46,8 @@ export interface SmtpServiceOptions {
   tls: TlsCredentials | null;
   /** sessions are greeted once this resolves (the daemon is ready to take mail) */
   ready: Promise<void>;
+  /** max_clients, max_connections_per_ip and stress mode, shared by every SMTP listener */
+  limits: ConnectionLimits;
   policy: SmtpPolicy;
   authenticator: Authenticator;
   store: QueueStore;
@@ -147,6 +149,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     closeTimeout: 30_000,
     secure: options.kind === 'smtps',
     tls: options.tls,
+    limits: options.limits,
+    listenerName: options.kind,
     authMethods: ['PLAIN', 'LOGIN'],
     // AUTH is never required by smtp-server: onMailFrom refuses MAIL without it on submission
     authOptional: true,
@@ -286,7 +290,6 @@ function serverLimits(settings: SmtpSettings) {
   return {
     name: settings.hostname,
     size: settings.messageSizeLimit,
-    maxClients: settings.maxClients,
     maxRecipients: settings.maxRecipients,
     socketTimeout: settings.timeoutMs,
   };

@@ -62,9 +62,10 @@ async function openData(port: number, to: string): Promise<SmtpClient> {
 
 describe('smtp durability', () => {
   test('50 concurrent nodemailer clients x 10 messages: exactly 500 stored, none duplicated', async (t) => {
-    const { env, start } = await setup(t, { users: ['load'] });
-    const daemon = await start();
     const CLIENTS = 50;
+    // all from 127.0.0.1, a connection per message: no per-address limit (max_clients: 500)
+    const { env, start } = await setup(t, { users: ['load'], config: { smtp: { max_connections_per_ip: 500 } } });
+    const daemon = await start();
     const PER_CLIENT = 10;
     const expected = new Set<string>();
     const responses: string[] = [];

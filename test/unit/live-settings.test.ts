@@ -56,7 +56,7 @@ test('every part is reconfigured once, in table order, with the settings derived
   assert.equal(settings.routing.hostname, 'mx.example.test');
   assert.equal(settings.routing.isLocalDomain('mx.example.test'), true);
   assert.equal(settings.routing.isLocalDomain('elsewhere.test'), false);
-  assert.equal(settings.pop3.maxClients, 9);
+  assert.equal(settings.pop3Connections.maxClients, 9);
 });
 
 test('a part that fails keeps its settings and is reported; the parts after it are still reconfigured', () => {

@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Authenticator } from '../../src/auth/authenticator.js';
 import { networkMatcher } from '../../src/config/networks.js';
+import { ConnectionLimits } from '../../src/net/connection-limits.js';
 import { createPop3Server, type Pop3Service } from '../../src/pop3/server.js';
 import { eventually } from '../support/wait.js';
 
@@ -41,15 +42,16 @@ describe('pop3 server before the daemon is ready', () => {
   async function service(ready: Promise<void>): Promise<{ pop3: Pop3Service; port: number }> {
     const dir = await mkdtemp(join(tmpdir(), 'mailsrv-pop3-ready-'));
     dirs.push(dir);
+    const logger = pino({ level: 'silent' });
     const pop3 = createPop3Server({
       settings: {
-        maxClients: 1,
         timeoutMs: 60_000,
         lockTimeoutMs: 1000,
         plaintextAuth: networkMatcher(['127.0.0.0/8']),
       },
       tls: () => null,
       ready,
+      limits: new ConnectionLimits('pop3', { maxClients: 1, maxPerAddress: 1, exempt: () => false }, logger),
       spoolDir: dir,
       indexDir: dir,
       journalDir: dir,
@@ -59,7 +61,7 @@ describe('pop3 server before the daemon is ready', () => {
         lockoutMs: 1000,
         cacheTtlMs: 0,
       }),
-      logger: pino({ level: 'silent' }),
+      logger,
     });
     services.push(pop3);
     await pop3.listen({ host: '127.0.0.1', port: 0 }, { implicitTls: false });

@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createConnection, type AddressInfo, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { pino } from 'pino';
+import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js';
+import { ConnectionLimits } from '../../src/net/connection-limits.js';
 import { MailsrvSMTPServer } from '../../src/smtp/connection.js';
 
 /** Reads CRLF-terminated reply lines from a raw socket. */
@@ -49,15 +51,21 @@ test('the SMTPConnection methods mailsrv overrides or calls exist with the shape
     ['_isDisabled', 1],
     ['handler_EHLO', 2],
     ['handler_AUTH', 2],
+    ['handler_MAIL', 2],
+    ['_armTimeout', 0],
+    ['_onTimeout', 0],
+    ['_resetSession', 0],
+    ['upgrade', 2],
   ];
   for (const [name, arity] of expected) {
     assert.equal(typeof proto[name], 'function', `SMTPConnection.prototype.${name} is gone`);
     assert.equal((proto[name] as (...args: unknown[]) => unknown).length, arity, `SMTPConnection.${name} arity`);
   }
   const serverProto = MailsrvSMTPServer.prototype as unknown as Record<string, unknown>;
-  for (const name of ['_onError', '_onClientConnect', 'updateSecureContext']) {
+  for (const name of ['_onError', '_onClientConnect', 'updateSecureContext', '_upgrade']) {
     assert.equal(typeof serverProto[name], 'function', `SMTPServer.prototype.${name} is gone`);
   }
+  assert.equal(socketTimeout({ socketTimeout: 1234 }), 1234, 'smtp-connection exports socketTimeout(options)');
 });
 
 test('a live session carries the fields mailsrv reads, and VRFY and DATA reach its overrides', async (t) => {
@@ -65,10 +73,17 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   const releaseData = new Promise<() => void>((resolve) => {
     dataStarted = resolve;
   });
+  const limits = new ConnectionLimits(
+    'smtp',
+    { maxClients: 10, maxPerAddress: 10, exempt: () => false },
+    pino({ level: 'silent' }),
+  );
   const server = new MailsrvSMTPServer({
     tls: null,
     plaintextAuth: () => false,
     protocolLogEnabled: () => false,
+    limits,
+    listenerName: 'mx',
     authOptional: true,
     onData(stream, _session, callback) {
       dataStarted(() => {
@@ -93,6 +108,12 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   assert.equal(connection.secure, false, 'SMTPConnection.secure');
   assert.equal(connection.remoteAddress, '127.0.0.1', 'SMTPConnection.remoteAddress');
   assert.equal(connection._dataStream, false, 'SMTPConnection._dataStream outside DATA');
+  assert.equal(connection._upgrading, false, 'SMTPConnection._upgrading');
+  assert.equal(connection._closing, false, 'SMTPConnection._closing');
+  assert.equal((connection._socket as { timeout?: number }).timeout, 60_000, 'SMTPConnection._socket is the socket');
+  const pending = (server as unknown as { _pendingSockets: unknown })._pendingSockets;
+  assert.ok(pending instanceof Map, 'SMTPServer._pendingSockets is a Map');
+  assert.equal(limits.connections, 1, 'the socket is counted before smtp-server sees it');
   const session = connection.session as { envelope?: { mailFrom?: unknown } };
   assert.equal(typeof session.envelope, 'object', 'SMTPConnection.session.envelope');
   const logger = (server as unknown as { logger: Record<string, unknown> }).logger;
