@@ -745,7 +745,8 @@ async function main(): Promise<void> {
         );
       opts.idle = fits;
       const idleMax = want('memory') ? Math.max(0, ...opts.idle) : 0;
-      const own = await startMailsrv(a.hash as PasswordScheme, Math.max(1000, Math.ceil(idleMax / 2) + 100));
+      // room for each protocol's half of the idle connections, below stress mode's ¾ (which cuts idle timeouts)
+      const own = await startMailsrv(a.hash as PasswordScheme, Math.max(1000, idleMax + 100));
       stops.push(own.stop);
       smtpSubject = own.smtp;
       pop3Subject = own.pop3;
