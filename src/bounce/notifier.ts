@@ -24,7 +24,7 @@ const NO_STATUS: DeliveryStatus = temporary('4.0.0', 'delivery not completed yet
 export class BounceNotifier implements Notifier {
   constructor(private readonly options: BounceNotifierOptions) {}
 
-  async notify(entry: QueueEntry, indexes: number[], kind: 'failure' | 'delay'): Promise<void> {
+  async notify(entry: QueueEntry, indexes: number[], kind: 'failure' | 'delay'): Promise<QueueEntry> {
     const { hostname, maxLifetimeMs } = this.options.settings();
     const { envelope } = entry;
     const recipients = indexes.map((index): DsnRecipient => {
@@ -49,11 +49,12 @@ export class BounceNotifier implements Notifier {
       originalHeaders: await readHeaderBlock(this.options.store.openMessage(entry), ORIGINAL_HEADERS_CAP),
       now: new Date(),
     });
-    await this.options.injector.inject({
+    return this.options.injector.inject({
       sender: '',
       recipients: [envelope.sender],
       client: localClient(),
       source: Readable.from([dsn]),
+      noticeOf: { queueId: envelope.id, indexes, kind },
     });
   }
 }

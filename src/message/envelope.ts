@@ -34,6 +34,15 @@ export interface Envelope {
   receivedAt: number;
   client: ClientInfo;
   recipients: EnvelopeRecipient[];
+  /** a bounce or delay warning: the entry and recipients it reports on (see QueueManager.report) */
+  noticeOf?: NoticeOrigin;
+}
+
+/** What a delivery status notice reports: these recipients of that queue entry failed, or are late. */
+export interface NoticeOrigin {
+  queueId: string;
+  indexes: number[];
+  kind: 'failure' | 'delay';
 }
 
 /** The client of mail made on this host: no network peer; `uid` of the local user who sent it, if any. */

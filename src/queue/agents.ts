@@ -42,6 +42,9 @@ export interface RemoteAgent {
 }
 
 export interface Notifier {
-  /** Queues a delivery status notification to the entry's sender about these recipients. */
-  notify(entry: QueueEntry, indexes: number[], kind: 'failure' | 'delay'): Promise<void>;
+  /**
+   * Queues a delivery status notification to the entry's sender about these recipients, naming
+   * them in its envelope (`noticeOf`); returns it without handing it to the manager.
+   */
+  notify(entry: QueueEntry, indexes: number[], kind: 'failure' | 'delay'): Promise<QueueEntry>;
 }

@@ -2,7 +2,7 @@
 // `mailsrv sendmail`. Recipients are routed as accepted mail is (aliases, local users, remote
 // forwards); the entry is on disk and fsynced before it is handed to the queue manager.
 import type { Readable } from 'node:stream';
-import type { ClientInfo, ResolvedRecipient } from '../message/envelope.js';
+import type { ClientInfo, NoticeOrigin, ResolvedRecipient } from '../message/envelope.js';
 import type { QueueEntry, QueueStore } from './store.js';
 
 export interface Injection {
@@ -12,6 +12,11 @@ export interface Injection {
   /** how it came in (protocol LOCAL, no IP) */
   client: ClientInfo;
   source: Readable;
+  /**
+   * A delivery status notice: what it reports on is kept in its envelope, and it is not handed
+   * to the queue manager here: the manager does, once the reported entry's progress is saved.
+   */
+  noticeOf?: NoticeOrigin;
 }
 
 export interface InjectorOptions {
@@ -40,11 +45,12 @@ export class Injector {
       receivedAt: Date.now(),
       client: injection.client,
       recipients,
+      ...(injection.noticeOf === undefined ? {} : { noticeOf: injection.noticeOf }),
     });
     try {
       await pending.write(injection.source);
       const entry = await pending.commit();
-      this.options.onQueued(entry);
+      if (injection.noticeOf === undefined) this.options.onQueued(entry);
       return entry;
     } catch (err) {
       await pending.discard();

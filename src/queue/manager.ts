@@ -89,9 +89,33 @@ export class QueueManager {
   async start(): Promise<void> {
     const corrupt = (queueId: string, err: Error) =>
       this.options.logger.error({ queueId, err: err.message }, 'unreadable queue entry moved to queue/corrupt');
-    for (const entry of await this.options.store.loadAll(corrupt)) {
+    const entries = await this.options.store.loadAll(corrupt);
+    await this.settleQueuedNotices(entries);
+    for (const entry of entries) {
       await this.recover(entry);
       this.add(entry);
+    }
+  }
+
+  /**
+   * After a crash between queueing a notice and saving the progress of the entry it reports on:
+   * the notice on disk names its entry and recipients, which count as told (no second bounce).
+   */
+  private async settleQueuedNotices(entries: QueueEntry[]): Promise<void> {
+    const byId = new Map(entries.map((entry) => [entry.envelope.id, entry]));
+    for (const notice of entries) {
+      const origin = notice.envelope.noticeOf;
+      const reported = origin === undefined ? undefined : byId.get(origin.queueId);
+      if (origin === undefined || reported === undefined) continue;
+      const flag = origin.kind === 'failure' ? 'notified' : 'warned';
+      const unsaved = origin.indexes.filter((i) => reported.progress[i] !== undefined && !reported.progress[i]![flag]);
+      if (unsaved.length === 0) continue;
+      for (const i of unsaved) reported.progress[i]![flag] = true;
+      await this.options.store.saveProgress(origin.queueId, reported.progress);
+      this.options.logger.info(
+        { queueId: origin.queueId, notice: notice.envelope.id, kind: origin.kind },
+        'delivery status notice was already queued',
+      );
     }
   }
 
@@ -416,10 +440,11 @@ export class QueueManager {
 
   private async settleNow(entry: QueueEntry, jobs: Job[]): Promise<void> {
     if (!this.entries.has(entry.envelope.id)) return; // deleted meanwhile
-    await this.report(entry);
+    const notices = await this.report(entry);
     const unreported = this.unreported(entry);
     if (entry.progress.every((p) => p.state !== 'pending') && !unreported) {
       await this.finish(entry);
+      for (const notice of notices) this.add(notice);
       return;
     }
     try {
@@ -427,6 +452,8 @@ export class QueueManager {
     } catch (err) {
       this.options.logger.error({ queueId: entry.envelope.id, err }, 'cannot save queue progress');
     }
+    // delivered only now: a crash before the save above finds them on disk (settleQueuedNotices)
+    for (const notice of notices) this.add(notice);
     for (const job of jobs) if (entry.progress[job.index]!.state === 'pending') this.schedule(job);
     // a bounce that could not be queued (disk full...) is tried again; the entry waits for it
     if (unreported && !this.busyEntries.has(entry.envelope.id))
@@ -443,10 +470,12 @@ export class QueueManager {
    * warning for recipients still waiting past delay_warning. While other attempts for the entry
    * are under way, failures wait for them, so one message makes one bounce, not one per
    * destination. A bounce is never bounced: mail from the null sender only logs. A notice that
-   * cannot be queued is marked unsent again and retried (settleNow).
+   * cannot be queued is marked unsent again and retried (settleNow). Returns the notices queued,
+   * for the caller to hand to the scheduler once this entry's progress is saved.
    */
-  private async report(entry: QueueEntry): Promise<void> {
-    if (this.busyEntries.has(entry.envelope.id)) return;
+  private async report(entry: QueueEntry): Promise<QueueEntry[]> {
+    const notices: QueueEntry[] = [];
+    if (this.busyEntries.has(entry.envelope.id)) return notices;
     const failed = entry.progress.flatMap((p, i) => (p.state === 'failed' && !p.notified ? [i] : []));
     const age = this.clock.now() - entry.envelope.receivedAt;
     const late =
@@ -468,12 +497,13 @@ export class QueueManager {
         continue;
       }
       try {
-        await this.options.notifier.notify(entry, indexes, kind);
+        notices.push(await this.options.notifier.notify(entry, indexes, kind));
       } catch (err) {
         mark(false);
         log.error({ kind, err: (err as Error).message }, 'cannot queue the delivery status notice; will try again');
       }
     }
+    return notices;
   }
 
   private async finish(entry: QueueEntry): Promise<void> {

@@ -9,9 +9,10 @@ import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { delivered as sent, permanent, statusFromReply, temporary } from '../../src/message/status.js';
+import { localClient, type NoticeOrigin } from '../../src/message/envelope.js';
 import type { DeliveryAgent, DeliveryJob, Notifier, RemoteAgent } from '../../src/queue/agents.js';
 import { QueueManager, type QueueManagerOptions } from '../../src/queue/manager.js';
-import { QueueStore } from '../../src/queue/store.js';
+import { type QueueEntry, QueueStore } from '../../src/queue/store.js';
 import { eventually } from '../support/wait.js';
 import { FakeClock } from '../support/fake-clock.js';
 
@@ -35,6 +36,22 @@ const noRemote: RemoteAgent = {
   deliver: async (jobs) => jobs.map(() => ({ status: temporary('4.3.0', 'no remote delivery in this test') })),
 };
 const noNotices: Notifier = { notify: async () => assert.fail('no notice expected') };
+
+/**
+ * What a notifier hands back: a real notice in `store` reporting on `origin` (no recipients here,
+ * so the manager settles and removes it at once).
+ */
+async function noticeFor(store: QueueStore, origin: NoticeOrigin): Promise<QueueEntry> {
+  const pending = store.begin({
+    sender: '',
+    receivedAt: Date.now(),
+    client: localClient(),
+    recipients: [],
+    noticeOf: origin,
+  });
+  await pending.write(Readable.from([Buffer.from('Subject: notice\r\n\r\n')]));
+  return pending.commit();
+}
 
 function manager(store: QueueStore, local: DeliveryAgent, more: Partial<QueueManagerOptions> = {}) {
   return new QueueManager({
@@ -125,7 +142,14 @@ test('a permanent failure ends the recipient without retries and is reported to 
       },
       settleInterruptedAppend: async () => false,
     },
-    { notifier: { notify: async (_entry, indexes, kind) => void notices.push({ indexes, kind }) } },
+    {
+      notifier: {
+        notify: async (reported, indexes, kind) => {
+          notices.push({ indexes, kind });
+          return noticeFor(store, { queueId: reported.envelope.id, indexes, kind });
+        },
+      },
+    },
   );
   qmgr.add(entry);
   await until(() => qmgr.size === 0);
@@ -255,7 +279,12 @@ test('a deferred remote recipient past delay_warning is warned about once; expir
         return jobs.map(() => ({ status: temporary('4.4.1', 'connection refused') }));
       },
     },
-    notifier: { notify: async (_e, _i, kind) => void notices.push(`${kind} after ${(clock.now() - start) / hour} h`) },
+    notifier: {
+      notify: async (reported, indexes, kind) => {
+        notices.push(`${kind} after ${(clock.now() - start) / hour} h`);
+        return noticeFor(store, { queueId: reported.envelope.id, indexes, kind });
+      },
+    },
   });
   qmgr.add(entry);
   while (attempts < 121) await clock.runTimer(`retry ${attempts}`, (at) => at >= start + attempts * hour);
@@ -336,7 +365,12 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
         return jobs.map(() => ({ status: statusFromReply('550 5.1.1 no such user', 'permanent', 'mx') }));
       },
     },
-    notifier: { notify: async (_e, indexes) => void notices.push(indexes) },
+    notifier: {
+      notify: async (reported, indexes, kind) => {
+        notices.push(indexes);
+        return noticeFor(store, { queueId: reported.envelope.id, indexes, kind });
+      },
+    },
   });
   qmgr.add(entry);
   await until(() => qmgr.size === 0);
@@ -352,9 +386,10 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
       deliver: async (jobs) => jobs.map(() => ({ status: statusFromReply('550 5.1.1 no', 'permanent', 'mx') })),
     },
     notifier: {
-      notify: async () => {
+      notify: async (reported, indexes, kind) => {
         calls += 1;
         if (calls === 1) throw new Error('ENOSPC: no space left on device');
+        return noticeFor(second.store, { queueId: reported.envelope.id, indexes, kind });
       },
     },
   });
@@ -372,4 +407,26 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
   await until(() => failing.size === 0);
   assert.equal(calls, 2, 'the bounce queued at the second try');
   assert.equal(second.entry.progress[0]!.notified, true);
+});
+
+test('a crash after a bounce was queued but before the progress saying so: no second bounce after restart', async () => {
+  const { store, entry } = await setup(['gone']);
+  // as the daemon left it: the recipient failed, its bounce is on disk, the progress not saved
+  entry.progress[0]!.state = 'failed';
+  entry.progress[0]!.lastStatus = permanent('5.1.1', 'user unknown');
+  await store.saveProgress(entry.envelope.id, entry.progress);
+  const notice = await noticeFor(store, { queueId: entry.envelope.id, indexes: [0], kind: 'failure' });
+  let bounces = 0;
+  const restarted = manager(store, neverLocal, {
+    notifier: {
+      notify: async (reported, indexes, kind) => {
+        bounces += 1;
+        return noticeFor(store, { queueId: reported.envelope.id, indexes, kind });
+      },
+    },
+  });
+  await restarted.start();
+  await until(() => restarted.size === 0);
+  assert.equal(bounces, 0, 'the queued bounce counts: none made again');
+  assert.deepEqual(await readdir(store.dir).then((names) => names.filter((n) => n === notice.envelope.id)), []);
 });
