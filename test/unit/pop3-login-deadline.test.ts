@@ -4,7 +4,7 @@
 // client.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -14,29 +14,9 @@ import { Authenticator } from '../../src/auth/authenticator.js';
 import { networkMatcher } from '../../src/config/networks.js';
 import { ConnectionLimits } from '../../src/net/connection-limits.js';
 import { createPop3Server } from '../../src/pop3/server.js';
+import { crlfLineReader } from '../support/crlf-lines.js';
 
 const noUsers = { has: () => false, hashOf: () => undefined, names: () => [], problems: [] };
-
-/** A client that hands out the lines it receives, one at a time. */
-function lineReader(socket: Socket): () => Promise<string> {
-  let buffered = '';
-  const lines: string[] = [];
-  const waiting: ((line: string) => void)[] = [];
-  socket.setEncoding('latin1').on('data', (chunk: string) => {
-    buffered += chunk;
-    for (let nl = buffered.indexOf('\r\n'); nl !== -1; nl = buffered.indexOf('\r\n')) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 2);
-      const waiter = waiting.shift();
-      if (waiter) waiter(line);
-      else lines.push(line);
-    }
-  });
-  return () => {
-    const line = lines.shift();
-    return line === undefined ? new Promise((resolve) => waiting.push(resolve)) : Promise.resolve(line);
-  };
-}
 
 /** Reads lines until one that is not part of a CAPA listing. */
 async function replyAfterCapa(next: () => Promise<string>): Promise<string> {
@@ -82,7 +62,7 @@ test('no login within 60 s of connecting: -ERR [SYS/TEMP] and close, though the 
   const socket = createConnection({ port: address.port, host: '127.0.0.1' });
   t.after(() => socket.destroy());
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  const next = lineReader(socket);
+  const next = crlfLineReader(socket);
   assert.equal(await next(), '+OK mailsrv ready');
 
   // busy, but not logging in: a command every 9 s for 54 s

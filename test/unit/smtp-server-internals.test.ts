@@ -3,34 +3,13 @@
 // naming the member instead of the daemon misbehaving quietly.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createConnection, type AddressInfo, type Socket } from 'node:net';
+import { createConnection, type AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js';
 import { ConnectionLimits } from '../../src/net/connection-limits.js';
 import { MailsrvSMTPServer } from '../../src/smtp/connection.js';
-
-/** Reads CRLF-terminated reply lines from a raw socket. */
-function replies(socket: Socket): () => Promise<string> {
-  let buffered = '';
-  const waiting: ((line: string) => void)[] = [];
-  const lines: string[] = [];
-  socket.setEncoding('latin1');
-  socket.on('data', (chunk: string) => {
-    buffered += chunk;
-    for (let nl = buffered.indexOf('\r\n'); nl !== -1; nl = buffered.indexOf('\r\n')) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 2);
-      const waiter = waiting.shift();
-      if (waiter) waiter(line);
-      else lines.push(line);
-    }
-  });
-  return () => {
-    const line = lines.shift();
-    return line === undefined ? new Promise((resolve) => waiting.push(resolve)) : Promise.resolve(line);
-  };
-}
+import { crlfLineReader } from '../support/crlf-lines.js';
 
 /** The last line of a (possibly multi-line) reply. */
 async function reply(next: () => Promise<string>): Promise<string> {
@@ -97,7 +76,7 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const socket = createConnection((server.server.address() as AddressInfo).port, '127.0.0.1');
   t.after(() => socket.destroy());
-  const next = replies(socket);
+  const next = crlfLineReader(socket);
   assert.match(await reply(next), /^220 /);
 
   const connections = (server as unknown as { connections: Set<Record<string, unknown>> }).connections;
