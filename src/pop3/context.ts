@@ -23,8 +23,33 @@ export interface SessionContext {
   /** checks passwords for every protocol (throttle, lockout, equal timing) */
   authenticator: Authenticator;
   maildrop: Maildrop;
-  /** one session per mailbox: false when another session holds it */
-  claim(user: string, holder: object): boolean;
-  release(user: string, holder: object): void;
+  /** one session per mailbox */
+  claims: MailboxClaims;
   logger: Logger;
+}
+
+/** Which session holds which user's mailbox: one at a time per user (RFC 1939's exclusive access). */
+export class MailboxClaims {
+  private readonly holders = new Map<string, object>();
+
+  /** Takes `user`'s mailbox for `holder`; false when another session holds it. */
+  claim(user: string, holder: object): boolean {
+    if (this.holders.has(user)) return false;
+    this.holders.set(user, holder);
+    return true;
+  }
+
+  /** Lets go of `user`'s mailbox, if `holder` has it. */
+  release(user: string, holder: object): void {
+    if (this.holders.get(user) === holder) this.holders.delete(user);
+  }
+
+  holderOf(user: string): object | undefined {
+    return this.holders.get(user);
+  }
+
+  /** how many mailboxes are held */
+  get size(): number {
+    return this.holders.size;
+  }
 }

@@ -340,7 +340,7 @@ export class Pop3Protocol {
   }
 
   private async openMailbox(user: string): Promise<Pop3Response | null> {
-    if (!this.ctx.claim(user, this)) {
+    if (!this.ctx.claims.claim(user, this)) {
       this.log.info({ user, client: this.client }, 'mailbox in use');
       return line('-ERR [IN-USE] Mailbox is in use by another POP3 session');
     }
@@ -377,7 +377,7 @@ export class Pop3Protocol {
     if (held === null) return;
     this.held = null;
     held.mailbox?.close();
-    this.ctx.release(held.user, this);
+    this.ctx.claims.release(held.user, this);
   }
 
   // ---------------------------------------------------------------- TRANSACTION

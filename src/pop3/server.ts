@@ -10,7 +10,7 @@ import type { ConnectionLimits, Refusal } from '../net/connection-limits.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { Maildrop } from './maildrop.js';
 import { Pop3Connection } from './connection.js';
-import type { Pop3Settings, SessionContext } from './context.js';
+import { MailboxClaims, type Pop3Settings, type SessionContext } from './context.js';
 
 export type { Pop3Settings } from './context.js';
 
@@ -57,7 +57,6 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
   const { logger, limits } = options;
   let settings = options.settings;
   const sessions = new Set<Pop3Connection>();
-  const inUse = new Map<string, object>();
   const maildrop = new Maildrop({
     spoolDir: options.spoolDir,
     indexDir: options.indexDir,
@@ -70,14 +69,7 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
     tls: options.tls,
     authenticator: options.authenticator,
     maildrop,
-    claim(user, holder) {
-      if (inUse.has(user)) return false;
-      inUse.set(user, holder);
-      return true;
-    },
-    release(user, holder) {
-      if (inUse.get(user) === holder) inUse.delete(user);
-    },
+    claims: new MailboxClaims(),
     logger,
   };
 

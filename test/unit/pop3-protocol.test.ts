@@ -16,7 +16,7 @@ import { MAX_LOGIN_FAILURES_PER_SESSION } from '../../src/auth/session-logins.js
 import { addUser, loadUsers } from '../../src/auth/users.js';
 import type { UserDb } from '../../src/auth/users.js';
 import { networkMatcher } from '../../src/config/networks.js';
-import type { SessionContext } from '../../src/pop3/context.js';
+import { MailboxClaims, type SessionContext } from '../../src/pop3/context.js';
 import { Maildrop } from '../../src/pop3/maildrop.js';
 import { GREETING, Pop3Protocol, type Pop3Response } from '../../src/pop3/protocol.js';
 import { loadTlsCredentials, type TlsCredentials } from '../../src/tls/credentials.js';
@@ -81,7 +81,7 @@ function sessionContext({ tls = null, maxFailures = 100 }: Setup = {}) {
       callback();
     },
   });
-  const inUse = new Map<string, object>();
+  const inUse = new MailboxClaims();
   const ctx: SessionContext = {
     settings: () => ({
       maxClients: 10,
@@ -102,14 +102,7 @@ function sessionContext({ tls = null, maxFailures = 100 }: Setup = {}) {
       journalDir: join(dir, 'journal'),
       lockTimeoutMs: () => 1000,
     }),
-    claim(user, holder) {
-      if (inUse.has(user)) return false;
-      inUse.set(user, holder);
-      return true;
-    },
-    release(user, holder) {
-      if (inUse.get(user) === holder) inUse.delete(user);
-    },
+    claims: inUse,
     logger: pino({ level: 'info' }, sink),
   };
   const session = (client = INSIDE) => new Pop3Protocol(ctx, client, ctx.logger);
@@ -167,7 +160,7 @@ describe('AUTHORIZATION', () => {
     assert.equal(await reply(alice, 'PASS alice-pw'), `+OK alice has 2 messages (${TOTAL} octets)`);
     assert.equal(alice.phase, 'transaction');
     assert.equal(alice.user, 'alice');
-    assert.equal(inUse.get('alice'), alice);
+    assert.equal(inUse.holderOf('alice'), alice);
     assert.deepEqual(await capa(alice), [...BASE_CAPA, 'IMPLEMENTATION mailsrv']);
     const login = logs.find((l) => l.msg === 'login');
     assert.deepEqual(
@@ -506,7 +499,7 @@ describe('QUIT and the end of a session', () => {
     client.stop();
     assert.equal(client.phase, 'closed');
     assert.equal(await client.handle('STAT'), null);
-    assert.equal(inUse.get('alice'), client, 'held until the connection is closed');
+    assert.equal(inUse.holderOf('alice'), client, 'held until the connection is closed');
     await client.disconnected();
     assert.equal(inUse.size, 0);
     assert.ok(!logs.some((l) => l.msg.startsWith('connection dropped')));
