@@ -188,7 +188,7 @@ print(json.dumps(out))
     assert.match(
       text,
       new RegExp(
-        `^\tby ${escapeRegex(HOSTNAME)} \\(mailsrv\\) with ESMTPA id ${queueId}\r\n` + '\tfor <friend@remote\\.test>; ',
+        `^\tby ${escapeRegex(HOSTNAME)} \\(mailsrv\\) with ESMTPA id ${queueId}\r\n\tfor <friend@remote\\.test>; `,
         'm',
       ),
     );

@@ -409,7 +409,7 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
   assert.equal(second.entry.progress[0]!.notified, true);
 });
 
-test('a crash after a bounce was queued but before the progress saying so: no second bounce after restart', async () => {
+test('a crash after a bounce was queued, before the progress saying so: no second bounce after restart', async () => {
   const { store, entry } = await setup(['gone']);
   // as the daemon left it: the recipient failed, its bounce is on disk, the progress not saved
   entry.progress[0]!.state = 'failed';
