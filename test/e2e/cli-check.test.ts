@@ -297,7 +297,7 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.equal(relay.delay_warning, '4h');
     assert.equal(relay.max_queue_lifetime, '5d');
 
-    // a config that sets almost nothing shows the documented defaults (SPEC §2)
+    // a config that sets almost nothing shows the documented defaults (config/mailsrv.toml)
     const minimal = await variant('hostname = "only.test"\n');
     const m = runCli(['config', '-c', minimal]);
     assert.equal(m.code, 0, m.stderr);

@@ -1,4 +1,4 @@
-// E2E: what the SMTP side accepts and refuses (SPEC §5): replies, relay control, open-relay
+// E2E: what the SMTP side accepts and refuses (README, "SMTP"): replies, relay control, open-relay
 // address forms, size limits, recipient limits, mailbox quota, command order and syntax.
 // Clients connect from 127.0.0.1 (outside mynetworks) unless they bind 127.0.0.2 (inside).
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// E2E: SMTP over TLS and SMTP AUTH (SPEC §5; RFC 3207, 4954, 6409, 8314) with real clients
+// E2E: SMTP over TLS and SMTP AUTH (README, "TLS, logins and privileges"; RFC 3207, 4954, 6409, 8314) with real clients
 // (openssl s_client, nodemailer, swaks, Python smtplib) and raw sockets: STARTTLS and implicit
 // TLS with mailsrv's certificate, AUTH only over TLS or from plaintext_auth_networks, the
 // submission ports refuse mail without AUTH, relay after AUTH, sender_login_match, the

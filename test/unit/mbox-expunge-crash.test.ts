@@ -1,4 +1,4 @@
-// Crash test for src/mbox/expunge.ts (SPEC §6): a child process runs the update on a mailbox of
+// Crash test for src/mbox/expunge.ts: a child process runs the update on a mailbox of
 // 2,000 messages (every other one deleted) and is SIGKILLed at every write (torn), fsync,
 // truncate and unlink of the journal and the mailbox in turn, at chosen points with mail
 // delivered before the recovery, during the recovery itself, and at random moments; after

@@ -46,7 +46,7 @@ async function onDisk(snapshot: MailboxSnapshot, m: MessageInfo): Promise<Buffer
   return (await fs.readFile(snapshot.path)).subarray(m.contentOffset, m.contentOffset + m.contentLength);
 }
 
-/** What RETR must send for on-disk content: the SPEC rules, one line at a time. */
+/** What RETR must send for on-disk content: the README's rules, one line at a time. */
 function expected(content: Buffer): Buffer {
   const text = content.toString('latin1');
   if (text === '') return Buffer.alloc(0);

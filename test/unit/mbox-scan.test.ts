@@ -86,7 +86,7 @@ function expectedWire(message: Buffer): Buffer {
   return b(s.replace(/\r?\n/g, '\r\n'));
 }
 
-// ---- a reference reader: the SPEC rules written the simple way (whole file in memory, line by line)
+// ---- a reference reader: the README's rules written the simple way (whole file in memory, line by line)
 
 interface RefLine {
   start: number;

@@ -1,4 +1,4 @@
-// Reading mailboxes in tests, independently of src/: an mbox split as SPEC reads it (trace
+// Reading mailboxes in tests, independently of src/: an mbox split as the README says it is read (trace
 // headers apart), the same file through Python's mailbox module, and what mboxrd must store.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
