@@ -4,7 +4,10 @@
 // removes the file only once `inject` has resolved: a crash in between queues the message twice,
 // never loses it. A file that can never be queued is removed with a log line naming its owner;
 // stale temp files of interrupted `mailsrv sendmail` runs are removed after a day (a cron job may
-// write its mail slowly, with hours between lines).
+// write its mail slowly, with hours between lines). Such debris costs a bounded amount of work:
+// at most DEBRIS_CHECKS_PER_SCAN are looked at per scan, and one found young is not looked at
+// again before it can be a day old, so a local user's flood of junk files cannot keep the
+// daemon busy.
 import { execFile } from 'node:child_process';
 import { watch, type FSWatcher } from 'node:fs';
 import { lstat, opendir, unlink } from 'node:fs/promises';
@@ -28,6 +31,10 @@ const DEBOUNCE_MS = 50;
 const STALE_TEMP_MS = 24 * 3_600_000;
 /** uid → login names remembered. */
 const MAX_NAMES = 1000;
+/** Debris (files that are not drop files) looked at in one scan, at most. */
+const DEFAULT_DEBRIS_CHECKS_PER_SCAN = 1000;
+/** Debris names remembered with the time they may be stale; beyond it the memory starts over. */
+const MAX_DEBRIS_REMEMBERED = 100_000;
 
 /** One message to put into the queue. */
 export interface PickedUpMessage {
@@ -67,6 +74,8 @@ export interface DropDirPickupOptions {
   userName?: (uid: number) => Promise<string>;
   /** times the rescans and the age of temp files (default: the system clock) */
   clock?: Clock;
+  /** debris looked at per scan (default DEFAULT_DEBRIS_CHECKS_PER_SCAN) */
+  debrisChecksPerScan?: number;
 }
 
 export class DropDirPickup {
@@ -79,6 +88,8 @@ export class DropDirPickup {
   private scanAgain = false;
   private stopped = false;
   private readonly names = new Map<number, string>();
+  /** debris found young: name → when it may be stale */
+  private readonly debrisStaleAt = new Map<string, number>();
   private readonly clock: Clock;
 
   constructor(private readonly options: DropDirPickupOptions) {
@@ -165,11 +176,14 @@ export class DropDirPickup {
     const running = new Set<Promise<void>>();
     // a listing may name a file twice when the directory changes under it
     const seen = new Set<string>();
+    let debrisChecks = this.options.debrisChecksPerScan ?? DEFAULT_DEBRIS_CHECKS_PER_SCAN;
     for await (const entry of await opendir(this.options.dir)) {
       if (this.stopped) break;
       if (entry.isDirectory()) continue;
       if (!isDropFileName(entry.name)) {
-        await this.removeIfStale(entry.name);
+        const staleAt = this.debrisStaleAt.get(entry.name);
+        if ((staleAt === undefined || this.clock.now() >= staleAt) && debrisChecks-- > 0)
+          await this.removeIfStale(entry.name);
         continue;
       }
       if (seen.has(entry.name) || this.queuedButKept.has(entry.name)) continue;
@@ -246,9 +260,14 @@ export class DropDirPickup {
   /** Temp files of a `mailsrv sendmail` that died, and any other debris, once they are a day old. */
   private async removeIfStale(name: string): Promise<void> {
     const path = join(this.options.dir, name);
+    this.debrisStaleAt.delete(name);
     try {
       const info = await lstat(path);
-      if (this.clock.now() - info.mtimeMs < STALE_TEMP_MS) return;
+      if (this.clock.now() - info.mtimeMs < STALE_TEMP_MS) {
+        if (this.debrisStaleAt.size >= MAX_DEBRIS_REMEMBERED) this.debrisStaleAt.clear();
+        this.debrisStaleAt.set(name, info.mtimeMs + STALE_TEMP_MS);
+        return;
+      }
       await unlink(path);
       this.options.logger.info({ file: name, uid: info.uid }, 'stale maildrop temp file removed');
     } catch (err) {

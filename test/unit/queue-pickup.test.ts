@@ -5,7 +5,7 @@
 // is bounded; stop() waits for work in progress. Rescans, debouncing and the age of temp files
 // run on a fake clock.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -178,13 +178,48 @@ test('temp files are left to their writer (a slow cron job: hours old is fine); 
   await writeFile(join(dir, name), 'half written');
   clock.advance(Date.now() - clock.now() + 23 * 3_600_000);
   await pickup.scan();
-  assert.deepEqual(await readdir(dir), [name], 'removed when 23 hours old');
+  assert.deepEqual(await readdir(dir), [name], 'kept when 23 hours old');
   assert.equal(injected.length, 0);
   clock.advance(3_600_000 + 1000);
   await pickup.scan();
-  assert.deepEqual(await readdir(dir), [], 'kept when a day old');
+  assert.deepEqual(await readdir(dir), [], 'removed when a day old');
   assert.equal(injected.length, 0);
   assert.ok(logs.some((l) => l.msg === 'stale maildrop temp file removed' && l.file === name));
+});
+
+test('a flood of junk files costs a bounded amount of work per scan', async (t) => {
+  const { dir, pickup, logs, clock } = await setup({ debrisChecksPerScan: 2 });
+  t.after(() => pickup.stop());
+  const junk = ['junk-a', 'junk-b', 'junk-c', 'junk-d', 'junk-e'];
+  for (const name of junk) await writeFile(join(dir, name), 'x');
+  const day = 24 * 3_600_000;
+  clock.advance(Date.now() - clock.now() + day + 1000);
+  const removed = () => logs.filter((l) => l.msg === 'stale maildrop temp file removed').length;
+  await pickup.scan();
+  assert.equal(removed(), 2, 'two looked at in the first scan');
+  await pickup.scan();
+  assert.equal(removed(), 4, 'two more in the next');
+  await pickup.scan();
+  assert.equal(removed(), 5);
+  assert.deepEqual(await readdir(dir), []);
+});
+
+test('junk found young is not looked at again before it can be a day old', async (t) => {
+  const { dir, pickup, clock } = await setup();
+  t.after(() => pickup.stop());
+  const day = 24 * 3_600_000;
+  await writeFile(join(dir, 'young'), 'x');
+  const writtenAt = Date.now();
+  clock.advance(writtenAt - clock.now());
+  await pickup.scan();
+  // made old behind the pickup's back: it waits for the day it was given
+  const old = new Date(writtenAt - 2 * day);
+  await utimes(join(dir, 'young'), old, old);
+  await pickup.scan();
+  assert.deepEqual(await readdir(dir), ['young'], 'not looked at again before its day is over');
+  clock.advance(writtenAt + day - clock.now());
+  await pickup.scan();
+  assert.deepEqual(await readdir(dir), [], 'removed once it may be stale');
 });
 
 test('at most `concurrency` files are injected at once, and every file is', async (t) => {
