@@ -168,12 +168,19 @@ export async function expungeMessages(
         await fs.unlink(journalPath).catch(() => undefined);
         throw err;
       }
+      let copyFailure: unknown = null;
       try {
         await copyForward(mailbox, created.handle, created.journal, first, chunkBytes);
+      } catch (err) {
+        copyFailure = err;
       } finally {
         await created.handle.close();
       }
-      await removeJournal(journalPath);
+      if (copyFailure === null) await removeJournal(journalPath);
+      // an I/O error part way leaves the mailbox torn: redo the update from its journal now, while
+      // the lock is held; if that fails too, the journal stays and the next reader repairs it
+      // first (finishLeftoverExpunge) or refuses to serve the mailbox
+      else await settleLeftover(journalPath, chunkBytes).catch(() => Promise.reject(copyFailure));
     } finally {
       await mailbox.close();
     }
@@ -185,6 +192,14 @@ export async function expungeMessages(
     await saveIndex(compactedSnapshot(snapshot, deleted, bytesFreed), options.indexDir).catch(() => undefined);
   }
   return { removed: spans.length, bytesFreed };
+}
+
+/**
+ * Before a mailbox is read, its dotlock held: finishes an update of it that an I/O error (or a
+ * crash) left part way, so nobody is served a torn mailbox. Throws when it cannot.
+ */
+export async function finishLeftoverExpunge(mailboxPath: string, journalDir: string): Promise<void> {
+  await settleLeftover(journalPathOf(journalDir, mailboxPath), DEFAULT_CHUNK_BYTES);
 }
 
 /**

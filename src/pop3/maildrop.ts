@@ -7,7 +7,7 @@ import { constants } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { normalizeUsername } from '../auth/username.js';
-import { expungeMessages } from '../mbox/expunge.js';
+import { expungeMessages, finishLeftoverExpunge } from '../mbox/expunge.js';
 import { acquireDotlock, type StaleLockHandler } from '../mbox/lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
 import { FileWindow, retrieveMessage, type MessageReader } from '../mbox/retrieve.js';
@@ -45,7 +45,8 @@ export class Maildrop {
   /**
    * The messages of a user's mailbox as they are now. A delivery in progress holds the dotlock,
    * so the size measured under it ends after the last complete message; the scan itself runs
-   * without the lock (deliveries go on meanwhile and only append after that size).
+   * without the lock (deliveries go on meanwhile and only append after that size). An update that
+   * an I/O error left part way is finished first; if it cannot be, the mailbox is not served.
    * Throws MailboxLockedError when another program keeps the lock past the timeout.
    */
   async open(user: string): Promise<MailboxSnapshot> {
@@ -53,6 +54,7 @@ export class Maildrop {
     const lock = await acquireDotlock(path, this.lockOptions());
     let size: number;
     try {
+      await finishLeftoverExpunge(path, this.options.journalDir);
       const st = await lstat(path);
       // a symlink is refused too (scan.ts opens with O_NOFOLLOW): it could lead out of the spool
       if (!st.isFile()) throw new NotAMailboxError(path);

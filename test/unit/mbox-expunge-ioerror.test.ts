@@ -1,0 +1,95 @@
+// An I/O error in the middle of a POP3 update (src/mbox/expunge.ts) never leaves a torn mailbox
+// behind: a passing error is repaired at once from the journal (the update completes), and one
+// that lasts leaves the journal, which the next POP3 open finishes before it reads the mailbox
+// (or, while the disk still fails, refuses to serve it). Writes to the mailbox are made to fail
+// by wrapping node:fs's FileHandle in this test process.
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { expungeMessages } from '../../src/mbox/expunge.js';
+import { journalPathOf } from '../../src/mbox/expunge-journal.js';
+import { Maildrop } from '../../src/pop3/maildrop.js';
+import { expectedRead, pythonRead, snapshotOf, writeMailbox } from '../support/mbox-expunge-fixtures.js';
+
+let dir: string;
+let journalDir: string;
+before(async () => {
+  dir = await fs.mkdtemp(join(tmpdir(), 'mailsrv-expunge-eio-'));
+  journalDir = join(dir, 'journal');
+});
+after(() => fs.rm(dir, { recursive: true, force: true }));
+
+/** Which writes to which file fail with EIO: from the nth write on, `count` of them. */
+const failing = { path: '', from: 0, count: 0, seen: 0 };
+
+const paths = new WeakMap<FileHandle, string>();
+const realOpen = fs.open;
+fs.open = async (...args: Parameters<typeof fs.open>) => {
+  const handle = await realOpen(...args);
+  paths.set(handle, String(args[0]));
+  return handle;
+};
+before(async () => {
+  const sample = await realOpen(process.execPath, 'r');
+  const proto = Object.getPrototypeOf(sample) as { write: (...args: unknown[]) => Promise<unknown> };
+  await sample.close();
+  const realWrite = proto.write;
+  proto.write = async function (this: FileHandle, ...args: unknown[]) {
+    if (paths.get(this) === failing.path) {
+      failing.seen += 1;
+      if (failing.seen >= failing.from && failing.count > 0) {
+        failing.count -= 1;
+        throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
+      }
+    }
+    return realWrite.apply(this, args);
+  };
+});
+
+const COUNT = 40;
+const DELETED = [0, 1, 2, 3, 10, 20];
+const KEPT = Array.from({ length: COUNT }, (_, n) => n).filter((n) => !DELETED.includes(n));
+
+async function mailbox(name: string): Promise<string> {
+  const path = join(dir, name);
+  await writeMailbox(path, COUNT);
+  return path;
+}
+
+test('a passing write error mid-copy: the update is redone at once from its journal and completes', async () => {
+  const path = await mailbox('alice');
+  const snapshot = await snapshotOf(path);
+  Object.assign(failing, { path, from: 3, count: 1, seen: 0 });
+  const result = await expungeMessages(snapshot, new Set(DELETED), {
+    journalDir,
+    lockTimeoutMs: 1000,
+    chunkBytes: 512,
+  });
+  assert.equal(failing.count, 0, 'the error did happen');
+  assert.equal(result.removed, DELETED.length);
+  assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
+  await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'no journal left');
+});
+
+test('a lasting write error: the update fails, the next POP3 open finishes it before reading the mailbox', async () => {
+  const path = await mailbox('bob');
+  const snapshot = await snapshotOf(path);
+  Object.assign(failing, { path, from: 3, count: 1000, seen: 0 });
+  await assert.rejects(
+    expungeMessages(snapshot, new Set(DELETED), { journalDir, lockTimeoutMs: 1000, chunkBytes: 512 }),
+    /EIO/,
+  );
+  await fs.access(journalPathOf(journalDir, path)); // the plan is kept
+
+  const maildrop = new Maildrop({ spoolDir: dir, indexDir: join(dir, 'index'), journalDir, lockTimeoutMs: () => 1000 });
+  await assert.rejects(maildrop.open('bob'), /EIO/, 'while the disk still fails, the mailbox is not served');
+
+  failing.count = 0; // the disk works again
+  const reopened = await maildrop.open('bob');
+  assert.equal(reopened.messages.length, KEPT.length, 'served as the update left it, complete');
+  assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
+  await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'the journal is gone');
+});
