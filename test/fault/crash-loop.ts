@@ -1,0 +1,195 @@
+// The crash loop: rounds of `kill -9` at a random moment while the daemon receives mail from
+// several SMTP clients at once (one local recipient: direct delivery; several: the queue) and
+// POP3 clients delete messages and QUIT, then a restart and a check of every mailbox.
+// Invariants after each round: every message that got a 250 is in each of its mailboxes exactly
+// once (unless a POP3 QUIT that got +OK deleted it there), none is torn, nothing is in a
+// mailbox that was never sent, and the queue drains.
+//
+// Alone, for a long run:  node --import tsx test/fault/crash-loop.ts --rounds 1000 [--seed N]
+// (test/fault/crash-loop.test.ts runs a few rounds in `npm test`).
+import assert from 'node:assert/strict';
+import { parseArgs } from 'node:util';
+import {
+  type Daemon,
+  DOMAIN,
+  eventually,
+  freePort,
+  makeEnv,
+  parseMbox,
+  Pop3Client,
+  readMailbox,
+  SmtpClient,
+  startDaemon,
+  type TestEnv,
+} from '../e2e/harness.js';
+
+const USERS = ['ann', 'ben', 'cid'];
+const SMTP_CLIENTS = 6;
+const POP3_CLIENTS = 2;
+
+/** A small deterministic random source (mulberry32), so a failing round can be replayed by its seed. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface LoopReport {
+  rounds: number;
+  acknowledged: number;
+  deletedByQuit: number;
+  invariantsChecked: number;
+}
+
+/** What the clients were told, over all rounds: the truth the mailboxes are checked against. */
+class Ledger {
+  /** subject → users it was sent to (every message sent, acknowledged or not) */
+  readonly sent = new Map<string, string[]>();
+  /** "user subject" of messages that got a 250 */
+  readonly acknowledged = new Set<string>();
+  /** "user subject" deleted by a QUIT that got +OK */
+  readonly deleted = new Set<string>();
+  /** "user subject" marked by a QUIT whose answer never came (the update may or may not have run) */
+  readonly maybeDeleted = new Set<string>();
+}
+
+const key = (user: string, subject: string) => `${user} ${subject}`;
+const bodyEnd = (subject: string) => `end of ${subject}`;
+
+async function smtpClient(env: TestEnv, ledger: Ledger, rand: () => number, tag: string): Promise<void> {
+  for (let n = 0; ; n++) {
+    const subject = `${tag}-${n}`;
+    const to = USERS.filter(() => rand() < 0.5);
+    if (to.length === 0) to.push(USERS[Math.floor(rand() * USERS.length)]!);
+    ledger.sent.set(subject, to);
+    const { client } = await SmtpClient.connect(env.port, { timeoutMs: 5000 });
+    try {
+      await client.cmd('EHLO crash.test');
+      await client.cmd('MAIL FROM:<loop@crash.test>');
+      for (const user of to) await client.cmd(`RCPT TO:<${user}@${DOMAIN}>`);
+      if ((await client.cmd('DATA')).code !== 354) continue;
+      const lines = Array.from({ length: 1 + Math.floor(rand() * 40) }, (_, i) => `line ${i} of ${subject}`);
+      const end = await client.data(`Subject: ${subject}\r\n\r\n${lines.join('\r\n')}\r\n${bodyEnd(subject)}\r\n`);
+      if (end.code === 250) for (const user of to) ledger.acknowledged.add(key(user, subject));
+    } finally {
+      client.destroy();
+    }
+  }
+}
+
+async function pop3Client(port: number, ledger: Ledger, rand: () => number): Promise<void> {
+  for (;;) {
+    const user = USERS[Math.floor(rand() * USERS.length)]!;
+    let client: Pop3Client;
+    try {
+      client = await Pop3Client.login(port, user, undefined, { timeoutMs: 5000 });
+    } catch (err) {
+      if (/IN-USE/.test(String(err))) continue; // the other POP3 client has this mailbox
+      throw err; // the daemon is gone
+    }
+    try {
+      const listed = await client.multi('LIST');
+      const marked: string[] = [];
+      for (const entry of listed.lines) {
+        const number = Number(entry.split(' ')[0]);
+        if (rand() >= 0.3) continue;
+        const top = await client.message(`TOP ${number} 0`);
+        const subject = /^Subject: (.*)$/m.exec(top.body.toString('latin1'))?.[1]?.trim();
+        if (subject !== undefined && (await client.cmd(`DELE ${number}`)).startsWith('+OK')) marked.push(subject);
+      }
+      for (const s of marked) ledger.maybeDeleted.add(key(user, s));
+      if ((await client.cmd('QUIT')).startsWith('+OK')) for (const s of marked) ledger.deleted.add(key(user, s));
+    } finally {
+      client.destroy();
+    }
+  }
+}
+
+/** Checks every mailbox against the ledger; returns how many facts were checked. */
+function checkMailboxes(env: TestEnv, ledger: Ledger): number {
+  let checked = 0;
+  for (const user of USERS) {
+    const box = readMailbox(env.mailbox(user));
+    const seen = new Map<string, number>();
+    for (const message of parseMbox(box.raw)) {
+      const text = message.original.toString('latin1');
+      const subject = /^Subject: (.*)$/m.exec(text)?.[1];
+      assert.ok(subject !== undefined, `${user}: a message without a subject (torn?): ${text.slice(0, 200)}`);
+      assert.ok(ledger.sent.get(subject)?.includes(user), `${user}: "${subject}" was never sent to them`);
+      assert.ok(text.endsWith(`${bodyEnd(subject)}\n`), `${user}: "${subject}" is torn`);
+      seen.set(subject, (seen.get(subject) ?? 0) + 1);
+      checked += 3;
+    }
+    for (const [subject, count] of seen) {
+      assert.equal(count, 1, `${user}: "${subject}" stored ${count} times`);
+      assert.ok(!ledger.deleted.has(key(user, subject)), `${user}: "${subject}" is back after its QUIT`);
+      checked += 2;
+    }
+    for (const k of ledger.acknowledged) {
+      const [owner, subject] = k.split(' ') as [string, string];
+      if (owner !== user || ledger.deleted.has(k) || ledger.maybeDeleted.has(k)) continue;
+      assert.ok(seen.has(subject), `${user}: acknowledged "${subject}" is missing`);
+      checked += 1;
+    }
+  }
+  return checked;
+}
+
+/** Runs `rounds` rounds on one environment; throws on the first broken invariant. */
+export async function crashLoop(rounds: number, seed: number, log: (line: string) => void): Promise<LoopReport> {
+  const pop3Port = await freePort();
+  const env = await makeEnv({
+    users: USERS,
+    config: {
+      pop3: { listen: [`127.0.0.1:${pop3Port}`] },
+      plaintext_auth_networks: ['127.0.0.0/8'],
+      smtp: { max_connections_per_ip: 1000 },
+    },
+    aliases: 'postmaster: ann\n',
+  });
+  const ledger = new Ledger();
+  const rand = random(seed);
+  let invariantsChecked = 0;
+  let daemon: Daemon | null = null;
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      daemon = await startDaemon(env);
+      const clients = [
+        ...Array.from({ length: SMTP_CLIENTS }, (_, i) =>
+          smtpClient(env, ledger, random(seed * 1000 + round * 10 + i), `r${round}c${i}`),
+        ),
+        ...Array.from({ length: POP3_CLIENTS }, (_, i) =>
+          pop3Client(pop3Port, ledger, random(seed * 7 + round * 13 + i)),
+        ),
+      ].map((running) => running.catch(() => undefined)); // every client ends when the daemon dies
+      await new Promise((resolve) => setTimeout(resolve, 100 + Math.floor(rand() * 1000)));
+      await daemon.kill9();
+      await Promise.all(clients);
+      // restart: recovery, then the queue delivers what it holds
+      daemon = await startDaemon(env);
+      await eventually(() => env.queued().length === 0, 60_000, 'the queue to drain');
+      invariantsChecked += checkMailboxes(env, ledger);
+      await daemon.stop();
+      daemon = null;
+      log(`round ${round}/${rounds}: ${ledger.acknowledged.size} acknowledged, ${invariantsChecked} invariants held`);
+    }
+  } finally {
+    await daemon?.kill9();
+    await env.cleanup();
+  }
+  return { rounds, acknowledged: ledger.acknowledged.size, deletedByQuit: ledger.deleted.size, invariantsChecked };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values } = parseArgs({ options: { rounds: { type: 'string' }, seed: { type: 'string' } } });
+  const seed = Number(values.seed ?? Date.now() % 100_000);
+  console.log(`crash loop, seed ${seed}`);
+  const report = await crashLoop(Number(values.rounds ?? 20), seed, (line) => console.log(line));
+  console.log(JSON.stringify(report));
+  process.exit(0);
+}
