@@ -8,6 +8,14 @@ export function isErrno(err: unknown, code: string): boolean {
   return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
 }
 
+/** The disk (or the user's quota) is full: `err` or an error it was caused by says so. */
+export function isOutOfSpace(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    if (isErrno(e, 'ENOSPC') || isErrno(e, 'EDQUOT')) return true;
+  }
+  return false;
+}
+
 /**
  * FileHandle.read that does not stop short: reads `length` bytes at file `position` into
  * `buffer` from `offset`, fewer only where the file ends. Returns the count read.

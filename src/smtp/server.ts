@@ -20,6 +20,7 @@ import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
 import { smtpProtocolLogger } from '../protocol-log.js';
+import { isOutOfSpace } from '../fsutil.js';
 import { type SmtpPolicy, SmtpReplyError, type SmtpClientIdentity } from './policy.js';
 
 /** What SIGHUP may change on a running listener. */
@@ -259,6 +260,9 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
           receiving.delete(session);
           if (stream.errored) {
             sessionLog(session).info({ reason: err.message }, 'message aborted by the client');
+          } else if (isOutOfSpace(err)) {
+            sessionLog(session).error({ err: err.message }, 'cannot queue message: the disk is full');
+            err = new SmtpReplyError(452, '4.3.1 Insufficient system storage');
           } else if (!(err instanceof SmtpReplyError)) {
             sessionLog(session).error({ err }, 'cannot queue message');
             err = new SmtpReplyError(451, '4.3.0 Error: queue file write error');
