@@ -8,30 +8,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  crlf,
   deliverOverSmtp,
   makePop3Env,
-  messageId,
   PASSWORD,
   pop3Wire,
   PYTHON,
   readMailbox,
-  rfcDate,
   startDaemon,
   type Daemon,
   type TestEnv,
+  note,
 } from './harness.js';
-
-function note(subject: string, ...body: string[]): string {
-  return crlf(
-    'From: someone@client.test',
-    `Subject: ${subject}`,
-    `Date: ${rfcDate()}`,
-    `Message-ID: ${messageId()}`,
-    '',
-    ...(body.length ? body : [`body of ${subject}`]),
-  );
-}
 
 function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; input?: string } = {}) {
   const result = spawnSync(command, args, {

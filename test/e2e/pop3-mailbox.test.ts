@@ -12,31 +12,19 @@ import {
   deliverOverSmtp,
   eventually,
   makePop3Env,
-  messageId,
   PASSWORD,
   Pop3Client,
   pop3Wire,
   readMailbox,
-  rfcDate,
   startDaemon,
   type Daemon,
   type TestEnv,
   writeMailbox,
+  note,
 } from './harness.js';
 
 function subjects(path: string): string[] {
   return readMailbox(path).messages.map((m) => /^Subject: (.*)$/m.exec(m.body.toString('latin1'))?.[1] ?? '(none)');
-}
-
-function note(subject: string): string {
-  return crlf(
-    'From: someone@client.test',
-    `Subject: ${subject}`,
-    `Date: ${rfcDate()}`,
-    `Message-ID: ${messageId()}`,
-    '',
-    `body of ${subject}`,
-  );
 }
 
 describe('pop3 and the mailbox', () => {

@@ -15,16 +15,15 @@ import {
   eventually,
   logsSoFar,
   makePop3Env,
-  messageId,
   PASSWORD,
   passwordHash,
   Pop3Client,
   pop3Wire,
   readMailbox,
-  rfcDate,
   startDaemon,
   type Daemon,
   type TestEnv,
+  note,
 } from './harness.js';
 
 const INSIDE = '127.0.0.1'; // in plaintext_auth_networks, as is 127.0.1.0/24 (one address per test that fails logins)
@@ -51,12 +50,8 @@ function expectedTop(wire: Buffer, k: number): Buffer {
 }
 
 function tricky(subject: string): string {
-  return crlf(
-    'From: someone@client.test',
-    `Subject: ${subject}`,
-    `Date: ${rfcDate()}`,
-    `Message-ID: ${messageId()}`,
-    '',
+  return note(
+    subject,
     'line one',
     '.line starting with a dot',
     '..two dots',

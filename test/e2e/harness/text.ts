@@ -21,3 +21,15 @@ export function messageId(): string {
   messageCounter += 1;
   return `<e2e.${process.pid}.${Date.now()}.${messageCounter}@client.test>`;
 }
+
+/** A small message as a client would send it (CRLF): From, Subject, Date, Message-ID, then `body` lines. */
+export function note(subject: string, ...body: string[]): string {
+  return crlf(
+    'From: someone@client.test',
+    `Subject: ${subject}`,
+    `Date: ${rfcDate()}`,
+    `Message-ID: ${messageId()}`,
+    '',
+    ...(body.length ? body : [`body of ${subject}`]),
+  );
+}
