@@ -19,7 +19,7 @@ import { GroupAppender } from '../mbox/group-append.js';
 import type { StaleLockInfo } from '../mbox/lock.js';
 import { settleInterruptedAppend } from '../mbox/probe.js';
 import { delivered, permanent, temporary, type DeliveryStatus } from '../message/status.js';
-import type { DeliveryAgent, DeliveryJob } from '../queue/agents.js';
+import type { AppendRecorder, DeliveryAgent, DeliveryJob } from '../queue/agents.js';
 import type { Envelope } from '../message/envelope.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { domainOf, qualify } from '../message/address.js';
@@ -59,10 +59,7 @@ export class LocalDelivery implements DeliveryAgent {
   }
 
   /** Appends each job's message to its user's mailbox (all jobs name the same user). */
-  async deliver(
-    jobs: DeliveryJob[],
-    recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>,
-  ): Promise<DeliveryStatus[]> {
+  async deliver(jobs: DeliveryJob[], recorder: AppendRecorder): Promise<DeliveryStatus[]> {
     const targets = jobs.map(({ entry, index }) => entry.envelope.recipients[index]!.target);
     const user = targets[0]?.kind === 'local' ? targets[0].user : undefined;
     if (user === undefined || targets.some((t) => t.kind !== 'local' || t.user !== user)) {
@@ -77,11 +74,12 @@ export class LocalDelivery implements DeliveryAgent {
     }
     const results = await this.appender.append(
       this.target(mailbox, this.options.lockTimeoutMs),
-      jobs.map((job) =>
-        this.message(job.entry.envelope, job.index, user, this.options.store.openMessage(job.entry), (offset) =>
-          recordAppend(job, mailbox, offset),
+      jobs.map((job) => ({
+        ...this.message(job.entry.envelope, job.index, user, this.options.store.openMessage(job.entry), (offset) =>
+          recorder.appending(job, mailbox, offset),
         ),
-      ),
+        afterCommit: () => recorder.appended(job),
+      })),
     );
     return results.map((result) => (result instanceof Error ? appendFailure(result, user) : delivered()));
   }

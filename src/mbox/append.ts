@@ -41,6 +41,13 @@ export interface MessageToAppend {
    * written (e.g. to note it for crash recovery). If it rejects, nothing is written.
    */
   beforeWrite?: (offset: number) => Promise<void>;
+  /**
+   * Called once the message is fsynced, still under the lock (before anyone else in this process
+   * can take it and, say, compact the mailbox): e.g. to record the delivery, so that crash
+   * recovery never has to look for the message where it may no longer be. A rejection does not
+   * undo the append.
+   */
+  afterCommit?: () => Promise<void>;
 }
 
 export type AppendOptions = MailboxTarget & MessageToAppend;
@@ -364,6 +371,11 @@ export class MailboxSession {
       await this.handle.truncate(batchStart).catch(() => undefined);
       return outcomes.map(() => new MailboxIOError(path, 'cannot fsync mailbox', err));
     }
+    await Promise.all(
+      messages.map((message, i) =>
+        outcomes[i] instanceof Error ? undefined : message.afterCommit?.().catch(() => undefined),
+      ),
+    );
     return outcomes;
   }
 

@@ -10,16 +10,20 @@ export interface DeliveryJob {
   index: number;
 }
 
+/** What a local delivery tells the queue while it holds the mailbox lock, for crash recovery. */
+export interface AppendRecorder {
+  /** the lock is held and the message will start at `offset`; nothing is written yet */
+  appending(job: DeliveryJob, mailbox: string, offset: number): Promise<void>;
+  /** the message is fsynced; the lock is still held (no other update can move it meanwhile) */
+  appended(job: DeliveryJob): Promise<void>;
+}
+
 export interface DeliveryAgent {
   /**
-   * Delivers jobs that all go to one mailbox, in order; returns one status per job. Calls
-   * `recordAppend` for a job once it holds the mailbox lock and knows where the message will
-   * start, before writing it.
+   * Delivers jobs that all go to one mailbox, in order; returns one status per job, telling
+   * `recorder` about each append before it writes and once it is durable, under the lock.
    */
-  deliver(
-    jobs: DeliveryJob[],
-    recordAppend: (job: DeliveryJob, mailbox: string, offset: number) => Promise<void>,
-  ): Promise<DeliveryStatus[]>;
+  deliver(jobs: DeliveryJob[], recorder: AppendRecorder): Promise<DeliveryStatus[]>;
   /**
    * After a crash: did the append recorded for this recipient complete? (A torn one is cut
    * off, so the redelivery leaves no partial message.)

@@ -338,9 +338,19 @@ export class QueueManager {
 
   private async deliverLocal(jobs: Job[]): Promise<AttemptOutcome[]> {
     const statuses = await this.options.local
-      .deliver(jobs, async ({ entry, index }, mailbox, offset) => {
-        entry.progress[index]!.appendingAt = { mailbox, offset };
-        await this.options.store.saveProgress(entry.envelope.id, entry.progress);
+      .deliver(jobs, {
+        appending: async ({ entry, index }, mailbox, offset) => {
+          entry.progress[index]!.appendingAt = { mailbox, offset };
+          await this.options.store.saveProgress(entry.envelope.id, entry.progress);
+        },
+        // durable before the lock can go to a POP3 update that would move the message: after a
+        // crash from here on, the recipient is done, and recovery never probes a stale offset
+        appended: async ({ entry, index }) => {
+          const progress = entry.progress[index]!;
+          progress.state = 'delivered';
+          delete progress.appendingAt;
+          await this.options.store.saveProgress(entry.envelope.id, entry.progress);
+        },
       })
       .catch((err: Error) => jobs.map(() => temporary('4.3.0', err.message)));
     return statuses.map((status) => ({ status }));

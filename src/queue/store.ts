@@ -98,8 +98,12 @@ export class QueueStore {
    */
   async loadAll(onCorrupt: (id: string, err: Error) => void): Promise<QueueEntry[]> {
     const entries: QueueEntry[] = [];
-    for (const name of await readdir(this.dir)) {
-      if (name.endsWith('.tmp')) {
+    const names = await readdir(this.dir);
+    const ids = new Set(names.filter(isQueueId));
+    for (const name of names) {
+      // a receipt cut short, or the progress of an entry whose removal a crash interrupted
+      const orphanProgress = name.endsWith('.progress') && !ids.has(name.slice(0, -'.progress'.length));
+      if (name.endsWith('.tmp') || name.endsWith('.progress.new') || orphanProgress) {
         await rm(join(this.dir, name), { force: true });
         continue;
       }
@@ -186,8 +190,10 @@ export class QueueStore {
   async remove(id: string): Promise<void> {
     // a save still running would leave a progress file without its message
     await this.saving.get(id)?.catch(() => undefined);
-    await rm(join(this.dir, `${id}.progress`), { force: true });
+    // the entry first: a crash in between leaves a progress file alone (loadAll removes it), never
+    // an entry without its progress, which would be delivered to every recipient again
     await unlink(join(this.dir, id));
+    await rm(join(this.dir, `${id}.progress`), { force: true });
   }
 }
 

@@ -8,6 +8,8 @@
 // Alone, for a long run:  node --import tsx test/fault/crash-loop.ts --rounds 1000 [--seed N]
 // (test/fault/crash-loop.test.ts runs a few rounds in `npm test`).
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   type Daemon,
@@ -16,6 +18,7 @@ import {
   freePort,
   makeEnv,
   parseMbox,
+  queueIdOf,
   Pop3Client,
   readMailbox,
   SmtpClient,
@@ -52,6 +55,8 @@ class Ledger {
   readonly sent = new Map<string, string[]>();
   /** "user subject" of messages that got a 250 */
   readonly acknowledged = new Set<string>();
+  /** subject → the queue id its 250 named (to find it in the daemons' logs) */
+  readonly queueIds = new Map<string, string>();
   /** "user subject" deleted by a QUIT that got +OK */
   readonly deleted = new Set<string>();
   /** "user subject" marked by a QUIT whose answer never came (the update may or may not have run) */
@@ -71,11 +76,15 @@ async function smtpClient(env: TestEnv, ledger: Ledger, rand: () => number, tag:
     try {
       await client.cmd('EHLO crash.test');
       await client.cmd('MAIL FROM:<loop@crash.test>');
-      for (const user of to) await client.cmd(`RCPT TO:<${user}@${DOMAIN}>`);
+      const accepted: string[] = [];
+      for (const user of to) if ((await client.cmd(`RCPT TO:<${user}@${DOMAIN}>`)).code === 250) accepted.push(user);
       if ((await client.cmd('DATA')).code !== 354) continue;
       const lines = Array.from({ length: 1 + Math.floor(rand() * 40) }, (_, i) => `line ${i} of ${subject}`);
       const end = await client.data(`Subject: ${subject}\r\n\r\n${lines.join('\r\n')}\r\n${bodyEnd(subject)}\r\n`);
-      if (end.code === 250) for (const user of to) ledger.acknowledged.add(key(user, subject));
+      if (end.code === 250) {
+        for (const user of accepted) ledger.acknowledged.add(key(user, subject));
+        ledger.queueIds.set(subject, queueIdOf(end) ?? '?');
+      }
     } finally {
       client.destroy();
     }
@@ -126,14 +135,14 @@ function checkMailboxes(env: TestEnv, ledger: Ledger): number {
       checked += 3;
     }
     for (const [subject, count] of seen) {
-      assert.equal(count, 1, `${user}: "${subject}" stored ${count} times`);
+      assert.equal(count, 1, `${user}: "${subject}" (${ledger.queueIds.get(subject)}) stored ${count} times`);
       assert.ok(!ledger.deleted.has(key(user, subject)), `${user}: "${subject}" is back after its QUIT`);
       checked += 2;
     }
     for (const k of ledger.acknowledged) {
       const [owner, subject] = k.split(' ') as [string, string];
       if (owner !== user || ledger.deleted.has(k) || ledger.maybeDeleted.has(k)) continue;
-      assert.ok(seen.has(subject), `${user}: acknowledged "${subject}" is missing`);
+      assert.ok(seen.has(subject), `${user}: acknowledged "${subject}" (${ledger.queueIds.get(subject)}) is missing`);
       checked += 1;
     }
   }
@@ -156,9 +165,21 @@ export async function crashLoop(rounds: number, seed: number, log: (line: string
   const rand = random(seed);
   let invariantsChecked = 0;
   let daemon: Daemon | null = null;
+  /** every daemon's log, kept for a failure's report */
+  const logs: string[] = [];
+  const started = async () => {
+    const running = await startDaemon(env);
+    logs.push(`--- daemon ${logs.length + 1} ---`);
+    const index = logs.length;
+    logs.push('');
+    void running.waitExit().then(() => {
+      logs[index] = running.stdout;
+    });
+    return running;
+  };
   try {
     for (let round = 1; round <= rounds; round++) {
-      daemon = await startDaemon(env);
+      daemon = await started();
       const clients = [
         ...Array.from({ length: SMTP_CLIENTS }, (_, i) =>
           smtpClient(env, ledger, random(seed * 1000 + round * 10 + i), `r${round}c${i}`),
@@ -171,9 +192,16 @@ export async function crashLoop(rounds: number, seed: number, log: (line: string
       await daemon.kill9();
       await Promise.all(clients);
       // restart: recovery, then the queue delivers what it holds
-      daemon = await startDaemon(env);
+      daemon = await started();
       await eventually(() => env.queued().length === 0, 60_000, 'the queue to drain');
-      invariantsChecked += checkMailboxes(env, ledger);
+      try {
+        invariantsChecked += checkMailboxes(env, ledger);
+      } catch (err) {
+        const report = join(env.dir, 'crash-loop-logs.txt');
+        writeFileSync(report, [...logs, '--- running daemon ---', daemon.stdout].join('\n'));
+        log(`round ${round} failed; the daemons' logs: ${report} (kept with KEEP_E2E=1)`);
+        throw err;
+      }
       await daemon.stop();
       daemon = null;
       log(`round ${round}/${rounds}: ${ledger.acknowledged.size} acknowledged, ${invariantsChecked} invariants held`);

@@ -1,7 +1,7 @@
 // The durable queue store: entries survive a reload, interrupted receipts are cleaned up,
 // progress is replaced atomically, and ids are unique and file-name safe.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -67,6 +67,19 @@ test('progress is saved and reloaded; remove deletes both files', async () => {
   assert.deepEqual(loaded!.progress[1]!.lastStatus, { code: '4.4.0', permanent: false, text: 'later' });
   await store.remove(entry.envelope.id);
   assert.deepEqual(await readdir(store.dir), []);
+});
+
+test('a removal cut short leaves a progress file alone, never an entry without its progress', async () => {
+  const store = await freshStore();
+  const pending = begin(store);
+  await pending.write(Readable.from([Buffer.from('x\r\n')]));
+  const entry = await pending.commit();
+  entry.progress[0]!.state = 'delivered';
+  await store.saveProgress(entry.envelope.id, entry.progress);
+  // as a crash between remove()'s two steps leaves it: the entry is gone, its progress not yet
+  await unlink(join(store.dir, entry.envelope.id));
+  assert.deepEqual(await store.loadAll(noCorruption), []);
+  assert.deepEqual(await readdir(store.dir), [], 'the orphan progress file is removed at load');
 });
 
 test('progress written by an earlier version (error text, no status) loads as statuses', async () => {
