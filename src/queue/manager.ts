@@ -91,10 +91,10 @@ export class QueueManager {
       this.options.logger.error({ queueId, err: err.message }, 'unreadable queue entry moved to queue/corrupt');
     const entries = await this.options.store.loadAll(corrupt);
     await this.settleQueuedNotices(entries);
-    for (const entry of entries) {
-      await this.recover(entry);
-      this.add(entry);
-    }
+    // every interrupted append is settled before any delivery starts: a new append could
+    // otherwise land where a recovery then looks for (and cuts off) an interrupted one
+    for (const entry of entries) await this.recover(entry);
+    for (const entry of entries) this.add(entry);
   }
 
   /**
