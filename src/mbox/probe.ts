@@ -44,8 +44,12 @@ export async function settleInterruptedAppend(append: InterruptedAppend): Promis
         (await bytesAt(handle, end - 2, 2)).equals(Buffer.from('\n\n'))
       )
         return true;
-      // torn: cut it off, unless another program has appended a message after it since
-      if (!(await containsAfter(handle, append.offset, size, NEXT_MESSAGE))) {
+      // torn: cut it off, unless what is there is a whole other message, or another program has
+      // appended a message after it since
+      if (
+        !(await startsOtherMessage(handle, append)) &&
+        !(await containsAfter(handle, append.offset, size, NEXT_MESSAGE))
+      ) {
         await handle.truncate(append.offset);
         await handle.sync();
       }
@@ -69,6 +73,21 @@ async function isOurs(handle: Awaited<ReturnType<typeof open>>, append: Interrup
   if (!text.startsWith('From ')) return false;
   const headerEnd = text.indexOf('\n\n');
   return (headerEnd < 0 ? text : text.slice(0, headerEnd)).split('\n').includes(append.headerLine);
+}
+
+/**
+ * The offset starts a message whose header block is complete and lacks the header line: another
+ * delivery's message, not ours torn (ours carries the line among its first headers).
+ */
+async function startsOtherMessage(
+  handle: Awaited<ReturnType<typeof open>>,
+  append: InterruptedAppend,
+): Promise<boolean> {
+  const text = (await bytesAt(handle, append.offset, PROBE_BYTES)).toString('latin1');
+  const headerEnd = text.indexOf('\n\n');
+  return (
+    text.startsWith('From ') && headerEnd >= 0 && !text.slice(0, headerEnd).split('\n').includes(append.headerLine)
+  );
 }
 
 /** Whether `needle` occurs in [start, end) of the file, read in bounded chunks. */

@@ -63,6 +63,15 @@ test('nothing written yet: not delivered, file unchanged', async () => {
   assert.equal(await readFile(path, 'latin1'), OLD);
 });
 
+test("another delivery's whole message where ours was to start is not cut (ours is delivered again)", async () => {
+  const { path, offset, expectedBytes } = await mailboxWithNewMessage('x\r\n');
+  await truncate(path, offset);
+  await appendFile(path, 'From other@x.test Mon Jan  5 10:00:00 2026\nX-Delivery-ID: Q2.0\nSubject: other\n\nbody\n\n');
+  const before = await readFile(path);
+  assert.equal(await settle(path, offset, expectedBytes), false);
+  assert.deepEqual(await readFile(path), before);
+});
+
 test("a torn append followed by another program's message is not cut", async () => {
   const { path, offset, expectedBytes } = await mailboxWithNewMessage('line\r\n'.repeat(1000));
   await truncate(path, offset + 200);
