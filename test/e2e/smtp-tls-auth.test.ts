@@ -27,13 +27,13 @@ import {
   queueIdOf,
   readMailbox,
   rfcDate,
-  sleep,
   SmtpClient,
   smtpDialog,
   startDaemon,
   startTls,
   type Reply,
   type TestEnv,
+  withTimeout,
 } from './harness.js';
 
 /** plaintext_auth_networks = 127.0.0.8/29: logins that succeed come from .9, failing ones from .10 to .12 */
@@ -85,6 +85,8 @@ class OpensslClient {
   private output = '';
   private consumed = 0;
   private readonly child;
+  /** wakes expect() when output arrives or openssl exits */
+  private wake: () => void = () => undefined;
 
   constructor(port: number, caFile: string) {
     this.child = spawn(
@@ -108,8 +110,13 @@ class OpensslClient {
       ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
-    this.child.stdout.setEncoding('latin1').on('data', (chunk: string) => (this.output += chunk));
-    this.child.stderr.setEncoding('latin1').on('data', (chunk: string) => (this.output += chunk));
+    const arrived = (chunk: string) => {
+      this.output += chunk;
+      this.wake();
+    };
+    this.child.stdout.setEncoding('latin1').on('data', arrived);
+    this.child.stderr.setEncoding('latin1').on('data', arrived);
+    this.child.on('exit', () => this.wake());
   }
 
   send(line: string): void {
@@ -117,19 +124,22 @@ class OpensslClient {
   }
 
   /** Waits for output (after what earlier calls matched) that matches `pattern`. */
+  /** The next match of `pattern` in openssl's output, waiting for more output as it comes. */
   async expect(pattern: RegExp, timeoutMs = 10_000): Promise<RegExpExecArray> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const rest = this.output.slice(this.consumed);
-      const match = pattern.exec(rest);
-      if (match) {
-        this.consumed += match.index + match[0].length;
-        return match;
+    const found = async (): Promise<RegExpExecArray> => {
+      for (;;) {
+        const match = pattern.exec(this.output.slice(this.consumed));
+        if (match) {
+          this.consumed += match.index + match[0].length;
+          return match;
+        }
+        if (this.child.exitCode !== null) throw new Error(`openssl s_client exited; output:\n${this.output}`);
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+        });
       }
-      if (Date.now() > deadline)
-        throw new Error(`openssl s_client: no ${pattern} within ${timeoutMs} ms; output:\n${this.output}`);
-      await sleep(20);
-    }
+    };
+    return withTimeout(found(), timeoutMs, `openssl s_client: no ${pattern} within ${timeoutMs} ms`);
   }
 
   close(): void {

@@ -1,9 +1,10 @@
 // The crash loop: rounds of `kill -9` at a random moment while the daemon receives mail from
 // several SMTP clients at once (one local recipient: direct delivery; several: the queue) and
 // POP3 clients delete messages and QUIT, then a restart and a check of every mailbox.
-// Invariants after each round: every message that got a 250 is in each of its mailboxes exactly
-// once (unless a POP3 QUIT that got +OK deleted it there), none is torn, nothing is in a
-// mailbox that was never sent, and the queue drains.
+// The kill comes after a random number of acknowledgements and deletions, so a round is timed
+// by what happened, not by the clock. Invariants after each round: every message that got a
+// 250 is in each of its mailboxes exactly once (unless a POP3 QUIT that got +OK deleted it
+// there), none is torn, nothing is in a mailbox that was never sent, and the queue drains.
 //
 // Alone, for a long run:  node --import tsx test/fault/crash-loop.ts --rounds 1000 [--seed N]
 // (test/fault/crash-loop.test.ts runs a few rounds in `npm test`).
@@ -188,7 +189,10 @@ export async function crashLoop(rounds: number, seed: number, log: (line: string
           pop3Client(pop3Port, ledger, random(seed * 7 + round * 13 + i)),
         ),
       ].map((running) => running.catch(() => undefined)); // every client ends when the daemon dies
-      await new Promise((resolve) => setTimeout(resolve, 100 + Math.floor(rand() * 1000)));
+      // the moment: after a random number of acknowledged messages and confirmed deletions
+      const events = () => ledger.acknowledged.size + ledger.deleted.size;
+      const killAt = events() + Math.floor(rand() * 60);
+      await eventually(() => events() >= killAt, 60_000, `${killAt} acknowledged messages or deletions`, 5);
       await daemon.kill9();
       await Promise.all(clients);
       // restart: recovery, then the queue delivers what it holds

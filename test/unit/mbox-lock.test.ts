@@ -91,12 +91,15 @@ describe('acquireDotlock', () => {
     const mbox = await newMailbox();
     let inside = 0;
     let maxInside = 0;
+    let trying = 0;
     await Promise.all(
       Array.from({ length: 8 }, async () => {
+        trying++;
         const lock = await acquireDotlock(mbox, { timeoutMs: 20000 });
         inside++;
         maxInside = Math.max(maxInside, inside);
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        // the first holder keeps the lock until all eight are contending for it
+        await eventually(() => trying === 8, 10_000, 'every acquirer to try');
         inside--;
         await lock.release();
       }),
