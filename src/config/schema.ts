@@ -13,6 +13,14 @@ const networkList = () =>
   z.array(
     z.string().refine((s) => parseNetwork(s) !== null, { message: 'expected an address or CIDR such as "10.0.0.0/8"' }),
   );
+const dnsServerList = () =>
+  z
+    .array(
+      z.string().refine((s) => isIP(s) !== 0 || isIP(parseListen(s)?.host ?? '') !== 0, {
+        message: 'expected an IP address, "ip:port" or "[ipv6]:port"',
+      }),
+    )
+    .default([]);
 const bytes = () => z.number().int().nonnegative();
 const count = () => z.number().int().positive();
 const domainName = z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, {
@@ -103,14 +111,7 @@ const relaySchema = z.strictObject({
       'outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; ' +
         'verify = TLS with a valid certificate for the host',
     ),
-  dns_servers: z
-    .array(
-      z.string().refine((s) => isIP(s) !== 0 || isIP(parseListen(s)?.host ?? '') !== 0, {
-        message: 'expected an IP address, "ip:port" or "[ipv6]:port"',
-      }),
-    )
-    .default([])
-    .describe('resolvers for MX lookups; [] = system resolvers'),
+  dns_servers: dnsServerList().describe('former name of the top-level dns_servers (still accepted)'),
   retry: z
     .array(duration())
     .nonempty()
@@ -153,6 +154,10 @@ const fullSchema = z.strictObject({
     .default(() => osHostname())
     .describe('banner, Received lines and bounces; default: the system host name'),
   domains: z.array(domainName).default([]).describe('local domains; hostname and "localhost" are always local'),
+  dns_servers: dnsServerList().describe(
+    'resolvers for every DNS lookup (MX, SPF, DKIM, DMARC, DNSBL, MTA-STS): "ip", "ip:port" or "[ipv6]:port"; ' +
+      '[] = the system resolvers',
+  ),
   spool_dir: z.string().min(1).default('/var/mail').describe('one mbox file per user: spool_dir/<user>'),
   state_dir: z.string().min(1).default('/var/lib/mailsrv').describe('queue, indexes and pid file'),
   users_file: z.string().min(1).default('/etc/mailsrv/users').describe('passwd-file: name:{SCHEME}hash'),
@@ -177,7 +182,7 @@ const fullSchema = z.strictObject({
 });
 
 /** The schema with the rules that tie keys together (a problem names the key to fix). */
-export const configSchema = fullSchema.superRefine((config, ctx) => {
+const checkedSchema = fullSchema.superRefine((config, ctx) => {
   const tlsListeners = { 'smtp.smtps': config.smtp.smtps, 'pop3.pop3s': config.pop3.pop3s };
   for (const [key, addresses] of Object.entries(tlsListeners)) {
     if (addresses.length > 0 && config.tls.cert === '') {
@@ -188,12 +193,24 @@ export const configSchema = fullSchema.superRefine((config, ctx) => {
       });
     }
   }
+  if (config.dns_servers.length > 0 && config.relay.dns_servers.length > 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['relay', 'dns_servers'],
+      message: 'relay.dns_servers is the former name of dns_servers: set only dns_servers',
+    });
+  }
   if (config.tls.cert !== '' && config.tls.key === '') {
     ctx.addIssue({ code: 'custom', path: ['tls', 'key'], message: 'a certificate (tls.cert) needs its private key' });
   }
 });
 
-export type Config = z.infer<typeof configSchema>;
+/** The parsed config, with the former name `relay.dns_servers` folded into `dns_servers`. */
+export const configSchema = checkedSchema.transform((config) =>
+  config.relay.dns_servers.length > 0 ? { ...config, dns_servers: config.relay.dns_servers } : config,
+);
+
+export type Config = z.output<typeof configSchema>;
 
 /** Every key as a dotted path with its doc, in schema order: for `mailsrv config` and the docs test. */
 export function describeKeys(): { key: string; doc: string }[] {

@@ -86,7 +86,7 @@ export const liveSettings: { [Part in LivePart]: (config: Config) => LiveSetting
     relayhostUser: config.relay.relayhost_user,
     relayhostPasswordFile: config.relay.relayhost_password_file,
     tlsSecurity: config.relay.tls_security,
-    dnsServers: config.relay.dns_servers,
+    dnsServers: config.dns_servers,
     connectTimeoutMs: durationMs(config.relay.connect_timeout),
     timeoutMs: durationMs(config.relay.timeout),
     ownListeners: [...config.smtp.listen, ...config.smtp.submission, ...config.smtp.smtps].map(

@@ -1,13 +1,14 @@
 // Where mail for a remote domain goes (the address lookup of Postfix's smtp client): the
 // relayhost when one is set; else the domain's MX hosts by preference, equal preferences in
 // random order (RFC 5321 5.1); else, with no MX at all, the domain itself. Every host is
-// resolved to addresses here, through `relay.dns_servers`, so the SMTP client connects to an
+// resolved to addresses here, through `dns_servers`, so the SMTP client connects to an
 // address and still knows the host name (for TLS and the logs). A domain that can never take
 // mail (unknown, null MX, no address) fails for good; a DNS failure only for now.
-import { lookup, Resolver } from 'node:dns/promises';
+import { lookup, type Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { domainToASCII } from 'node:url';
 import { parseListen } from '../config/units.js';
+import { createResolver, DEFAULT_QUERY_TIMEOUT_MS, QUERY_TRIES } from '../net/dns.js';
 import { describeStatus, permanent, temporary, type DeliveryStatus } from '../message/status.js';
 
 /** One address to try, in order. */
@@ -34,7 +35,7 @@ export class DestinationError extends Error {
 export interface DestinationSettings {
   /** relay.relayhost: "" or "host" or "host:port" */
   relayhost: string;
-  /** relay.dns_servers: "ip" or "ip:port"; [] = the system's resolvers */
+  /** dns_servers: "ip" or "ip:port"; [] = the system's resolvers */
   dnsServers: string[];
 }
 
@@ -49,8 +50,6 @@ const SMTP_PORT = 25;
 /** MX hosts looked up per domain, and addresses returned in all (Postfix: smtp_mx_address_limit). */
 const MAX_MX_HOSTS = 10;
 const MAX_DESTINATIONS = 10;
-const DEFAULT_QUERY_TIMEOUT_MS = 5000;
-const QUERY_TRIES = 2;
 /** DNS answers that mean "this name has no such record", as opposed to "ask again later". */
 const NO_RECORD = new Set(['ENODATA', 'ENOTFOUND']);
 
@@ -62,9 +61,7 @@ export class DestinationResolver {
 
   constructor(settings: DestinationSettings, options: DestinationResolverOptions = {}) {
     const queryTimeoutMs = options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
-    this.resolver = new Resolver({ timeout: queryTimeoutMs, tries: QUERY_TRIES });
-    // setServers takes "ip", "ip:port" and "[ipv6]:port", the forms the config allows
-    if (settings.dnsServers.length > 0) this.resolver.setServers(settings.dnsServers);
+    this.resolver = createResolver(settings.dnsServers, queryTimeoutMs);
     this.relayhost =
       settings.relayhost === ''
         ? null

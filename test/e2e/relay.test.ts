@@ -1,5 +1,5 @@
 // e2e: outbound mail through the real daemon. The "internet" is a DNS server of the test's
-// (relay.dns_servers) and SMTP sinks on loopback addresses 127.0.0.2x, port 25 (so run as
+// (dns_servers) and SMTP sinks on loopback addresses 127.0.0.2x, port 25 (so run as
 // root, as CI does; skipped otherwise). Covered: an authenticated message reaching the remote
 // MX with the right envelope and body, MX preference and fallback, 451-then-250 retries, 550
 // and expiry bouncing to the local sender as an RFC 3464 report, one delay warning, an alias
@@ -81,9 +81,9 @@ describe('outbound relay', { skip: RUN_AS_ROOT ? false : 'needs root: the remote
       aliases: 'postmaster: alice\nfwd: someone@remote.test\n',
       config: {
         mynetworks: [`${MYNETWORKS_CLIENT}/32`],
+        dns_servers: [dns.server],
         smtp: { submission: [`127.0.0.1:${submissionPort}`] },
         relay: {
-          dns_servers: [dns.server],
           retry: ['200ms'],
           connect_timeout: '3s',
           timeout: '10s',
@@ -376,9 +376,9 @@ describe('outbound relay: expiry', {
     const submissionPort = await freePort();
     const env = await makeEnv({
       config: {
+        dns_servers: [dns.server],
         smtp: { submission: [`127.0.0.1:${submissionPort}`] },
         relay: {
-          dns_servers: [dns.server],
           retry: ['200ms'],
           connect_timeout: '2s',
           delay_warning: '1h',

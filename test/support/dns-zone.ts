@@ -1,6 +1,6 @@
-// A tiny authoritative DNS server for tests (dns2 over UDP on 127.0.0.1): answers MX, A and
-// AAAA from a zone the test can change while it runs; unknown names are NXDOMAIN, `rcode`
-// forces an error (2 = SERVFAIL), `silent` never answers. Point `relay.dns_servers` at `server`.
+// A tiny authoritative DNS server for tests (dns2 over UDP on 127.0.0.1): answers MX, A, AAAA
+// and TXT from a zone the test can change while it runs; unknown names are NXDOMAIN, `rcode`
+// forces an error (2 = SERVFAIL), `silent` never answers. Point `dns_servers` at `server`.
 import dns2 from 'dns2';
 
 const { Packet } = dns2;
@@ -9,6 +9,8 @@ export interface ZoneEntry {
   mx?: [priority: number, exchange: string][];
   a?: string[];
   aaaa?: string[];
+  /** one entry per TXT record; a record given as several strings is sent as those character-strings */
+  txt?: (string | string[])[];
   rcode?: number;
   silent?: boolean;
 }
@@ -16,7 +18,7 @@ export interface ZoneEntry {
 export type Zone = Record<string, ZoneEntry>;
 
 export interface DnsZoneServer {
-  /** "127.0.0.1:PORT", for relay.dns_servers */
+  /** "127.0.0.1:PORT", for dns_servers */
   server: string;
   /** every question asked, as "name/TYPE" */
   queries: string[];
@@ -42,6 +44,7 @@ export async function startDnsZone(zone: Zone): Promise<DnsZoneServer> {
         for (const [priority, exchange] of entry.mx ?? []) answer({ priority, exchange });
       if (question.type === Packet.TYPE.A) for (const address of entry.a ?? []) answer({ address });
       if (question.type === Packet.TYPE.AAAA) for (const address of entry.aaaa ?? []) answer({ address });
+      if (question.type === Packet.TYPE.TXT) for (const data of entry.txt ?? []) answer({ data });
     }
     void send(response);
   });

@@ -112,13 +112,19 @@ test('IPv6 listeners are IPv6-only, so "0.0.0.0:25" and "[::]:25" can both be op
   assert.deepEqual(listenOptions(parseListen('0.0.0.0:25')!), { host: '0.0.0.0', port: 25, ipv6Only: false });
 });
 
-test('relay.dns_servers takes IP addresses only (a host name would crash the resolver)', () => {
-  assert.deepEqual(
-    parseConfig('[relay]\ndns_servers = ["127.0.0.1:5353", "192.0.2.1", "[::1]:53"]\n').relay.dns_servers,
-    ['127.0.0.1:5353', '192.0.2.1', '[::1]:53'],
-  );
+test('dns_servers takes IP addresses only (a host name would crash the resolver)', () => {
+  assert.deepEqual(parseConfig('dns_servers = ["127.0.0.1:5353", "192.0.2.1", "[::1]:53"]\n').dns_servers, [
+    '127.0.0.1:5353',
+    '192.0.2.1',
+    '[::1]:53',
+  ]);
+  assert.match(problemsOf('dns_servers = ["ns.example:53"]\n')[0]!, /key 'dns_servers\.0': expected an IP address/);
+});
+
+test('relay.dns_servers, the former name of dns_servers, still works; setting both is an error naming both', () => {
+  assert.deepEqual(parseConfig('[relay]\ndns_servers = ["127.0.0.1:5353"]\n').dns_servers, ['127.0.0.1:5353']);
   assert.match(
-    problemsOf('[relay]\ndns_servers = ["ns.example:53"]\n')[0]!,
-    /key 'relay\.dns_servers\.0': expected an IP address/,
+    problemsOf('dns_servers = ["127.0.0.1:53"]\n[relay]\ndns_servers = ["127.0.0.1:5353"]\n')[0]!,
+    /relay\.dns_servers.*former name of dns_servers/,
   );
 });
