@@ -104,6 +104,8 @@ async function checkDirectory(key: string, dir: string): Promise<string[]> {
 
 async function checkUsersAndAliases(config: Config, findings: Findings): Promise<void> {
   const usersText = await readOptional(config.users_file, 'users_file', findings);
+  // unreadable (reported): the aliases cannot be judged against users nobody can see
+  if (usersText === null) return;
   const users = parseUsersFile(usersText ?? '', config.users_file);
   findings.errors.push(...users.problems);
   const aliasesText = await readOptional(config.aliases_file, 'aliases_file', findings);
@@ -125,13 +127,14 @@ async function checkUsersAndAliases(config: Config, findings: Findings): Promise
   }
 }
 
-async function readOptional(file: string, key: string, findings: Findings): Promise<string | undefined> {
+/** The file's text; undefined when it does not exist; null when it cannot be read (an error is recorded). */
+async function readOptional(file: string, key: string, findings: Findings): Promise<string | undefined | null> {
   try {
     return await readFile(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
-      findings.errors.push(`key '${key}': cannot read ${file}: ${(err as Error).message}`);
-    return undefined;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    findings.errors.push(`key '${key}': cannot read ${file}: ${(err as Error).message}`);
+    return null;
   }
 }
 

@@ -194,32 +194,62 @@ export function resolveRecipient(
 }
 
 /**
- * Problems a whole users + aliases pair has, for `mailsrv check`: postmaster reaching no
- * one, alias targets naming neither a user nor an alias, aliases that reach no one.
+ * Problems a whole users + aliases pair has, for `mailsrv check`, each named once at its cause:
+ * an alias target naming neither a user nor an alias (with the aliases that therefore reach no
+ * one), aliases that reach no one only through each other (a loop), postmaster reaching no one.
  */
 export function checkAliases(
   users: UserLookup,
   aliases: Aliases,
   localDomains: (domain: string) => boolean = () => false,
 ): string[] {
-  const problems: string[] = [];
-  const postmaster = postmasterProblem(users, aliases, localDomains);
-  if (postmaster !== null) problems.push(postmaster);
+  const unknown: { alias: string; target: string; name: string }[] = [];
   for (const [name, targets] of aliases) {
     for (const target of targets) {
       const local = localNameOf(target, localDomains);
       if (local === undefined) continue;
       const known = local !== null && (users.has(local) || (!target.startsWith('\\') && aliases.has(local)));
-      if (!known)
-        problems.push(
-          `alias "${name}": target "${target}" is not a known user${target.startsWith('\\') ? '' : ' or alias'}`,
-        );
-    }
-    if (resolveRecipient(name, users, aliases, localDomains) === null) {
-      problems.push(`alias "${name}" reaches no user or address (an alias loop?)`);
+      if (!known) unknown.push({ alias: name, target, name: local ?? target });
     }
   }
+  const reachingNoOne = [...aliases.keys()].filter(
+    (name) => resolveRecipient(name, users, aliases, localDomains) === null,
+  );
+  const problems: string[] = [];
+  const explained = new Set<string>();
+  for (const { alias, target, name } of unknown) {
+    const stranded = reachingNoOne.filter((name) => aliasesExpandedFrom(name, aliases, localDomains).has(alias));
+    for (const name of stranded) explained.add(name);
+    const userOnly = target.startsWith('\\');
+    problems.push(
+      `alias "${alias}": target "${target}" is not a known user${userOnly ? '' : ' or alias'}` +
+        (stranded.length === 0 ? '' : `, so ${stranded.join(', ')} reach${stranded.length === 1 ? 'es' : ''} no user`) +
+        (stranded.includes(POSTMASTER) ? ` (postmaster's mail goes to the mailbox spool_dir/postmaster)` : '') +
+        `: add the user "${name}"${userOnly ? '' : ` or a line "${name}: USER" to the aliases`}`,
+    );
+  }
+  for (const name of reachingNoOne) {
+    if (!explained.has(name)) problems.push(`alias "${name}" reaches no user or address: an alias loop`);
+  }
+  const postmaster = postmasterProblem(users, aliases, localDomains);
+  if (postmaster !== null && !explained.has(POSTMASTER)) problems.unshift(postmaster);
   return problems;
+}
+
+/** The aliases whose expansion the expansion of `name` goes through, `name` included. */
+function aliasesExpandedFrom(name: string, aliases: Aliases, localDomains: (domain: string) => boolean): Set<string> {
+  const seen = new Set<string>();
+  const pending = [name];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    if (seen.has(next) || !aliases.has(next)) continue;
+    seen.add(next);
+    for (const target of aliases.get(next)!) {
+      if (target.startsWith('\\')) continue;
+      const local = localNameOf(target, localDomains);
+      if (local !== undefined && local !== null) pending.push(local);
+    }
+  }
+  return seen;
 }
 
 /** RFC 5321 4.5.1: mail to postmaster is always accepted, reaching someone or not. */

@@ -13,10 +13,12 @@ import { parse as parseToml, stringify } from 'smol-toml';
 import { resolveIdentity } from '../../src/privileges.js';
 import { generateSelfSigned, type SelfSignedPem } from '../../src/tls/selfsigned.js';
 import {
+  cannotRunAs,
   DAEMON_USER,
   deepMerge,
   escapeRegex,
   HOSTNAME,
+  MAILSRV_BIN,
   makeEnv,
   REPO_ROOT,
   runCli,
@@ -273,6 +275,24 @@ describe('mailsrv check / config / start with bad input', () => {
       r.stderr,
     );
     assert.match(r.stdout, /is OK \(2 warnings\)/);
+  });
+
+  test('run as a user who cannot read the users file: it says so, not "no users yet"', {
+    skip: cannotRunAs(1, 1) ?? false,
+  }, async () => {
+    const usersFile = join(env.dir, 'users-root-only');
+    await copyFile(env.usersFile, usersFile);
+    await chmod(usersFile, 0o600);
+    const r = spawnSync(process.execPath, [MAILSRV_BIN, 'check', '-c', await variant({ users_file: usersFile })], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      uid: 1,
+      gid: 1,
+      env: { PATH: process.env.PATH ?? '' },
+    });
+    assert.equal(r.status, 1, r.stdout);
+    assert.ok(r.stderr.includes(`key 'users_file': cannot read ${usersFile}: EACCES`), r.stderr);
+    assert.doesNotMatch(r.stderr, /no users yet|alias/, r.stderr);
   });
 
   test('run as root: a user that does not exist is an error naming the key', { skip: !DAEMON_USER }, async () => {

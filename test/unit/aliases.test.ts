@@ -193,11 +193,26 @@ test('checkAliases reports an unresolvable postmaster, unknown targets and dead 
   assert.deepEqual(problems, [
     'postmaster does not resolve to any user, so its mail goes to the mailbox spool_dir/postmaster: ' +
       'add a "postmaster: USER" alias (or "root: USER")',
-    'alias "staff": target "ghost" is not a known user or alias',
-    'alias "staff": target "\\staff" is not a known user',
-    'alias "staff": target "nobody@example.org" is not a known user or alias',
-    'alias "loop1" reaches no user or address (an alias loop?)',
-    'alias "loop2" reaches no user or address (an alias loop?)',
+    'alias "staff": target "ghost" is not a known user or alias: ' +
+      'add the user "ghost" or a line "ghost: USER" to the aliases',
+    'alias "staff": target "\\staff" is not a known user: add the user "staff"',
+    'alias "staff": target "nobody@example.org" is not a known user or alias: ' +
+      'add the user "nobody" or a line "nobody: USER" to the aliases',
+    'alias "loop1" reaches no user or address: an alias loop',
+    'alias "loop2" reaches no user or address: an alias loop',
+  ]);
+});
+
+test('checkAliases names a missing root alias once, with the aliases it strands (mailsrv init, then no root:)', () => {
+  const problems = checkAliases(
+    users('alice'),
+    aliasesOf('postmaster: root\nabuse: postmaster\nMAILER-DAEMON: postmaster\nlist: alice, abuse'),
+    local,
+  );
+  assert.deepEqual(problems, [
+    'alias "postmaster": target "root" is not a known user or alias, so postmaster, abuse, mailer-daemon reach ' +
+      "no user (postmaster's mail goes to the mailbox spool_dir/postmaster): " +
+      'add the user "root" or a line "root: USER" to the aliases',
   ]);
 });
 
