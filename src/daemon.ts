@@ -1,6 +1,6 @@
 // The daemon's life, in order: the start-up phases (each named, so a failure says which one),
-// then the signals it answers: SIGHUP reloads (daemon/reload.ts), QUEUE_SIGNAL retries the
-// queue, SIGTERM and SIGINT stop it gracefully (daemon/stop.ts). What the parts are and how
+// then the signals it answers: SIGHUP reloads (daemon/reload.ts), QUEUE_SIGNAL looks at the
+// queue again, SIGTERM and SIGINT stop it gracefully (daemon/stop.ts). What the parts are and how
 // they are wired together is in daemon/components.ts.
 import type { Config } from './config/schema.js';
 import { buildComponents, type Components } from './daemon/components.js';
@@ -18,8 +18,8 @@ import {
 } from './daemon/startup.js';
 import { stopDaemon } from './daemon/stop.js';
 import type { Logger } from './log.js';
-import { statePaths } from './paths.js';
-import { QUEUE_SIGNAL } from './queue/signal.js';
+import { type StatePaths, statePaths } from './paths.js';
+import { QUEUE_SIGNAL, takeFlushRequest } from './queue/signal.js';
 
 /** Starts the daemon from `config` (read from `configFile`, which SIGHUP reads again); a failure is a StartupError. */
 export async function runDaemon(configFile: string, config: Config, logger: Logger): Promise<void> {
@@ -35,7 +35,7 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   await phase('start pickup', () => {
     parts.pickup.start();
     // set before the pid file names this process, so the signal never finds the default action
-    answerQueueSignal(parts, logger);
+    answerQueueSignal(parts, paths, logger);
   });
   await phase('ready', () => announceReady(parts, loaded, paths, logger));
 
@@ -54,11 +54,16 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-/** `mailsrv queue flush`, and `queue delete` (so the manager forgets the entry at once). */
-function answerQueueSignal(parts: Components, logger: Logger): void {
+/** `mailsrv queue delete` and `queue flush` (see queue/signal.ts), and `sendmail` for the maildrop. */
+function answerQueueSignal(parts: Components, paths: StatePaths, logger: Logger): void {
   process.on(QUEUE_SIGNAL, () => {
-    logger.info('queue flush requested');
-    parts.manager.flush().catch((err: Error) => logger.error({ err: err.message }, 'queue flush failed'));
     void parts.pickup.scan();
+    const lookAgain = async () => {
+      const forgotten = await parts.manager.forgetDeleted();
+      const flush = await takeFlushRequest(paths.flushRequest);
+      const retried = flush ? parts.manager.retryDeferredNow() : 0;
+      logger.info({ flush, forgotten, retried }, 'queue signal handled');
+    };
+    lookAgain().catch((err: Error) => logger.error({ err: err.message }, 'queue signal failed'));
   });
 }

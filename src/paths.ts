@@ -5,6 +5,8 @@ import { join } from 'node:path';
 export interface StatePaths {
   /** the running daemon's pid (`mailsrv status`, `stop`, `queue flush` read it) */
   pidFile: string;
+  /** left by `mailsrv queue flush` before it signals the daemon: retry the deferred mail too (queue/signal.ts) */
+  flushRequest: string;
   /** the queue: one file per accepted message (queue/store.ts) */
   queueDir: string;
   /** what the POP3 scan learnt about each mailbox */
@@ -18,6 +20,7 @@ export interface StatePaths {
 export function statePaths(stateDir: string): StatePaths {
   return {
     pidFile: join(stateDir, 'mailsrv.pid'),
+    flushRequest: join(stateDir, 'flush-request'),
     queueDir: join(stateDir, 'queue'),
     indexDir: join(stateDir, 'index'),
     journalDir: join(stateDir, 'journal'),

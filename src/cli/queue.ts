@@ -2,7 +2,7 @@
 // state_dir/queue (whether or not the daemon runs; nothing is changed); `queue flush` asks the
 // running daemon to retry every deferred recipient now; `queue delete ID...|ALL` drops messages
 // and tells the daemon. The queue belongs to the daemon's user: these are for root or that user.
-import { access, constants, readdir } from 'node:fs/promises';
+import { access, constants, readdir, rm } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.js';
 import { isErrno } from '../fsutil.js';
@@ -10,7 +10,7 @@ import { describeStatus, type DeliveryStatus } from '../message/status.js';
 import { statePaths } from '../paths.js';
 import { runningPid } from '../pid-file.js';
 import { isQueueId } from '../queue/id.js';
-import { QUEUE_SIGNAL } from '../queue/signal.js';
+import { QUEUE_SIGNAL, requestFlush } from '../queue/signal.js';
 import { QueueStore, type QueueEntry } from '../queue/store.js';
 import { fail } from './fail.js';
 import { loadConfigOrExit } from './load-config.js';
@@ -79,8 +79,17 @@ export async function printQueue(config: Config, json: boolean): Promise<void> {
 
 /** `queue flush` (and `sendmail -q`). */
 export async function flushQueue(config: Config): Promise<void> {
+  const { flushRequest } = statePaths(config.state_dir);
+  try {
+    await requestFlush(flushRequest);
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) failOnQueue(config, flushRequest, err);
+  }
   const pid = await signalDaemon(config);
-  if (pid === null) fail('mailsrv is not running');
+  if (pid === null) {
+    await rm(flushRequest, { force: true });
+    fail('mailsrv is not running');
+  }
   process.stdout.write(`mailsrv (pid ${pid}) is retrying the deferred mail now\n`);
 }
 

@@ -77,6 +77,11 @@ export class MinHeap<T> {
     return this.nodes.splice(0).map((node) => node.item);
   }
 
+  /** Keeps only the items `keep` accepts (O(n log n): for rare clean-ups, not per event). */
+  retain(keep: (item: T) => boolean): void {
+    for (const node of this.nodes.splice(0)) if (keep(node.item)) this.push(node.key, node.item);
+  }
+
   private swap(a: number, b: number): void {
     [this.nodes[a], this.nodes[b]] = [this.nodes[b]!, this.nodes[a]!];
   }

@@ -135,22 +135,37 @@ export class QueueManager {
   }
 
   /**
-   * `mailsrv queue flush` and `queue delete` (both signal the daemon): entries whose file is gone
-   * are forgotten, without a bounce; every deferred recipient is tried again now.
+   * `mailsrv queue delete` (it signals the daemon): entries whose file is gone are forgotten,
+   * without a bounce. Returns how many.
    */
-  async flush(): Promise<void> {
+  async forgetDeleted(): Promise<number> {
+    let forgotten = 0;
     for (const [id, entry] of this.entries) {
       if (await this.options.store.exists(id)) continue;
-      if (this.entries.get(id) === entry && this.entries.delete(id))
+      if (this.entries.get(id) === entry && this.entries.delete(id)) {
+        forgotten += 1;
         this.options.logger.info({ queueId: id }, 'removed by queue delete');
+      }
     }
+    if (forgotten > 0) {
+      this.deferred.retain((job) => this.entries.get(job.entry.envelope.id) === job.entry);
+      this.armDeferTimer();
+    }
+    return forgotten;
+  }
+
+  /** `mailsrv queue flush`: every deferred recipient is tried again now. Returns how many. */
+  retryDeferredNow(): number {
     const now = this.clock.now();
+    let retried = 0;
     for (const job of this.deferred.drain()) {
       job.entry.progress[job.index]!.nextAttemptAt = now;
       this.makeReady(job);
+      retried += 1;
     }
     this.armDeferTimer();
     this.dispatch();
+    return retried;
   }
 
   /**
@@ -311,7 +326,7 @@ export class QueueManager {
     for (const entry of new Set(jobs.map((job) => job.entry))) {
       const own = jobs.filter((job) => job.entry === entry);
       if (!this.entries.has(entry.envelope.id)) {
-        // `mailsrv queue delete` removed it (see flush): no attempt, no bounce
+        // `mailsrv queue delete` removed it (see forgetDeleted): no attempt, no bounce
       } else if (isRemote(own[0]!) && (await this.looping(entry))) {
         const loop = permanent('5.4.6', `Too many hops (more than ${MAX_HOPS} Received headers): mail forwarding loop`);
         for (const job of own) outcomes.set(job, { status: loop });

@@ -3,7 +3,7 @@
 // waiting, its state and last error; the delivered one is not shown), --json; `queue delete`
 // removes an entry and refuses bad or unknown ids, `delete ALL` empties the queue; `queue flush`
 // without a daemon fails; users other than root and the daemon's cannot read the queue; with the
-// daemon running, flush retries at once and delete makes it forget the entry.
+// daemon running, flush retries at once and delete makes it forget the entry (and only that).
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -268,31 +268,44 @@ describe('mailsrv queue and the running daemon', () => {
     assert.ok(daemon.running, 'the daemon died of the signal');
   });
 
-  test('queue delete while the daemon runs: it forgets the entry, and no file of it comes back', async (t) => {
+  test('queue delete with the daemon running: it forgets the entry, the others keep their retry times', async (t) => {
     const { env, start } = await setup(t, { config: { delivery: { retry: ['1h'] } } });
     const lock = `${env.mailbox('alice')}.lock`;
     execFileSync('dotlockfile', ['-l', '-r', '0', lock]);
     t.after(async () => void spawnSync('dotlockfile', ['-u', lock]));
     const daemon = await start();
-    const sent = await sendRaw(env.port, {
-      from: 'sender@client.test',
-      to: [`alice@${DOMAIN}`],
-      message: crlf('Subject: delete me', '', 'body'),
-    });
-    const id = queueIdOf(sent.end)!;
-    await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === id, 10_000, 'deferred');
-    const r = queue(env, 'delete', id);
+    const ids: string[] = [];
+    for (const subject of ['delete me', 'keep me']) {
+      const sent = await sendRaw(env.port, {
+        from: 'sender@client.test',
+        to: [`alice@${DOMAIN}`],
+        message: crlf(`Subject: ${subject}`, '', 'body'),
+      });
+      const id = queueIdOf(sent.end)!;
+      await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === id, 10_000, 'deferred');
+      ids.push(id);
+    }
+    const [deleted, kept] = ids as [string, string];
+    const before = (JSON.parse(queue(env, '--json').stdout) as JsonEntry[]).find((e) => e.id === kept)!;
+    const r = queue(env, 'delete', deleted);
     assert.equal(r.code, 0, r.stderr);
-    execFileSync('dotlockfile', ['-u', lock]);
-    // told, the daemon forgets the entry and retries the rest at once: its retry finds nothing to do
-    await daemon.waitForLog((e) => e.msg === 'removed by queue delete' && e.queueId === id, 10_000, 'forgotten');
+    await daemon.waitForLog((e) => e.msg === 'removed by queue delete' && e.queueId === deleted, 10_000, 'forgotten');
+    const handled = await daemon.waitForLog((e) => e.msg === 'queue signal handled', 10_000, 'signal handled');
+    assert.deepEqual([handled.flush, handled.forgotten, handled.retried], [false, 1, 0], 'a delete is no flush');
     assert.ok(daemon.running, 'the daemon died of the signal');
-    assert.equal(
-      daemon.find((e) => e.msg === 'delivered' && e.queueId === id).length,
-      0,
-      'a deleted message was delivered',
+    assert.ok(!existsSync(join(env.stateDir, 'queue', `${deleted}.progress`)), 'the progress file came back');
+    const after = JSON.parse(queue(env, '--json').stdout) as JsonEntry[];
+    assert.deepEqual(
+      after.map((e) => e.id),
+      [kept],
     );
-    assert.ok(!existsSync(join(env.stateDir, 'queue', `${id}.progress`)), 'the progress file came back');
-    assert.equal(queue(env).stdout, 'queue is empty\n');
-  });
+    assert.deepEqual(after[0]!.recipients, before.recipients, 'the other message was retried or rescheduled');
+
+    // a flush afterwards retries the one left, at once
+    execFileSync('dotlockfile', ['-u', lock]);
+    assert.equal(queue(env, 'flush').code, 0);
+    await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === kept, 10_000, 'delivered after the flush');
+    const deliveredDeleted = daemon.find((e) => e.msg === 'delivered' && e.queueId === deleted);
+    assert.equal(deliveredDeleted.length, 0, 'deleted, yet delivered');
+});
 });

@@ -47,3 +47,19 @@ test('MinHeap pops in key order (property), peekKey is the smallest, drain empti
   assert.deepEqual(heap.drain().sort(), ['a', 'c']);
   assert.equal(heap.size, 0);
 });
+
+test('MinHeap.retain keeps only the accepted items, still in key order (property)', () => {
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: -1000, max: 1000 }), { maxLength: 200 }), (keys) => {
+      const heap = new MinHeap<number>();
+      for (const key of keys) heap.push(key, key);
+      heap.retain((key) => key % 3 !== 0);
+      const popped: number[] = [];
+      while (heap.size > 0) popped.push(heap.pop()!);
+      assert.deepEqual(
+        popped,
+        keys.filter((key) => key % 3 !== 0).sort((a, b) => a - b),
+      );
+    }),
+  );
+});
