@@ -307,5 +307,5 @@ describe('mailsrv queue and the running daemon', () => {
     await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === kept, 10_000, 'delivered after the flush');
     const deliveredDeleted = daemon.find((e) => e.msg === 'delivered' && e.queueId === deleted);
     assert.equal(deliveredDeleted.length, 0, 'deleted, yet delivered');
-});
+  });
 });
