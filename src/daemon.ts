@@ -14,6 +14,7 @@ import {
   daemonIdentity,
   prepareStateDirectories,
   recoverMailboxes,
+  refuseSecondDaemon,
   startQueue,
 } from './daemon/startup.js';
 import { stopDaemon } from './daemon/stop.js';
@@ -24,6 +25,7 @@ import { QUEUE_SIGNAL, takeFlushRequest } from './queue/signal.js';
 /** Starts the daemon from `config` (read from `configFile`, which SIGHUP reads again); a failure is a StartupError. */
 export async function runDaemon(configFile: string, config: Config, logger: Logger): Promise<void> {
   const paths = statePaths(config.state_dir);
+  await phase('check not running', () => refuseSecondDaemon(paths));
   const identity = await phase('resolve user', () => daemonIdentity(config));
   await phase('prepare directories', () => prepareStateDirectories(config, paths, identity));
   const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));

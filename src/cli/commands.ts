@@ -17,6 +17,7 @@ export const COMMAND_FILES: CommandFile[] = [
   { names: ['check', 'config'], load: async () => (await import('./check.js')).registerCheckCommands },
   { names: ['init'], load: async () => (await import('./init.js')).registerInitCommand },
   { names: ['status', 'stop'], load: async () => (await import('./status.js')).registerStatusCommands },
+  { names: ['reload'], load: async () => (await import('./reload.js')).registerReloadCommand },
   { names: ['user'], load: async () => (await import('./user.js')).registerUserCommands },
   { names: ['queue'], load: async () => (await import('./queue.js')).registerQueueCommands },
   { names: ['sendmail'], load: async () => (await import('./sendmail.js')).registerSendmailCommand },

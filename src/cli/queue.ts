@@ -2,16 +2,16 @@
 // state_dir/queue (whether or not the daemon runs; nothing is changed); `queue flush` asks the
 // running daemon to retry every deferred recipient now; `queue delete ID...|ALL` drops messages
 // and tells the daemon. The queue belongs to the daemon's user: these are for root or that user.
-import { access, constants, readdir, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Config } from '../config/schema.js';
 import { isErrno } from '../fsutil.js';
 import { describeStatus, type DeliveryStatus } from '../message/status.js';
 import { statePaths } from '../paths.js';
-import { runningPid } from '../pid-file.js';
 import { isQueueId } from '../queue/id.js';
 import { QUEUE_SIGNAL, requestFlush } from '../queue/signal.js';
 import { QueueStore, type QueueEntry } from '../queue/store.js';
+import { signalDaemonOrFail } from './daemon-signal.js';
 import { fail } from './fail.js';
 import { loadConfigOrExit } from './load-config.js';
 
@@ -85,7 +85,7 @@ export async function flushQueue(config: Config): Promise<void> {
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) failOnQueue(config, flushRequest, err);
   }
-  const pid = await signalDaemon(config);
+  const pid = await signalDaemonOrFail(config, QUEUE_SIGNAL);
   if (pid === null) {
     await rm(flushRequest, { force: true });
     fail('mailsrv is not running');
@@ -120,33 +120,9 @@ async function deleteMessages(config: Config, ids: string[]): Promise<void> {
     deleted += 1;
     process.stdout.write(`${id}: deleted\n`);
   }
-  if (deleted > 0) await signalDaemon(config);
+  if (deleted > 0) await signalDaemonOrFail(config, QUEUE_SIGNAL);
   if (deleted > 0 || ids.includes('ALL')) process.stdout.write(`${counted(deleted, 'message')} deleted\n`);
   if (unknown.length > 0) fail(`no such message in the queue: ${unknown.join(', ')}`);
-}
-
-/**
- * Sends QUEUE_SIGNAL to the running daemon; returns its pid, or null when none runs. Only root
- * and the daemon's own user may signal it (it runs as `user` once started as root).
- */
-async function signalDaemon(config: Config): Promise<number | null> {
-  const { pidFile } = statePaths(config.state_dir);
-  try {
-    await access(pidFile, constants.R_OK);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return null;
-    fail(`cannot read ${pidFile}: ${(err as Error).message}; ${ownerHint(config)}`);
-  }
-  const pid = await runningPid(pidFile);
-  if (pid === null) return null;
-  try {
-    process.kill(pid, QUEUE_SIGNAL);
-  } catch (err) {
-    if (isErrno(err, 'ESRCH')) return null;
-    if (isErrno(err, 'EPERM')) fail(`cannot signal mailsrv (pid ${pid}): permission denied; ${ownerHint(config)}`);
-    throw err;
-  }
-  return pid;
 }
 
 function failOnQueue(config: Config, dir: string, err: unknown): never {

@@ -1,4 +1,5 @@
-// `mailsrv user add|passwd|del|list`: manages the users file named by `users_file`.
+// `mailsrv user add|passwd|del|list`: manages the users file named by `users_file`, and tells
+// the running daemon of a change.
 // Passwords come from a no-echo prompt on the terminal (asked twice) or, with
 // --password-stdin, from the first line of stdin; they are hashed at once and never printed.
 import { join } from 'node:path';
@@ -7,6 +8,7 @@ import { addUser, deleteUser, loadUsers, setPassword } from '../auth/users.js';
 import { normalizeUsername } from '../auth/username.js';
 import { configPath, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { signalDaemon } from './daemon-signal.js';
 import { fail } from './fail.js';
 
 interface ConfigOption {
@@ -25,18 +27,14 @@ export function registerUserCommands(program: Command): void {
     'add',
     'add a user; asks for the password (no echo) unless --password-stdin',
     false,
-    async (file, name, password) => {
-      return `user "${await addUser(file, name, password)}" added to ${file}`;
-    },
+    async (file, name, password) => `user "${await addUser(file, name, password)}" added to ${file}`,
   );
   passwordCommand(
     user,
     'passwd',
     "change a user's password; asks for it (no echo) unless --password-stdin",
     true,
-    async (file, name, password) => {
-      return `password of "${await setPassword(file, name, password)}" changed in ${file}`;
-    },
+    async (file, name, password) => `password of "${await setPassword(file, name, password)}" changed in ${file}`,
   );
 
   user
@@ -49,7 +47,7 @@ export function registerUserCommands(program: Command): void {
         const deleted = await deleteUser(config.users_file, name);
         return (
           `user "${deleted}" deleted from ${config.users_file}; ` +
-          `mailbox ${join(config.spool_dir, deleted)} left in place`
+          `mailbox ${join(config.spool_dir, deleted)} left in place${await tellDaemon(config)}`
         );
       }),
     );
@@ -90,9 +88,23 @@ function passwordCommand(
         const exists = (await loadUsers(config.users_file)).has(normalized);
         if (exists && !mustExist) fail(`user "${normalized}" already exists in ${config.users_file}`);
         if (!exists && mustExist) fail(`no such user "${normalized}" in ${config.users_file}`);
-        return apply(config.users_file, normalized, await readNewPassword(opts));
+        return (await apply(config.users_file, normalized, await readNewPassword(opts))) + (await tellDaemon(config));
       }),
     );
+}
+
+/**
+ * A change reaches the running daemon at once (SIGHUP, as `mailsrv reload`), so mail to a user
+ * just added is not refused meanwhile. The line to print after the result ('' when none runs).
+ */
+async function tellDaemon(config: Config): Promise<string> {
+  try {
+    const pid = await signalDaemon(config, 'SIGHUP');
+    return pid === null ? '' : `\nthe running mailsrv (pid ${pid}) reloads the users file`;
+  } catch (err) {
+    process.stderr.write(`warning: the running mailsrv was not told: ${(err as Error).message}\n`);
+    return '';
+  }
 }
 
 /** Loads the config, runs one command and prints its result; any error: stderr, exit 1. */

@@ -24,6 +24,11 @@ export function loadConfig(path: string): Config {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new ConfigError([
+        `no config file ${path}: write one with \`sudo mailsrv init\`, ` +
+          'or name yours with -c FILE or $MAILSRV_CONFIG',
+      ]);
     throw new ConfigError([`${path}: cannot read config: ${(err as Error).message}`]);
   }
   return parseConfig(text, path);

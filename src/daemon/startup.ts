@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import { recoverInterruptedExpunges } from '../mbox/expunge.js';
 import { clearStaleLocks, type StaleLockInfo } from '../mbox/lock.js';
 import type { StatePaths } from '../paths.js';
-import { writePidFile } from '../pid-file.js';
+import { runningPid, writePidFile } from '../pid-file.js';
 import {
   checkWritable,
   dropPrivileges,
@@ -20,6 +20,13 @@ import type { Components } from './components.js';
 import type { Loaded } from './loaded.js';
 
 /** As root: who to become once the ports are bound (a bad user or group stops the start); else null. */
+/** A second `mailsrv start` on the same state_dir stops here, naming the one that runs (not at its ports). */
+export async function refuseSecondDaemon(paths: StatePaths): Promise<void> {
+  const pid = await runningPid(paths.pidFile);
+  if (pid !== null && pid !== process.pid)
+    throw new Error(`mailsrv is already running as pid ${pid} (${paths.pidFile}); \`mailsrv stop\` stops it`);
+}
+
 export function daemonIdentity(config: Config): Identity | null {
   return startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
 }

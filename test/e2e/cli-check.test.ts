@@ -114,11 +114,17 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.match(r.stderr, new RegExp(`${escapeRegex(path)}:2\\b`), r.stderr);
   });
 
-  test('missing config file: exit 1 naming it', () => {
+  test('missing config file: exit 1 naming it and how to make one (check and the user commands alike)', () => {
     const missing = join(env.dir, 'does-not-exist.toml');
-    const r = check(missing);
-    assert.equal(r.code, 1);
-    assert.ok(r.stderr.includes(missing), r.stderr);
+    const problem =
+      `no config file ${missing}: write one with \`sudo mailsrv init\`, ` +
+      'or name yours with -c FILE or $MAILSRV_CONFIG';
+    const checked = check(missing);
+    assert.equal(checked.code, 1);
+    assert.equal(checked.stderr, `${problem}\nmailsrv check: 1 problem found\n`);
+    const added = runCli(['user', 'add', 'x', '--password-stdin', '-c', missing], { input: 'p\n' });
+    assert.equal(added.code, 1);
+    assert.equal(added.stderr, `mailsrv: ${problem}\n`);
   });
 
   test('-c defaults to $MAILSRV_CONFIG', () => {

@@ -67,6 +67,10 @@ export class Daemon {
     });
   }
 
+  get pid(): number {
+    return this.child.pid!;
+  }
+
   get running(): boolean {
     return this.exitCode === null && this.exitSignal === null;
   }
