@@ -1,6 +1,7 @@
 // `mailsrv check` validates the config and everything it points at, as the daemon will use it:
-// the directories, the users and aliases files, the TLS certificate and key (loaded by the
-// daemon's own code, then checked for expiry, names and permissions) and, run as root, whether
+// the listen addresses (check-ports.ts), the directories, the users and aliases files, the TLS
+// certificate and key (loaded by the daemon's own code, then checked for expiry, names and
+// permissions) and, run as root, whether
 // the files the daemon re-reads on SIGHUP are readable by the user it drops to. Errors exit 1;
 // warnings are printed and do not fail. `mailsrv config` prints the effective config with every
 // default filled in (like `postconf`).
@@ -17,6 +18,7 @@ import type { Config } from '../config/schema.js';
 import { checkAliases, parseAliases } from '../delivery/aliases.js';
 import { PrivilegeError, resolveIdentity, startedAsRoot, type Identity } from '../privileges.js';
 import { loadTlsCredentials, TlsFileError, type TlsCredentials } from '../tls/credentials.js';
+import { checkListenPorts } from './check-ports.js';
 import { loadConfigOrExit } from './load-config.js';
 
 /** A certificate expiring sooner than this is worth a warning. */
@@ -80,6 +82,7 @@ async function checkEverything(config: Config, configFile: string, findings: Fin
   ] as const) {
     findings.errors.push(...(await checkDirectory(key, dir)));
   }
+  findings.errors.push(...(await checkListenPorts(config)));
   await checkUsersAndAliases(config, findings);
   await checkTls(config, findings);
   await checkReadableAfterDrop(config, configFile, findings);

@@ -350,6 +350,28 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.match(s.stderr + s.stdout, /smtp\.max_clients/);
   });
 
+  test('a listen address held by another program: exit 1 naming the key, the address and how to find who', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));
+    const port = (blocker.address() as { port: number }).port;
+    try {
+      const r = check(await variant({ pop3: { listen: [`127.0.0.1:${port}`] } }));
+      assert.equal(r.code, 1, r.stdout);
+      assert.ok(
+        r.stderr.includes(
+          `key 'pop3.listen': 127.0.0.1:${port} is in use by another program (Postfix, exim, Dovecot?): ` +
+            `see \`ss -ltnp 'sport = :${port}'\``,
+        ),
+        r.stderr,
+      );
+    } finally {
+      blocker.close();
+    }
+    const elsewhere = check(await variant({ smtp: { submission: ['192.0.2.7:2587'] } }));
+    assert.equal(elsewhere.code, 1);
+    assert.ok(elsewhere.stderr.includes(`key 'smtp.submission': 192.0.2.7:2587: this host has no such address`));
+  });
+
   test('start on a busy port exits 1 with an error naming the address', async () => {
     const blocker = createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));

@@ -1,7 +1,7 @@
 // E2E: the commands that talk to a running daemon. `mailsrv user add|passwd|del` reach it at
 // once (mail to a user just added is accepted, not refused with 550 5.1.1 until someone sends
 // SIGHUP), `mailsrv reload` makes it re-read its files, and a second `mailsrv start` on the same
-// state_dir stops at once, naming the pid that runs.
+// state_dir stops at once, naming the pid that runs (and `mailsrv check` accepts its ports as ours).
 import assert from 'node:assert/strict';
 import { appendFile } from 'node:fs/promises';
 import { describe, test } from 'node:test';
@@ -66,6 +66,8 @@ describe('the CLI and a running daemon', () => {
     assert.match(outcome, new RegExp(`already running as pid ${first.pid}`), outcome);
     assert.doesNotMatch(outcome, /EADDRINUSE/);
     assert.ok(first.running, 'the first daemon was disturbed');
+    const checked = runCli(['check', '-c', env.configPath]);
+    assert.equal(checked.code, 0, `check counts the running mailsrv's own ports as busy: ${checked.stderr}`);
   });
 });
 
