@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync, type Stats } from 'node:fs';
-import { appendFile, chmod, mkdtemp, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { hostname as osHostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { parseUsersFile } from '../../src/auth/users.js';
 import { loadConfig } from '../../src/config/load.js';
 import { parseAliases } from '../../src/delivery/aliases.js';
-import { freePort, makeEnv, RUN_AS_ROOT, runCli, startDaemon, withTimeout } from './harness.js';
+import { freePort, localizeInitConfig, makeEnv, RUN_AS_ROOT, runCli, startDaemon, withTimeout } from './harness.js';
 
 const HOST = 'mail.example.test';
 const FILES = ['mailsrv.toml', 'users', 'aliases', 'tls/cert.pem', 'tls/key.pem'];
@@ -202,16 +202,7 @@ describe('mailsrv init', () => {
     const dir = freshDir();
     assert.equal(init(dir).code, 0);
     const configFile = join(dir, 'mailsrv.toml');
-    // spool and state in the test's directory instead of /var
-    const text = await readFile(configFile, 'utf8');
-    let local = text
-      .replace('spool_dir = "/var/mail"', `spool_dir = "${join(dir, 'spool')}"`)
-      .replace('state_dir = "/var/lib/mailsrv"', `state_dir = "${join(dir, 'state')}"`);
-    assert.notEqual(local, text);
-    // and free loopback ports instead of 25, 587, ... (check binds each for a moment; other tests use 25)
-    const standardPorts = /\["0\.0\.0\.0:\d+", "\[::\]:\d+"\]/;
-    while (standardPorts.test(local)) local = local.replace(standardPorts, `["127.0.0.1:${await freePort()}"]`);
-    await writeFile(configFile, local);
+    await localizeInitConfig(configFile, dir);
 
     const fresh = runCli(['check', '-c', configFile]);
     assert.equal(fresh.code, 1, fresh.stdout);

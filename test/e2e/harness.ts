@@ -6,6 +6,7 @@
 export * from './harness/constants.js';
 export * from './harness/daemon.js';
 export * from './harness/env.js';
+export * from './harness/init-config.js';
 export * from './harness/mbox-reader.js';
 export * from './harness/net.js';
 export * from './harness/pop3-client.js';

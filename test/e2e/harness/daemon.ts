@@ -211,11 +211,19 @@ export async function logsSoFar(daemon: Daemon, smtpPort: number): Promise<void>
   }
 }
 
-/** Spawns `node bin/mailsrv start -c <config>` and resolves once it logs `ready`. */
-export async function startDaemon(env: TestEnv | string, timeoutMs = 15_000): Promise<Daemon> {
+/**
+ * Spawns `node bin/mailsrv start -c <config>` (or `program start -c <config>`, e.g. an installed
+ * mailsrv) and resolves once it logs `ready`.
+ */
+export async function startDaemon(
+  env: TestEnv | string,
+  timeoutMs = 15_000,
+  program: string[] = [process.execPath, MAILSRV_BIN],
+): Promise<Daemon> {
   requireBuild();
   const configPath = typeof env === 'string' ? env : env.configPath;
-  const child = spawn(process.execPath, [MAILSRV_BIN, 'start', '-c', configPath], {
+  const [command, ...args] = program as [string, ...string[]];
+  const child = spawn(command, [...args, 'start', '-c', configPath], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: cleanEnv(),
