@@ -88,7 +88,7 @@ describe('deadlines for trickling clients', { concurrency: true }, () => {
     assert.ok((logged.elapsedMs as number) >= IDLE_TIMEOUT_MS, `cut after ${logged.elapsedMs} ms`);
   });
 
-  test('smtp: a message trickled a byte at a time gets 421 4.4.2 and is not accepted; a slow steady one is', async (t) => {
+  test('smtp: a message trickled a byte at a time gets 421 4.4.2 and is not accepted; a steady one is', async (t) => {
     const { env, daemon } = await daemonFor(t);
     const { client: slow } = await SmtpClient.connect(env.port, { timeoutMs: WAIT_MS });
     for (const line of ['EHLO trickle.test', 'MAIL FROM:<a@client.test>', `RCPT TO:<alice@${DOMAIN}>`]) {
