@@ -48,7 +48,12 @@ const smtpSchema = z.strictObject({
     .boolean()
     .default(true)
     .describe('an authenticated user may only send as user@<local domain> or an alias that delivers to them alone'),
-  timeout: duration().default('5m').describe('idle time allowed between client commands (RFC 5321 4.5.3.2)'),
+  timeout: duration()
+    .default('5m')
+    .describe(
+      'idle time allowed between client commands (RFC 5321 4.5.3.2); also the deadline of a command line ' +
+        'from its first byte, and of a message from its 354 (plus 1 s per 500 bytes)',
+    ),
   greet_pause: duration()
     .default('0s')
     .describe('wait before the 220 greeting on the MX port for clients outside mynetworks; early talkers are refused'),
@@ -65,7 +70,10 @@ const pop3Schema = z.strictObject({
     .describe('simultaneous POP3 connections from one client address, all listeners together; mynetworks exempt'),
   timeout: duration()
     .default('10m')
-    .describe('autologout: idle time allowed between commands (RFC 1939: at least 10 minutes)'),
+    .describe(
+      'autologout: idle time allowed between commands (RFC 1939: at least 10 minutes); ' +
+        'also the deadline of a command line from its first byte',
+    ),
 });
 
 const authSchema = z.strictObject({

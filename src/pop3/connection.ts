@@ -2,8 +2,8 @@
 // at a time and in order (pipelining, RFC 2449 §6.6), to the session's Pop3Protocol, writing
 // each answer before the next line is looked at; it runs the TLS handshakes (STLS, and an
 // implicit-TLS listener, RFC 8314, where the session starts over TLS), the autologout (shorter
-// for a client not logged in while POP3 is under stress), the login deadline, the linger after
-// the last reply and the graceful stop.
+// for a client not logged in while POP3 is under stress), the login deadline, the deadline of a
+// command line (InputDeadline), the linger after the last reply and the graceful stop.
 //
 // Memory per session is bounded: the reader holds at most one line, the socket is paused while
 // too many pipelined bytes wait, every reply waits for the socket to drain before the next
@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import type { ConnectionLimits } from '../net/connection-limits.js';
+import { InputDeadline } from '../net/input-deadline.js';
 import { TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshake.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import type { SessionContext } from './context.js';
@@ -38,6 +39,8 @@ const SHUTDOWN_LINGER_MS = 2_000;
  */
 const LOGIN_DEADLINE_MS = 60_000;
 const LOGIN_DEADLINE_PASSED = '-ERR [SYS/TEMP] Disconnected: no login in time';
+/** a command line not complete within the autologout time of its first byte (see InputDeadline) */
+const COMMAND_DEADLINE_PASSED = '-ERR Autologout; command line not completed in time';
 
 export interface Pop3ConnectionOptions {
   /** accepted by an implicit-TLS (pop3s) listener: the handshake comes before the greeting */
@@ -70,11 +73,19 @@ export class Pop3Connection {
   private pumping = false;
   /** a multi-line reply is being written: an out-of-band -ERR would corrupt it */
   private streaming = false;
+  /** the session waits for the client to read what it was sent (see drained) */
+  private readingReplies = false;
   private resolveClosed!: () => void;
   private readonly implicitTls: boolean;
   private readonly limits: ConnectionLimits;
   private readonly acceptedAt = Date.now();
   private readonly loginDeadline: NodeJS.Timeout;
+  private readonly commandDeadline = new InputDeadline({
+    limitMs: () => this.idleTimeoutMs(),
+    // answering earlier commands (unless the client is slow to read the answer), or in a TLS handshake
+    serverBusy: () => (this.pumping && !this.readingReplies) || this.state === 'waiting',
+    expired: ({ elapsedMs }) => this.onCommandDeadline(elapsedMs),
+  });
 
   /** the socket is closed or closing: no more commands, no more replies */
   private get ended(): boolean {
@@ -162,6 +173,7 @@ export class Pop3Connection {
     if (this.state !== 'talking') return;
     const timeoutMs = this.idleTimeoutMs();
     if (this.socket.timeout !== timeoutMs) this.socket.setTimeout(timeoutMs);
+    this.commandDeadline.follow();
   }
 
   private idleTimeoutMs(): number {
@@ -192,6 +204,7 @@ export class Pop3Connection {
 
   private readonly onData = (chunk: Buffer): void => {
     if (this.ended) return;
+    this.commandDeadline.received(chunk);
     this.reader.push(chunk);
     if (this.reader.buffered > MAX_BUFFERED) this.socket.pause();
     void this.pump();
@@ -267,6 +280,7 @@ export class Pop3Connection {
     // whatever the client sent after STLS it sent before it saw this +OK, in plaintext: it is
     // thrown away, never run as commands over TLS (the command injection of CVE-2011-0411)
     this.reader.clear();
+    this.commandDeadline.settle();
     this.detach(this.connection);
     this.connection.pause();
     while (this.connection.read() !== null);
@@ -388,6 +402,7 @@ export class Pop3Connection {
   private drained(): Promise<void> {
     this.flush();
     if (this.ended || this.socket.destroyed) return Promise.reject(new ConnectionGone());
+    this.readingReplies = true;
     return new Promise((resolve, reject) => {
       const onDrain = () => {
         cleanup();
@@ -398,6 +413,7 @@ export class Pop3Connection {
         reject(new ConnectionGone());
       };
       const cleanup = () => {
+        this.readingReplies = false;
         this.socket.off('drain', onDrain);
         this.socket.off('close', onClose);
       };
@@ -431,8 +447,18 @@ export class Pop3Connection {
     else this.socket.destroy();
   }
 
+  /** A command line still incomplete at its deadline: -ERR and close. */
+  private onCommandDeadline(elapsedMs: number): void {
+    if (this.ended) return;
+    const fields = { client: this.client, user: this.protocol.user, deadline: 'command', elapsedMs };
+    this.log.info(fields, 'timeout exceeded');
+    if (this.streaming) this.socket.destroy();
+    else this.finish(COMMAND_DEADLINE_PASSED);
+  }
+
   private onClose(): void {
     clearTimeout(this.loginDeadline);
+    this.commandDeadline.settle();
     this.state = 'ended';
     const released = this.protocol.disconnected();
     this.log.info('disconnect');

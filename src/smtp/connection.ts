@@ -15,6 +15,8 @@
 //   per-listener maxClients: a socket is counted from accept, TLS handshake included; one over a
 //   limit gets 421 4.7.0 (an implicit-TLS one is just closed);
 // - TLS handshakes (implicit TLS and STARTTLS) have a deadline, not only an idle timeout;
+// - so do command lines and messages (InputDeadline): a client trickling bytes gets
+//   421 4.4.2 and is closed;
 // - stress mode: a client not yet past MAIL FROM gets a shorter idle timeout, timers already
 //   running included.
 // smtp-server has no public hook for these, so MailsrvConnection overrides members of its
@@ -27,6 +29,7 @@ import { SMTPServer, type SMTPServerEnvelope, type SMTPServerOptions, type SMTPS
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js';
 import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { ConnectionLimits, Refusal } from '../net/connection-limits.js';
+import { type DeadlineExpiry, InputDeadline } from '../net/input-deadline.js';
 import { handshakeDeadline, TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshake.js';
 import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
 
@@ -57,6 +60,8 @@ export interface MailsrvServerOptions
   vrfy?: (address: string, session: SMTPServerSession) => Promise<VrfyReply> | undefined;
   /** whether the protocol log (options.logger) is wanted now; asked per log call (SIGHUP changes the level) */
   protocolLogEnabled: () => boolean;
+  /** a command line or a message was cut by its deadline (the client gets 421 4.4.2): for the log */
+  deadlineExceeded: (session: SMTPServerSession, expiry: DeadlineExpiry) => void;
 }
 
 /** smtp-server's logger while the protocol log is off: formatting its lines costs per command. */
@@ -72,6 +77,12 @@ function certificateOptions(tls: TlsCredentials) {
 class MailsrvConnection extends SMTPConnection {
   /** set while EHLO lists the extensions: AUTH is listed only where it is accepted */
   private listingExtensions = false;
+  /** the deadlines of command lines and messages; fed by the parser (see _createParser) */
+  private readonly deadline = new InputDeadline({
+    limitMs: () => this.idleTimeoutMs(),
+    serverBusy: () => this.waitingForServer(),
+    expired: (expiry) => this.onDeadline(expiry),
+  });
 
   private get mailsrv(): MailsrvSMTPServer {
     return this._server as MailsrvSMTPServer;
@@ -102,6 +113,8 @@ class MailsrvConnection extends SMTPConnection {
     // STARTTLS: smtp-server arms the TLS socket it upgrades to before that becomes _socket
     if (this._upgrading && socket !== this._socket && socket instanceof TLSSocket) {
       handshakeDeadline(socket, TLS_HANDSHAKE_TIMEOUT_MS);
+      // a line begun in plaintext after STARTTLS is thrown away with the parser that held it
+      this.deadline.settle();
     }
   }
 
@@ -110,6 +123,48 @@ class MailsrvConnection extends SMTPConnection {
     if (this._closing || this._upgrading || this._socket.destroyed) return;
     const timeoutMs = this.idleTimeoutMs();
     if (this._socket.timeout !== timeoutMs) this._socket.setTimeout(timeoutMs);
+    this.deadline.follow();
+  }
+
+  /**
+   * smtp-server pipes every byte the client sends (plaintext, then over TLS) into its parser:
+   * the deadlines see them as they arrive. A parser is made per session and per STARTTLS.
+   */
+  override _createParser(): ReturnType<SMTPConnection['_createParser']> {
+    const parser = super._createParser();
+    const write = parser.write;
+    parser.write = ((chunk: Buffer, ...rest: unknown[]) => {
+      // the parser is made in smtp-server's constructor, before this class's fields
+      this.deadline?.received(chunk);
+      return (write as (...args: unknown[]) => boolean).call(parser, chunk, ...rest);
+    }) as typeof parser.write;
+    return parser;
+  }
+
+  /** The client waits for us: a command being answered, a message being stored or decided on, TLS. */
+  private waitingForServer(): boolean {
+    if (this._upgrading || this._handlerPending) return true;
+    const parser = this._parser;
+    const message = this._dataStream;
+    if (!parser || !message) return false;
+    return !parser._dataMode || message.writableNeedDrain;
+  }
+
+  private onDeadline(expiry: DeadlineExpiry): void {
+    if (this._closing || this._closed) return;
+    this.mailsrv.deadlineExceeded(this.session, expiry);
+    this.send(421, `4.4.2 ${this.name} Error: timeout exceeded`);
+  }
+
+  override handler_DATA(command: Buffer, callback: () => void): void {
+    super.handler_DATA(command, callback);
+    // the 354 is out: the message's deadline starts
+    if (this._dataStream) this.deadline.dataStarted();
+  }
+
+  override _onClose(): void {
+    this.deadline.settle();
+    super._onClose();
   }
 
   override handler_MAIL(command: Buffer, callback: () => void): void {
@@ -119,8 +174,10 @@ class MailsrvConnection extends SMTPConnection {
     });
   }
 
+  /** A new transaction (after a message, RSET, EHLO) or session (greeting, TLS): no message is owed. */
   override _resetSession(): void {
     super._resetSession();
+    this.deadline.messageEnded();
     this.followIdleTimeout();
   }
 
@@ -200,6 +257,7 @@ export class MailsrvSMTPServer extends SMTPServer {
   private readonly vrfyPolicy: MailsrvServerOptions['vrfy'];
   readonly plaintextAuth: MailsrvServerOptions['plaintextAuth'];
   readonly limits: ConnectionLimits;
+  readonly deadlineExceeded: MailsrvServerOptions['deadlineExceeded'];
   private hasCertificate: boolean;
   /** plaintext sockets over a limit, until their connection has answered 421 */
   private readonly refusals = new WeakMap<Socket, Refusal>();
@@ -211,6 +269,7 @@ export class MailsrvSMTPServer extends SMTPServer {
     protocolLogEnabled,
     limits,
     listenerName,
+    deadlineExceeded,
     ...options
   }: MailsrvServerOptions) {
     if (options.secure && tls === null) throw new Error('implicit TLS needs a certificate');
@@ -225,6 +284,7 @@ export class MailsrvSMTPServer extends SMTPServer {
     this.hasCertificate = tls !== null;
     this.plaintextAuth = plaintextAuth;
     this.vrfyPolicy = vrfy;
+    this.deadlineExceeded = deadlineExceeded;
     // smtp-server and its connections read `logger` at every log call
     const protocolLogger = this.logger;
     Object.defineProperty(this, 'logger', { get: () => (protocolLogEnabled() ? protocolLogger : SILENT_LOGGER) });

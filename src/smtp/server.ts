@@ -161,6 +161,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     protocolLogEnabled: () => logger.isLevelEnabled('debug'),
     resolver,
     vrfy: (address, session) => (settings.vrfy ? vrfyReply(policy, address, clientOf(session)) : undefined),
+    deadlineExceeded: (session, { kind, elapsedMs, bytes }) =>
+      sessionLog(session).info({ client: session.remoteAddress, deadline: kind, elapsedMs, bytes }, 'timeout exceeded'),
 
     onConnect(session, callback) {
       sessionLog(session).info(

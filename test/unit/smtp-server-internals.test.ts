@@ -31,6 +31,9 @@ test('the SMTPConnection methods mailsrv overrides or calls exist with the shape
     ['handler_EHLO', 2],
     ['handler_AUTH', 2],
     ['handler_MAIL', 2],
+    ['handler_DATA', 2],
+    ['_createParser', 0],
+    ['_onClose', 0],
     ['_armTimeout', 0],
     ['_onTimeout', 0],
     ['_resetSession', 0],
@@ -63,6 +66,7 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
     protocolLogEnabled: () => false,
     limits,
     listenerName: 'mx',
+    deadlineExceeded: () => undefined,
     authOptional: true,
     onData(stream, _session, callback) {
       dataStarted(() => {
@@ -89,6 +93,9 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   assert.equal(connection._dataStream, false, 'SMTPConnection._dataStream outside DATA');
   assert.equal(connection._upgrading, false, 'SMTPConnection._upgrading');
   assert.equal(connection._closing, false, 'SMTPConnection._closing');
+  assert.equal(connection._closed, false, 'SMTPConnection._closed');
+  assert.equal(connection._handlerPending, false, 'SMTPConnection._handlerPending');
+  assert.equal(typeof connection.name, 'string', 'SMTPConnection.name (the greeting host)');
   assert.equal((connection._socket as { timeout?: number }).timeout, 60_000, 'SMTPConnection._socket is the socket');
   const pending = (server as unknown as { _pendingSockets: unknown })._pendingSockets;
   assert.ok(pending instanceof Map, 'SMTPServer._pendingSockets is a Map');
@@ -98,8 +105,17 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   const logger = (server as unknown as { logger: Record<string, unknown> }).logger;
   assert.equal(typeof logger.info, 'function', 'SMTPServer.logger');
 
+  // the command and message deadlines count the bytes as smtp-server pipes them into its parser
+  const parser = connection._parser as { write: (...args: unknown[]) => boolean; _dataMode: boolean };
+  const parserWrite = parser.write;
+  let written = 0;
+  parser.write = (...args: unknown[]) => {
+    written += (args[0] as Buffer).length;
+    return parserWrite.apply(parser, args);
+  };
   socket.write('EHLO client.test\r\n');
   const ehlo = await reply(next);
+  assert.equal(written, 18, 'the socket is piped into SMTPConnection._parser (its write() sees every byte)');
   assert.match(ehlo, /^250 /);
   socket.write('VRFY someone\r\n');
   assert.equal(await reply(next), '252 2.0.0 Send some mail, I will try my best', 'handler_VRFY is dispatched by name');
@@ -112,6 +128,7 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   socket.write('DATA\r\n');
   assert.match(await reply(next), /^354 /);
   assert.ok(connection._dataStream, 'SMTPConnection._dataStream inside DATA');
+  assert.equal(parser._dataMode, true, 'SMTPStream._dataMode inside DATA');
   socket.write('Subject: x\r\n\r\nbody\r\n.\r\n');
   (await releaseData)();
   assert.match(await reply(next), /^250 /);
