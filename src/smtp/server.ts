@@ -76,8 +76,10 @@ const resolver = {
 function loginRefusal({ reason, closeConnection }: RefusedLogin): SmtpReplyError {
   if (closeConnection)
     return new SmtpReplyError(421, '4.7.0 Too many failed authentication attempts, closing connection');
-  if (reason === 'locked-out')
+  if (reason === 'throttled')
     return new SmtpReplyError(454, '4.7.0 Too many failed logins from your address, try again later');
+  if (reason === 'busy')
+    return new SmtpReplyError(454, '4.7.0 Too many logins in progress from your address, try again later');
   return new SmtpReplyError(535, '5.7.8 Authentication credentials invalid');
 }
 
@@ -194,7 +196,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
           if (result.ok) {
             log.info({ user: result.user, client, method }, 'login');
             callback(null, { user: result.user });
-          } else if (result.reason === 'invalid' || result.reason === 'locked-out') {
+          } else if (result.reason === 'invalid' || result.reason === 'throttled' || result.reason === 'busy') {
             callback(loginRefusal(result));
           } else {
             callback(new SmtpReplyError(454, '4.7.0 Temporary authentication failure'));
