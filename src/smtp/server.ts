@@ -131,6 +131,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const logins = new WeakMap<SMTPServerSession, SessionLogins>();
   const sessionLogs = new WeakMap<SMTPServerSession, Logger>();
   const receiving = new WeakMap<SMTPServerSession, DataProgress>();
+  /** sessions whose connection has ended: a login still waiting for its check is not hashed */
+  const closed = new WeakSet<SMTPServerSession>();
   const sessionLog = (session: SMTPServerSession): Logger => {
     let log = sessionLogs.get(session);
     if (log === undefined) {
@@ -186,7 +188,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       const client = session.remoteAddress;
       let sessionLogins = logins.get(session);
       if (sessionLogins === undefined) {
-        sessionLogins = new SessionLogins(options.authenticator, log, client);
+        sessionLogins = new SessionLogins(options.authenticator, log, client, () => !closed.has(session));
         logins.set(session, sessionLogins);
       }
       const { username, password, authzid, method } = auth;
@@ -205,6 +207,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onClose(session) {
+      closed.add(session);
       sessionLog(session).info('disconnect');
     },
 

@@ -64,7 +64,7 @@ describe('failed logins delay, per user and address; they never lock anyone out'
     return previous?.msg === 'login after a penalty' ? previous : undefined;
   }
 
-  test('a flood for alice from one address: bob there logs in at once, alice with her password after a penalty', async () => {
+  test('a flood for alice from one address: bob there logs in at once, alice after a penalty', async () => {
     const nat = '127.0.5.1';
     // two connections guessing in parallel: past max_failures the checks wait, and still fail
     const flood = await Promise.all([1, 2].map((n) => smtpLogins(nat, 'alice', [`wrong-${n}a`, `wrong-${n}b`])));
@@ -85,7 +85,7 @@ describe('failed logins delay, per user and address; they never lock anyone out'
     assert.ok(penalty !== undefined && Number(penalty.penaltyMs) > 0, JSON.stringify(penalty));
   });
 
-  test('a sprayer: past 5 x max_failures every user from its address waits, then logs in; not from mynetworks', async () => {
+  test('a sprayer: past 5 x max_failures every user there waits, then logs in; not from mynetworks', async () => {
     const sprayer = '127.0.5.2';
     for (const client of [sprayer, MYNETWORKS_CLIENT]) {
       // 5 × max_failures user names, one wrong password each, over five connections at once
