@@ -17,7 +17,6 @@
 import { Worker } from 'node:worker_threads';
 import { hash as argon2Hash, verify as argon2Verify, type Algorithm } from '@node-rs/argon2';
 import bcrypt from 'bcryptjs';
-import { Limiter } from './limiter.js';
 
 const SUPPORTED_SCHEMES = ['ARGON2ID', 'ARGON2I', 'BLF-CRYPT', 'SHA512-CRYPT'] as const;
 export type Scheme = (typeof SUPPORTED_SCHEMES)[number];
@@ -70,19 +69,10 @@ export async function hashPassword(plain: string): Promise<string> {
 /**
  * Whether `plain` is the password of the stored `{SCHEME}hash`. An unknown scheme, a
  * malformed hash or a hash that does not fit its scheme is false. Rejects only when the
- * SHA512-CRYPT worker thread fails (a server fault, not a wrong password).
+ * SHA512-CRYPT worker thread fails (a server fault, not a wrong password). Logins call it
+ * through the Authenticator, which bounds how many run at once.
  */
-export function verifyPassword(stored: string, plain: string): Promise<boolean> {
-  return verifications.run(() => verifyNow(stored, plain));
-}
-
-/**
- * Password checks in progress at once: libuv has 4 threads, and delivery and the queue need
- * some of them for their fsyncs while logins pour in.
- */
-const verifications = new Limiter(2);
-
-async function verifyNow(stored: string, plain: string): Promise<boolean> {
+export async function verifyPassword(stored: string, plain: string): Promise<boolean> {
   const scheme = schemeOf(stored);
   if (scheme === null || !isSupportedScheme(scheme)) return false;
   const hashed = stored.slice(scheme.length + 2);

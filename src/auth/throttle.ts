@@ -1,150 +1,209 @@
-// Failed logins per client address, for SMTP AUTH and POP3 alike. A failed login waits before
-// its error reply: `auth.failure_delay` for the first failure from an address, doubled for each
-// further one (up to a cap), so a password guesser slows down whatever connection and protocol it
-// uses, while a user who mistypes once waits only the base delay. After `auth.max_failures`
-// the address is refused outright, without a password check, for `auth.lockout`. Checks in
-// progress count as failures until they end, so a guesser cannot run a hundred checks in
-// parallel past the limit. A success forgives only the failures for that user name (someone
-// with one account cannot reset the count while guessing others); failures are forgotten after
-// a quiet while. The table is bounded: past maxEntries the address idle longest is dropped.
-//
-// IPv6 clients are counted per /64 (one host usually holds a whole /64), IPv4 per address.
+// Failed logins and the penalties they bring, for SMTP AUTH and POP3 alike (README, "Logins:
+// SMTP AUTH and POP3"). Penalties delay checks; they never refuse the right password. Two counts:
+// - per client address and user name: the reply to a failed login waits `baseDelay`, doubled for
+//   each earlier failure of that user from that address (up to maxDelay). From `maxFailures`
+//   failures on, every check for that user from that address first waits a penalty, and the
+//   checks start one at a time, each at least a penalty after the one before: a guesser gets a
+//   few tries a minute however many connections it opens, while the right password still logs
+//   in once its wait is over. The penalty is baseDelay, doubled for each failure beyond the
+//   limit (up to maxDelay).
+// - per client address, all user names together, each counting at most maxFailures (one user's
+//   failures never weigh on the others' logins): from ADDRESS_FACTOR × maxFailures on, every check
+//   from the address waits in the same way (a password sprayer). Addresses the caller exempts
+//   (mynetworks: a webmail, a NAT of one's own) have no address count; their users' counts stay.
+// Checks in progress count as failures until they end, so parallel connections cannot get more
+// checks past the limit. A check whose turn is more than maxWait away is refused at once (a
+// temporary error, not a failure). A success forgives that user's failures from that address;
+// a count is forgotten `forgetAfter` after its last failure. IPv6 clients are counted per /64.
 import { isIPv4, isIPv6 } from 'node:net';
 import { type Clock, systemClock } from '../clock.js';
 
-export interface ThrottleOptions {
+/** The address count's limit is this many times maxFailures. */
+export const ADDRESS_FACTOR = 5;
+
+export interface ThrottleSettings {
+  /** the first failure's reply delay, and the first penalty */
   baseDelayMs: number;
-  /** failures from one address before it is locked out (default: never) */
-  maxFailures?: number;
-  /** how long a locked-out address is refused (default 15 min) */
-  lockoutMs?: number;
-  /** the delay never grows past this (default 30 s, below any sane client timeout) */
+  /** failures of one user from one address before its checks wait a penalty (default: never) */
+  maxFailures: number;
+  /** a count with no failure for this long starts over */
+  forgetAfterMs: number;
+}
+
+export interface ThrottleOptions extends Partial<ThrottleSettings> {
+  baseDelayMs: number;
+  /** reply delays and penalties never grow past this (default 30 s, below any sane client timeout) */
   maxDelayMs?: number;
-  /** an address with no failure for this long starts over (default 15 min) */
-  forgetAfterMs?: number;
-  /** addresses remembered at most (default 10,000) */
+  /** a check whose turn is further away than this is refused (default 60 s) */
+  maxWaitMs?: number;
+  /** counts remembered at most, addresses and users together (default 20,000) */
   maxEntries?: number;
-  /** times failures and lockouts (default: the system clock) */
+  /** times failures and penalties (default: the system clock) */
   clock?: Pick<Clock, 'now'>;
 }
 
-interface Entry {
+interface Count {
   failures: number;
+  /** when the last failure was recorded */
   last: number;
-  /** failures per user name tried (at most MAX_NAMES names; the rest are not forgiven by a success) */
-  byUser: Map<string, number>;
+  /** when the last penalized check may start (0: none yet); the next one starts a penalty after it */
+  turn: number;
 }
 
-const MAX_NAMES = 32;
+/** The check may start in `waitMs`; it must end with one call on `check`. */
+export type Admission =
+  | { admitted: true; waitMs: number; check: PasswordCheck }
+  | { admitted: false; retryInMs: number };
+
+/** One admitted password check: ends with exactly one of succeeded, failed, abandoned. */
+export interface PasswordCheck {
+  succeeded(): void;
+  /** Records the failure; returns how long after the check's start the reply is due (the reply delay). */
+  failed(): number;
+  /** The check could not be made (server fault, connection gone): neither failure nor success. */
+  abandoned(): void;
+}
 
 export class AuthThrottle {
-  private readonly entries = new Map<string, Entry>();
-  /** password checks in progress per address (begin → recordSuccess/recordFailure/abandon) */
+  private readonly counts = new Map<string, Count>();
+  /** password checks admitted and not yet ended, per count key */
   private readonly checking = new Map<string, number>();
   private baseDelayMs: number;
   private maxFailures: number;
-  private lockoutMs: number;
+  private forgetAfterMs: number;
   private readonly maxDelayMs: number;
-  private readonly forgetAfterMs: number;
+  private readonly maxWaitMs: number;
   private readonly maxEntries: number;
   private readonly now: () => number;
 
   constructor(options: ThrottleOptions) {
     this.baseDelayMs = options.baseDelayMs;
     this.maxFailures = options.maxFailures ?? Infinity;
-    this.lockoutMs = options.lockoutMs ?? 15 * 60_000;
-    this.maxDelayMs = options.maxDelayMs ?? 30_000;
     this.forgetAfterMs = options.forgetAfterMs ?? 15 * 60_000;
-    this.maxEntries = options.maxEntries ?? 10_000;
+    this.maxDelayMs = options.maxDelayMs ?? 30_000;
+    this.maxWaitMs = options.maxWaitMs ?? 60_000;
+    this.maxEntries = options.maxEntries ?? 20_000;
     const clock = options.clock ?? systemClock;
     this.now = () => clock.now();
   }
 
   /** Applies changed settings (SIGHUP); recorded failures are kept. */
-  reconfigure(settings: { baseDelayMs: number; maxFailures: number; lockoutMs: number }): void {
+  reconfigure(settings: ThrottleSettings): void {
     this.baseDelayMs = settings.baseDelayMs;
     this.maxFailures = settings.maxFailures;
-    this.lockoutMs = settings.lockoutMs;
+    this.forgetAfterMs = settings.forgetAfterMs;
   }
 
   /**
-   * How long `address` is still refused without a password check (0: it may try). Checks in
-   * progress count: with as many running as failures are left, the next one waits.
+   * A password check for `user` from `address` asks to start: it may after `waitMs` (0 unless
+   * a count is at its limit), or is refused when its turn is too far away. `exempt`: no
+   * address count (mynetworks).
    */
-  lockedOutFor(address: string): number {
-    const key = throttleKey(address);
-    const entry = this.live(key, this.now());
-    const failures = entry?.failures ?? 0;
-    if (failures + (this.checking.get(key) ?? 0) < this.maxFailures) return 0;
-    if (entry === undefined || failures < this.maxFailures) return this.lockoutMs;
-    const left = entry.last + this.lockoutMs - this.now();
-    if (left > 0) return left;
-    // the lockout is over: the address starts over
-    this.entries.delete(key);
-    return 0;
-  }
-
-  /** A password check from `address` starts; it must end with recordSuccess, recordFailure or abandon. */
-  begin(address: string): void {
-    const key = throttleKey(address);
-    this.checking.set(key, (this.checking.get(key) ?? 0) + 1);
-  }
-
-  /** A check that could not be made (server fault): neither failure nor success. */
-  abandon(address: string): void {
-    const key = throttleKey(address);
-    const left = (this.checking.get(key) ?? 1) - 1;
-    if (left > 0) this.checking.set(key, left);
-    else this.checking.delete(key);
-  }
-
-  /** Records a failed login from `address` for `user`; returns how long to wait before answering it. */
-  recordFailure(address: string, user = ''): number {
-    this.abandon(address);
-    const key = throttleKey(address);
+  admit(address: string, user: string, exempt = false): Admission {
     const now = this.now();
-    const old = this.live(key, now);
-    const byUser = old?.byUser ?? new Map<string, number>();
-    if (byUser.has(user) || byUser.size < MAX_NAMES) byUser.set(user, (byUser.get(user) ?? 0) + 1);
-    const entry = { failures: (old?.failures ?? 0) + 1, last: now, byUser };
-    // re-insert so the Map's order stays "idle longest first"
-    this.entries.delete(key);
-    this.entries.set(key, entry);
-    while (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
-    // cap the exponent too: 2 ** 1000 is Infinity, and Infinity * 0 is NaN
-    const factor = 2 ** Math.min(entry.failures - 1, 30);
-    return Math.min(this.baseDelayMs * factor, Math.max(this.maxDelayMs, this.baseDelayMs));
+    const keys = countKeys(address, user, exempt);
+    const limits = [this.maxFailures, ADDRESS_FACTOR * this.maxFailures];
+    let start = now;
+    const penalized: string[] = [];
+    keys.forEach((key, i) => {
+      const excess = (this.live(key, now)?.failures ?? 0) + (this.checking.get(key) ?? 0) - limits[i]!;
+      if (excess < 0) return;
+      penalized.push(key);
+      start = Math.max(start, Math.max(now, this.counts.get(key)?.turn ?? 0) + this.doubled(excess));
+    });
+    if (start - now > this.maxWaitMs) return { admitted: false, retryInMs: start - now };
+    for (const key of penalized) this.touch(key, now).turn = start;
+    for (const key of keys) this.checking.set(key, (this.checking.get(key) ?? 0) + 1);
+    return { admitted: true, waitMs: start - now, check: this.checkOf(keys) };
   }
 
-  /** A login of `user` from `address` succeeded: its own failures are forgiven, others' stay. */
-  recordSuccess(address: string, user = ''): void {
-    this.abandon(address);
-    const key = throttleKey(address);
-    const entry = this.entries.get(key);
-    if (entry === undefined) return;
-    entry.failures -= entry.byUser.get(user) ?? 0;
-    entry.byUser.delete(user);
-    if (entry.failures <= 0) this.entries.delete(key);
+  /** Recent failures of `user` from `address`, or of all users from it when `user` is undefined. */
+  failures(address: string, user?: string): number {
+    const [pair, whole] = countKeys(address, user ?? '', false);
+    return this.live(user === undefined ? whole! : pair!, this.now())?.failures ?? 0;
   }
 
-  /** Recent failures of an address (0 when none or forgotten). */
-  failures(address: string): number {
-    return this.live(throttleKey(address), this.now())?.failures ?? 0;
-  }
-
+  /** Counts remembered, addresses and users together. */
   get size(): number {
-    return this.entries.size;
+    return this.counts.size;
   }
 
-  private live(key: string, now: number): Entry | undefined {
-    const entry = this.entries.get(key);
-    if (entry === undefined) return undefined;
-    // a locked-out address is remembered at least as long as its lockout lasts
-    const keep = entry.failures >= this.maxFailures ? Math.max(this.forgetAfterMs, this.lockoutMs) : this.forgetAfterMs;
-    if (now - entry.last < keep) return entry;
-    this.entries.delete(key);
+  private checkOf(keys: string[]): PasswordCheck {
+    let ended = false;
+    const end = () => {
+      if (ended) throw new Error('a password check ended twice');
+      ended = true;
+      for (const key of keys) {
+        const left = (this.checking.get(key) ?? 1) - 1;
+        if (left > 0) this.checking.set(key, left);
+        else this.checking.delete(key);
+      }
+    };
+    return {
+      abandoned: end,
+      succeeded: () => {
+        end();
+        this.forgive(keys);
+      },
+      failed: () => {
+        end();
+        return this.recordFailure(keys);
+      },
+    };
+  }
+
+  /** The user's failures from the address go, and so does their weight in the address count. */
+  private forgive([pair, whole]: string[]): void {
+    const forgiven = Math.min(this.counts.get(pair!)?.failures ?? 0, this.maxFailures);
+    this.counts.delete(pair!);
+    const count = whole === undefined ? undefined : this.counts.get(whole);
+    if (count === undefined) return;
+    count.failures -= forgiven;
+    if (count.failures <= 0 && count.turn <= this.now()) this.counts.delete(whole!);
+  }
+
+  private recordFailure([pair, whole]: string[]): number {
+    const now = this.now();
+    const count = this.touch(pair!, now);
+    // a user's failures weigh on the address count up to the limit only
+    const weighs = count.failures < this.maxFailures;
+    count.failures += 1;
+    count.last = now;
+    if (whole !== undefined) {
+      const address = this.touch(whole, now);
+      if (weighs) address.failures += 1;
+      address.last = now;
+    }
+    return this.doubled(count.failures - 1);
+  }
+
+  /** The count under `key`, made if missing, moved to the end of the Map's "idle longest first" order. */
+  private touch(key: string, now: number): Count {
+    const count = this.live(key, now) ?? { failures: 0, last: now, turn: 0 };
+    this.counts.delete(key);
+    this.counts.set(key, count);
+    while (this.counts.size > this.maxEntries) this.counts.delete(this.counts.keys().next().value!);
+    return count;
+  }
+
+  private live(key: string, now: number): Count | undefined {
+    const count = this.counts.get(key);
+    if (count === undefined) return undefined;
+    if (now - count.last < this.forgetAfterMs || count.turn > now) return count;
+    this.counts.delete(key);
     return undefined;
   }
+
+  /** baseDelay × 2^exponent, at most maxDelay (and no NaN: 2 ** 1000 is Infinity, and Infinity × 0 is NaN) */
+  private doubled(exponent: number): number {
+    return Math.min(this.baseDelayMs * 2 ** Math.min(exponent, 30), Math.max(this.maxDelayMs, this.baseDelayMs));
+  }
+}
+
+/** The keys a check counts under: the user from the address, then the address itself (unless exempt). */
+function countKeys(address: string, user: string, exempt: boolean): string[] {
+  const key = throttleKey(address);
+  return exempt ? [`${key} ${user}`] : [`${key} ${user}`, key];
 }
 
 /** The part of a client address that is throttled as one: IPv4 (also IPv4-mapped) whole, IPv6 by /64. */

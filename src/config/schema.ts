@@ -80,15 +80,18 @@ const authSchema = z.strictObject({
   failure_delay: duration()
     .default('2s')
     .describe(
-      'wait before answering a failed login (SMTP AUTH or POP3); ' +
-        'doubles with each further failure from the same address',
+      'wait before answering a failed login (SMTP AUTH or POP3), doubled with each further failure of that user ' +
+        'from that address (up to 30 s); also the first penalty past max_failures ("0s": no delays, no penalties)',
     ),
   max_failures: count()
     .default(10)
-    .describe('failed logins from one address before it is refused outright for `lockout`'),
+    .describe(
+      'failures of one user from one address, or 5 times as many from one address for all users (mynetworks ' +
+        'exempt), after which every check waits a growing penalty (up to 30 s), then runs: never a refusal',
+    ),
   lockout: duration()
     .default('15m')
-    .describe('how long an address that failed max_failures times is refused, even with the right password'),
+    .describe('how long failures (and the penalties they bring) are remembered after the last one'),
   cache_ttl: duration()
     .default('15m')
     .describe('a login whose password verified is let in again without the password hash for this long (0s: off)'),

@@ -56,8 +56,9 @@ export const liveSettings: { [Part in LivePart]: (config: Config) => LiveSetting
   auth: (config) => ({
     failureDelayMs: durationMs(config.auth.failure_delay),
     maxFailures: config.auth.max_failures,
-    lockoutMs: durationMs(config.auth.lockout),
+    forgetAfterMs: durationMs(config.auth.lockout),
     cacheTtlMs: durationMs(config.auth.cache_ttl),
+    exempt: networkMatcher(config.mynetworks),
   }),
   policy: (config) => ({
     hostname: config.hostname,

@@ -20,7 +20,7 @@ export interface SessionContext {
   settings(): Pop3Settings;
   /** the certificate as loaded now, for STLS and implicit TLS; null: TLS is off */
   tls(): TlsCredentials | null;
-  /** checks passwords for every protocol (throttle, lockout, equal timing) */
+  /** checks passwords for every protocol (penalties, fair hashing, equal timing) */
   authenticator: Authenticator;
   maildrop: Maildrop;
   /** one session per mailbox */

@@ -9,7 +9,7 @@
 // A plaintext password is taken only over TLS or from plaintext_auth_networks; logins go through
 // SessionLogins, shared with SMTP. The mailbox is read and updated through MailboxView. Nothing
 // here logs a password or an AUTH payload.
-import { SessionLogins } from '../auth/session-logins.js';
+import { type RefusedLogin, SessionLogins } from '../auth/session-logins.js';
 import type { Logger } from '../log.js';
 import { MailboxLockedError } from '../mbox/lock.js';
 import { UntrustedMailboxError } from '../mbox/trust.js';
@@ -220,6 +220,11 @@ export class Pop3Protocol {
   }
 
   /** The session's last reply: no command is taken after it. */
+  /** A refused login's reply; the connection's last refused login also closes it. */
+  private refusal({ closeConnection }: RefusedLogin, text: string): Pop3Response {
+    return closeConnection ? this.closing(`${text}; too many failures, closing the connection`) : line(text);
+  }
+
   private closing(text: string): Pop3Response {
     this.state = { phase: 'closed' };
     return { kind: 'line', line: text, close: true };
@@ -330,12 +335,12 @@ export class Pop3Protocol {
         return null;
       case 'unavailable':
         return line('-ERR [SYS/TEMP] Authentication is temporarily unavailable, try again later');
-      case 'locked-out':
-        return this.closing('-ERR [SYS/TEMP] Too many failed logins from your address, try again later');
+      case 'throttled':
+        return this.refusal(result, '-ERR [SYS/TEMP] Too many failed logins from your address, try again later');
+      case 'busy':
+        return this.refusal(result, '-ERR [SYS/TEMP] Too many logins in progress from your address, try again later');
       case 'invalid':
-        return result.closeConnection
-          ? this.closing(`${AUTH_FAILED}; too many failures, closing the connection`)
-          : line(AUTH_FAILED);
+        return this.refusal(result, AUTH_FAILED);
     }
   }
 

@@ -76,8 +76,10 @@ const resolver = {
 function loginRefusal({ reason, closeConnection }: RefusedLogin): SmtpReplyError {
   if (closeConnection)
     return new SmtpReplyError(421, '4.7.0 Too many failed authentication attempts, closing connection');
-  if (reason === 'locked-out')
+  if (reason === 'throttled')
     return new SmtpReplyError(454, '4.7.0 Too many failed logins from your address, try again later');
+  if (reason === 'busy')
+    return new SmtpReplyError(454, '4.7.0 Too many logins in progress from your address, try again later');
   return new SmtpReplyError(535, '5.7.8 Authentication credentials invalid');
 }
 
@@ -129,6 +131,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const logins = new WeakMap<SMTPServerSession, SessionLogins>();
   const sessionLogs = new WeakMap<SMTPServerSession, Logger>();
   const receiving = new WeakMap<SMTPServerSession, DataProgress>();
+  /** sessions whose connection has ended: a login still waiting for its check is not hashed */
+  const closed = new WeakSet<SMTPServerSession>();
   const sessionLog = (session: SMTPServerSession): Logger => {
     let log = sessionLogs.get(session);
     if (log === undefined) {
@@ -186,7 +190,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       const client = session.remoteAddress;
       let sessionLogins = logins.get(session);
       if (sessionLogins === undefined) {
-        sessionLogins = new SessionLogins(options.authenticator, log, client);
+        sessionLogins = new SessionLogins(options.authenticator, log, client, () => !closed.has(session));
         logins.set(session, sessionLogins);
       }
       const { username, password, authzid, method } = auth;
@@ -196,7 +200,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
           if (result.ok) {
             log.info({ user: result.user, client, method }, 'login');
             callback(null, { user: result.user });
-          } else if (result.reason === 'invalid' || result.reason === 'locked-out') {
+          } else if (result.reason === 'invalid' || result.reason === 'throttled' || result.reason === 'busy') {
             callback(loginRefusal(result));
           } else {
             callback(new SmtpReplyError(454, '4.7.0 Temporary authentication failure'));
@@ -205,6 +209,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onClose(session) {
+      closed.add(session);
       sessionLog(session).info('disconnect');
     },
 

@@ -48,7 +48,8 @@ test('no login within 60 s of connecting: -ERR [SYS/TEMP] and close, though the 
     authenticator: new Authenticator(() => noUsers, {
       failureDelayMs: 1,
       maxFailures: 10,
-      lockoutMs: 1,
+      forgetAfterMs: 1,
+      exempt: () => false,
       cacheTtlMs: 0,
     }),
     logger,

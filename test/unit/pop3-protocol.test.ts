@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { pino } from 'pino';
-import { Authenticator } from '../../src/auth/authenticator.js';
+import { Authenticator, MAX_QUEUED_CHECKS_PER_CLIENT } from '../../src/auth/authenticator.js';
 import { MAX_LOGIN_FAILURES_PER_SESSION } from '../../src/auth/session-logins.js';
 import { addUser, loadUsers } from '../../src/auth/users.js';
 import type { UserDb } from '../../src/auth/users.js';
@@ -93,7 +93,8 @@ function sessionContext({ tls = null, maxFailures = 100 }: Setup = {}) {
     authenticator: new Authenticator(() => users, {
       failureDelayMs: 1,
       maxFailures,
-      lockoutMs: 60_000,
+      forgetAfterMs: 60_000,
+      exempt: () => false,
       cacheTtlMs: 60_000,
     }),
     maildrop: new Maildrop({
@@ -419,23 +420,34 @@ describe('the wrong phase, bad lines and limits', () => {
     assert.equal(logs.filter((l) => l.msg === 'login failed').length, MAX_LOGIN_FAILURES_PER_SESSION);
   });
 
-  test('a locked-out address is refused even the right password, and the session is closed', async () => {
+  test('past auth.max_failures the right password logs in after its penalty', async () => {
     const { session, logs } = sessionContext({ maxFailures: 2 });
     const guesser = session();
     for (const password of ['wrong-1', 'wrong-2']) {
       await reply(guesser, 'USER alice');
       assert.equal(await reply(guesser, `PASS ${password}`), AUTH_FAILED);
     }
+    await loggedIn(session());
+    const delayed = logs.find((l) => l.msg === 'login after a penalty');
+    assert.deepEqual([delayed?.user, delayed?.client, delayed?.penaltyMs], ['alice', INSIDE, 1]);
+  });
+
+  test('a full hashing queue: -ERR [SYS/TEMP], the session stays open and may try again', async () => {
+    const { session } = sessionContext();
+    // two checks hash at once, the rest wait in this address's queue
+    const flood = Array.from({ length: 2 + MAX_QUEUED_CHECKS_PER_CLIENT }, async () => {
+      const guesser = session();
+      await reply(guesser, 'USER nobody');
+      return reply(guesser, 'PASS guess');
+    });
     const client = session();
     await reply(client, 'USER alice');
-    await lastReply(
-      client,
-      'PASS alice-pw',
-      '-ERR [SYS/TEMP] Too many failed logins from your address, try again later',
+    assert.equal(
+      await reply(client, 'PASS alice-pw'),
+      '-ERR [SYS/TEMP] Too many logins in progress from your address, try again later',
     );
-    const refused = logs.find((l) => l.msg === 'login refused: too many failures from this address');
-    assert.equal(refused?.client, INSIDE);
-    assert.ok(typeof refused?.retryInS === 'number' && refused.retryInS > 0);
+    assert.ok((await Promise.all(flood)).every((line) => line === AUTH_FAILED));
+    await loggedIn(client);
   });
 });
 

@@ -58,7 +58,8 @@ describe('pop3 server before the daemon is ready', () => {
       authenticator: new Authenticator(() => noUsers, {
         failureDelayMs: 10,
         maxFailures: 10,
-        lockoutMs: 1000,
+        forgetAfterMs: 1000,
+        exempt: () => false,
         cacheTtlMs: 0,
       }),
       logger,

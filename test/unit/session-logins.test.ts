@@ -1,15 +1,16 @@
 // src/auth/session-logins.ts: the logins of one connection as SMTP and POP3 both see them — the
-// log line of each refusal (with the protocol's own fields last), the per-connection limit
-// counting wrong passwords and lockouts alike, a failed check that is not counted, and a
-// connection that ends while its check runs.
+// log line of each refusal (with the protocol's own fields last) and of a login after a penalty,
+// the per-connection limit counting wrong passwords and temporary refusals alike, a failed check
+// that is not counted, and a connection that ends while its check runs.
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { Authenticator } from '../../src/auth/authenticator.js';
+import { Authenticator, MAX_QUEUED_CHECKS_PER_CLIENT } from '../../src/auth/authenticator.js';
 import { hashPassword } from '../../src/auth/password.js';
 import { MAX_LOGIN_FAILURES_PER_SESSION, SessionLogins } from '../../src/auth/session-logins.js';
 import type { UserDb } from '../../src/auth/users.js';
+import { FakeClock } from '../support/fake-clock.js';
 
 const CLIENT = '198.51.100.20';
 const hash = await hashPassword('pw-a');
@@ -32,10 +33,16 @@ function capture() {
 }
 
 function authenticator(maxFailures: number, db: () => UserDb = () => users): Authenticator {
-  return new Authenticator(db, { failureDelayMs: 1, maxFailures, lockoutMs: 60_000, cacheTtlMs: 0 });
+  return new Authenticator(db, {
+    failureDelayMs: 1,
+    maxFailures,
+    forgetAfterMs: 60_000,
+    cacheTtlMs: 0,
+    exempt: () => false,
+  });
 }
 
-test('refusals are logged and counted, lockouts too; the limit closes the connection', async () => {
+test('refusals are logged and counted, penalties noted; the limit closes the connection', async () => {
   const { lines, log } = capture();
   const logins = new SessionLogins(authenticator(3), log, CLIENT);
   const outcomes = [];
@@ -46,8 +53,8 @@ test('refusals are logged and counted, lockouts too; the limit closes the connec
     { ok: false, reason: 'invalid', closeConnection: false },
     { ok: false, reason: 'invalid', closeConnection: false },
     { ok: false, reason: 'invalid', closeConnection: false },
-    { ok: false, reason: 'locked-out', closeConnection: false },
-    { ok: false, reason: 'locked-out', closeConnection: true },
+    { ok: false, reason: 'invalid', closeConnection: false },
+    { ok: false, reason: 'invalid', closeConnection: true },
   ]);
   assert.deepEqual(lines[0], {
     level: 30,
@@ -57,13 +64,72 @@ test('refusals are logged and counted, lockouts too; the limit closes the connec
     method: 'PLAIN',
     msg: 'login failed',
   });
-  assert.deepEqual(lines[3], {
+  // past auth.max_failures (3) each check first waits a penalty: 1 ms, then 2 ms
+  assert.deepEqual(
+    lines.map((line) => line.penaltyMs),
+    [undefined, undefined, undefined, 1, 2],
+  );
+  assert.equal(lines.length, MAX_LOGIN_FAILURES_PER_SESSION);
+  // the right password after a penalty: logged as such, and the protocol logs the login
+  const again = new SessionLogins(authenticator(3), log, CLIENT);
+  for (let i = 0; i < 3; i++) await again.attempt({ name: 'alice', password: 'wrong' });
+  assert.deepEqual(await again.attempt({ name: 'alice', password: 'pw-a' }), { ok: true, user: 'alice' });
+  assert.deepEqual(lines.at(-1), {
+    level: 30,
+    user: 'alice',
+    client: CLIENT,
+    penaltyMs: 1,
+    msg: 'login after a penalty',
+  });
+});
+
+test('temporary refusals are logged and counted: a penalty queue too long, a full hashing queue', async () => {
+  const { lines, log } = capture();
+  const clock = new FakeClock();
+  const settings = {
+    failureDelayMs: 30_000,
+    maxFailures: 1,
+    forgetAfterMs: 60_000,
+    cacheTtlMs: 0,
+    exempt: () => false,
+  };
+  const auth = new Authenticator(() => users, settings, clock);
+  const logins = new SessionLogins(auth, log, CLIENT);
+  await clock.runUntilSettled(logins.attempt({ name: 'alice', password: 'wrong' }), 'the first failure');
+  // two checks wait their turn (30 s, then 60 s): the third's is too far away
+  const waiting = [1, 2].map(() => auth.login({ name: 'alice', password: 'wrong', client: CLIENT }));
+  assert.deepEqual(await logins.attempt({ name: 'alice', password: 'pw-a' }), {
+    ok: false,
+    reason: 'throttled',
+    closeConnection: false,
+  });
+  assert.deepEqual(lines.at(-1), {
     level: 30,
     client: CLIENT,
-    retryInS: 60,
-    msg: 'login refused: too many failures from this address',
+    retryInS: 90,
+    msg: 'login refused: too many failed logins waiting for their turn',
   });
-  assert.equal(lines.length, MAX_LOGIN_FAILURES_PER_SESSION);
+  await clock.runUntilSettled(Promise.all(waiting), 'the waiting checks');
+
+  const busy = new SessionLogins(
+    new Authenticator(() => users, { ...settings, failureDelayMs: 0, maxFailures: 1000 }),
+    log,
+    CLIENT,
+  );
+  const flood = Array.from({ length: 2 + MAX_QUEUED_CHECKS_PER_CLIENT }, () =>
+    busy.attempt({ name: 'bob', password: 'x' }),
+  );
+  assert.deepEqual(await busy.attempt({ name: 'alice', password: 'pw-a' }), {
+    ok: false,
+    reason: 'busy',
+    closeConnection: false,
+  });
+  assert.deepEqual(lines.at(-1), {
+    level: 30,
+    client: CLIENT,
+    msg: 'login refused: too many password checks waiting from this address',
+  });
+  await Promise.all(flood);
 });
 
 test('a success is not logged here; a malformed name is logged as such', async () => {
