@@ -38,7 +38,8 @@ export class Pebble {
 
   private constructor(
     private readonly child: ChildProcess,
-    readonly directory: string,
+    /** pebble's ACME port (its directory is https://127.0.0.1:PORT/dir) */
+    readonly port: number,
     readonly caFile: string,
     private readonly ca: string,
     private readonly managementPort: number,
@@ -101,7 +102,7 @@ export class Pebble {
       // no random pause before validating; never reject a good nonce
       env: { ...process.env, PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0' },
     });
-    const pebble = new Pebble(child, `https://127.0.0.1:${port}/dir`, caFile, cert, managementPort);
+    const pebble = new Pebble(child, port, caFile, cert, managementPort);
     await withTimeout(pebble.waitFor(/Listening on: 127\.0\.0\.1:\d+/), 15_000, `pebble did not start:\n${pebble.output}`);
     return pebble;
   }
@@ -111,9 +112,18 @@ export class Pebble {
     return this.output.match(/Added order "/g)?.length ?? 0;
   }
 
+  get directory(): string {
+    return `https://127.0.0.1:${this.port}/dir`;
+  }
+
   /** The certificate of the CA pebble issues from (it makes a new one at each start). */
   async intermediate(): Promise<X509Certificate> {
     return new X509Certificate(await this.management('/intermediates/0'));
+  }
+
+  /** The root above it (PEM), for clients that verify what pebble issued. */
+  root(): Promise<string> {
+    return this.management('/roots/0');
   }
 
   async stop(): Promise<void> {
