@@ -105,7 +105,7 @@ const acmeSchema = z.strictObject({
   http_listen: listenList()
     .default(['0.0.0.0:80'])
     .describe('HTTP-01 challenge listeners (port 80 for a public ACME server); answer only challenge paths'),
-  ca_file: z.string().default('').describe('extra CA (PEM) for the ACME server\'s own HTTPS, e.g. a test or private CA'),
+  ca_file: z.string().default('').describe("extra CA (PEM) for the ACME server's own HTTPS, e.g. a test or private CA"),
 });
 
 const relaySchema = z.strictObject({

@@ -24,7 +24,10 @@ export function daemonIdentity(config: Config): Identity | null {
   return startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
 }
 
-/** Creates the spool and state directories (state_dir/acme with ACME on), handed to the daemon's user, and opens the maildrop. */
+/**
+ * Creates the spool and state directories (state_dir/acme with ACME on), handed to the daemon's
+ * user, and opens the maildrop.
+ */
 export async function prepareStateDirectories(
   config: Config,
   paths: StatePaths,

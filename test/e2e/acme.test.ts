@@ -199,7 +199,7 @@ describe('certificates by ACME (pebble)', () => {
     assert.equal(pebble.orders, 1);
   });
 
-  test('an unreachable ACME server is logged with a retry in 1 minute while the stored certificate serves', async () => {
+  test('an unreachable ACME server is logged, to be retried in 1 minute; the stored certificate serves', async () => {
     await daemon.stop();
     // a second name: the stored certificate lacks it, so a new order is due at once
     gate.set('refuse');
@@ -234,7 +234,10 @@ describe('certificates by ACME (pebble)', () => {
         const { client } = await SmtpClient.connect(withTls.port);
         await client.cmd('EHLO client.test');
         const secure = await startTls(client, withTls.tls!.cert);
-        assert.equal(leaf(secure.socket as TLSSocket).fingerprint256, new X509Certificate(withTls.tls!.cert).fingerprint256);
+        assert.equal(
+          leaf(secure.socket as TLSSocket).fingerprint256,
+          new X509Certificate(withTls.tls!.cert).fingerprint256,
+        );
         await secure.quit();
       } finally {
         await other.stop();

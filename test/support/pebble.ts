@@ -103,7 +103,11 @@ export class Pebble {
       env: { ...process.env, PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0' },
     });
     const pebble = new Pebble(child, port, caFile, cert, managementPort);
-    await withTimeout(pebble.waitFor(/Listening on: 127\.0\.0\.1:\d+/), 15_000, `pebble did not start:\n${pebble.output}`);
+    await withTimeout(
+      pebble.waitFor(/Listening on: 127\.0\.0\.1:\d+/),
+      15_000,
+      `pebble did not start:\n${pebble.output}`,
+    );
     return pebble;
   }
 

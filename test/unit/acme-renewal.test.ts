@@ -73,7 +73,7 @@ test('a certificate already within 30 days of expiry is renewed at once', async 
   schedule.stop();
 });
 
-test('failures are retried after 1, 2, 4 ... minutes, at most 1 hour apart; a success starts the count again', async () => {
+test('failures are retried after 1, 2, 4 ... minutes, at most 1 h apart; a success starts again at 1', async () => {
   const clock = new FakeClock();
   const script = new ScriptedOrders(clock);
   const schedule = new RenewalSchedule(clock, script.events);
@@ -87,7 +87,10 @@ test('failures are retried after 1, 2, 4 ... minutes, at most 1 hour apart; a su
     await clock.runTimer('retry');
   }
   const minute = FIRST_RETRY_MS;
-  assert.deepEqual(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60].map((m) => m * minute));
+  assert.deepEqual(
+    waits,
+    [1, 2, 4, 8, 16, 32, 60, 60, 60].map((m) => m * minute),
+  );
   assert.equal(MAX_RETRY_MS, 60 * minute);
 
   await script.ordered(10);
