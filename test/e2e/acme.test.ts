@@ -3,8 +3,8 @@
 // daemon's acme.http_listen). The ACME directory is reached through a TCP gate the test holds
 // or opens, so it decides when the order may go on. Checked: the temporary self-signed
 // certificate and then the [tls] one served before the first issuance; the issued certificate
-// (pebble's CA, the configured names) on STARTTLS and pop3s while sessions opened before the
-// swap go on; `mailsrv status`; a restart serving the stored certificate without a new order;
+// (pebble's CA, the configured names) on STARTTLS, smtps, STLS and pop3s while sessions opened
+// before the swap go on; `mailsrv status`; a restart serving the stored certificate without a new order;
 // an unreachable ACME server logged with its retry while the stored certificate still serves;
 // the challenge listener's answers to anything else.
 import assert from 'node:assert/strict';
@@ -19,6 +19,7 @@ import { Pebble } from '../support/pebble.js';
 import { TcpGate } from '../support/tcp-gate.js';
 import {
   connectPop3s,
+  connectSmtpTls,
   connectSocket,
   type ConfigTree,
   type Daemon,
@@ -27,6 +28,7 @@ import {
   HOSTNAME,
   makeEnv,
   Pop3Client,
+  pop3Stls,
   runCli,
   SmtpClient,
   startDaemon,
@@ -86,6 +88,8 @@ describe('certificates by ACME (pebble)', () => {
   let daemon: Daemon;
   let config: ConfigTree;
   let pop3sPort: number;
+  let pop3Port: number;
+  let smtpsPort: number;
   let httpPort: number;
   let root: string;
   let issued: X509Certificate;
@@ -94,12 +98,15 @@ describe('certificates by ACME (pebble)', () => {
     dns = await startDnsZone({ [HOSTNAME]: { a: ['127.0.0.1'] }, [SECOND_NAME]: { a: ['127.0.0.1'] } });
     httpPort = await freePort();
     pop3sPort = await freePort();
+    pop3Port = await freePort();
+    smtpsPort = await freePort();
     env = await makeEnv({ config: { pop3: { pop3s: [] } } });
     pebble = await Pebble.start({ dir: env.dir, dnsServer: dns.server, httpPort });
     root = await pebble.root();
     gate = await TcpGate.start(pebble.port, 'hold');
     config = deepMerge(env.config, {
-      pop3: { pop3s: [`127.0.0.1:${pop3sPort}`] },
+      smtp: { smtps: [`127.0.0.1:${smtpsPort}`] },
+      pop3: { listen: [`127.0.0.1:${pop3Port}`], pop3s: [`127.0.0.1:${pop3sPort}`] },
       acme: {
         directory: `https://127.0.0.1:${gate.port}/dir`,
         email: 'postmaster@example.test',
@@ -118,7 +125,7 @@ describe('certificates by ACME (pebble)', () => {
     await env?.cleanup();
   });
 
-  test('issues a certificate from pebble and swaps it in under open STARTTLS and pop3s sessions', async () => {
+  test('issues a certificate from pebble and swaps it into every TLS listener under open sessions', async () => {
     daemon = await startDaemon(env);
     await daemon.waitForLog((e) => e.msg === 'ACME order started');
 
@@ -158,6 +165,13 @@ describe('certificates by ACME (pebble)', () => {
     assert.equal(leaf(smtpTls.socket as TLSSocket).fingerprint256, issued.fingerprint256);
     assert.equal((await smtpTls.cmd('EHLO client.test')).code, 250);
     await smtpTls.quit();
+    const { client: smtps } = await connectSmtpTls(smtpsPort, root);
+    assert.equal(leaf(smtps.socket as TLSSocket).fingerprint256, issued.fingerprint256);
+    await smtps.quit();
+    const { client: pop3 } = await Pop3Client.connect(pop3Port);
+    const pop3Tls = await pop3Stls(pop3, root);
+    assert.equal(leaf(pop3Tls.socket as TLSSocket).fingerprint256, issued.fingerprint256);
+    await pop3Tls.quit();
 
     // the sessions opened before the swap go on, with the certificate they started with
     assert.equal((await smtpBefore.cmd('EHLO client.test')).code, 250);
