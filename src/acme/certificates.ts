@@ -18,7 +18,7 @@ import { AcmeStore } from './store.js';
 export type UseCertificate = (credentials: TlsCredentials) => void;
 
 export class AcmeCertificates {
-  readonly challenges = new ChallengeServer();
+  private readonly challenges = new ChallengeServer();
   private schedule: RenewalSchedule | null = null;
 
   private constructor(

@@ -97,7 +97,11 @@ const acmeSchema = z.strictObject({
     .refine((s) => s === '' || /^https:\/\/\S+$/.test(s), { message: 'expected "" or an https:// URL' })
     .default('')
     .describe('ACME directory URL, e.g. Let\'s Encrypt\'s "https://acme-v02.api.letsencrypt.org/directory"; "" = off'),
-  email: z.string().default('').describe('contact address of the ACME account ("" = none)'),
+  email: z
+    .string()
+    .refine((s) => s === '' || /^[^\s@<>]+@[^\s@<>]+$/.test(s), { message: 'expected "" or an address user@domain' })
+    .default('')
+    .describe('contact address of the ACME account ("" = none)'),
   names: z
     .array(domainName)
     .default([])
