@@ -2,6 +2,8 @@
 // then the signals it answers: SIGHUP reloads (daemon/reload.ts), QUEUE_SIGNAL looks at the
 // queue again, SIGTERM and SIGINT stop it gracefully (daemon/stop.ts). What the parts are and how
 // they are wired together is in daemon/components.ts.
+import { AcmeCertificates } from './acme/certificates.js';
+import { systemClock } from './clock.js';
 import type { Config } from './config/schema.js';
 import { buildComponents, type Components } from './daemon/components.js';
 import { bindListeners } from './daemon/listeners.js';
@@ -28,9 +30,14 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   await phase('check not running', () => refuseSecondDaemon(paths));
   const identity = await phase('resolve user', () => daemonIdentity(config));
   await phase('prepare directories', () => prepareStateDirectories(config, paths, identity));
+  const acme = await phase('load ACME certificate', () => AcmeCertificates.open(config, paths.acmeDir, logger));
   const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));
-  const parts = await phase('build', () => buildComponents(loaded, paths, logger));
-  await phase('bind listeners', () => bindListeners(parts.smtp, parts.pop3, config));
+  if (acme !== null) loaded.tls = acme.serving(loaded.tls);
+  const parts = await phase('build', () => buildComponents(loaded, paths, acme, logger));
+  await phase('bind listeners', async () => {
+    await bindListeners(parts.smtp, parts.pop3, config);
+    await acme?.listen();
+  });
   await phase('drop privileges', () => becomeDaemonUser(identity, config, logger));
   await phase('recover mailboxes', () => recoverMailboxes(config, paths, logger));
   await phase('load queue', () => startQueue(parts));
@@ -40,9 +47,10 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
     answerQueueSignal(parts, paths, logger);
   });
   await phase('ready', () => announceReady(parts, loaded, paths, logger));
+  acme?.start(systemClock, parts.useCertificate);
 
   process.on('SIGHUP', () => {
-    reload(configFile, loaded, parts.reconfigure, logger).catch((err: Error) =>
+    reload(configFile, loaded, parts.reconfigure, acme, logger).catch((err: Error) =>
       logger.error({ err: err.message }, 'reload failed; keeping the running config'),
     );
   });

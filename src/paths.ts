@@ -15,6 +15,8 @@ export interface StatePaths {
   journalDir: string;
   /** where `mailsrv sendmail` leaves mail for the daemon to pick up (queue/drop-dir.ts) */
   dropDir: string;
+  /** the ACME account key and certificate (acme/store.ts) */
+  acmeDir: string;
 }
 
 export function statePaths(stateDir: string): StatePaths {
@@ -25,5 +27,6 @@ export function statePaths(stateDir: string): StatePaths {
     indexDir: join(stateDir, 'index'),
     journalDir: join(stateDir, 'journal'),
     dropDir: join(stateDir, 'maildrop'),
+    acmeDir: join(stateDir, 'acme'),
   };
 }

@@ -1,5 +1,8 @@
-// `mailsrv status` (is the daemon up: pid, listeners, queue size) and `mailsrv stop`.
-import { readdir } from 'node:fs/promises';
+// `mailsrv status` (is the daemon up: pid, listeners, queue size, certificate) and `mailsrv stop`.
+import { X509Certificate } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import { AcmeStore, certificateNames } from '../acme/store.js';
+import type { Config } from '../config/schema.js';
 import type { Command } from 'commander';
 import { statePaths } from '../paths.js';
 import { runningPid } from '../pid-file.js';
@@ -10,7 +13,7 @@ import { loadConfigOrExit } from './load-config.js';
 export function registerStatusCommands(program: Command): void {
   program
     .command('status')
-    .description('is the daemon running: pid, listeners, queue size (exit 1 when not running)')
+    .description('is the daemon running: pid, listeners, queue size, certificate (exit 1 when not running)')
     .option('-c, --config <file>', 'config file')
     .action(async (opts: { config?: string }) => {
       const config = loadConfigOrExit(opts.config);
@@ -28,7 +31,8 @@ export function registerStatusCommands(program: Command): void {
           `  smtps:      ${config.smtp.smtps.join(', ') || '-'}\n` +
           `  pop3:       ${config.pop3.listen.join(', ') || '-'}\n` +
           `  pop3s:      ${config.pop3.pop3s.join(', ') || '-'}\n` +
-          `  queue:      ${queued} message(s)\n`,
+          `  queue:      ${queued} message(s)\n` +
+          `  certificate: ${await describeCertificate(config, paths.acmeDir)}\n`,
       );
     });
 
@@ -51,4 +55,27 @@ export function registerStatusCommands(program: Command): void {
       }
       fail(`mailsrv (pid ${pid}) did not stop within 90 s`);
     });
+}
+
+/**
+ * "NAMES, expires YYYY-MM-DDTHH:MM:SSZ" of the certificate on disk: the ACME one when ACME is
+ * on and one was issued, else the [tls] one; "-" when there is none (or a temporary one).
+ */
+async function describeCertificate(config: Config, acmeDir: string): Promise<string> {
+  const acmeCert = config.acme.directory === '' ? '' : new AcmeStore(acmeDir).certFile;
+  for (const file of [acmeCert, config.tls.cert].filter((f) => f !== '')) {
+    let pem: Buffer;
+    try {
+      pem = await readFile(file);
+    } catch {
+      continue;
+    }
+    try {
+      const expires = new Date(new X509Certificate(pem).validTo).toISOString().replace(/\.\d{3}Z$/, 'Z');
+      return `${certificateNames(pem).join(', ') || '-'}, expires ${expires}`;
+    } catch (err) {
+      return `${file}: ${(err as Error).message}`;
+    }
+  }
+  return '-';
 }

@@ -102,6 +102,27 @@ const tlsSchema = z.strictObject({
   key: z.string().default('/etc/mailsrv/tls/key.pem').describe('PEM private key (ignored when cert is "")'),
 });
 
+const acmeSchema = z.strictObject({
+  directory: z
+    .string()
+    .refine((s) => s === '' || /^https:\/\/\S+$/.test(s), { message: 'expected "" or an https:// URL' })
+    .default('')
+    .describe('ACME directory URL, e.g. Let\'s Encrypt\'s "https://acme-v02.api.letsencrypt.org/directory"; "" = off'),
+  email: z
+    .string()
+    .refine((s) => s === '' || /^[^\s@<>]+@[^\s@<>]+$/.test(s), { message: 'expected "" or an address user@domain' })
+    .default('')
+    .describe('contact address of the ACME account ("" = none)'),
+  names: z
+    .array(domainName)
+    .default([])
+    .describe('the names the certificate is for; [] = [hostname] (HTTP-01 cannot issue wildcards)'),
+  http_listen: listenList()
+    .default(['0.0.0.0:80'])
+    .describe('HTTP-01 challenge listeners (port 80 for a public ACME server); answer only challenge paths'),
+  ca_file: z.string().default('').describe("extra CA (PEM) for the ACME server's own HTTPS, e.g. a test or private CA"),
+});
+
 const relaySchema = z.strictObject({
   relayhost: z
     .string()
@@ -187,6 +208,7 @@ const fullSchema = z.strictObject({
   pop3: pop3Schema.default(() => pop3Schema.parse({})),
   auth: authSchema.default(() => authSchema.parse({})),
   tls: tlsSchema.default(() => tlsSchema.parse({})),
+  acme: acmeSchema.default(() => acmeSchema.parse({})),
   relay: relaySchema.default(() => relaySchema.parse({})),
   delivery: deliverySchema.default(() => deliverySchema.parse({})),
   log: logSchema.default(() => logSchema.parse({})),
@@ -196,11 +218,11 @@ const fullSchema = z.strictObject({
 const checkedSchema = fullSchema.superRefine((config, ctx) => {
   const tlsListeners = { 'smtp.smtps': config.smtp.smtps, 'pop3.pop3s': config.pop3.pop3s };
   for (const [key, addresses] of Object.entries(tlsListeners)) {
-    if (addresses.length > 0 && config.tls.cert === '') {
+    if (addresses.length > 0 && config.tls.cert === '' && config.acme.directory === '') {
       ctx.addIssue({
         code: 'custom',
         path: key.split('.'),
-        message: 'implicit-TLS listeners need tls.cert and tls.key',
+        message: 'implicit-TLS listeners need tls.cert and tls.key, or acme.directory',
       });
     }
   }
@@ -210,6 +232,9 @@ const checkedSchema = fullSchema.superRefine((config, ctx) => {
       path: ['relay', 'dns_servers'],
       message: 'relay.dns_servers is the former name of dns_servers: set only dns_servers',
     });
+  }
+  if (config.acme.directory !== '' && config.acme.http_listen.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['acme', 'http_listen'], message: 'ACME (HTTP-01) needs a listener' });
   }
   if (config.tls.cert !== '' && config.tls.key === '') {
     ctx.addIssue({ code: 'custom', path: ['tls', 'key'], message: 'a certificate (tls.cert) needs its private key' });

@@ -2,6 +2,7 @@
 // read, written or bound here), and the table that SIGHUP uses to hand each part its new
 // settings (see live-settings.ts). The parts read the users, aliases and certificate through
 // `loaded`, so a reload that replaces them there reaches every part at once.
+import type { AcmeCertificates } from '../acme/certificates.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { BounceNotifier } from '../bounce/notifier.js';
 import { LocalDelivery } from '../delivery/local.js';
@@ -18,6 +19,7 @@ import { QueueStore } from '../queue/store.js';
 import { RemoteDelivery } from '../relay/agent.js';
 import { SmtpPolicy } from '../smtp/policy.js';
 import { createSmtpServer, type SmtpListenerKind, type SmtpService } from '../smtp/server.js';
+import type { TlsCredentials } from '../tls/credentials.js';
 import { liveSettings, type Reconfigurers } from './live-settings.js';
 import type { Loaded } from './loaded.js';
 
@@ -34,12 +36,21 @@ export interface Components {
   smtp: SmtpListener[];
   pop3: Pop3Service;
   pickup: DropDirPickup;
+  /** certificates by ACME; null: off */
+  acme: AcmeCertificates | null;
+  /** serves `tls` from the next TLS handshake on, on every listener; sessions keep theirs */
+  useCertificate(tls: TlsCredentials): void;
   /** lets the sessions waiting to be greeted go on: the mail is safe to touch */
   open(): void;
   reconfigure: Reconfigurers;
 }
 
-export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logger): Components {
+export function buildComponents(
+  loaded: Loaded,
+  paths: StatePaths,
+  acme: AcmeCertificates | null,
+  logger: Logger,
+): Components {
   const { config } = loaded;
   // sessions wait for this: the listeners are bound before the mail is safe to touch
   let open!: () => void;
@@ -142,5 +153,9 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     pop3: (settings) => pop3.reconfigure(settings),
     pop3Connections: (settings) => pop3Connections.reconfigure(settings),
   };
-  return { store, local, manager, smtp, pop3, pickup, open, reconfigure };
+  const useCertificate = (tls: TlsCredentials) => {
+    loaded.tls = tls; // POP3 reads it per handshake
+    for (const { service } of smtp) service.server.useCertificate(tls);
+  };
+  return { store, local, manager, smtp, pop3, pickup, acme, useCertificate, open, reconfigure };
 }

@@ -1,5 +1,7 @@
 // SIGHUP: reads the config, users, aliases and certificate again, says which changed keys wait
 // for a restart, and hands every running part its settings from the new config (live-settings.ts).
+// With ACME on, an issued certificate stays in use whatever [tls] now says.
+import type { AcmeCertificates } from '../acme/certificates.js';
 import type { Logger } from '../log.js';
 import { applyLiveSettings, type Reconfigurers, restartOnlyChanges } from './live-settings.js';
 import { type Loaded, reloadFiles } from './loaded.js';
@@ -12,9 +14,11 @@ export async function reload(
   configFile: string,
   loaded: Loaded,
   reconfigure: Reconfigurers,
+  acme: AcmeCertificates | null,
   logger: Logger,
 ): Promise<void> {
   const fresh = await reloadFiles(configFile, loaded, logger);
+  if (acme !== null) fresh.tls = acme.serving(fresh.tls);
   const needRestart = restartOnlyChanges(loaded.config, fresh.config);
   if (needRestart.length > 0) logger.warn({ keys: needRestart }, 'these changes take effect at the next start');
   Object.assign(loaded, fresh);

@@ -31,14 +31,18 @@ export function daemonIdentity(config: Config): Identity | null {
   return startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
 }
 
-/** Creates the spool and state directories, handed to the daemon's user, and opens the maildrop. */
+/**
+ * Creates the spool and state directories (state_dir/acme with ACME on), handed to the daemon's
+ * user, and opens the maildrop.
+ */
 export async function prepareStateDirectories(
   config: Config,
   paths: StatePaths,
   identity: Identity | null,
 ): Promise<void> {
+  const acmeDir = config.acme.directory === '' ? [] : [paths.acmeDir];
   await prepareDirectories(
-    { spool: config.spool_dir, state: [config.state_dir, paths.indexDir, paths.journalDir] },
+    { spool: config.spool_dir, state: [config.state_dir, paths.indexDir, paths.journalDir, ...acmeDir] },
     identity,
   );
   // `mailsrv sendmail` drops mail here as any local user: state_dir 0711, maildrop 1733

@@ -38,21 +38,46 @@ export async function loadTlsCredentials(settings: { cert: string; key: string }
   if (settings.cert === '') return null;
   const cert = await readPem('tls.cert', settings.cert);
   const key = await readPem('tls.key', settings.key);
+  try {
+    return credentialsFromPem(cert, key);
+  } catch (err) {
+    if (!(err instanceof PemError)) throw err;
+    throw err.part === 'cert'
+      ? new TlsFileError('tls.cert', settings.cert, err.message)
+      : new TlsFileError('tls.key', settings.key, err.message);
+  }
+}
+
+/** A certificate or key that credentialsFromPem refused, and why. */
+export class PemError extends Error {
+  constructor(
+    readonly part: 'cert' | 'key',
+    reason: string,
+  ) {
+    super(reason);
+    this.name = 'PemError';
+  }
+}
+
+/** Checks a certificate (chain) and its key, in PEM, and builds the context to serve them. */
+export function credentialsFromPem(cert: Buffer, key: Buffer): TlsCredentials {
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);
   } catch (err) {
-    throw new TlsFileError('tls.cert', settings.cert, `not a PEM certificate: ${(err as Error).message}`);
+    throw new PemError('cert', `not a PEM certificate: ${(err as Error).message}`);
   }
   let context: SecureContext;
   try {
     context = createSecureContext({ ...TLS_SERVER_OPTIONS, cert, key });
   } catch (err) {
     const message = (err as Error).message;
-    const which = /key values mismatch/i.test(message)
-      ? 'does not belong to the certificate in tls.cert'
-      : `not a usable private key: ${message}`;
-    throw new TlsFileError('tls.key', settings.key, which);
+    throw new PemError(
+      'key',
+      /key values mismatch/i.test(message)
+        ? 'does not belong to the certificate in tls.cert'
+        : `not a usable private key: ${message}`,
+    );
   }
   return { cert, key, context, validTo: new Date(x509.validTo) };
 }

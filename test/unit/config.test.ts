@@ -128,3 +128,16 @@ test('relay.dns_servers, the former name of dns_servers, still works; setting bo
     /relay\.dns_servers.*former name of dns_servers/,
   );
 });
+
+test('[acme]: off by default; an https directory, names, an address; implicit TLS needs no tls.cert with it', () => {
+  const config = parseConfig('');
+  assert.deepEqual(config.acme, { directory: '', email: '', names: [], http_listen: ['0.0.0.0:80'], ca_file: '' });
+  const acme = '[acme]\ndirectory = "https://acme.test/dir"\n';
+  const withAcme = parseConfig(`[smtp]\nsmtps = ["0.0.0.0:465"]\n[tls]\ncert = ""\nkey = ""\n${acme}`);
+  assert.equal(withAcme.acme.directory, 'https://acme.test/dir');
+  assert.match(problemsOf('[tls]\ncert = ""\n[pop3]\npop3s = ["0.0.0.0:995"]\n')[0]!, /or acme\.directory/);
+  assert.match(problemsOf('[acme]\ndirectory = "http://acme.test/dir"\n')[0]!, /key 'acme\.directory': expected/);
+  assert.match(problemsOf(`${acme}names = ["*.example.org"]\n`)[0]!, /key 'acme\.names\.0': expected a domain/);
+  assert.match(problemsOf(`${acme}email = "not an address"\n`)[0]!, /key 'acme\.email': expected/);
+  assert.match(problemsOf(`${acme}http_listen = []\n`)[0]!, /key 'acme\.http_listen': ACME \(HTTP-01\) needs/);
+});
