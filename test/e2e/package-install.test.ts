@@ -1,7 +1,8 @@
 // E2E: the package as a sysadmin gets it. `npm pack` of this checkout, `npm install -g` of the
 // tarball into a fresh prefix, offline (the package bundles the dependency tree it was tested
-// with: a fresh resolution hoists another @peculiar/asn1-schema, which breaks certificates), and from there only the installed `mailsrv`: init, user add,
-// check, start, mail in over SMTP and through the `sendmail` link `install-links` makes, `mailq`.
+// with: a fresh resolution hoists another @peculiar/asn1-schema, which breaks certificates),
+// and from there only the installed `mailsrv`: init, user add, check, start, mail in over SMTP
+// and through the `sendmail` link `install-links` makes, `mailq`.
 // (The tarball is packed from what `npm test` built, with --ignore-scripts: its `prepack` build
 // would rewrite dist/ under the feet of the other tests; a test below checks prepack builds.)
 import assert from 'node:assert/strict';
