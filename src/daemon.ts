@@ -6,6 +6,7 @@ import type { Config } from './config/schema.js';
 import { buildComponents, type Components } from './daemon/components.js';
 import { bindListeners } from './daemon/listeners.js';
 import { loadFiles } from './daemon/loaded.js';
+import { Monitoring } from './daemon/monitoring.js';
 import { phase } from './daemon/phase.js';
 import { reload } from './daemon/reload.js';
 import {
@@ -28,7 +29,9 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   await phase('prepare directories', () => prepareStateDirectories(config, paths, identity));
   const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));
   const parts = await phase('build', () => buildComponents(loaded, paths, logger));
+  const monitoring = new Monitoring(config, paths, parts, loaded, logger);
   await phase('bind listeners', () => bindListeners(parts.smtp, parts.pop3, config));
+  await phase('bind metrics listeners', () => monitoring.listen());
   await phase('drop privileges', () => becomeDaemonUser(identity, config, logger));
   await phase('recover mailboxes', () => recoverMailboxes(config, paths, logger));
   await phase('load queue', () => startQueue(parts));
@@ -37,18 +40,27 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
     // set before the pid file names this process, so the signal never finds the default action
     answerQueueSignal(parts, logger);
   });
-  await phase('ready', () => announceReady(parts, loaded, paths, logger));
+  await phase('ready', async () => {
+    await announceReady(parts, loaded, paths, logger);
+    await monitoring.ready();
+  });
 
   process.on('SIGHUP', () => {
-    reload(configFile, loaded, parts.reconfigure, logger).catch((err: Error) =>
-      logger.error({ err: err.message }, 'reload failed; keeping the running config'),
+    monitoring.reloading();
+    reload(configFile, loaded, parts.reconfigure, logger).then(
+      () => monitoring.reloaded(null),
+      (err: Error) => {
+        logger.error({ err: err.message }, 'reload failed; keeping the running config');
+        monitoring.reloaded(err);
+      },
     );
   });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    void stopDaemon(parts, paths, logger, signal);
+    monitoring.stopping();
+    void stopDaemon(parts, paths, logger, signal, () => monitoring.stopped());
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

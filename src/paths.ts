@@ -5,6 +5,8 @@ import { join } from 'node:path';
 export interface StatePaths {
   /** the running daemon's pid (`mailsrv status`, `stop`, `queue flush` read it) */
   pidFile: string;
+  /** what the running daemon says about itself, for `mailsrv status` (daemon/status-file.ts) */
+  statusFile: string;
   /** the queue: one file per accepted message (queue/store.ts) */
   queueDir: string;
   /** what the POP3 scan learnt about each mailbox */
@@ -18,6 +20,7 @@ export interface StatePaths {
 export function statePaths(stateDir: string): StatePaths {
   return {
     pidFile: join(stateDir, 'mailsrv.pid'),
+    statusFile: join(stateDir, 'status.json'),
     queueDir: join(stateDir, 'queue'),
     indexDir: join(stateDir, 'index'),
     journalDir: join(stateDir, 'journal'),

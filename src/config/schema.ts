@@ -145,6 +145,12 @@ const deliverySchema = z.strictObject({
   concurrency: count().default(20).describe('local deliveries in progress at once'),
 });
 
+const metricsSchema = z.strictObject({
+  listen: listenList()
+    .default([])
+    .describe('HTTP listeners for GET /metrics (Prometheus text format) and GET /healthz, e.g. ["127.0.0.1:9587"]'),
+});
+
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('pino log level'),
 });
@@ -178,6 +184,7 @@ const fullSchema = z.strictObject({
   tls: tlsSchema.default(() => tlsSchema.parse({})),
   relay: relaySchema.default(() => relaySchema.parse({})),
   delivery: deliverySchema.default(() => deliverySchema.parse({})),
+  metrics: metricsSchema.default(() => metricsSchema.parse({})),
   log: logSchema.default(() => logSchema.parse({})),
 });
 

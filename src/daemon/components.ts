@@ -34,6 +34,8 @@ export interface Components {
   smtp: SmtpListener[];
   pop3: Pop3Service;
   pickup: DropDirPickup;
+  /** client connections open now, per protocol */
+  sessions(): { smtp: number; pop3: number };
   /** lets the sessions waiting to be greeted go on: the mail is safe to touch */
   open(): void;
   reconfigure: Reconfigurers;
@@ -142,5 +144,6 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     pop3: (settings) => pop3.reconfigure(settings),
     pop3Connections: (settings) => pop3Connections.reconfigure(settings),
   };
-  return { store, local, manager, smtp, pop3, pickup, open, reconfigure };
+  const sessions = () => ({ smtp: smtpConnections.connections, pop3: pop3Connections.connections });
+  return { store, local, manager, smtp, pop3, pickup, sessions, open, reconfigure };
 }

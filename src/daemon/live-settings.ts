@@ -134,6 +134,7 @@ export const RESTART_KEYS = [
   'smtp.smtps',
   'pop3.listen',
   'pop3.pop3s',
+  'metrics.listen',
 ] as const;
 
 /** The RESTART_KEYS whose value differs between the running config and a new one. */
