@@ -3,11 +3,14 @@
 // `promtool check metrics` (Prometheus' own parser and linter) and its values count exactly
 // what happened; /healthz answers "ok", and 503 once a stop has begun (held open by an outbound
 // delivery to a relayhost that never answers); anything but GET /metrics and /healthz is
-// refused, and oversized requests too. contrib/prometheus-alerts.yml passes `promtool check rules`.
+// refused, and oversized requests too. contrib/prometheus-alerts.yml and the queries of
+// contrib/grafana-dashboard.json pass `promtool check rules` and name only exported metrics;
+// `promtool test rules` shows each alert firing on the series it is meant for.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -154,6 +157,14 @@ test('metrics count real traffic and pass promtool; /healthz follows the stop', 
   assert.ok(values.get('mailsrv_eventloop_lag_seconds')! >= 0, 'event-loop lag');
   assert.ok(values.get('process_resident_memory_bytes')! > 0, "prom-client's process metrics");
   assert.ok(values.get('mailsrv_sessions{protocol="smtp"}')! >= 0, 'sessions gauge');
+  // the dashboard and the alerts ask only for metrics that exist
+  assert.equal(alertExpressions().length, 9);
+  const exported = new Set([...values.keys()].map((series) => series.replace(/(_bucket|_count|_sum)?\{.*$/, '')));
+  for (const expr of [...dashboardExpressions(), ...alertExpressions()]) {
+    for (const name of expr.match(/\b(mailsrv|process|nodejs)_\w+/g) ?? []) {
+      assert.ok(exported.has(name.replace(/_bucket$/, '')), `${name} (in ${expr}) is not exported`);
+    }
+  }
 
   // only GET of the two paths, bounded requests
   assert.equal((await http(metricsPort, '/healthz')).body, 'ok\n');
@@ -182,13 +193,43 @@ test('metrics count real traffic and pass promtool; /healthz follows the stop', 
   assert.equal(await daemon.stop(), 0);
 });
 
-test('contrib/prometheus-alerts.yml passes promtool check rules', () => {
-  const result = spawnSync('promtool', ['check', 'rules', join(REPO_ROOT, 'contrib', 'prometheus-alerts.yml')], {
-    encoding: 'utf8',
-  });
-  assert.equal(result.status, 0, `${result.stdout}${result.stderr}${result.error?.message ?? ''}`);
-  assert.match(result.stdout, /SUCCESS: \d+ rules found/);
+test('the alert rules and the dashboard queries pass promtool; each alert fires when it should', async (t) => {
+  const alerts = spawnSync('promtool', ['check', 'rules', ALERTS], { encoding: 'utf8' });
+  assert.equal(alerts.status, 0, `${alerts.stdout}${alerts.stderr}${alerts.error?.message ?? ''}`);
+  assert.match(alerts.stdout, /SUCCESS: 9 rules found/);
+  // each alert fires on the series that should trigger it (and not on healthy ones)
+  const fixture = join(REPO_ROOT, 'test', 'fixtures', 'prometheus-alerts.test.yml');
+  const fired = spawnSync('promtool', ['test', 'rules', fixture], { encoding: 'utf8' });
+  assert.equal(fired.status, 0, `${fired.stdout}${fired.stderr}`);
+
+  // each dashboard query as a recording rule: promtool parses its PromQL
+  const { env } = await envForTest(t);
+  const queries = dashboardExpressions().map((expr) =>
+    expr.replaceAll('$__rate_interval', '5m').replaceAll('$instance', '.*'),
+  );
+  const rules = join(env.dir, 'dashboard-rules.yml');
+  const yaml = queries.map((expr, i) => `      - record: dashboard:query${i}\n        expr: ${JSON.stringify(expr)}\n`);
+  await writeFile(rules, `groups:\n  - name: dashboard\n    rules:\n${yaml.join('')}`);
+  const checked = spawnSync('promtool', ['check', 'rules', rules], { encoding: 'utf8' });
+  assert.equal(checked.status, 0, `${checked.stdout}${checked.stderr}`);
+  assert.match(checked.stdout, new RegExp(`SUCCESS: ${queries.length} rules found`));
 });
+
+const ALERTS = join(REPO_ROOT, 'contrib', 'prometheus-alerts.yml');
+
+/** The PromQL of every panel of contrib/grafana-dashboard.json. */
+function dashboardExpressions(): string[] {
+  const dashboard = JSON.parse(readFileSync(join(REPO_ROOT, 'contrib', 'grafana-dashboard.json'), 'utf8')) as {
+    panels: { targets: { expr: string }[] }[];
+  };
+  return dashboard.panels.flatMap((panel) => panel.targets.map((target) => target.expr));
+}
+
+/** The `expr:` of every alert (one line, or a folded `>` block). */
+function alertExpressions(): string[] {
+  const text = readFileSync(ALERTS, 'utf8');
+  return [...text.matchAll(/^ +expr: (?:>\n((?: {10}.*\n)+)|(.*)\n)/gm)].map((m) => (m[1] ?? m[2]!).trim());
+}
 
 function packageJsonVersion(): string {
   return (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
