@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js';
 import { buildComponents, type Components } from './daemon/components.js';
 import { bindListeners } from './daemon/listeners.js';
 import { loadFiles } from './daemon/loaded.js';
+import { Monitoring } from './daemon/monitoring.js';
 import { phase } from './daemon/phase.js';
 import { reload } from './daemon/reload.js';
 import {
@@ -34,10 +35,12 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));
   if (acme !== null) loaded.tls = acme.serving(loaded.tls);
   const parts = await phase('build', () => buildComponents(loaded, paths, acme, logger));
+  const monitoring = new Monitoring(config, paths, parts, loaded, logger);
   await phase('bind listeners', async () => {
     await bindListeners(parts.smtp, parts.pop3, config);
     await acme?.listen();
   });
+  await phase('bind metrics listeners', () => monitoring.listen());
   await phase('drop privileges', () => becomeDaemonUser(identity, config, logger));
   await phase('recover mailboxes', () => recoverMailboxes(config, paths, logger));
   await phase('load queue', () => startQueue(parts));
@@ -46,19 +49,31 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
     // set before the pid file names this process, so the signal never finds the default action
     answerQueueSignal(parts, paths, logger);
   });
-  await phase('ready', () => announceReady(parts, loaded, paths, logger));
-  acme?.start(systemClock, parts.useCertificate);
+  await phase('ready', async () => {
+    await announceReady(parts, loaded, paths, logger);
+    await monitoring.ready();
+  });
+  acme?.start(systemClock, async (tls) => {
+    parts.useCertificate(tls);
+    await monitoring.certificateChanged();
+  });
 
   process.on('SIGHUP', () => {
-    reload(configFile, loaded, parts.reconfigure, acme, logger).catch((err: Error) =>
-      logger.error({ err: err.message }, 'reload failed; keeping the running config'),
+    monitoring.reloading();
+    reload(configFile, loaded, parts.reconfigure, acme, logger).then(
+      () => monitoring.reloaded(null),
+      (err: Error) => {
+        logger.error({ err: err.message }, 'reload failed; keeping the running config');
+        monitoring.reloaded(err);
+      },
     );
   });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    void stopDaemon(parts, paths, logger, signal);
+    monitoring.stopping();
+    void stopDaemon(parts, paths, logger, signal, () => monitoring.stopped());
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

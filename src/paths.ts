@@ -7,6 +7,8 @@ export interface StatePaths {
   pidFile: string;
   /** left by `mailsrv queue flush` before it signals the daemon: retry the deferred mail too (queue/signal.ts) */
   flushRequest: string;
+  /** what the running daemon says about itself, for `mailsrv status` (daemon/status-file.ts) */
+  statusFile: string;
   /** the queue: one file per accepted message (queue/store.ts) */
   queueDir: string;
   /** what the POP3 scan learnt about each mailbox */
@@ -23,6 +25,7 @@ export function statePaths(stateDir: string): StatePaths {
   return {
     pidFile: join(stateDir, 'mailsrv.pid'),
     flushRequest: join(stateDir, 'flush-request'),
+    statusFile: join(stateDir, 'status.json'),
     queueDir: join(stateDir, 'queue'),
     indexDir: join(stateDir, 'index'),
     journalDir: join(stateDir, 'journal'),

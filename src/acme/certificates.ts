@@ -15,7 +15,7 @@ import { RenewalSchedule } from './renewal.js';
 import { AcmeStore } from './store.js';
 
 /** Swaps a newly issued certificate into the listeners. */
-export type UseCertificate = (credentials: TlsCredentials) => void;
+export type UseCertificate = (credentials: TlsCredentials) => void | Promise<void>;
 
 export class AcmeCertificates {
   private readonly challenges = new ChallengeServer();
@@ -100,7 +100,7 @@ export class AcmeCertificates {
     const credentials = credentialsFromPem(cert, key);
     await this.store.writeCertificate(cert, key);
     this.issued = credentials;
-    use(credentials);
+    await use(credentials);
     this.logger.info({ names, validTo: credentials.validTo.toISOString() }, 'ACME certificate issued and in use');
     return credentials.validTo;
   }

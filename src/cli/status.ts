@@ -1,9 +1,10 @@
-// `mailsrv status` (is the daemon up: pid, listeners, queue size, certificate) and `mailsrv stop`.
-import { X509Certificate } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import { AcmeStore, certificateNames } from '../acme/store.js';
-import type { Config } from '../config/schema.js';
+// `mailsrv status` (is the daemon up, and what it says about itself in its status file) and
+// `mailsrv stop`.
+import { readdir } from 'node:fs/promises';
 import type { Command } from 'commander';
+import type { Config } from '../config/schema.js';
+import type { DaemonStatus } from '../daemon/status.js';
+import { readStatusFile } from '../daemon/status-file.js';
 import { statePaths } from '../paths.js';
 import { runningPid } from '../pid-file.js';
 import { isQueueId } from '../queue/id.js';
@@ -13,7 +14,10 @@ import { loadConfigOrExit } from './load-config.js';
 export function registerStatusCommands(program: Command): void {
   program
     .command('status')
-    .description('is the daemon running: pid, listeners, queue size, certificate (exit 1 when not running)')
+    .description(
+      'is the daemon running: pid, version, uptime, listeners, sessions, queue, certificate, last reload ' +
+        '(exit 1 when not running)',
+    )
     .option('-c, --config <file>', 'config file')
     .action(async (opts: { config?: string }) => {
       const config = loadConfigOrExit(opts.config);
@@ -24,15 +28,13 @@ export function registerStatusCommands(program: Command): void {
         process.stdout.write(`mailsrv is not running (${queued} message(s) in the queue)\n`);
         process.exit(1);
       }
+      const status = await readStatusFile(paths.statusFile);
       process.stdout.write(
-        `mailsrv is running, pid ${pid}\n` +
-          `  smtp:       ${config.smtp.listen.join(', ') || '-'}\n` +
-          `  submission: ${config.smtp.submission.join(', ') || '-'}\n` +
-          `  smtps:      ${config.smtp.smtps.join(', ') || '-'}\n` +
-          `  pop3:       ${config.pop3.listen.join(', ') || '-'}\n` +
-          `  pop3s:      ${config.pop3.pop3s.join(', ') || '-'}\n` +
-          `  queue:      ${queued} message(s)\n` +
-          `  certificate: ${await describeCertificate(config, paths.acmeDir)}\n`,
+        status !== null && status.pid === pid
+          ? describeStatus(status, Date.now())
+          : `mailsrv is running, pid ${pid}\n${describeListeners(listenersOf(config))}` +
+              `  queue:       ${queued} message(s)\n` +
+              `  (no status from the daemon in ${paths.statusFile}: ${statusFileHint()})\n`,
       );
     });
 
@@ -57,25 +59,69 @@ export function registerStatusCommands(program: Command): void {
     });
 }
 
-/**
- * "NAMES, expires YYYY-MM-DDTHH:MM:SSZ" of the certificate on disk: the ACME one when ACME is
- * on and one was issued, else the [tls] one; "-" when there is none (or a temporary one).
- */
-async function describeCertificate(config: Config, acmeDir: string): Promise<string> {
-  const acmeCert = config.acme.directory === '' ? '' : new AcmeStore(acmeDir).certFile;
-  for (const file of [acmeCert, config.tls.cert].filter((f) => f !== '')) {
-    let pem: Buffer;
-    try {
-      pem = await readFile(file);
-    } catch {
-      continue;
-    }
-    try {
-      const expires = new Date(new X509Certificate(pem).validTo).toISOString().replace(/\.\d{3}Z$/, 'Z');
-      return `${certificateNames(pem).join(', ') || '-'}, expires ${expires}`;
-    } catch (err) {
-      return `${file}: ${(err as Error).message}`;
-    }
-  }
-  return '-';
+/** The listen addresses by name, as the status file lists them. */
+function listenersOf(config: Config): Record<string, string[]> {
+  const { smtp, pop3, metrics } = config;
+  return {
+    smtp: smtp.listen,
+    submission: smtp.submission,
+    smtps: smtp.smtps,
+    pop3: pop3.listen,
+    pop3s: pop3.pop3s,
+    metrics: metrics.listen,
+  };
+}
+
+function describeListeners(listeners: Record<string, string[]>): string {
+  return Object.entries(listeners)
+    .map(([name, addresses]) => `  ${`${name}:`.padEnd(13)}${addresses.join(', ') || '-'}\n`)
+    .join('');
+}
+
+function statusFileHint(): string {
+  return process.getuid?.() === 0 ? 'it is starting or stopping' : 'not readable by this user, or it is starting';
+}
+
+/** What `mailsrv status` prints from the daemon's status file, ages counted up to `now`. */
+export function describeStatus(status: DaemonStatus, now: number): string {
+  const since = (iso: string) => duration(now - Date.parse(iso));
+  const { queue, sessions, certificate, lastReload } = status;
+  const oldest = queue.oldestReceivedAt === null ? '' : `, oldest ${since(queue.oldestReceivedAt)} old`;
+  const reload =
+    lastReload === null
+      ? 'none since the start'
+      : `${lastReload.ok ? 'ok' : `failed (${lastReload.error ?? 'unknown error'})`}, ${since(lastReload.at)} ago`;
+  const state = status.state === 'stopping' ? ', stopping' : '';
+  return (
+    `mailsrv ${status.version} is running, pid ${status.pid}, up ${since(status.startedAt)}${state}\n` +
+    describeListeners(status.listeners) +
+    `  sessions:    smtp ${sessions.smtp}, pop3 ${sessions.pop3}\n` +
+    `  queue:       ${queue.messages} message(s)${oldest}\n` +
+    `  certificate: ${certificate === null ? 'none (TLS is off)' : describeCertificate(certificate, now)}\n` +
+    `  last reload: ${reload}\n` +
+    `  (as of ${since(status.updatedAt)} ago)\n`
+  );
+}
+
+/** As README "Certificates by ACME" shows it: NAMES, expires YYYY-MM-DDTHH:MM:SSZ (EXPIRED appended once past). */
+function describeCertificate({ names, expires }: { names: string[]; expires: string }, now: number): string {
+  const expired = Date.parse(expires) <= now ? ' EXPIRED' : '';
+  return `${names.join(', ')}, expires ${expires.replace(/\.\d{3}Z$/, 'Z')}${expired}`;
+}
+
+/** 93784000 → "1d 2h 3m"; under a minute in seconds. */
+export function duration(ms: number): string {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  const units: [number, string][] = [
+    [Math.floor(seconds / 86_400), 'd'],
+    [Math.floor(seconds / 3600) % 24, 'h'],
+    [Math.floor(seconds / 60) % 60, 'm'],
+  ];
+  const first = units.findIndex(([value]) => value > 0);
+  return units
+    .slice(first)
+    .filter(([value]) => value > 0)
+    .map(([value, unit]) => `${value}${unit}`)
+    .join(' ');
 }

@@ -177,6 +177,12 @@ const deliverySchema = z.strictObject({
   concurrency: count().default(20).describe('local deliveries in progress at once'),
 });
 
+const metricsSchema = z.strictObject({
+  listen: listenList()
+    .default([])
+    .describe('HTTP listeners for GET /metrics (Prometheus text format) and GET /healthz, e.g. ["127.0.0.1:9587"]'),
+});
+
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('pino log level'),
 });
@@ -211,6 +217,7 @@ const fullSchema = z.strictObject({
   acme: acmeSchema.default(() => acmeSchema.parse({})),
   relay: relaySchema.default(() => relaySchema.parse({})),
   delivery: deliverySchema.default(() => deliverySchema.parse({})),
+  metrics: metricsSchema.default(() => metricsSchema.parse({})),
   log: logSchema.default(() => logSchema.parse({})),
 });
 

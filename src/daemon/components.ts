@@ -40,6 +40,8 @@ export interface Components {
   acme: AcmeCertificates | null;
   /** serves `tls` from the next TLS handshake on, on every listener; sessions keep theirs */
   useCertificate(tls: TlsCredentials): void;
+  /** client connections open now, per protocol */
+  sessions(): { smtp: number; pop3: number };
   /** lets the sessions waiting to be greeted go on: the mail is safe to touch */
   open(): void;
   reconfigure: Reconfigurers;
@@ -157,5 +159,6 @@ export function buildComponents(
     loaded.tls = tls; // POP3 reads it per handshake
     for (const { service } of smtp) service.server.useCertificate(tls);
   };
-  return { store, local, manager, smtp, pop3, pickup, acme, useCertificate, open, reconfigure };
+  const sessions = () => ({ smtp: smtpConnections.connections, pop3: pop3Connections.connections });
+  return { store, local, manager, smtp, pop3, pickup, acme, useCertificate, sessions, open, reconfigure };
 }

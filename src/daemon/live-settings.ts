@@ -136,6 +136,7 @@ export const RESTART_KEYS = [
   'pop3.listen',
   'pop3.pop3s',
   'acme',
+  'metrics.listen',
 ] as const;
 
 /** The RESTART_KEYS whose value differs between the running config and a new one. */

@@ -6,7 +6,14 @@ import { removePidFile } from '../pid-file.js';
 import type { Components } from './components.js';
 import { closeListeners } from './listeners.js';
 
-export async function stopDaemon(parts: Components, paths: StatePaths, logger: Logger, signal: string): Promise<never> {
+/** `lastly` runs once everything else is done, before `stopped` is logged. */
+export async function stopDaemon(
+  parts: Components,
+  paths: StatePaths,
+  logger: Logger,
+  signal: string,
+  lastly: () => Promise<void>,
+): Promise<never> {
   logger.info({ signal }, 'stopping: no new connections, finishing messages in progress');
   await closeListeners(parts.smtp, parts.pop3);
   await parts.acme?.stop();
@@ -14,6 +21,7 @@ export async function stopDaemon(parts: Components, paths: StatePaths, logger: L
   await parts.manager.stop();
   await parts.local.close();
   await removePidFile(paths.pidFile);
+  await lastly();
   logger.info('stopped');
   logger.flush();
   exitProcess(0);

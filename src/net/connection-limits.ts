@@ -9,6 +9,7 @@
 // timers already running shrink too.
 import type { NetworkMatcher } from '../config/networks.js';
 import type { Logger } from '../log.js';
+import { countConnection, countConnectionRefused } from '../metrics/metrics.js';
 
 /** The idle timeout of a client not yet committed while its protocol is under stress. */
 export const STRESS_IDLE_TIMEOUT_MS = 10_000;
@@ -68,13 +69,16 @@ export class ConnectionLimits {
   admit(socket: AcceptedSocket, listener: string): Refusal | null {
     const client = socket.remoteAddress ?? '';
     const { maxClients, maxPerAddress, exempt } = this.settings;
+    countConnection(listener);
     if (this.inUse >= maxClients) {
+      countConnectionRefused();
       this.logger.warn({ client, listener, maxClients }, `${this.protocol}: too many connections`);
       return 'max-clients';
     }
     const key = exempt(client) ? null : addressKey(client);
     const fromAddress = key === null ? 0 : (this.perAddress.get(key) ?? 0);
     if (key !== null && fromAddress >= maxPerAddress) {
+      countConnectionRefused();
       this.logger.info(
         { client, listener, maxConnectionsPerIp: maxPerAddress },
         `${this.protocol}: too many connections from one address`,

@@ -11,6 +11,7 @@
 // here logs a password or an AUTH payload.
 import { type RefusedLogin, SessionLogins } from '../auth/session-logins.js';
 import type { Logger } from '../log.js';
+import { countLogin, countRetrieved } from '../metrics/metrics.js';
 import { MailboxLockedError } from '../mbox/lock.js';
 import { UntrustedMailboxError } from '../mbox/trust.js';
 import { MailboxChangedError, type MessageInfo, type MailboxSnapshot } from '../mbox/mailbox.js';
@@ -329,6 +330,7 @@ export class Pop3Protocol {
   /** Checks a name and password (SessionLogins); on success opens the mailbox. */
   private async login(name: string, password: string, authzid?: string): Promise<Pop3Response | null> {
     const result = await this.logins.attempt({ name, password, authzid });
+    countLogin('pop3', result);
     if (result.ok) return this.openMailbox(result.user);
     switch (result.reason) {
       case 'gone':
@@ -410,6 +412,7 @@ export class Pop3Protocol {
         arity(args, 1, 1);
         const found = this.find(mailbox, args[0]!);
         if ('refusal' in found) return found.refusal;
+        countRetrieved(found.info.size);
         return { kind: 'message', status: `+OK ${found.info.size} octets`, mailbox, info: found.info };
       }
       case 'TOP': {

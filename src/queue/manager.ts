@@ -10,6 +10,7 @@
 // once every recipient is delivered or has failed and been reported.
 import { type Clock, systemClock, type Timer } from '../clock.js';
 import type { Logger } from '../log.js';
+import { countBounced, countDeferred, countDelivered } from '../metrics/metrics.js';
 import { MAX_HOPS } from '../message/hops.js';
 import { describeStatus, isDelivered, permanent, temporary } from '../message/status.js';
 import type { AttemptOutcome, DeliveryAgent, DeliveryJob, Notifier, RemoteAgent } from './agents.js';
@@ -132,6 +133,15 @@ export class QueueManager {
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** When the oldest entry was received (ms since the epoch); null when the queue is empty. */
+  oldestReceivedAt(): number | null {
+    let oldest: number | null = null;
+    for (const { envelope } of this.entries.values()) {
+      if (oldest === null || envelope.receivedAt < oldest) oldest = envelope.receivedAt;
+    }
+    return oldest;
   }
 
   /**
@@ -404,15 +414,18 @@ export class QueueManager {
     if (isDelivered(status)) {
       progress.state = 'delivered';
       log.info({ ...where, status: 'sent' }, 'delivered');
+      countDelivered(recipient.target.kind, this.clock.now() - envelope.receivedAt);
       return;
     }
     const reason = describeStatus(status);
     if (status.permanent) {
       progress.state = 'failed';
       log.warn({ ...where, status: 'bounced', reason }, 'bounced');
+      countBounced();
     } else if (this.clock.now() - envelope.receivedAt >= this.options.maxLifetimeMs) {
       progress.state = 'failed';
       log.warn({ ...where, status: 'expired', reason }, 'expired');
+      countBounced();
     } else {
       progress.nextAttemptAt = this.clock.now() + this.retryDelay(job, progress);
       log.info(
@@ -425,6 +438,7 @@ export class QueueManager {
         },
         'deferred',
       );
+      countDeferred();
     }
   }
 

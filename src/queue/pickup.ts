@@ -17,6 +17,7 @@ import { promisify } from 'node:util';
 import { type Clock, systemClock, type Timer } from '../clock.js';
 import { isErrno } from '../fsutil.js';
 import type { Logger } from '../log.js';
+import { countReceived } from '../metrics/metrics.js';
 import { localClient } from '../message/envelope.js';
 import { type Injector, NoRecipientsError } from './inject.js';
 import { isDropFileName, DropFileFormatError, openDropFile, type DropFile } from './drop-dir.js';
@@ -314,6 +315,7 @@ export function queueThrough(injector: Injector, logger: Logger): (message: Pick
       },
       'queued',
     );
+    countReceived();
   };
 }
 

@@ -12,6 +12,7 @@ import type { NetworkMatcher } from '../config/networks.js';
 import { HopCounter, MAX_HOPS } from '../message/hops.js';
 import { uniqueDeliveries } from '../delivery/route.js';
 import type { Logger } from '../log.js';
+import { countDelivered, countLogin, countReceived, countSmtpRefusal } from '../metrics/metrics.js';
 import type { ConnectionLimits } from '../net/connection-limits.js';
 import { qualify } from '../message/address.js';
 import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
@@ -197,6 +198,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       void sessionLogins
         .attempt({ name: username ?? '', password: password ?? '', authzid, logFields: { method } })
         .then((result) => {
+          countLogin('smtp', result);
           if (result.ok) {
             log.info({ user: result.user, client, method }, 'login');
             callback(null, { user: result.user });
@@ -226,6 +228,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
           policy.checkSenderOwner(address.address, client.user);
         callback();
       } catch (err) {
+        countSmtpRefusal(err as SmtpReplyError);
         callback(err as Error);
       }
     },
@@ -249,6 +252,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
             { to: address.address, reply: `${(err as SmtpReplyError).responseCode} ${err.message}` },
             'reject',
           );
+          countSmtpRefusal(err as SmtpReplyError);
           callback(err);
         },
       );
@@ -274,6 +278,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
             sessionLog(session).error({ err }, 'cannot queue message');
             err = new SmtpReplyError(451, '4.3.0 Error: queue file write error');
           }
+          if (!stream.errored) countSmtpRefusal(err as SmtpReplyError);
           callback(err);
         },
       );
@@ -349,6 +354,7 @@ async function receive(
     if (direct === 'delivered') {
       const recipient = envelope.recipients[0]!;
       log.info({ ...accepted, direct: true }, 'queued');
+      countReceived();
       log.info(
         {
           to: recipient.address,
@@ -359,6 +365,7 @@ async function receive(
         },
         'delivered',
       );
+      countDelivered('local', Date.now() - envelope.receivedAt);
       await pending.discard();
       log.info('removed');
       return envelope.id;
@@ -368,6 +375,7 @@ async function receive(
     await options.policy.checkMessageFits(localUsers, size);
     const entry = await pending.commit();
     log.info(accepted, 'queued');
+    countReceived();
     try {
       options.onQueued(entry);
     } catch (err) {

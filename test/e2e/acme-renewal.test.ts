@@ -78,7 +78,7 @@ test('renewal 30 days before expiry: retried while the ACME server is down, then
 
   const handed: TlsCredentials[] = [];
   const clock = new FakeClock(Date.now());
-  acme.start(clock, (credentials) => handed.push(credentials));
+  acme.start(clock, (credentials) => void handed.push(credentials));
   await nth('ACME certificate issued and in use', 1);
   assert.equal(handed.length, 1);
   const first = new X509Certificate(handed[0]!.cert);

@@ -217,7 +217,7 @@ export async function logsSoFar(daemon: Daemon, smtpPort: number): Promise<void>
  */
 export async function startDaemon(
   env: TestEnv | string,
-  timeoutMs = 15_000,
+  timeoutMs = 30_000,
   program: string[] = [process.execPath, MAILSRV_BIN],
 ): Promise<Daemon> {
   requireBuild();
