@@ -19,6 +19,7 @@ export const COMMAND_FILES: CommandFile[] = [
   { names: ['status', 'stop'], load: async () => (await import('./status.js')).registerStatusCommands },
   { names: ['user'], load: async () => (await import('./user.js')).registerUserCommands },
   { names: ['queue'], load: async () => (await import('./queue.js')).registerQueueCommands },
+  { names: ['dkim'], load: async () => (await import('./dkim.js')).registerDkimCommands },
   { names: ['sendmail'], load: async () => (await import('./sendmail.js')).registerSendmailCommand },
 ];
 

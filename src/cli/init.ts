@@ -3,16 +3,17 @@
 // postmaster, abuse and MAILER-DAEMON to root, and a self-signed certificate. It never
 // overwrites: every file is created exclusively and whatever exists is kept (the certificate
 // and its key as a pair), so running it again only fills in what is missing.
-import { chmod, lstat, mkdir, open, unlink } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { ConfigError, configPath, parseConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { PrivilegeError, resolveIdentity, startedAsRoot } from '../privileges.js';
+import { startedAsRoot } from '../privileges.js';
 import { generateSelfSigned } from '../tls/selfsigned.js';
 import { fail } from './fail.js';
+import { createFile, groupForSecrets, makeDirectory } from './secret-files.js';
 
 const DEFAULT_DIR = '/etc/mailsrv';
 /** config/mailsrv.toml, installed with the package: every key, its default and its meaning. */
@@ -78,7 +79,7 @@ function validated(configText: string, path: string, hostname: string): Config {
 }
 
 async function writeInstallation(layout: Layout, configText: string, config: Config): Promise<void> {
-  const secretGroup = groupForSecrets(config);
+  const secretGroup = groupForSecrets(config, 'the users file and the TLS key');
   await makeDirectory(layout.dir);
   await makeDirectory(layout.tlsDir);
   const certificateExists = await certificatePairExists(layout);
@@ -95,55 +96,6 @@ async function writeInstallation(layout: Layout, configText: string, config: Con
     `mailsrv init: ${layout.dir} for ${config.hostname}\n` +
       `${outcomes.map((line) => `  ${line}\n`).join('')}${nextSteps(layout)}`,
   );
-}
-
-/**
- * Run as root, the users file and the TLS key get the daemon's group, so the daemon can read
- * them again (SIGHUP) after it dropped root. Null: leave the group as it comes.
- */
-function groupForSecrets(config: Config): number | null {
-  if (!startedAsRoot()) return null;
-  try {
-    return resolveIdentity(config.user, config.group).gid;
-  } catch (err) {
-    if (!(err instanceof PrivilegeError)) throw err;
-    process.stderr.write(
-      `warning: ${err.message}; the users file and the TLS key keep root's group: ` +
-        `once the user and group exist, chgrp ${config.group} them\n`,
-    );
-    return null;
-  }
-}
-
-/**
- * Creates a directory and any missing parents (mode 0755, never more, whatever the umask); one that exists is left
- * as it is.
- */
-async function makeDirectory(dir: string): Promise<void> {
-  if ((await mkdir(dir, { recursive: true, mode: 0o755 })) !== undefined) await chmod(dir, 0o755);
-}
-
-/** Writes a new file with exactly `mode` (and group `gid`); false when the file already exists. */
-async function createFile(path: string, text: string, mode: number, gid: number | null): Promise<boolean> {
-  let file;
-  try {
-    file = await open(path, 'wx', mode);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
-  }
-  try {
-    await file.chmod(mode); // the mode asked for, whatever the umask
-    if (gid !== null) await file.chown(process.getuid!(), gid);
-    await file.writeFile(text, 'utf8');
-    await file.sync();
-  } catch (err) {
-    await unlink(path).catch(() => undefined); // no half-written file for the next run to keep
-    throw err;
-  } finally {
-    await file.close();
-  }
-  return true;
 }
 
 function outcome(path: string, written: boolean, detail = ''): string {

@@ -26,6 +26,9 @@ const count = () => z.number().int().positive();
 const domainName = z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, {
   message: 'expected a domain name such as "example.org"',
 });
+const dnsLabel = z
+  .string()
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i, { message: 'expected a DNS label such as "mail"' });
 const systemName = z.string().regex(/^[a-z_][a-z0-9_-]*$/i, { message: 'expected a user or group name' });
 
 const smtpSchema = z.strictObject({
@@ -89,6 +92,18 @@ const authSchema = z.strictObject({
 const tlsSchema = z.strictObject({
   cert: z.string().default('/etc/mailsrv/tls/cert.pem').describe('PEM certificate chain; empty: no STARTTLS/STLS'),
   key: z.string().default('/etc/mailsrv/tls/key.pem').describe('PEM private key (ignored when cert is "")'),
+});
+
+const dkimSchema = z.strictObject({
+  selector: dnsLabel.default('mailsrv').describe("the RSA key's selector: its record is SELECTOR._domainkey.DOMAIN"),
+  selector_ed25519: dnsLabel
+    .default('mailsrv-ed')
+    .describe("the optional Ed25519 key's selector (a second signature, never the only one)"),
+  keys_dir: z
+    .string()
+    .min(1)
+    .default('/etc/mailsrv/dkim')
+    .describe('DOMAIN.key (PEM, RSA >= 2048 bits) signs mail whose From: is in DOMAIN; DOMAIN.ed25519.key adds one'),
 });
 
 const relaySchema = z.strictObject({
@@ -176,6 +191,7 @@ const fullSchema = z.strictObject({
   pop3: pop3Schema.default(() => pop3Schema.parse({})),
   auth: authSchema.default(() => authSchema.parse({})),
   tls: tlsSchema.default(() => tlsSchema.parse({})),
+  dkim: dkimSchema.default(() => dkimSchema.parse({})),
   relay: relaySchema.default(() => relaySchema.parse({})),
   delivery: deliverySchema.default(() => deliverySchema.parse({})),
   log: logSchema.default(() => logSchema.parse({})),

@@ -5,6 +5,7 @@
 import { Authenticator } from '../auth/authenticator.js';
 import { BounceNotifier } from '../bounce/notifier.js';
 import { LocalDelivery } from '../delivery/local.js';
+import { SubmissionSigner } from '../dkim/submission.js';
 import { routeAddresses } from '../delivery/route.js';
 import type { Logger } from '../log.js';
 import { countHops } from '../message/hops.js';
@@ -63,8 +64,10 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     directory: () => loaded.directory,
     mailboxSize: (user) => local.mailboxSize(user),
   });
+  const signer = new SubmissionSigner(() => ({ keys: loaded.dkim, hostname: loaded.config.hostname }), logger);
   const injector = new Injector({
     store,
+    sign: (pending) => signer.sign(pending),
     route: (addresses) => routeAddresses(addresses, { ...routing, directory: loaded.directory }),
     onQueued: (entry) => manager.add(entry),
   });
@@ -91,6 +94,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
       policy,
       authenticator,
       store,
+      sign: (pending) => signer.sign(pending),
       deliverNow: (envelope, source) => local.deliverNow(envelope, source),
       onQueued: (entry) => manager.add(entry),
       logger,
