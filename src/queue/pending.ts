@@ -110,18 +110,24 @@ export class PendingEntry<Entry> {
     }
     const copyPath = join(this.options.dir, `${this.envelope.id}.head.tmp`);
     const copy = await open(copyPath, 'wx', 0o600);
-    const file = this.file!;
     try {
       await writeAll(copy, [this.header, head]);
-      await copyFrom(file, this.header.length, copy);
+      // this.file is open for writing only: the message is read back through its name
+      const message = await open(this.tmpPath, 'r');
+      try {
+        await copyFrom(message, this.header.length, copy);
+      } finally {
+        await message.close();
+      }
       await rename(copyPath, this.tmpPath);
     } catch (err) {
       await copy.close().catch(() => undefined);
       await rm(copyPath, { force: true });
       throw err;
     }
+    const replaced = this.file!;
     this.file = copy;
-    await file.close().catch(() => undefined);
+    await replaced.close().catch(() => undefined);
     this.size += head.length;
   }
 
