@@ -62,7 +62,7 @@ test('DKIM record values: RSA as SubjectPublicKeyInfo, Ed25519 as its 32 bytes (
   assert.equal(Buffer.from(ed[1]!, 'base64').length, 32);
 });
 
-test('domainRecords: DKIM, SPF, DMARC, MX, the SRV records of the ports configured (0 "." when none), autoconfig', () => {
+test('domainRecords: DKIM, SPF, DMARC, MX, SRV records of the ports configured (0 "." when none), autoconfig', () => {
   const config = configSchema.parse({
     hostname: 'mail.example.test',
     smtp: { submission: ['0.0.0.0:587'], smtps: [] },
@@ -96,7 +96,8 @@ test('fromDomain: the one From: address, folded or quoted; none for no From, two
 
 test('signatures: RSA then Ed25519, relaxed/relaxed, From oversigned; a From added later fails them', async () => {
   const message = Buffer.from(
-    'From: A <a@example.test>\r\nTo: b@else.test\r\nSubject:  spaced   out\r\nX-Other: not signed\r\n\r\nbody  \r\n\r\n',
+    'From: A <a@example.test>\r\nTo: b@else.test\r\nSubject:  spaced   out\r\nX-Other: not signed\r\n' +
+      '\r\nbody  \r\n\r\n',
   );
   const { fields, errors } = await dkimSignatures(Readable.from([message]), KEYS, new Date());
   assert.deepEqual(errors, []);
@@ -189,7 +190,7 @@ test('SubmissionSigner: a header block longer than the cap is sent unsigned, wit
   await pending.discard();
 });
 
-test('loadDkimKeys: keys of local domains and hostname; short, wrong-type and lone Ed25519 keys are problems', async () => {
+test('loadDkimKeys: local domains and hostname; short, wrong-type and lone Ed25519 keys are problems', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'mailsrv-dkim-keys-'));
   await mkdir(join(dir, 'keys'));
   const write = (name: string, pem: string) => writeFile(join(dir, 'keys', name), pem);
