@@ -28,6 +28,8 @@ interface Layout {
   tlsDir: string;
   cert: string;
   key: string;
+  /** dkim.keys_dir: `mailsrv dkim keygen` fills it */
+  dkimDir: string;
 }
 
 function layoutOf(dir: string): Layout {
@@ -40,6 +42,7 @@ function layoutOf(dir: string): Layout {
     tlsDir,
     cert: join(tlsDir, 'cert.pem'),
     key: join(tlsDir, 'key.pem'),
+    dkimDir: join(dir, 'dkim'),
   };
 }
 
@@ -147,8 +150,10 @@ function nextSteps(layout: Layout): string {
     `  1. mailsrv user add${configOption} NAME     (asks for the password)`,
     `  2. add a line "root: NAME" to ${layout.aliases}, so that mail to postmaster reaches that user`,
     `  3. review ${layout.config} (hostname, domains, mynetworks, listeners)`,
-    `  4. mailsrv check${configOption}`,
-    `  5. mailsrv start${configOption}`,
+    `  4. mailsrv dkim keygen${configOption} DOMAIN   (each domain and the hostname), then publish the records`,
+    `     that \`mailsrv dkim dns${configOption}\` prints (DKIM, SPF, DMARC, MX, SRV)`,
+    `  5. mailsrv check${configOption}`,
+    `  6. mailsrv start${configOption}`,
     '',
   ].join('\n');
 }
@@ -210,6 +215,11 @@ pop3s = ${toml(anyAddress(995))}
 # The key must not be readable by others; mailsrv re-reads both on SIGHUP.
 cert = ${toml(layout.cert)}
 key = ${toml(layout.key)}
+
+[dkim]
+# DKIM keys, one DOMAIN.key per domain and the hostname: \`mailsrv dkim keygen DOMAIN\` makes one
+# and prints its DNS record; mail whose From: domain has a key is signed.
+keys_dir = ${toml(layout.dkimDir)}
 
 [log]
 # fatal, error, warn, info, debug (every SMTP command and reply) or trace.
