@@ -51,7 +51,8 @@ function signingDomain(config: Config, domain: string): string {
 
 async function keygen(config: Config, domain: string, type: DkimKeyType): Promise<void> {
   const file = keyFile(config.dkim.keys_dir, domain, type);
-  const { privateKey } = generateKeyPairSync(type as 'rsa', { modulusLength: RSA_BITS });
+  const { privateKey } =
+    type === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: RSA_BITS }) : generateKeyPairSync('ed25519');
   const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   try {
     await makeDirectory(config.dkim.keys_dir);

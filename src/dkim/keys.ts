@@ -11,7 +11,7 @@ import { isErrno } from '../fsutil.js';
 export type DkimKeyType = 'rsa' | 'ed25519';
 export const DKIM_KEY_TYPES: readonly DkimKeyType[] = ['rsa', 'ed25519'];
 /** The smallest RSA key signed with (RFC 8301: 1024 at least; large receivers want 2048). */
-export const MIN_RSA_BITS = 2048;
+const MIN_RSA_BITS = 2048;
 
 export type DkimConfig = Pick<Config, 'hostname' | 'domains' | 'dkim'>;
 
