@@ -15,6 +15,8 @@ function listenKeys(config: Config): [key: string, addresses: string[]][] {
     ['smtp.smtps', config.smtp.smtps],
     ['pop3.listen', config.pop3.listen],
     ['pop3.pop3s', config.pop3.pop3s],
+    ['metrics.listen', config.metrics.listen],
+    ['acme.http_listen', config.acme.directory === '' ? [] : config.acme.http_listen],
   ];
 }
 

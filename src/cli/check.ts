@@ -1,7 +1,8 @@
 // `mailsrv check` validates the config and everything it points at, as the daemon will use it:
 // the listen addresses (check-ports.ts), the directories, the users and aliases files, the TLS
 // certificate and key (loaded by the daemon's own code, then checked for expiry, names and
-// permissions) and, run as root, whether
+// permissions), the DKIM keys (a local domain without one is a warning: its mail goes out
+// unsigned) and, run as root, whether
 // the files the daemon re-reads on SIGHUP are readable by the user it drops to. Errors exit 1;
 // warnings are printed and do not fail. `mailsrv config` prints the effective config with every
 // default filled in (like `postconf`).
@@ -16,6 +17,7 @@ import { localDomainMatcher } from '../config/domains.js';
 import { ConfigError, configPath, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { checkAliases, parseAliases } from '../delivery/aliases.js';
+import { DKIM_KEY_TYPES, keyFile, loadDkimKeys, signingDomains } from '../dkim/keys.js';
 import { PrivilegeError, resolveIdentity, startedAsRoot, type Identity } from '../privileges.js';
 import { loadTlsCredentials, TlsFileError, type TlsCredentials } from '../tls/credentials.js';
 import { checkListenPorts } from './check-ports.js';
@@ -85,6 +87,7 @@ async function checkEverything(config: Config, configFile: string, findings: Fin
   findings.errors.push(...(await checkListenPorts(config)));
   await checkUsersAndAliases(config, findings);
   await checkTls(config, findings);
+  await checkDkimKeys(config, findings);
   await checkReadableAfterDrop(config, configFile, findings);
 }
 
@@ -185,6 +188,18 @@ async function checkTls(config: Config, findings: Findings): Promise<void> {
   }
 }
 
+/** Every DKIM key as the daemon loads it: one it cannot use is an error, a domain without one a warning. */
+async function checkDkimKeys(config: Config, findings: Findings): Promise<void> {
+  const { unsigned, problems } = await loadDkimKeys(config);
+  findings.errors.push(...problems.map((problem) => `key 'dkim.keys_dir': ${problem}`));
+  for (const domain of unsigned) {
+    findings.warnings.push(
+      `key 'dkim.keys_dir': ${domain} has no DKIM key (${keyFile(config.dkim.keys_dir, domain, 'rsa')}): ` +
+        `its mail is sent unsigned and large receivers junk or refuse it; mailsrv dkim keygen ${domain}`,
+    );
+  }
+}
+
 /** A private key readable by every user on the box is no longer private. */
 async function checkKeyNotPublic(file: string, findings: Findings): Promise<void> {
   let mode: number;
@@ -236,6 +251,8 @@ async function checkReadableAfterDrop(config: Config, configFile: string, findin
     ['aliases_file', config.aliases_file],
   ];
   if (config.tls.cert !== '') files.push(['tls.cert', config.tls.cert], ['tls.key', config.tls.key]);
+  for (const domain of signingDomains(config))
+    for (const type of DKIM_KEY_TYPES) files.push(['dkim.keys_dir', keyFile(config.dkim.keys_dir, domain, type)]);
   for (const [key, file] of files) {
     const denial = await readDenial(file, identity);
     if (denial === null) continue;

@@ -20,6 +20,7 @@ export const COMMAND_FILES: CommandFile[] = [
   { names: ['reload'], load: async () => (await import('./reload.js')).registerReloadCommand },
   { names: ['user'], load: async () => (await import('./user.js')).registerUserCommands },
   { names: ['queue'], load: async () => (await import('./queue.js')).registerQueueCommands },
+  { names: ['dkim'], load: async () => (await import('./dkim.js')).registerDkimCommands },
   { names: ['sendmail'], load: async () => (await import('./sendmail.js')).registerSendmailCommand },
   { names: ['install-links'], load: async () => (await import('./install-links.js')).registerInstallLinksCommand },
 ];

@@ -3,16 +3,17 @@
 // postmaster, abuse and MAILER-DAEMON to root, and a self-signed certificate. It never
 // overwrites: every file is created exclusively and whatever exists is kept (the certificate
 // and its key as a pair), so running it again only fills in what is missing.
-import { chmod, lstat, mkdir, open, unlink } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { ConfigError, configPath, parseConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { PrivilegeError, resolveIdentity, startedAsRoot } from '../privileges.js';
+import { startedAsRoot } from '../privileges.js';
 import { generateSelfSigned } from '../tls/selfsigned.js';
 import { fail } from './fail.js';
+import { createFile, groupForSecrets, makeDirectory } from './secret-files.js';
 
 const DEFAULT_DIR = '/etc/mailsrv';
 /** config/mailsrv.toml, installed with the package: every key, its default and its meaning. */
@@ -27,6 +28,8 @@ interface Layout {
   tlsDir: string;
   cert: string;
   key: string;
+  /** dkim.keys_dir: `mailsrv dkim keygen` fills it */
+  dkimDir: string;
 }
 
 function layoutOf(dir: string): Layout {
@@ -39,6 +42,7 @@ function layoutOf(dir: string): Layout {
     tlsDir,
     cert: join(tlsDir, 'cert.pem'),
     key: join(tlsDir, 'key.pem'),
+    dkimDir: join(dir, 'dkim'),
   };
 }
 
@@ -78,7 +82,7 @@ function validated(configText: string, path: string, hostname: string): Config {
 }
 
 async function writeInstallation(layout: Layout, configText: string, config: Config): Promise<void> {
-  const secretGroup = groupForSecrets(config);
+  const secretGroup = groupForSecrets(config, 'the users file and the TLS key');
   await makeDirectory(layout.dir);
   await makeDirectory(layout.tlsDir);
   const certificateExists = await certificatePairExists(layout);
@@ -95,55 +99,6 @@ async function writeInstallation(layout: Layout, configText: string, config: Con
     `mailsrv init: ${layout.dir} for ${config.hostname}\n` +
       `${outcomes.map((line) => `  ${line}\n`).join('')}${nextSteps(layout)}`,
   );
-}
-
-/**
- * Run as root, the users file and the TLS key get the daemon's group, so the daemon can read
- * them again (SIGHUP) after it dropped root. Null: leave the group as it comes.
- */
-function groupForSecrets(config: Config): number | null {
-  if (!startedAsRoot()) return null;
-  try {
-    return resolveIdentity(config.user, config.group).gid;
-  } catch (err) {
-    if (!(err instanceof PrivilegeError)) throw err;
-    process.stderr.write(
-      `warning: ${err.message}; the users file and the TLS key keep root's group: ` +
-        `once the user and group exist, chgrp ${config.group} them\n`,
-    );
-    return null;
-  }
-}
-
-/**
- * Creates a directory and any missing parents (mode 0755, never more, whatever the umask); one that exists is left
- * as it is.
- */
-async function makeDirectory(dir: string): Promise<void> {
-  if ((await mkdir(dir, { recursive: true, mode: 0o755 })) !== undefined) await chmod(dir, 0o755);
-}
-
-/** Writes a new file with exactly `mode` (and group `gid`); false when the file already exists. */
-async function createFile(path: string, text: string, mode: number, gid: number | null): Promise<boolean> {
-  let file;
-  try {
-    file = await open(path, 'wx', mode);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
-  }
-  try {
-    await file.chmod(mode); // the mode asked for, whatever the umask
-    if (gid !== null) await file.chown(process.getuid!(), gid);
-    await file.writeFile(text, 'utf8');
-    await file.sync();
-  } catch (err) {
-    await unlink(path).catch(() => undefined); // no half-written file for the next run to keep
-    throw err;
-  } finally {
-    await file.close();
-  }
-  return true;
 }
 
 function outcome(path: string, written: boolean, detail = ''): string {
@@ -195,8 +150,10 @@ function nextSteps(layout: Layout): string {
     `  1. mailsrv user add${configOption} NAME     (asks for the password)`,
     `  2. add a line "root: NAME" to ${layout.aliases}, so that mail to postmaster reaches that user`,
     `  3. review ${layout.config} (hostname, domains, mynetworks, listeners)`,
-    `  4. mailsrv check${configOption}`,
-    `  5. mailsrv start${configOption}`,
+    `  4. mailsrv dkim keygen${configOption} DOMAIN   (each domain and the hostname), then publish the records`,
+    `     that \`mailsrv dkim dns${configOption}\` prints (DKIM, SPF, DMARC, MX, SRV)`,
+    `  5. mailsrv check${configOption}`,
+    `  6. mailsrv start${configOption}`,
     '',
   ].join('\n');
 }
@@ -258,6 +215,11 @@ pop3s = ${toml(anyAddress(995))}
 # The key must not be readable by others; mailsrv re-reads both on SIGHUP.
 cert = ${toml(layout.cert)}
 key = ${toml(layout.key)}
+
+[dkim]
+# DKIM keys, one DOMAIN.key per domain and the hostname: \`mailsrv dkim keygen DOMAIN\` makes one
+# and prints its DNS record; mail whose From: domain has a key is signed.
+keys_dir = ${toml(layout.dkimDir)}
 
 [log]
 # fatal, error, warn, info, debug (every SMTP command and reply) or trace.

@@ -26,6 +26,9 @@ const count = () => z.number().int().positive();
 const domainName = z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i, {
   message: 'expected a domain name such as "example.org"',
 });
+const dnsLabel = z
+  .string()
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i, { message: 'expected a DNS label such as "mail"' });
 const systemName = z.string().regex(/^[a-z_][a-z0-9_-]*$/i, { message: 'expected a user or group name' });
 
 const smtpSchema = z.strictObject({
@@ -123,6 +126,18 @@ const acmeSchema = z.strictObject({
   ca_file: z.string().default('').describe("extra CA (PEM) for the ACME server's own HTTPS, e.g. a test or private CA"),
 });
 
+const dkimSchema = z.strictObject({
+  selector: dnsLabel.default('mailsrv').describe("the RSA key's selector: its record is SELECTOR._domainkey.DOMAIN"),
+  selector_ed25519: dnsLabel
+    .default('mailsrv-ed')
+    .describe("the optional Ed25519 key's selector (a second signature, never the only one)"),
+  keys_dir: z
+    .string()
+    .min(1)
+    .default('/etc/mailsrv/dkim')
+    .describe('DOMAIN.key (PEM, RSA >= 2048 bits) signs mail whose From: is in DOMAIN; DOMAIN.ed25519.key adds one'),
+});
+
 const relaySchema = z.strictObject({
   relayhost: z
     .string()
@@ -215,6 +230,7 @@ const fullSchema = z.strictObject({
   auth: authSchema.default(() => authSchema.parse({})),
   tls: tlsSchema.default(() => tlsSchema.parse({})),
   acme: acmeSchema.default(() => acmeSchema.parse({})),
+  dkim: dkimSchema.default(() => dkimSchema.parse({})),
   relay: relaySchema.default(() => relaySchema.parse({})),
   delivery: deliverySchema.default(() => deliverySchema.parse({})),
   metrics: metricsSchema.default(() => metricsSchema.parse({})),

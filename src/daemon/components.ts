@@ -6,6 +6,7 @@ import type { AcmeCertificates } from '../acme/certificates.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { BounceNotifier } from '../bounce/notifier.js';
 import { LocalDelivery } from '../delivery/local.js';
+import { SubmissionSigner } from '../dkim/submission.js';
 import { routeAddresses } from '../delivery/route.js';
 import type { Logger } from '../log.js';
 import { countHops } from '../message/hops.js';
@@ -76,8 +77,10 @@ export function buildComponents(
     directory: () => loaded.directory,
     mailboxSize: (user) => local.mailboxSize(user),
   });
+  const signer = new SubmissionSigner(() => ({ keys: loaded.dkim, hostname: loaded.config.hostname }), logger);
   const injector = new Injector({
     store,
+    sign: (pending) => signer.sign(pending),
     route: (addresses) => routeAddresses(addresses, { ...routing, directory: loaded.directory }),
     onQueued: (entry) => manager.add(entry),
   });
@@ -104,6 +107,7 @@ export function buildComponents(
       policy,
       authenticator,
       store,
+      sign: (pending) => signer.sign(pending),
       deliverNow: (envelope, source) => local.deliverNow(envelope, source),
       onQueued: (entry) => manager.add(entry),
       logger,

@@ -1,10 +1,11 @@
 // What the daemon reads from files besides its state, at start and again on SIGHUP: the config,
-// the users and aliases, and the TLS certificate. The running parts read the users, aliases and
+// the users and aliases, the TLS certificate and the DKIM keys. The running parts read the users, aliases and
 // certificate through one Loaded object, which a reload updates in place.
 import { localDomainMatcher } from '../config/domains.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { Directory } from '../delivery/directory.js';
+import { type DkimKeys, loadDkimKeys } from '../dkim/keys.js';
 import type { Logger } from '../log.js';
 import { loadTlsCredentials, type TlsCredentials } from '../tls/credentials.js';
 
@@ -13,12 +14,14 @@ export interface Loaded {
   directory: Directory;
   /** null: TLS is off */
   tls: TlsCredentials | null;
+  /** the signing keys of the local domains and hostname */
+  dkim: DkimKeys;
 }
 
 /** At start: a certificate that cannot be read stops the start. */
 export async function loadFiles(config: Config, logger: Logger): Promise<Loaded> {
   const tls = await loadTlsCredentials(config.tls);
-  return { config, directory: await loadDirectory(config, logger), tls };
+  return { config, directory: await loadDirectory(config, logger), tls, dkim: await loadKeys(config, logger) };
 }
 
 /**
@@ -33,7 +36,20 @@ export async function reloadFiles(configFile: string, running: Loaded, logger: L
     logger.error({ err: err.message }, 'cannot reload the TLS certificate; keeping the running one');
     return running.tls;
   });
-  return { config, directory, tls };
+  return { config, directory, tls, dkim: await loadKeys(config, logger) };
+}
+
+/** The DKIM keys; one that cannot be used, or a domain without one, is a warning: its mail goes unsigned. */
+async function loadKeys(config: Config, logger: Logger): Promise<DkimKeys> {
+  const { keys, unsigned, problems } = await loadDkimKeys(config);
+  for (const problem of problems) logger.warn({ problem }, 'DKIM key not used; mail from its domain is not signed');
+  if (unsigned.length > 0)
+    logger.warn(
+      { domains: unsigned, keysDir: config.dkim.keys_dir },
+      'no DKIM key for these domains: their mail is not signed (mailsrv dkim keygen DOMAIN makes one)',
+    );
+  if (!keys.empty) logger.info({ domains: keys.domains() }, 'DKIM keys loaded');
+  return keys;
 }
 
 async function loadDirectory(config: Config, logger: Logger): Promise<Directory> {

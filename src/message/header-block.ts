@@ -38,13 +38,20 @@ class HeaderEndScanner {
   }
 }
 
+/** A header block as read by readHeaderSection. */
+export interface HeaderSection {
+  /** the header lines with their line ends, without the empty line that ends them */
+  block: Buffer;
+  /** false when the block was longer than the cap: `block` holds only its first lines */
+  complete: boolean;
+}
+
 /**
- * Reads `source` up to the end of its header block and destroys it. Resolves to the header
- * lines with their line ends (CRLF or LF), without the empty line that ends them. A message
- * that is all header (no empty line) is returned whole; when the block is longer than `cap`
- * bytes, only the whole lines within the first `cap` bytes are.
+ * Reads `source` up to the end of its header block and destroys it. A message that is all
+ * header (no empty line) is returned whole; when the block is longer than `cap` bytes, only the
+ * whole lines within the first `cap` bytes are, and `complete` is false.
  */
-export async function readHeaderBlock(source: Readable, cap: number): Promise<Buffer> {
+export async function readHeaderSection(source: Readable, cap: number): Promise<HeaderSection> {
   const scanner = new HeaderEndScanner();
   const chunks: Buffer[] = [];
   let read = 0;
@@ -54,10 +61,15 @@ export async function readHeaderBlock(source: Readable, cap: number): Promise<Bu
     chunks.push(chunk);
     const end = scanner.scan(chunk, read);
     read += chunk.length;
-    if (end !== -1) return Buffer.concat(chunks).subarray(0, end);
-    if (read >= cap) return Buffer.concat(chunks).subarray(0, scanner.lastLineEnd);
+    if (end !== -1) return { block: Buffer.concat(chunks).subarray(0, end), complete: true };
+    if (read >= cap) return { block: Buffer.concat(chunks).subarray(0, scanner.lastLineEnd), complete: false };
   }
-  return Buffer.concat(chunks);
+  return { block: Buffer.concat(chunks), complete: true };
+}
+
+/** The header lines of `source` with their line ends (CRLF or LF), as readHeaderSection reads them. */
+export async function readHeaderBlock(source: Readable, cap: number): Promise<Buffer> {
+  return (await readHeaderSection(source, cap)).block;
 }
 
 /**

@@ -3,6 +3,7 @@
 // forwards); the entry is on disk and fsynced before it is handed to the queue manager.
 import type { Readable } from 'node:stream';
 import type { ClientInfo, NoticeOrigin, ResolvedRecipient } from '../message/envelope.js';
+import type { PendingEntry } from './pending.js';
 import type { QueueEntry, QueueStore } from './store.js';
 
 export interface Injection {
@@ -24,6 +25,8 @@ export interface InjectorOptions {
   /** the deliveries addresses lead to, each once, as routed now (SIGHUP replaces users and aliases) */
   route: (addresses: string[]) => ResolvedRecipient[];
   onQueued: (entry: QueueEntry) => void;
+  /** DKIM-signs a message (all of it received) made or submitted here (see SubmissionSigner) */
+  sign?: (pending: PendingEntry<QueueEntry>) => Promise<unknown>;
 }
 
 /** None of the addresses leads anywhere (an empty list). */
@@ -49,6 +52,7 @@ export class Injector {
     });
     try {
       await pending.write(injection.source);
+      if (injection.client.submitted) await this.options.sign?.(pending);
       const entry = await pending.commit();
       if (injection.noticeOf === undefined) this.options.onQueued(entry);
       return entry;

@@ -90,6 +90,47 @@ export class PendingEntry<Entry> {
     return this.chunks === null ? null : Buffer.concat(this.chunks, this.size);
   }
 
+  /** Bytes of the message received (and prepended) so far. */
+  get messageSize(): number {
+    return this.size;
+  }
+
+  /**
+   * Puts `head` (whole header lines) in front of the message: in memory while it fits; a message
+   * already on disk gets a new temporary file, `head` and then the message copied from the old
+   * one, which it replaces (a file cannot grow at its front). Call after write(), before commit().
+   */
+  async prepend(head: Buffer): Promise<void> {
+    if (this.chunks !== null) {
+      this.chunks.unshift(head);
+      this.size += head.length;
+      if (this.size <= this.options.memoryLimit && this.options.budget.take(head.length)) this.held += head.length;
+      else await this.spill();
+      return;
+    }
+    const copyPath = join(this.options.dir, `${this.envelope.id}.head.tmp`);
+    const copy = await open(copyPath, 'wx', 0o600);
+    try {
+      await writeAll(copy, [this.header, head]);
+      // this.file is open for writing only: the message is read back through its name
+      const message = await open(this.tmpPath, 'r');
+      try {
+        await copyFrom(message, this.header.length, copy);
+      } finally {
+        await message.close();
+      }
+      await rename(copyPath, this.tmpPath);
+    } catch (err) {
+      await copy.close().catch(() => undefined);
+      await rm(copyPath, { force: true });
+      throw err;
+    }
+    const replaced = this.file!;
+    this.file = copy;
+    await replaced.close().catch(() => undefined);
+    this.size += head.length;
+  }
+
   /** The message as a stream (from memory or the temporary file). */
   openData(): Readable {
     if (this.chunks !== null) return Readable.from(this.chunks);
@@ -133,5 +174,19 @@ export class PendingEntry<Entry> {
     this.options.budget.give(this.held);
     this.held = 0;
     this.chunks = null;
+  }
+}
+
+/** Bytes copied at a time by copyFrom. */
+const COPY_CHUNK = 64 * 1024;
+
+/** Appends everything of `from` after `start` to `to`. */
+async function copyFrom(from: FileHandle, start: number, to: FileHandle): Promise<void> {
+  const buffer = Buffer.allocUnsafe(COPY_CHUNK);
+  for (let position = start; ; ) {
+    const { bytesRead } = await from.read(buffer, 0, COPY_CHUNK, position);
+    if (bytesRead === 0) return;
+    await writeAll(to, [buffer.subarray(0, bytesRead)]);
+    position += bytesRead;
   }
 }

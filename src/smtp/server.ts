@@ -17,6 +17,7 @@ import type { ConnectionLimits } from '../net/connection-limits.js';
 import { qualify } from '../message/address.js';
 import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
 import type { DirectOutcome } from '../delivery/local.js';
+import type { PendingEntry } from '../queue/pending.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
@@ -53,6 +54,8 @@ export interface SmtpServiceOptions {
   policy: SmtpPolicy;
   authenticator: Authenticator;
   store: QueueStore;
+  /** DKIM-signs a submitted message, all of it received; resolves to its size then (see SubmissionSigner) */
+  sign: (pending: PendingEntry<QueueEntry>) => Promise<number>;
   /** offers a received message straight to its one local mailbox (see LocalDelivery.deliverNow) */
   deliverNow: (envelope: Envelope, source: Buffer | (() => Readable)) => Promise<DirectOutcome>;
   onQueued: (entry: QueueEntry) => void;
@@ -342,13 +345,14 @@ async function receive(
   try {
     const hops = new HopCounter();
     // a client that drops mid-DATA errors `stream`, which ends the write with that error
-    const size = await pending.write(withinLimit(stream, settings.messageSizeLimit, hops, progress));
+    let size = await pending.write(withinLimit(stream, settings.messageSizeLimit, hops, progress));
     progress.complete = true;
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
     if (hops.hops > MAX_HOPS)
       throw new SmtpReplyError(554, `5.4.6 Too many hops (${hops.hops} Received headers): mail forwarding loop`);
+    if (envelope.client.submitted) size = await options.sign(pending);
     const accepted = { from: envelope.sender, nrcpt: recipients.length, size, client: session.remoteAddress };
     const direct = await options.deliverNow(envelope, pending.messageInMemory() ?? (() => pending.openData()));
     if (direct === 'delivered') {

@@ -15,6 +15,7 @@ import { generateSelfSigned, type SelfSignedPem } from '../../src/tls/selfsigned
 import {
   cannotRunAs,
   DAEMON_USER,
+  DOMAIN,
   deepMerge,
   escapeRegex,
   HOSTNAME,
@@ -36,6 +37,11 @@ describe('mailsrv check / config / start with bad input', () => {
 
   before(async () => {
     env = await makeEnv();
+    // every local domain has its DKIM key: a config without one gets a warning (tested below)
+    for (const domain of [DOMAIN, HOSTNAME]) {
+      const keygen = runCli(['dkim', 'keygen', domain, '-c', env.configPath]);
+      assert.equal(keygen.code, 0, keygen.stderr);
+    }
   });
   after(async () => {
     if (env) await env.cleanup();
@@ -299,6 +305,35 @@ describe('mailsrv check / config / start with bad input', () => {
     assert.equal(r.status, 1, r.stdout);
     assert.ok(r.stderr.includes(`key 'users_file': cannot read ${usersFile}: EACCES`), r.stderr);
     assert.doesNotMatch(r.stderr, /no users yet|alias/, r.stderr);
+  });
+
+  test('a local domain without a DKIM key: a warning naming it and the command that makes one', async () => {
+    const keysDir = join(env.dir, 'dkim-partial');
+    await mkdir(keysDir);
+    const key = join(keysDir, `${DOMAIN}.key`);
+    await copyFile(join(env.dir, 'dkim', `${DOMAIN}.key`), key);
+    if (DAEMON_USER) await chown(key, 0, resolveIdentity(DAEMON_USER.user, DAEMON_USER.group).gid);
+    const r = check(await variant({ dkim: { keys_dir: keysDir } }));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stderr,
+      `warning: key 'dkim.keys_dir': ${HOSTNAME} has no DKIM key (${keysDir}/${HOSTNAME}.key): its mail is sent ` +
+        `unsigned and large receivers junk or refuse it; mailsrv dkim keygen ${HOSTNAME}\n`,
+    );
+    assert.match(r.stdout, /is OK \(1 warning\)/);
+  });
+
+  test('a DKIM key that cannot be used: exit 1 naming dkim.keys_dir, the file and why', async () => {
+    const keysDir = join(env.dir, 'dkim-bad');
+    await mkdir(keysDir);
+    await copyFile(join(env.dir, 'dkim', `${HOSTNAME}.key`), join(keysDir, `${HOSTNAME}.key`));
+    await writeFile(join(keysDir, `${DOMAIN}.key`), 'not a key\n');
+    const r = check(await variant({ dkim: { keys_dir: keysDir } }));
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      new RegExp(`^key 'dkim\\.keys_dir': ${escapeRegex(keysDir)}/${DOMAIN}\\.key: not a PEM`, 'm'),
+    );
   });
 
   test('run as root: a user that does not exist is an error naming the key', { skip: !DAEMON_USER }, async () => {

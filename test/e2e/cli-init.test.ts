@@ -54,7 +54,7 @@ describe('mailsrv init', () => {
     for (const file of FILES)
       assert.match(r.stdout, new RegExp(`^  wrote ${escapeRegex(join(dir, file))}\\b`, 'm'), r.stdout);
     assert.doesNotMatch(r.stdout, /kept existing/);
-    for (const step of ['mailsrv user add', 'root: NAME', 'mailsrv check', 'mailsrv start'])
+    for (const step of ['mailsrv user add', 'root: NAME', 'mailsrv dkim keygen', 'mailsrv check', 'mailsrv start'])
       assert.ok(r.stdout.includes(step), `${step} missing:\n${r.stdout}`);
 
     assert.equal(mode(statSync(dir)), 0o755);
@@ -84,6 +84,7 @@ describe('mailsrv init', () => {
     assert.equal(config.users_file, join(dir, 'users'));
     assert.equal(config.aliases_file, join(dir, 'aliases'));
     assert.deepEqual(config.tls, { cert: join(dir, 'tls/cert.pem'), key: join(dir, 'tls/key.pem') });
+    assert.equal(config.dkim.keys_dir, join(dir, 'dkim'));
     assert.deepEqual(config.smtp.listen, ['0.0.0.0:25', '[::]:25']);
     assert.deepEqual(config.smtp.submission, ['0.0.0.0:587', '[::]:587']);
     assert.deepEqual(config.smtp.smtps, ['0.0.0.0:465', '[::]:465']);
@@ -198,7 +199,7 @@ describe('mailsrv init', () => {
     assert.ok(r.stderr.includes(join(file, 'etc')), r.stderr);
   });
 
-  test('mailsrv check after init: only "add a user" is left; after that the installation is OK', async () => {
+  test('mailsrv check after init: "add a user" and DKIM keys are left; after that the installation is OK', async () => {
     const dir = freshDir();
     assert.equal(init(dir).code, 0);
     const configFile = join(dir, 'mailsrv.toml');
@@ -206,15 +207,24 @@ describe('mailsrv init', () => {
 
     const fresh = runCli(['check', '-c', configFile]);
     assert.equal(fresh.code, 1, fresh.stdout);
+    const noKey = (domain: string) =>
+      `warning: key 'dkim.keys_dir': ${domain} has no DKIM key (${join(dir, 'dkim', `${domain}.key`)}): ` +
+      `its mail is sent unsigned and large receivers junk or refuse it; mailsrv dkim keygen ${domain}`;
     assert.deepEqual(fresh.stderr.trim().split('\n'), [
       `${join(dir, 'users')}: no users yet, so postmaster and the other local aliases reach no one: ` +
         `add a user with \`mailsrv user add NAME\`, then a line "root: NAME" in ${join(dir, 'aliases')}`,
-      'mailsrv check: 1 problem found',
+      noKey('example.test'),
+      noKey(HOST),
+      'mailsrv check: 1 problem found, 2 warnings',
     ]);
 
     const added = runCli(['user', 'add', '-c', configFile, 'alice', '--password-stdin'], { input: 'a password\n' });
     assert.equal(added.code, 0, added.stderr);
     await appendFile(join(dir, 'aliases'), 'root: alice\n');
+    for (const domain of ['example.test', HOST]) {
+      const keygen = runCli(['dkim', 'keygen', '-c', configFile, domain]);
+      assert.equal(keygen.code, 0, keygen.stderr);
+    }
     const ready = runCli(['check', '-c', configFile]);
     assert.equal(ready.code, 0, ready.stderr);
     assert.equal(ready.stderr, '', 'no warnings expected');

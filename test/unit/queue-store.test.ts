@@ -165,3 +165,23 @@ test('concurrent progress saves of one entry all succeed, leaving one progress f
   const names = await readdir(store.dir);
   assert.deepEqual(names.sort(), ['ID1.progress']);
 });
+
+test('prepend puts header lines in front of a message held in memory and of one spilled to disk', async () => {
+  const store = await freshStore();
+  const head = Buffer.from('DKIM-Signature: v=1; a=rsa-sha256\r\n');
+  for (const message of ['Subject: small\r\n\r\nbody\r\n', `Subject: big\r\n\r\n${'x'.repeat(300_000)}\r\n`]) {
+    const pending = begin(store);
+    await pending.write(Readable.from([Buffer.from(message)]));
+    await pending.prepend(head);
+    assert.equal(pending.messageSize, head.length + message.length);
+    assert.equal(await text(pending.openData()), head.toString() + message);
+    const entry = await pending.commit();
+    assert.equal(entry.size, head.length + message.length);
+    assert.equal(await text(store.openMessage(entry)), head.toString() + message);
+  }
+  assert.deepEqual(
+    (await readdir(store.dir)).filter((name) => name.endsWith('.tmp')),
+    [],
+    'no temporary file is left',
+  );
+});

@@ -106,6 +106,7 @@ export async function makeEnv(options: EnvOptions = {}): Promise<TestEnv> {
     smtp: { listen: [`127.0.0.1:${port}`], submission: [], max_recipients: 100 },
     pop3: { listen: [] },
     tls: { cert: '', key: '' },
+    dkim: { keys_dir: join(dir, 'dkim') },
     delivery: { retry: ['200ms'], lock_timeout: '200ms' },
     log: { level: 'info' },
     ...(DAEMON_USER ?? {}),
