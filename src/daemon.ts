@@ -14,6 +14,7 @@ import {
   daemonIdentity,
   prepareStateDirectories,
   recoverMailboxes,
+  startAccountHelper,
   startQueue,
 } from './daemon/startup.js';
 import { stopDaemon } from './daemon/stop.js';
@@ -27,7 +28,8 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   const identity = await phase('resolve user', () => daemonIdentity(config));
   await phase('prepare directories', () => prepareStateDirectories(config, paths, identity));
   const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));
-  const parts = await phase('build', () => buildComponents(loaded, paths, logger));
+  const helper = await phase('start account helper', () => startAccountHelper(config, identity, logger));
+  const parts = await phase('build', () => buildComponents(loaded, paths, logger, helper));
   await phase('bind listeners', () => bindListeners(parts.smtp, parts.pop3, config));
   await phase('drop privileges', () => becomeDaemonUser(identity, config, logger));
   await phase('recover mailboxes', () => recoverMailboxes(config, paths, logger));

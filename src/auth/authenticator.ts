@@ -10,8 +10,12 @@
 //   user's failures;
 // - a login that verified within `auth.cache_ttl` is let in again without the hash
 //   (credential-cache.ts), after the same lockout check; failures are never cached.
+// With accounts = "system" the password goes to PAM through the root helper instead
+// (accounts/system-passwords.ts, which has its own decoy); nothing is cached then, so a changed
+// password or a locked account counts at the next login. The throttle is the same.
 // Nothing here logs; callers log the outcome with their session (never the password).
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { SystemPasswords } from '../accounts/system-passwords.js';
 import { CredentialCache } from './credential-cache.js';
 import { DecoyHashes } from './decoy.js';
 import { isSupportedScheme, schemeOf, verifyPassword } from './password.js';
@@ -56,6 +60,8 @@ export class Authenticator {
   constructor(
     private readonly users: () => UserDb,
     settings: AuthSettings,
+    /** accounts = "system": passwords are checked through PAM, not the users file */
+    private readonly system: SystemPasswords | null = null,
   ) {
     this.throttle = new AuthThrottle({
       baseDelayMs: settings.failureDelayMs,
@@ -83,13 +89,14 @@ export class Authenticator {
     const started = Date.now();
     const retryInMs = this.throttle.lockedOutFor(request.client);
     if (retryInMs > 0) return { ok: false, reason: 'locked-out', retryInMs };
-    const users = this.users();
     const user = normalizeUsername(request.name);
+    const authzid = request.authzid ?? '';
+    const sameUser = authzid === '' || (user !== null && normalizeUsername(authzid) === user);
+    if (this.system !== null) return this.loginSystem(request, started, user, sameUser, this.system);
+    const users = this.users();
     const stored = user === null ? undefined : users.hashOf(user);
     const scheme = stored === undefined ? null : schemeOf(stored);
     const usable = stored !== undefined && scheme !== null && isSupportedScheme(scheme);
-    const authzid = request.authzid ?? '';
-    const sameUser = authzid === '' || (user !== null && normalizeUsername(authzid) === user);
     if (usable && sameUser && user !== null && this.recent.has(users, user, stored, request.password)) {
       // a check that ends at once: begin + recordSuccess keeps the checks-in-progress count even
       this.throttle.begin(request.client);
@@ -110,6 +117,34 @@ export class Authenticator {
       this.recent.remember(users, user, stored, request.password);
       return { ok: true, user };
     }
+    return this.refuse(request, started, user);
+  }
+
+  /** accounts = "system": PAM through the helper; the throttle as for the users file. */
+  private async loginSystem(
+    request: LoginRequest,
+    started: number,
+    user: string | null,
+    sameUser: boolean,
+    system: SystemPasswords,
+  ): Promise<LoginResult> {
+    this.throttle.begin(request.client);
+    let verified: boolean;
+    try {
+      verified = await system.verify(sameUser ? user : null, request.password, request.client);
+    } catch (err) {
+      this.throttle.abandon(request.client);
+      return { ok: false, reason: 'unavailable', error: err as Error };
+    }
+    if (verified && user !== null) {
+      this.throttle.recordSuccess(request.client, user);
+      return { ok: true, user };
+    }
+    return this.refuse(request, started, user);
+  }
+
+  /** A failed login: counted, and answered once its delay (from the start of the check) is over. */
+  private async refuse(request: LoginRequest, started: number, user: string | null): Promise<LoginResult> {
     const delayMs = this.throttle.recordFailure(request.client, user ?? request.name.slice(0, 64));
     await sleep(Math.max(0, started + delayMs - Date.now()));
     return { ok: false, reason: 'invalid', user, delayMs };

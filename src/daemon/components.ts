@@ -2,6 +2,9 @@
 // read, written or bound here), and the table that SIGHUP uses to hand each part its new
 // settings (see live-settings.ts). The parts read the users, aliases and certificate through
 // `loaded`, so a reload that replaces them there reaches every part at once.
+import type { AccountHelper } from '../accounts/helper-client.js';
+import { accountMailboxes, daemonMailboxes } from '../accounts/mailboxes.js';
+import { SystemPasswords } from '../accounts/system-passwords.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { BounceNotifier } from '../bounce/notifier.js';
 import { LocalDelivery } from '../delivery/local.js';
@@ -34,12 +37,19 @@ export interface Components {
   smtp: SmtpListener[];
   pop3: Pop3Service;
   pickup: DropDirPickup;
+  /** accounts = "system": the root helper (stopped with the daemon) */
+  accountHelper: AccountHelper | null;
   /** lets the sessions waiting to be greeted go on: the mail is safe to touch */
   open(): void;
   reconfigure: Reconfigurers;
 }
 
-export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logger): Components {
+export function buildComponents(
+  loaded: Loaded,
+  paths: StatePaths,
+  logger: Logger,
+  accountHelper: AccountHelper | null = null,
+): Components {
   const { config } = loaded;
   // sessions wait for this: the listeners are bound before the mail is safe to touch
   let open!: () => void;
@@ -49,13 +59,23 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
   let routing = liveSettings.routing(config);
   let bounces = liveSettings.bounces(config);
 
-  const authenticator = new Authenticator(() => loaded.directory.users, liveSettings.auth(config));
+  const accounts = accountHelper === null ? null : loaded.accounts;
+  const mailboxes =
+    accountHelper === null || accounts === null
+      ? daemonMailboxes
+      : accountMailboxes(accounts, (login, path) => accountHelper.createMailbox(login, path));
+  const authenticator = new Authenticator(
+    () => loaded.directory.users,
+    liveSettings.auth(config),
+    accountHelper === null ? null : new SystemPasswords(accountHelper),
+  );
   const store = new QueueStore(config.state_dir);
   const local = new LocalDelivery({
     ...liveSettings.local(config),
     spoolDir: config.spool_dir,
     store,
     userExists: (user) => loaded.directory.hasMailbox(user),
+    mailboxes,
     logger,
   });
   const policy = new SmtpPolicy({
@@ -107,6 +127,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     ready,
     limits: pop3Connections,
     spoolDir: config.spool_dir,
+    mailboxOwner: (user) => mailboxes.ownerOf(user),
     indexDir: paths.indexDir,
     journalDir: paths.journalDir,
     authenticator,
@@ -142,5 +163,5 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     pop3: (settings) => pop3.reconfigure(settings),
     pop3Connections: (settings) => pop3Connections.reconfigure(settings),
   };
-  return { store, local, manager, smtp, pop3, pickup, open, reconfigure };
+  return { store, local, manager, smtp, pop3, pickup, accountHelper, open, reconfigure };
 }

@@ -1,6 +1,8 @@
 // The steps of the daemon's start-up that touch the system: who to run as, the directories,
 // the privilege drop, crash recovery, the queue, and the announcement that it is ready.
 // daemon.ts runs them as named phases, in order.
+import { resolve } from 'node:path';
+import { AccountHelper } from '../accounts/helper-client.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { recoverInterruptedExpunges } from '../mbox/expunge.js';
@@ -11,6 +13,7 @@ import {
   checkWritable,
   dropPrivileges,
   type Identity,
+  PrivilegeError,
   prepareDirectories,
   resolveIdentity,
   startedAsRoot,
@@ -24,6 +27,33 @@ export function daemonIdentity(config: Config): Identity | null {
   return startedAsRoot() ? resolveIdentity(config.user, config.group) : null;
 }
 
+/**
+ * accounts = "system": starts the root helper that checks passwords and creates mailboxes
+ * (README, "Using the box's Unix accounts"), while this process is still root; else null.
+ */
+export async function startAccountHelper(
+  config: Config,
+  identity: Identity | null,
+  logger: Logger,
+): Promise<AccountHelper | null> {
+  if (config.accounts !== 'system') return null;
+  if (identity === null) {
+    throw new PrivilegeError(
+      'accounts = "system" needs mailsrv started as root: its helper checks Unix passwords and ' +
+        "creates mailboxes owned by their users (it drops to 'user'/'group' for everything else)",
+    );
+  }
+  return AccountHelper.start(
+    {
+      spoolDir: resolve(config.spool_dir),
+      minUid: config.system_min_uid,
+      pamService: config.pam_service,
+      mailGid: identity.gid,
+    },
+    logger,
+  );
+}
+
 /** Creates the spool and state directories, handed to the daemon's user, and opens the maildrop. */
 export async function prepareStateDirectories(
   config: Config,
@@ -31,7 +61,11 @@ export async function prepareStateDirectories(
   identity: Identity | null,
 ): Promise<void> {
   await prepareDirectories(
-    { spool: config.spool_dir, state: [config.state_dir, paths.indexDir, paths.journalDir] },
+    {
+      spool: config.spool_dir,
+      state: [config.state_dir, paths.indexDir, paths.journalDir],
+      sharedSpool: config.accounts === 'system',
+    },
     identity,
   );
   // `mailsrv sendmail` drops mail here as any local user: state_dir 0711, maildrop 1733

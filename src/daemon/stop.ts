@@ -12,6 +12,7 @@ export async function stopDaemon(parts: Components, paths: StatePaths, logger: L
   await parts.pickup.stop();
   await parts.manager.stop();
   await parts.local.close();
+  parts.accountHelper?.stop();
   await removePidFile(paths.pidFile);
   logger.info('stopped');
   logger.flush();

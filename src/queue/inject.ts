@@ -22,7 +22,7 @@ export interface Injection {
 export interface InjectorOptions {
   store: QueueStore;
   /** the deliveries addresses lead to, each once, as routed now (SIGHUP replaces users and aliases) */
-  route: (addresses: string[]) => ResolvedRecipient[];
+  route: (addresses: string[]) => Promise<ResolvedRecipient[]>;
   onQueued: (entry: QueueEntry) => void;
 }
 
@@ -38,7 +38,7 @@ export class Injector {
   constructor(private readonly options: InjectorOptions) {}
 
   async inject(injection: Injection): Promise<QueueEntry> {
-    const recipients = this.options.route(injection.recipients);
+    const recipients = await this.options.route(injection.recipients);
     if (recipients.length === 0) throw new NoRecipientsError();
     const pending = this.options.store.begin({
       sender: injection.sender,
