@@ -9,3 +9,6 @@ export const PAM_SERVICE_TEXT = `#%PAM-1.0
 auth     required  pam_unix.so nodelay
 account  required  pam_unix.so
 `;
+
+/** Where PAM looks for service files. */
+export const PAM_SERVICE_DIR = '/etc/pam.d';

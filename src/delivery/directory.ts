@@ -86,21 +86,26 @@ export class Directory {
    * Runs a synchronous rule over the users: again after looking up the names it asked about that
    * were not known, until it asks about nothing new (each round learns a name, so it ends).
    */
-  async withUsers<T>(rule: (users: UserLookup) => T): Promise<T> {
-    const learnt = new Map<string, boolean>();
-    for (;;) {
-      const unknown = new Set<string>();
-      const result = rule({
-        has: (name) => {
-          const answer = learnt.get(name) ?? this.source.known(name);
-          if (answer === undefined) unknown.add(name);
-          return answer ?? false;
-        },
-      });
-      if (unknown.size === 0) return result;
-      const names = [...unknown];
-      const answers = await Promise.all(names.map((name) => this.source.lookUp(name)));
-      for (const [i, name] of names.entries()) learnt.set(name, answers[i]!);
-    }
+  withUsers<T>(rule: (users: UserLookup) => T): Promise<T> {
+    return withUserSource(this.source, rule);
+  }
+}
+
+/** Directory.withUsers for any source (`mailsrv check` runs the alias checks this way). */
+export async function withUserSource<T>(source: UserSource, rule: (users: UserLookup) => T): Promise<T> {
+  const learnt = new Map<string, boolean>();
+  for (;;) {
+    const unknown = new Set<string>();
+    const result = rule({
+      has: (name) => {
+        const answer = learnt.get(name) ?? source.known(name);
+        if (answer === undefined) unknown.add(name);
+        return answer ?? false;
+      },
+    });
+    if (unknown.size === 0) return result;
+    const names = [...unknown];
+    const answers = await Promise.all(names.map((name) => source.lookUp(name)));
+    for (const [i, name] of names.entries()) learnt.set(name, answers[i]!);
   }
 }

@@ -3,8 +3,8 @@
 // spool_dir/<login>, made by the root helper as the account's, group mail, 0660, read by Python's
 // mailbox module and shared with dotlockfile meanwhile; SMTP AUTH (swaks) and POP3 (curl, the raw
 // client) log in with the Unix password; a wrong password, an unknown name and an account below
-// system_min_uid look the same; a locked or expired account cannot log in; a killed helper
-// worker is started again. Skipped unless run as root (CI is).
+// system_min_uid look the same; a locked or expired account cannot log in; `mailsrv check` names
+// a mailbox the daemon cannot use, with the fix; a killed helper worker is started again. Skipped unless run as root (CI is).
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -21,6 +21,7 @@ import {
   Pop3Client,
   pythonMbox,
   RUN_AS_ROOT,
+  runCli,
   SmtpClient,
   sendRaw,
   startDaemon,
@@ -238,6 +239,29 @@ describe('accounts = "system"', { skip: RUN_AS_ROOT ? false : 'run as root to ma
     execFileSync('chage', ['-E', '-1', bob.login]);
     assert.match(await answer(alice.login), /^\+OK/);
     assert.match(await answer(bob.login), /^\+OK/);
+  });
+
+  test('a 0600 mailbox: mail waits, `mailsrv check` names it with the fix and changes nothing', async () => {
+    const box = env.mailbox(bob.login);
+    chmodSync(box, 0o600); // as another MDA leaves it: the daemon (group mail) cannot open it
+    const before = readFileSync(box);
+    const message = 'Subject: after chmod\r\n\r\nwaits\r\n';
+    const sent = await sendRaw(env.port, { from: 'a@remote.test', to: [`${bob.login}@${DOMAIN}`], message });
+    assert.ok(sent.queueId, JSON.stringify(sent));
+    await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === sent.queueId);
+    const check = runCli(['check', '-c', env.configPath]);
+    assert.equal(check.code, 1, check.stdout + check.stderr);
+    const line = check.stderr.split('\n').find((l) => l.startsWith(`mailbox ${box}:`));
+    assert.ok(line, check.stderr);
+    const fix = `chown ${bob.login}:mail ${box} && chmod 0660 ${box}`;
+    assert.ok(line.endsWith(fix), line);
+    assert.equal(statSync(box).mode & 0o777, 0o600, 'check changed nothing');
+    assert.deepEqual(readFileSync(box), before);
+    execFileSync('sh', ['-c', fix]);
+    const again = runCli(['check', '-c', env.configPath]);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === sent.queueId);
+    assert.equal(pythonMbox(box).messages.at(-1)?.subject, 'after chmod');
   });
 
   test('a killed helper worker is started again and logins work again', async () => {
