@@ -4,7 +4,8 @@
 // mailbox module and shared with dotlockfile meanwhile; SMTP AUTH (swaks) and POP3 (curl, the raw
 // client) log in with the Unix password; a wrong password, an unknown name and an account below
 // system_min_uid look the same; a locked or expired account cannot log in; `mailsrv check` names
-// a mailbox the daemon cannot use, with the fix; a killed helper worker is started again. Skipped unless run as root (CI is).
+// a mailbox the daemon cannot use, with the fix; a killed helper worker is started again.
+// Skipped unless run as root (CI is).
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

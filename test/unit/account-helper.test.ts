@@ -122,7 +122,7 @@ describe('account lookups', () => {
     return { accounts: new SystemAccounts({ minUid: 1000, ttlMs: 1000, now }, lookup), asked };
   }
 
-  test('answers are cached for the TTL, found and not found; low uids are no account; one lookup per name', async () => {
+  test('answers are cached for the TTL, found or not; low uids are no account; one lookup per name', async () => {
     let clock = 0;
     const { accounts, asked } = accountsWith({ alice: 1001, daemon: 1 }, () => clock);
     const [a, b] = await Promise.all([accounts.find('Alice'), accounts.find('alice')]);
