@@ -198,6 +198,17 @@ describe('accounts = "system"', { skip: RUN_AS_ROOT ? false : 'run as root to ma
     assert.match(swaks.stdout, /235 2\.7\.0/);
   });
 
+  test("a POP3 update rewrites the mailbox in place: it stays the account's, group mail, 0660", async () => {
+    const box = env.mailbox(alice.login);
+    const count = pythonMbox(box).count;
+    const client = await Pop3Client.login(env.pop3Port, alice.login, PASSWORD, { localAddress: '127.0.4.1' });
+    assert.match(await client.cmd('DELE 1'), /^\+OK/);
+    assert.match(await client.quit(), /^\+OK/);
+    assert.equal(pythonMbox(box).count, count - 1);
+    const st = statSync(box);
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o7777], [alice.uid, mail!.gid, 0o660]);
+  });
+
   test('a wrong password, an unknown name, a low-uid account and a bad name get the same replies', async () => {
     const names = [alice.login, `${PREFIX}nobody`, low.login, 'root', 'Bad/Name'];
     const smtp: string[] = [];
