@@ -39,11 +39,13 @@ interface PamBinding {
   }): Promise<number>;
 }
 
-/** PAM results that mean "not this password, not now": the rest are faults of the system. */
+/**
+ * PAM results that mean "not this password, not now" (a locked account is PAM_AUTH_ERR); the rest
+ * are faults of the system (PAM_AUTHINFO_UNAVAIL: the LDAP server is down), answered "try later".
+ */
 const PAM_REFUSALS = new Set([
   6, // PAM_PERM_DENIED
   7, // PAM_AUTH_ERR
-  9, // PAM_AUTHINFO_UNAVAIL (pam_unix: no usable hash, e.g. a locked account)
   10, // PAM_USER_UNKNOWN
   11, // PAM_MAXTRIES
   12, // PAM_NEW_AUTHTOK_REQD (the password has expired)

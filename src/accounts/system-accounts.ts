@@ -32,6 +32,9 @@ const GETENT_TIMEOUT_MS = 10_000;
 /** a passwd line is far shorter; more is not an answer we trust */
 const MAX_OUTPUT = 4096;
 
+/** nothing of the caller's environment reaches getent (the root helper runs it too) */
+const GETENT_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
+
 /** getent exits 2 for "no such key" (0 found, 1 bad arguments, 3 no enumeration). */
 const GETENT_NOT_FOUND = 2;
 
@@ -41,7 +44,7 @@ export function getpwnam(login: string): Promise<SystemAccount | null> {
     execFile(
       'getent',
       ['passwd', '--', login],
-      { timeout: GETENT_TIMEOUT_MS, maxBuffer: MAX_OUTPUT, encoding: 'utf8', env: {} },
+      { timeout: GETENT_TIMEOUT_MS, maxBuffer: MAX_OUTPUT, encoding: 'utf8', env: GETENT_ENV },
       (err, stdout) => {
         if (err !== null) {
           if (err.code === GETENT_NOT_FOUND) resolve(null);
