@@ -4,13 +4,16 @@
 // mailbox module and shared with dotlockfile meanwhile; SMTP AUTH (swaks) and POP3 (curl, the raw
 // client) log in with the Unix password; a wrong password, an unknown name and an account below
 // system_min_uid look the same; a locked or expired account cannot log in; `mailsrv check` names
-// a mailbox the daemon cannot use, with the fix; a killed helper worker is started again.
+// a mailbox the daemon cannot use, with the fix; the helper worker refuses bad requests; a killed
+// helper worker is started again.
 // Skipped unless run as root (CI is).
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { encodeFrame, FrameReader } from '../../src/accounts/helper-protocol.js';
 import { PAM_SERVICE_TEXT } from '../../src/accounts/pam-service.js';
 import { resolveIdentity } from '../../src/privileges.js';
 import {
@@ -27,11 +30,14 @@ import {
   sendRaw,
   startDaemon,
   type TestEnv,
+  withTimeout,
 } from './harness.js';
+import { REPO_ROOT } from './harness/constants.js';
 
 const PREFIX = `msrvt${randomBytes(3).toString('hex')}`;
 const PAM_SERVICE = `${PREFIX}-pam`;
 const PAM_FILE = `/etc/pam.d/${PAM_SERVICE}`;
+const HELPER_ENTRY = join(REPO_ROOT, 'dist', 'accounts', 'helper-main.js');
 const PASSWORD = `Unix-${randomBytes(6).toString('hex')}`;
 
 interface Account {
@@ -159,18 +165,20 @@ describe('accounts = "system"', { skip: RUN_AS_ROOT ? false : 'run as root to ma
   test("delivery waits while dotlockfile holds the lock, and another writer's message stays intact", async () => {
     const lock = `${env.mailbox(bob.login)}.lock`;
     execFileSync('dotlockfile', ['-l', '-r', '0', lock]);
+    let queueId: string | null;
     try {
       // another MDA appends meanwhile, under the lock it holds
       const other = 'From other@mda.test Sat Dec  5 10:00:00 2026\nSubject: from procmail\n\nother body\n\n';
       writeFileSync(env.mailbox(bob.login), other, { flag: 'a' });
       const message = 'Subject: while locked\r\n\r\nwaited\r\n';
-      const result = await sendRaw(env.port, { from: 'a@remote.test', to: [`${bob.login}@${DOMAIN}`], message });
-      assert.ok(result.queueId, JSON.stringify(result));
-      await daemon.waitForLog((e) => e.msg === 'mailbox busy: queued for later delivery' && e.user === bob.login);
+      ({ queueId } = await sendRaw(env.port, { from: 'a@remote.test', to: [`${bob.login}@${DOMAIN}`], message }));
+      assert.ok(queueId);
+      // the queue's own attempt waits for the lock, gives up and defers: nothing was written
+      await daemon.waitForLog((e) => e.msg === 'deferred' && e.queueId === queueId);
     } finally {
       execFileSync('dotlockfile', ['-u', lock]);
     }
-    await daemon.waitForLog((e) => e.msg === 'delivered' && e.user === bob.login && e.direct !== true);
+    await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === queueId);
     assert.deepEqual(
       pythonMbox(env.mailbox(bob.login)).messages.map((m) => m.subject),
       ['to the team', 'from procmail', 'while locked'],
@@ -274,6 +282,50 @@ describe('accounts = "system"', { skip: RUN_AS_ROOT ? false : 'run as root to ma
     assert.equal(again.code, 0, again.stdout + again.stderr);
     await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === sent.queueId);
     assert.equal(pythonMbox(box).messages.at(-1)?.subject, 'after chmod');
+  });
+
+  test('the helper worker, run as root on its own, refuses what it must and exits on garbage', async () => {
+    const settings = { spoolDir: env.spoolDir, minUid: MIN_UID, pamService: PAM_SERVICE, mailGid: mail!.gid };
+    const worker = spawn(process.execPath, [HELPER_ENTRY, 'worker', JSON.stringify(settings)], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    const exited = new Promise<number | null>((resolve) => worker.once('exit', (code) => resolve(code)));
+    const reader = new FrameReader();
+    const answers = new Map<number, Record<string, unknown>>();
+    let answered = () => {};
+    worker.stdout.on('data', (chunk: Buffer) => {
+      for (const value of reader.push(chunk)) {
+        const answer = value as Record<string, unknown>;
+        answers.set(Number(answer.id), answer);
+      }
+      answered();
+    });
+    const requests = [
+      { id: 1, op: 'mailbox', user: low.login, path: `${env.spoolDir}/${low.login}` },
+      { id: 2, op: 'mailbox', user: alice.login, path: '/etc/shadow' },
+      { id: 3, op: 'mailbox', user: '../etc', path: `${env.spoolDir}/../etc` },
+      { id: 4, op: 'auth', user: low.login, password: PASSWORD, rhost: '127.0.0.1' },
+      { id: 5, op: 'chown', user: alice.login, path: '/etc/shadow' },
+      { id: 6, op: 'auth', user: alice.login, password: PASSWORD, rhost: '127.0.0.1' },
+    ];
+    for (const request of requests) worker.stdin.write(encodeFrame(request));
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        answered = () => answers.size === requests.length && resolve();
+        answered();
+      }),
+      10_000,
+      'the worker did not answer every request',
+    );
+    assert.match(String(answers.get(1)!.detail), /below system_min_uid/);
+    assert.equal(answers.get(2)!.detail, 'path is not spool_dir/<user>');
+    assert.equal(answers.get(3)!.detail, 'user is not a valid login name');
+    assert.deepEqual(answers.get(4), { id: 4, ok: false, error: 'denied', checked: false });
+    assert.equal(answers.get(5)!.detail, 'unknown op');
+    assert.deepEqual(answers.get(6), { id: 6, ok: true });
+    assert.throws(() => statSync(env.mailbox(low.login)), /ENOENT/);
+    worker.stdin.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+    assert.equal(await exited, 2);
   });
 
   test('a killed helper worker is started again and logins work again', async () => {
