@@ -1,8 +1,10 @@
 // The steps of the daemon's start-up that touch the system: who to run as, the directories,
 // the privilege drop, crash recovery, the queue, and the announcement that it is ready.
 // daemon.ts runs them as named phases, in order.
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { AccountHelper } from '../accounts/helper-client.js';
+import { PAM_SERVICE_DIR } from '../accounts/pam-service.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { recoverInterruptedExpunges } from '../mbox/expunge.js';
@@ -43,6 +45,9 @@ export async function startAccountHelper(
         "creates mailboxes owned by their users (it drops to 'user'/'group' for everything else)",
     );
   }
+  const pamFile = join(PAM_SERVICE_DIR, config.pam_service);
+  if (!existsSync(pamFile))
+    logger.warn({ pamFile }, 'no PAM service file: PAM checks passwords with /etc/pam.d/other');
   return AccountHelper.start(
     {
       spoolDir: resolve(config.spool_dir),
