@@ -46,8 +46,9 @@ export async function startAccountHelper(
     );
   }
   const pamFile = join(PAM_SERVICE_DIR, config.pam_service);
-  if (!existsSync(pamFile))
+  if (!existsSync(pamFile)) {
     logger.warn({ pamFile }, 'no PAM service file: PAM checks passwords with /etc/pam.d/other');
+  }
   return AccountHelper.start(
     {
       spoolDir: resolve(config.spool_dir),
