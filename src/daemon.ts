@@ -18,6 +18,7 @@ import {
   prepareStateDirectories,
   recoverMailboxes,
   refuseSecondDaemon,
+  startAccountHelper,
   startQueue,
 } from './daemon/startup.js';
 import { stopDaemon } from './daemon/stop.js';
@@ -34,7 +35,8 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   const acme = await phase('load ACME certificate', () => AcmeCertificates.open(config, paths.acmeDir, logger));
   const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));
   if (acme !== null) loaded.tls = acme.serving(loaded.tls);
-  const parts = await phase('build', () => buildComponents(loaded, paths, acme, logger));
+  const helper = await phase('start account helper', () => startAccountHelper(config, identity, logger));
+  const parts = await phase('build', () => buildComponents(loaded, paths, acme, logger, helper));
   const monitoring = new Monitoring(config, paths, parts, loaded, logger);
   await phase('bind listeners', async () => {
     await bindListeners(parts.smtp, parts.pop3, config);

@@ -56,20 +56,24 @@ function lookup(database: 'passwd' | 'group', name: string, key: 'user' | 'group
 
 /**
  * Creates the spool and state directories (spool 0770, state and its parts 0700) and, when
- * started as root, gives the state directories to the daemon's user; a spool directory that
+ * started as root, gives the state directories to the daemon's user. A spool shared with the
+ * Unix accounts (accounts = "system") is made as Debian's /var/mail is: root, the daemon's
+ * group, mode 2775, so users reach their mailboxes in it. A spool directory that
  * already existed keeps its owner (/var/mail is root:mail 2775 on Debian) and only has to be
  * writable by the user. Only these named directories are handed over, with lchown: root never
  * walks a tree the daemon's user controls (it could swap a directory for a link to /etc
  * mid-walk and have root chown what it points to).
  */
 export async function prepareDirectories(
-  dirs: { spool: string; state: string[] },
+  dirs: { spool: string; state: string[]; sharedSpool?: boolean },
   identity: Identity | null,
 ): Promise<void> {
-  const spoolCreated = await makeDirectory(dirs.spool, 0o770);
+  const shared = dirs.sharedSpool === true && identity !== null;
+  const spoolCreated = await makeDirectory(dirs.spool, shared ? 0o2775 : 0o770);
   for (const dir of dirs.state) await makeDirectory(dir, 0o700);
   if (identity === null) return;
-  if (spoolCreated) await lchown(dirs.spool, identity.uid, identity.gid);
+  if (spoolCreated) await lchown(dirs.spool, shared ? 0 : identity.uid, identity.gid);
+  if (spoolCreated && shared) await chmod(dirs.spool, 0o2775); // chown clears the setgid bit
   for (const dir of dirs.state) await lchown(dir, identity.uid, identity.gid);
 }
 

@@ -14,7 +14,11 @@
 //   with at most MAX_QUEUED_CHECKS_PER_CLIENT waiting per client: more get a temporary error;
 // - a login that verified within `auth.cache_ttl` is let in again without the hash and without
 //   a penalty (credential-cache.ts): only the right password can hit it; failures are never cached.
+// With accounts = "system" the password goes to PAM through the root helper instead of the hash
+// (accounts/system-passwords.ts, which has its own decoy), through the same throttle and slots;
+// nothing is cached then, so a changed password or a locked account counts at the next login.
 // Nothing here logs; callers log the outcome with their session (never the password).
+import type { SystemPasswords } from '../accounts/system-passwords.js';
 import { type Clock, sleep, systemClock } from '../clock.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import { CredentialCache } from './credential-cache.js';
@@ -83,6 +87,8 @@ export class Authenticator {
     settings: AuthSettings,
     /** times penalties and failure delays (default: the system clock) */
     private readonly clock: Clock = systemClock,
+    /** accounts = "system": passwords are checked through PAM, not the users file */
+    private readonly system: SystemPasswords | null = null,
   ) {
     this.throttle = new AuthThrottle({ ...throttleSettings(settings), clock });
     this.recent = new CredentialCache({ ttlMs: settings.cacheTtlMs, now: () => clock.now() });
@@ -98,13 +104,15 @@ export class Authenticator {
   async login(request: LoginRequest): Promise<LoginResult> {
     const users = this.users();
     const user = normalizeUsername(request.name);
-    const stored = user === null ? undefined : users.hashOf(user);
-    const scheme = stored === undefined ? null : schemeOf(stored);
-    const usable = stored !== undefined && scheme !== null && isSupportedScheme(scheme);
     const authzid = request.authzid ?? '';
     const sameUser = authzid === '' || (user !== null && normalizeUsername(authzid) === user);
+    const system = this.system;
+    const stored = user === null || system !== null ? undefined : users.hashOf(user);
+    const scheme = stored === undefined ? null : schemeOf(stored);
+    const usable = system !== null || (stored !== undefined && scheme !== null && isSupportedScheme(scheme));
     const valid = usable && sameUser && user !== null;
-    if (valid && this.recent.has(users, user, stored, request.password)) return { ok: true, user, penaltyMs: 0 };
+    if (system === null && valid && this.recent.has(users, user, stored!, request.password))
+      return { ok: true, user, penaltyMs: 0 };
 
     const name = user ?? request.name.slice(0, 64);
     const exempt = this.exempt(request.client);
@@ -115,12 +123,14 @@ export class Authenticator {
     const started = this.clock.now();
     // mynetworks queues per address and user: a webmail's users do not wait behind each other
     const queue = exempt ? `${throttleKey(request.client)} ${name}` : throttleKey(request.client);
+    const verify = () =>
+      system !== null
+        ? system.verify(sameUser ? user : null, request.password, request.client)
+        : verifyPassword(usable ? stored! : this.decoys.for(users), request.password);
     let verified: boolean | null;
     try {
       verified = await this.hashing.run(queue, () =>
-        request.stillWanted?.() === false
-          ? Promise.resolve(null)
-          : verifyPassword(usable ? stored : this.decoys.for(users), request.password),
+        request.stillWanted?.() === false ? Promise.resolve(null) : verify(),
       );
     } catch (err) {
       check.abandoned();
@@ -133,7 +143,7 @@ export class Authenticator {
     }
     if (verified && valid) {
       check.succeeded();
-      this.recent.remember(users, user, stored, request.password);
+      if (system === null) this.recent.remember(users, user, stored!, request.password);
       return { ok: true, user, penaltyMs };
     }
     const delayMs = check.failed();

@@ -2,10 +2,10 @@
 // the listen addresses (check-ports.ts), the directories, the users and aliases files, the TLS
 // certificate and key (loaded by the daemon's own code, then checked for expiry, names and
 // permissions), the DKIM keys (a local domain without one is a warning: its mail goes out
-// unsigned) and, run as root, whether
-// the files the daemon re-reads on SIGHUP are readable by the user it drops to. Errors exit 1;
-// warnings are printed and do not fail. `mailsrv config` prints the effective config with every
-// default filled in (like `postconf`).
+// unsigned) and, run as root, whether the files the daemon re-reads on SIGHUP are readable by
+// the user it drops to; with accounts = "system", the accounts side too (check-accounts.ts).
+// Errors exit 1; warnings are printed and do not fail. `mailsrv config` prints the effective
+// config with every default filled in (like `postconf`).
 import { X509Certificate } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { access, constants, readFile, realpath, stat } from 'node:fs/promises';
@@ -20,6 +20,7 @@ import { checkAliases, parseAliases } from '../delivery/aliases.js';
 import { DKIM_KEY_TYPES, keyFile, loadDkimKeys, signingDomains } from '../dkim/keys.js';
 import { PrivilegeError, resolveIdentity, startedAsRoot, type Identity } from '../privileges.js';
 import { loadTlsCredentials, TlsFileError, type TlsCredentials } from '../tls/credentials.js';
+import { checkSystemAccounts } from './check-accounts.js';
 import { checkListenPorts } from './check-ports.js';
 import { loadConfigOrExit } from './load-config.js';
 
@@ -109,6 +110,13 @@ async function checkDirectory(key: string, dir: string): Promise<string[]> {
 }
 
 async function checkUsersAndAliases(config: Config, findings: Findings): Promise<void> {
+  if (config.accounts === 'system') {
+    const aliasesText = await readOptional(config.aliases_file, 'aliases_file', findings);
+    const aliases = parseAliases(aliasesText ?? '', config.aliases_file);
+    findings.errors.push(...aliases.problems);
+    await checkSystemAccounts(config, aliases.aliases, daemonIdentityOrNull(config), findings);
+    return;
+  }
   const usersText = await readOptional(config.users_file, 'users_file', findings);
   // unreadable (reported): the aliases cannot be judged against users nobody can see
   if (usersText === null) return;
@@ -247,7 +255,7 @@ async function checkReadableAfterDrop(config: Config, configFile: string, findin
   }
   const files: [key: string | null, file: string][] = [
     [null, configFile],
-    ['users_file', config.users_file],
+    ...(config.accounts === 'file' ? [['users_file', config.users_file] as [string, string]] : []),
     ['aliases_file', config.aliases_file],
   ];
   if (config.tls.cert !== '') files.push(['tls.cert', config.tls.cert], ['tls.key', config.tls.key]);
@@ -261,6 +269,16 @@ async function checkReadableAfterDrop(config: Config, configFile: string, findin
         `is not readable by user ${identity.user}/group ${identity.group}, ` +
         `as whom mailsrv re-reads it on SIGHUP: ${denial}`,
     );
+  }
+}
+
+/** Run as root: who the daemon will run as (null when not root, or when that user or group is missing). */
+function daemonIdentityOrNull(config: Config): Identity | null {
+  if (!startedAsRoot()) return null;
+  try {
+    return resolveIdentity(config.user, config.group);
+  } catch {
+    return null; // checkReadableAfterDrop reports it
   }
 }
 

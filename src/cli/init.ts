@@ -1,8 +1,10 @@
-// `mailsrv init [--dir DIR] [--hostname NAME]`: a starter installation for this host in DIR
-// (default /etc/mailsrv): mailsrv.toml, an empty users file, an aliases file routing
-// postmaster, abuse and MAILER-DAEMON to root, and a self-signed certificate. It never
-// overwrites: every file is created exclusively and whatever exists is kept (the certificate
-// and its key as a pair), so running it again only fills in what is missing.
+// `mailsrv init [--dir DIR] [--hostname NAME] [--accounts file|system]`: a starter installation
+// for this host in DIR (default /etc/mailsrv): mailsrv.toml, an empty users file, an aliases file
+// routing postmaster, abuse and MAILER-DAEMON to root, and a self-signed certificate. With
+// `--accounts system` (README, "Using the box's Unix accounts") the Unix accounts are the users:
+// no users file, the box's /etc/aliases, and the PAM service file /etc/pam.d/mailsrv instead. It
+// never overwrites: every file is created exclusively and whatever exists is kept (the
+// certificate and its key as a pair), so running it again only fills in what is missing.
 import { lstat } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -11,6 +13,7 @@ import type { Command } from 'commander';
 import { ConfigError, configPath, parseConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { startedAsRoot } from '../privileges.js';
+import { PAM_SERVICE_DIR, PAM_SERVICE_TEXT } from '../accounts/pam-service.js';
 import { generateSelfSigned } from '../tls/selfsigned.js';
 import { fail } from './fail.js';
 import { createFile, groupForSecrets, makeDirectory } from './secret-files.js';
@@ -19,6 +22,11 @@ const DEFAULT_DIR = '/etc/mailsrv';
 /** config/mailsrv.toml, installed with the package: every key, its default and its meaning. */
 const REFERENCE_CONFIG = fileURLToPath(new URL('../../config/mailsrv.toml', import.meta.url));
 const CERTIFICATE_DAYS = 3650;
+/** accounts = "system" keeps the aliases the box already has (Postfix's, sendmail's) */
+const SYSTEM_ALIASES = '/etc/aliases';
+const PAM_SERVICE = 'mailsrv';
+
+type Accounts = 'file' | 'system';
 
 interface Layout {
   dir: string;
@@ -30,19 +38,24 @@ interface Layout {
   key: string;
   /** dkim.keys_dir: `mailsrv dkim keygen` fills it */
   dkimDir: string;
+  accounts: Accounts;
+  /** accounts = "system": the PAM service file */
+  pamFile: string;
 }
 
-function layoutOf(dir: string): Layout {
+function layoutOf(dir: string, accounts: Accounts, pamDir: string): Layout {
   const tlsDir = join(dir, 'tls');
   return {
     dir,
     config: join(dir, 'mailsrv.toml'),
     users: join(dir, 'users'),
-    aliases: join(dir, 'aliases'),
+    aliases: accounts === 'system' ? SYSTEM_ALIASES : join(dir, 'aliases'),
     tlsDir,
     cert: join(tlsDir, 'cert.pem'),
     key: join(tlsDir, 'key.pem'),
     dkimDir: join(dir, 'dkim'),
+    accounts,
+    pamFile: join(pamDir, PAM_SERVICE),
   };
 }
 
@@ -55,9 +68,13 @@ export function registerInitCommand(program: Command): void {
     )
     .option('--dir <dir>', 'where to write them', DEFAULT_DIR)
     .option('--hostname <name>', "the mail server's name (default: the system host name)")
-    .action(async (opts: { dir: string; hostname?: string }) => {
+    .option('--accounts <kind>', '"file": users of its own; "system": the Unix accounts (PAM, /etc/aliases)', 'file')
+    .option('--pam-dir <dir>', 'where the PAM service file goes (--accounts system)', PAM_SERVICE_DIR)
+    .action(async (opts: { dir: string; hostname?: string; accounts: string; pamDir: string }) => {
+      if (opts.accounts !== 'file' && opts.accounts !== 'system')
+        fail(`--accounts must be "file" or "system", not ${JSON.stringify(opts.accounts)}`);
       const hostname = (opts.hostname ?? osHostname()).toLowerCase();
-      const layout = layoutOf(resolve(opts.dir));
+      const layout = layoutOf(resolve(opts.dir), opts.accounts as Accounts, resolve(opts.pamDir));
       const configText = starterConfig(hostname, layout);
       const config = validated(configText, layout.config, hostname);
       try {
@@ -87,10 +104,22 @@ async function writeInstallation(layout: Layout, configText: string, config: Con
   await makeDirectory(layout.tlsDir);
   const certificateExists = await certificatePairExists(layout);
   const groupNote = secretGroup === null ? '' : `, group ${config.group}`;
+  const system = layout.accounts === 'system';
   const outcomes = [
     outcome(layout.config, await createFile(layout.config, configText, 0o644, null)),
-    outcome(layout.users, await createFile(layout.users, USERS_FILE, 0o640, secretGroup), `mode 0640${groupNote}`),
-    outcome(layout.aliases, await createFile(layout.aliases, ALIASES_FILE, 0o644, null)),
+    ...(system
+      ? [
+          outcome(layout.pamFile, await createFile(layout.pamFile, PAM_SERVICE_TEXT, 0o644, null), 'pam_unix'),
+          `using the Unix accounts and ${layout.aliases} (kept as it is)`,
+        ]
+      : [
+          outcome(
+            layout.users,
+            await createFile(layout.users, USERS_FILE, 0o640, secretGroup),
+            `mode 0640${groupNote}`,
+          ),
+          outcome(layout.aliases, await createFile(layout.aliases, ALIASES_FILE, 0o644, null)),
+        ]),
     ...(certificateExists
       ? [outcome(layout.cert, false), outcome(layout.key, false)]
       : await createCertificate(layout, config.hostname, secretGroup, groupNote)),
@@ -145,10 +174,19 @@ async function exists(path: string): Promise<boolean> {
 
 function nextSteps(layout: Layout): string {
   const configOption = configPath(undefined) === layout.config ? '' : ` -c ${layout.config}`;
+  const firstSteps =
+    layout.accounts === 'system'
+      ? [
+          '  1. mail users are the Unix accounts (uid >= system_min_uid): adduser NAME',
+          `  2. make sure ${layout.aliases} has "root: NAME" (then postmaster reaches that user)`,
+        ]
+      : [
+          `  1. mailsrv user add${configOption} NAME     (asks for the password)`,
+          `  2. add a line "root: NAME" to ${layout.aliases}, so that mail to postmaster reaches that user`,
+        ];
   return [
     'Next steps:',
-    `  1. mailsrv user add${configOption} NAME     (asks for the password)`,
-    `  2. add a line "root: NAME" to ${layout.aliases}, so that mail to postmaster reaches that user`,
+    ...firstSteps,
     `  3. review ${layout.config} (hostname, domains, mynetworks, listeners)`,
     `  4. mailsrv dkim keygen${configOption} DOMAIN   (each domain and the hostname), then publish the records`,
     `     that \`mailsrv dkim dns${configOption}\` prints (DKIM, SPF, DMARC, MX, SRV)`,
@@ -186,9 +224,7 @@ ${domain === null ? '# For example: domains = ["example.org"]\n' : ''}domains = 
 spool_dir = "/var/mail"
 # The queue, indexes and the pid file.
 state_dir = "/var/lib/mailsrv"
-# The users (\`mailsrv user add NAME\`) and the aliases (/etc/aliases syntax).
-users_file = ${toml(layout.users)}
-aliases_file = ${toml(layout.aliases)}
+${layout.accounts === 'system' ? systemAccountsKeys(layout) : fileAccountsKeys(layout)}
 # Clients that may send mail anywhere without logging in; add your LAN, e.g. "192.168.1.0/24".
 mynetworks = ["127.0.0.0/8", "::1/128"]
 # Started as root, mailsrv binds its ports and then runs as this user and group. The users
@@ -225,6 +261,22 @@ keys_dir = ${toml(layout.dkimDir)}
 # fatal, error, warn, info, debug (every SMTP command and reply) or trace.
 level = "info"
 `;
+}
+
+function fileAccountsKeys(layout: Layout): string {
+  return `# The users (\`mailsrv user add NAME\`) and the aliases (/etc/aliases syntax).
+users_file = ${toml(layout.users)}
+aliases_file = ${toml(layout.aliases)}`;
+}
+
+function systemAccountsKeys(layout: Layout): string {
+  return `# The users are this box's Unix accounts with a uid of at least system_min_uid (adduser NAME);
+# their passwords are checked through PAM (${layout.pamFile}), their mailboxes are
+# spool_dir/NAME, owned by them, group mail, mode 0660. Aliases: the box's own file.
+accounts = "system"
+system_min_uid = 1000
+pam_service = ${toml(PAM_SERVICE)}
+aliases_file = ${toml(layout.aliases)}`;
 }
 
 const USERS_FILE = `# mailsrv users: one \`name:{SCHEME}hash\` a line (Dovecot passwd-file format, so

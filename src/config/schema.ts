@@ -215,6 +215,21 @@ const fullSchema = z.strictObject({
   state_dir: z.string().min(1).default('/var/lib/mailsrv').describe('queue, indexes and pid file'),
   users_file: z.string().min(1).default('/etc/mailsrv/users').describe('passwd-file: name:{SCHEME}hash'),
   aliases_file: z.string().min(1).default('/etc/mailsrv/aliases').describe('/etc/aliases syntax'),
+  accounts: z
+    .enum(['file', 'system'])
+    .default('file')
+    .describe('who gets mail and logs in: "file" = users_file; "system" = the Unix accounts (NSS, PAM)'),
+  system_min_uid: z
+    .number()
+    .int()
+    .min(1)
+    .default(1000)
+    .describe('accounts = "system": accounts with a uid below this get no mail and cannot log in'),
+  pam_service: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]*$/, { message: 'expected a PAM service name such as "mailsrv"' })
+    .default('mailsrv')
+    .describe('accounts = "system": the PAM service passwords are checked with (/etc/pam.d/<name>)'),
   mynetworks: networkList().default(['127.0.0.0/8', '::1/128']).describe('clients that may relay without AUTH'),
   plaintext_auth_networks: networkList()
     .default(['127.0.0.0/8', '::1/128'])

@@ -3,7 +3,11 @@
 // settings (see live-settings.ts). The parts read the users, aliases and certificate through
 // `loaded`, so a reload that replaces them there reaches every part at once.
 import type { AcmeCertificates } from '../acme/certificates.js';
+import type { AccountHelper } from '../accounts/helper-client.js';
+import { accountMailboxes, daemonMailboxes } from '../accounts/mailboxes.js';
+import { SystemPasswords } from '../accounts/system-passwords.js';
 import { Authenticator } from '../auth/authenticator.js';
+import { systemClock } from '../clock.js';
 import { BounceNotifier } from '../bounce/notifier.js';
 import { LocalDelivery } from '../delivery/local.js';
 import { SubmissionSigner } from '../dkim/submission.js';
@@ -43,6 +47,8 @@ export interface Components {
   useCertificate(tls: TlsCredentials): void;
   /** client connections open now, per protocol */
   sessions(): { smtp: number; pop3: number };
+  /** accounts = "system": the root helper (stopped with the daemon) */
+  accountHelper: AccountHelper | null;
   /** lets the sessions waiting to be greeted go on: the mail is safe to touch */
   open(): void;
   reconfigure: Reconfigurers;
@@ -53,6 +59,7 @@ export function buildComponents(
   paths: StatePaths,
   acme: AcmeCertificates | null,
   logger: Logger,
+  accountHelper: AccountHelper | null = null,
 ): Components {
   const { config } = loaded;
   // sessions wait for this: the listeners are bound before the mail is safe to touch
@@ -63,13 +70,24 @@ export function buildComponents(
   let routing = liveSettings.routing(config);
   let bounces = liveSettings.bounces(config);
 
-  const authenticator = new Authenticator(() => loaded.directory.users, liveSettings.auth(config));
+  const accounts = accountHelper === null ? null : loaded.accounts;
+  const mailboxes =
+    accountHelper === null || accounts === null
+      ? daemonMailboxes
+      : accountMailboxes(accounts, (login, path) => accountHelper.createMailbox(login, path));
+  const authenticator = new Authenticator(
+    () => loaded.directory.users,
+    liveSettings.auth(config),
+    systemClock,
+    accountHelper === null ? null : new SystemPasswords(accountHelper),
+  );
   const store = new QueueStore(config.state_dir);
   const local = new LocalDelivery({
     ...liveSettings.local(config),
     spoolDir: config.spool_dir,
     store,
     userExists: (user) => loaded.directory.hasMailbox(user),
+    mailboxes,
     logger,
   });
   const policy = new SmtpPolicy({
@@ -124,6 +142,7 @@ export function buildComponents(
     ready,
     limits: pop3Connections,
     spoolDir: config.spool_dir,
+    mailboxOwner: (user) => mailboxes.ownerOf(user),
     indexDir: paths.indexDir,
     journalDir: paths.journalDir,
     authenticator,
@@ -164,5 +183,18 @@ export function buildComponents(
     for (const { service } of smtp) service.server.useCertificate(tls);
   };
   const sessions = () => ({ smtp: smtpConnections.connections, pop3: pop3Connections.connections });
-  return { store, local, manager, smtp, pop3, pickup, acme, useCertificate, sessions, open, reconfigure };
+  return {
+    store,
+    local,
+    manager,
+    smtp,
+    pop3,
+    pickup,
+    acme,
+    useCertificate,
+    sessions,
+    accountHelper,
+    open,
+    reconfigure,
+  };
 }

@@ -1,6 +1,9 @@
 // What the daemon reads from files besides its state, at start and again on SIGHUP: the config,
-// the users and aliases, the TLS certificate and the DKIM keys. The running parts read the users, aliases and
-// certificate through one Loaded object, which a reload updates in place.
+// the users and aliases, the TLS certificate and the DKIM keys. The running parts read them
+// through one Loaded object, which a reload updates in place. With accounts = "system" the users
+// are the box's accounts, looked up as needed (the lookups' cache is kept across reloads:
+// accounts and system_min_uid only change at a restart).
+import { SystemAccounts } from '../accounts/system-accounts.js';
 import { localDomainMatcher } from '../config/domains.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -12,6 +15,8 @@ import { loadTlsCredentials, type TlsCredentials } from '../tls/credentials.js';
 export interface Loaded {
   config: Config;
   directory: Directory;
+  /** the Unix accounts when accounts = "system", else null */
+  accounts: SystemAccounts | null;
   /** null: TLS is off */
   tls: TlsCredentials | null;
   /** the signing keys of the local domains and hostname */
@@ -21,7 +26,9 @@ export interface Loaded {
 /** At start: a certificate that cannot be read stops the start. */
 export async function loadFiles(config: Config, logger: Logger): Promise<Loaded> {
   const tls = await loadTlsCredentials(config.tls);
-  return { config, directory: await loadDirectory(config, logger), tls, dkim: await loadKeys(config, logger) };
+  const accounts = config.accounts === 'system' ? new SystemAccounts({ minUid: config.system_min_uid }) : null;
+  const directory = await loadDirectory(config, accounts, logger);
+  return { config, accounts, directory, tls, dkim: await loadKeys(config, logger) };
 }
 
 /**
@@ -31,12 +38,12 @@ export async function loadFiles(config: Config, logger: Logger): Promise<Loaded>
  */
 export async function reloadFiles(configFile: string, running: Loaded, logger: Logger): Promise<Loaded> {
   const config = loadConfig(configFile);
-  const directory = await loadDirectory(config, logger);
+  const directory = await loadDirectory(config, running.accounts, logger);
   const tls = await loadTlsCredentials(config.tls).catch((err: Error) => {
     logger.error({ err: err.message }, 'cannot reload the TLS certificate; keeping the running one');
     return running.tls;
   });
-  return { config, directory, tls, dkim: await loadKeys(config, logger) };
+  return { config, accounts: running.accounts, directory, tls, dkim: await loadKeys(config, logger) };
 }
 
 /** The DKIM keys; one that cannot be used, or a domain without one, is a warning: its mail goes unsigned. */
@@ -52,11 +59,11 @@ async function loadKeys(config: Config, logger: Logger): Promise<DkimKeys> {
   return keys;
 }
 
-async function loadDirectory(config: Config, logger: Logger): Promise<Directory> {
+async function loadDirectory(config: Config, accounts: SystemAccounts | null, logger: Logger): Promise<Directory> {
   const { directory, problems } = await Directory.load(
-    config.users_file,
-    config.aliases_file,
+    { usersFile: config.users_file, aliasesFile: config.aliases_file },
     localDomainMatcher(config),
+    accounts,
   );
   for (const problem of problems) logger.warn({ problem }, 'users or aliases file problem');
   return directory;

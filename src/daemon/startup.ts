@@ -1,6 +1,10 @@
 // The steps of the daemon's start-up that touch the system: who to run as, the directories,
 // the privilege drop, crash recovery, the queue, and the announcement that it is ready.
 // daemon.ts runs them as named phases, in order.
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { AccountHelper } from '../accounts/helper-client.js';
+import { PAM_SERVICE_DIR } from '../accounts/pam-service.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { recoverInterruptedExpunges } from '../mbox/expunge.js';
@@ -11,6 +15,7 @@ import {
   checkWritable,
   dropPrivileges,
   type Identity,
+  PrivilegeError,
   prepareDirectories,
   resolveIdentity,
   startedAsRoot,
@@ -32,6 +37,37 @@ export function daemonIdentity(config: Config): Identity | null {
 }
 
 /**
+ * accounts = "system": starts the root helper that checks passwords and creates mailboxes
+ * (README, "Using the box's Unix accounts"), while this process is still root; else null.
+ */
+export async function startAccountHelper(
+  config: Config,
+  identity: Identity | null,
+  logger: Logger,
+): Promise<AccountHelper | null> {
+  if (config.accounts !== 'system') return null;
+  if (identity === null) {
+    throw new PrivilegeError(
+      'accounts = "system" needs mailsrv started as root: its helper checks Unix passwords and ' +
+        "creates mailboxes owned by their users (it drops to 'user'/'group' for everything else)",
+    );
+  }
+  const pamFile = join(PAM_SERVICE_DIR, config.pam_service);
+  if (!existsSync(pamFile)) {
+    logger.warn({ pamFile }, 'no PAM service file: PAM checks passwords with /etc/pam.d/other');
+  }
+  return AccountHelper.start(
+    {
+      spoolDir: resolve(config.spool_dir),
+      minUid: config.system_min_uid,
+      pamService: config.pam_service,
+      mailGid: identity.gid,
+    },
+    logger,
+  );
+}
+
+/**
  * Creates the spool and state directories (state_dir/acme with ACME on), handed to the daemon's
  * user, and opens the maildrop.
  */
@@ -42,7 +78,11 @@ export async function prepareStateDirectories(
 ): Promise<void> {
   const acmeDir = config.acme.directory === '' ? [] : [paths.acmeDir];
   await prepareDirectories(
-    { spool: config.spool_dir, state: [config.state_dir, paths.indexDir, paths.journalDir, ...acmeDir] },
+    {
+      spool: config.spool_dir,
+      state: [config.state_dir, paths.indexDir, paths.journalDir, ...acmeDir],
+      sharedSpool: config.accounts === 'system',
+    },
     identity,
   );
   // `mailsrv sendmail` drops mail here as any local user: state_dir 0711, maildrop 1733

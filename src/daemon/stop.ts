@@ -20,6 +20,7 @@ export async function stopDaemon(
   await parts.pickup.stop();
   await parts.manager.stop();
   await parts.local.close();
+  parts.accountHelper?.stop();
   await removePidFile(paths.pidFile);
   await lastly();
   logger.info('stopped');

@@ -5,6 +5,7 @@
 // through one GroupAppender, so what arrives for a mailbox during an append shares the next fsync.
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import type { Mailboxes, MailboxRule } from '../accounts/mailboxes.js';
 import { normalizeUsername } from '../auth/username.js';
 import type { Logger } from '../log.js';
 import {
@@ -32,7 +33,9 @@ export interface LocalDeliveryOptions {
   lockTimeoutMs: number;
   store: QueueStore;
   /** whether the user has a mailbox here (Directory.hasMailbox) */
-  userExists: (user: string) => boolean;
+  userExists: (user: string) => Promise<boolean>;
+  /** whose each mailbox is, and who creates it (accounts = "file" or "system") */
+  mailboxes: Mailboxes;
   logger: Logger;
 }
 
@@ -67,13 +70,19 @@ export class LocalDelivery implements DeliveryAgent {
     }
     const mailbox = this.mailboxPath(user);
     if (mailbox === null) return jobs.map(() => permanent('5.1.3', `invalid mailbox name ${JSON.stringify(user)}`));
-    if (!this.options.userExists(user)) {
-      return jobs.map(({ entry, index }) =>
-        permanent('5.1.1', `<${entry.envelope.recipients[index]!.address}>: user unknown`),
-      );
+    let rule: MailboxRule;
+    try {
+      if (!(await this.options.userExists(user))) {
+        return jobs.map(({ entry, index }) =>
+          permanent('5.1.1', `<${entry.envelope.recipients[index]!.address}>: user unknown`),
+        );
+      }
+      rule = await this.options.mailboxes.prepare(user, mailbox);
+    } catch (err) {
+      return jobs.map(() => temporary('4.3.0', `cannot prepare mailbox of ${user}: ${(err as Error).message}`));
     }
     const results = await this.appender.append(
-      this.target(mailbox, this.options.lockTimeoutMs),
+      this.target(mailbox, this.options.lockTimeoutMs, rule),
       jobs.map((job) => ({
         ...this.message(job.entry.envelope, job.index, user, this.options.store.openMessage(job.entry), (offset) =>
           recorder.appending(job, mailbox, offset),
@@ -94,8 +103,15 @@ export class LocalDelivery implements DeliveryAgent {
     if (recipient === undefined || others.length > 0 || recipient.target.kind !== 'local') return 'use-queue';
     const user = recipient.target.user;
     const mailbox = this.mailboxPath(user);
-    if (mailbox === null || !this.options.userExists(user)) return 'use-queue';
-    const [result] = await this.appender.append(this.target(mailbox, 0), [
+    if (mailbox === null) return 'use-queue';
+    let rule: MailboxRule;
+    try {
+      if (!(await this.options.userExists(user))) return 'use-queue';
+      rule = await this.options.mailboxes.prepare(user, mailbox);
+    } catch {
+      return 'use-queue'; // the queue tries again and says why
+    }
+    const [result] = await this.appender.append(this.target(mailbox, 0, rule), [
       this.message(envelope, 0, user, Buffer.isBuffer(source) ? source : source()),
     ]);
     if (result instanceof MailboxFullError) return 'mailbox-full';
@@ -121,12 +137,14 @@ export class LocalDelivery implements DeliveryAgent {
     return this.appender.close();
   }
 
-  private target(mailboxPath: string, lockTimeoutMs: number): MailboxTarget {
+  private target(mailboxPath: string, lockTimeoutMs: number, rule: MailboxRule): MailboxTarget {
     return {
       mailboxPath,
       sizeLimit: this.options.mailboxSizeLimit,
       lockTimeoutMs,
       onStaleBroken: this.staleLockLogger,
+      owner: rule.owner,
+      create: rule.create,
     };
   }
 

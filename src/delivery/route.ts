@@ -7,7 +7,7 @@ import type { ResolvedRecipient } from '../message/envelope.js';
 
 export interface RecipientDirectory {
   /** local part → local users and remote forwards, or null when nobody has that name */
-  resolve(localPart: string): { local: string[]; remote: string[] } | null;
+  resolve(localPart: string): Promise<{ local: string[]; remote: string[] } | null>;
 }
 
 export interface RoutingContext {
@@ -29,18 +29,19 @@ export function deliveriesFor(address: string, resolution: { local: string[]; re
  * the mail was accepted). A bare name is local. A local address nobody has still gets a local
  * delivery, which fails for good, so the sender gets a bounce instead of silence.
  */
-function routeAddress(address: string, context: RoutingContext): ResolvedRecipient[] {
+async function routeAddress(address: string, context: RoutingContext): Promise<ResolvedRecipient[]> {
   const full = qualify(address, context.hostname);
   const { localPart, domain } = splitAddress(full)!;
   if (!context.isLocalDomain(domain)) return [{ address: full, target: { kind: 'remote' } }];
-  const resolution = context.directory.resolve(localPart);
+  const resolution = await context.directory.resolve(localPart);
   if (resolution === null) return [{ address: full, target: { kind: 'local', user: localPart.toLowerCase() } }];
   return deliveriesFor(full, resolution);
 }
 
 /** Every delivery a list of addresses leads to, each once. */
-export function routeAddresses(addresses: string[], context: RoutingContext): ResolvedRecipient[] {
-  return uniqueDeliveries(addresses.flatMap((address) => routeAddress(address, context)));
+export async function routeAddresses(addresses: string[], context: RoutingContext): Promise<ResolvedRecipient[]> {
+  const routed = await Promise.all(addresses.map((address) => routeAddress(address, context)));
+  return uniqueDeliveries(routed.flat());
 }
 
 /** The same delivery requested twice (two RCPTs naming one user) happens once. */

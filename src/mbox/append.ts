@@ -9,7 +9,7 @@ import { Writable, type Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fromLine, MboxrdQuoter, MboxrdQuoting } from './format.js';
 import { editHeaders, HeaderEditing, type EditHeadersOptions } from './headers.js';
-import { checkMailboxFile } from './trust.js';
+import { checkMailboxFile, type MailboxOwner } from './trust.js';
 import { acquireDotlock, MailboxLockedError, type Dotlock, type StaleLockHandler } from './lock.js';
 import { fsyncDir, isErrno, readAt, writeAll } from '../fsutil.js';
 
@@ -22,6 +22,10 @@ export interface MailboxTarget {
   sizeLimit: number;
   lockTimeoutMs: number;
   onStaleBroken?: StaleLockHandler;
+  /** who an existing mailbox must belong to (default: the daemon's account, mode 0600) */
+  owner?: MailboxOwner;
+  /** false: a missing mailbox is an error, not created here (system accounts: the helper makes it) */
+  create?: boolean;
 }
 
 /** One message to append. */
@@ -144,13 +148,13 @@ class MailboxWriter extends Writable {
 }
 
 /** Opens the mailbox for append, creating it with mode 0600 if missing. Symlinks are refused. */
-async function openMailbox(path: string): Promise<{ handle: FileHandle; created: boolean }> {
+async function openMailbox(path: string, create: boolean): Promise<{ handle: FileHandle; created: boolean }> {
   const flags = constants.O_RDWR | constants.O_APPEND | constants.O_NOFOLLOW;
   for (;;) {
     try {
       return { handle: await fs.open(path, flags), created: false };
     } catch (err) {
-      if (!isErrno(err, 'ENOENT')) throw err;
+      if (!isErrno(err, 'ENOENT') || !create) throw err;
     }
     try {
       return { handle: await fs.open(path, flags | constants.O_CREAT | constants.O_EXCL, 0o600), created: true };
@@ -295,7 +299,7 @@ export class MailboxSession {
     }
     let opened;
     try {
-      opened = await openMailbox(path);
+      opened = await openMailbox(path, target.create ?? true);
     } catch (err) {
       await lock.release().catch(() => undefined);
       throw new MailboxIOError(path, 'cannot open mailbox', err);
@@ -303,7 +307,7 @@ export class MailboxSession {
     try {
       const st = await opened.handle.stat();
       if (!st.isFile()) throw new Error('not a regular file');
-      if (!opened.created) checkMailboxFile(path, st);
+      if (!opened.created) checkMailboxFile(path, st, target.owner);
       const tail = { size: st.size, padding: await separatorPadding(opened.handle, st.size) };
       await lock.noteCommittedSize(st.size);
       return new MailboxSession(target, lock, opened.handle, { created: opened.created, tail });

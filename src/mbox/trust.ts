@@ -17,6 +17,14 @@ export function daemonOwner(): MailboxOwner {
   return { uid: process.geteuid?.() ?? 0, groupWritable: false };
 }
 
+/**
+ * A Unix account's mailbox (accounts = "system") belongs to the account, group mail, mode 0660
+ * (Debian policy): the daemon reads and writes it through the group.
+ */
+export function accountOwner(uid: number): MailboxOwner {
+  return { uid, groupWritable: true };
+}
+
 export class UntrustedMailboxError extends Error {
   constructor(
     readonly path: string,

@@ -12,7 +12,7 @@ import { acquireDotlock, type StaleLockHandler } from '../mbox/lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
 import { FileWindow, retrieveMessage, type MessageReader } from '../mbox/retrieve.js';
 import { scanMailbox } from '../mbox/scan.js';
-import { checkMailboxFile } from '../mbox/trust.js';
+import { checkMailboxFile, daemonOwner, type MailboxOwner } from '../mbox/trust.js';
 
 /** The mailbox path names something that is not a regular file: no retry will help. */
 export class NotAMailboxError extends Error {
@@ -24,6 +24,8 @@ export class NotAMailboxError extends Error {
 
 export interface MaildropOptions {
   spoolDir: string;
+  /** who each user's mailbox must belong to (default: the daemon's account) */
+  mailboxOwner?: (user: string) => Promise<MailboxOwner>;
   /** state_dir/index: scan.ts keeps what it learnt about each mailbox here */
   indexDir: string;
   /** state_dir/journal: expunge.ts's crash journal */
@@ -51,6 +53,7 @@ export class Maildrop {
    */
   async open(user: string): Promise<MailboxSnapshot> {
     const path = this.pathOf(user);
+    const owner = await (this.options.mailboxOwner?.(user) ?? daemonOwner());
     const lock = await acquireDotlock(path, this.lockOptions());
     let size: number;
     try {
@@ -58,7 +61,7 @@ export class Maildrop {
       const st = await lstat(path);
       // a symlink is refused too (scan.ts opens with O_NOFOLLOW): it could lead out of the spool
       if (!st.isFile()) throw new NotAMailboxError(path);
-      checkMailboxFile(path, st);
+      checkMailboxFile(path, st, owner);
       size = st.size;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;

@@ -8,6 +8,7 @@ import { listenOptions, type ListenAddress } from '../config/units.js';
 import type { Logger } from '../log.js';
 import type { ConnectionLimits, Refusal } from '../net/connection-limits.js';
 import type { TlsCredentials } from '../tls/credentials.js';
+import type { MailboxOwner } from '../mbox/trust.js';
 import { Maildrop } from './maildrop.js';
 import { Pop3Connection } from './connection.js';
 import { MailboxClaims, type Pop3Settings, type SessionContext } from './context.js';
@@ -23,6 +24,8 @@ export interface Pop3ServerOptions {
   /** max_clients, max_connections_per_ip and stress mode, for POP3 */
   limits: ConnectionLimits;
   spoolDir: string;
+  /** who each user's mailbox must belong to (default: the daemon's account) */
+  mailboxOwner?: (user: string) => Promise<MailboxOwner>;
   /** state_dir/index */
   indexDir: string;
   /** state_dir/journal */
@@ -59,6 +62,7 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
   const sessions = new Set<Pop3Connection>();
   const maildrop = new Maildrop({
     spoolDir: options.spoolDir,
+    ...(options.mailboxOwner === undefined ? {} : { mailboxOwner: options.mailboxOwner }),
     indexDir: options.indexDir,
     journalDir: options.journalDir,
     lockTimeoutMs: () => settings.lockTimeoutMs,

@@ -23,7 +23,7 @@ export interface Injection {
 export interface InjectorOptions {
   store: QueueStore;
   /** the deliveries addresses lead to, each once, as routed now (SIGHUP replaces users and aliases) */
-  route: (addresses: string[]) => ResolvedRecipient[];
+  route: (addresses: string[]) => Promise<ResolvedRecipient[]>;
   onQueued: (entry: QueueEntry) => void;
   /** DKIM-signs a message (all of it received) made or submitted here (see SubmissionSigner) */
   sign?: (pending: PendingEntry<QueueEntry>) => Promise<unknown>;
@@ -41,7 +41,7 @@ export class Injector {
   constructor(private readonly options: InjectorOptions) {}
 
   async inject(injection: Injection): Promise<QueueEntry> {
-    const recipients = this.options.route(injection.recipients);
+    const recipients = await this.options.route(injection.recipients);
     if (recipients.length === 0) throw new NoRecipientsError();
     const pending = this.options.store.begin({
       sender: injection.sender,

@@ -63,12 +63,12 @@ export class SmtpPolicy {
    * address in a local domain whose local part is the user, or an alias that delivers to them
    * alone (not a list they are on); never as MAILER-DAEMON, whose mail is never answered.
    */
-  checkSenderOwner(address: string, user: string): void {
+  async checkSenderOwner(address: string, user: string): Promise<void> {
     if (address === '') return;
     const parts = splitAddress(address);
     const localPart = parts?.localPart.toLowerCase() ?? '';
-    const ownAlias = (): boolean => {
-      const resolved = this.options.directory().resolve(localPart);
+    const ownAlias = async (): Promise<boolean> => {
+      const resolved = await this.options.directory().resolve(localPart);
       return resolved !== null && resolved.remote.length === 0 && resolved.local.every((u) => u === user);
     };
     const owned =
@@ -76,7 +76,7 @@ export class SmtpPolicy {
       localPart !== '' &&
       localPart !== 'mailer-daemon' &&
       this.options.isLocalDomain(parts.domain) &&
-      (localPart === user || ownAlias());
+      (localPart === user || (await ownAlias()));
     if (!owned) throw new SmtpReplyError(553, `5.7.1 <${address}>: Sender address rejected: not owned by user ${user}`);
   }
 
@@ -92,7 +92,7 @@ export class SmtpPolicy {
       if (this.mayRelay(client)) return [{ address, target: { kind: 'remote' } }];
       throw new SmtpReplyError(554, `5.7.1 <${address}>: Relay access denied`);
     }
-    const resolved = this.options.directory().resolve(localPart);
+    const resolved = await this.options.directory().resolve(localPart);
     if (!resolved) {
       throw new SmtpReplyError(
         550,

@@ -219,7 +219,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onMailFrom(address, session, callback) {
-      try {
+      const checked = (async () => {
         const client = clientOf(session);
         // RFC 6409: the submission ports relay nothing for strangers, not even to local users.
         if (options.kind !== 'mx' && client.user === undefined)
@@ -228,12 +228,19 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         policy.checkHelo(session.hostNameAppearsAs ?? '');
         policy.checkSender(address.address);
         if (settings.senderLoginMatch && client.user !== undefined)
-          policy.checkSenderOwner(address.address, client.user);
-        callback();
-      } catch (err) {
-        countSmtpRefusal(err as SmtpReplyError);
-        callback(err as Error);
-      }
+          await policy.checkSenderOwner(address.address, client.user);
+      })();
+      checked.then(
+        () => callback(),
+        (err: Error) => {
+          if (!(err instanceof SmtpReplyError)) {
+            sessionLog(session).error({ err }, 'sender check failed');
+            err = new SmtpReplyError(451, '4.3.0 Temporary lookup failure');
+          }
+          countSmtpRefusal(err as SmtpReplyError);
+          callback(err);
+        },
+      );
     },
 
     onRcptTo(address, session, callback) {

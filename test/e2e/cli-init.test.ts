@@ -4,12 +4,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync, statSync, type Stats } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, type Stats, writeFileSync } from 'node:fs';
 import { appendFile, chmod, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { hostname as osHostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
+import { PAM_SERVICE_TEXT } from '../../src/accounts/pam-service.js';
 import { parseUsersFile } from '../../src/auth/users.js';
 import { loadConfig } from '../../src/config/load.js';
 import { parseAliases } from '../../src/delivery/aliases.js';
@@ -73,6 +74,31 @@ describe('mailsrv init', () => {
       assert.equal(users.gid, gid);
       assert.equal(key.gid, gid);
     }
+  });
+
+  test('--accounts system: the Unix accounts, /etc/aliases and a PAM service file; no users file', () => {
+    const dir = freshDir();
+    const pamDir = join(root, `pam.d-${n}`);
+    mkdirSync(pamDir); // as /etc/pam.d exists
+    const r = init(dir, '--accounts', 'system', '--pam-dir', pamDir);
+    assert.equal(r.code, 0, r.stderr);
+    const pamFile = join(pamDir, 'mailsrv');
+    assert.match(r.stdout, new RegExp(`^  wrote ${escapeRegex(pamFile)}\\b`, 'm'), r.stdout);
+    assert.ok(r.stdout.includes('adduser NAME'), r.stdout);
+    assert.equal(readFileSync(pamFile, 'utf8'), PAM_SERVICE_TEXT);
+    assert.equal(mode(statSync(pamFile)), 0o644);
+    assert.throws(() => statSync(join(dir, 'users')), /ENOENT/);
+    assert.throws(() => statSync(join(dir, 'aliases')), /ENOENT/);
+    const config = loadConfig(join(dir, 'mailsrv.toml'));
+    assert.equal(config.accounts, 'system');
+    assert.equal(config.system_min_uid, 1000);
+    assert.equal(config.pam_service, 'mailsrv');
+    assert.equal(config.aliases_file, '/etc/aliases');
+    // run again: the PAM file an admin edited is kept
+    writeFileSync(pamFile, 'auth required pam_unix.so\n');
+    const again = init(dir, '--accounts', 'system', '--pam-dir', pamDir);
+    assert.match(again.stdout, new RegExp(`kept existing ${escapeRegex(pamFile)}`), again.stdout);
+    assert.equal(readFileSync(pamFile, 'utf8'), 'auth required pam_unix.so\n');
   });
 
   test('the config validates with the real loader and names the files init wrote', () => {

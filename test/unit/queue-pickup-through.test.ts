@@ -25,7 +25,7 @@ async function setup() {
   const injector = new Injector({
     store,
     // only alice exists; anyone else leads nowhere
-    route: (addresses) =>
+    route: async (addresses) =>
       addresses
         .filter((address) => address === 'alice@mx.test')
         .map((address): ResolvedRecipient => ({ address, target: { kind: 'local', user: 'alice' } })),
