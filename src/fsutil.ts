@@ -52,6 +52,17 @@ export async function writeAt(
 }
 
 /** fsync of a directory: after it, the entries created, renamed or removed in it survive a crash. */
+/** Whether anything (a file, a directory, a dangling link) is at `path`; other errors throw. */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await fs.lstat(path);
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return false;
+    throw err;
+  }
+}
+
 export async function fsyncDir(path: string): Promise<void> {
   const dir = await fs.open(path, 'r');
   try {

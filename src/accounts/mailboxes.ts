@@ -3,9 +3,9 @@
 // accounts = "system" a user's mailbox belongs to their account, group mail, mode 0660, and
 // only the root helper may create it so (helper-client.ts). A name without an account there
 // (postmaster with no alias) keeps a mailbox of the daemon's own.
-import { lstat } from 'node:fs/promises';
 import { accountOwner, daemonOwner, type MailboxOwner } from '../mbox/trust.js';
 import type { SystemAccounts } from './system-accounts.js';
+import { pathExists } from '../fsutil.js';
 
 export interface MailboxRule {
   owner: MailboxOwner;
@@ -40,18 +40,8 @@ export function accountMailboxes(
     prepare: async (user, path) => {
       const account = await accounts.find(user);
       if (account === null) return { owner: daemonOwner(), create: true };
-      if (!(await exists(path))) await createMailbox(account.login, path);
+      if (!(await pathExists(path))) await createMailbox(account.login, path);
       return { owner: accountOwner(account.uid), create: false };
     },
   };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
 }

@@ -5,7 +5,6 @@
 // no users file, the box's /etc/aliases, and the PAM service file /etc/pam.d/mailsrv instead. It
 // never overwrites: every file is created exclusively and whatever exists is kept (the
 // certificate and its key as a pair), so running it again only fills in what is missing.
-import { lstat } from 'node:fs/promises';
 import { hostname as osHostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +16,7 @@ import { PAM_SERVICE_DIR, PAM_SERVICE_TEXT } from '../accounts/pam-service.js';
 import { generateSelfSigned } from '../tls/selfsigned.js';
 import { fail } from './fail.js';
 import { createFile, groupForSecrets, makeDirectory } from './secret-files.js';
+import { pathExists } from '../fsutil.js';
 
 const DEFAULT_DIR = '/etc/mailsrv';
 /** config/mailsrv.toml, installed with the package: every key, its default and its meaning. */
@@ -136,7 +136,7 @@ function outcome(path: string, written: boolean, detail = ''): string {
 
 /** The certificate and its key are a pair: both exist (kept), or neither (written); one alone stops init. */
 async function certificatePairExists(layout: Layout): Promise<boolean> {
-  const [certExists, keyExists] = await Promise.all([exists(layout.cert), exists(layout.key)]);
+  const [certExists, keyExists] = await Promise.all([pathExists(layout.cert), pathExists(layout.key)]);
   if (certExists !== keyExists) {
     const [present, missing] = certExists ? [layout.cert, layout.key] : [layout.key, layout.cert];
     throw new Error(
@@ -160,16 +160,6 @@ async function createCertificate(
     outcome(layout.cert, certWritten, `self-signed for ${hostname}, valid ${CERTIFICATE_DAYS / 365} years`),
     outcome(layout.key, keyWritten, `mode 0${keyMode.toString(8)}${groupNote}`),
   ];
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
 }
 
 function nextSteps(layout: Layout): string {

@@ -2,8 +2,7 @@
 // `mailsrv stop`.
 import { readdir } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { Config } from '../config/schema.js';
-import type { DaemonStatus } from '../daemon/status.js';
+import { type DaemonStatus, listenersOf } from '../daemon/status.js';
 import { readStatusFile } from '../daemon/status-file.js';
 import { statePaths } from '../paths.js';
 import { runningPid } from '../pid-file.js';
@@ -57,19 +56,6 @@ export function registerStatusCommands(program: Command): void {
       }
       fail(`mailsrv (pid ${pid}) did not stop within 90 s`);
     });
-}
-
-/** The listen addresses by name, as the status file lists them. */
-function listenersOf(config: Config): Record<string, string[]> {
-  const { smtp, pop3, metrics } = config;
-  return {
-    smtp: smtp.listen,
-    submission: smtp.submission,
-    smtps: smtp.smtps,
-    pop3: pop3.listen,
-    pop3s: pop3.pop3s,
-    metrics: metrics.listen,
-  };
 }
 
 function describeListeners(listeners: Record<string, string[]>): string {

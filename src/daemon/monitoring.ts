@@ -9,7 +9,7 @@ import type { StatePaths } from '../paths.js';
 import { packageVersion } from '../version.js';
 import type { Components } from './components.js';
 import type { Loaded } from './loaded.js';
-import { DaemonState } from './status.js';
+import { DaemonState, listenersOf } from './status.js';
 import { StatusFile } from './status-file.js';
 import { type SystemdNotifier, systemdNotifier } from './systemd.js';
 
@@ -35,16 +35,7 @@ export class Monitoring {
     loaded: Loaded,
     private readonly logger: Logger,
   ) {
-    const { smtp, pop3, metrics } = config;
-    const listeners = {
-      smtp: smtp.listen,
-      submission: smtp.submission,
-      smtps: smtp.smtps,
-      pop3: pop3.listen,
-      pop3s: pop3.pop3s,
-      metrics: metrics.listen,
-    };
-    this.state = new DaemonState(packageVersion(), listeners, {
+    this.state = new DaemonState(packageVersion(), listenersOf(config), {
       queue: () => ({ messages: parts.manager.size, oldestReceivedAt: parts.manager.oldestReceivedAt() }),
       sessions: () => parts.sessions(),
       tls: () => loaded.tls,

@@ -2,6 +2,7 @@
 // sessions, queue, certificate, last reload and whether it is stopping. `mailsrv status` reads
 // it from the status file (status-file.ts); the metrics gauges read it on each scrape.
 import { X509Certificate } from 'node:crypto';
+import type { Config } from '../config/schema.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 
 export interface DaemonStatus {
@@ -21,6 +22,19 @@ export interface DaemonStatus {
 }
 
 /** Where the live figures come from. */
+/** The listen addresses by name, as the status file lists them. */
+export function listenersOf(config: Config): Record<string, string[]> {
+  const { smtp, pop3, metrics } = config;
+  return {
+    smtp: smtp.listen,
+    submission: smtp.submission,
+    smtps: smtp.smtps,
+    pop3: pop3.listen,
+    pop3s: pop3.pop3s,
+    metrics: metrics.listen,
+  };
+}
+
 export interface StatusSources {
   queue(): { messages: number; oldestReceivedAt: number | null };
   sessions(): { smtp: number; pop3: number };
