@@ -1,14 +1,10 @@
 // The `mailsrv` command line: one subcommand per file in this folder, loaded only when it runs
 // (commands.ts). Installed under the name `sendmail` or `mailq` (a link to bin/mailsrv), it acts
 // as `mailsrv sendmail` / `mailsrv queue`.
-import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { Command } from 'commander';
+import { MAILSRV_VERSION } from '../version.js';
 import { commandFilesFor } from './commands.js';
-
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-  version: string;
-};
 
 const LINK_NAMES = new Map([
   ['sendmail', ['sendmail']],
@@ -20,7 +16,7 @@ if (linkedAs) argv.splice(2, 0, ...linkedAs);
 
 const program = new Command('mailsrv')
   .description('SMTP and POP3 mail server delivering into mbox files')
-  .version(version)
+  .version(MAILSRV_VERSION)
   // -V and -h belong to the subcommands after the name (sendmail -V, -h HOPS)
   .enablePositionalOptions();
 for (const file of commandFilesFor(argv[2])) (await file.load())(program, argv);
