@@ -4,19 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { formatLogLine, logfmtLine, logfmtValue, prettyLine } from '../../src/log-format.js';
-
-/** Reads a logfmt line into its pairs: bare values end at a space, quoted ones are JSON strings. */
-function parseLogfmt(line: string): [string, string][] {
-  const pairs: [string, string][] = [];
-  const pair = /([^\s="]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)(?: |$)/y;
-  while (pair.lastIndex < line.length) {
-    const match = pair.exec(line);
-    assert.ok(match, `not logfmt at ${pair.lastIndex}: ${line}`);
-    const [, key, raw] = match as unknown as [string, string, string];
-    pairs.push([key, raw.startsWith('"') ? (JSON.parse(raw) as string) : raw]);
-  }
-  return pairs;
-}
+import { parseLogfmt } from '../support/logfmt.js';
 
 const DISCONNECT = {
   level: 'info',
