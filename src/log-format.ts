@@ -10,6 +10,8 @@ type Entry = Record<string, unknown>;
 
 /** The fields every line starts with (in this order), not repeated among the others. */
 const LEADING = new Set(['time', 'level', 'msg']);
+/** the pretty format leaves out `service` too: it is always mailsrv */
+const NOT_PRETTY = new Set([...LEADING, 'service']);
 /** a logfmt value is written bare only without these: space, `=`, `"`, `\` and control characters */
 const NEEDS_QUOTES = /[\s="\\\u0000-\u001f\u007f]/;
 /** what a logfmt key may not contain: they become `_` */
@@ -49,9 +51,8 @@ function otherPairs(entry: Entry, skip: ReadonlySet<string>): string[] {
 /** `HH:MM:SS.mmm LEVEL msg key=value ...`: the time of day in UTC (as in the JSON), no `service`. */
 export function prettyLine(entry: Entry): string {
   const time = typeof entry.time === 'string' ? entry.time.slice(11, 23) : String(entry.time ?? '');
-  const level = String(entry.level ?? '').toUpperCase().padEnd(5);
-  const fields = otherPairs(entry, new Set([...LEADING, 'service']));
-  return [`${time} ${level} ${String(entry.msg ?? '')}`, ...fields].join(' ');
+  const level = String(entry.level ?? '').toUpperCase();
+  return [`${time} ${level.padEnd(5)} ${String(entry.msg ?? '')}`, ...otherPairs(entry, NOT_PRETTY)].join(' ');
 }
 
 /** `time=... level=... msg=... key=value ...`: every field of the JSON line, nested keys dotted. */

@@ -23,7 +23,10 @@ export function registerStartCommand(program: Command): void {
       const config = loadConfigOrExit(opts.config);
       const logger = createLogger(config.log.level, opts.logFormat);
       const file = configPath(opts.config);
-      logger.info({ version: MAILSRV_VERSION, node: process.version, pid: process.pid, config: resolve(file) }, 'starting');
+      logger.info(
+        { version: MAILSRV_VERSION, node: process.version, pid: process.pid, config: resolve(file) },
+        'starting',
+      );
       try {
         await runDaemon(file, config, logger);
       } catch (err) {

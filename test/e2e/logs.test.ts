@@ -106,7 +106,16 @@ describe('JSON logs', () => {
     assert.equal(disconnect.client, client);
     assert.equal(disconnect.user, 'alice');
     assertDuration(disconnect);
-    assert.deepEqual(disconnect.commands, { ehlo: 1, unknown: 1, auth: 1, mail: 1, rcpt: 1, data: 1, rset: 1, quit: 1 });
+    assert.deepEqual(disconnect.commands, {
+      ehlo: 1,
+      unknown: 1,
+      auth: 1,
+      mail: 1,
+      rcpt: 1,
+      data: 1,
+      rset: 1,
+      quit: 1,
+    });
     assert.equal(disconnect.total, 8);
   });
 
@@ -128,7 +137,7 @@ describe('JSON logs', () => {
     assert.equal(disconnect.total, 6);
   });
 
-  test('TLS events: `starttls` for STARTTLS and STLS, `tls` for smtps and pop3s, each with client and cipher', async () => {
+  test('TLS events: `starttls` for STARTTLS and STLS, `tls` for smtps and pop3s, with client and cipher', async () => {
     const client = '127.0.0.7';
     const plain = (await SmtpClient.connect(env.port, { localAddress: client })).client;
     await plain.cmd('EHLO client.test');
@@ -221,7 +230,12 @@ describe('--log-format', () => {
     }
     const byMsg = (msg: string) => entries.map((e) => new Map(e)).filter((e) => e.get('msg') === msg);
     assert.equal(byMsg('starting')[0]?.get('version'), VERSION);
-    assert.equal(byMsg('queued').find((e) => e.get('queueId') === queueId)?.get('from'), 'a@client.test');
+    assert.equal(
+      byMsg('queued')
+        .find((e) => e.get('queueId') === queueId)
+        ?.get('from'),
+      'a@client.test',
+    );
     const disconnect = byMsg('disconnect').find((e) => e.get('client') === client)!;
     assert.equal(disconnect.get('commands.mail'), '1');
     assert.equal(disconnect.get('total'), '5');
@@ -234,14 +248,21 @@ describe('--log-format', () => {
     const daemon = await startWithFormat(env, 'pretty', (line) => / INFO {2}ready /.test(line));
     t.after(() => daemon.kill9());
     const client = '127.0.0.10';
-    await oneMessage(daemon, env, client, (line) => line.includes(` disconnect `) && line.includes(` client=${client} `));
+    await oneMessage(
+      daemon,
+      env,
+      client,
+      (line) => line.includes(` disconnect `) && line.includes(` client=${client} `),
+    );
     assert.equal(await daemon.stop(), 0);
 
     const lines = textLines(daemon);
     for (const line of lines) assert.match(line, /^\d\d:\d\d:\d\d\.\d{3} (TRACE|DEBUG|INFO |WARN |ERROR|FATAL) \S/);
     assert.match(lines[0]!, new RegExp(`^\\S+ INFO {2}starting version=${VERSION.replace(/\./g, '\\.')} node=v`));
     assert.ok(
-      lines.some((l) => / INFO {2}disconnect sessionId=\S+ client=127\.0\.0\.10 durationMs=\d+ commands\.ehlo=1 /.test(l)),
+      lines.some((l) =>
+        / INFO {2}disconnect sessionId=\S+ client=127\.0\.0\.10 durationMs=\d+ commands\.ehlo=1 /.test(l),
+      ),
       lines.join('\n'),
     );
     assert.ok(lines.some((l) => / INFO {2}stopped$/.test(l)));

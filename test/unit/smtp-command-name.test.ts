@@ -18,7 +18,16 @@ test('a known verb in any case, alone or followed by a space, is counted under i
 });
 
 test('anything else is "unknown": other words, verbs run into other text, non-letters that look alike', () => {
-  for (const line of ['', 'MAI', 'MAILX FROM:<a@b>', 'DATA2', 'XCLIENT ADDR=1.2.3.4', 'GET / HTTP/1.1', 'WIZ', '\u00cdAIL']) {
+  for (const line of [
+    '',
+    'MAI',
+    'MAILX FROM:<a@b>',
+    'DATA2',
+    'XCLIENT ADDR=1.2.3.4',
+    'GET / HTTP/1.1',
+    'WIZ',
+    '\u00cdAIL',
+  ]) {
     assert.equal(name(line), 'unknown', JSON.stringify(line));
   }
   // 0x4D | 0x80 is not "M": only ASCII letters fold case
