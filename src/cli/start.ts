@@ -12,7 +12,7 @@ import { loadConfigOrExit } from './load-config.js';
 export function registerStartCommand(program: Command): void {
   program
     .command('start')
-    .description('run the daemon in the foreground (JSON logs on stdout)')
+    .description('run the daemon in the foreground (logs on stdout: JSON unless --log-format)')
     .option('-c, --config <file>', 'config file (default: $MAILSRV_CONFIG or /etc/mailsrv/mailsrv.toml)')
     .addOption(
       new Option('--log-format <format>', 'log lines as JSON, pretty (for a terminal) or logfmt')
