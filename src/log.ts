@@ -1,5 +1,7 @@
 // The pino logger: JSON on stdout, one line per event. Child loggers carry
 // `sessionId` (a connection) and `queueId` (a message) so one grep follows a message.
+// `--log-format pretty|logfmt` turns each JSON line into text (log-format.ts) on its way to the
+// same stdout destination; JSON goes to it straight.
 //
 // A log that cannot be written never stops mail: when stdout fails (a terminal that went
 // away: EIO; a full disk: ENOSPC) or stays blocked (a reader that stopped reading) for
@@ -7,7 +9,8 @@
 // notice on stderr; lines waiting while stdout is slow are capped at LOG_BUFFER_BYTES. The
 // daemon exits through exitProcess() so a terminal that went away cannot crash the exit.
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { pino, type Logger } from 'pino';
+import { type DestinationStream, pino, type Logger } from 'pino';
+import { formatLogLine, type LogFormat, type TextLogFormat } from './log-format.js';
 
 export type { Logger };
 
@@ -82,7 +85,21 @@ export function exitProcess(code: number): never {
   process.exit(code);
 }
 
-export function createLogger(level: string): Logger {
+/**
+ * pino's JSON lines in `format`, written to `destination` (which fails soft as above: this
+ * looks its write() up at every line, so a failed one is replaced here too).
+ */
+function formatted(destination: ReturnType<typeof logDestination>, format: TextLogFormat): DestinationStream {
+  const stream: DestinationStream & { flush(callback: (err?: Error) => void): void } = {
+    write: (line) => destination.write(formatLogLine(line, format)),
+    // pino's logger.flush() (at the stop) reaches the destination through this
+    flush: (callback) => destination.flush(callback),
+  };
+  return stream;
+}
+
+export function createLogger(level: string, format: LogFormat = 'json'): Logger {
+  const destination = logDestination(process.stdout.fd ?? 1);
   return pino(
     {
       level,
@@ -90,6 +107,6 @@ export function createLogger(level: string): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    logDestination(process.stdout.fd ?? 1),
+    format === 'json' ? destination : formatted(destination, format),
   );
 }

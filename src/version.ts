@@ -1,4 +1,4 @@
-// mailsrv's version, from its package.json: `--version`, the `ready` log line, `mailsrv status`
+// mailsrv's version, from its package.json: `--version`, the `starting` log line, `mailsrv status`
 // and the metrics all name the same one.
 import { readFileSync } from 'node:fs';
 

@@ -461,7 +461,8 @@ export class Pop3Connection {
     this.commandDeadline.settle();
     this.state = 'ended';
     const released = this.protocol.disconnected();
-    this.log.info('disconnect');
+    const { loggedInAs, activity } = this.protocol;
+    this.log.info({ client: this.client, user: loggedInAs ?? undefined, ...activity.summary() }, 'disconnect');
     void released.finally(() => this.resolveClosed());
   }
 }

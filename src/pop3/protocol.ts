@@ -12,6 +12,7 @@
 import { type RefusedLogin, SessionLogins } from '../auth/session-logins.js';
 import type { Logger } from '../log.js';
 import { countLogin, countRetrieved } from '../metrics/metrics.js';
+import { SessionActivity } from '../net/session-activity.js';
 import { MailboxLockedError } from '../mbox/lock.js';
 import { UntrustedMailboxError } from '../mbox/trust.js';
 import { MailboxChangedError, type MessageInfo, type MailboxSnapshot } from '../mbox/mailbox.js';
@@ -68,6 +69,10 @@ const SIGN_OFF = '+OK mailsrv signing off';
 
 const AUTHORIZATION_COMMANDS = ['USER', 'PASS', 'AUTH', 'CAPA', 'STLS', 'QUIT'] as const;
 const TRANSACTION_COMMANDS = ['STAT', 'LIST', 'RETR', 'DELE', 'NOOP', 'RSET', 'TOP', 'UIDL', 'QUIT', 'CAPA'] as const;
+/** the name each command is counted under in the `disconnect` log line; others are "unknown" */
+const COMMAND_NAMES = new Map(
+  [...AUTHORIZATION_COMMANDS, ...TRANSACTION_COMMANDS].map((keyword) => [keyword as string, keyword.toLowerCase()]),
+);
 
 function isOneOf<T extends string>(words: readonly T[], word: string): word is T {
   return (words as readonly string[]).includes(word);
@@ -101,6 +106,9 @@ export class Pop3Protocol {
   private badCommands = 0;
   private readonly logins: SessionLogins;
   private quitUpdate: Promise<void> | null = null;
+  /** the commands and the duration of the session, for its `disconnect` log line */
+  readonly activity = new SessionActivity();
+  private loginUser: string | null = null;
 
   constructor(
     private readonly ctx: SessionContext,
@@ -126,6 +134,11 @@ export class Pop3Protocol {
     return this.held?.user ?? null;
   }
 
+  /** The user this session logged in as, for its `disconnect` line (named after it lets go of the mailbox). */
+  get loggedInAs(): string | null {
+    return this.loginUser;
+  }
+
   /** QUIT's update, once it has started (it is never cut short): the connection waits for it. */
   get updating(): Promise<void> | null {
     return this.quitUpdate;
@@ -144,6 +157,7 @@ export class Pop3Protocol {
     // PASS takes the rest of the line as is: a password may contain spaces
     const rest = space < 0 ? '' : text.slice(space + 1);
     const args = rest.split(' ').filter((arg) => arg !== '');
+    this.activity.count(COMMAND_NAMES.get(keyword) ?? 'unknown');
     this.log.debug({ command: /^[A-Z]{1,8}$/.test(keyword) ? keyword : '(bad)' }, 'command');
     try {
       const response = await this.dispatch(keyword, args, rest);
@@ -158,7 +172,9 @@ export class Pop3Protocol {
   /** Answers a line longer than maxLineLength (it was not kept); null once the session is closed. */
   lineTooLong(): Pop3Response | null {
     if (this.state.phase === 'closed') return null;
+    // a too long AUTH continuation line is not a command
     if (this.state.phase === 'awaiting-sasl') this.state = { phase: 'authorization' };
+    else this.activity.count('unknown');
     return this.bad('-ERR line too long');
   }
 
@@ -373,6 +389,7 @@ export class Pop3Protocol {
     const mailbox = new MailboxView(user, snapshot, this.ctx.maildrop);
     held.mailbox = mailbox;
     this.state = { phase: 'transaction', mailbox };
+    this.loginUser = user;
     const { count, size } = mailbox.stat();
     this.log.info({ user, client: this.client, tls: this.secure, messages: count, size }, 'login');
     return line(`+OK ${user} has ${messagesText(count)} (${size} octets)`);

@@ -18,7 +18,8 @@
 // - so do command lines and messages (InputDeadline): a client trickling bytes gets
 //   421 4.4.2 and is closed;
 // - stress mode: a client not yet past MAIL FROM gets a shorter idle timeout, timers already
-//   running included.
+//   running included;
+// - each session counts its commands and its duration for the `disconnect` log line.
 // smtp-server has no public hook for these, so MailsrvConnection overrides members of its
 // internal SMTPConnection (and MailsrvSMTPServer of SMTPServer). package.json pins smtp-server's
 // exact version, and test/unit/smtp-server-internals.test.ts fails by name when a member used
@@ -31,7 +32,9 @@ import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { ConnectionLimits, Refusal } from '../net/connection-limits.js';
 import { type DeadlineExpiry, InputDeadline } from '../net/input-deadline.js';
 import { handshakeDeadline, TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshake.js';
+import { SessionActivity } from '../net/session-activity.js';
 import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
+import { smtpCommandName } from './command-name.js';
 
 const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -75,6 +78,8 @@ function certificateOptions(tls: TlsCredentials) {
 }
 
 class MailsrvConnection extends SMTPConnection {
+  /** the commands and the duration of the session, for its `disconnect` log line */
+  readonly activity = new SessionActivity();
   /** set while EHLO lists the extensions: AUTH is listed only where it is accepted */
   private listingExtensions = false;
   /** the deadlines of command lines and messages; fed by the parser (see _createParser) */
@@ -160,6 +165,12 @@ class MailsrvConnection extends SMTPConnection {
     super.handler_DATA(command, callback);
     // the 354 is out: the message's deadline starts
     if (this._dataStream) this.deadline.dataStarted();
+  }
+
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    // AUTH's continuation lines, and plaintext a client sent before its TLS handshake, are not commands
+    if (!this._nextHandler && !this._upgrading) this.activity.count(smtpCommandName(command));
+    super._onCommand(command, callback);
   }
 
   override _onClose(): void {
@@ -261,6 +272,8 @@ export class MailsrvSMTPServer extends SMTPServer {
   private hasCertificate: boolean;
   /** plaintext sockets over a limit, until their connection has answered 421 */
   private readonly refusals = new WeakMap<Socket, Refusal>();
+  /** what each session did (see MailsrvConnection.activity), until the session is gone */
+  private readonly activities = new WeakMap<SMTPServerSession, SessionActivity>();
 
   constructor({
     tls,
@@ -343,6 +356,11 @@ export class MailsrvSMTPServer extends SMTPServer {
     if (tls !== null) this.updateSecureContext(certificateOptions(tls));
   }
 
+  /** The commands and the duration of a session so far (its `disconnect` log line). */
+  activityOf(session: SMTPServerSession): SessionActivity | undefined {
+    return this.activities.get(session);
+  }
+
   vrfy(address: string, session: SMTPServerSession): Promise<VrfyReply> | undefined {
     return this.vrfyPolicy?.(address, session);
   }
@@ -350,6 +368,8 @@ export class MailsrvSMTPServer extends SMTPServer {
   override connect(socket: Socket, socketOptions?: SMTPConnectionOptions | null): void {
     const connection = new MailsrvConnection(this, socket, socketOptions);
     this.connections.add(connection);
+    // the session object lives as long as the connection (smtp-server resets its fields only)
+    this.activities.set(connection.session, connection.activity);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data) => this._onClientConnect(data));
     connection.init();

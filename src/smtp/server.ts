@@ -182,10 +182,13 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onSecure(socket, session, callback) {
-      sessionLog(session).info(
-        { protocol: (socket as TLSSocket).getProtocol(), cipher: session.tlsOptions ? session.tlsOptions.name : null },
-        'tls',
-      );
+      const tls = {
+        client: session.remoteAddress,
+        protocol: (socket as TLSSocket).getProtocol(),
+        cipher: session.tlsOptions ? session.tlsOptions.name : null,
+      };
+      // as POP3 names them: `tls` on an implicit-TLS listener, `starttls` for the upgrade
+      sessionLog(session).info(tls, options.kind === 'smtps' ? 'tls' : 'starttls');
       callback();
     },
 
@@ -215,7 +218,9 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
 
     onClose(session) {
       closed.add(session);
-      sessionLog(session).info('disconnect');
+      const user = typeof session.user === 'string' ? { user: session.user } : {};
+      const activity = server.activityOf(session)?.summary();
+      sessionLog(session).info({ client: session.remoteAddress, ...user, ...activity }, 'disconnect');
     },
 
     onMailFrom(address, session, callback) {

@@ -1,13 +1,13 @@
 // A log that cannot be written never stops mail: with stdout on a terminal that went away
 // (EIO) or on a full disk (ENOSPC), the daemon keeps accepting and delivering, drops log
-// lines, and still stops cleanly on SIGTERM.
+// lines, and still stops cleanly on SIGTERM (the terminal case in JSON and in the pretty format).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import {
   DOMAIN,
   MAILSRV_BIN,
@@ -50,15 +50,15 @@ async function deliverOne(env: TestEnv, subject: string): Promise<void> {
 }
 
 // A terminal whose other end closes: Python holds the pty's master side, reads the daemon's
-// output until it is ready, then closes it (as an SSH session that drops); every later write
-// to the daemon's stdout fails with EIO. The script prints the daemon's exit status.
+// output until it shows the ready line (argv[1]), then closes it (as an SSH session that drops);
+// every later write to the daemon's stdout fails with EIO. The script prints the daemon's exit status.
 const PTY_RUNNER = `
 import os, pty, subprocess, sys
 master, slave = pty.openpty()
-child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+child = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
 os.close(slave)
 seen = b''
-while b'"msg":"ready"' not in seen:
+while sys.argv[1].encode() not in seen:
     chunk = os.read(master, 65536)
     if not chunk:
         break
@@ -68,11 +68,21 @@ print('closed', child.pid, flush=True)
 print('exit', child.wait(), flush=True)
 `;
 
-test('stdout on a terminal that went away (EIO): mail flows, SIGTERM stops the daemon', async (t) => {
+/** The daemon's ready line in each log format, as the terminal shows it. */
+const READY_MARKERS = { json: '"msg":"ready"', pretty: ' INFO  ready ' };
+
+for (const [format, readyMarker] of Object.entries(READY_MARKERS)) {
+  test(`stdout on a terminal that went away (EIO), ${format} logs: mail flows, SIGTERM stops the daemon`, async (t) => {
+    await terminalGoesAway(t, format, readyMarker);
+  });
+}
+
+async function terminalGoesAway(t: TestContext, format: string, readyMarker: string): Promise<void> {
   requireBuild();
   const env = await makeEnv();
   t.after(() => env.cleanup());
-  const runner = spawn(PYTHON, ['-c', PTY_RUNNER, process.execPath, MAILSRV_BIN, 'start', '-c', env.configPath], {
+  const daemonCommand = [process.execPath, MAILSRV_BIN, 'start', '-c', env.configPath, '--log-format', format];
+  const runner = spawn(PYTHON, ['-c', PTY_RUNNER, readyMarker, ...daemonCommand], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -95,7 +105,7 @@ test('stdout on a terminal that went away (EIO): mail flows, SIGTERM stops the d
   await once(runner, 'exit');
   daemonPid = 0;
   assert.match(output, /exit 0/, `the daemon exited cleanly on SIGTERM: ${output}`);
-});
+}
 
 test('stdout on a full disk (ENOSPC): mail flows, SIGTERM stops the daemon', {
   skip: !RUN_AS_ROOT && 'needs root to mount a tmpfs',

@@ -246,9 +246,10 @@ describe('smtp TLS and AUTH', () => {
     assert.equal(login.client, '127.0.0.1');
     assert.ok(login.sessionId);
     assert.ok(
-      daemon.find((e) => e.msg === 'tls' && e.sessionId === login.sessionId && /^TLSv1\.[23]$/.test(String(e.protocol)))
-        .length === 1,
-      'no tls log line',
+      daemon.find(
+        (e) => e.msg === 'starttls' && e.sessionId === login.sessionId && /^TLSv1\.[23]$/.test(String(e.protocol)),
+      ).length === 1,
+      'no starttls log line',
     );
 
     const { client: plain2 } = await SmtpClient.connect(submissionPort);

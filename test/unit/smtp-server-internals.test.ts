@@ -33,6 +33,7 @@ test('the SMTPConnection methods mailsrv overrides or calls exist with the shape
     ['handler_MAIL', 2],
     ['handler_DATA', 2],
     ['_createParser', 0],
+    ['_onCommand', 2],
     ['_onClose', 0],
     ['_armTimeout', 0],
     ['_onTimeout', 0],
@@ -95,6 +96,7 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   assert.equal(connection._closing, false, 'SMTPConnection._closing');
   assert.equal(connection._closed, false, 'SMTPConnection._closed');
   assert.equal(connection._handlerPending, false, 'SMTPConnection._handlerPending');
+  assert.equal(connection._nextHandler, false, 'SMTPConnection._nextHandler (set only between AUTH lines)');
   assert.equal(typeof connection.name, 'string', 'SMTPConnection.name (the greeting host)');
   assert.equal((connection._socket as { timeout?: number }).timeout, 60_000, 'SMTPConnection._socket is the socket');
   const pending = (server as unknown as { _pendingSockets: unknown })._pendingSockets;
