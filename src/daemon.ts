@@ -35,7 +35,7 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   if (acme !== null) loaded.tls = acme.serving(loaded.tls);
   const parts = await phase('build', () => buildComponents(loaded, paths, acme, logger));
   await phase('bind listeners', async () => {
-    await bindListeners(parts.smtp, parts.pop3, config);
+    await bindListeners(parts.smtp, parts.pop3, parts.autoconfig, config);
     await acme?.listen();
   });
   await phase('drop privileges', () => becomeDaemonUser(identity, config, logger));

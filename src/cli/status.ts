@@ -31,6 +31,7 @@ export function registerStatusCommands(program: Command): void {
           `  smtps:      ${config.smtp.smtps.join(', ') || '-'}\n` +
           `  pop3:       ${config.pop3.listen.join(', ') || '-'}\n` +
           `  pop3s:      ${config.pop3.pop3s.join(', ') || '-'}\n` +
+          `  autoconfig: ${config.autoconfig.listen.join(', ') || '-'}\n` +
           `  queue:      ${queued} message(s)\n` +
           `  certificate: ${await describeCertificate(config, paths.acmeDir)}\n`,
       );

@@ -3,6 +3,8 @@
 // settings (see live-settings.ts). The parts read the users, aliases and certificate through
 // `loaded`, so a reload that replaces them there reaches every part at once.
 import type { AcmeCertificates } from '../acme/certificates.js';
+import { AutoconfigServer } from '../autoconfig/server.js';
+import { mailSite, servicePorts } from '../autoconfig/site.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { BounceNotifier } from '../bounce/notifier.js';
 import { LocalDelivery } from '../delivery/local.js';
@@ -36,6 +38,8 @@ export interface Components {
   smtp: SmtpListener[];
   pop3: Pop3Service;
   pickup: DropDirPickup;
+  /** the mail client setup answers (autoconfig.listen) */
+  autoconfig: AutoconfigServer;
   /** certificates by ACME; null: off */
   acme: AcmeCertificates | null;
   /** serves `tls` from the next TLS handshake on, on every listener; sessions keep theirs */
@@ -123,6 +127,13 @@ export function buildComponents(
     authenticator,
     logger,
   });
+  // the ports are those bound at start; the names and whether TLS is on follow SIGHUP
+  const ports = servicePorts(config);
+  const autoconfig = new AutoconfigServer({
+    site: () => mailSite(loaded.config, ports, loaded.tls !== null),
+    tls: () => loaded.tls,
+    logger,
+  });
   const pickup = new DropDirPickup({
     ...liveSettings.pickup(config),
     dir: paths.dropDir,
@@ -154,8 +165,8 @@ export function buildComponents(
     pop3Connections: (settings) => pop3Connections.reconfigure(settings),
   };
   const useCertificate = (tls: TlsCredentials) => {
-    loaded.tls = tls; // POP3 reads it per handshake
+    loaded.tls = tls; // POP3 and autoconfig read it per handshake
     for (const { service } of smtp) service.server.useCertificate(tls);
   };
-  return { store, local, manager, smtp, pop3, pickup, acme, useCertificate, open, reconfigure };
+  return { store, local, manager, smtp, pop3, pickup, autoconfig, acme, useCertificate, open, reconfigure };
 }

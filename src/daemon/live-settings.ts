@@ -135,6 +135,7 @@ export const RESTART_KEYS = [
   'smtp.smtps',
   'pop3.listen',
   'pop3.pop3s',
+  'autoconfig.listen',
   'acme',
 ] as const;
 

@@ -8,7 +8,7 @@ import { closeListeners } from './listeners.js';
 
 export async function stopDaemon(parts: Components, paths: StatePaths, logger: Logger, signal: string): Promise<never> {
   logger.info({ signal }, 'stopping: no new connections, finishing messages in progress');
-  await closeListeners(parts.smtp, parts.pop3);
+  await closeListeners(parts.smtp, parts.pop3, parts.autoconfig);
   await parts.acme?.stop();
   await parts.pickup.stop();
   await parts.manager.stop();
