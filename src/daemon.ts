@@ -39,7 +39,7 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   const parts = await phase('build', () => buildComponents(loaded, paths, acme, logger, helper));
   const monitoring = new Monitoring(config, paths, parts, loaded, logger);
   await phase('bind listeners', async () => {
-    await bindListeners(parts.smtp, parts.pop3, config);
+    await bindListeners(parts.smtp, parts.pop3, parts.autoconfig, config);
     await acme?.listen();
   });
   await phase('bind metrics listeners', () => monitoring.listen());

@@ -3,7 +3,7 @@
 // this host does not have is an error; a port held by the running mailsrv of this config is fine.
 import { createServer } from 'node:net';
 import type { Config } from '../config/schema.js';
-import { listenOptions, parseListen } from '../config/units.js';
+import { listenOptions, parseHttpListen } from '../config/units.js';
 import { statePaths } from '../paths.js';
 import { runningPid } from '../pid-file.js';
 
@@ -17,6 +17,7 @@ function listenKeys(config: Config): [key: string, addresses: string[]][] {
     ['pop3.pop3s', config.pop3.pop3s],
     ['metrics.listen', config.metrics.listen],
     ['acme.http_listen', config.acme.directory === '' ? [] : config.acme.http_listen],
+    ['autoconfig.listen', config.autoconfig.listen],
   ];
 }
 
@@ -26,7 +27,7 @@ export async function checkListenPorts(config: Config): Promise<string[]> {
   const problems: string[] = [];
   for (const [key, addresses] of listenKeys(config)) {
     for (const address of addresses) {
-      const listen = parseListen(address);
+      const listen = parseHttpListen(address);
       if (listen === null) continue; // the schema reports it
       const code = await bindError(listenOptions(listen));
       if (code === 'EADDRINUSE' && ownDaemon === null) {

@@ -3,7 +3,7 @@
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { z } from 'zod';
-import { isDuration, parseListen, parseNetwork } from './units.js';
+import { isDuration, listenersOverlap, parseHttpListen, parseListen, parseNetwork } from './units.js';
 
 const duration = () =>
   z.string().refine(isDuration, { message: 'expected a duration such as "30s", "5m", "4h" or "5d"' });
@@ -138,6 +138,20 @@ const dkimSchema = z.strictObject({
     .describe('DOMAIN.key (PEM, RSA >= 2048 bits) signs mail whose From: is in DOMAIN; DOMAIN.ed25519.key adds one'),
 });
 
+const autoconfigSchema = z.strictObject({
+  listen: z
+    .array(
+      z.string().refine((s) => parseHttpListen(s) !== null, {
+        message: 'expected "host:port", or "https://host:port" for HTTPS',
+      }),
+    )
+    .default([])
+    .describe(
+      'mail client setup (Thunderbird autoconfig, Outlook autodiscover) over HTTP, e.g. ["0.0.0.0:80"], ' +
+        'or HTTPS with the mail certificate: ["https://0.0.0.0:443"]; [] = off',
+    ),
+});
+
 const relaySchema = z.strictObject({
   relayhost: z
     .string()
@@ -246,6 +260,7 @@ const fullSchema = z.strictObject({
   tls: tlsSchema.default(() => tlsSchema.parse({})),
   acme: acmeSchema.default(() => acmeSchema.parse({})),
   dkim: dkimSchema.default(() => dkimSchema.parse({})),
+  autoconfig: autoconfigSchema.default(() => autoconfigSchema.parse({})),
   relay: relaySchema.default(() => relaySchema.parse({})),
   delivery: deliverySchema.default(() => deliverySchema.parse({})),
   metrics: metricsSchema.default(() => metricsSchema.parse({})),
@@ -274,10 +289,28 @@ const checkedSchema = fullSchema.superRefine((config, ctx) => {
   if (config.acme.directory !== '' && config.acme.http_listen.length === 0) {
     ctx.addIssue({ code: 'custom', path: ['acme', 'http_listen'], message: 'ACME (HTTP-01) needs a listener' });
   }
+  checkAutoconfig(config, ctx);
   if (config.tls.cert !== '' && config.tls.key === '') {
     ctx.addIssue({ code: 'custom', path: ['tls', 'key'], message: 'a certificate (tls.cert) needs its private key' });
   }
 });
+
+/** [autoconfig]: HTTPS needs a certificate, the answer needs services to name, port 80 may be ACME's. */
+function checkAutoconfig(config: z.output<typeof fullSchema>, ctx: z.RefinementCtx): void {
+  const listeners = config.autoconfig.listen.map(parseHttpListen).filter((address) => address !== null);
+  if (listeners.length === 0) return;
+  const problem = (message: string) => ctx.addIssue({ code: 'custom', path: ['autoconfig', 'listen'], message });
+  if (listeners.some((address) => address.https) && config.tls.cert === '' && config.acme.directory === '')
+    problem('"https://" listeners need tls.cert and tls.key, or acme.directory');
+  if (config.pop3.listen.length + config.pop3.pop3s.length === 0)
+    problem('autoconfig names the POP3 ports: set pop3.listen or pop3.pop3s');
+  if (config.smtp.submission.length + config.smtp.smtps.length === 0)
+    problem('autoconfig names the submission ports: set smtp.submission or smtp.smtps');
+  if (config.acme.directory === '') return;
+  const challenges = config.acme.http_listen.map(parseListen).filter((address) => address !== null);
+  if (listeners.some((address) => challenges.some((challenge) => listenersOverlap(address, challenge))))
+    problem('an address here is also in acme.http_listen: serve autoconfig on another, e.g. "https://0.0.0.0:443"');
+}
 
 /** The parsed config, with the former name `relay.dns_servers` folded into `dns_servers`. */
 export const configSchema = checkedSchema.transform((config) =>

@@ -1,5 +1,5 @@
 // Parsers for the config file's human units: durations ("30s", "5m", "4h", "5d"),
-// listen addresses ("0.0.0.0:25", "[::]:25") and networks ("127.0.0.0/8").
+// listen addresses ("0.0.0.0:25", "[::]:25", HTTP ones "https://0.0.0.0:443") and networks ("127.0.0.0/8").
 import { isIP } from 'node:net';
 
 const DURATION = /^(\d+)(ms|s|m|h|d)$/;
@@ -32,13 +32,32 @@ export function parseListen(text: string): ListenAddress | null {
   return { host, port };
 }
 
+export interface HttpListenAddress extends ListenAddress {
+  /** marked "https://": TLS with the mail certificate */
+  https: boolean;
+}
+
+/** "0.0.0.0:80" (or "http://0.0.0.0:80") for HTTP, "https://0.0.0.0:443" for HTTPS; null when malformed. */
+export function parseHttpListen(text: string): HttpListenAddress | null {
+  const scheme = /^(https?):\/\//.exec(text);
+  const address = parseListen(scheme === null ? text : text.slice(scheme[0].length));
+  return address === null ? null : { ...address, https: scheme?.[1] === 'https' };
+}
+
 /**
  * What net.Server#listen takes for an address. An IPv6 socket is IPv6-only, so "0.0.0.0:25"
  * and "[::]:25" can both be listened on (Linux would otherwise give the IPv6 one the IPv4
  * port too, and the second listen would fail with EADDRINUSE).
  */
 export function listenOptions(address: ListenAddress): { host: string; port: number; ipv6Only: boolean } {
-  return { ...address, ipv6Only: isIP(address.host) === 6 };
+  return { host: address.host, port: address.port, ipv6Only: isIP(address.host) === 6 };
+}
+
+/** Whether binding both would clash: the same port on the same address, or on the wildcard of its family. */
+export function listenersOverlap(a: ListenAddress, b: ListenAddress): boolean {
+  if (a.port !== b.port || isIP(a.host) !== isIP(b.host)) return false;
+  const wildcard = (host: string) => host === '0.0.0.0' || host === '::';
+  return a.host === b.host || wildcard(a.host) || wildcard(b.host);
 }
 
 export interface Network {

@@ -6,6 +6,8 @@ import type { AcmeCertificates } from '../acme/certificates.js';
 import type { AccountHelper } from '../accounts/helper-client.js';
 import { accountMailboxes, daemonMailboxes } from '../accounts/mailboxes.js';
 import { SystemPasswords } from '../accounts/system-passwords.js';
+import { AutoconfigServer } from '../autoconfig/server.js';
+import { mailSite, servicePorts } from '../autoconfig/site.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { systemClock } from '../clock.js';
 import { BounceNotifier } from '../bounce/notifier.js';
@@ -41,6 +43,8 @@ export interface Components {
   smtp: SmtpListener[];
   pop3: Pop3Service;
   pickup: DropDirPickup;
+  /** the mail client setup answers (autoconfig.listen) */
+  autoconfig: AutoconfigServer;
   /** certificates by ACME; null: off */
   acme: AcmeCertificates | null;
   /** serves `tls` from the next TLS handshake on, on every listener; sessions keep theirs */
@@ -148,6 +152,13 @@ export function buildComponents(
     authenticator,
     logger,
   });
+  // the ports are those bound at start; the names and whether TLS is on follow SIGHUP
+  const ports = servicePorts(config);
+  const autoconfig = new AutoconfigServer({
+    site: () => mailSite(loaded.config, ports, loaded.tls !== null),
+    tls: () => loaded.tls,
+    logger,
+  });
   const pickup = new DropDirPickup({
     ...liveSettings.pickup(config),
     dir: paths.dropDir,
@@ -179,7 +190,7 @@ export function buildComponents(
     pop3Connections: (settings) => pop3Connections.reconfigure(settings),
   };
   const useCertificate = (tls: TlsCredentials) => {
-    loaded.tls = tls; // POP3 reads it per handshake
+    loaded.tls = tls; // POP3 and autoconfig read it per handshake
     for (const { service } of smtp) service.server.useCertificate(tls);
   };
   const sessions = () => ({ smtp: smtpConnections.connections, pop3: pop3Connections.connections });
@@ -190,6 +201,7 @@ export function buildComponents(
     smtp,
     pop3,
     pickup,
+    autoconfig,
     acme,
     useCertificate,
     sessions,

@@ -1,22 +1,39 @@
 // The daemon's listening sockets: bound at start (as root, before the privilege drop, so ports
 // below 1024 work) and closed gracefully at stop.
+import type { AutoconfigServer } from '../autoconfig/server.js';
 import type { Config } from '../config/schema.js';
-import { listenOptions, parseListen } from '../config/units.js';
+import { listenOptions, parseHttpListen, parseListen } from '../config/units.js';
 import type { Pop3Service } from '../pop3/server.js';
 import type { MailsrvSMTPServer } from '../smtp/connection.js';
 import type { SmtpService } from '../smtp/server.js';
 import type { SmtpListener } from './components.js';
 
-/** Binds every SMTP listener, then the POP3 ones (pop3.listen, then pop3.pop3s), in config order. */
-export async function bindListeners(smtp: SmtpListener[], pop3: Pop3Service, config: Config): Promise<void> {
+/**
+ * Binds every SMTP listener, then the POP3 ones (pop3.listen, then pop3.pop3s), then the
+ * autoconfig ones, in config order.
+ */
+export async function bindListeners(
+  smtp: SmtpListener[],
+  pop3: Pop3Service,
+  autoconfig: AutoconfigServer,
+  config: Config,
+): Promise<void> {
   for (const { service, address } of smtp) await listen(service.server, address);
   for (const address of config.pop3.listen) await pop3.listen(parseListen(address)!, { implicitTls: false });
   for (const address of config.pop3.pop3s) await pop3.listen(parseListen(address)!, { implicitTls: true });
+  for (const address of config.autoconfig.listen) await autoconfig.listen(parseHttpListen(address)!);
 }
 
-/** Stops accepting on every listener and waits for the sessions to finish (see closeGracefully). */
-export async function closeListeners(smtp: SmtpListener[], pop3: Pop3Service): Promise<void> {
-  await Promise.all([...smtp.map(({ service }) => closeGracefully(service)), pop3.shutdown()]);
+/**
+ * Stops accepting on every listener and waits for the mail sessions to finish (see
+ * closeGracefully); autoconfig requests in progress are cut.
+ */
+export async function closeListeners(
+  smtp: SmtpListener[],
+  pop3: Pop3Service,
+  autoconfig: AutoconfigServer,
+): Promise<void> {
+  await Promise.all([...smtp.map(({ service }) => closeGracefully(service)), pop3.shutdown(), autoconfig.close()]);
 }
 
 /** How long a client receiving a message at the stop may send nothing before it gets 421. */

@@ -138,6 +138,7 @@ export const RESTART_KEYS = [
   'smtp.smtps',
   'pop3.listen',
   'pop3.pop3s',
+  'autoconfig.listen',
   'acme',
   'metrics.listen',
 ] as const;

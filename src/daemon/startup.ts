@@ -140,6 +140,7 @@ export async function announceReady(
       smtps: config.smtp.smtps,
       pop3: config.pop3.listen,
       pop3s: config.pop3.pop3s,
+      autoconfig: config.autoconfig.listen,
       tls: tls === null ? 'off' : { validTo: tls.validTo.toISOString() },
       queued: parts.manager.size,
     },

@@ -24,7 +24,7 @@ export interface DaemonStatus {
 /** Where the live figures come from. */
 /** The listen addresses by name, as the status file lists them. */
 export function listenersOf(config: Config): Record<string, string[]> {
-  const { smtp, pop3, metrics } = config;
+  const { smtp, pop3, metrics, autoconfig } = config;
   return {
     smtp: smtp.listen,
     submission: smtp.submission,
@@ -32,6 +32,7 @@ export function listenersOf(config: Config): Record<string, string[]> {
     pop3: pop3.listen,
     pop3s: pop3.pop3s,
     metrics: metrics.listen,
+    autoconfig: autoconfig.listen,
   };
 }
 

@@ -15,7 +15,7 @@ export async function stopDaemon(
   lastly: () => Promise<void>,
 ): Promise<never> {
   logger.info({ signal }, 'stopping: no new connections, finishing messages in progress');
-  await closeListeners(parts.smtp, parts.pop3);
+  await closeListeners(parts.smtp, parts.pop3, parts.autoconfig);
   await parts.acme?.stop();
   await parts.pickup.stop();
   await parts.manager.stop();

@@ -17,6 +17,7 @@ import {
   DAEMON_USER,
   DOMAIN,
   deepMerge,
+  freePort,
   escapeRegex,
   HOSTNAME,
   MAILSRV_BIN,
@@ -405,6 +406,15 @@ describe('mailsrv check / config / start with bad input', () => {
     const elsewhere = check(await variant({ smtp: { submission: ['192.0.2.7:2587'] } }));
     assert.equal(elsewhere.code, 1);
     assert.ok(elsewhere.stderr.includes(`key 'smtp.submission': 192.0.2.7:2587: this host has no such address`));
+    const autoconfig = check(
+      await variant({
+        smtp: { submission: [`127.0.0.1:${await freePort()}`] },
+        pop3: { listen: [`127.0.0.1:${await freePort()}`] },
+        autoconfig: { listen: ['192.0.2.7:2080'] },
+      }),
+    );
+    assert.equal(autoconfig.code, 1, autoconfig.stdout);
+    assert.ok(autoconfig.stderr.includes(`key 'autoconfig.listen': 192.0.2.7:2080: this host has no such address`));
   });
 
   test('start on a busy port exits 1 with an error naming the address', async () => {
