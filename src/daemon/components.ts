@@ -48,6 +48,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
   });
   let routing = liveSettings.routing(config);
   let bounces = liveSettings.bounces(config);
+  let proxyNetworks = liveSettings.proxyNetworks(config);
 
   const authenticator = new Authenticator(() => loaded.directory.users, liveSettings.auth(config));
   const store = new QueueStore(config.state_dir);
@@ -88,6 +89,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
       tls: loaded.tls,
       ready,
       limits: smtpConnections,
+      proxyNetworks: () => proxyNetworks,
       policy,
       authenticator,
       store,
@@ -106,6 +108,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     tls: () => loaded.tls,
     ready,
     limits: pop3Connections,
+    proxyNetworks: () => proxyNetworks,
     spoolDir: config.spool_dir,
     indexDir: paths.indexDir,
     journalDir: paths.journalDir,
@@ -141,6 +144,9 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     smtpConnections: (settings) => smtpConnections.reconfigure(settings),
     pop3: (settings) => pop3.reconfigure(settings),
     pop3Connections: (settings) => pop3Connections.reconfigure(settings),
+    proxyNetworks: (matcher) => {
+      proxyNetworks = matcher;
+    },
   };
   return { store, local, manager, smtp, pop3, pickup, open, reconfigure };
 }

@@ -16,7 +16,9 @@
 //   limit gets 421 4.7.0 (an implicit-TLS one is just closed);
 // - TLS handshakes (implicit TLS and STARTTLS) have a deadline, not only an idle timeout;
 // - stress mode: a client not yet past MAIL FROM gets a shorter idle timeout, timers already
-//   running included.
+//   running included;
+// - PROXY protocol v1 and v2 (clientBehind, before the limits and any TLS handshake): the client
+//   a header names is the session's remoteAddress (smtp-server's useProxy only knows v1).
 // smtp-server has no public hook for these, so MailsrvConnection overrides members of its
 // internal SMTPConnection (and MailsrvSMTPServer of SMTPServer). package.json pins smtp-server's
 // exact version, and test/unit/smtp-server-internals.test.ts fails by name when a member used
@@ -27,6 +29,7 @@ import { SMTPServer, type SMTPServerEnvelope, type SMTPServerOptions, type SMTPS
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js';
 import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { ConnectionLimits, Refusal } from '../net/connection-limits.js';
+import type { ClientAddress } from '../net/proxied-client.js';
 import { handshakeDeadline, TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshake.js';
 import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
 
@@ -57,6 +60,8 @@ export interface MailsrvServerOptions
   vrfy?: (address: string, session: SMTPServerSession) => Promise<VrfyReply> | undefined;
   /** whether the protocol log (options.logger) is wanted now; asked per log call (SIGHUP changes the level) */
   protocolLogEnabled: () => boolean;
+  /** the client behind an accepted socket (its PROXY header read); null: the socket was closed */
+  clientBehind: (socket: Socket) => Promise<ClientAddress | null>;
 }
 
 /** smtp-server's logger while the protocol log is off: formatting its lines costs per command. */
@@ -203,6 +208,9 @@ export class MailsrvSMTPServer extends SMTPServer {
   private hasCertificate: boolean;
   /** plaintext sockets over a limit, until their connection has answered 421 */
   private readonly refusals = new WeakMap<Socket, Refusal>();
+  /** accepted sockets whose client a PROXY header named, until their session starts */
+  private readonly proxiedClients = new WeakMap<Socket, ClientAddress>();
+  private readonly clientBehind: MailsrvServerOptions['clientBehind'];
 
   constructor({
     tls,
@@ -211,6 +219,7 @@ export class MailsrvSMTPServer extends SMTPServer {
     protocolLogEnabled,
     limits,
     listenerName,
+    clientBehind,
     ...options
   }: MailsrvServerOptions) {
     if (options.secure && tls === null) throw new Error('implicit TLS needs a certificate');
@@ -229,6 +238,7 @@ export class MailsrvSMTPServer extends SMTPServer {
     const protocolLogger = this.logger;
     Object.defineProperty(this, 'logger', { get: () => (protocolLogEnabled() ? protocolLogger : SILENT_LOGGER) });
     this.limits = limits;
+    this.clientBehind = clientBehind;
     this.admitThroughLimits(listenerName, options.secure === true);
     limits.onStressChange(() => {
       for (const connection of this.connections) (connection as MailsrvConnection).followIdleTimeout();
@@ -236,24 +246,41 @@ export class MailsrvSMTPServer extends SMTPServer {
   }
 
   /**
-   * Puts the connection limits in front of smtp-server's own 'connection' listener, which then
-   * sees only admitted sockets and plaintext ones to refuse (see MailsrvConnection.init): a
-   * refused implicit-TLS socket is closed before a handshake starts.
+   * Puts the PROXY header and the connection limits in front of smtp-server's own 'connection'
+   * listener, which then sees only admitted sockets and plaintext ones to refuse (see
+   * MailsrvConnection.init): a refused implicit-TLS socket is closed before a handshake starts.
    */
   private admitThroughLimits(listenerName: string, implicitTls: boolean): void {
     const accepting = this.server.listeners('connection') as ((socket: Socket) => void)[];
     if (accepting.length !== 1) throw new Error(`smtp-server has ${accepting.length} connection listeners, not 1`);
     const accept = accepting[0]!;
     this.server.removeListener('connection', accept);
-    this.server.on('connection', (socket: Socket) => {
-      const refusal = this.limits.admit(socket, listenerName);
-      if (refusal !== null && implicitTls) {
-        socket.on('error', () => undefined);
-        socket.destroy();
-        return;
+    this.server.on('connection', (socket: Socket) => void this.admit(socket, listenerName, implicitTls, accept));
+  }
+
+  private async admit(socket: Socket, listenerName: string, implicitTls: boolean, accept: (socket: Socket) => void) {
+    const client = await this.clientBehind(socket);
+    if (client === null) return;
+    if (client.proxy !== undefined) this.proxiedClients.set(socket, client);
+    const refusal = this.limits.admit(socket, listenerName, client.address);
+    if (refusal !== null && implicitTls) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return;
+    }
+    if (refusal !== null) this.refusals.set(socket, refusal);
+    accept(socket);
+  }
+
+  /** The session of a socket whose client a PROXY header named gets that client's address. */
+  override _handleProxy(socket: Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
+    super._handleProxy(socket, (err, socketOptions) => {
+      const client = this.proxiedClients.get(socket);
+      if (client !== undefined && socketOptions) {
+        socketOptions.remoteAddress = client.address;
+        socketOptions.remotePort = client.port;
       }
-      if (refusal !== null) this.refusals.set(socket, refusal);
-      accept(socket);
+      callback(err, socketOptions);
     });
   }
 

@@ -13,6 +13,7 @@ import { HopCounter, MAX_HOPS } from '../message/hops.js';
 import { uniqueDeliveries } from '../delivery/route.js';
 import type { Logger } from '../log.js';
 import type { ConnectionLimits } from '../net/connection-limits.js';
+import { clientBehind } from '../net/proxied-client.js';
 import { qualify } from '../message/address.js';
 import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
 import type { DirectOutcome } from '../delivery/local.js';
@@ -49,6 +50,8 @@ export interface SmtpServiceOptions {
   ready: Promise<void>;
   /** max_clients, max_connections_per_ip and stress mode, shared by every SMTP listener */
   limits: ConnectionLimits;
+  /** peers that must send a PROXY header first (proxy_protocol_networks, as loaded now) */
+  proxyNetworks: () => NetworkMatcher;
   policy: SmtpPolicy;
   authenticator: Authenticator;
   store: QueueStore;
@@ -152,6 +155,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     tls: options.tls,
     limits: options.limits,
     listenerName: options.kind,
+    clientBehind: (socket) => clientBehind(socket, options.proxyNetworks(), logger, options.kind),
     authMethods: ['PLAIN', 'LOGIN'],
     // AUTH is never required by smtp-server: onMailFrom refuses MAIL without it on submission
     authOptional: true,
