@@ -68,7 +68,8 @@ export function readProxyHeader(socket: Socket, timeoutMs = PROXY_HEADER_TIMEOUT
 
 /**
  * The client of a freshly accepted connection (see the top of this file), or null when a peer
- * that owes a PROXY header sent none that is valid: that is logged and the connection destroyed.
+ * that owes a PROXY header sent none that is valid (logged), or the peer is gone already (a
+ * balancer's health check may reset at once): the connection is destroyed.
  */
 export async function clientBehind(
   socket: Socket,
@@ -76,7 +77,11 @@ export async function clientBehind(
   logger: Logger,
   listener: string,
 ): Promise<ClientAddress | null> {
-  const peer = { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+  if (socket.remoteAddress === undefined) {
+    socket.destroy();
+    return null;
+  }
+  const peer = { address: socket.remoteAddress, port: socket.remotePort ?? 0 };
   if (!proxyNetworks(peer.address)) return peer;
   try {
     const source = await readProxyHeader(socket);

@@ -208,8 +208,8 @@ export class MailsrvSMTPServer extends SMTPServer {
   private hasCertificate: boolean;
   /** plaintext sockets over a limit, until their connection has answered 421 */
   private readonly refusals = new WeakMap<Socket, Refusal>();
-  /** accepted sockets whose client a PROXY header named, until their session starts */
-  private readonly proxiedClients = new WeakMap<Socket, ClientAddress>();
+  /** the client of each accepted socket, as clientBehind found it, for its session */
+  private readonly clients = new WeakMap<Socket, ClientAddress>();
   private readonly clientBehind: MailsrvServerOptions['clientBehind'];
 
   constructor({
@@ -260,8 +260,9 @@ export class MailsrvSMTPServer extends SMTPServer {
 
   private async admit(socket: Socket, listenerName: string, implicitTls: boolean, accept: (socket: Socket) => void) {
     const client = await this.clientBehind(socket);
-    if (client === null) return;
-    if (client.proxy !== undefined) this.proxiedClients.set(socket, client);
+    // no header, or the peer is gone already (a balancer's health check may close at once)
+    if (client === null || socket.destroyed) return;
+    this.clients.set(socket, client);
     const refusal = this.limits.admit(socket, listenerName, client.address);
     if (refusal !== null && implicitTls) {
       socket.on('error', () => undefined);
@@ -272,10 +273,13 @@ export class MailsrvSMTPServer extends SMTPServer {
     accept(socket);
   }
 
-  /** The session of a socket whose client a PROXY header named gets that client's address. */
+  /**
+   * The session gets the client clientBehind found (the one a PROXY header named), as read at
+   * accept: a socket closed meanwhile no longer knows its peer.
+   */
   override _handleProxy(socket: Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
     super._handleProxy(socket, (err, socketOptions) => {
-      const client = this.proxiedClients.get(socket);
+      const client = this.clients.get(socket);
       if (client !== undefined && socketOptions) {
         socketOptions.remoteAddress = client.address;
         socketOptions.remotePort = client.port;

@@ -69,7 +69,14 @@ const resolver = {
       return;
     }
     import('node:dns').then(
-      ({ reverse }) => reverse(ip, callback),
+      ({ reverse }) => {
+        try {
+          reverse(ip, callback);
+        } catch (err) {
+          // an address dns.reverse refuses outright (EINVAL): no name, as for a failed lookup
+          callback(err as NodeJS.ErrnoException, []);
+        }
+      },
       (err: Error) => callback(err, []),
     );
   },
