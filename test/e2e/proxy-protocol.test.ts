@@ -293,15 +293,18 @@ describe('behind HAProxy', { skip: !hasHaproxy && 'haproxy is not installed' }, 
     ] as const) {
       await logsSoFar(daemon, env.port);
       const clients = daemon.find((e) => e.msg === 'connect' && e.listener === 'mx').map((e) => e.client);
-      assert.ok(clients.includes('127.0.0.5'), `each node got SMTP clients: ${clients.join(' ')}`);
+      // haproxy's output says when it took a node out of the rotation
+      const context = `haproxy said: ${haproxy.output()}`;
+      assert.ok(clients.includes('127.0.0.5'), `each node got SMTP clients: ${clients.join(' ')}; ${context}`);
       // the clients of the test, haproxy's probes (LOCAL) and the marker connections of logsSoFar
       const known = new Set(['127.0.0.5', '127.0.0.2', '127.0.0.9', '127.0.0.1', '127.0.0.99']);
       assert.deepEqual(
         clients.filter((c) => !known.has(String(c))),
         [],
+        context,
       );
       const logins = daemon.find((e) => e.msg === 'login' && e.user === 'bob').map((e) => e.client);
-      assert.deepEqual(logins, ['127.0.0.6'], 'each node served one POP3 login of the real client');
+      assert.deepEqual(logins, ['127.0.0.6'], `each node served one POP3 login of the real client; ${context}`);
     }
     const delivered = readMailbox(first.env.mailbox('alice')).messages;
     assert.equal(delivered.length, 4, 'both nodes delivered into the one shared spool');
