@@ -248,6 +248,9 @@ const fullSchema = z.strictObject({
   plaintext_auth_networks: networkList()
     .default(['127.0.0.0/8', '::1/128'])
     .describe('clients that may log in without TLS'),
+  proxy_protocol_networks: networkList()
+    .default([])
+    .describe('load balancers (HAProxy) whose connections must start with a PROXY v1 or v2 header naming the client'),
   message_size_limit: count().default(10_240_000).describe('largest message accepted, in bytes'),
   mailbox_size_limit: bytes()
     .default(51_200_000)

@@ -73,6 +73,7 @@ export function buildComponents(
   });
   let routing = liveSettings.routing(config);
   let bounces = liveSettings.bounces(config);
+  let proxyNetworks = liveSettings.proxyNetworks(config);
 
   const accounts = accountHelper === null ? null : loaded.accounts;
   const mailboxes =
@@ -126,6 +127,7 @@ export function buildComponents(
       tls: loaded.tls,
       ready,
       limits: smtpConnections,
+      proxyNetworks: () => proxyNetworks,
       policy,
       authenticator,
       store,
@@ -145,6 +147,7 @@ export function buildComponents(
     tls: () => loaded.tls,
     ready,
     limits: pop3Connections,
+    proxyNetworks: () => proxyNetworks,
     spoolDir: config.spool_dir,
     mailboxOwner: (user) => mailboxes.ownerOf(user),
     indexDir: paths.indexDir,
@@ -188,6 +191,9 @@ export function buildComponents(
     smtpConnections: (settings) => smtpConnections.reconfigure(settings),
     pop3: (settings) => pop3.reconfigure(settings),
     pop3Connections: (settings) => pop3Connections.reconfigure(settings),
+    proxyNetworks: (matcher) => {
+      proxyNetworks = matcher;
+    },
   };
   const useCertificate = (tls: TlsCredentials) => {
     loaded.tls = tls; // POP3 and autoconfig read it per handshake

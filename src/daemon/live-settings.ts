@@ -6,7 +6,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { AuthSettings } from '../auth/authenticator.js';
 import type { BounceNotifierOptions } from '../bounce/notifier.js';
 import { localDomainMatcher } from '../config/domains.js';
-import { networkMatcher } from '../config/networks.js';
+import { type NetworkMatcher, networkMatcher } from '../config/networks.js';
 import type { Config } from '../config/schema.js';
 import { durationMs, parseListen } from '../config/units.js';
 import type { LocalDeliveryOptions } from '../delivery/local.js';
@@ -44,6 +44,8 @@ export interface LiveSettings {
   smtpConnections: ConnectionLimitSettings;
   pop3: Pop3Settings;
   pop3Connections: ConnectionLimitSettings;
+  /** peers that must send a PROXY header first, SMTP and POP3 alike */
+  proxyNetworks: NetworkMatcher;
 }
 
 export type LivePart = keyof LiveSettings;
@@ -119,6 +121,7 @@ export const liveSettings: { [Part in LivePart]: (config: Config) => LiveSetting
     maxPerAddress: config.pop3.max_connections_per_ip,
     exempt: networkMatcher(config.mynetworks),
   }),
+  proxyNetworks: (config) => networkMatcher(config.proxy_protocol_networks),
 };
 
 /** How each running part takes new settings. */

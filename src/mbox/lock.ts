@@ -110,6 +110,11 @@ function appendNote(size: number): string {
 interface LockContent {
   /** the holder's pid as liblockfile's atoi() reads it; 0 if none */
   pid: number;
+  /**
+   * the host a mailsrv holder names, when it is not this one: its pid means nothing here (nodes
+   * sharing the spool over NFS); null for this host and for locks of other programs
+   */
+  otherHost: string | null;
   /** the mailbox's committed size while its holder appended, when noted on this host in this boot */
   appendFrom: number | null;
 }
@@ -120,7 +125,7 @@ async function readLock(path: string): Promise<LockContent> {
   try {
     handle = await fs.open(path, 'r');
   } catch {
-    return { pid: 0, appendFrom: null };
+    return { pid: 0, otherHost: null, appendFrom: null };
   }
   try {
     const buf = Buffer.alloc(LOCK_READ_BYTES);
@@ -130,10 +135,12 @@ async function readLock(path: string): Promise<LockContent> {
     const pid = match ? Number.parseInt(match[1], 10) : 0;
     const note = /\nappend (\d+) (\S+) (\S+)\n/.exec(text);
     const ours = note !== null && note[2] === shortHostname() && note[3] === bootId() && bootId() !== '';
+    const host = /^\s*\d+\nhost (\S+)\n/.exec(text)?.[1];
+    const otherHost = host === undefined || host === shortHostname() ? null : host;
     // no process can have a pid beyond MAX_PID; such content counts as no pid
-    return { pid: pid <= MAX_PID ? pid : 0, appendFrom: ours ? Number(note[1]) : null };
+    return { pid: pid <= MAX_PID ? pid : 0, otherHost, appendFrom: ours ? Number(note[1]) : null };
   } catch {
-    return { pid: 0, appendFrom: null };
+    return { pid: 0, otherHost: null, appendFrom: null };
   } finally {
     await handle.close();
   }
@@ -188,7 +195,8 @@ async function staleReason(path: string, st: Stats, ownPidIsStale: boolean, now:
   if (st.isDirectory()) {
     return ageMs >= STALE_AGE_MS ? `directory lock ${oldReason}` : null;
   }
-  const { pid } = await readLock(path);
+  const { pid, otherHost } = await readLock(path);
+  if (otherHost !== null) return ageMs < STALE_AGE_MS ? null : `${oldReason}, held on host ${otherHost}`;
   if (pid > 0) {
     if (ownPidIsStale && pid === process.pid) return `holder pid ${pid} is this process from an earlier run`;
     if (!pidAlive(pid)) return `holder pid ${pid} is not running`;
@@ -229,7 +237,7 @@ class HeldDotlock implements Dotlock {
   constructor(
     readonly path: string,
     private readonly handle: FileHandle,
-    /** length of the pid line the lock starts with */
+    /** length of the pid and host lines the lock starts with */
     private readonly pidLineLength: number,
     clock: Clock,
   ) {
@@ -324,7 +332,8 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
   let held = false;
   waiters.set(lockPath, (waiters.get(lockPath) ?? 0) + 1);
   try {
-    const pidLine = `${process.pid}\n`;
+    // the host line tells nodes sharing the spool whose pid this is (docs/formats.md)
+    const pidLine = `${process.pid}\nhost ${shortHostname()}\n`;
     await handle.write(pidLine, 0, 'latin1');
     let delay = FIRST_RETRY_MS;
     for (;;) {

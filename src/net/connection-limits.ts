@@ -64,10 +64,10 @@ export class ConnectionLimits {
 
   /**
    * Counts a freshly accepted socket until it closes; or, over a limit, logs the refusal and
-   * returns why (the socket is not counted: the caller answers and closes it).
+   * returns why (the socket is not counted: the caller answers and closes it). `client` is the
+   * address the socket is counted under: its peer, or the client a PROXY header named.
    */
-  admit(socket: AcceptedSocket, listener: string): Refusal | null {
-    const client = socket.remoteAddress ?? '';
+  admit(socket: AcceptedSocket, listener: string, client = socket.remoteAddress ?? ''): Refusal | null {
     const { maxClients, maxPerAddress, exempt } = this.settings;
     countConnection(listener);
     if (this.inUse >= maxClients) {

@@ -47,6 +47,8 @@ export interface Pop3ConnectionOptions {
   implicitTls: boolean;
   /** POP3's connection limits: under stress a client not logged in has a shorter autologout */
   limits: ConnectionLimits;
+  /** the client's address: the connection's peer, or the client its PROXY header named */
+  client: string;
 }
 
 /** The client went away (or the server is stopping) while a reply was being written. */
@@ -96,12 +98,12 @@ export class Pop3Connection {
     /** the TCP connection: its close ends the session, whatever runs over it */
     private readonly connection: Socket,
     private readonly ctx: SessionContext,
-    { implicitTls, limits }: Pop3ConnectionOptions,
+    { implicitTls, limits, client }: Pop3ConnectionOptions,
   ) {
     this.implicitTls = implicitTls;
     this.limits = limits;
     this.socket = connection;
-    this.client = connection.remoteAddress ?? 'unknown';
+    this.client = client;
     this.log = ctx.logger.child({ sessionId: this.id });
     this.protocol = new Pop3Protocol(ctx, this.client, this.log);
     this.closed = new Promise((resolve) => {

@@ -1,14 +1,15 @@
 // The mailbox side of a POP3 session, in one place: open (measure the file under its dotlock,
 // then scan up to that size, so the session sees only messages whose delivery was complete),
 // open the file once for the session's reads (with one read buffer the messages share), read one
-// message, and the QUIT update. The mbox format, the lock and the update itself
-// live in src/mbox/; this file only puts the pieces together for the protocol code.
+// message, the QUIT update, and the session lock that keeps a mailbox to one POP3 session across
+// every node sharing the spool. The mbox format, the lock and the update itself live in src/mbox/;
+// this file only puts the pieces together for the protocol code.
 import { constants } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { normalizeUsername } from '../auth/username.js';
 import { expungeMessages, finishLeftoverExpunge } from '../mbox/expunge.js';
-import { acquireDotlock, type StaleLockHandler } from '../mbox/lock.js';
+import { acquireDotlock, type Dotlock, type StaleLockHandler } from '../mbox/lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
 import { FileWindow, retrieveMessage, type MessageReader } from '../mbox/retrieve.js';
 import { scanMailbox } from '../mbox/scan.js';
@@ -70,6 +71,18 @@ export class Maildrop {
       await lock.release();
     }
     return scanMailbox(path, { indexDir: this.options.indexDir, upTo: size });
+  }
+
+  /**
+   * Takes the POP3 session lock of a user's mailbox, `spool_dir/.<user>.pop3.lock`: a dotlock
+   * like the mailbox's own (link(2), NFS-safe; refreshed while held, so it goes stale only with
+   * its holder), so a session on another node sharing the spool finds the mailbox in use. The
+   * name can never be a mailbox or its lock (user names do not start with a dot). Deliveries
+   * never look at it. Throws MailboxLockedError at once when another session holds it.
+   */
+  lockSession(user: string): Promise<Dotlock> {
+    const mailbox = this.pathOf(user);
+    return acquireDotlock(join(dirname(mailbox), `.${user}.pop3`), { ...this.lockOptions(), timeoutMs: 0 });
   }
 
   /**

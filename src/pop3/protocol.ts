@@ -13,7 +13,7 @@ import { type RefusedLogin, SessionLogins } from '../auth/session-logins.js';
 import type { Logger } from '../log.js';
 import { countLogin, countRetrieved } from '../metrics/metrics.js';
 import { SessionActivity } from '../net/session-activity.js';
-import { MailboxLockedError } from '../mbox/lock.js';
+import { type Dotlock, MailboxLockedError } from '../mbox/lock.js';
 import { UntrustedMailboxError } from '../mbox/trust.js';
 import { MailboxChangedError, type MessageInfo, type MailboxSnapshot } from '../mbox/mailbox.js';
 import type { TlsCredentials } from '../tls/credentials.js';
@@ -100,9 +100,10 @@ export class Pop3Protocol {
   private secure = false;
   /**
    * the mailbox this session has claimed, from login until the connection is gone or QUIT's
-   * update is done (a session closed for too many errors keeps it that long); its view once opened
+   * update is done (a session closed for too many errors keeps it that long); its session lock
+   * (every node sharing the spool) once taken; its view once opened
    */
-  private held: { user: string; mailbox: MailboxView | null } | null = null;
+  private held: { user: string; sessionLock: Dotlock | null; mailbox: MailboxView | null } | null = null;
   private badCommands = 0;
   private readonly logins: SessionLogins;
   private quitUpdate: Promise<void> | null = null;
@@ -206,8 +207,7 @@ export class Pop3Protocol {
     }
     this.stop();
     // a QUIT update keeps the mailbox until it is done, whatever the client does meanwhile
-    if (this.quitUpdate === null) this.release();
-    return this.quitUpdate ?? Promise.resolve();
+    return this.quitUpdate ?? this.release();
   }
 
   private dispatch(keyword: string, args: string[], rest: string): Pop3Response | Promise<Pop3Response | null> {
@@ -367,13 +367,28 @@ export class Pop3Protocol {
       this.log.info({ user, client: this.client }, 'mailbox in use');
       return line('-ERR [IN-USE] Mailbox is in use by another POP3 session');
     }
-    const held: { user: string; mailbox: MailboxView | null } = { user, mailbox: null };
+    const held: NonNullable<typeof this.held> = { user, sessionLock: null, mailbox: null };
     this.held = held;
+    try {
+      const sessionLock = await this.ctx.maildrop.lockSession(user);
+      held.sessionLock = sessionLock;
+      // closed meanwhile: the claim was let go without this lock
+      if (this.held !== held) await sessionLock.release();
+    } catch (err) {
+      await this.release();
+      if (err instanceof MailboxLockedError) {
+        this.log.info({ user, client: this.client, lock: err.path }, 'mailbox in use by a session on another node');
+        return line('-ERR [IN-USE] Mailbox is in use by another POP3 session');
+      }
+      this.log.error({ user, err: (err as Error).message }, 'cannot take the POP3 session lock');
+      return line('-ERR [SYS/TEMP] Cannot open the mailbox, try again later');
+    }
+    if (this.held !== held) return null;
     let snapshot: MailboxSnapshot;
     try {
       snapshot = await this.ctx.maildrop.open(user);
     } catch (err) {
-      this.release();
+      await this.release();
       if (err instanceof MailboxLockedError) {
         this.log.warn({ user, lock: err.path }, 'mailbox locked by another program');
         return line('-ERR [IN-USE] Mailbox is locked by another program, try again later');
@@ -395,13 +410,20 @@ export class Pop3Protocol {
     return line(`+OK ${user} has ${messagesText(count)} (${size} octets)`);
   }
 
-  /** Lets go of the mailbox: closes its file, and another session may claim it. */
-  private release(): void {
+  /** Lets go of the mailbox: closes its file and removes its session lock; then another session may claim it. */
+  private async release(): Promise<void> {
     const { held } = this;
     if (held === null) return;
     this.held = null;
     held.mailbox?.close();
-    this.ctx.claims.release(held.user, this);
+    try {
+      await held.sessionLock?.release();
+    } catch (err) {
+      // a lock left behind goes stale: its refresh has stopped
+      this.log.warn({ user: held.user, err: (err as Error).message }, 'cannot remove the POP3 session lock');
+    } finally {
+      this.ctx.claims.release(held.user, this);
+    }
   }
 
   // ---------------------------------------------------------------- TRANSACTION
@@ -502,7 +524,7 @@ export class Pop3Protocol {
   private async quit(mailbox: MailboxView): Promise<Pop3Response> {
     this.state = { phase: 'update', mailbox };
     if (mailbox.deleted.size === 0) {
-      this.release();
+      await this.release();
       return this.closing(SIGN_OFF);
     }
     const update = this.update(mailbox);
@@ -529,7 +551,7 @@ export class Pop3Protocol {
       this.log.error({ user, err: (err as Error).message }, 'update failed');
       return '-ERR [SYS/TEMP] Cannot update the mailbox; nothing deleted';
     } finally {
-      this.release();
+      await this.release();
     }
   }
 }

@@ -6,7 +6,9 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Authenticator } from '../auth/authenticator.js';
 import { listenOptions, type ListenAddress } from '../config/units.js';
 import type { Logger } from '../log.js';
+import type { NetworkMatcher } from '../config/networks.js';
 import type { ConnectionLimits, Refusal } from '../net/connection-limits.js';
+import { clientBehind } from '../net/proxied-client.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import type { MailboxOwner } from '../mbox/trust.js';
 import { Maildrop } from './maildrop.js';
@@ -23,6 +25,8 @@ export interface Pop3ServerOptions {
   ready: Promise<void>;
   /** max_clients, max_connections_per_ip and stress mode, for POP3 */
   limits: ConnectionLimits;
+  /** peers that must send a PROXY header first (proxy_protocol_networks, as loaded now) */
+  proxyNetworks: () => NetworkMatcher;
   spoolDir: string;
   /** who each user's mailbox must belong to (default: the daemon's account) */
   mailboxOwner?: (user: string) => Promise<MailboxOwner>;
@@ -83,13 +87,21 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
   });
 
   let accepting = true;
-  const onConnection = (socket: Socket, implicitTls: boolean) => {
+  const onConnection = async (socket: Socket, implicitTls: boolean) => {
     socket.on('error', (err) => logger.debug({ err: err.message }, 'pop3 socket error'));
     if (!accepting) {
       socket.destroy();
       return;
     }
-    const refusal = limits.admit(socket, implicitTls ? 'pop3s' : 'pop3');
+    const listener = implicitTls ? 'pop3s' : 'pop3';
+    // a PROXY header comes before everything, the TLS handshake of pop3s included
+    const client = await clientBehind(socket, options.proxyNetworks(), logger, listener);
+    if (client === null) return;
+    if (!accepting) {
+      socket.destroy();
+      return;
+    }
+    const refusal = limits.admit(socket, listener, client.address);
     if (refusal !== null) {
       // a pop3s client could only read the refusal after a whole handshake: it is just closed
       if (implicitTls) {
@@ -100,7 +112,7 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
       setTimeout(() => socket.destroy(), 5000).unref();
       return;
     }
-    const session = new Pop3Connection(socket, context, { implicitTls, limits });
+    const session = new Pop3Connection(socket, context, { implicitTls, limits, client: client.address });
     sessions.add(session);
     void session.closed.then(() => sessions.delete(session));
     void session.start(options.ready);
@@ -119,7 +131,7 @@ export function createPop3Server(options: Pop3ServerOptions): Pop3Service {
       target.once('error', reject);
       target.listen(listenOptions({ host, port }), () => {
         target.off('error', reject);
-        target.on('connection', (socket: Socket) => onConnection(socket, implicitTls));
+        target.on('connection', (socket: Socket) => void onConnection(socket, implicitTls));
         target.on('error', (err) => logger.error({ err: err.message, host, port }, 'pop3 listener error'));
         servers.push(target);
         resolve();

@@ -20,6 +20,8 @@
 // - stress mode: a client not yet past MAIL FROM gets a shorter idle timeout, timers already
 //   running included;
 // - each session counts its commands and its duration for the `disconnect` log line.
+// - PROXY protocol v1 and v2 (clientBehind, before the limits and any TLS handshake): the client
+//   a header names is the session's remoteAddress (smtp-server's useProxy only knows v1).
 // smtp-server has no public hook for these, so MailsrvConnection overrides members of its
 // internal SMTPConnection (and MailsrvSMTPServer of SMTPServer). package.json pins smtp-server's
 // exact version, and test/unit/smtp-server-internals.test.ts fails by name when a member used
@@ -31,6 +33,7 @@ import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.j
 import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { ConnectionLimits, Refusal } from '../net/connection-limits.js';
 import { type DeadlineExpiry, InputDeadline } from '../net/input-deadline.js';
+import type { ClientAddress } from '../net/proxied-client.js';
 import { handshakeDeadline, TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshake.js';
 import { SessionActivity } from '../net/session-activity.js';
 import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
@@ -65,6 +68,8 @@ export interface MailsrvServerOptions
   protocolLogEnabled: () => boolean;
   /** a command line or a message was cut by its deadline (the client gets 421 4.4.2): for the log */
   deadlineExceeded: (session: SMTPServerSession, expiry: DeadlineExpiry) => void;
+  /** the client behind an accepted socket (its PROXY header read); null: the socket was closed */
+  clientBehind: (socket: Socket) => Promise<ClientAddress | null>;
 }
 
 /** smtp-server's logger while the protocol log is off: formatting its lines costs per command. */
@@ -274,6 +279,9 @@ export class MailsrvSMTPServer extends SMTPServer {
   private readonly refusals = new WeakMap<Socket, Refusal>();
   /** what each session did (see MailsrvConnection.activity), until the session is gone */
   private readonly activities = new WeakMap<SMTPServerSession, SessionActivity>();
+  /** the client of each accepted socket, as clientBehind found it, for its session */
+  private readonly clients = new WeakMap<Socket, ClientAddress>();
+  private readonly clientBehind: MailsrvServerOptions['clientBehind'];
 
   constructor({
     tls,
@@ -283,6 +291,7 @@ export class MailsrvSMTPServer extends SMTPServer {
     limits,
     listenerName,
     deadlineExceeded,
+    clientBehind,
     ...options
   }: MailsrvServerOptions) {
     if (options.secure && tls === null) throw new Error('implicit TLS needs a certificate');
@@ -302,6 +311,7 @@ export class MailsrvSMTPServer extends SMTPServer {
     const protocolLogger = this.logger;
     Object.defineProperty(this, 'logger', { get: () => (protocolLogEnabled() ? protocolLogger : SILENT_LOGGER) });
     this.limits = limits;
+    this.clientBehind = clientBehind;
     this.admitThroughLimits(listenerName, options.secure === true);
     limits.onStressChange(() => {
       for (const connection of this.connections) (connection as MailsrvConnection).followIdleTimeout();
@@ -309,24 +319,45 @@ export class MailsrvSMTPServer extends SMTPServer {
   }
 
   /**
-   * Puts the connection limits in front of smtp-server's own 'connection' listener, which then
-   * sees only admitted sockets and plaintext ones to refuse (see MailsrvConnection.init): a
-   * refused implicit-TLS socket is closed before a handshake starts.
+   * Puts the PROXY header and the connection limits in front of smtp-server's own 'connection'
+   * listener, which then sees only admitted sockets and plaintext ones to refuse (see
+   * MailsrvConnection.init): a refused implicit-TLS socket is closed before a handshake starts.
    */
   private admitThroughLimits(listenerName: string, implicitTls: boolean): void {
     const accepting = this.server.listeners('connection') as ((socket: Socket) => void)[];
     if (accepting.length !== 1) throw new Error(`smtp-server has ${accepting.length} connection listeners, not 1`);
     const accept = accepting[0]!;
     this.server.removeListener('connection', accept);
-    this.server.on('connection', (socket: Socket) => {
-      const refusal = this.limits.admit(socket, listenerName);
-      if (refusal !== null && implicitTls) {
-        socket.on('error', () => undefined);
-        socket.destroy();
-        return;
+    this.server.on('connection', (socket: Socket) => void this.admit(socket, listenerName, implicitTls, accept));
+  }
+
+  private async admit(socket: Socket, listenerName: string, implicitTls: boolean, accept: (socket: Socket) => void) {
+    const client = await this.clientBehind(socket);
+    // no header, or the peer is gone already (a balancer's health check may close at once)
+    if (client === null || socket.destroyed) return;
+    this.clients.set(socket, client);
+    const refusal = this.limits.admit(socket, listenerName, client.address);
+    if (refusal !== null && implicitTls) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+      return;
+    }
+    if (refusal !== null) this.refusals.set(socket, refusal);
+    accept(socket);
+  }
+
+  /**
+   * The session gets the client clientBehind found (the one a PROXY header named), as read at
+   * accept: a socket closed meanwhile no longer knows its peer.
+   */
+  override _handleProxy(socket: Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
+    super._handleProxy(socket, (err, socketOptions) => {
+      const client = this.clients.get(socket);
+      if (client !== undefined && socketOptions) {
+        socketOptions.remoteAddress = client.address;
+        socketOptions.remotePort = client.port;
       }
-      if (refusal !== null) this.refusals.set(socket, refusal);
-      accept(socket);
+      callback(err, socketOptions);
     });
   }
 

@@ -14,6 +14,7 @@ import { uniqueDeliveries } from '../delivery/route.js';
 import type { Logger } from '../log.js';
 import { countDelivered, countLogin, countReceived, countSmtpRefusal } from '../metrics/metrics.js';
 import type { ConnectionLimits } from '../net/connection-limits.js';
+import { clientBehind } from '../net/proxied-client.js';
 import { qualify } from '../message/address.js';
 import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
 import type { DirectOutcome } from '../delivery/local.js';
@@ -51,6 +52,8 @@ export interface SmtpServiceOptions {
   ready: Promise<void>;
   /** max_clients, max_connections_per_ip and stress mode, shared by every SMTP listener */
   limits: ConnectionLimits;
+  /** peers that must send a PROXY header first (proxy_protocol_networks, as loaded now) */
+  proxyNetworks: () => NetworkMatcher;
   policy: SmtpPolicy;
   authenticator: Authenticator;
   store: QueueStore;
@@ -70,7 +73,14 @@ const resolver = {
       return;
     }
     import('node:dns').then(
-      ({ reverse }) => reverse(ip, callback),
+      ({ reverse }) => {
+        try {
+          reverse(ip, callback);
+        } catch (err) {
+          // an address dns.reverse refuses outright (EINVAL): no name, as for a failed lookup
+          callback(err as NodeJS.ErrnoException, []);
+        }
+      },
       (err: Error) => callback(err, []),
     );
   },
@@ -160,6 +170,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     tls: options.tls,
     limits: options.limits,
     listenerName: options.kind,
+    clientBehind: (socket) => clientBehind(socket, options.proxyNetworks(), logger, options.kind),
     authMethods: ['PLAIN', 'LOGIN'],
     // AUTH is never required by smtp-server: onMailFrom refuses MAIL without it on submission
     authOptional: true,

@@ -5,9 +5,12 @@
 // by what happened, not by the clock. Invariants after each round: every message that got a
 // 250 is in each of its mailboxes exactly once (unless a POP3 QUIT that got +OK deleted it
 // there), none is torn, nothing is in a mailbox that was never sent, and the queue drains.
+// With two nodes (README, "More than one node"), two daemons share one spool_dir, each with its
+// own state_dir: the clients are spread over both, one of them is killed while the other goes
+// on until it is stopped, then both start again and drain their queues.
 //
-// Alone, for a long run:  node --import tsx test/fault/crash-loop.ts --rounds 1000 [--seed N]
-// (test/fault/crash-loop.test.ts runs a few rounds in `npm test`).
+// Alone, for a long run:  node --import tsx test/fault/crash-loop.ts --rounds 1000 [--nodes 2] [--seed N]
+// (test/fault/crash-loop.test.ts runs a few rounds of each in `npm test`).
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -122,6 +125,7 @@ async function pop3Client(port: number, ledger: Ledger, rand: () => number): Pro
 
 /** Checks every mailbox against the ledger; returns how many facts were checked. */
 function checkMailboxes(env: TestEnv, ledger: Ledger): number {
+  // (every node's env names the one shared spool)
   let checked = 0;
   for (const user of USERS) {
     const box = readMailbox(env.mailbox(user));
@@ -150,27 +154,52 @@ function checkMailboxes(env: TestEnv, ledger: Ledger): number {
   return checked;
 }
 
-/** Runs `rounds` rounds on one environment; throws on the first broken invariant. */
-export async function crashLoop(rounds: number, seed: number, log: (line: string) => void): Promise<LoopReport> {
-  const pop3Port = await freePort();
-  const env = await makeEnv({
-    users: USERS,
-    config: {
-      pop3: { listen: [`127.0.0.1:${pop3Port}`] },
-      plaintext_auth_networks: ['127.0.0.0/8'],
-      smtp: { max_connections_per_ip: 1000 },
-    },
-    aliases: 'postmaster: ann\n',
-  });
+/** One daemon's environment and its POP3 port. */
+interface Node {
+  env: TestEnv;
+  pop3Port: number;
+}
+
+/** `count` environments (1 or 2); a second one shares the first one's spool_dir. */
+async function makeNodes(count: number): Promise<Node[]> {
+  const nodes: Node[] = [];
+  for (let i = 0; i < count; i++) {
+    const pop3Port = await freePort();
+    const env = await makeEnv({
+      users: USERS,
+      config: {
+        pop3: { listen: [`127.0.0.1:${pop3Port}`] },
+        plaintext_auth_networks: ['127.0.0.0/8'],
+        smtp: { max_connections_per_ip: 1000 },
+      },
+      aliases: 'postmaster: ann\n',
+      ...(i === 0 ? {} : { sharedSpool: nodes[0]!.env.spoolDir }),
+    });
+    nodes.push({ env, pop3Port });
+  }
+  return nodes;
+}
+
+/**
+ * Runs `rounds` rounds on one environment (or two sharing a spool: `nodes` 2); throws on the
+ * first broken invariant.
+ */
+export async function crashLoop(
+  rounds: number,
+  seed: number,
+  log: (line: string) => void,
+  nodeCount = 1,
+): Promise<LoopReport> {
+  const nodes = await makeNodes(nodeCount);
   const ledger = new Ledger();
   const rand = random(seed);
   let invariantsChecked = 0;
-  let daemon: Daemon | null = null;
+  let daemons: Daemon[] = [];
   /** every daemon's log, kept for a failure's report */
   const logs: string[] = [];
-  const started = async () => {
-    const running = await startDaemon(env);
-    logs.push(`--- daemon ${logs.length + 1} ---`);
+  const started = async (node: Node) => {
+    const running = await startDaemon(node.env);
+    logs.push(`--- daemon ${logs.length / 2 + 1} (node ${nodes.indexOf(node) + 1}) ---`);
     const index = logs.length;
     logs.push('');
     void running.waitExit().then(() => {
@@ -178,50 +207,66 @@ export async function crashLoop(rounds: number, seed: number, log: (line: string
     });
     return running;
   };
+  const startAll = async () => {
+    daemons = [];
+    for (const node of nodes) daemons.push(await started(node));
+  };
   try {
     for (let round = 1; round <= rounds; round++) {
-      daemon = await started();
+      await startAll();
       const clients = [
         ...Array.from({ length: SMTP_CLIENTS }, (_, i) =>
-          smtpClient(env, ledger, random(seed * 1000 + round * 10 + i), `r${round}c${i}`),
+          smtpClient(nodes[i % nodeCount]!.env, ledger, random(seed * 1000 + round * 10 + i), `r${round}c${i}`),
         ),
         ...Array.from({ length: POP3_CLIENTS }, (_, i) =>
-          pop3Client(pop3Port, ledger, random(seed * 7 + round * 13 + i)),
+          pop3Client(nodes[i % nodeCount]!.pop3Port, ledger, random(seed * 7 + round * 13 + i)),
         ),
-      ].map((running) => running.catch(() => undefined)); // every client ends when the daemon dies
+      ].map((running) => running.catch(() => undefined)); // every client ends when its daemon goes
       // the moment: after a random number of acknowledged messages and confirmed deletions
       const events = () => ledger.acknowledged.size + ledger.deleted.size;
       const killAt = events() + Math.floor(rand() * 60);
       await eventually(() => events() >= killAt, 60_000, `${killAt} acknowledged messages or deletions`, 5);
-      await daemon.kill9();
+      // one node dies; the other goes on (its clients too) until it is stopped
+      const victim = Math.floor(rand() * nodeCount);
+      await daemons[victim]!.kill9();
+      for (const [i, daemon] of daemons.entries()) if (i !== victim) await daemon.stop();
       await Promise.all(clients);
-      // restart: recovery, then the queue delivers what it holds
-      daemon = await started();
-      await eventually(() => env.queued().length === 0, 60_000, 'the queue to drain');
+      // restart: recovery, then the queues deliver what they hold
+      await startAll();
+      for (const { env } of nodes) await eventually(() => env.queued().length === 0, 60_000, 'the queue to drain');
       try {
-        invariantsChecked += checkMailboxes(env, ledger);
+        invariantsChecked += checkMailboxes(nodes[0]!.env, ledger);
       } catch (err) {
-        const report = join(env.dir, 'crash-loop-logs.txt');
-        writeFileSync(report, [...logs, '--- running daemon ---', daemon.stdout].join('\n'));
+        const report = join(nodes[0]!.env.dir, 'crash-loop-logs.txt');
+        const running = daemons.map((d, i) => `--- running daemon, node ${i + 1} ---\n${d.stdout}`);
+        writeFileSync(report, [...logs, ...running].join('\n'));
         log(`round ${round} failed; the daemons' logs: ${report} (kept with KEEP_E2E=1)`);
         throw err;
       }
-      await daemon.stop();
-      daemon = null;
-      log(`round ${round}/${rounds}: ${ledger.acknowledged.size} acknowledged, ${invariantsChecked} invariants held`);
+      for (const daemon of daemons) await daemon.stop();
+      daemons = [];
+      const killed = nodeCount === 1 ? '' : ` (node ${victim + 1} killed)`;
+      log(
+        `round ${round}/${rounds}${killed}: ${ledger.acknowledged.size} acknowledged, ` +
+          `${invariantsChecked} invariants held`,
+      );
     }
   } finally {
-    await daemon?.kill9();
-    await env.cleanup();
+    for (const daemon of daemons) await daemon.kill9();
+    // the first env holds the shared spool: it goes last
+    for (const { env } of [...nodes].reverse()) await env.cleanup();
   }
   return { rounds, acknowledged: ledger.acknowledged.size, deletedByQuit: ledger.deleted.size, invariantsChecked };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values } = parseArgs({ options: { rounds: { type: 'string' }, seed: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: { rounds: { type: 'string' }, seed: { type: 'string' }, nodes: { type: 'string' } },
+  });
   const seed = Number(values.seed ?? Date.now() % 100_000);
-  console.log(`crash loop, seed ${seed}`);
-  const report = await crashLoop(Number(values.rounds ?? 20), seed, (line) => console.log(line));
+  const nodeCount = values.nodes === '2' ? 2 : 1;
+  console.log(`crash loop, seed ${seed}, ${nodeCount} node(s)`);
+  const report = await crashLoop(Number(values.rounds ?? 20), seed, (line) => console.log(line), nodeCount);
   console.log(JSON.stringify(report));
   process.exit(0);
 }

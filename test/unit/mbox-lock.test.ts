@@ -58,12 +58,12 @@ async function leftovers(): Promise<string[]> {
 }
 
 describe('acquireDotlock', () => {
-  it('creates <mailbox>.lock holding our pid and removes it on release', async () => {
+  it('creates <mailbox>.lock holding our pid and host and removes it on release', async () => {
     const mbox = await newMailbox();
     const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
     assert.equal(lock.path, `${mbox}.lock`);
     assert.equal(lockPathOf(mbox), lock.path);
-    assert.equal(await fs.readFile(lock.path, 'utf8'), `${process.pid}\n`);
+    assert.equal(await fs.readFile(lock.path, 'utf8'), `${process.pid}\nhost ${host}\n`);
     assert.deepEqual(await leftovers(), [], 'temp file removed');
     await lock.release();
     await assert.rejects(fs.stat(lock.path), { code: 'ENOENT' });
@@ -136,6 +136,23 @@ describe('acquireDotlock', () => {
     assert.match(broken[0].reason, /older than 300 s/);
     const age = clock.now() - madeAt;
     assert.ok(age >= 300_000 && age <= 301_000, `broken at the age of ${age} ms, not in the second after 5 minutes`);
+    await lock.release();
+  });
+
+  // nodes sharing the spool over NFS: a pid of another machine says nothing about this one's processes
+  it('judges a lock of another host by its age only, whatever its pid is here', async () => {
+    const mbox = await newMailbox();
+    await fs.writeFile(`${mbox}.lock`, `${await deadPid()}\nhost other-node\n`);
+    const clock = new FakeClock((await fs.stat(`${mbox}.lock`)).mtimeMs);
+    const broken: StaleLockInfo[] = [];
+    const options = { timeoutMs: 100, onStaleBroken: (i: StaleLockInfo) => broken.push(i), clock };
+    await assert.rejects(clock.runUntilSettled(acquireDotlock(mbox, options), 'the next try'), MailboxLockedError);
+    await clearStaleLocks(dir, (i) => broken.push(i));
+    assert.equal(broken.length, 0, 'neither a waiter nor a daemon start breaks it');
+    clock.advance(300_000);
+    const lock = await clock.runUntilSettled(acquireDotlock(mbox, { ...options, timeoutMs: 1000 }), 'the next try');
+    assert.equal(broken.length, 1);
+    assert.match(broken[0]!.reason, /older than 300 s .*, held on host other-node/);
     await lock.release();
   });
 
@@ -287,7 +304,10 @@ describe('dotlockfile interoperability', {
     const mbox = await newMailbox();
     const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
     await lock.noteCommittedSize(123);
-    assert.match(await fs.readFile(`${mbox}.lock`, 'latin1'), new RegExp(`^${process.pid}\\nappend 0+123 `));
+    assert.match(
+      await fs.readFile(`${mbox}.lock`, 'latin1'),
+      new RegExp(`^${process.pid}\\nhost ${host}\\nappend 0+123 ${host} `),
+    );
     await assert.rejects(execFileP('dotlockfile', ['-l', '-r', '0', `${mbox}.lock`]));
     await lock.release();
     // left by a dead mailsrv 10 minutes ago: dotlockfile takes it over

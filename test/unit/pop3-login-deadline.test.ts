@@ -42,6 +42,7 @@ test('no login within 60 s of connecting: -ERR [SYS/TEMP] and close, though the 
     tls: () => null,
     ready: Promise.resolve(),
     limits: new ConnectionLimits('pop3', { maxClients: 10, maxPerAddress: 10, exempt: () => false }, logger),
+    proxyNetworks: () => networkMatcher([]),
     spoolDir: dir,
     indexDir: dir,
     journalDir: dir,

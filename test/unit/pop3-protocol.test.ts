@@ -4,7 +4,7 @@
 // and failed logins, QUIT in each phase, one session per mailbox, and a connection that drops
 // or stops. Users come from a real users file, mailboxes are real mbox files in a temp spool.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -57,8 +57,14 @@ before(async () => {
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
-/** alice's mailbox holds MESSAGES again (bob has none). */
+/**
+ * alice's mailbox holds MESSAGES again (bob has none); the POP3 session locks of sessions an
+ * earlier test left logged in are gone.
+ */
 beforeEach(async () => {
+  for (const name of await readdir(spoolDir)) {
+    if (name.endsWith('.pop3.lock')) await rm(join(spoolDir, name));
+  }
   const mbox = MESSAGES.map((m) => `From sender@example.test Thu Nov 26 10:00:00 2026\n${m}\n`).join('');
   await writeFile(join(spoolDir, 'alice'), mbox);
 });
@@ -362,6 +368,28 @@ describe('TRANSACTION', () => {
     await lastReply(first, 'QUIT', '+OK mailsrv signing off');
     assert.equal(inUse.size, 0);
     await loggedIn(second);
+  });
+
+  // two daemons sharing the spool (README, "More than one node"): each has its own claims
+  test('a session of another daemon on the same spool gets [IN-USE] until the first lets go', async () => {
+    const node1 = sessionContext();
+    const node2 = sessionContext();
+    const first = await loggedIn(node1.session());
+    assert.equal(await reply(first, 'DELE 1'), '+OK message 1 deleted');
+    const lockPath = join(spoolDir, '.alice.pop3.lock');
+    assert.match(await readFile(lockPath, 'latin1'), new RegExp(`^${process.pid}\\nhost `));
+    const second = node2.session();
+    await reply(second, 'USER alice');
+    assert.equal(await reply(second, 'PASS alice-pw'), '-ERR [IN-USE] Mailbox is in use by another POP3 session');
+    assert.ok(node2.logs.some((l) => l.msg === 'mailbox in use by a session on another node' && l.user === 'alice'));
+    assert.equal(node2.inUse.size, 0, 'the refused session holds nothing');
+    // the +OK of QUIT comes once the session lock is gone: the other daemon may log in at once
+    assert.match(await reply(first, 'QUIT'), /^\+OK mailsrv signing off \(1 message deleted\)/);
+    await assert.rejects(readFile(lockPath), { code: 'ENOENT' });
+    await loggedIn(second);
+    assert.equal((await multiline(second, 'LIST')).lines.length, 1, 'the update of the first is seen');
+    await second.disconnected();
+    await assert.rejects(readFile(lockPath), { code: 'ENOENT' });
   });
 });
 

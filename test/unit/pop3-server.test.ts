@@ -52,6 +52,7 @@ describe('pop3 server before the daemon is ready', () => {
       tls: () => null,
       ready,
       limits: new ConnectionLimits('pop3', { maxClients: 1, maxPerAddress: 1, exempt: () => false }, logger),
+      proxyNetworks: () => networkMatcher([]),
       spoolDir: dir,
       indexDir: dir,
       journalDir: dir,

@@ -45,7 +45,7 @@ test('the SMTPConnection methods mailsrv overrides or calls exist with the shape
     assert.equal((proto[name] as (...args: unknown[]) => unknown).length, arity, `SMTPConnection.${name} arity`);
   }
   const serverProto = MailsrvSMTPServer.prototype as unknown as Record<string, unknown>;
-  for (const name of ['_onError', '_onClientConnect', 'updateSecureContext', '_upgrade']) {
+  for (const name of ['_onError', '_onClientConnect', 'updateSecureContext', '_upgrade', '_handleProxy']) {
     assert.equal(typeof serverProto[name], 'function', `SMTPServer.prototype.${name} is gone`);
   }
   assert.equal(socketTimeout({ socketTimeout: 1234 }), 1234, 'smtp-connection exports socketTimeout(options)');
@@ -68,6 +68,7 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
     limits,
     listenerName: 'mx',
     deadlineExceeded: () => undefined,
+    clientBehind: async (socket) => ({ address: socket.remoteAddress!, port: socket.remotePort! }),
     authOptional: true,
     onData(stream, _session, callback) {
       dataStarted(() => {

@@ -1,5 +1,6 @@
 // A throw-away environment for one daemon: config file (any key overridable), users (all with
-// PASSWORD), aliases, spool and state directories, a test certificate; removed afterwards.
+// PASSWORD), aliases, spool and state directories, a test certificate; removed afterwards. Two
+// envs may share one spool (`sharedSpool`): two daemons as two nodes on one shared file system.
 import { chown, chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { chmodSync, chownSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,6 +25,11 @@ export interface EnvOptions {
   aliases?: string;
   /** writes a self-signed certificate for HOSTNAME (cert.pem, key.pem) and sets tls.cert/tls.key */
   tls?: boolean;
+  /**
+   * the spool_dir of another env, used instead of one of its own (state_dir stays this env's
+   * own); that env's cleanup removes it
+   */
+  sharedSpool?: string;
 }
 
 export interface TestEnv {
@@ -85,12 +91,12 @@ export async function makeEnv(options: EnvOptions = {}): Promise<TestEnv> {
   tempDirs.add(dir);
   // mkdtemp makes it 0700: the daemon's user must get in (see RUN_AS_ROOT)
   await chmod(dir, 0o755);
-  const spoolDir = join(dir, 'spool');
+  const spoolDir = options.sharedSpool ?? join(dir, 'spool');
   const stateDir = join(dir, 'state');
   const usersFile = join(dir, 'users');
   const aliasesFile = join(dir, 'aliases');
   const configPath = join(dir, 'mailsrv.toml');
-  await mkdir(spoolDir);
+  if (options.sharedSpool === undefined) await mkdir(spoolDir);
   await mkdir(stateDir);
   const port = await freePort();
   const base: ConfigTree = {
