@@ -249,6 +249,11 @@ export function logLineTime(line: unknown): number | null {
   return Number.isFinite(ms) ? ms : null;
 }
 
+/** An hour of the table as people read it: "2026-12-06T08:00:00.000Z" → "2026-12-06 08:00". */
+export function hourName(iso: string): string {
+  return `${iso.slice(0, 10)} ${iso.slice(11, 16)}`;
+}
+
 function text(value: unknown): string {
   return typeof value === 'string' ? value : '';
 }

@@ -1,7 +1,7 @@
 // `mailsrv report --svg`: the per-hour traffic of a ReportSummary as a bar chart, a standalone
 // SVG written by hand: for each hour a bar of messages received and one of recipients delivered,
 // a y axis with round ticks, hour labels, a legend; each bar's tooltip gives its numbers.
-import type { ReportSummary } from './aggregate.js';
+import { hourName, type ReportSummary } from './aggregate.js';
 
 const PLOT_HEIGHT = 240;
 const LEFT = 64;
@@ -51,7 +51,7 @@ export function trafficSvg(summary: ReportSummary): string {
   const barWidth = Math.max(1, (slot - 2) / 2);
   for (const [index, hour] of hours.entries()) {
     const x0 = LEFT + index * slot + 1;
-    const when = `${hour.hour.slice(0, 10)} ${hour.hour.slice(11, 16)} UTC`;
+    const when = `${hourName(hour.hour)} UTC`;
     for (const [side, name] of (['received', 'delivered'] as const).entries()) {
       const value = hour[name];
       if (value === 0) continue;
@@ -90,9 +90,7 @@ export function trafficSvg(summary: ReportSummary): string {
 function title(summary: ReportSummary): string {
   const { hours } = summary;
   if (hours.length === 0) return 'mailsrv: mail per hour (UTC)';
-  const from = hours[0]!.hour;
-  const to = hours[hours.length - 1]!.hour;
-  return `mailsrv: mail per hour (UTC), ${from.slice(0, 10)} ${from.slice(11, 16)} to ${to.slice(0, 10)} ${to.slice(11, 16)}`;
+  return `mailsrv: mail per hour (UTC), ${hourName(hours[0]!.hour)} to ${hourName(hours[hours.length - 1]!.hour)}`;
 }
 
 /** The top of the y axis: the smallest of 5, 10, 25, 50, 100, 250, ... at least `value` (five whole ticks). */

@@ -1,5 +1,5 @@
 // `mailsrv report` for people: a pflogsumm-like text summary of a ReportSummary.
-import type { ListName, ReportSummary } from './aggregate.js';
+import { hourName, type ListName, type ReportSummary } from './aggregate.js';
 
 const LISTS: { name: ListName; title: string; bytes?: boolean }[] = [
   { name: 'topSenders', title: 'Senders by messages (messages, bytes)', bytes: true },
@@ -45,8 +45,7 @@ export function formatReport(summary: ReportSummary): string {
   out.push('', `Per-hour traffic (UTC${summary.hoursTruncated ? ', the newest hours only' : ''})`);
   out.push(`  ${'hour'.padEnd(16)}${TRAFFIC.map((name) => name.padStart(10)).join('')}`);
   for (const hour of summary.hours) {
-    const label = `${hour.hour.slice(0, 10)} ${hour.hour.slice(11, 16)}`;
-    out.push(`  ${label.padEnd(16)}${TRAFFIC.map((name) => String(hour[name]).padStart(10)).join('')}`);
+    out.push(`  ${hourName(hour.hour).padEnd(16)}${TRAFFIC.map((name) => String(hour[name]).padStart(10)).join('')}`);
   }
   if (summary.hours.length === 0) out.push('  (none)');
   for (const { name, title, bytes } of LISTS) {

@@ -44,9 +44,17 @@ test('the report of a real daemon log counts what the daemon did', async (t) => 
   const daemon = await start();
 
   const sent = [
-    await sendRaw(env.port, { from: 'sender@client.test', to: [`alice@${DOMAIN}`, `bob@${DOMAIN}`], message: note('1') }),
+    await sendRaw(env.port, {
+      from: 'sender@client.test',
+      to: [`alice@${DOMAIN}`, `bob@${DOMAIN}`],
+      message: note('1'),
+    }),
     await sendRaw(env.port, { from: 'sender@client.test', to: [`carol@${DOMAIN}`], message: note('2') }),
-    await sendRaw(env.port, { from: 'Other@client.test', to: [`nobody@${DOMAIN}`, `bob@${DOMAIN}`], message: note('3') }),
+    await sendRaw(env.port, {
+      from: 'Other@client.test',
+      to: [`nobody@${DOMAIN}`, `bob@${DOMAIN}`],
+      message: note('3'),
+    }),
     // 127.0.0.2 is in the test's mynetworks: relayed to the sink, which refuses it
     await sendRaw(env.port, {
       localAddress: '127.0.0.2',
