@@ -33,6 +33,8 @@ export function registerReportCommand(program: Command): void {
     .action(async (logfile: string, opts: ReportOptions) => {
       if (opts.since !== undefined && !isDuration(opts.since))
         fail(`--since: expected a duration such as "24h" or "7d" (got ${JSON.stringify(opts.since)})`);
+      if (logfile === '-' && process.stdin.isTTY)
+        fail('name the log file, or pipe the log in: journalctl -u mailsrv -o cat | mailsrv report');
       const top = Number(opts.top);
       if (!Number.isInteger(top) || top < 1 || top > MAX_TOP) fail(`--top: expected a number from 1 to ${MAX_TOP}`);
       const summary = await summarizeLog({

@@ -3,6 +3,7 @@
 // local sender), refuses two recipients, logs a POP3 user in (and another out with a bad
 // password) and refuses a bad SMTP AUTH; the report of that log, from a file and from stdin,
 // has exactly those totals and lists, and its chart is well-formed SVG (python3's XML parser).
+// Bad options and a missing file fail with one line.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -166,4 +167,18 @@ test('the report of a real daemon log counts what the daemon did', async (t) => 
     { encoding: 'utf8' },
   );
   assert.equal(bars.trim(), '4', 'the bars of messages received add up to the total');
+});
+
+test('report: bad options and a missing log file fail with one line on stderr', () => {
+  const cases: [string[], RegExp][] = [
+    [['report', '/nonexistent/mailsrv.log'], /^mailsrv: cannot read \/nonexistent\/mailsrv\.log: ENOENT/],
+    [['report', '--since', 'yesterday', '-'], /^mailsrv: --since: expected a duration such as "24h"/],
+    [['report', '--top', '0', '-'], /^mailsrv: --top: expected a number from 1 to 1000/],
+  ];
+  for (const [args, message] of cases) {
+    const result = runCli(args, { input: '' });
+    assert.equal(result.code, 1, args.join(' '));
+    assert.match(result.stderr, message);
+    assert.equal(result.stderr.split('\n').length, 2, result.stderr);
+  }
 });
