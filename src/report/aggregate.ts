@@ -8,9 +8,9 @@
 import { BoundedCounter, type CountedKey } from './counter.js';
 
 /** Distinct keys each top list holds before it forgets the less frequent half. */
-export const DEFAULT_MAX_KEYS = 10_000;
+const DEFAULT_MAX_KEYS = 10_000;
 /** Hours of traffic held (31 days); older hours are dropped from the per-hour table. */
-export const MAX_HOURS = 31 * 24;
+const MAX_HOURS = 31 * 24;
 const HOUR_MS = 3_600_000;
 
 export interface HourTraffic {
@@ -62,7 +62,7 @@ export interface ReportSummary extends Record<ListName, CountedKey[]> {
   /** older hours were dropped (more than MAX_HOURS) */
   hoursTruncated: boolean;
   /** the lists whose counts may be too low (more distinct keys than were held) */
-  approximate: string[];
+  approximate: ListName[];
 }
 
 export interface ReportOptions {

@@ -299,6 +299,21 @@ test('top lists hold a bounded number of keys and say when they are approximate'
   assert.match(formatReport(report.summary(10)), /^Recipients by deliveries \(approximate/m);
 });
 
+test('the per-hour table keeps the newest 31 days', () => {
+  const report = new MailLogReport({ cutoff: null });
+  const start = Date.parse('2026-11-01T00:00:00.000Z');
+  for (let hour = 0; hour < 800; hour++) {
+    const time = new Date(start + hour * 3_600_000).toISOString();
+    report.addLine(at(time, { from: 'a@x', size: 1, msg: 'queued' }));
+  }
+  const summary = report.summary(5);
+  assert.equal(summary.totals.received, 800, 'the totals count every line');
+  assert.equal(summary.hours.length, 31 * 24);
+  assert.equal(summary.hoursTruncated, true);
+  assert.equal(summary.hours[0]!.hour, new Date(start + (800 - 31 * 24) * 3_600_000).toISOString());
+  assert.match(formatReport(summary), /^Per-hour traffic \(UTC, the newest hours only\)$/m);
+});
+
 test('control characters from clients are not printed to the terminal', () => {
   const report = new MailLogReport({ cutoff: null });
   report.addLine(at('2026-12-05T07:00:00.000Z', { user: 'x\u001b[2Jy', client: '192.0.2.1', msg: 'login failed' }));
