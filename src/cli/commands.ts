@@ -23,6 +23,7 @@ export const COMMAND_FILES: CommandFile[] = [
   { names: ['dkim'], load: async () => (await import('./dkim.js')).registerDkimCommands },
   { names: ['sendmail'], load: async () => (await import('./sendmail.js')).registerSendmailCommand },
   { names: ['install-links'], load: async () => (await import('./install-links.js')).registerInstallLinksCommand },
+  { names: ['report'], load: async () => (await import('./report.js')).registerReportCommand },
 ];
 
 /** The files to load for a command line naming `command`: its own, or all of them (help, errors). */

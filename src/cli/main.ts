@@ -2,9 +2,8 @@
 // (commands.ts). Installed under the name `sendmail` or `mailq` (a link to bin/mailsrv), it acts
 // as `mailsrv sendmail` / `mailsrv queue`.
 import { basename } from 'node:path';
-import { Command } from 'commander';
-import { packageVersion } from '../version.js';
 import { commandFilesFor } from './commands.js';
+import { createProgram } from './program.js';
 
 const LINK_NAMES = new Map([
   ['sendmail', ['sendmail']],
@@ -14,10 +13,6 @@ const argv = [...process.argv];
 const linkedAs = LINK_NAMES.get(basename(argv[1] ?? ''));
 if (linkedAs) argv.splice(2, 0, ...linkedAs);
 
-const program = new Command('mailsrv')
-  .description('SMTP and POP3 mail server delivering into mbox files')
-  .version(packageVersion())
-  // -V and -h belong to the subcommands after the name (sendmail -V, -h HOPS)
-  .enablePositionalOptions();
+const program = createProgram();
 for (const file of commandFilesFor(argv[2])) (await file.load())(program, argv);
 await program.parseAsync(argv);

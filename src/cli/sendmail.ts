@@ -27,7 +27,8 @@ const FLAG_OPTIONS = new Set('GIUimntvx');
 /** Longest -F full name. */
 const MAX_FULL_NAME = 256;
 
-const USAGE = `usage: mailsrv sendmail [-t] [-i] [-f SENDER] [-F NAME] [-c FILE] [--] [RECIPIENT...]
+/** What `mailsrv sendmail --help` prints (also in the man page, mailsrv.8). */
+export const SENDMAIL_USAGE = `usage: mailsrv sendmail [-t] [-i] [-f SENDER] [-F NAME] [-c FILE] [--] [RECIPIENT...]
 Reads a message from standard input and queues it for the recipients.
   -t          also send to the addresses in the To:, Cc: and Bcc: headers (Bcc: is removed)
   -i, -oi     a line holding only "." does not end the message
@@ -132,7 +133,7 @@ function parseArguments(argv: string[]): SendmailArgs {
       break;
     }
     if (token === '--help') {
-      process.stdout.write(USAGE);
+      process.stdout.write(SENDMAIL_USAGE);
       return { ...args, mode: 'nothing' };
     }
     if (token.startsWith('--config')) {

@@ -5,7 +5,7 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { configSchema, type Config } from './schema.js';
 
-const DEFAULT_CONFIG_PATH = '/etc/mailsrv/mailsrv.toml';
+export const DEFAULT_CONFIG_PATH = '/etc/mailsrv/mailsrv.toml';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

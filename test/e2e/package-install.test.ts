@@ -2,7 +2,8 @@
 // tarball into a fresh prefix, offline (the package bundles the dependency tree it was tested
 // with: a fresh resolution hoists another @peculiar/asn1-schema, which breaks certificates),
 // and from there only the installed `mailsrv`: init, user add, check, start, mail in over SMTP
-// and through the `sendmail` link `install-links` makes, `mailq`.
+// and through the `sendmail` link `install-links` makes, `mailq`; `man mailsrv` and
+// `man mailsrv.toml` show the installed pages.
 // (The tarball is packed from what `npm test` built, with --ignore-scripts: its `prepack` build
 // would rewrite dist/ under the feet of the other tests; a test below checks prepack builds.)
 import assert from 'node:assert/strict';
@@ -46,6 +47,16 @@ test('the installed package: init, user add, check, start and mail in, sendmail 
   const mailsrv = join(prefix, 'bin', 'mailsrv');
   const installed = (...args: string[]) => run(mailsrv, args, { cwd: root });
   assert.equal(installed('--version').trim(), packageJson.version);
+  // the man pages are installed where man finds them (MANPATH as /usr/local/share/man would be)
+  for (const [section, page] of [
+    ['5', 'mailsrv.toml'],
+    ['8', 'mailsrv'],
+  ] as const) {
+    const shown = run('man', ['-P', 'cat', section, page], {
+      env: { ...process.env, MANPATH: join(prefix, 'share', 'man'), MANWIDTH: '80', LC_ALL: 'C.UTF-8' },
+    });
+    assert.match(shown, new RegExp(`^${page.toUpperCase()}\\(${section}\\)`), shown);
+  }
 
   const etc = join(root, 'etc');
   const config = join(etc, 'mailsrv.toml');
