@@ -4,6 +4,7 @@
 // `loaded`, so a reload that replaces them there reaches every part at once.
 import { Authenticator } from '../auth/authenticator.js';
 import { BounceNotifier } from '../bounce/notifier.js';
+import { InboundChecks } from '../checks/inbound.js';
 import { LocalDelivery } from '../delivery/local.js';
 import { routeAddresses } from '../delivery/route.js';
 import type { Logger } from '../log.js';
@@ -78,6 +79,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     hops: (entry) => countHops(store.openMessage(entry)),
     logger,
   });
+  const checks = new InboundChecks(liveSettings.checks(config));
   const smtpConnections = new ConnectionLimits('smtp', liveSettings.smtpConnections(config), logger);
   const pop3Connections = new ConnectionLimits('pop3', liveSettings.pop3Connections(config), logger);
   const smtpListener = (kind: SmtpListenerKind, address: string): SmtpListener => ({
@@ -89,6 +91,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
       ready,
       limits: smtpConnections,
       policy,
+      checks: kind === 'mx' ? checks : null,
       authenticator,
       store,
       deliverNow: (envelope, source) => local.deliverNow(envelope, source),
@@ -138,6 +141,7 @@ export function buildComponents(loaded: Loaded, paths: StatePaths, logger: Logge
     smtp: (settings) => {
       for (const { service } of smtp) service.reconfigure(settings, loaded.tls);
     },
+    checks: (settings) => checks.reconfigure(settings),
     smtpConnections: (settings) => smtpConnections.reconfigure(settings),
     pop3: (settings) => pop3.reconfigure(settings),
     pop3Connections: (settings) => pop3Connections.reconfigure(settings),

@@ -7,6 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Authenticator } from '../auth/authenticator.js';
+import type { InboundChecks } from '../checks/inbound.js';
+import type { MessageCheck } from '../checks/message-check.js';
 import { type RefusedLogin, SessionLogins } from '../auth/session-logins.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import { HopCounter, MAX_HOPS } from '../message/hops.js';
@@ -50,6 +52,8 @@ export interface SmtpServiceOptions {
   /** max_clients, max_connections_per_ip and stress mode, shared by every SMTP listener */
   limits: ConnectionLimits;
   policy: SmtpPolicy;
+  /** SPF, DKIM, DMARC and DNSBL for clients outside mynetworks (the MX port only), or null */
+  checks: InboundChecks | null;
   authenticator: Authenticator;
   store: QueueStore;
   /** offers a received message straight to its one local mailbox (see LocalDelivery.deliverNow) */
@@ -167,7 +171,9 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         { client: session.remoteAddress, port: session.localPort, listener: options.kind },
         'connect',
       );
-      const pause = options.kind === 'mx' && !policy.mayRelay(clientOf(session)) ? settings.greetPauseMs : 0;
+      const outside = options.kind === 'mx' && !policy.mayRelay(clientOf(session));
+      if (outside) options.checks?.connected(session, sessionLog(session));
+      const pause = outside ? settings.greetPauseMs : 0;
       void options.ready.then(() => (pause === 0 ? undefined : sleep(pause))).then(() => callback());
     },
 
@@ -217,7 +223,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         policy.checkSender(address.address);
         if (settings.senderLoginMatch && client.user !== undefined)
           policy.checkSenderOwner(address.address, client.user);
-        callback();
+        if (options.checks === null) callback();
+        else options.checks.mailFrom(session, address.address, sessionLog(session)).then(() => callback(), callback);
       } catch (err) {
         callback(err as Error);
       }
@@ -226,6 +233,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     onRcptTo(address, session, callback) {
       const checked = (async () => {
         refuseUnsupportedParameters(address, RCPT_PARAMETERS);
+        await options.checks?.rcptTo(session);
         return policy.checkRecipient(address.address, clientOf(session));
       })();
       checked.then(
@@ -251,7 +259,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       const recipients = uniqueDeliveries(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
       const progress: DataProgress = { lastChunkAt: Date.now(), complete: false };
       receiving.set(session, progress);
-      receive(options, settings, stream, session, recipients, progress).then(
+      const check = options.checks?.message(session) ?? null;
+      receive(options, settings, stream, session, recipients, progress, check).then(
         (queueId) => {
           receiving.delete(session);
           callback(null, `2.0.0 Ok: queued as ${queueId}`);
@@ -311,6 +320,7 @@ async function receive(
   session: SMTPServerSession,
   recipients: ResolvedRecipient[],
   progress: DataProgress,
+  check: MessageCheck | null,
 ): Promise<string> {
   const mailFrom = session.envelope.mailFrom;
   const pending = options.store.begin({
@@ -330,13 +340,20 @@ async function receive(
   try {
     const hops = new HopCounter();
     // a client that drops mid-DATA errors `stream`, which ends the write with that error
-    const size = await pending.write(withinLimit(stream, settings.messageSizeLimit, hops, progress));
+    const received = withinLimit(stream, settings.messageSizeLimit, hops, progress);
+    const size = await pending.write(check === null ? received : check.pass(received));
     progress.complete = true;
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
     if (hops.hops > MAX_HOPS)
       throw new SmtpReplyError(554, `5.4.6 Too many hops (${hops.hops} Received headers): mail forwarding loop`);
+    if (check !== null) {
+      const verdict = await check.finish();
+      log.info({ ...verdict.summary, refused: verdict.refusal?.message }, 'authentication');
+      if (verdict.refusal !== null) throw verdict.refusal;
+      envelope.addedHeaders = verdict.headers;
+    }
     const accepted = { from: envelope.sender, nrcpt: recipients.length, size, client: session.remoteAddress };
     const direct = await options.deliverNow(envelope, pending.messageInMemory() ?? (() => pending.openData()));
     if (direct === 'delivered') {
