@@ -76,7 +76,12 @@ export class InboundChecks {
     const { settings } = this;
     checks.spf = null;
     if (settings.spf === 'off' && settings.dmarc === 'off') return;
-    const query = { ip: session.remoteAddress, sender, helo: session.hostNameAppearsAs ?? '', hostname: settings.hostname };
+    const query = {
+      ip: session.remoteAddress,
+      sender,
+      helo: session.hostNameAppearsAs ?? '',
+      hostname: settings.hostname,
+    };
     checks.spf = checkSpf(this.dns, query);
     if (settings.spf !== 'enforce') return;
     const outcome = await checks.spf;
@@ -92,7 +97,10 @@ export class InboundChecks {
   async rcptTo(session: SMTPServerSession): Promise<void> {
     const listing = await this.checked(session)?.dnsbl;
     if (listing)
-      throw new SmtpReplyError(554, `5.7.1 Service unavailable; client [${listing.client}] blocked using ${listing.zone}`);
+      throw new SmtpReplyError(
+        554,
+        `5.7.1 Service unavailable; client [${listing.client}] blocked using ${listing.zone}`,
+      );
   }
 
   /** DATA: the checks of the message (null for an exempt session). */

@@ -186,7 +186,10 @@ export class MessageCheck {
     }
     const methodResult: MethodResult = { method: 'dmarc', result, properties, ...(comment ? { comment } : {}) };
     if (result === 'temperror' && !lookupFailed) {
-      const refusal = new SmtpReplyError(451, `4.7.5 DMARC policy of ${fromDomain} could not be looked up, try again later`);
+      const refusal = new SmtpReplyError(
+        451,
+        `4.7.5 DMARC policy of ${fromDomain} could not be looked up, try again later`,
+      );
       return { result: { ...methodResult, comment: 'DMARC record lookup failed' }, refusal, quarantine: false };
     }
     const failed = result === 'fail';

@@ -26,9 +26,7 @@ export interface SpfQuery {
 
 export async function checkSpf(dns: CheckDns, query: SpfQuery): Promise<SpfOutcome> {
   const property: SpfOutcome['property'] =
-    query.sender === ''
-      ? { name: 'smtp.helo', value: query.helo }
-      : { name: 'smtp.mailfrom', value: query.sender };
+    query.sender === '' ? { name: 'smtp.helo', value: query.helo } : { name: 'smtp.mailfrom', value: query.sender };
   try {
     const checked = await spf({
       sender: query.sender,
