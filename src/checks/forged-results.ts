@@ -115,7 +115,8 @@ export class ForgedResultsFilter {
       this.mode = 'pass';
       return;
     }
-    const field = Buffer.concat(this.held).toString('latin1');
+    // only the first MAX_HELD bytes count, however the message was cut into chunks
+    const field = Buffer.concat(this.held).toString('latin1', 0, MAX_HELD);
     const id = authservId(field.slice(field.indexOf(':') + 1));
     const forged = id === null || id === this.hostname;
     if (forged) this.removed++;

@@ -131,7 +131,7 @@ export class MessageCheck {
     const results: MethodResult[] = [];
     if (spf !== null && settings.spf !== 'off') results.push(spfResult(spf));
     const signatures = verification !== null && 'verified' in verification ? verification.verified.results : [];
-    if (settings.dkim !== 'off') results.push(...dkimResults(verification, signatures));
+    if (settings.dkim !== 'off') results.push(...dkimResults(verification, signatures, this.filter.dkimSignatures));
     let refusal: SmtpReplyError | null = null;
     const headers: string[] = [];
     if (settings.dmarc !== 'off' && verification !== null) {
@@ -204,20 +204,37 @@ export class MessageCheck {
   }
 }
 
-/** The dkim= results: one per signature, `none` for an unsigned message. */
-function dkimResults(verification: Verification | null, signatures: DKIMResult[]): MethodResult[] {
+/**
+ * The dkim= results: one per signature mailauth could read, one permerror for those it skipped
+ * as malformed (no d= or s=, unknown algorithm), `none` for an unsigned message.
+ */
+function dkimResults(verification: Verification | null, signatures: DKIMResult[], fields: number): MethodResult[] {
   if (verification !== null && 'unverifiable' in verification)
     return [{ method: 'dkim', result: 'permerror', comment: verification.unverifiable, properties: {} }];
-  if (signatures.length === 0 || signatures.every((s) => !s.signingDomain))
-    return [{ method: 'dkim', result: 'none', properties: {} }];
-  return signatures.map((s) => {
-    // a body that does not match its signed hash fails verification (RFC 6376 6.3)
-    const bodyChanged = s.status.result === 'neutral' && s.status.comment === 'body hash did not verify';
-    return {
-      method: 'dkim',
-      result: bodyChanged ? 'fail' : s.status.result,
-      ...(s.status.comment ? { comment: s.status.comment } : {}),
-      properties: { 'header.d': s.signingDomain, ...(s.selector ? { 'header.s': s.selector } : {}) },
-    };
-  });
+  const read = signatures.filter((s) => s.signingDomain);
+  const malformed = fields - read.length;
+  const results: MethodResult[] =
+    malformed > 0
+      ? [
+          {
+            method: 'dkim',
+            result: 'permerror',
+            comment: `${malformed} malformed DKIM-Signature fields`,
+            properties: {},
+          },
+        ]
+      : [];
+  if (read.length === 0 && results.length === 0) return [{ method: 'dkim', result: 'none', properties: {} }];
+  return results.concat(
+    read.map((s) => {
+      // a body that does not match its signed hash fails verification (RFC 6376 6.3)
+      const bodyChanged = s.status.result === 'neutral' && s.status.comment === 'body hash did not verify';
+      return {
+        method: 'dkim',
+        result: bodyChanged ? 'fail' : s.status.result,
+        ...(s.status.comment ? { comment: s.status.comment } : {}),
+        properties: { 'header.d': s.signingDomain, ...(s.selector ? { 'header.s': s.selector } : {}) },
+      };
+    }),
+  );
 }

@@ -3,6 +3,7 @@
 // NXDOMAIN, `rcode` forces an error (2 = SERVFAIL), `silent` never answers. An answer too big
 // for UDP is sent truncated there, and whole over TCP (as resolvers then ask). Point
 // `dns_servers` at `server`.
+import type { Socket } from 'node:net';
 import dns2 from 'dns2';
 
 const { Packet } = dns2;
@@ -63,6 +64,12 @@ export async function startDnsZone(zone: Zone): Promise<DnsZoneServer> {
   const udp = dns2.createUDPServer(handle(false));
   await udp.listen(0, '127.0.0.1');
   const tcp = dns2.createTCPServer(handle(true));
+  // a resolver may keep its TCP connection open: close() ends them rather than wait
+  const connections = new Set<Socket>();
+  tcp.on('connection', (socket: Socket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
+  });
   await new Promise<void>((resolve, reject) => {
     tcp.once('error', reject);
     tcp.listen(udp.address().port, '127.0.0.1', () => resolve());
@@ -73,7 +80,9 @@ export async function startDnsZone(zone: Zone): Promise<DnsZoneServer> {
     zone,
     close: async () => {
       await udp.close();
-      await new Promise((resolve) => tcp.close(resolve));
+      const closed = new Promise((resolve) => tcp.close(resolve));
+      for (const socket of connections) socket.destroy();
+      await closed;
     },
   };
 }
