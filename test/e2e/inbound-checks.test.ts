@@ -278,7 +278,7 @@ describe('inbound checks', () => {
     assert.equal(header.match(/^Authentication-Results:/gm)?.length, 2, header);
   });
 
-  test('a large signed message (spilled to disk, queued for two users) is verified and rewritten as a stream', async () => {
+  test('a large signed message (spilled to disk, queued for two users) is verified, its header rewritten', async () => {
     const body = `${'A line of a long message body that goes on and on.\r\n'.repeat(8000)}`;
     const text = await signed(
       message(
@@ -302,7 +302,7 @@ describe('inbound checks', () => {
     }
   });
 
-  test('DNSBL: a listed client is refused at RCPT, from the cache the second time; mynetworks is never looked up', async () => {
+  test('DNSBL: a listed client is refused at RCPT, from the cache next time; mynetworks is not looked up', async () => {
     const listedName = '6.0.0.127.bl.test/1';
     for (let attempt = 0; attempt < 2; attempt++) {
       const { client } = await SmtpClient.connect(env.port, { localAddress: LISTED });
