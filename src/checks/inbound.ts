@@ -69,28 +69,28 @@ export class InboundChecks {
     return session.user === undefined ? this.sessions.get(session) : undefined;
   }
 
-  /** MAIL FROM: starts SPF; resolves at once unless SPF is enforced (then a fail is refused). */
-  async mailFrom(session: SMTPServerSession, sender: string, log: Logger): Promise<void> {
+  /**
+   * MAIL FROM: starts SPF. Returns what the reply must wait for: only an enforced SPF check
+   * (whose fail is refused); undefined when the reply can go at once.
+   */
+  mailFrom(session: SMTPServerSession, sender: string, log: Logger): Promise<void> | undefined {
     const checks = this.checked(session);
-    if (checks === undefined) return;
+    if (checks === undefined) return undefined;
     const { settings } = this;
     checks.spf = null;
-    if (settings.spf === 'off' && settings.dmarc === 'off') return;
-    const query = {
-      ip: session.remoteAddress,
-      sender,
-      helo: session.hostNameAppearsAs ?? '',
-      hostname: settings.hostname,
-    };
-    checks.spf = checkSpf(this.dns, query);
-    if (settings.spf !== 'enforce') return;
-    const outcome = await checks.spf;
-    if (outcome.result !== 'fail') return;
-    log.info({ spf: outcome.result, domain: outcome.domain, client: query.ip }, 'spf fail');
-    throw new SmtpReplyError(
-      550,
-      `5.7.23 SPF check failed: ${outcome.domain} does not designate ${query.ip} as permitted sender`,
-    );
+    if (settings.spf === 'off' && settings.dmarc === 'off') return undefined;
+    const ip = session.remoteAddress;
+    const spf = checkSpf(this.dns, { ip, sender, helo: session.hostNameAppearsAs ?? '', hostname: settings.hostname });
+    checks.spf = spf;
+    if (settings.spf !== 'enforce') return undefined;
+    return spf.then((outcome) => {
+      if (outcome.result !== 'fail') return;
+      log.info({ spf: outcome.result, domain: outcome.domain, client: ip }, 'spf fail');
+      throw new SmtpReplyError(
+        550,
+        `5.7.23 SPF check failed: ${outcome.domain} does not designate ${ip} as permitted sender`,
+      );
+    });
   }
 
   /** RCPT TO: a client on a DNS blocklist is refused. */

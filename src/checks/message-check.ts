@@ -118,7 +118,12 @@ export class MessageCheck {
     this.input = input;
     this.verification = dkimVerify(input, { resolver: this.dns.resolve }).then(
       (verified) => ({ verified }),
-      (err: Error) => ({ unverifiable: `DKIM verification failed: ${err.message}` }),
+      (err: Error) => {
+        // the rest of the message is not fed to a verifier that failed (nor held for it)
+        this.unverifiable = `DKIM verification failed: ${err.message}`;
+        input.destroy();
+        return { unverifiable: this.unverifiable };
+      },
     );
     for (const chunk of held) input.write(chunk);
   }

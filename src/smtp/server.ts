@@ -223,8 +223,9 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         policy.checkSender(address.address);
         if (settings.senderLoginMatch && client.user !== undefined)
           policy.checkSenderOwner(address.address, client.user);
-        if (options.checks === null) callback();
-        else options.checks.mailFrom(session, address.address, sessionLog(session)).then(() => callback(), callback);
+        const spfEnforced = options.checks?.mailFrom(session, address.address, sessionLog(session));
+        if (spfEnforced === undefined) callback();
+        else spfEnforced.then(() => callback(), callback);
       } catch (err) {
         callback(err as Error);
       }
