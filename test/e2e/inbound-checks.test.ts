@@ -263,6 +263,20 @@ describe('inbound checks', () => {
     assert.match(results, /dkim=fail \(body hash did not verify\) header\.d=signed\.test header\.s=sel;/);
   });
 
+  test('a message DMARC cannot judge is refused under enforce: 2 From:, 21 signatures, huge header', async () => {
+    const several = await send('a@pass.test', message(['From: <a@pass.test>, <boss@reject.test>', 'Subject: two']));
+    assert.equal(several.end?.code, 550);
+    assert.match(several.end!.raw, /^550 5\.7\.1 Message cannot be authenticated: 2 From: addresses/);
+    const signatures = Array.from({ length: 21 }, (_, i) => `DKIM-Signature: v=1; d=x${i}.test; s=s; b=AAAA`);
+    const many = await send('a@pass.test', message([...signatures, 'From: <a@pass.test>', 'Subject: many']));
+    assert.equal(many.end?.code, 550);
+    assert.match(many.end!.raw, /^550 5\.7\.1 Message cannot be authenticated: more than 20 DKIM-Signature fields/);
+    const padding = Array.from({ length: 1200 }, (_, i) => `X-Padding-${i}: ${'p'.repeat(1000)}`);
+    const huge = await send('a@pass.test', message([...padding, 'From: <a@pass.test>', 'Subject: huge']));
+    assert.equal(huge.end?.code, 550);
+    assert.match(huge.end!.raw, /^550 5\.7\.1 Message cannot be authenticated: header block larger than 1048576 bytes/);
+  });
+
   test('Authentication-Results naming our host are removed, others kept', async () => {
     const text = message([
       `Authentication-Results: ${HOSTNAME}; spf=pass smtp.mailfrom=boss@reject.test`,
