@@ -167,25 +167,30 @@ export class MessageCheck {
     const from = verification.verified.headerFrom;
     if (from.length !== 1) return unauthenticated(`${from.length} From: addresses, DMARC needs exactly one`);
     const fromDomain = domainOf(from[0]!).toLowerCase();
-    const passing = signatures.filter((s) => s.status.result === 'pass');
-    const checked = await dmarc({
-      headerFrom: from[0]!,
-      spfDomains: spf?.result === 'pass' ? [spf.domain] : [],
-      dkimDomains: passing.map((s) => ({
-        id: s.id,
-        domain: s.signingDomain,
-        aligned: s.status.aligned,
-        underSized: s.status.underSized,
-      })),
-      resolver: this.dns.resolve,
-    });
+    const judge = (results: string[]) =>
+      dmarc({
+        headerFrom: from[0]!,
+        spfDomains: spf !== null && results.includes(spf.result) ? [spf.domain] : [],
+        dkimDomains: signatures
+          .filter((s) => results.includes(s.status.result))
+          .map((s) => ({
+            id: s.id,
+            domain: s.signingDomain,
+            aligned: s.status.aligned,
+            underSized: s.status.underSized,
+          })),
+        resolver: this.dns.resolve,
+      });
+    const checked = await judge(['pass']);
     const properties = { 'header.from': fromDomain };
     const policy = checked ? checked.policy : undefined;
     let result = checked ? checked.status.result : 'permerror';
     let comment = policy ? `p=${policy}` : undefined;
-    // a failure that a lookup in time might have turned into a pass is no failure (never rejected)
-    const lookupFailed = spf?.result === 'temperror' || signatures.some((s) => s.status.result === 'temperror');
-    if (result === 'fail' && lookupFailed) {
+    // a failure that an SPF or DKIM lookup in time might have turned into a pass is no failure
+    // (never rejected); only checks that would align count, so a forger's own slow DNS is no way out
+    const hypothetical = result === 'fail' ? await judge(['pass', 'temperror']) : false;
+    const lookupFailed = hypothetical !== false && hypothetical.status.result === 'pass';
+    if (lookupFailed) {
       result = 'temperror';
       comment = `SPF or DKIM lookup failed; p=${policy}`;
     }

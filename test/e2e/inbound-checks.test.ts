@@ -234,6 +234,13 @@ describe('inbound checks', () => {
     assert.match(results, /dmarc=temperror \(SPF or DKIM lookup failed; p=reject\) header\.from=slowkey\.test$/);
   });
 
+  test('a timed-out key of a signature not aligned with From: changes nothing: DMARC refuses', async () => {
+    const text = await signed(message(['From: <boss@reject.test>', 'Subject: slow unaligned key']), 'slowkey.test');
+    const result = await send('a@reject.test', text);
+    assert.equal(result.end?.code, 550, result.end?.raw);
+    assert.match(result.end!.raw, /^550 5\.7\.1 Message rejected by the DMARC policy of reject\.test/);
+  });
+
   test('an SPF include loop and more than 10 DNS-querying mechanisms are permerrors (RFC 7208 4.6.4)', async () => {
     assert.equal((await send('a@loop.test', message(['From: <a@pass.test>', 'Subject: spf loop']))).end?.code, 250);
     assert.match(ourResults(storedHeader('spf loop')), /spf=permerror \(.*\) smtp\.mailfrom=a@loop\.test;/);
