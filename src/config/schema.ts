@@ -212,6 +212,24 @@ const metricsSchema = z.strictObject({
     .describe('HTTP listeners for GET /metrics (Prometheus text format) and GET /healthz, e.g. ["127.0.0.1:9587"]'),
 });
 
+const checkMode = () => z.enum(['off', 'tag', 'enforce']);
+const checksSchema = z.strictObject({
+  spf: checkMode()
+    .default('tag')
+    .describe('SPF of MAIL FROM (or HELO for <>): off, tag (Authentication-Results) or enforce (fail: 550 5.7.23)'),
+  dkim: z.enum(['off', 'tag']).default('tag').describe('verify every DKIM-Signature: off or tag'),
+  dmarc: checkMode()
+    .default('enforce')
+    .describe('DMARC: off, tag, or enforce (p=reject: 550 5.7.1; p=quarantine: X-Spam-Flag: YES, delivered)'),
+  dnsbl: z
+    .array(domainName)
+    .default([])
+    .describe('DNS blocklist zones, e.g. ["zen.spamhaus.org"]: a listed client gets 554 5.7.1 at RCPT'),
+  dns_timeout: duration()
+    .default('5s')
+    .describe('each DNS lookup of the checks; a timeout is a temperror (never a rejection, except 451 for DMARC)'),
+});
+
 const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('pino log level'),
 });
@@ -267,6 +285,7 @@ const fullSchema = z.strictObject({
   relay: relaySchema.default(() => relaySchema.parse({})),
   delivery: deliverySchema.default(() => deliverySchema.parse({})),
   metrics: metricsSchema.default(() => metricsSchema.parse({})),
+  checks: checksSchema.default(() => checksSchema.parse({})),
   log: logSchema.default(() => logSchema.parse({})),
 });
 

@@ -11,6 +11,7 @@ import { mailSite, servicePorts } from '../autoconfig/site.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { systemClock } from '../clock.js';
 import { BounceNotifier } from '../bounce/notifier.js';
+import { InboundChecks } from '../checks/inbound.js';
 import { LocalDelivery } from '../delivery/local.js';
 import { SubmissionSigner } from '../dkim/submission.js';
 import { routeAddresses } from '../delivery/route.js';
@@ -117,6 +118,7 @@ export function buildComponents(
     hops: (entry) => countHops(store.openMessage(entry)),
     logger,
   });
+  const checks = new InboundChecks(liveSettings.checks(config));
   const smtpConnections = new ConnectionLimits('smtp', liveSettings.smtpConnections(config), logger);
   const pop3Connections = new ConnectionLimits('pop3', liveSettings.pop3Connections(config), logger);
   const smtpListener = (kind: SmtpListenerKind, address: string): SmtpListener => ({
@@ -129,6 +131,7 @@ export function buildComponents(
       limits: smtpConnections,
       proxyNetworks: () => proxyNetworks,
       policy,
+      checks: kind === 'mx' ? checks : null,
       authenticator,
       store,
       sign: (pending) => signer.sign(pending),
@@ -188,6 +191,7 @@ export function buildComponents(
     smtp: (settings) => {
       for (const { service } of smtp) service.reconfigure(settings, loaded.tls);
     },
+    checks: (settings) => checks.reconfigure(settings),
     smtpConnections: (settings) => smtpConnections.reconfigure(settings),
     pop3: (settings) => pop3.reconfigure(settings),
     pop3Connections: (settings) => pop3Connections.reconfigure(settings),

@@ -4,6 +4,7 @@
 // nowhere else; a key read only at start is one of RESTART_KEYS.
 import { isDeepStrictEqual } from 'node:util';
 import type { AuthSettings } from '../auth/authenticator.js';
+import type { InboundCheckSettings } from '../checks/inbound.js';
 import type { BounceNotifierOptions } from '../bounce/notifier.js';
 import { localDomainMatcher } from '../config/domains.js';
 import { type NetworkMatcher, networkMatcher } from '../config/networks.js';
@@ -41,6 +42,7 @@ export interface LiveSettings {
   pickup: Pick<DropDirPickupOptions, 'messageSizeLimit'>;
   remote: RemoteSettings;
   smtp: SmtpSettings;
+  checks: InboundCheckSettings;
   smtpConnections: ConnectionLimitSettings;
   pop3: Pop3Settings;
   pop3Connections: ConnectionLimitSettings;
@@ -105,6 +107,15 @@ export const liveSettings: { [Part in LivePart]: (config: Config) => LiveSetting
     vrfy: config.smtp.vrfy,
     senderLoginMatch: config.smtp.sender_login_match,
     plaintextAuth: networkMatcher(config.plaintext_auth_networks),
+  }),
+  checks: (config) => ({
+    hostname: config.hostname,
+    spf: config.checks.spf,
+    dkim: config.checks.dkim,
+    dmarc: config.checks.dmarc,
+    dnsbl: config.checks.dnsbl,
+    dnsTimeoutMs: durationMs(config.checks.dns_timeout),
+    dnsServers: config.dns_servers,
   }),
   smtpConnections: (config) => ({
     maxClients: config.smtp.max_clients,

@@ -30,7 +30,7 @@ const COLON = 0x3a;
 const CRLF = '\r\n';
 const CRLF_BUF = Buffer.from(CRLF, 'latin1');
 /** Longest line start searched for the `:` of a field name (RFC 5322 line limit + CRLF). */
-const MAX_FIELD_PREFIX = 1000;
+export const MAX_FIELD_PREFIX = 1000;
 
 export interface EditHeadersOptions {
   /** complete header lines without the final CRLF (may be folded with CRLF + WSP), added at the top in this order */
@@ -47,7 +47,7 @@ function checkAddedLine(line: string): void {
 }
 
 /** Field name of a header line start `name WSP* :`, lowercased, or null if it is no header line. */
-function fieldName(prefix: Buffer, colon: number): string | null {
+export function fieldName(prefix: Buffer, colon: number): string | null {
   let end = colon;
   while (end > 0 && (prefix[end - 1] === SP || prefix[end - 1] === HTAB)) end--;
   if (end === 0) return null;

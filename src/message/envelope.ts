@@ -34,6 +34,11 @@ export interface Envelope {
   receivedAt: number;
   client: ClientInfo;
   recipients: EnvelopeRecipient[];
+  /**
+   * header fields this server's inbound checks put on top of the message (Authentication-Results,
+   * X-Spam-Flag), written at every delivery below its trace headers
+   */
+  addedHeaders?: string[];
   /** a bounce or delay warning: the entry and recipients it reports on (see QueueManager.report) */
   noticeOf?: NoticeOrigin;
 }

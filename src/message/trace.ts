@@ -1,5 +1,6 @@
 // The trace headers a delivery adds on top of a message (README, "Files on disk"):
-// Return-Path, Delivered-To, Received and X-Delivery-ID, folded as RFC 5322 wants; and the
+// Return-Path, Delivered-To, Received and X-Delivery-ID, folded as RFC 5322 wants, then the
+// results of the inbound checks (README, "Reading Authentication-Results"); and the
 // Message-ID and Date that submitted mail gets when it has none.
 import { rfc5322Date } from './date.js';
 import type { Envelope } from './envelope.js';
@@ -36,5 +37,6 @@ export function traceHeaders(envelope: Envelope, index: number, hostname: string
     `Delivered-To: ${deliveredTo}`,
     receivedHeader(envelope, hostname, recipient.address),
     `X-Delivery-ID: ${recipient.deliveryId}`,
+    ...(envelope.addedHeaders ?? []),
   ];
 }

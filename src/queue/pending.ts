@@ -1,7 +1,8 @@
 // A message being received, before it is accepted: held in memory while it is small (within a
 // per-message and a shared byte budget), spilled to `<id>.tmp` in the queue directory as soon as
 // it is not. Accepting it means either handing it to a mailbox directly (the caller then
-// discards this) or commit(): the queue file written, fsynced and renamed into place.
+// discards this) or commit(): the queue file written, fsynced and renamed into place. The
+// envelope may still change until then (the inbound checks add their header fields to it).
 import { createReadStream } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -140,6 +141,7 @@ export class PendingEntry<Entry> {
   /** Makes the queue file durable under its final name. */
   async commit(): Promise<Entry> {
     if (this.file === null) await this.spill();
+    else if (!this.header.equals(Buffer.from(`${JSON.stringify(this.envelope)}\n`))) await this.rewriteEnvelope();
     const file = this.file!;
     this.file = null;
     try {
@@ -168,6 +170,30 @@ export class PendingEntry<Entry> {
     this.file = await open(this.tmpPath, 'wx', 0o600);
     await writeAll(this.file, [this.header, ...(this.chunks ?? [])]);
     this.release();
+  }
+
+  /**
+   * The envelope changed after the message went to disk: the temporary file is written anew
+   * with the new envelope line, the message copied over as a stream (never held whole).
+   */
+  private async rewriteEnvelope(): Promise<void> {
+    const messageStart = this.header.length;
+    this.headerLine = null;
+    const newPath = join(this.options.dir, `${this.envelope.id}.envelope.tmp`);
+    const file = await open(newPath, 'wx', 0o600);
+    try {
+      await writeAll(file, [this.header]);
+      for await (const chunk of createReadStream(this.tmpPath, { start: messageStart })) {
+        await writeAll(file, [chunk as Buffer]);
+      }
+      await rename(newPath, this.tmpPath);
+    } catch (err) {
+      await file.close().catch(() => undefined);
+      await rm(newPath, { force: true });
+      throw err;
+    }
+    await this.file!.close().catch(() => undefined);
+    this.file = file;
   }
 
   private release(): void {

@@ -56,13 +56,13 @@ export class RemoteDelivery implements RemoteAgent {
   }
 
   /**
-   * The message as it leaves: with our Received line on top (the next hop counts it) and, for submitted mail, the
-   * Message-ID and Date it lacked.
+   * The message as it leaves: with our Received line on top (the next hop counts it), the results of our inbound
+   * checks, and, for submitted mail, the Message-ID and Date it lacked.
    */
   private outgoing(entry: QueueEntry, forRecipient: string | undefined): Readable {
     const { hostname } = this.settings;
     const editor = editHeaders({
-      add: [receivedHeader(entry.envelope, hostname, forRecipient)],
+      add: [receivedHeader(entry.envelope, hostname, forRecipient), ...(entry.envelope.addedHeaders ?? [])],
       addIfMissing: missingSubmissionHeaders(entry.envelope, hostname),
     });
     const source = this.options.store.openMessage(entry);

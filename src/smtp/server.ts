@@ -7,6 +7,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { Authenticator } from '../auth/authenticator.js';
+import type { InboundChecks } from '../checks/inbound.js';
+import type { MessageCheck } from '../checks/message-check.js';
 import { type RefusedLogin, SessionLogins } from '../auth/session-logins.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import { HopCounter, MAX_HOPS } from '../message/hops.js';
@@ -55,6 +57,8 @@ export interface SmtpServiceOptions {
   /** peers that must send a PROXY header first (proxy_protocol_networks, as loaded now) */
   proxyNetworks: () => NetworkMatcher;
   policy: SmtpPolicy;
+  /** SPF, DKIM, DMARC and DNSBL for clients outside mynetworks (the MX port only), or null */
+  checks: InboundChecks | null;
   authenticator: Authenticator;
   store: QueueStore;
   /** DKIM-signs a submitted message, all of it received; resolves to its size then (see SubmissionSigner) */
@@ -188,7 +192,9 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         { client: session.remoteAddress, port: session.localPort, listener: options.kind },
         'connect',
       );
-      const pause = options.kind === 'mx' && !policy.mayRelay(clientOf(session)) ? settings.greetPauseMs : 0;
+      const outside = options.kind === 'mx' && !policy.mayRelay(clientOf(session));
+      if (outside) options.checks?.connected(session, sessionLog(session));
+      const pause = outside ? settings.greetPauseMs : 0;
       void options.ready.then(() => (pause === 0 ? undefined : sleep(pause))).then(() => callback());
     },
 
@@ -245,6 +251,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         policy.checkSender(address.address);
         if (settings.senderLoginMatch && client.user !== undefined)
           await policy.checkSenderOwner(address.address, client.user);
+        // SPF starts here; only spf = "enforce" waits for its result
+        await options.checks?.mailFrom(session, address.address, sessionLog(session));
       })();
       checked.then(
         () => callback(),
@@ -262,6 +270,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     onRcptTo(address, session, callback) {
       const checked = (async () => {
         refuseUnsupportedParameters(address, RCPT_PARAMETERS);
+        await options.checks?.rcptTo(session);
         return policy.checkRecipient(address.address, clientOf(session));
       })();
       checked.then(
@@ -288,7 +297,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       const recipients = uniqueDeliveries(session.envelope.rcptTo.flatMap((rcpt) => resolved.get(rcpt) ?? []));
       const progress: DataProgress = { lastChunkAt: Date.now(), complete: false };
       receiving.set(session, progress);
-      receive(options, settings, stream, session, recipients, progress).then(
+      const check = options.checks?.message(session) ?? null;
+      receive(options, settings, stream, session, recipients, progress, check).then(
         (queueId) => {
           receiving.delete(session);
           callback(null, `2.0.0 Ok: queued as ${queueId}`);
@@ -349,6 +359,7 @@ async function receive(
   session: SMTPServerSession,
   recipients: ResolvedRecipient[],
   progress: DataProgress,
+  check: MessageCheck | null,
 ): Promise<string> {
   const mailFrom = session.envelope.mailFrom;
   const pending = options.store.begin({
@@ -368,13 +379,20 @@ async function receive(
   try {
     const hops = new HopCounter();
     // a client that drops mid-DATA errors `stream`, which ends the write with that error
-    let size = await pending.write(withinLimit(stream, settings.messageSizeLimit, hops, progress));
+    const received = withinLimit(stream, settings.messageSizeLimit, hops, progress);
+    let size = await pending.write(check === null ? received : check.pass(received));
     progress.complete = true;
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
     }
     if (hops.hops > MAX_HOPS)
       throw new SmtpReplyError(554, `5.4.6 Too many hops (${hops.hops} Received headers): mail forwarding loop`);
+    if (check !== null) {
+      const verdict = await check.finish();
+      log.info({ ...verdict.summary, refused: verdict.refusal?.message }, 'authentication');
+      if (verdict.refusal !== null) throw verdict.refusal;
+      envelope.addedHeaders = verdict.headers;
+    }
     if (envelope.client.submitted) size = await options.sign(pending);
     const accepted = { from: envelope.sender, nrcpt: recipients.length, size, client: session.remoteAddress };
     const direct = await options.deliverNow(envelope, pending.messageInMemory() ?? (() => pending.openData()));
