@@ -116,10 +116,11 @@ export class LocalDelivery implements DeliveryAgent {
     ]);
     if (result instanceof MailboxFullError) return 'mailbox-full';
     if (result instanceof Error) {
-      this.options.logger.info(
-        { queueId: envelope.id, to: recipient.address, user, reason: result.message },
-        'mailbox busy: queued for later delivery',
-      );
+      const details = { queueId: envelope.id, to: recipient.address, user, reason: result.message };
+      // locked by another program is routine; any other failure (EIO, EACCES) needs the administrator
+      if (result instanceof MailboxLockedError)
+        this.options.logger.info(details, 'mailbox busy: queued for later delivery');
+      else this.options.logger.warn(details, 'mailbox unavailable: queued for later delivery');
       return 'use-queue';
     }
     return 'delivered';

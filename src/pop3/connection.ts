@@ -322,11 +322,13 @@ export class Pop3Connection {
    * lines (TOP) from the file, dot-stuffed, then the terminating ".". For RETR the octets must be
    * exactly the size LIST gave: if the file no longer holds them (another program changed it),
    * the connection is cut before the terminator, so the client sees a failure instead of a
-   * wrong message.
+   * wrong message. A failure before any of the reply went out (the file cannot be opened or
+   * read: an I/O error) gets `-ERR [SYS/TEMP]`, and the session goes on.
    */
   private async sendMessage({ status, mailbox, info, bodyLines }: MessageResponse): Promise<void> {
     const { socket } = this;
     this.streaming = true;
+    let replyStarted = false;
     try {
       const window = await mailbox.openWindow();
       if (bodyLines === undefined && info.contentLength <= WHOLE_REPLY_MAX) {
@@ -336,6 +338,7 @@ export class Pop3Connection {
         socket.write(reply);
         return;
       }
+      replyStarted = true;
       this.send(status);
       const reader = mailbox.retrieve(window, info, bodyLines);
       for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) {
@@ -351,10 +354,13 @@ export class Pop3Connection {
       socket.write(TERMINATOR);
     } catch (err) {
       if (this.ended || err instanceof ConnectionGone) throw new ConnectionGone();
-      this.log.error(
-        { user: mailbox.user, offset: info.offset, err: (err as Error).message },
-        'cannot send message; closing the connection',
-      );
+      const failure = { user: mailbox.user, offset: info.offset, err: (err as Error).message };
+      if (!replyStarted) {
+        this.log.error(failure, 'cannot read message');
+        this.send('-ERR [SYS/TEMP] Cannot read the message, try again later');
+        return;
+      }
+      this.log.error(failure, 'cannot send message; closing the connection');
       socket.destroy();
       throw new ConnectionGone();
     } finally {

@@ -45,9 +45,15 @@ export class MailboxView {
     }
   }
 
-  /** The mailbox file for RETR and TOP, opened at the first call and kept until close(). */
+  /** The mailbox file for RETR and TOP, opened at the first call and kept until close(); a failed open is retried. */
   openWindow(): Promise<FileWindow> {
-    this.window ??= this.maildrop.openWindow(this.snapshot);
+    if (this.window === null) {
+      const opening = this.maildrop.openWindow(this.snapshot);
+      this.window = opening;
+      opening.catch(() => {
+        if (this.window === opening) this.window = null;
+      });
+    }
     return this.window;
   }
 

@@ -53,6 +53,27 @@ describe('GroupAppender', () => {
     await appender.close();
   });
 
+  it('a mailbox that cannot be opened fails only its own messages, and takes mail again once repaired', async () => {
+    const broken = join(dir, 'broken');
+    const good = join(dir, 'good');
+    await fs.mkdir(broken); // a directory in the way: opening it for append fails with EISDIR
+    const appender = new GroupAppender();
+    const target = (mailboxPath: string) => ({ mailboxPath, sizeLimit: 0, lockTimeoutMs: 1000 });
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, n) => appender.append(target(n % 2 === 0 ? broken : good), [message(n)])),
+    );
+    results.forEach(([result], n) => {
+      if (n % 2 === 0) assert.match(String(result), /EISDIR/, `message ${n}, for the broken mailbox`);
+      else assert.ok(!(result instanceof Error), `message ${n}: ${String(result)}`);
+    });
+    assert.deepEqual(await subjects(good), ['m1', 'm3', 'm5', 'm7', 'm9']);
+    await fs.rmdir(broken);
+    const [again] = await appender.append(target(broken), [message(10)]);
+    assert.ok(!(again instanceof Error), String(again));
+    await appender.close();
+    assert.deepEqual(await subjects(broken), ['m10']);
+  });
+
   it('a size limit changed while the mailbox is kept open applies to the next batch', async () => {
     const mailbox = join(dir, 'limit');
     const appender = new GroupAppender();
