@@ -83,6 +83,7 @@ export const liveSettings: { [Part in LivePart]: (config: Config) => LiveSetting
   pickup: (config) => ({ messageSizeLimit: config.message_size_limit }),
   remote: (config) => ({
     hostname: config.hostname,
+    isLocalDomain: localDomainMatcher(config),
     relayhost: config.relay.relayhost,
     relayhostUser: config.relay.relayhost_user,
     relayhostPasswordFile: config.relay.relayhost_password_file,

@@ -2,12 +2,18 @@
 // queue entry and the recipients it has at one destination, finds where to send it
 // (destinations.ts: relayhost, or the domain's MX hosts), sends it over one SMTP session
 // (smtp-client.ts), and turns each recipient's result into an attempt outcome: sent, failed for
-// good (5xx, no such domain: bounced), or to be retried (4xx, unreachable, timeouts).
+// good (5xx, no such domain: bounced), or to be retried (4xx, unreachable, timeouts). A copy an
+// alias forwards leaves with an SRS sender and an ARC seal (README, "Forwarding: SRS and ARC").
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Readable } from 'node:stream';
+import type { DomainMatcher } from '../config/domains.js';
 import type { Config } from '../config/schema.js';
+import type { SigningKey } from '../dkim/keys.js';
+import { arcSeal } from '../forward/arc.js';
+import type { Srs } from '../forward/srs.js';
+import { createResolver } from '../net/dns.js';
 import type { ListenAddress } from '../config/units.js';
 import { missingSubmissionHeaders, receivedHeader } from '../message/trace.js';
 import type { Logger } from '../log.js';
@@ -22,6 +28,7 @@ import { formatDestination, sendToDestination } from './smtp-client.js';
 /** What SIGHUP may change. */
 export interface RemoteSettings {
   hostname: string;
+  isLocalDomain: DomainMatcher;
   relayhost: string;
   relayhostUser: string;
   relayhostPasswordFile: string;
@@ -35,10 +42,15 @@ export interface RemoteSettings {
 
 /** Room for the Received line (and Message-ID/Date) added on the way out, in the SIZE announced. */
 const ADDED_HEADERS_ALLOWANCE = 1024;
+/** and for an ARC set (two RSA signatures and the authentication results) */
+const ARC_ALLOWANCE = 4096;
 
 export interface RemoteDeliveryOptions extends RemoteSettings {
   store: QueueStore;
   logger: Logger;
+  srs: Srs;
+  /** the hostname's DKIM key, which seals forwarded copies; undefined: none (they go unsealed) */
+  sealingKey: () => SigningKey | undefined;
 }
 
 export class RemoteDelivery implements RemoteAgent {
@@ -59,10 +71,10 @@ export class RemoteDelivery implements RemoteAgent {
    * The message as it leaves: with our Received line on top (the next hop counts it) and, for submitted mail, the
    * Message-ID and Date it lacked.
    */
-  private outgoing(entry: QueueEntry, forRecipient: string | undefined): Readable {
+  private outgoing(entry: QueueEntry, forRecipient: string | undefined, seal: string[] = []): Readable {
     const { hostname } = this.settings;
     const editor = editHeaders({
-      add: [receivedHeader(entry.envelope, hostname, forRecipient)],
+      add: [...seal, receivedHeader(entry.envelope, hostname, forRecipient)],
       addIfMissing: missingSubmissionHeaders(entry.envelope, hostname),
     });
     const source = this.options.store.openMessage(entry);
@@ -74,7 +86,55 @@ export class RemoteDelivery implements RemoteAgent {
     return this.settings.relayhost === '' ? domainOf(address) : `[relayhost] ${this.settings.relayhost}`;
   }
 
+  /** Forwarded copies and the others leave in separate transactions: their senders differ. */
   async deliver(jobs: DeliveryJob[]): Promise<AttemptOutcome[]> {
+    const forwarded = jobs.filter(isForwarded);
+    if (forwarded.length === 0 || forwarded.length === jobs.length)
+      return this.deliverTogether(jobs, forwarded.length > 0);
+    const outcomes = new Map<DeliveryJob, AttemptOutcome>();
+    for (const [group, forwarding] of [
+      [forwarded, true],
+      [jobs.filter((job) => !isForwarded(job)), false],
+    ] as const) {
+      const results = await this.deliverTogether(group, forwarding);
+      for (const [i, job] of group.entries()) outcomes.set(job, results[i]!);
+    }
+    return jobs.map((job) => outcomes.get(job)!);
+  }
+
+  /**
+   * A forwarded copy's sender: SRS unless it is local or null (a bounce to it comes back here and is
+   * turned back, see SmtpPolicy).
+   */
+  private forwardSender(sender: string): string {
+    const { hostname, isLocalDomain } = this.settings;
+    return sender === '' || isLocalDomain(domainOf(sender)) ? sender : this.options.srs.forward(sender, hostname);
+  }
+
+  /** The ARC set for a forwarded copy, or none without a key (or when it cannot be made: logged). */
+  private async seal(entry: QueueEntry, forRecipient: string | undefined): Promise<string[]> {
+    const key = this.options.sealingKey();
+    if (key === undefined) return [];
+    const { hostname, dnsServers } = this.settings;
+    const resolver = createResolver(dnsServers);
+    try {
+      return await arcSeal({
+        message: this.outgoing(entry, forRecipient),
+        client: entry.envelope.client,
+        sender: entry.envelope.sender,
+        hostname,
+        key,
+        resolver: (name, type) => resolver.resolve(name, type) as Promise<string[]>,
+      });
+    } catch (err) {
+      this.options.logger
+        .child({ queueId: entry.envelope.id })
+        .warn({ err: (err as Error).message }, 'cannot ARC-seal the forwarded copy; sent unsealed');
+      return [];
+    }
+  }
+
+  private async deliverTogether(jobs: DeliveryJob[], forwarding: boolean): Promise<AttemptOutcome[]> {
     const { entry } = jobs[0]!;
     const recipients = jobs.map(({ index }) => entry.envelope.recipients[index]!.address);
     const settings = this.settings;
@@ -101,13 +161,15 @@ export class RemoteDelivery implements RemoteAgent {
     const own = ownAddresses(settings.ownListeners);
     destinations = destinations.filter((destination) => !own.has(`${destination.address}:${destination.port}`));
     if (destinations.length === 0) return allFail(permanent('5.4.6', `mail for ${domain} loops back to myself`));
+    const forRecipient = recipients.length === 1 ? recipients[0] : undefined;
+    const seal = forwarding ? await this.seal(entry, forRecipient) : [];
     const report = await sendToDestination(
       destinations,
       {
-        sender: entry.envelope.sender,
+        sender: forwarding ? this.forwardSender(entry.envelope.sender) : entry.envelope.sender,
         recipients,
-        size: entry.size + ADDED_HEADERS_ALLOWANCE,
-        openMessage: () => this.outgoing(entry, recipients.length === 1 ? recipients[0] : undefined),
+        size: entry.size + ADDED_HEADERS_ALLOWANCE + (forwarding ? ARC_ALLOWANCE : 0),
+        openMessage: () => this.outgoing(entry, forRecipient, seal),
       },
       {
         hostname: settings.hostname,
@@ -123,6 +185,11 @@ export class RemoteDelivery implements RemoteAgent {
       return { status: result.status, relay };
     });
   }
+}
+
+function isForwarded(job: DeliveryJob): boolean {
+  const { target } = job.entry.envelope.recipients[job.index]!;
+  return target.kind === 'remote' && target.forwarded === true;
 }
 
 /**
