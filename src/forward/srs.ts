@@ -30,7 +30,8 @@ export class Srs {
   forward(sender: string, hostname: string): string {
     const parts = splitAddress(sender)!;
     const timestamp = encodeDay(this.today());
-    return `SRS0=${this.hash(timestamp, parts.domain, parts.localPart)}=${timestamp}=${parts.domain}=${parts.localPart}@${hostname}`;
+    const hash = this.hash(timestamp, parts.domain, parts.localPart);
+    return `SRS0=${hash}=${timestamp}=${parts.domain}=${parts.localPart}@${hostname}`;
   }
 
   /**

@@ -4,10 +4,17 @@
 // (smtp-client.ts), and turns each recipient's result into an attempt outcome: sent, failed for
 // good (5xx, no such domain: bounced), or to be retried (4xx, unreachable, timeouts). A copy an
 // alias forwards leaves with an SRS sender and an ARC seal (README, "Forwarding: SRS and ARC").
+// A domain's MTA-STS policy (README, "MTA-STS") decides which MX hosts may take its mail and
+// whether the TLS certificate must be verified.
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Readable } from 'node:stream';
+import { rootCertificates } from 'node:tls';
+import { domainToASCII } from 'node:url';
+import type { DNSResolver } from 'mailauth';
+import { validateMx } from 'mailauth/lib/mta-sts.js';
 import type { DomainMatcher } from '../config/domains.js';
 import type { Config } from '../config/schema.js';
 import type { SigningKey } from '../dkim/keys.js';
@@ -23,6 +30,7 @@ import type { AttemptOutcome, DeliveryJob, RemoteAgent } from '../queue/agents.j
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { editHeaders } from '../mbox/headers.js';
 import { DestinationError, DestinationResolver, type Destination } from './destinations.js';
+import { StsPolicies, type StsPolicy } from './mta-sts.js';
 import { formatDestination, sendToDestination } from './smtp-client.js';
 
 /** What SIGHUP may change. */
@@ -33,6 +41,10 @@ export interface RemoteSettings {
   relayhostUser: string;
   relayhostPasswordFile: string;
   tlsSecurity: Config['relay']['tls_security'];
+  /** relay.mta_sts: honour the MTA-STS policies of the domains mail goes to */
+  mtaSts: boolean;
+  /** relay.ca_file: more CAs for outbound TLS and policy fetches; '' = the system's only */
+  caFile: string;
   dnsServers: string[];
   connectTimeoutMs: number;
   timeoutMs: number;
@@ -53,18 +65,37 @@ export interface RemoteDeliveryOptions extends RemoteSettings {
   sealingKey: () => SigningKey | undefined;
 }
 
+/** The TLS and the policy decisions for one domain's delivery. */
+interface TlsPlan {
+  destinations: Destination[];
+  tlsSecurity: Config['relay']['tls_security'];
+  /** MTA-STS testing: a session without verified TLS is logged */
+  reportUnverified: boolean;
+}
+
 export class RemoteDelivery implements RemoteAgent {
   private settings: RemoteSettings;
   private resolver: DestinationResolver;
+  private dns: DNSResolver;
+  private ca: string[] | undefined;
+  private readonly policies: StsPolicies;
 
   constructor(private readonly options: RemoteDeliveryOptions) {
     this.settings = options;
     this.resolver = new DestinationResolver(options);
+    this.dns = dnsLookup(options.dnsServers);
+    this.ca = trustedCas(options.caFile);
+    this.policies = new StsPolicies({ resolver: this.dns, ca: this.ca });
   }
 
+  /** A relay.ca_file that cannot be read throws: the running settings stay. */
   reconfigure(settings: RemoteSettings): void {
+    const ca = trustedCas(settings.caFile);
     this.settings = settings;
+    this.ca = ca;
     this.resolver = new DestinationResolver(settings);
+    this.dns = dnsLookup(settings.dnsServers);
+    this.policies.reconfigure({ resolver: this.dns, ca });
   }
 
   /**
@@ -115,16 +146,14 @@ export class RemoteDelivery implements RemoteAgent {
   private async seal(entry: QueueEntry, forRecipient: string | undefined): Promise<string[]> {
     const key = this.options.sealingKey();
     if (key === undefined) return [];
-    const { hostname, dnsServers } = this.settings;
-    const resolver = createResolver(dnsServers);
     try {
       return await arcSeal({
         message: this.outgoing(entry, forRecipient),
         client: entry.envelope.client,
         sender: entry.envelope.sender,
-        hostname,
+        hostname: this.settings.hostname,
         key,
-        resolver: (name, type) => resolver.resolve(name, type) as Promise<string[]>,
+        resolver: this.dns,
       });
     } catch (err) {
       this.options.logger
@@ -132,6 +161,28 @@ export class RemoteDelivery implements RemoteAgent {
         .warn({ err: (err as Error).message }, 'cannot ARC-seal the forwarded copy; sent unsealed');
       return [];
     }
+  }
+
+  /**
+   * What the domain's MTA-STS policy asks (none with a relayhost, an address literal or
+   * relay.mta_sts off): enforce keeps the MX hosts it lists, with a verified certificate, or
+   * defers the mail (a temporary status); testing only logs what enforce would refuse.
+   */
+  private async tlsPlan(domain: string, destinations: Destination[], log: Logger): Promise<TlsPlan | DeliveryStatus> {
+    const plain: TlsPlan = { destinations, tlsSecurity: this.settings.tlsSecurity, reportUnverified: false };
+    const name = domainToASCII(domain.replace(/\.$/, ''));
+    if (!this.settings.mtaSts || this.settings.relayhost !== '' || name === '') return plain;
+    const policy = await this.policies.policyFor(name);
+    if (policy === null || policy.mode === 'none') return plain;
+    const listed = destinations.filter((destination) => listedIn(destination.host, policy));
+    if (policy.mode === 'testing') {
+      const unlisted = [...new Set(destinations.filter((d) => !listed.includes(d)).map((d) => d.host))];
+      if (unlisted.length > 0) log.warn({ hosts: unlisted }, 'MTA-STS testing: MX hosts not in the policy');
+      return { ...plain, reportUnverified: true };
+    }
+    if (listed.length === 0)
+      return temporary('4.7.5', `MTA-STS policy of ${domain} (enforce) lists none of its MX hosts`);
+    return { destinations: listed, tlsSecurity: 'verify', reportUnverified: false };
   }
 
   private async deliverTogether(jobs: DeliveryJob[], forwarding: boolean): Promise<AttemptOutcome[]> {
@@ -161,10 +212,13 @@ export class RemoteDelivery implements RemoteAgent {
     const own = ownAddresses(settings.ownListeners);
     destinations = destinations.filter((destination) => !own.has(`${destination.address}:${destination.port}`));
     if (destinations.length === 0) return allFail(permanent('5.4.6', `mail for ${domain} loops back to myself`));
+    const log = this.options.logger.child({ queueId: entry.envelope.id, domain });
+    const plan = await this.tlsPlan(domain, destinations, log);
+    if (!('destinations' in plan)) return allFail(plan);
     const forRecipient = recipients.length === 1 ? recipients[0] : undefined;
     const seal = forwarding ? await this.seal(entry, forRecipient) : [];
     const report = await sendToDestination(
-      destinations,
+      plan.destinations,
       {
         sender: forwarding ? this.forwardSender(entry.envelope.sender) : entry.envelope.sender,
         recipients,
@@ -173,7 +227,14 @@ export class RemoteDelivery implements RemoteAgent {
       },
       {
         hostname: settings.hostname,
-        tlsSecurity: settings.tlsSecurity,
+        tlsSecurity: plan.tlsSecurity,
+        ca: this.ca,
+        ...(plan.reportUnverified
+          ? {
+              onUnverifiedTls: (where: string, reason: string) =>
+                log.warn({ relay: where, reason }, 'MTA-STS testing: TLS not verified; delivering anyway'),
+            }
+          : {}),
         auth,
         connectTimeoutMs: settings.connectTimeoutMs,
         timeoutMs: settings.timeoutMs,
@@ -185,6 +246,24 @@ export class RemoteDelivery implements RemoteAgent {
       return { status: result.status, relay };
     });
   }
+}
+
+/** Whether the policy lists `host`; "*.example.org" stands for one label only (RFC 8461 4.1). */
+function listedIn(host: string, policy: StsPolicy): boolean {
+  const { valid, match } = validateMx(host, policy);
+  if (!valid || match === undefined || !match.startsWith('.')) return valid;
+  return !host.slice(0, -match.length).includes('.');
+}
+
+/** mailauth's DNS lookups through dns_servers. */
+function dnsLookup(dnsServers: string[]): DNSResolver {
+  const resolver = createResolver(dnsServers);
+  return (name, type) => resolver.resolve(name, type) as Promise<string[]>;
+}
+
+/** The system's CAs plus relay.ca_file's; undefined (Node's default) without one. */
+function trustedCas(caFile: string): string[] | undefined {
+  return caFile === '' ? undefined : [...rootCertificates, readFileSync(caFile, 'utf8')];
 }
 
 function isForwarded(job: DeliveryJob): boolean {
