@@ -14,7 +14,6 @@ import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { domainToASCII } from 'node:url';
 import type { DNSResolver } from 'mailauth';
-import { validateMx } from 'mailauth/lib/mta-sts.js';
 import type { DomainMatcher } from '../config/domains.js';
 import type { Config } from '../config/schema.js';
 import type { SigningKey } from '../dkim/keys.js';
@@ -30,7 +29,7 @@ import type { AttemptOutcome, DeliveryJob, RemoteAgent } from '../queue/agents.j
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { editHeaders } from '../mbox/headers.js';
 import { DestinationError, DestinationResolver, type Destination } from './destinations.js';
-import { StsPolicies, type StsPolicy } from './mta-sts.js';
+import { listedIn, StsPolicies } from './mta-sts.js';
 import { formatDestination, sendToDestination } from './smtp-client.js';
 
 /** What SIGHUP may change. */
@@ -246,13 +245,6 @@ export class RemoteDelivery implements RemoteAgent {
       return { status: result.status, relay };
     });
   }
-}
-
-/** Whether the policy lists `host`; "*.example.org" stands for one label only (RFC 8461 4.1). */
-function listedIn(host: string, policy: StsPolicy): boolean {
-  const { valid, match } = validateMx(host, policy);
-  if (!valid || match === undefined || !match.startsWith('.')) return valid;
-  return !host.slice(0, -match.length).includes('.');
 }
 
 /** mailauth's DNS lookups through dns_servers. */

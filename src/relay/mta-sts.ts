@@ -3,12 +3,13 @@
 // https://mta-sts.DOMAIN/.well-known/mta-sts.txt (port 443, the name resolved through dns_servers,
 // the certificate checked against the system CAs plus relay.ca_file, no redirects, at most
 // 64 KiB, in FETCH_TIMEOUT_MS) and cached for its max_age. A policy fetch that fails keeps the
-// cached policy while it is valid; with none, the domain has no policy. mailauth parses the
+// cached policy while it is valid (with none, the domain has no policy) and is not tried again
+// for FETCH_RETRY_MS. mailauth parses the
 // record and the policy and matches MX names; this file fetches and caches.
 import { request } from 'node:https';
 import { isIP } from 'node:net';
 import type { DNSResolver, MTASTSPolicy } from 'mailauth';
-import { parsePolicy, resolvePolicy } from 'mailauth/lib/mta-sts.js';
+import { parsePolicy, resolvePolicy, validateMx } from 'mailauth/lib/mta-sts.js';
 
 export type StsPolicy = Required<Pick<MTASTSPolicy, 'mode' | 'mx' | 'maxAge'>> & { id: string };
 
@@ -17,6 +18,8 @@ export interface StsSettings {
   /** CAs the policy host's certificate may chain to (undefined: the system's) */
   ca: string[] | undefined;
   now?: () => number;
+  /** the policy host's HTTPS port: 443 (RFC 8461 3.3) unless a unit test says otherwise */
+  port?: number;
 }
 
 const POLICY_PATH = '/.well-known/mta-sts.txt';
@@ -32,8 +35,15 @@ interface Cached {
   expiresAt: number;
 }
 
+/** A failed fetch is not tried again for this long (the cached policy, if any, holds meanwhile). */
+export const FETCH_RETRY_MS = 5 * 60_000;
+/** "No _mta-sts record" is believed this long: most domains have none, and each would cost a lookup. */
+export const NO_RECORD_RECHECK_MS = 5 * 60_000;
+
 export class StsPolicies {
   private readonly cache = new Map<string, Cached>();
+  /** domain → until when a fetch is not tried again, or its missing record not asked again */
+  private readonly quietUntil = new Map<string, number>();
   /** one lookup per domain at a time: the others wait for it */
   private readonly pending = new Map<string, Promise<StsPolicy | null>>();
 
@@ -58,22 +68,28 @@ export class StsPolicies {
     const now = (this.settings.now ?? Date.now)();
     const cached = this.cache.get(domain);
     const valid = cached !== undefined && cached.expiresAt > now ? cached.policy : null;
+    const quiet = (this.quietUntil.get(domain) ?? 0) > now;
+    if (quiet && valid === null) return null;
     let id: string | false;
     try {
       id = await resolvePolicy(domain, { resolver: this.settings.resolver });
     } catch {
       return valid; // a DNS failure: keep what we know
     }
-    // no record: a cached policy still holds until it expires (RFC 8461 5.1)
-    if (id === false || (valid !== null && valid.id === id)) return valid;
+    if (id === false) {
+      if (valid === null) remember(this.quietUntil, domain, now + NO_RECORD_RECHECK_MS);
+      // no record: a cached policy still holds until it expires (RFC 8461 5.1)
+      return valid;
+    }
+    if ((valid !== null && valid.id === id) || quiet) return valid;
     try {
       const policy = { ...parsePolicy(await this.fetch(domain)), id } as StsPolicy;
       policy.mx ??= [];
-      this.cache.delete(domain);
-      if (this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!);
-      this.cache.set(domain, { policy, expiresAt: now + policy.maxAge * 1000 });
+      remember(this.cache, domain, { policy, expiresAt: now + policy.maxAge * 1000 });
+      this.quietUntil.delete(domain);
       return policy;
     } catch {
+      remember(this.quietUntil, domain, now + FETCH_RETRY_MS);
       return valid;
     }
   }
@@ -86,7 +102,7 @@ export class StsPolicies {
       const req = request(
         {
           host: address,
-          port: HTTPS_PORT,
+          port: this.settings.port ?? HTTPS_PORT,
           servername: host,
           headers: { host },
           path: POLICY_PATH,
@@ -128,4 +144,18 @@ export class StsPolicies {
     }
     throw new Error(`${host} has no address`);
   }
+}
+
+/** Whether the policy lists `host`; "*.example.org" stands for one label only (RFC 8461 4.1). */
+export function listedIn(host: string, policy: StsPolicy): boolean {
+  const { valid, match } = validateMx(host, policy);
+  if (!valid || match === undefined || !match.startsWith('.')) return valid;
+  return !host.slice(0, -match.length).includes('.');
+}
+
+/** Stores `key` as the newest entry; beyond MAX_CACHED entries the oldest is forgotten. */
+function remember<T>(map: Map<string, T>, key: string, value: T): void {
+  map.delete(key);
+  if (map.size >= MAX_CACHED) map.delete(map.keys().next().value!);
+  map.set(key, value);
 }
