@@ -114,7 +114,7 @@ test('no record: no policy, believed for a while', async () => {
 test('an oversized policy, an untrusted certificate, a 404 or a bad policy is no policy', async () => {
   publish('1');
   const cases: [string, [number, string], string[] | null][] = [
-    ['oversized', [200, POLICY + `${'x'.repeat(MAX_POLICY_BYTES)}\r\n`], [ca.caPem]],
+    ['oversized', [200, `${POLICY}${'x'.repeat(MAX_POLICY_BYTES)}\r\n`], [ca.caPem]],
     ['untrusted', [200, POLICY], null],
     ['404', [404, POLICY], [ca.caPem]],
     ['bad', [200, 'version: STSv1\r\nmode: sometimes\r\nmax_age: 600\r\n'], [ca.caPem]],
