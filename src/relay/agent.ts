@@ -255,7 +255,12 @@ function dnsLookup(dnsServers: string[]): DNSResolver {
 
 /** The system's CAs plus relay.ca_file's; undefined (Node's default) without one. */
 function trustedCas(caFile: string): string[] | undefined {
-  return caFile === '' ? undefined : [...rootCertificates, readFileSync(caFile, 'utf8')];
+  if (caFile === '') return undefined;
+  try {
+    return [...rootCertificates, readFileSync(caFile, 'utf8')];
+  } catch (err) {
+    throw new Error(`cannot read relay.ca_file ${caFile}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
 }
 
 function isForwarded(job: DeliveryJob): boolean {
