@@ -169,8 +169,9 @@ export class RemoteDelivery implements RemoteAgent {
    */
   private async tlsPlan(domain: string, destinations: Destination[], log: Logger): Promise<TlsPlan | DeliveryStatus> {
     const plain: TlsPlan = { destinations, tlsSecurity: this.settings.tlsSecurity, reportUnverified: false };
+    if (!this.settings.mtaSts || this.settings.relayhost !== '' || domain.startsWith('[')) return plain;
     const name = domainToASCII(domain.replace(/\.$/, ''));
-    if (!this.settings.mtaSts || this.settings.relayhost !== '' || name === '') return plain;
+    if (name === '') return plain;
     const policy = await this.policies.policyFor(name);
     if (policy === null || policy.mode === 'none') return plain;
     const listed = destinations.filter((destination) => listedIn(destination.host, policy));
