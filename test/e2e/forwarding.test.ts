@@ -4,10 +4,14 @@
 // leaves with an SRS0 sender at the hostname and an ARC set that python3-dkim's arc_verify
 // accepts; a local sender is kept; a bounce to the SRS address goes back to the original sender
 // (from any client: the hash is the permission); a forged or altered SRS address gets 550 5.1.1.
+// A message that arrives with an ARC set of its own leaves with the next one (i=2, cv=pass).
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { Resolver } from 'node:dns/promises';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { authenticate } from 'mailauth';
 import { type DnsZoneServer, startDnsZone } from '../support/dns-zone.js';
 import { verifyArc } from '../support/dkim-verify.js';
 import { startSmtpSink, type SinkMessage, type SmtpSink } from '../support/smtp-sink.js';
@@ -63,11 +67,11 @@ describe('forwarding: SRS and ARC', {
     await env?.cleanup();
   });
 
-  async function forwardedCopy(from: string, subject: string): Promise<SinkMessage> {
+  async function forwardedCopy(from: string, subject: string, message?: string): Promise<SinkMessage> {
     const sent = await sendRaw(env.port, {
       from,
       to: [`fwd@${DOMAIN}`],
-      message: crlf(`From: <${from}>`, `To: fwd@${DOMAIN}`, `Subject: ${subject}`, '', 'forward me', ''),
+      message: message ?? crlf(`From: <${from}>`, `To: fwd@${DOMAIN}`, `Subject: ${subject}`, '', 'forward me', ''),
     });
     assert.ok(sent.queueId, JSON.stringify(sent));
     const find = () => mx.messages.find((m) => m.data.includes(`Subject: ${subject}`));
@@ -128,5 +132,37 @@ describe('forwarding: SRS and ARC', {
       ...forged.map((address) => `RCPT TO:<${address}>`),
     ]);
     for (const reply of replies.slice(3)) assert.match(reply.raw, /^550 5\.1\.1 .*SRS/);
+  });
+
+  test('a message with an ARC chain of its own gets the next instance, cv=pass, and still verifies', async () => {
+    // an upstream forwarder (upstream.test) sealed it first, with its key published in the test zone
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const der = publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
+    dns.zone['arc._domainkey.upstream.test'] = { txt: [[`v=DKIM1; k=rsa; p=${der.slice(0, 200)}`, der.slice(200)]] };
+    const original = crlf('From: <list@upstream.test>', `To: fwd@${DOMAIN}`, 'Subject: sealed twice', '', 'hi', '');
+    const resolver = new Resolver();
+    resolver.setServers([dns.server]);
+    const upstream = await authenticate(Buffer.from(original), {
+      ip: '192.0.2.7',
+      helo: 'mail.upstream.test',
+      sender: 'list@upstream.test',
+      mta: 'mail.upstream.test',
+      resolver: (name, type) => resolver.resolve(name, type) as Promise<string[]>,
+      disableBimi: true,
+      seal: {
+        signingDomain: 'upstream.test',
+        selector: 'arc',
+        privateKey: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      },
+    });
+    const arcSet = upstream.headers
+      .split(/\r\n(?=[^ \t])/)
+      .filter((field) => /^ARC-/i.test(field))
+      .join('\r\n');
+    const copy = await forwardedCopy('list@upstream.test', 'sealed twice', `${arcSet}\r\n${original}`);
+    const unfolded = copy.data.toString('latin1').replace(/\r\n[ \t]+/g, ' ');
+    assert.match(unfolded, /ARC-Seal: i=2; [^\r]*cv=pass;/);
+    const check = await verifyArc(copy.data, dns.server);
+    assert.deepEqual(check, { cv: 'pass', reason: check.reason, instances: 2 }, JSON.stringify(check));
   });
 });
