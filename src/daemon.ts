@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js';
 import { buildComponents, type Components } from './daemon/components.js';
 import { bindListeners } from './daemon/listeners.js';
 import { loadFiles } from './daemon/loaded.js';
+import { loadSrsSecret } from './forward/srs.js';
 import { Monitoring } from './daemon/monitoring.js';
 import { phase } from './daemon/phase.js';
 import { reload } from './daemon/reload.js';
@@ -36,7 +37,8 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));
   if (acme !== null) loaded.tls = acme.serving(loaded.tls);
   const helper = await phase('start account helper', () => startAccountHelper(config, identity, logger));
-  const parts = await phase('build', () => buildComponents(loaded, paths, acme, logger, helper));
+  const srsSecret = await phase('load SRS secret', () => loadSrsSecret(paths.srsKey, identity));
+  const parts = await phase('build', () => buildComponents(loaded, paths, acme, srsSecret, logger, helper));
   const monitoring = new Monitoring(config, paths, parts, loaded, logger);
   await phase('bind listeners', async () => {
     await bindListeners(parts.smtp, parts.pop3, parts.autoconfig, config);

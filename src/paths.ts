@@ -19,6 +19,8 @@ export interface StatePaths {
   dropDir: string;
   /** the ACME account key and certificate (acme/store.ts) */
   acmeDir: string;
+  /** the secret of the SRS addresses given to forwarded mail (forward/srs.ts) */
+  srsKey: string;
 }
 
 export function statePaths(stateDir: string): StatePaths {
@@ -31,5 +33,6 @@ export function statePaths(stateDir: string): StatePaths {
     journalDir: join(stateDir, 'journal'),
     dropDir: join(stateDir, 'maildrop'),
     acmeDir: join(stateDir, 'acme'),
+    srsKey: join(stateDir, 'srs.key'),
   };
 }

@@ -259,6 +259,7 @@ async function checkReadableAfterDrop(config: Config, configFile: string, findin
     ['aliases_file', config.aliases_file],
   ];
   if (config.tls.cert !== '') files.push(['tls.cert', config.tls.cert], ['tls.key', config.tls.key]);
+  if (config.relay.ca_file !== '') files.push(['relay.ca_file', config.relay.ca_file]);
   for (const domain of signingDomains(config))
     for (const type of DKIM_KEY_TYPES) files.push(['dkim.keys_dir', keyFile(config.dkim.keys_dir, domain, type)]);
   for (const [key, file] of files) {

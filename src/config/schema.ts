@@ -172,6 +172,17 @@ const relaySchema = z.strictObject({
       'outbound TLS: may = STARTTLS when offered, any certificate; encrypt = TLS required; ' +
         'verify = TLS with a valid certificate for the host',
     ),
+  mta_sts: z
+    .boolean()
+    .default(true)
+    .describe(
+      'honour MTA-STS (RFC 8461): a domain whose policy says enforce gets its mail only over verified TLS ' +
+        'to an MX host the policy lists',
+    ),
+  ca_file: z
+    .string()
+    .default('')
+    .describe('extra CA (PEM) trusted for outbound TLS and MTA-STS policy fetches, e.g. a private or test CA'),
   dns_servers: dnsServerList().describe('former name of the top-level dns_servers (still accepted)'),
   retry: z
     .array(duration())

@@ -14,6 +14,7 @@ import { BounceNotifier } from '../bounce/notifier.js';
 import { InboundChecks } from '../checks/inbound.js';
 import { LocalDelivery } from '../delivery/local.js';
 import { SubmissionSigner } from '../dkim/submission.js';
+import { Srs } from '../forward/srs.js';
 import { routeAddresses } from '../delivery/route.js';
 import type { Logger } from '../log.js';
 import { countHops } from '../message/hops.js';
@@ -63,10 +64,12 @@ export function buildComponents(
   loaded: Loaded,
   paths: StatePaths,
   acme: AcmeCertificates | null,
+  srsSecret: Buffer,
   logger: Logger,
   accountHelper: AccountHelper | null = null,
 ): Components {
   const { config } = loaded;
+  const srs = new Srs(srsSecret);
   // sessions wait for this: the listeners are bound before the mail is safe to touch
   let open!: () => void;
   const ready = new Promise<void>((resolve) => {
@@ -100,6 +103,7 @@ export function buildComponents(
     ...liveSettings.policy(config),
     directory: () => loaded.directory,
     mailboxSize: (user) => local.mailboxSize(user),
+    reverseSrs: (localPart) => srs.reverse(localPart),
   });
   const signer = new SubmissionSigner(() => ({ keys: loaded.dkim, hostname: loaded.config.hostname }), logger);
   const injector = new Injector({
@@ -108,7 +112,13 @@ export function buildComponents(
     route: (addresses) => routeAddresses(addresses, { ...routing, directory: loaded.directory }),
     onQueued: (entry) => manager.add(entry),
   });
-  const remote = new RemoteDelivery({ ...liveSettings.remote(config), store, logger });
+  const remote = new RemoteDelivery({
+    ...liveSettings.remote(config),
+    store,
+    logger,
+    srs,
+    sealingKey: () => loaded.dkim.forDomain(loaded.config.hostname)?.rsa,
+  });
   const manager: QueueManager = new QueueManager({
     ...liveSettings.queue(config),
     store,

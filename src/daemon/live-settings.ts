@@ -87,10 +87,13 @@ export const liveSettings: { [Part in LivePart]: (config: Config) => LiveSetting
   pickup: (config) => ({ messageSizeLimit: config.message_size_limit }),
   remote: (config) => ({
     hostname: config.hostname,
+    isLocalDomain: localDomainMatcher(config),
     relayhost: config.relay.relayhost,
     relayhostUser: config.relay.relayhost_user,
     relayhostPasswordFile: config.relay.relayhost_password_file,
     tlsSecurity: config.relay.tls_security,
+    mtaSts: config.relay.mta_sts,
+    caFile: config.relay.ca_file,
     dnsServers: config.dns_servers,
     connectTimeoutMs: durationMs(config.relay.connect_timeout),
     timeoutMs: durationMs(config.relay.timeout),

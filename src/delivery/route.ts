@@ -20,7 +20,9 @@ export interface RoutingContext {
 export function deliveriesFor(address: string, resolution: { local: string[]; remote: string[] }): ResolvedRecipient[] {
   return [
     ...resolution.local.map((user): ResolvedRecipient => ({ address, target: { kind: 'local', user } })),
-    ...resolution.remote.map((remote): ResolvedRecipient => ({ address: remote, target: { kind: 'remote' } })),
+    ...resolution.remote.map(
+      (remote): ResolvedRecipient => ({ address: remote, target: { kind: 'remote', forwarded: true } }),
+    ),
   ];
 }
 

@@ -14,7 +14,8 @@ export interface ClientInfo {
   uid?: number;
 }
 
-export type RecipientTarget = { kind: 'local'; user: string } | { kind: 'remote' };
+/** `forwarded`: an alias here sends it on (README, "Forwarding: SRS and ARC"): SRS and an ARC seal on the way out. */
+export type RecipientTarget = { kind: 'local'; user: string } | { kind: 'remote'; forwarded?: boolean };
 
 /** One delivery a recipient address leads to (a user here, or a remote address). */
 export interface ResolvedRecipient {

@@ -6,6 +6,7 @@
 // every recipient. A remote problem is a result, never an exception; every wait is bounded by
 // connect_timeout (connecting, greeting, STARTTLS) or timeout (each reply).
 import { isIP } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import SMTPConnection, {
   type SMTPConnectionEnvelope,
@@ -23,6 +24,10 @@ export interface SmtpClientSettings {
   /** our name in EHLO */
   hostname: string;
   tlsSecurity: Config['relay']['tls_security'];
+  /** the CAs a server certificate may chain to (the system's plus relay.ca_file); undefined: the system's */
+  ca?: string[];
+  /** told when a session holds without a verified TLS connection (MTA-STS testing mode logs it) */
+  onUnverifiedTls?: (where: string, reason: string) => void;
   /** relayhost credentials; null: no AUTH */
   auth: { user: string; pass: string } | null;
   /** for connecting, the greeting and STARTTLS together */
@@ -154,6 +159,12 @@ async function openSession(destination: Destination, settings: SmtpClientSetting
     await hangUp(connection, true, settings.timeoutMs);
     return { ok: false, failure: refusal };
   }
+  if (settings.onUnverifiedTls) {
+    // nodemailer keeps the socket (after STARTTLS, the TLS one) in a field it does not declare
+    const socket = (connection as unknown as { _socket: TLSSocket })._socket;
+    if (!connection.secure) settings.onUnverifiedTls(where, 'no TLS');
+    else if (!socket.authorized) settings.onUnverifiedTls(where, String(socket.authorizationError));
+  }
   return { ok: true, connection, capabilities };
 }
 
@@ -170,7 +181,7 @@ async function connect(
     servername: isIP(destination.host) === 0 ? destination.host : undefined,
     name: settings.hostname,
     ignoreTLS: plaintext,
-    tls: { rejectUnauthorized: settings.tlsSecurity === 'verify' },
+    tls: { rejectUnauthorized: settings.tlsSecurity === 'verify', ...(settings.ca ? { ca: settings.ca } : {}) },
     connectionTimeout: settings.connectTimeoutMs,
     greetingTimeout: settings.connectTimeoutMs,
     socketTimeout: settings.timeoutMs,

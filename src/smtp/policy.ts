@@ -1,7 +1,8 @@
 // What the SMTP side may accept, decided in one place: which domains are local, which
 // recipients exist (users and aliases), who may relay (mynetworks and logged-in users), which
 // senders a logged-in user may use, and which senders and HELO names are safe to write into a
-// From_ line or a header. Every refusal carries its SMTP reply.
+// From_ line or a header. An SRS address at the hostname stands for the sender of forwarded mail.
+// Every refusal carries its SMTP reply.
 import type { DomainMatcher } from '../config/domains.js';
 import type { NetworkMatcher } from '../config/networks.js';
 import { isEnvelopeSafe, MAX_ADDRESS_LENGTH, splitAddress } from '../message/address.js';
@@ -32,6 +33,8 @@ export interface PolicyOptions {
   directory: () => RecipientDirectory;
   mailboxSizeLimit: number;
   mailboxSize: (user: string) => Promise<number>;
+  /** an SRS0 local part → the sender it stands for; null: forged or expired; undefined: not SRS (forward/srs.ts) */
+  reverseSrs: (localPart: string) => string | null | undefined;
 }
 
 export class SmtpPolicy {
@@ -91,6 +94,16 @@ export class SmtpPolicy {
     if (!this.options.isLocalDomain(domain)) {
       if (this.mayRelay(client)) return [{ address, target: { kind: 'remote' } }];
       throw new SmtpReplyError(554, `5.7.1 <${address}>: Relay access denied`);
+    }
+    if (domain.toLowerCase() === this.options.hostname.toLowerCase()) {
+      const original = this.options.reverseSrs(localPart);
+      if (original === null)
+        throw new SmtpReplyError(550, `5.1.1 <${address}>: Recipient address rejected: invalid or expired SRS address`);
+      // a bounce to a sender whose mail an alias forwarded: it goes back to that sender
+      if (original !== undefined)
+        return this.options.isLocalDomain(splitAddress(original)!.domain)
+          ? this.checkRecipient(original, client)
+          : [{ address: original, target: { kind: 'remote' } }];
     }
     const resolved = await this.options.directory().resolve(localPart);
     if (!resolved) {

@@ -1,13 +1,14 @@
-// An independent DKIM verifier for tests: Debian's python3-dkim (dkimpy), its DNS lookups sent
-// to the test DNS server (dkimverify itself has no resolver option). Checks every
-// DKIM-Signature of a message and says, for each, its d=, s=, a=, h= and whether it verified.
+// An independent DKIM and ARC verifier for tests: Debian's python3-dkim (dkimpy), its DNS lookups
+// sent to the test DNS server (dkimverify itself has no resolver option). Checks every
+// DKIM-Signature of a message and says, for each, its d=, s=, a=, h= and whether it verified;
+// or checks the message's ARC chain (dkim.arc_verify) and says its cv= result.
 // Asynchronous: the test DNS server usually runs in the test's own process, which must go on
 // answering while the verifier waits.
 import { spawn } from 'node:child_process';
 
 const PYTHON = '/usr/bin/python3';
 
-const SCRIPT = `
+const DNS_FUNCTION = `
 import json, sys
 import dkim, dkim.util, dns.resolver
 resolver = dns.resolver.Resolver(configure=False)
@@ -24,6 +25,9 @@ def dnsfunc(name, timeout=5):
             return b''.join(list(rrset.items)[0].strings)
     return None
 message = sys.stdin.buffer.read()
+`;
+
+const DKIM_SCRIPT = `${DNS_FUNCTION}
 headers, _ = dkim.rfc822_parse(message)
 signatures = [value for name, value in headers if name.lower() == b'dkim-signature']
 checker = dkim.DKIM(message)
@@ -35,6 +39,19 @@ for index, value in enumerate(signatures):
 print(json.dumps(results))
 `;
 
+const ARC_SCRIPT = `${DNS_FUNCTION}
+cv, results, reason = dkim.arc_verify(message, dnsfunc=dnsfunc)
+print(json.dumps({'cv': cv.decode(), 'reason': reason, 'instances': len(results)}))
+`;
+
+export interface ArcCheck {
+  /** the chain's validation: "pass", "fail" or "none" */
+  cv: string;
+  reason: string;
+  /** ARC sets checked */
+  instances: number;
+}
+
 export interface SignatureCheck {
   d: string;
   s: string;
@@ -45,8 +62,17 @@ export interface SignatureCheck {
 
 /** Every DKIM-Signature of `message` (CRLF line ends), checked against the records `dnsServer` ("ip:port") serves. */
 export async function verifyDkim(message: Buffer, dnsServer: string): Promise<SignatureCheck[]> {
+  return JSON.parse(await runPython(DKIM_SCRIPT, message, dnsServer)) as SignatureCheck[];
+}
+
+/** The ARC chain of `message` (CRLF line ends), checked against the records `dnsServer` ("ip:port") serves. */
+export async function verifyArc(message: Buffer, dnsServer: string): Promise<ArcCheck> {
+  return JSON.parse(await runPython(ARC_SCRIPT, message, dnsServer)) as ArcCheck;
+}
+
+async function runPython(script: string, message: Buffer, dnsServer: string): Promise<string> {
   const colon = dnsServer.lastIndexOf(':');
-  const child = spawn(PYTHON, ['-c', SCRIPT, dnsServer.slice(0, colon), dnsServer.slice(colon + 1)]);
+  const child = spawn(PYTHON, ['-c', script, dnsServer.slice(0, colon), dnsServer.slice(colon + 1)]);
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (text: string) => {
@@ -61,5 +87,5 @@ export async function verifyDkim(message: Buffer, dnsServer: string): Promise<Si
     child.once('close', resolve);
   });
   if (code !== 0) throw new Error(`python3-dkim failed (${code}): ${stderr}`);
-  return JSON.parse(stdout) as SignatureCheck[];
+  return stdout;
 }
