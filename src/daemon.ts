@@ -7,7 +7,7 @@ import { systemClock } from './clock.js';
 import type { Config } from './config/schema.js';
 import { buildComponents, type Components } from './daemon/components.js';
 import { bindListeners } from './daemon/listeners.js';
-import { loadFiles } from './daemon/loaded.js';
+import { type Loaded, loadFiles } from './daemon/loaded.js';
 import { loadSrsSecret } from './forward/srs.js';
 import { Monitoring } from './daemon/monitoring.js';
 import { phase } from './daemon/phase.js';
@@ -50,8 +50,10 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   await phase('load queue', () => startQueue(parts));
   await phase('start pickup', () => {
     parts.pickup.start();
-    // set before the pid file names this process, so the signal never finds the default action
+    // set before the ready line and the pid file name this process, so no signal finds its
+    // default action (for SIGHUP: the end of the process)
     answerQueueSignal(parts, paths, logger);
+    answerReloadAndStop(configFile, loaded, parts, paths, acme, monitoring, logger);
   });
   await phase('ready', async () => {
     await announceReady(parts, loaded, paths, logger);
@@ -61,7 +63,18 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
     parts.useCertificate(tls);
     await monitoring.certificateChanged();
   });
+}
 
+/** SIGHUP reloads (daemon/reload.ts); SIGTERM and SIGINT stop gracefully (daemon/stop.ts). */
+function answerReloadAndStop(
+  configFile: string,
+  loaded: Loaded,
+  parts: Components,
+  paths: StatePaths,
+  acme: AcmeCertificates | null,
+  monitoring: Monitoring,
+  logger: Logger,
+): void {
   process.on('SIGHUP', () => {
     monitoring.reloading();
     reload(configFile, loaded, parts.reconfigure, acme, logger).then(

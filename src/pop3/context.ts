@@ -31,6 +31,8 @@ export interface SessionContext {
 /** Which session holds which user's mailbox: one at a time per user (RFC 1939's exclusive access). */
 export class MailboxClaims {
   private readonly holders = new Map<string, object>();
+  /** sessions letting go of a mailbox (removing its session lock): done when the claim is free */
+  private readonly leaving = new Map<string, Promise<void>>();
 
   /** Takes `user`'s mailbox for `holder`; false when another session holds it. */
   claim(user: string, holder: object): boolean {
@@ -42,6 +44,27 @@ export class MailboxClaims {
   /** Lets go of `user`'s mailbox, if `holder` has it. */
   release(user: string, holder: object): void {
     if (this.holders.get(user) === holder) this.holders.delete(user);
+  }
+
+  /**
+   * Lets go of `user`'s mailbox once `done` settles (the session lock removed), so a client that
+   * hangs up and logs in again at once is not told the mailbox is in use by its own old session.
+   */
+  releaseAfter(user: string, holder: object, done: Promise<void>): void {
+    if (this.holders.get(user) !== holder) return;
+    // settles either way: how the removal went is the session's to log
+    const freed = done
+      .catch(() => undefined)
+      .then(() => {
+        this.release(user, holder);
+        if (this.leaving.get(user) === freed) this.leaving.delete(user);
+      });
+    this.leaving.set(user, freed);
+  }
+
+  /** Resolves once a session letting go of `user`'s mailbox has done so (at once when none is). */
+  async settled(user: string): Promise<void> {
+    await this.leaving.get(user);
   }
 
   holderOf(user: string): object | undefined {

@@ -363,6 +363,9 @@ export class Pop3Protocol {
   }
 
   private async openMailbox(user: string): Promise<Pop3Response | null> {
+    await this.ctx.claims.settled(user);
+    // hung up meanwhile: nothing was claimed, nothing to let go
+    if (this.isClosed()) return null;
     if (!this.ctx.claims.claim(user, this)) {
       this.log.info({ user, client: this.client }, 'mailbox in use');
       return line('-ERR [IN-USE] Mailbox is in use by another POP3 session');
@@ -410,20 +413,27 @@ export class Pop3Protocol {
     return line(`+OK ${user} has ${messagesText(count)} (${size} octets)`);
   }
 
+  /** A method, not a test of this.state, so the type checker does not take it as fixed across awaits. */
+  private isClosed(): boolean {
+    return this.state.phase === 'closed';
+  }
+
   /** Lets go of the mailbox: closes its file and removes its session lock; then another session may claim it. */
   private async release(): Promise<void> {
     const { held } = this;
     if (held === null) return;
     this.held = null;
     held.mailbox?.close();
-    try {
-      await held.sessionLock?.release();
-    } catch (err) {
-      // a lock left behind goes stale: its refresh has stopped
-      this.log.warn({ user: held.user, err: (err as Error).message }, 'cannot remove the POP3 session lock');
-    } finally {
-      this.ctx.claims.release(held.user, this);
-    }
+    const removed = (async () => {
+      try {
+        await held.sessionLock?.release();
+      } catch (err) {
+        // a lock left behind goes stale: its refresh has stopped
+        this.log.warn({ user: held.user, err: (err as Error).message }, 'cannot remove the POP3 session lock');
+      }
+    })();
+    this.ctx.claims.releaseAfter(held.user, this, removed);
+    await removed;
   }
 
   // ---------------------------------------------------------------- TRANSACTION
