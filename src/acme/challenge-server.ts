@@ -5,7 +5,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ListenAddress } from '../config/units.js';
 import type { Logger } from '../log.js';
-import { HttpListeners } from '../net/http-listener.js';
+import { HttpListeners, reply } from '../net/http-listener.js';
 
 const CHALLENGE_PATH = /^\/\.well-known\/acme-challenge\/([A-Za-z0-9_-]{1,256})$/;
 const LIMITS = {
@@ -49,9 +49,4 @@ export class ChallengeServer {
     else if (keyAuthorization === undefined) reply(response, 404, 'not found\n');
     else reply(response, 200, keyAuthorization);
   }
-}
-
-function reply(response: ServerResponse, status: number, body: string): void {
-  response.writeHead(status, { 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) });
-  response.end(body);
 }

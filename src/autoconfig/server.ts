@@ -7,7 +7,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpListenAddress } from '../config/units.js';
 import type { Logger } from '../log.js';
-import { HttpListeners } from '../net/http-listener.js';
+import { HttpListeners, reply } from '../net/http-listener.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { autodiscoverXml, requestedAddress } from './autodiscover.js';
 import { clientConfigXml } from './client-config.js';
@@ -74,13 +74,9 @@ export class AutoconfigServer {
       })
       .then((answer) => {
         if (answer === null) return;
-        const body = Buffer.from(answer.body);
-        response.writeHead(answer.status, {
-          'Content-Type': answer.status === 200 ? 'application/xml; charset=utf-8' : 'text/plain; charset=utf-8',
-          'Content-Length': body.length,
-          ...answer.headers,
-        });
-        response.end(body);
+        const xml: Record<string, string> =
+          answer.status === 200 ? { 'Content-Type': 'application/xml; charset=utf-8' } : {};
+        reply(response, answer.status, answer.body, { ...xml, ...answer.headers });
         this.options.logger.info(
           {
             client: request.socket.remoteAddress,

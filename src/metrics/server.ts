@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseListen } from '../config/units.js';
 import type { Logger } from '../log.js';
-import { HttpListeners } from '../net/http-listener.js';
+import { HttpListeners, reply } from '../net/http-listener.js';
 
 const LIMITS = {
   maxHeaderBytes: 8 * 1024,
@@ -82,13 +82,4 @@ function answer(request: IncomingMessage, response: ServerResponse, endpoints: M
   } else {
     reply(response, 404, 'not found: try /metrics or /healthz\n');
   }
-}
-
-function reply(response: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
-  response.writeHead(status, {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-    ...headers,
-  });
-  response.end(body);
 }

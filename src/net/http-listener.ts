@@ -3,7 +3,8 @@
 // connections per listener, optionally a deadline on each connection from its accept (TLS
 // handshake included), "https://" addresses over the certificate loaded now, a listener error
 // logged rather than fatal, and a close that cuts every connection. Bound at start, before the
-// privilege drop. What each service answers stays in its own module (the `handle` function).
+// privilege drop. What each service answers stays in its own module (the `handle` function);
+// `reply` writes a whole answer.
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
@@ -136,4 +137,19 @@ export class HttpListeners {
       (err: Error) => logger.info({ client: socket.remoteAddress, err: err.message }, `${name} TLS handshake failed`),
     );
   }
+}
+
+/** Answers `body` (plain text unless `headers` name another Content-Type) with its length. */
+export function reply(
+  response: ServerResponse,
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+): void {
+  response.writeHead(status, {
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+    ...headers,
+  });
+  response.end(body);
 }
