@@ -58,7 +58,8 @@ export class HttpListeners {
     // plain HTTP: the HTTP server listens itself, so that Node checks its header and request
     // timeouts; HTTPS: a TCP listener hands each connection to it once the handshake is done
     const server = https ? createNetServer((socket) => this.acceptTls(socket, parser)) : parser;
-    if (!https) server.on('connection', (socket: Socket) => this.track(socket, false));
+    if (!https)
+      server.on('connection', (socket: Socket) => this.track(socket, this.options.limits.connectionDeadlineMs));
     server.maxConnections = this.options.limits.maxConnections;
     this.listeners.push(server);
     const { name, logger } = this.options;
@@ -102,17 +103,12 @@ export class HttpListeners {
     return server;
   }
 
-  /**
-   * Counts the connection until it closes and starts its deadline. Over TLS, where the HTTP
-   * server does not listen and so never checks its own timeouts, the deadline is at least the
-   * request timeout.
-   */
-  private track(socket: Socket, tls: boolean): void {
-    const { name, logger, limits } = this.options;
+  /** Counts the connection until it closes and cuts it `deadlineMs` after now, if given. */
+  private track(socket: Socket, deadlineMs: number | undefined): void {
+    const { name, logger } = this.options;
     // the HTTP parser or the TLS socket over it reports what matters; a reset just closes it
     socket.on('error', (err) => logger.debug({ err: err.message }, `${name} socket error`));
     this.connections.add(socket);
-    const deadlineMs = limits.connectionDeadlineMs ?? (tls ? limits.requestTimeoutMs : undefined);
     const deadline = deadlineMs === undefined ? undefined : setTimeout(() => socket.destroy(), deadlineMs);
     socket.once('close', () => {
       clearTimeout(deadline);
@@ -120,17 +116,21 @@ export class HttpListeners {
     });
   }
 
-  /** Hands the connection to the HTTP server once its TLS handshake is done. */
+  /**
+   * Hands the connection to the HTTP server once its TLS handshake is done. The HTTP server
+   * does not listen here, so it never checks its own timeouts: a TLS connection always has a
+   * deadline, the request timeout when none is set.
+   */
   private acceptTls(socket: Socket, parser: Server): void {
-    this.track(socket, true);
+    const { limits, name, logger } = this.options;
+    const deadlineMs = limits.connectionDeadlineMs ?? limits.requestTimeoutMs;
+    this.track(socket, deadlineMs);
     const context = this.options.tls?.() ?? null;
     if (context === null) {
       socket.destroy();
       return;
     }
-    const { limits, name, logger } = this.options;
-    const handshakeMs = limits.connectionDeadlineMs ?? limits.requestTimeoutMs;
-    const { socket: secure, handshake } = acceptTls(socket, context, handshakeMs);
+    const { socket: secure, handshake } = acceptTls(socket, context, deadlineMs);
     socket.once('close', () => secure.destroy());
     handshake.then(
       () => parser.emit('connection', secure),

@@ -1,11 +1,12 @@
 // src/net/http-listener.ts over real loopback sockets: requests reach the service's handler,
 // oversized headers get 431, slow headers 408 (Node's own timeouts, checked because the HTTP
 // server listens), the connection cap and deadline cut connections, HTTPS serves the context
-// given now (and closes without one), close() cuts open connections, a taken port is an error.
+// given now (and closes without one) and always has a deadline, close() cuts open connections,
+// a taken port is an error.
 import assert from 'node:assert/strict';
 import { connect as connectTcp, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { connect as connectTls, createSecureContext, type SecureContext } from 'node:tls';
+import { connect as connectTls, createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import { pino } from 'pino';
 import { type HttpLimits, HttpListeners } from '../../src/net/http-listener.js';
 import { generateSelfSigned } from '../../src/tls/selfsigned.js';
@@ -55,6 +56,17 @@ function connected(port: number): Promise<Socket> {
     const socket = connectTcp({ host: '127.0.0.1', port }, () => resolve(socket));
     socket.once('error', reject);
   });
+}
+
+/** A TLS connection to `port` whose handshake is done, trusting `ca`. */
+async function handshaken(port: number, ca: string): Promise<TLSSocket> {
+  const secure = connectTls({ host: '127.0.0.1', port, servername: 'localhost', ca });
+  await withTimeout(
+    new Promise((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject)),
+    HANG_GUARD_MS,
+    'no TLS handshake',
+  );
+  return secure;
 }
 
 test('a request reaches the handler; headers over the limit get 431', async (t) => {
@@ -107,14 +119,19 @@ test('HTTPS: served with the context given now; closed without one', async (t) =
   let context: SecureContext | null = createSecureContext(pem);
   const { listeners, port } = await start({ connectionDeadlineMs: 30_000 }, () => context);
   t.after(() => listeners.close());
-  const secure = connectTls({ host: '127.0.0.1', port, servername: 'localhost', ca: pem.cert });
-  await withTimeout(
-    new Promise((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject)),
-    HANG_GUARD_MS,
-    'no TLS handshake',
-  );
+  const secure = await handshaken(port, pem.cert);
   const answer = await received(secure as unknown as Socket, 'GET /tls HTTP/1.1\r\nHost: a\r\n\r\n');
   assert.match(answer, /^HTTP\/1\.1 200 [^]*hello \/tls\n$/);
   context = null;
   assert.equal(await received(await connected(port)), '', 'without a certificate the connection is closed');
+});
+
+test('HTTPS without a connection deadline: a connection is cut at the request timeout', async (t) => {
+  const pem = await generateSelfSigned('localhost');
+  const { listeners, port } = await start({ headersTimeoutMs: 300, requestTimeoutMs: 300 }, () =>
+    createSecureContext(pem),
+  );
+  t.after(() => listeners.close());
+  const secure = await handshaken(port, pem.cert);
+  assert.equal(await received(secure as unknown as Socket), '', 'a client that sends no request after TLS is cut');
 });
