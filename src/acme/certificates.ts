@@ -18,7 +18,7 @@ import { AcmeStore } from './store.js';
 export type UseCertificate = (credentials: TlsCredentials) => void | Promise<void>;
 
 export class AcmeCertificates {
-  private readonly challenges = new ChallengeServer();
+  private readonly challenges: ChallengeServer;
   private schedule: RenewalSchedule | null = null;
 
   private constructor(
@@ -33,7 +33,9 @@ export class AcmeCertificates {
      * names, else a temporary self-signed one
      */
     private readonly interim: TlsCredentials,
-  ) {}
+  ) {
+    this.challenges = new ChallengeServer(logger);
+  }
 
   /** Reads the stored certificate and the extra CA; null when ACME is off (`acme.directory = ""`). */
   static async open(config: Config, acmeDir: string, logger: Logger): Promise<AcmeCertificates | null> {

@@ -4,16 +4,10 @@
 // HTTP, or HTTPS with the mail certificate as loaded now (a SIGHUP or an ACME renewal applies
 // from the next handshake on). Bounded: 8 KiB of headers, 16 KiB of body, one request per
 // connection, which lives 10 s at most, TLS handshake included; 64 connections per listener.
-import {
-  createServer as createHttpServer,
-  type Server as HttpServer,
-  type IncomingMessage,
-  type ServerResponse,
-} from 'node:http';
-import { createServer as createNetServer, type Server, type Socket } from 'node:net';
-import { type HttpListenAddress, listenOptions } from '../config/units.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { HttpListenAddress } from '../config/units.js';
 import type { Logger } from '../log.js';
-import { acceptTls } from '../pop3/tls.js';
+import { HttpListeners, reply } from '../net/http-listener.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { autodiscoverXml, requestedAddress } from './autodiscover.js';
 import { clientConfigXml } from './client-config.js';
@@ -22,10 +16,16 @@ import { accountQuery, type MailSite } from './site.js';
 const CLIENT_CONFIG_PATHS = new Set(['/mail/config-v1.1.xml', '/.well-known/autoconfig/mail/config-v1.1.xml']);
 /** matched without regard to case: Outlook spells it /Autodiscover/Autodiscover.xml too */
 const AUTODISCOVER_PATH = '/autodiscover/autodiscover.xml';
-const MAX_HEADER_BYTES = 8192;
 const MAX_BODY_BYTES = 16_384;
 const CONNECTION_DEADLINE_MS = 10_000;
-const MAX_CONNECTIONS = 64;
+const LIMITS = {
+  maxHeaderBytes: 8192,
+  headersTimeoutMs: CONNECTION_DEADLINE_MS,
+  requestTimeoutMs: CONNECTION_DEADLINE_MS,
+  maxRequestsPerConnection: 1,
+  maxConnections: 64,
+  connectionDeadlineMs: CONNECTION_DEADLINE_MS,
+};
 
 export interface AutoconfigOptions {
   /** what to announce, as it is now */
@@ -42,66 +42,26 @@ interface Answer {
 }
 
 export class AutoconfigServer {
-  private readonly http: HttpServer;
-  private readonly listeners: Server[] = [];
-  private readonly connections = new Set<Socket>();
+  private readonly listeners: HttpListeners;
 
   constructor(private readonly options: AutoconfigOptions) {
-    this.http = createHttpServer({ maxHeaderSize: MAX_HEADER_BYTES }, (request, response) =>
-      this.serve(request, response),
-    );
-    this.http.maxRequestsPerSocket = 1;
+    this.listeners = new HttpListeners({
+      name: 'autoconfig',
+      limits: LIMITS,
+      handle: (request, response) => this.serve(request, response),
+      logger: options.logger,
+      tls: () => options.tls()?.context ?? null,
+    });
   }
 
   /** Binds one more listener (at start, before the privilege drop). */
   listen(address: HttpListenAddress): Promise<void> {
-    const server = createNetServer((socket) => this.accept(socket, address.https));
-    server.maxConnections = MAX_CONNECTIONS;
-    this.listeners.push(server);
-    return new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(listenOptions(address), () => {
-        server.off('error', reject);
-        server.on('error', (err) => this.options.logger.error({ err: err.message }, 'autoconfig listener error'));
-        resolve();
-      });
-    });
+    return this.listeners.listen(address);
   }
 
   /** Stops accepting and closes every connection. */
-  async close(): Promise<void> {
-    const closed = this.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
-    for (const socket of this.connections) socket.destroy();
-    await Promise.all(closed);
-  }
-
-  /** Hands the connection (over TLS once its handshake is done, for HTTPS) to the HTTP parser. */
-  private accept(socket: Socket, https: boolean): void {
-    const { logger } = this.options;
-    // the HTTP parser or the TLS socket over it reports what matters; a reset just closes it
-    socket.on('error', (err) => logger.debug({ err: err.message }, 'autoconfig socket error'));
-    this.connections.add(socket);
-    const deadline = setTimeout(() => socket.destroy(), CONNECTION_DEADLINE_MS);
-    socket.once('close', () => {
-      clearTimeout(deadline);
-      this.connections.delete(socket);
-    });
-    if (!https) {
-      this.http.emit('connection', socket);
-      return;
-    }
-    const credentials = this.options.tls();
-    if (credentials === null) {
-      socket.destroy();
-      return;
-    }
-    const { socket: secure, handshake } = acceptTls(socket, credentials.context, CONNECTION_DEADLINE_MS);
-    socket.once('close', () => secure.destroy());
-    handshake.then(
-      () => this.http.emit('connection', secure),
-      (err: Error) =>
-        logger.info({ client: socket.remoteAddress, err: err.message }, 'autoconfig TLS handshake failed'),
-    );
+  close(): Promise<void> {
+    return this.listeners.close();
   }
 
   private serve(request: IncomingMessage, response: ServerResponse): void {
@@ -114,14 +74,9 @@ export class AutoconfigServer {
       })
       .then((answer) => {
         if (answer === null) return;
-        const body = Buffer.from(answer.body);
-        response.writeHead(answer.status, {
-          'Content-Type': answer.status === 200 ? 'application/xml; charset=utf-8' : 'text/plain; charset=utf-8',
-          'Content-Length': body.length,
-          Connection: 'close',
-          ...answer.headers,
-        });
-        response.end(body);
+        const xml: Record<string, string> =
+          answer.status === 200 ? { 'Content-Type': 'application/xml; charset=utf-8' } : {};
+        reply(response, answer.status, answer.body, { ...xml, ...answer.headers });
         this.options.logger.info(
           {
             client: request.socket.remoteAddress,

@@ -112,7 +112,7 @@ export class Monitoring {
   /** Last step of the stop: the status file goes, the metrics listeners close, systemd has been told. */
   async stopped(): Promise<void> {
     await this.statusFile.remove();
-    this.metrics?.close();
+    await this.metrics?.close();
     await this.systemd.settled();
   }
 

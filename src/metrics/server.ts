@@ -3,17 +3,21 @@
 // else: any other method gets 405, a request with a body 400, any other path 404. Every
 // request is small and short-lived (headers bounded in size and time, a few connections at
 // most), so a stray client cannot hold memory or sockets.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { listenOptions, parseListen } from '../config/units.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { parseListen } from '../config/units.js';
 import type { Logger } from '../log.js';
+import { HttpListeners, reply } from '../net/http-listener.js';
 
-/** Connections open at once on each listener; Prometheus needs one. */
-const MAX_CONNECTIONS = 16;
-const MAX_HEADER_BYTES = 8 * 1024;
-const HEADERS_TIMEOUT_MS = 5_000;
-const REQUEST_TIMEOUT_MS = 10_000;
-/** An idle keep-alive connection is closed after this long. */
-const KEEP_ALIVE_MS = 5_000;
+const LIMITS = {
+  maxHeaderBytes: 8 * 1024,
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  maxRequestsPerConnection: 100,
+  /** an idle keep-alive connection is closed after this long */
+  keepAliveMs: 5_000,
+  /** connections open at once on each listener; Prometheus needs one */
+  maxConnections: 16,
+};
 /** A scrape slower than this (say, a stalled process metric) is answered 503. */
 const SCRAPE_TIMEOUT_MS = 10_000;
 
@@ -25,7 +29,8 @@ export interface MonitoringEndpoints {
 }
 
 export interface MetricsListeners {
-  close(): void;
+  /** stops accepting and closes every connection */
+  close(): Promise<void>;
 }
 
 /** Binds every `[metrics] listen` address (as root, with the other listeners). */
@@ -34,40 +39,19 @@ export async function listenForMetrics(
   endpoints: MonitoringEndpoints,
   logger: Logger,
 ): Promise<MetricsListeners> {
-  const servers: Server[] = [];
+  const listeners = new HttpListeners({
+    name: 'metrics',
+    limits: LIMITS,
+    handle: (request, response) => answer(request, response, endpoints, logger),
+    logger,
+  });
   try {
-    for (const address of addresses) servers.push(await bind(address, endpoints, logger));
+    for (const address of addresses) await listeners.listen(parseListen(address)!);
   } catch (err) {
-    for (const server of servers) server.close();
+    await listeners.close();
     throw err;
   }
-  return {
-    close() {
-      for (const server of servers) server.close();
-    },
-  };
-}
-
-function bind(address: string, endpoints: MonitoringEndpoints, logger: Logger): Promise<Server> {
-  const server = createServer(
-    {
-      maxHeaderSize: MAX_HEADER_BYTES,
-      headersTimeout: HEADERS_TIMEOUT_MS,
-      requestTimeout: REQUEST_TIMEOUT_MS,
-      keepAliveTimeout: KEEP_ALIVE_MS,
-    },
-    (request, response) => answer(request, response, endpoints, logger),
-  );
-  server.maxConnections = MAX_CONNECTIONS;
-  server.maxRequestsPerSocket = 100;
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(listenOptions(parseListen(address)!), () => {
-      server.off('error', reject);
-      server.on('error', (err) => logger.error({ err: err.message, address }, 'metrics listener error'));
-      resolve(server);
-    });
-  });
+  return listeners;
 }
 
 function answer(request: IncomingMessage, response: ServerResponse, endpoints: MonitoringEndpoints, logger: Logger) {
@@ -98,13 +82,4 @@ function answer(request: IncomingMessage, response: ServerResponse, endpoints: M
   } else {
     reply(response, 404, 'not found: try /metrics or /healthz\n');
   }
-}
-
-function reply(response: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
-  response.writeHead(status, {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-    ...headers,
-  });
-  response.end(body);
 }
