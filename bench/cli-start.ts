@@ -1,10 +1,11 @@
 // Start time of the commands cron runs often: `mailsrv sendmail` (one message into the maildrop)
 // and `mailq` (`mailsrv queue` on an empty queue), against `node -e 0` on the same box. Each is
-// run --runs times in turn (after one untimed run of each) on a temp config; prints the median
-// and the fastest wall time of each and the difference to `node -e 0`.
+// run --runs times in turn (after one untimed run of each) on a temp config, under /usr/bin/time
+// (Debian's `time`); prints the median wall time and the median CPU time (user + system: what
+// a busy box does not distort) of each, and how much more than `node -e 0` that is.
 // Usage: npm run build && npx tsx bench/cli-start.ts [--runs 30]
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { percentile } from './util.js';
@@ -52,29 +53,45 @@ const cases: Case[] = [
   { name: 'mailq (mailsrv queue)', args: [mailsrv, 'queue', '-c', config] },
 ];
 
-function runOnce(item: Case): number {
-  const started = performance.now();
-  const result = spawnSync(process.execPath, item.args, { input: item.input ?? '', encoding: 'utf8' });
-  const took = performance.now() - started;
-  if (result.status !== 0) throw new Error(`${item.name} exited ${result.status}: ${result.stderr}`);
-  return took;
+const TIME = '/usr/bin/time';
+if (!existsSync(TIME)) throw new Error(`${TIME} is missing: apt-get install time`);
+const timesFile = join(dir, 'time');
+
+interface Sample {
+  wall: number;
+  cpu: number;
 }
 
-const times = new Map<string, number[]>(cases.map((item) => [item.name, []]));
+function runOnce(item: Case): Sample {
+  const started = performance.now();
+  const result = spawnSync(TIME, ['-o', timesFile, '-f', '%U %S', process.execPath, ...item.args], {
+    input: item.input ?? '',
+    encoding: 'utf8',
+  });
+  const wall = performance.now() - started;
+  if (result.status !== 0) throw new Error(`${item.name} exited ${result.status}: ${result.stderr}`);
+  const [user, system] = readFileSync(timesFile, 'utf8').trim().split(' ').map(Number) as [number, number];
+  return { wall, cpu: (user + system) * 1000 };
+}
+
+const samples = new Map<string, Sample[]>(cases.map((item) => [item.name, []]));
 for (const item of cases) runOnce(item);
-for (let i = 0; i < runs; i++) for (const item of cases) times.get(item.name)!.push(runOnce(item));
+for (let i = 0; i < runs; i++) for (const item of cases) samples.get(item.name)!.push(runOnce(item));
 rmSync(dir, { recursive: true, force: true });
 
-const baseline = median(times.get('node -e 0')!);
-console.log(`node ${process.version}, ${runs} runs each`);
-console.log('command                     median    fastest   median - node -e 0');
+const ms = (value: number) => `${value.toFixed(0).padStart(6)} ms`;
+const baseline = samples.get('node -e 0')!;
+const baseWall = median(baseline.map((s) => s.wall));
+const baseCpu = median(baseline.map((s) => s.cpu));
+console.log(`node ${process.version}, ${runs} runs each; medians (CPU: user + system, 10 ms steps)`);
+console.log('command                       wall   over node      CPU   over node');
 for (const item of cases) {
-  const values = times.get(item.name)!;
-  const extra = item.name === 'node -e 0' ? '' : `${(median(values) - baseline).toFixed(0).padStart(6)} ms`;
+  const wall = median(samples.get(item.name)!.map((s) => s.wall));
+  const cpu = median(samples.get(item.name)!.map((s) => s.cpu));
+  const first = item.name === 'node -e 0';
   console.log(
-    `${item.name.padEnd(26)}${median(values).toFixed(0).padStart(6)} ms${Math.min(...values)
-      .toFixed(0)
-      .padStart(7)} ms   ${extra}`,
+    `${item.name.padEnd(24)}${ms(wall)}${first ? ' '.repeat(12) : ms(wall - baseWall)}${ms(cpu)}` +
+      `${first ? '' : ms(cpu - baseCpu)}`,
   );
 }
 

@@ -48,7 +48,7 @@ const MIGRATED =
   'From old@client.test Thu Nov 26 10:00:00 2026\n' +
   'Return-Path: <old@client.test>\nX-UIDL: dovecot-uidl-0001\nSubject: from the old server\n\nkept\n\n';
 
-test('a backup of a running daemon restored into fresh directories: same mail, same UIDLs, queue delivered', async (t) => {
+test('a backup of a running daemon restored in fresh directories: same mail and UIDLs, queue delivered', async (t) => {
   const before = await makePop3Env();
   t.after(() => before.cleanup());
   const backupDir = mkdtempSync(join(tmpdir(), 'mailsrv-backup-'));
