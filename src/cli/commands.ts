@@ -26,8 +26,12 @@ export const COMMAND_FILES: CommandFile[] = [
   { names: ['report'], load: async () => (await import('./report.js')).registerReportCommand },
 ];
 
-/** The files to load for a command line naming `command`: its own, or all of them (help, errors). */
+/** The options that need no command file (`--version`, printed by main.ts). */
+const NEEDS_NO_COMMAND = new Set(['--version', '-V']);
+
+/** The files to load for a command line naming `command`: its own, none for --version, or all (help, errors). */
 export function commandFilesFor(command: string | undefined): CommandFile[] {
+  if (command !== undefined && NEEDS_NO_COMMAND.has(command)) return [];
   const own = COMMAND_FILES.filter((file) => command !== undefined && file.names.includes(command));
   return own.length > 0 ? own : COMMAND_FILES;
 }

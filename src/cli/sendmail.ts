@@ -4,11 +4,11 @@
 // make no sense here are accepted and ignored as Postfix does (-oem, -odi, -B8BITMIME, -N ...).
 // The message from stdin is left in the maildrop (see src/queue/drop-dir.ts), which works for
 // every local user whether or not the daemon runs; the exit status is 0 only once it is there.
+import { createRequire } from 'node:module';
 import { userInfo } from 'node:os';
 import { Readable } from 'node:stream';
 import type { Command } from 'commander';
 import addressparser from 'nodemailer/lib/addressparser';
-import { encodeWord } from 'nodemailer/lib/mime-funcs';
 import type { Config } from '../config/schema.js';
 import { rfc5322Date } from '../message/date.js';
 import { isErrno } from '../fsutil.js';
@@ -24,6 +24,8 @@ import { loadConfigOrExit } from './load-config.js';
 const VALUE_OPTIONS = new Set('ABCFLNORVXbcefhopqr');
 /** Postfix sendmail's options without a value. */
 const FLAG_OPTIONS = new Set('GIUimntvx');
+/** Loaded only for a -F name that must be MIME-encoded: it costs ~10 ms of every start (README "Performance"). */
+const requireLazily = createRequire(import.meta.url);
 /** Longest -F full name. */
 const MAX_FULL_NAME = 256;
 
@@ -297,5 +299,6 @@ function missingHeaders(present: Set<string>, from: string, fullName: string | u
 function displayName(name: string): string {
   if (/^[\w !#$%&'*+\-/=?^`{|}~]+$/.test(name)) return name;
   if (/^[\x20-\x7e]*$/.test(name)) return `"${name.replace(/[\\"]/g, '\\$&')}"`;
+  const { encodeWord } = requireLazily('nodemailer/lib/mime-funcs') as typeof import('nodemailer/lib/mime-funcs');
   return encodeWord(name, 'Q', 52);
 }
