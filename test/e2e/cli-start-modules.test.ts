@@ -36,12 +36,18 @@ function assertOnlyTheCommand(files: string[], command: string): void {
     `only commander from node_modules (built with \`npm run build\`?): ${packages.join(', ')}`,
   );
   const own = files.filter((f) => !f.includes('node_modules/')).sort();
-  const expected = ['bin/mailsrv', 'dist/cli/commands.js', 'dist/cli/main.js', `dist/cli/${command}.js`];
+  const expected = [
+    'bin/mailsrv',
+    'dist/cli/commands.js',
+    'dist/cli/main.js',
+    'dist/cli/program.js',
+    `dist/cli/${command}.js`,
+  ].sort();
   const chunks = own.filter((f) => /^dist\/cli\/chunk-\w+\.js$/.test(f));
   assert.deepEqual(
     own.filter((f) => !chunks.includes(f) && f !== 'dist/version.js'),
     expected,
-    `the launcher, main, the commands table and the bundled ${command}.js only ` +
+    `the launcher, main, the program, the commands table and the bundled ${command}.js only ` +
       `(built with \`npm run build\`, which bundles them?): ${own.join(', ')}`,
   );
   assert.equal(chunks.length, 1, 'one shared chunk');
