@@ -1,5 +1,5 @@
 // E2E: SIGHUP while a session is open on every listener (MX, submission, smtps, pop3, pop3s).
-// The reload brings a new user, a new alias, a new certificate and new limits; no session is
+// The reload brings a new user, a new alias, a new certificate, new limits and a check mode; no session is
 // dropped, each goes on working and sees what changed: the open MX session delivers to the new
 // user and alias and is held to the new recipient limit and size, the open submission session
 // logs in as the new user, the open TLS sessions keep their old certificate while new
@@ -28,6 +28,7 @@ import {
   readMailbox,
   runCli,
   SmtpClient,
+  sendRaw,
 } from './harness.js';
 
 const addr = (user: string) => `${user}@${DOMAIN}`;
@@ -72,14 +73,30 @@ test('SIGHUP with a session open on every listener: nothing dropped, every chang
   assert.match(await pop3s.client.cmd('USER bob'), /^\+OK/);
   assert.match(await pop3s.client.cmd('PASS secret-pw'), /^\+OK/);
   const oldCertificate = fingerprint(pop3s.socket);
+  // mail from outside mynetworks before the reload: the inbound checks are off
+  const authResults = async (subject: string) => {
+    const sent = await sendRaw(env.port, {
+      from: 'someone@elsewhere.test',
+      to: [addr('bob')],
+      message: crlf(`Subject: ${subject}`, '', 'hello'),
+    });
+    await daemon.waitForLog((e) => e.msg === 'delivered' && e.queueId === sent.queueId, 10_000, subject);
+    const stored = readMailbox(env.mailbox('bob')).messages.map((m) => m.body.toString('latin1'));
+    const header = stored.find((text) => text.includes(`Subject: ${subject}`))!.split('\n\n')[0]!;
+    const folded = header.match(/^Authentication-Results: .*(\n[ \t].*)*/m)?.[0];
+    return folded === undefined ? null : folded.replace(/\n[ \t]+/g, ' ');
+  };
+  assert.equal(await authResults('checks off'), null);
 
-  // the changes: a user, an alias, a certificate, limits
+  // the changes: a user, an alias, a certificate, limits, a check mode
   await appendFile(env.usersFile, `dave:${await passwordHash()}\n`);
   await appendFile(env.aliasesFile, 'team: dave, alice\n');
   const fresh = await generateSelfSigned(HOSTNAME, 60);
   await writeFile(env.tls!.certFile, fresh.cert);
   await writeFile(env.tls!.keyFile, fresh.key);
-  await env.writeConfig(deepMerge(env.config, { message_size_limit: 5000, smtp: { max_recipients: 2 } }));
+  await env.writeConfig(
+    deepMerge(env.config, { message_size_limit: 5000, smtp: { max_recipients: 2 }, checks: { dkim: 'tag' } }),
+  );
   daemon.child.kill('SIGHUP');
   await daemon.waitForLog((e) => e.msg.startsWith('reloaded'), 10_000, '"reloaded"');
 
@@ -96,6 +113,9 @@ test('SIGHUP with a session open on every listener: nothing dropped, every chang
   assert.equal(readMailbox(env.mailbox('dave')).messages.length, 1);
   assert.equal(readMailbox(env.mailbox('alice')).messages.length, 1);
   assert.equal((await mx.cmd('MAIL FROM:<sender@client.test> SIZE=6000')).code, 552);
+
+  // the check mode: mail from outside now gets its Authentication-Results
+  assert.equal(await authResults('checks on'), `Authentication-Results: ${HOSTNAME}; dkim=none`);
 
   // submission: the new user logs in on the session opened before the reload
   assert.equal((await submission.cmd(`AUTH PLAIN ${authPlain('dave')}`)).code, 235);
