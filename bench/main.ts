@@ -5,7 +5,8 @@
 //
 //   npm run bench                          # everything, mailsrv vs Postfix/Dovecot (~15 min)
 //   npm run bench -- --quick               # small sizes (a minute or two)
-//   npm run bench -- --suite smtp          # or pop3, or memory (idle connections, one 50 MB message)
+//   npm run bench -- --suite smtp          # or pop3, or memory (idle connections, one 50 MB message),
+//                                          # or checks (mailsrv with its inbound checks on vs off)
 //   npm run bench -- --target 127.0.0.1:25 --mbox /var/mail/bench --compare none
 //                                          # any server instead of mailsrv; the protocol is
 //                                          # told by its greeting (give one SMTP and/or one POP3)
@@ -19,12 +20,13 @@
 //            --idle 200,1000,2500,5000,10000 (memory: idle connections in all, half SMTP, half POP3;
 //            the references greet only as many as their process limits allow)
 //            --big-message 50m (memory: one message in over SMTP and out over POP3)
+//            --checks-connections 10 (checks: the SMTP load's connections, 1 KiB messages as --size)
 //            --spool DIR / --compare-spool DIR (external POP3 servers: where their users
 //            big and small have their mbox files; the bench copies its mailboxes there)
 //            --json FILE --svg FILE --markdown FILE --cache-dir /var/tmp/mailsrv-bench
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { copyFile, stat } from 'node:fs/promises';
+import { copyFile, open, stat } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -46,6 +48,7 @@ import {
   type Pop3Endpoint,
   type SmtpEndpoint,
 } from './servers.js';
+import { CHECKED_SENDER, EMPTY_DNSBL, startChecksDns } from './checks-dns.js';
 import { makeMessage, runSmtpLoad, sendOne, SMTP_SOURCE, type SmtpLoadResult } from './smtp-load.js';
 import { memoryNow, memorySampler, parseBytes, parseHostPort, percentiles, sleep } from './util.js';
 
@@ -80,6 +83,7 @@ const { values: a } = parseArgs({
     generator: { type: 'string' },
     idle: { type: 'string' },
     'big-message': { type: 'string', default: '50m' },
+    'checks-connections': { type: 'string', default: '10' },
     json: { type: 'string' },
     svg: { type: 'string' },
     markdown: { type: 'string' },
@@ -110,8 +114,10 @@ const opts = {
   generator: (a.generator ?? (existsSync(SMTP_SOURCE) ? 'smtp-source' : 'node')) as 'smtp-source' | 'node',
   idle: (a.idle ?? (quick ? '200,1000,2000' : '200,1000,2500,5000,10000')).split(',').map(Number),
   bigMessage: parseBytes(a['big-message']!, 'big-message'),
+  checksConnections: a['checks-connections']!.split(',').map(Number),
 };
-if (!['all', 'smtp', 'pop3', 'memory'].includes(a.suite!)) throw new Error('--suite: all, smtp, pop3 or memory');
+if (!['all', 'smtp', 'pop3', 'memory', 'checks'].includes(a.suite!))
+  throw new Error('--suite: all, smtp, pop3, memory or checks');
 if (!['argon2id', 'sha512-crypt'].includes(a.hash!)) throw new Error('--hash: argon2id or sha512-crypt');
 if (!['smtp-source', 'node'].includes(opts.generator)) throw new Error('--generator: smtp-source or node');
 
@@ -188,6 +194,7 @@ async function smtpScenario(
   connections: number,
   size: number,
   chart: boolean,
+  from = 'bench@load.test',
 ): Promise<Scenario> {
   const kib = size >= 1024 ? `${Math.round(size / 1024)} KiB` : `${size} B`;
   const taken: Taken<SmtpLoadResult>[] = [];
@@ -202,7 +209,7 @@ async function smtpScenario(
           messages,
           connections,
           size,
-          from: 'bench@load.test',
+          from,
           rcpt: ep.rcpt,
           generator: opts.generator,
           stallMs: 60_000,
@@ -215,7 +222,7 @@ async function smtpScenario(
   const lat = r.map((x) => percentiles(x.latencies));
   const load =
     opts.generator === 'smtp-source'
-      ? `\`smtp-source -s ${connections} -m ${messages} -l ${size} -f bench@load.test -t <rcpt> ` +
+      ? `\`smtp-source -s ${connections} -m ${messages} -l ${size} -f ${from} -t <rcpt> ` +
         '-M load.bench.test HOST:PORT`; latency from a probe client sending one message per connection ' +
         `every 50 ms beside it (${lat.map((l) => l.samples).join(' / ')} samples)`
       : `built-in client, ${connections} sessions, one message of ${size} payload octets per connection ` +
@@ -267,6 +274,51 @@ async function smtpScenario(
     ],
     ...(chart ? { connections } : {}),
     notes: [],
+  };
+}
+
+// ------------------------------------------------------------------ SMTP with the inbound checks
+
+/** Fails the run unless the checks-on mbox shows SPF and DMARC passing: the checks ran, and ran as meant. */
+async function expectChecked(mbox: string): Promise<void> {
+  const file = await open(mbox, 'r');
+  try {
+    const { buffer, bytesRead } = await file.read(Buffer.alloc(16384), 0, 16384, 0);
+    const head = buffer.subarray(0, bytesRead).toString('latin1');
+    const results = /^Authentication-Results: .*(?:\r?\n[ \t].*)*/m.exec(head)?.[0];
+    if (!results || !/spf=pass/.test(results) || !/dmarc=pass/.test(results))
+      throw new Error(`${mbox}: the first message has no Authentication-Results with spf=pass and dmarc=pass`);
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * The same smtp-source load against mailsrv with its inbound checks on (SPF, DKIM, DMARC, DNSBL
+ * against the bench's DNS server) and against the usual mailsrv (the load's address in
+ * mynetworks: nothing checked).
+ */
+async function checksScenario(
+  checksOn: SmtpEndpoint,
+  checksOff: SmtpEndpoint,
+  dnsQueries: string[],
+  connections: number,
+): Promise<Scenario> {
+  const asked = dnsQueries.length;
+  const s = await smtpScenario([checksOn, checksOff], opts.messages, connections, opts.size, false, CHECKED_SENDER);
+  await expectChecked(checksOn.mbox!);
+  return {
+    ...s,
+    id: `checks-${s.id}`,
+    title: `${s.title}; inbound checks on (SPF, DKIM, DMARC, DNSBL) vs off`,
+    notes: [
+      `checks on: mynetworks = ["127.0.0.99/32"], [checks] spf = "tag", dkim = "tag", dmarc = "enforce", ` +
+        `dnsbl = ["${EMPTY_DNSBL}"], dns_servers = a local DNS server (SPF ip4:127.0.0.0/8 -all, ` +
+        `DMARC p=reject, DNSBL zone empty). It was asked ${dnsQueries.length - asked} questions during the run ` +
+        `and ${dnsQueries.length} since mailsrv started (${[...new Set(dnsQueries)].join(', ')}): one sender ` +
+        "domain and one client address, so mailsrv's caches answer nearly every lookup and this is the checks' " +
+        'own work, not DNS round trips. Checks off: mynetworks = ["127.0.0.0/8"], as in the other SMTP runs.',
+    ],
   };
 }
 
@@ -718,12 +770,13 @@ function externalPop3(ep: Endpoint, spool: string | undefined): Pop3Endpoint {
 
 async function main(): Promise<void> {
   const started = new Date();
-  const want = (p: 'smtp' | 'pop3' | 'memory') => a.suite === 'all' || a.suite === p;
+  const want = (p: 'smtp' | 'pop3' | 'memory' | 'checks') => a.suite === 'all' || a.suite === p;
   const stops: (() => Promise<void>)[] = [];
   let smtpSubject: SmtpEndpoint | undefined;
   let pop3Subject: Pop3Endpoint | undefined;
   let smtpOther: SmtpEndpoint | undefined;
   let pop3Other: Pop3Endpoint | undefined;
+  let checksOn: { smtp: SmtpEndpoint; dnsQueries: string[] } | undefined;
   const notes: string[] = [];
   try {
     if (a.target?.length) {
@@ -750,7 +803,19 @@ async function main(): Promise<void> {
       stops.push(own.stop);
       smtpSubject = own.smtp;
       pop3Subject = own.pop3;
+      if (want('checks')) {
+        log('starting a DNS server and mailsrv with the inbound checks on');
+        const dns = await startChecksDns();
+        stops.push(dns.close);
+        const checked = await startMailsrv(a.hash as PasswordScheme, 1000, {
+          dnsServer: dns.server,
+          dnsbl: EMPTY_DNSBL,
+        });
+        stops.push(checked.stop);
+        checksOn = { smtp: { ...checked.smtp, name: 'mailsrv, checks on' }, dnsQueries: dns.queries };
+      }
     }
+    if (want('checks') && !checksOn) notes.push('no checks runs: they need the mailsrv the bench starts (no --target)');
     const compares = a.compare ?? ['reference'];
     for (const text of compares) {
       if (text === 'none' || text === 'reference') continue;
@@ -789,6 +854,14 @@ async function main(): Promise<void> {
       const s = await smtpScenario(eps, opts.largeMessages, opts.largeConnections, opts.largeSize, false);
       scenarios.push(s);
       console.log(`\n${scenarioTable(s)}\n`);
+    }
+    if (checksOn && smtpSubject) {
+      for (const c of opts.checksConnections) {
+        const checksOff = { ...smtpSubject, name: 'mailsrv, checks off' };
+        const s = await checksScenario(checksOn.smtp, checksOff, checksOn.dnsQueries, c);
+        scenarios.push(s);
+        console.log(`\n${scenarioTable(s)}\n`);
+      }
     }
     if (want('pop3') && pop3Subject) {
       scenarios.push(...(await pop3Scenarios(pop3Other ? [pop3Subject, pop3Other] : [pop3Subject], a.pass!)));

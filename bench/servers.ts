@@ -113,11 +113,24 @@ process.on('exit', () => {
 });
 
 /**
+ * The config of a mailsrv whose inbound checks apply to the bench's clients: mynetworks leaves
+ * out 127.0.0.1 (local delivery needs no relay permission), every check is on, and all lookups
+ * go to the bench's own DNS server (bench/checks-dns.ts).
+ */
+export interface ChecksOn {
+  /** "127.0.0.1:PORT", for dns_servers */
+  dnsServer: string;
+  /** the one DNSBL zone checked */
+  dnsbl: string;
+}
+
+/**
  * Starts mailsrv (the build in dist/, through its launcher bin/mailsrv as an installation runs
  * it) on a temp directory, SMTP and POP3 on free loopback ports, each taking `maxClients`
- * sessions, and messages up to 100 MiB.
+ * sessions, and messages up to 100 MiB. Every loopback client is in mynetworks, so no inbound
+ * check applies to the bench, unless `checks` is given.
  */
-export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): Promise<Mailsrv> {
+export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000, checks?: ChecksOn): Promise<Mailsrv> {
   if (!existsSync(join(ROOT, 'dist/cli/main.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   const dir = await mkdtemp(join(tmpdir(), 'mailsrv-bench-'));
   const spool = join(dir, 'spool');
@@ -139,10 +152,16 @@ export async function startMailsrv(scheme: PasswordScheme, maxClients = 1000): P
       `spool_dir = "${spool}"\nstate_dir = "${state}"\n` +
       `users_file = "${dir}/users"\naliases_file = "${dir}/aliases"\n` +
       `mailbox_size_limit = 0\nmessage_size_limit = ${100 * 1024 * 1024}\n` +
-      `mynetworks = ["127.0.0.0/8"]\n[smtp]\nlisten = ["127.0.0.1:${smtpPort}"]\n` +
+      (checks
+        ? `mynetworks = ["127.0.0.99/32"]\ndns_servers = ["${checks.dnsServer}"]\n`
+        : 'mynetworks = ["127.0.0.0/8"]\n') +
+      `[smtp]\nlisten = ["127.0.0.1:${smtpPort}"]\n` +
       `submission = []\nmax_clients = ${maxClients}\n` +
+      // outside mynetworks the per-address limit applies: the whole load comes from 127.0.0.1
+      (checks ? `max_connections_per_ip = ${maxClients}\n` : '') +
       `[pop3]\nlisten = ["127.0.0.1:${pop3Port}"]\nmax_clients = ${maxClients}\n` +
-      '[tls]\ncert = ""\n[log]\nlevel = "warn"\n',
+      '[tls]\ncert = ""\n[log]\nlevel = "warn"\n' +
+      (checks ? `[checks]\nspf = "tag"\ndkim = "tag"\ndmarc = "enforce"\ndnsbl = ["${checks.dnsbl}"]\n` : ''),
   );
 
   let child: ChildProcess | undefined;
