@@ -16,12 +16,13 @@ test('each command file registers exactly the commands listed for it', async () 
   }
 });
 
-test('a command line loads its command file only; help, no command or an unknown one loads them all', () => {
+test('a command line loads its command file only; --version none; help, no command or an unknown one all', () => {
   assert.deepEqual(commandFilesFor('sendmail'), [COMMAND_FILES.find((file) => file.names.includes('sendmail'))]);
   assert.deepEqual(
     commandFilesFor('stop').map((file) => file.names),
     [['status', 'stop']],
   );
-  for (const command of [undefined, '--help', 'help', '-V', 'no-such-command'])
+  for (const command of ['--version', '-V']) assert.deepEqual(commandFilesFor(command), []);
+  for (const command of [undefined, '--help', 'help', 'no-such-command'])
     assert.equal(commandFilesFor(command), COMMAND_FILES);
 });
