@@ -8,6 +8,7 @@ import { acquireDotlock, type StaleLockHandler } from './lock.js';
 
 const PROBE_BYTES = 64 * 1024;
 const NEXT_MESSAGE = Buffer.from('\n\nFrom ', 'latin1');
+const FROM = Buffer.from('From ', 'latin1');
 
 export interface InterruptedAppend {
   mailboxPath: string;
@@ -44,9 +45,11 @@ export async function settleInterruptedAppend(append: InterruptedAppend): Promis
         (await bytesAt(handle, end - 2, 2)).equals(Buffer.from('\n\n'))
       )
         return true;
-      // torn: cut it off, unless what is there is a whole other message, or another program has
-      // appended a message after it since
+      // torn: cut it off, unless the offset no longer starts a message (the mailbox was rewritten
+      // since: another node's POP3 update moved what is there), what is there is a whole other
+      // message, or another program has appended a message after it since
       if (
+        (await bytesAt(handle, append.offset, FROM.length)).equals(FROM) &&
         !(await startsOtherMessage(handle, append)) &&
         !(await containsAfter(handle, append.offset, size, NEXT_MESSAGE))
       ) {

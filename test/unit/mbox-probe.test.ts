@@ -80,3 +80,14 @@ test("a torn append followed by another program's message is not cut", async () 
   assert.equal(await settle(path, offset, expectedBytes), false);
   assert.deepEqual(await readFile(path), before);
 });
+
+test('a mailbox rewritten since (another node expunged): the offset falls inside a message, nothing is cut', async () => {
+  const path = join(await mkdtemp(join(tmpdir(), 'mbox-probe-')), 'user');
+  // ours was to start at the end of a longer mailbox; another node's POP3 update then removed a
+  // message before it, so the offset now lies inside the headers of the last message
+  const last = 'From other@x.test Mon Jan  5 10:00:00 2026\nReturn-Path: <o@x.test>\nReceived: from x\n\nbody\n\n';
+  await writeFile(path, last);
+  const before = await readFile(path);
+  assert.equal(await settle(path, 45, 400), false);
+  assert.deepEqual(await readFile(path), before, 'the last message was torn');
+});
