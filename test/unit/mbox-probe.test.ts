@@ -81,7 +81,7 @@ test("a torn append followed by another program's message is not cut", async () 
   assert.deepEqual(await readFile(path), before);
 });
 
-test('a mailbox rewritten since (another node expunged): the offset falls inside a message, nothing is cut', async () => {
+test('a mailbox rewritten since (another node expunged): offset inside a message, nothing cut', async () => {
   const path = join(await mkdtemp(join(tmpdir(), 'mbox-probe-')), 'user');
   // ours was to start at the end of a longer mailbox; another node's POP3 update then removed a
   // message before it, so the offset now lies inside the headers of the last message
