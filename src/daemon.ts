@@ -18,13 +18,14 @@ import {
   prepareStateDirectories,
   recoverMailboxes,
   refuseSecondDaemon,
-  startAccountHelper,
+  startRootHelper,
   startQueue,
 } from './daemon/startup.js';
 import { stopDaemon } from './daemon/stop.js';
 import type { Logger } from './log.js';
 import { type StatePaths, statePaths } from './paths.js';
 import { QUEUE_SIGNAL, takeFlushRequest } from './queue/signal.js';
+import { readSecretDirectly } from './secret-reader.js';
 
 /** Starts the daemon from `config` (read from `configFile`, which SIGHUP reads again); a failure is a StartupError. */
 export async function runDaemon(configFile: string, config: Config, logger: Logger): Promise<void> {
@@ -35,7 +36,7 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   const acme = await phase('load ACME certificate', () => AcmeCertificates.open(config, paths.acmeDir, logger));
   const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));
   if (acme !== null) loaded.tls = acme.serving(loaded.tls);
-  const helper = await phase('start account helper', () => startAccountHelper(config, identity, logger));
+  const helper = await phase('start root helper', () => startRootHelper(config, identity, logger));
   const parts = await phase('build', () => buildComponents(loaded, paths, acme, logger, helper));
   const monitoring = new Monitoring(config, paths, parts, loaded, logger);
   await phase('bind listeners', async () => {
@@ -62,7 +63,7 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
 
   process.on('SIGHUP', () => {
     monitoring.reloading();
-    reload(configFile, loaded, parts.reconfigure, acme, logger).then(
+    reload(configFile, loaded, parts.reconfigure, acme, helper?.readSecret ?? readSecretDirectly, logger).then(
       () => monitoring.reloaded(null),
       (err: Error) => {
         logger.error({ err: err.message }, 'reload failed; keeping the running config');

@@ -1,9 +1,11 @@
-// The daemon's side of the root helper (README, "Using the box's Unix accounts"): starts the
-// keeper while the daemon is still root (the keeper then keeps a worker running), sends requests
-// over the keeper's stdin and matches the answers by id. Every request has a deadline; when the
-// keeper itself is gone every request fails at once (logins answer "try again later", mailbox
-// creation is retried by the queue) and the daemon says so in its log.
+// The daemon's side of the root helper (README, "Using the box's Unix accounts", "Privileges"):
+// starts the keeper while the daemon is still root (the keeper then keeps a worker running), sends
+// requests over the keeper's stdin and matches the answers by id. Every request has a deadline;
+// when the keeper itself is gone every request fails at once (logins answer "try again later",
+// mailbox creation is retried by the queue, a reload keeps what it had) and the daemon says so in
+// its log.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { resolve as absolutePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
 import {
@@ -12,6 +14,7 @@ import {
   type HelperEvent,
   type HelperRequest,
   type HelperResponse,
+  MAX_ANSWER_FRAME,
   requestId,
 } from './helper-protocol.js';
 import type { HelperSettings } from './helper-worker.js';
@@ -76,6 +79,17 @@ export class AccountHelper {
     }
   }
 
+  /** Reads a secret file the config named at start (a SecretReader); rejects when refused or unreadable. */
+  readSecret = async (path: string): Promise<Buffer | null> => {
+    const response = await this.request({ op: 'secret', path: absolutePath(path) });
+    if (!response.ok) {
+      throw new Error(
+        `the root helper cannot read ${path}: ${response.error === 'denied' ? 'denied' : response.detail}`,
+      );
+    }
+    return 'content' in response && response.content !== null ? Buffer.from(response.content, 'base64') : null;
+  };
+
   /** Ends the helper (daemon stop): the keeper stops its worker when its stdin ends. */
   stop(): void {
     this.stopping = true;
@@ -99,7 +113,7 @@ export class AccountHelper {
   }
 
   private listen(onEvent: (event: HelperEvent) => void): void {
-    const reader = new FrameReader();
+    const reader = new FrameReader(MAX_ANSWER_FRAME);
     this.keeper.stdin!.on('error', () => undefined); // a dead keeper: 'exit' handles it
     this.keeper.stdout!.on('data', (chunk: Buffer) => {
       let values: unknown[];

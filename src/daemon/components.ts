@@ -51,7 +51,7 @@ export interface Components {
   useCertificate(tls: TlsCredentials): void;
   /** client connections open now, per protocol */
   sessions(): { smtp: number; pop3: number };
-  /** accounts = "system": the root helper (stopped with the daemon) */
+  /** started as root: the root helper (stopped with the daemon) */
   accountHelper: AccountHelper | null;
   /** lets the sessions waiting to be greeted go on: the mail is safe to touch */
   open(): void;
@@ -84,7 +84,7 @@ export function buildComponents(
     () => loaded.directory.users,
     liveSettings.auth(config),
     systemClock,
-    accountHelper === null ? null : new SystemPasswords(accountHelper),
+    accountHelper === null || accounts === null ? null : new SystemPasswords(accountHelper),
   );
   const store = new QueueStore(config.state_dir);
   const local = new LocalDelivery({
@@ -107,7 +107,12 @@ export function buildComponents(
     route: (addresses) => routeAddresses(addresses, { ...routing, directory: loaded.directory }),
     onQueued: (entry) => manager.add(entry),
   });
-  const remote = new RemoteDelivery({ ...liveSettings.remote(config), store, logger });
+  const remote = new RemoteDelivery({
+    ...liveSettings.remote(config),
+    store,
+    logger,
+    ...(accountHelper === null ? {} : { readSecret: accountHelper.readSecret }),
+  });
   const manager: QueueManager = new QueueManager({
     ...liveSettings.queue(config),
     store,

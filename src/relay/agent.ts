@@ -3,7 +3,6 @@
 // (destinations.ts: relayhost, or the domain's MX hosts), sends it over one SMTP session
 // (smtp-client.ts), and turns each recipient's result into an attempt outcome: sent, failed for
 // good (5xx, no such domain: bounced), or to be retried (4xx, unreachable, timeouts).
-import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Readable } from 'node:stream';
@@ -15,6 +14,7 @@ import { domainOf } from '../message/address.js';
 import { permanent, temporary, type DeliveryStatus } from '../message/status.js';
 import type { AttemptOutcome, DeliveryJob, RemoteAgent } from '../queue/agents.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
+import { readSecretDirectly, type SecretReader } from '../secret-reader.js';
 import { editHeaders } from '../mbox/headers.js';
 import { DestinationError, DestinationResolver, type Destination } from './destinations.js';
 import { formatDestination, sendToDestination } from './smtp-client.js';
@@ -39,6 +39,8 @@ const ADDED_HEADERS_ALLOWANCE = 1024;
 export interface RemoteDeliveryOptions extends RemoteSettings {
   store: QueueStore;
   logger: Logger;
+  /** reads relayhost_password_file (the root helper when started as root) */
+  readSecret?: SecretReader;
 }
 
 export class RemoteDelivery implements RemoteAgent {
@@ -88,7 +90,7 @@ export class RemoteDelivery implements RemoteAgent {
       return allFail(err instanceof DestinationError ? err.status : temporary('4.4.3', (err as Error).message));
     }
     try {
-      auth = await relayhostCredentials(settings);
+      auth = await relayhostCredentials(settings, this.options.readSecret ?? readSecretDirectly);
     } catch (err) {
       return allFail(
         temporary(
@@ -145,8 +147,13 @@ function ownAddresses(listeners: ListenAddress[]): Set<string> {
 }
 
 /** The relayhost login; the password is read at each attempt, so a changed file needs no reload. */
-async function relayhostCredentials(settings: RemoteSettings): Promise<{ user: string; pass: string } | null> {
+async function relayhostCredentials(
+  settings: RemoteSettings,
+  read: SecretReader,
+): Promise<{ user: string; pass: string } | null> {
   if (settings.relayhost === '' || settings.relayhostUser === '') return null;
-  const pass = (await readFile(settings.relayhostPasswordFile, 'utf8')).split(/\r?\n/)[0]!;
+  const file = await read(settings.relayhostPasswordFile);
+  if (file === null) throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
+  const pass = file.toString('utf8').split(/\r?\n/)[0]!;
   return { user: settings.relayhostUser, pass };
 }
