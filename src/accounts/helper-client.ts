@@ -46,19 +46,19 @@ export class AccountHelper {
     });
     const helper = new AccountHelper(keeper, logger);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the account helper did not start')), START_TIMEOUT_MS);
+      const timer = setTimeout(() => reject(new Error('the root helper did not start')), START_TIMEOUT_MS);
       helper.listen((event) => {
         if (event.event === 'started') {
           clearTimeout(timer);
           resolve(helper);
         } else if (event.event === 'fatal') {
           clearTimeout(timer);
-          reject(new Error(`the account helper cannot work: ${event.detail}`));
+          reject(new Error(`the root helper cannot work: ${event.detail}`));
         }
       });
       keeper.once('exit', () => {
         clearTimeout(timer);
-        reject(new Error('the account helper exited at start'));
+        reject(new Error('the root helper exited at start'));
       });
     });
   }
@@ -102,7 +102,7 @@ export class AccountHelper {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new Error('the account helper did not answer in time'));
+        reject(new Error('the root helper did not answer in time'));
       }, REQUEST_TIMEOUT_MS);
       this.pending.set(id, (response) => {
         clearTimeout(timer);
@@ -120,7 +120,7 @@ export class AccountHelper {
       try {
         values = reader.push(chunk);
       } catch (err) {
-        this.logger.error({ err: (err as Error).message }, 'account helper sent garbage; stopping it');
+        this.logger.error({ err: (err as Error).message }, 'root helper sent garbage; stopping it');
         this.keeper.kill('SIGKILL');
         return;
       }
@@ -137,12 +137,12 @@ export class AccountHelper {
       }
     });
     this.keeper.once('exit', (code, signal) => {
-      this.gone = 'the account helper is gone (restart mailsrv)';
-      if (this.stopping) this.logger.info('account helper stopped');
+      this.gone = 'the root helper is gone (restart mailsrv)';
+      if (this.stopping) this.logger.info('root helper stopped');
       else
         this.logger.error(
           { code, signal },
-          'account helper keeper exited: logins and new mailboxes fail until restart',
+          'root helper keeper exited: logins, new mailboxes and reloads of secret files fail until restart',
         );
       for (const [id, settle] of this.pending) settle({ id, ok: false, error: 'failed', detail: this.gone });
       this.pending.clear();
@@ -150,9 +150,9 @@ export class AccountHelper {
   }
 
   private logEvent(event: HelperEvent): void {
-    if (event.event === 'started') this.logger.info({ pid: event.pid }, 'account helper started');
+    if (event.event === 'started') this.logger.info({ pid: event.pid }, 'root helper started');
     else if (event.event === 'exited')
-      this.logger.warn({ pid: event.pid, code: event.code, signal: event.signal }, 'account helper exited');
-    else this.logger.error({ err: event.detail }, 'account helper cannot work');
+      this.logger.warn({ pid: event.pid, code: event.code, signal: event.signal }, 'root helper exited');
+    else this.logger.error({ err: event.detail }, 'root helper cannot work');
   }
 }
