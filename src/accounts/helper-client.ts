@@ -8,6 +8,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve as absolutePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
+import { readSecretDirectly } from '../secret-reader.js';
 import {
   encodeFrame,
   FrameReader,
@@ -79,15 +80,18 @@ export class AccountHelper {
     }
   }
 
-  /** Reads a secret file the config named at start (a SecretReader); rejects when refused or unreadable. */
+  /**
+   * Reads a secret file (a SecretReader): one the config named at start through the helper; any
+   * other (the config named it later) as this process may, as without the helper. Rejects when
+   * it cannot be read.
+   */
   readSecret = async (path: string): Promise<Buffer | null> => {
     const response = await this.request({ op: 'secret', path: absolutePath(path) });
-    if (!response.ok) {
-      throw new Error(
-        `the root helper cannot read ${path}: ${response.error === 'denied' ? 'denied' : response.detail}`,
-      );
+    if (response.ok) {
+      return 'content' in response && response.content !== null ? Buffer.from(response.content, 'base64') : null;
     }
-    return 'content' in response && response.content !== null ? Buffer.from(response.content, 'base64') : null;
+    if (response.error === 'invalid') return readSecretDirectly(path);
+    throw new Error(`the root helper cannot read ${path}: ${response.error === 'denied' ? 'denied' : response.detail}`);
   };
 
   /** Ends the helper (daemon stop): the keeper stops its worker when its stdin ends. */
