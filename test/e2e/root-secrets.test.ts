@@ -1,7 +1,8 @@
-// e2e: started as root, the daemon keeps the users file, the TLS certificate and key and a DKIM
-// key root:root 0600 and still reloads them on SIGHUP, through the root helper (README,
-// "Privileges"): a user added to the users file logs in, a replaced certificate is served, the
-// DKIM key loads again. The helper worker, run on its own, reads only the files named at start:
+// e2e: started as root, the daemon keeps the users file, the TLS certificate and key, a DKIM
+// key and the relayhost password file root:root 0600 and still reads them after the privilege
+// drop, through the root helper (README, "Privileges"): on SIGHUP a user added to the users file
+// logs in, a replaced certificate is served, the DKIM key loads again; the smarthost gets the
+// password from the file. The helper worker, run on its own, reads only the files named at start:
 // another path, or a symlink among them, is refused. Skipped unless run as root (CI is).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,13 +13,16 @@ import { after, before, describe, test } from 'node:test';
 import type { TLSSocket } from 'node:tls';
 import { encodeFrame, FrameReader, MAX_ANSWER_FRAME } from '../../src/accounts/helper-protocol.js';
 import { generateSelfSigned } from '../../src/tls/selfsigned.js';
+import { type SmtpSink, startSmtpSink } from '../support/smtp-sink.js';
 import {
   authPlain,
   type Daemon,
+  deepMerge,
   DOMAIN,
   HOSTNAME,
   makeEnv,
   passwordHash,
+  sendRaw,
   RUN_AS_ROOT,
   SmtpClient,
   smtpDialog,
@@ -31,6 +35,7 @@ import { REPO_ROOT } from './harness/constants.js';
 
 const HELPER_ENTRY = join(REPO_ROOT, 'dist', 'accounts', 'helper-main.js');
 const RELOADED = 'reloaded config, users, aliases and TLS certificate';
+const RELAY_PASSWORD = 'smarthost-secret';
 
 /** Makes `path` root:root 0600: the daemon's user cannot read it. */
 async function makeRootOnly(path: string): Promise<void> {
@@ -48,7 +53,8 @@ describe('secret files root-only, reloaded through the root helper', {
 }, () => {
   let env: TestEnv;
   let daemon: Daemon;
-  let dkimKey: string;
+  let smarthost: SmtpSink;
+  const smarthostLogins: string[] = [];
   let reloads = 0;
 
   async function reload(): Promise<void> {
@@ -58,10 +64,34 @@ describe('secret files root-only, reloaded through the root helper', {
   }
 
   before(async () => {
-    env = await makeEnv({ tls: true, users: ['alice'] });
+    smarthost = await startSmtpSink({
+      server: {
+        authOptional: false,
+        allowInsecureAuth: true,
+        disabledCommands: ['STARTTLS'],
+        onAuth(auth, _session, callback) {
+          smarthostLogins.push(`${auth.username}:${auth.password}`);
+          if (auth.password === RELAY_PASSWORD) return callback(null, { user: auth.username });
+          callback(new Error('wrong password'));
+        },
+      },
+    });
+    env = await makeEnv({
+      tls: true,
+      users: ['alice'],
+      config: {
+        relay: {
+          relayhost: `127.0.0.1:${smarthost.port}`,
+          relayhost_user: 'relay-user',
+        },
+      },
+    });
+    const passwordFile = join(env.dir, 'relay-password');
+    await writeRootOnly(passwordFile, `${RELAY_PASSWORD}\n`);
+    await env.writeConfig(deepMerge(env.config, { relay: { relayhost_password_file: passwordFile } }));
     const keysDir = join(env.dir, 'dkim');
     await mkdir(keysDir);
-    dkimKey = join(keysDir, `${DOMAIN}.key`);
+    const dkimKey = join(keysDir, `${DOMAIN}.key`);
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     await writeRootOnly(dkimKey, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
     for (const file of [env.usersFile, env.tls!.certFile, env.tls!.keyFile]) await makeRootOnly(file);
@@ -71,6 +101,20 @@ describe('secret files root-only, reloaded through the root helper', {
   after(async () => {
     if (daemon) await daemon.stop().catch(() => daemon.kill9());
     if (env) await env.cleanup();
+    await smarthost?.close();
+  });
+
+  test('the root-only relayhost password file logs in at the smarthost', async () => {
+    const sent = await sendRaw(env.port, {
+      from: 'sender@client.test',
+      to: ['friend@remote.test'],
+      message: 'Subject: out\r\n\r\nbody\r\n',
+      localAddress: '127.0.0.2',
+    });
+    assert.ok(sent.queueId, JSON.stringify(sent));
+    await daemon.waitForLog((e) => e.queueId === sent.queueId && (e.msg === 'delivered' || e.msg === 'deferred'));
+    assert.deepEqual(smarthostLogins, [`relay-user:${RELAY_PASSWORD}`]);
+    assert.equal(smarthost.messages.at(-1)?.to[0], 'friend@remote.test');
   });
 
   test('SIGHUP reads the root-only users file: a new user logs in', async () => {
