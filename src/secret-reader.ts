@@ -42,13 +42,14 @@ async function readBounded(path: string, noSymlinks: boolean): Promise<Buffer | 
     const info = await file.stat();
     if (!info.isFile()) throw new Error(`${path} is not a regular file`);
     if (info.size > MAX_SECRET_BYTES) throw new Error(`${path} is larger than ${MAX_SECRET_BYTES} bytes`);
-    const buffer = Buffer.alloc(MAX_SECRET_BYTES + 1);
+    // one byte more than stat said: a file that grew meanwhile is refused, not cut short
+    const buffer = Buffer.alloc(info.size + 1);
     let length = 0;
     for (;;) {
       const { bytesRead } = await file.read(buffer, length, buffer.length - length, null);
       if (bytesRead === 0) break;
       length += bytesRead;
-      if (length > MAX_SECRET_BYTES) throw new Error(`${path} is larger than ${MAX_SECRET_BYTES} bytes`);
+      if (length === buffer.length) throw new Error(`${path} changed while it was read; try again`);
     }
     return buffer.subarray(0, length);
   } finally {
