@@ -1,7 +1,7 @@
 // How the daemon reads the secret files it loads again on SIGHUP (the users file, the TLS
 // certificate and key, the DKIM keys, the relayhost password; README, "Privileges"): a
 // SecretReader. Started as root, the reader asks the root helper, which reads the files the
-// config named at start (root-only files stay root-only; one named later is read directly);
+// config named at start (root-only files stay root-only; one it refuses is read directly);
 // else it reads them directly.
 // Both refuse a file larger than MAX_SECRET_BYTES.
 import { constants } from 'node:fs';

@@ -81,17 +81,26 @@ export class AccountHelper {
   }
 
   /**
-   * Reads a secret file (a SecretReader): one the config named at start through the helper; any
-   * other (the config named it later) as this process may, as without the helper. Rejects when
-   * it cannot be read.
+   * Reads a secret file (a SecretReader) through the helper. One it refuses (a file the config
+   * named only later, a symlink) or cannot reach is read as this process may, as without the
+   * helper; rejects when neither can read it.
    */
   readSecret = async (path: string): Promise<Buffer | null> => {
-    const response = await this.request({ op: 'secret', path: absolutePath(path) });
-    if (response.ok) {
-      return 'content' in response && response.content !== null ? Buffer.from(response.content, 'base64') : null;
+    let refusal: string;
+    try {
+      const response = await this.request({ op: 'secret', path: absolutePath(path) });
+      if (response.ok) {
+        return 'content' in response && response.content !== null ? Buffer.from(response.content, 'base64') : null;
+      }
+      refusal = response.error === 'denied' ? 'denied' : response.detail;
+    } catch (err) {
+      refusal = (err as Error).message;
     }
-    if (response.error === 'invalid') return readSecretDirectly(path);
-    throw new Error(`the root helper cannot read ${path}: ${response.error === 'denied' ? 'denied' : response.detail}`);
+    try {
+      return await readSecretDirectly(path);
+    } catch (err) {
+      throw new Error(`the root helper did not read it (${refusal}) and the daemon cannot: ${(err as Error).message}`);
+    }
   };
 
   /** Ends the helper (daemon stop): the keeper stops its worker when its stdin ends. */

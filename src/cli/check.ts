@@ -274,8 +274,8 @@ async function checkReadableAfterDrop(config: Config, configFile: string, findin
     const real = await realpath(file).catch(() => file); // a missing file is reported by the other checks
     if (real === file) continue;
     findings.warnings.push(
-      `${file} leads to ${real} through a symlink: the root helper that re-reads it on SIGHUP ` +
-        `refuses that (the running one is kept); name ${real} in the config instead`,
+      `${file} leads to ${real} through a symlink, which the root helper does not follow: on SIGHUP ` +
+        `mailsrv reads it as user ${identity.user}/group ${identity.group}; name ${real} in the config instead`,
     );
   }
 }
