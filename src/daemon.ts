@@ -19,13 +19,14 @@ import {
   prepareStateDirectories,
   recoverMailboxes,
   refuseSecondDaemon,
-  startAccountHelper,
+  startRootHelper,
   startQueue,
 } from './daemon/startup.js';
 import { stopDaemon } from './daemon/stop.js';
 import type { Logger } from './log.js';
 import { type StatePaths, statePaths } from './paths.js';
 import { QUEUE_SIGNAL, takeFlushRequest } from './queue/signal.js';
+import { readSecretDirectly } from './secret-reader.js';
 
 /** Starts the daemon from `config` (read from `configFile`, which SIGHUP reads again); a failure is a StartupError. */
 export async function runDaemon(configFile: string, config: Config, logger: Logger): Promise<void> {
@@ -36,7 +37,7 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   const acme = await phase('load ACME certificate', () => AcmeCertificates.open(config, paths.acmeDir, logger));
   const loaded = await phase('load certificate, users and aliases', () => loadFiles(config, logger));
   if (acme !== null) loaded.tls = acme.serving(loaded.tls);
-  const helper = await phase('start account helper', () => startAccountHelper(config, identity, logger));
+  const helper = await phase('start root helper', () => startRootHelper(config, identity, logger));
   const srsSecret = await phase('load SRS secret', () => loadSrsSecret(paths.srsKey, identity));
   const parts = await phase('build', () => buildComponents(loaded, paths, acme, srsSecret, logger, helper));
   const monitoring = new Monitoring(config, paths, parts, loaded, logger);
@@ -77,7 +78,14 @@ function answerReloadAndStop(
 ): void {
   process.on('SIGHUP', () => {
     monitoring.reloading();
-    reload(configFile, loaded, parts.reconfigure, acme, logger).then(
+    reload(
+      configFile,
+      loaded,
+      parts.reconfigure,
+      acme,
+      parts.accountHelper?.readSecret ?? readSecretDirectly,
+      logger,
+    ).then(
       () => monitoring.reloaded(null),
       (err: Error) => {
         logger.error({ err: err.message }, 'reload failed; keeping the running config');

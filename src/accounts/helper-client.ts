@@ -1,17 +1,21 @@
-// The daemon's side of the root helper (README, "Using the box's Unix accounts"): starts the
-// keeper while the daemon is still root (the keeper then keeps a worker running), sends requests
-// over the keeper's stdin and matches the answers by id. Every request has a deadline; when the
-// keeper itself is gone every request fails at once (logins answer "try again later", mailbox
-// creation is retried by the queue) and the daemon says so in its log.
+// The daemon's side of the root helper (README, "Using the box's Unix accounts", "Privileges"):
+// starts the keeper while the daemon is still root (the keeper then keeps a worker running), sends
+// requests over the keeper's stdin and matches the answers by id. Every request has a deadline;
+// when the keeper itself is gone every request fails at once (logins answer "try again later",
+// mailbox creation is retried by the queue, a reload keeps what it had) and the daemon says so in
+// its log.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { resolve as absolutePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
+import { readSecretDirectly } from '../secret-reader.js';
 import {
   encodeFrame,
   FrameReader,
   type HelperEvent,
   type HelperRequest,
   type HelperResponse,
+  MAX_ANSWER_FRAME,
   requestId,
 } from './helper-protocol.js';
 import type { HelperSettings } from './helper-worker.js';
@@ -43,19 +47,19 @@ export class AccountHelper {
     });
     const helper = new AccountHelper(keeper, logger);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the account helper did not start')), START_TIMEOUT_MS);
+      const timer = setTimeout(() => reject(new Error('the root helper did not start')), START_TIMEOUT_MS);
       helper.listen((event) => {
         if (event.event === 'started') {
           clearTimeout(timer);
           resolve(helper);
         } else if (event.event === 'fatal') {
           clearTimeout(timer);
-          reject(new Error(`the account helper cannot work: ${event.detail}`));
+          reject(new Error(`the root helper cannot work: ${event.detail}`));
         }
       });
       keeper.once('exit', () => {
         clearTimeout(timer);
-        reject(new Error('the account helper exited at start'));
+        reject(new Error('the root helper exited at start'));
       });
     });
   }
@@ -76,6 +80,29 @@ export class AccountHelper {
     }
   }
 
+  /**
+   * Reads a secret file (a SecretReader) through the helper. One it refuses (a file the config
+   * named only later, a symlink) or cannot reach is read as this process may, as without the
+   * helper; rejects when neither can read it.
+   */
+  readSecret = async (path: string): Promise<Buffer | null> => {
+    let refusal: string;
+    try {
+      const response = await this.request({ op: 'secret', path: absolutePath(path) });
+      if (response.ok) {
+        return 'content' in response && response.content !== null ? Buffer.from(response.content, 'base64') : null;
+      }
+      refusal = response.error === 'denied' ? 'denied' : response.detail;
+    } catch (err) {
+      refusal = (err as Error).message;
+    }
+    try {
+      return await readSecretDirectly(path);
+    } catch (err) {
+      throw new Error(`the root helper did not read it (${refusal}) and the daemon cannot: ${(err as Error).message}`);
+    }
+  };
+
   /** Ends the helper (daemon stop): the keeper stops its worker when its stdin ends. */
   stop(): void {
     this.stopping = true;
@@ -88,7 +115,7 @@ export class AccountHelper {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new Error('the account helper did not answer in time'));
+        reject(new Error('the root helper did not answer in time'));
       }, REQUEST_TIMEOUT_MS);
       this.pending.set(id, (response) => {
         clearTimeout(timer);
@@ -99,14 +126,14 @@ export class AccountHelper {
   }
 
   private listen(onEvent: (event: HelperEvent) => void): void {
-    const reader = new FrameReader();
+    const reader = new FrameReader(MAX_ANSWER_FRAME);
     this.keeper.stdin!.on('error', () => undefined); // a dead keeper: 'exit' handles it
     this.keeper.stdout!.on('data', (chunk: Buffer) => {
       let values: unknown[];
       try {
         values = reader.push(chunk);
       } catch (err) {
-        this.logger.error({ err: (err as Error).message }, 'account helper sent garbage; stopping it');
+        this.logger.error({ err: (err as Error).message }, 'root helper sent garbage; stopping it');
         this.keeper.kill('SIGKILL');
         return;
       }
@@ -123,12 +150,12 @@ export class AccountHelper {
       }
     });
     this.keeper.once('exit', (code, signal) => {
-      this.gone = 'the account helper is gone (restart mailsrv)';
-      if (this.stopping) this.logger.info('account helper stopped');
+      this.gone = 'the root helper is gone (restart mailsrv)';
+      if (this.stopping) this.logger.info('root helper stopped');
       else
         this.logger.error(
           { code, signal },
-          'account helper keeper exited: logins and new mailboxes fail until restart',
+          'root helper keeper exited: logins, new mailboxes and reloads of secret files fail until restart',
         );
       for (const [id, settle] of this.pending) settle({ id, ok: false, error: 'failed', detail: this.gone });
       this.pending.clear();
@@ -136,9 +163,9 @@ export class AccountHelper {
   }
 
   private logEvent(event: HelperEvent): void {
-    if (event.event === 'started') this.logger.info({ pid: event.pid }, 'account helper started');
+    if (event.event === 'started') this.logger.info({ pid: event.pid }, 'root helper started');
     else if (event.event === 'exited')
-      this.logger.warn({ pid: event.pid, code: event.code, signal: event.signal }, 'account helper exited');
-    else this.logger.error({ err: event.detail }, 'account helper cannot work');
+      this.logger.warn({ pid: event.pid, code: event.code, signal: event.signal }, 'root helper exited');
+    else this.logger.error({ err: event.detail }, 'root helper cannot work');
   }
 }

@@ -5,7 +5,14 @@
 // a failure when the worker dies, so nothing waits forever. It exits when the daemon goes away
 // (stdin ends) or sends something that is not a request frame.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { encodeFrame, FrameReader, type HelperEvent, type HelperResponse, requestId } from './helper-protocol.js';
+import {
+  encodeFrame,
+  FrameReader,
+  type HelperEvent,
+  type HelperResponse,
+  MAX_ANSWER_FRAME,
+  requestId,
+} from './helper-protocol.js';
 import type { HelperSettings } from './helper-worker.js';
 
 /** requests the worker may have open at once; more are answered at once with a failure */
@@ -22,7 +29,7 @@ export function runKeeper(entry: string, settings: HelperSettings): void {
   let stopping = false;
   let exitCode = 1;
 
-  const send = (value: HelperResponse | HelperEvent) => process.stdout.write(encodeFrame(value));
+  const send = (value: HelperResponse | HelperEvent) => process.stdout.write(encodeFrame(value, MAX_ANSWER_FRAME));
   const fail = (id: number, detail: string) => send({ id, ok: false, error: 'failed', detail });
 
   const startWorker = () => {
@@ -32,7 +39,7 @@ export function runKeeper(entry: string, settings: HelperSettings): void {
     const startedAt = Date.now();
     worker = child;
     send({ event: 'started', pid: child.pid ?? 0 });
-    const reader = new FrameReader();
+    const reader = new FrameReader(MAX_ANSWER_FRAME);
     child.stdout!.on('data', (chunk: Buffer) => {
       let values: unknown[];
       try {

@@ -1,29 +1,33 @@
 // The root helper's worker: the only code that runs as root after the daemon dropped its
-// privileges (README, "Using the box's Unix accounts"). It reads requests from stdin, answers on
-// stdout (helper-protocol.ts) and does exactly two things, each only for a valid login whose
-// account has a uid >= system_min_uid: check a password through PAM (authentication, then
-// account management, so a locked or expired account is refused), and create a missing mailbox
-// spool_dir/<login> owned by the account, group mail, mode 0660. The PAM binding is loaded here
-// only. Any framing error ends the process (the keeper starts a new one).
+// privileges (README, "Using the box's Unix accounts" and "Privileges"). It reads requests from
+// stdin, answers on stdout (helper-protocol.ts) and does exactly three things. With
+// accounts = "system", each only for a valid login whose account has a uid >= system_min_uid:
+// check a password through PAM (authentication, then account management, so a locked or expired
+// account is refused), and create a missing mailbox spool_dir/<login> owned by the account, group
+// mail, mode 0660. In every mode: read one of the secret files the config named at start (no
+// symlinks, at most MAX_SECRET_BYTES). The PAM binding is loaded here only, and only with
+// accounts = "system". Any framing error ends the process (the keeper starts a new one).
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { fsyncDir } from '../fsutil.js';
-import { getpwnam } from './system-accounts.js';
+import { readSecretNoSymlinks } from '../secret-reader.js';
 import {
   type AuthRequest,
   accountRefusal,
   encodeFrame,
   FrameReader,
   type HelperResponse,
+  type HelperScope,
+  MAX_ANSWER_FRAME,
   type MailboxRequest,
   requestId,
   validateRequest,
 } from './helper-protocol.js';
+import { getpwnam } from './system-accounts.js';
 
-export interface HelperSettings {
-  spoolDir: string;
+export interface HelperSettings extends HelperScope {
   minUid: number;
   pamService: string;
   /** the gid of the daemon's group (mail): mailboxes get it */
@@ -54,9 +58,9 @@ const PAM_REFUSALS = new Set([
 ]);
 
 export function runWorker(settings: HelperSettings): void {
-  let pam: PamBinding;
+  let pam: PamBinding | null = null;
   try {
-    pam = createRequire(import.meta.url)('node-linux-pam') as PamBinding;
+    if (settings.accounts) pam = createRequire(import.meta.url)('node-linux-pam') as PamBinding;
   } catch (err) {
     send({ event: 'fatal', detail: `cannot load the PAM binding node-linux-pam: ${(err as Error).message}` });
     process.exitCode = 1;
@@ -76,15 +80,20 @@ export function runWorker(settings: HelperSettings): void {
 }
 
 function send(value: unknown): void {
-  process.stdout.write(encodeFrame(value));
+  process.stdout.write(encodeFrame(value, MAX_ANSWER_FRAME));
 }
 
-async function handle(value: unknown, settings: HelperSettings, pam: PamBinding): Promise<HelperResponse> {
-  const request = validateRequest(value, settings.spoolDir);
+async function handle(value: unknown, settings: HelperSettings, pam: PamBinding | null): Promise<HelperResponse> {
+  const request = validateRequest(value, settings);
   const id = requestId(value) ?? -1;
   if (typeof request === 'string') return { id, ok: false, error: 'invalid', detail: request };
   try {
-    return request.op === 'auth' ? await authenticate(request, settings, pam) : await createMailbox(request, settings);
+    if (request.op === 'secret') {
+      const content = await readSecretNoSymlinks(request.path);
+      return { id, ok: true, content: content === null ? null : content.toString('base64') };
+    }
+    // validateRequest passes account requests only with accounts = "system", when pam is loaded
+    return request.op === 'auth' ? await authenticate(request, settings, pam!) : await createMailbox(request, settings);
   } catch (err) {
     return { id, ok: false, error: 'failed', detail: (err as Error).message };
   }

@@ -9,9 +9,10 @@
 // exists (mail for it is delivered; it cannot log in), so a typo in a hash bounces no mail.
 // Duplicate names: the first line counts, as in Dovecot.
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { acquireDotlock } from '../mbox/lock.js';
+import { readSecretDirectly, type SecretReader } from '../secret-reader.js';
 import { hashPassword, isSupportedScheme, schemeOf } from './password.js';
 import { normalizeUsername, USERNAME_MAX_LENGTH } from './username.js';
 
@@ -104,18 +105,20 @@ export function parseUsersFile(text: string, fileName: string): { users: Map<str
 }
 
 /** The text of the users file, or null when it does not exist. */
-async function readUsersText(path: string): Promise<string | null> {
+async function readUsersText(path: string, read: SecretReader = readSecretDirectly): Promise<string | null> {
   try {
-    return await readFile(path, 'utf8');
+    return (await read(path))?.toString('utf8') ?? null;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new UsersFileError(`cannot read users file ${path}: ${(err as Error).message}`);
   }
 }
 
-/** Reads the users file; a missing file is an empty one. Throws UsersFileError when it cannot be read. */
-export async function loadUsers(path: string): Promise<UserDb> {
-  const { users, problems } = parseUsersFile((await readUsersText(path)) ?? '', path);
+/**
+ * Reads the users file (through `read`: the root helper on SIGHUP); a missing file is an empty one.
+ * Throws UsersFileError when it cannot be read.
+ */
+export async function loadUsers(path: string, read?: SecretReader): Promise<UserDb> {
+  const { users, problems } = parseUsersFile((await readUsersText(path, read)) ?? '', path);
   const lookup = (name: string) => {
     const normalized = normalizeUsername(name);
     return normalized === null ? undefined : users.get(normalized);
@@ -209,8 +212,8 @@ export async function deleteUser(path: string, name: string): Promise<string> {
  * Replaces `path` with `lines` so that a crash leaves either the old or the new file: write
  * a temp file in the same directory, fsync it, rename it over, fsync the directory. A new
  * file is mode 0600; a replacement keeps the old file's owner, group and mode, less any
- * permission for others (the daemon reads it as its unprivileged user after `mailsrv user add`
- * ran as root: `mailsrv init` makes it root:mail 0640).
+ * permission for others (`mailsrv init` run as root makes it root:root 0600, which the root
+ * helper reads on SIGHUP; a daemon not started as root reads it as its own user).
  */
 async function writeAtomically(path: string, lines: string[], replacing: boolean): Promise<void> {
   const dir = dirname(path);

@@ -2,8 +2,9 @@
 // the listen addresses (check-ports.ts), the directories, the users and aliases files, the TLS
 // certificate and key (loaded by the daemon's own code, then checked for expiry, names and
 // permissions), the DKIM keys (a local domain without one is a warning: its mail goes out
-// unsigned) and, run as root, whether the files the daemon re-reads on SIGHUP are readable by
-// the user it drops to; with accounts = "system", the accounts side too (check-accounts.ts).
+// unsigned) and, run as root, whether the config and aliases files the daemon re-reads on SIGHUP
+// are readable by the user it drops to, and whether its root helper can re-read the secret files
+// (no symlinks); with accounts = "system", the accounts side too (check-accounts.ts).
 // Errors exit 1; warnings are printed and do not fail. `mailsrv config` prints the effective
 // config with every default filled in (like `postconf`).
 import { X509Certificate } from 'node:crypto';
@@ -17,7 +18,8 @@ import { localDomainMatcher } from '../config/domains.js';
 import { ConfigError, configPath, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { checkAliases, parseAliases } from '../delivery/aliases.js';
-import { DKIM_KEY_TYPES, keyFile, loadDkimKeys, signingDomains } from '../dkim/keys.js';
+import { keyFile, loadDkimKeys } from '../dkim/keys.js';
+import { secretFilesOf } from '../daemon/loaded.js';
 import { PrivilegeError, resolveIdentity, startedAsRoot, type Identity } from '../privileges.js';
 import { loadTlsCredentials, TlsFileError, type TlsCredentials } from '../tls/credentials.js';
 import { checkSystemAccounts } from './check-accounts.js';
@@ -240,8 +242,10 @@ function octal(mode: number): string {
 
 /**
  * Started as root, the daemon reads its files as root, drops to `user`/`group` (no other
- * groups), and re-reads them as that user on SIGHUP: each must be readable then. The user
- * and group must exist, as `mailsrv start` requires.
+ * groups), and re-reads the config and aliases as that user on SIGHUP: each must be readable
+ * then. The secret files (users file, TLS, DKIM keys, relayhost password) its root helper
+ * re-reads, which refuses a name that leads elsewhere through a symlink (README, "Privileges").
+ * The user and group must exist, as `mailsrv start` requires.
  */
 async function checkReadableAfterDrop(config: Config, configFile: string, findings: Findings): Promise<void> {
   if (!startedAsRoot()) return;
@@ -255,13 +259,9 @@ async function checkReadableAfterDrop(config: Config, configFile: string, findin
   }
   const files: [key: string | null, file: string][] = [
     [null, configFile],
-    ...(config.accounts === 'file' ? [['users_file', config.users_file] as [string, string]] : []),
     ['aliases_file', config.aliases_file],
   ];
-  if (config.tls.cert !== '') files.push(['tls.cert', config.tls.cert], ['tls.key', config.tls.key]);
   if (config.relay.ca_file !== '') files.push(['relay.ca_file', config.relay.ca_file]);
-  for (const domain of signingDomains(config))
-    for (const type of DKIM_KEY_TYPES) files.push(['dkim.keys_dir', keyFile(config.dkim.keys_dir, domain, type)]);
   for (const [key, file] of files) {
     const denial = await readDenial(file, identity);
     if (denial === null) continue;
@@ -269,6 +269,14 @@ async function checkReadableAfterDrop(config: Config, configFile: string, findin
       `${key === null ? '' : `key '${key}': `}${file} ` +
         `is not readable by user ${identity.user}/group ${identity.group}, ` +
         `as whom mailsrv re-reads it on SIGHUP: ${denial}`,
+    );
+  }
+  for (const file of secretFilesOf(config)) {
+    const real = await realpath(file).catch(() => file); // a missing file is reported by the other checks
+    if (real === file) continue;
+    findings.warnings.push(
+      `${file} leads to ${real} through a symlink, which the root helper does not follow: on SIGHUP ` +
+        `mailsrv reads it as user ${identity.user}/group ${identity.group}; name ${real} in the config instead`,
     );
   }
 }

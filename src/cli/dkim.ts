@@ -8,7 +8,7 @@ import { DKIM_KEY_TYPES, type DkimKeyType, keyFile, loadDkimKeys, selectorOf, si
 import { dkimRecord, domainRecords } from '../dkim/records.js';
 import { fail } from './fail.js';
 import { loadConfigOrExit } from './load-config.js';
-import { createFile, groupForSecrets, makeDirectory } from './secret-files.js';
+import { createFile, makeDirectory, SECRET_MODE } from './secret-files.js';
 
 const RSA_BITS = 2048;
 
@@ -56,12 +56,14 @@ async function keygen(config: Config, domain: string, type: DkimKeyType): Promis
   const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   try {
     await makeDirectory(config.dkim.keys_dir);
-    const written = await createFile(file, pem, 0o640, groupForSecrets(config, 'the DKIM key'));
+    const written = await createFile(file, pem, SECRET_MODE);
     if (!written) fail(`${file} exists: it is kept (remove it first to make a new key)`);
   } catch (err) {
     fail(`cannot write ${file}: ${(err as Error).message}`);
   }
-  process.stderr.write(`wrote ${file} (${type === 'rsa' ? `RSA ${RSA_BITS} bits` : 'Ed25519'}, mode 0640)\n`);
+  process.stderr.write(
+    `wrote ${file} (${type === 'rsa' ? `RSA ${RSA_BITS} bits` : 'Ed25519'}, mode 0${SECRET_MODE.toString(8)})\n`,
+  );
   process.stderr.write('publish this record, then reload mailsrv (SIGHUP) to sign with the key:\n');
   process.stdout.write(`${dkimRecord(selectorOf(config, type), domain, privateKey, type)}\n`);
 }

@@ -11,17 +11,17 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { ConfigError, configPath, parseConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { startedAsRoot } from '../privileges.js';
 import { PAM_SERVICE_DIR, PAM_SERVICE_TEXT } from '../accounts/pam-service.js';
 import { generateSelfSigned } from '../tls/selfsigned.js';
 import { fail } from './fail.js';
-import { createFile, groupForSecrets, makeDirectory } from './secret-files.js';
+import { createFile, makeDirectory, SECRET_MODE } from './secret-files.js';
 import { pathExists } from '../fsutil.js';
 
 const DEFAULT_DIR = '/etc/mailsrv';
 /** config/mailsrv.toml, installed with the package: every key, its default and its meaning. */
 const REFERENCE_CONFIG = fileURLToPath(new URL('../../config/mailsrv.toml', import.meta.url));
 const CERTIFICATE_DAYS = 3650;
+const SECRET_NOTE = `mode 0${SECRET_MODE.toString(8)}`;
 /** accounts = "system" keeps the aliases the box already has (Postfix's, sendmail's) */
 const SYSTEM_ALIASES = '/etc/aliases';
 const PAM_SERVICE = 'mailsrv';
@@ -99,30 +99,24 @@ function validated(configText: string, path: string, hostname: string): Config {
 }
 
 async function writeInstallation(layout: Layout, configText: string, config: Config): Promise<void> {
-  const secretGroup = groupForSecrets(config, 'the users file and the TLS key');
   await makeDirectory(layout.dir);
   await makeDirectory(layout.tlsDir);
   const certificateExists = await certificatePairExists(layout);
-  const groupNote = secretGroup === null ? '' : `, group ${config.group}`;
   const system = layout.accounts === 'system';
   const outcomes = [
-    outcome(layout.config, await createFile(layout.config, configText, 0o644, null)),
+    outcome(layout.config, await createFile(layout.config, configText, 0o644)),
     ...(system
       ? [
-          outcome(layout.pamFile, await createFile(layout.pamFile, PAM_SERVICE_TEXT, 0o644, null), 'pam_unix'),
+          outcome(layout.pamFile, await createFile(layout.pamFile, PAM_SERVICE_TEXT, 0o644), 'pam_unix'),
           `using the Unix accounts and ${layout.aliases} (kept as it is)`,
         ]
       : [
-          outcome(
-            layout.users,
-            await createFile(layout.users, USERS_FILE, 0o640, secretGroup),
-            `mode 0640${groupNote}`,
-          ),
-          outcome(layout.aliases, await createFile(layout.aliases, ALIASES_FILE, 0o644, null)),
+          outcome(layout.users, await createFile(layout.users, USERS_FILE, SECRET_MODE), SECRET_NOTE),
+          outcome(layout.aliases, await createFile(layout.aliases, ALIASES_FILE, 0o644)),
         ]),
     ...(certificateExists
       ? [outcome(layout.cert, false), outcome(layout.key, false)]
-      : await createCertificate(layout, config.hostname, secretGroup, groupNote)),
+      : await createCertificate(layout, config.hostname)),
   ];
   process.stdout.write(
     `mailsrv init: ${layout.dir} for ${config.hostname}\n` +
@@ -146,19 +140,13 @@ async function certificatePairExists(layout: Layout): Promise<boolean> {
   return certExists;
 }
 
-async function createCertificate(
-  layout: Layout,
-  hostname: string,
-  secretGroup: number | null,
-  groupNote: string,
-): Promise<string[]> {
+async function createCertificate(layout: Layout, hostname: string): Promise<string[]> {
   const pem = await generateSelfSigned(hostname, CERTIFICATE_DAYS);
-  const keyMode = startedAsRoot() ? 0o640 : 0o600;
-  const keyWritten = await createFile(layout.key, pem.key, keyMode, secretGroup);
-  const certWritten = await createFile(layout.cert, pem.cert, 0o644, null);
+  const keyWritten = await createFile(layout.key, pem.key, SECRET_MODE);
+  const certWritten = await createFile(layout.cert, pem.cert, 0o644);
   return [
     outcome(layout.cert, certWritten, `self-signed for ${hostname}, valid ${CERTIFICATE_DAYS / 365} years`),
-    outcome(layout.key, keyWritten, `mode 0${keyMode.toString(8)}${groupNote}`),
+    outcome(layout.key, keyWritten, SECRET_NOTE),
   ];
 }
 
@@ -217,8 +205,8 @@ state_dir = "/var/lib/mailsrv"
 ${layout.accounts === 'system' ? systemAccountsKeys(layout) : fileAccountsKeys(layout)}
 # Clients that may send mail anywhere without logging in; add your LAN, e.g. "192.168.1.0/24".
 mynetworks = ["127.0.0.0/8", "::1/128"]
-# Started as root, mailsrv binds its ports and then runs as this user and group. The users
-# file and the TLS key must stay readable by the group (run as root, init gave them to it, 0640).
+# Started as root, mailsrv binds its ports and then runs as this user and group; its root
+# helper reads the users file, the TLS key and the DKIM keys again on SIGHUP (they stay 0600).
 user = "mail"
 group = "mail"
 
@@ -238,7 +226,7 @@ pop3s = ${toml(anyAddress(995))}
 [tls]
 # A self-signed certificate for ${hostname}, made by \`mailsrv init\`; mail clients warn about it
 # until you replace it with one from a CA (Let's Encrypt: fullchain.pem and privkey.pem).
-# The key must not be readable by others; mailsrv re-reads both on SIGHUP.
+# The key must not be readable by others (0600); mailsrv re-reads both on SIGHUP.
 cert = ${toml(layout.cert)}
 key = ${toml(layout.key)}
 

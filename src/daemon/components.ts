@@ -53,7 +53,7 @@ export interface Components {
   useCertificate(tls: TlsCredentials): void;
   /** client connections open now, per protocol */
   sessions(): { smtp: number; pop3: number };
-  /** accounts = "system": the root helper (stopped with the daemon) */
+  /** started as root: the root helper (stopped with the daemon) */
   accountHelper: AccountHelper | null;
   /** lets the sessions waiting to be greeted go on: the mail is safe to touch */
   open(): void;
@@ -88,7 +88,7 @@ export function buildComponents(
     () => loaded.directory.users,
     liveSettings.auth(config),
     systemClock,
-    accountHelper === null ? null : new SystemPasswords(accountHelper),
+    accountHelper === null || accounts === null ? null : new SystemPasswords(accountHelper),
   );
   const store = new QueueStore(config.state_dir);
   const local = new LocalDelivery({
@@ -118,6 +118,7 @@ export function buildComponents(
     logger,
     srs,
     sealingKey: () => loaded.dkim.forDomain(loaded.config.hostname)?.rsa,
+    ...(accountHelper === null ? {} : { readSecret: accountHelper.readSecret }),
   });
   const manager: QueueManager = new QueueManager({
     ...liveSettings.queue(config),

@@ -22,7 +22,7 @@ import {
 } from '../privileges.js';
 import { prepareDropDir } from '../queue/drop-dir.js';
 import type { Components } from './components.js';
-import type { Loaded } from './loaded.js';
+import { type Loaded, secretFilesOf } from './loaded.js';
 
 /** As root: who to become once the ports are bound (a bad user or group stops the start); else null. */
 /** A second `mailsrv start` on the same state_dir stops here, naming the one that runs (not at its ports). */
@@ -37,23 +37,25 @@ export function daemonIdentity(config: Config): Identity | null {
 }
 
 /**
- * accounts = "system": starts the root helper that checks passwords and creates mailboxes
- * (README, "Using the box's Unix accounts"), while this process is still root; else null.
+ * Started as root: starts the root helper while this process is still root; else null. It reads
+ * the secret files on SIGHUP (README, "Privileges") and, with accounts = "system", checks
+ * passwords and creates mailboxes (README, "Using the box's Unix accounts").
  */
-export async function startAccountHelper(
+export async function startRootHelper(
   config: Config,
   identity: Identity | null,
   logger: Logger,
 ): Promise<AccountHelper | null> {
-  if (config.accounts !== 'system') return null;
+  const accounts = config.accounts === 'system';
   if (identity === null) {
+    if (!accounts) return null;
     throw new PrivilegeError(
       'accounts = "system" needs mailsrv started as root: its helper checks Unix passwords and ' +
         "creates mailboxes owned by their users (it drops to 'user'/'group' for everything else)",
     );
   }
   const pamFile = join(PAM_SERVICE_DIR, config.pam_service);
-  if (!existsSync(pamFile)) {
+  if (accounts && !existsSync(pamFile)) {
     logger.warn({ pamFile }, 'no PAM service file: PAM checks passwords with /etc/pam.d/other');
   }
   return AccountHelper.start(
@@ -62,6 +64,8 @@ export async function startAccountHelper(
       minUid: config.system_min_uid,
       pamService: config.pam_service,
       mailGid: identity.gid,
+      accounts,
+      secretFiles: secretFilesOf(config),
     },
     logger,
   );

@@ -10,6 +10,7 @@
 import type { SystemAccounts } from '../accounts/system-accounts.js';
 import { normalizeUsername } from '../auth/username.js';
 import { loadUsers, type UserDb } from '../auth/users.js';
+import type { SecretReader } from '../secret-reader.js';
 import { loadAliases, POSTMASTER, postmasterProblem, resolveRecipient, type UserLookup } from './aliases.js';
 
 /** Where the users come from: every answer known at once (users file), or looked up (system). */
@@ -49,15 +50,16 @@ export class Directory {
   ) {}
 
   /**
-   * Loads the users file (or takes the system's accounts) and the aliases file; the problems are
-   * reported by the caller (a bad line is skipped).
+   * Loads the users file (through `readSecret`, or directly) or takes the system's accounts, and
+   * the aliases file; the problems are reported by the caller (a bad line is skipped).
    */
   static async load(
     files: { usersFile: string; aliasesFile: string },
     isLocalDomain: (domain: string) => boolean,
     accounts: SystemAccounts | null = null,
+    readSecret?: SecretReader,
   ): Promise<{ directory: Directory; problems: string[] }> {
-    const users = accounts === null ? await loadUsers(files.usersFile) : NO_USERS;
+    const users = accounts === null ? await loadUsers(files.usersFile, readSecret) : NO_USERS;
     const source = accounts === null ? fileUsers(users) : systemUsers(accounts);
     const aliases = await loadAliases(files.aliasesFile);
     const directory = new Directory(users, source, aliases.aliases, isLocalDomain);

@@ -3,10 +3,9 @@
 // start and on SIGHUP. A key that is missing or cannot be used is a problem to report; mail from
 // that domain then goes out unsigned.
 import { createPrivateKey, type KeyObject } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
-import { isErrno } from '../fsutil.js';
+import { readSecretDirectly, type SecretReader } from '../secret-reader.js';
 
 export type DkimKeyType = 'rsa' | 'ed25519';
 export const DKIM_KEY_TYPES: readonly DkimKeyType[] = ['rsa', 'ed25519'];
@@ -71,13 +70,18 @@ export function selectorOf(config: Pick<Config, 'dkim'>, type: DkimKeyType): str
   return type === 'rsa' ? config.dkim.selector : config.dkim.selector_ed25519;
 }
 
-/** Reads every signing domain's key files. Never rejects: whatever cannot be used is in `problems`. */
-export async function loadDkimKeys(config: DkimConfig): Promise<LoadedKeys> {
+/**
+ * Reads every signing domain's key files (through `read`: the root helper on SIGHUP). Never
+ * rejects: whatever cannot be used is in `problems`.
+ */
+export async function loadDkimKeys(config: DkimConfig, read: SecretReader = readSecretDirectly): Promise<LoadedKeys> {
   const byDomain = new Map<string, DomainKeys>();
   const unsigned: string[] = [];
   const problems: string[] = [];
   for (const domain of signingDomains(config)) {
-    const [rsa, ed25519] = await Promise.all(DKIM_KEY_TYPES.map((type) => readKey(config, domain, type, problems)));
+    const [rsa, ed25519] = await Promise.all(
+      DKIM_KEY_TYPES.map((type) => readKey(config, domain, type, read, problems)),
+    );
     if (rsa === null) {
       unsigned.push(domain);
       if (ed25519 !== null)
@@ -97,14 +101,17 @@ async function readKey(
   config: DkimConfig,
   domain: string,
   type: DkimKeyType,
+  read: SecretReader,
   problems: string[],
 ): Promise<SigningKey | null> {
   const file = keyFile(config.dkim.keys_dir, domain, type);
   let pem: string;
   try {
-    pem = await readFile(file, 'utf8');
+    const bytes = await read(file);
+    if (bytes === null) return null;
+    pem = bytes.toString('utf8');
   } catch (err) {
-    if (!isErrno(err, 'ENOENT')) problems.push(`${file}: cannot read it: ${(err as Error).message}`);
+    problems.push(`${file}: cannot read it: ${(err as Error).message}`);
     return null;
   }
   try {

@@ -7,7 +7,6 @@
 // A domain's MTA-STS policy (README, "MTA-STS") decides which MX hosts may take its mail and
 // whether the TLS certificate must be verified.
 import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Readable } from 'node:stream';
@@ -27,6 +26,7 @@ import { domainOf } from '../message/address.js';
 import { permanent, temporary, type DeliveryStatus } from '../message/status.js';
 import type { AttemptOutcome, DeliveryJob, RemoteAgent } from '../queue/agents.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
+import { readSecretDirectly, type SecretReader } from '../secret-reader.js';
 import { editHeaders } from '../mbox/headers.js';
 import { DestinationError, DestinationResolver, type Destination } from './destinations.js';
 import { listedIn, StsPolicies } from './mta-sts.js';
@@ -62,6 +62,8 @@ export interface RemoteDeliveryOptions extends RemoteSettings {
   srs: Srs;
   /** the hostname's DKIM key, which seals forwarded copies; undefined: none (they go unsealed) */
   sealingKey: () => SigningKey | undefined;
+  /** reads relayhost_password_file (the root helper when started as root) */
+  readSecret?: SecretReader;
 }
 
 /** The TLS and the policy decisions for one domain's delivery. */
@@ -199,7 +201,7 @@ export class RemoteDelivery implements RemoteAgent {
       return allFail(err instanceof DestinationError ? err.status : temporary('4.4.3', (err as Error).message));
     }
     try {
-      auth = await relayhostCredentials(settings);
+      auth = await relayhostCredentials(settings, this.options.readSecret ?? readSecretDirectly);
     } catch (err) {
       return allFail(
         temporary(
@@ -289,8 +291,13 @@ function ownAddresses(listeners: ListenAddress[]): Set<string> {
 }
 
 /** The relayhost login; the password is read at each attempt, so a changed file needs no reload. */
-async function relayhostCredentials(settings: RemoteSettings): Promise<{ user: string; pass: string } | null> {
+async function relayhostCredentials(
+  settings: RemoteSettings,
+  read: SecretReader,
+): Promise<{ user: string; pass: string } | null> {
   if (settings.relayhost === '' || settings.relayhostUser === '') return null;
-  const pass = (await readFile(settings.relayhostPasswordFile, 'utf8')).split(/\r?\n/)[0]!;
+  const file = await read(settings.relayhostPasswordFile);
+  if (file === null) throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
+  const pass = file.toString('utf8').split(/\r?\n/)[0]!;
   return { user: settings.relayhostUser, pass };
 }

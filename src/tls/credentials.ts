@@ -3,9 +3,9 @@
 // them, so a SIGHUP with a broken file keeps the running certificate instead of breaking TLS.
 // Every TLS listener (STARTTLS, STLS, implicit TLS) takes the same settings: TLS 1.2 at
 // least, Node's default (modern) cipher list.
-import { readFile } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
+import { readSecretDirectly, type SecretReader } from '../secret-reader.js';
 
 /** Applied to every TLS session mailsrv serves. */
 export const TLS_SERVER_OPTIONS = {
@@ -33,11 +33,17 @@ export class TlsFileError extends Error {
   }
 }
 
-/** Reads and checks the configured files; null when TLS is off (`tls.cert = ""`). */
-export async function loadTlsCredentials(settings: { cert: string; key: string }): Promise<TlsCredentials | null> {
+/**
+ * Reads (through `read`: the root helper on SIGHUP) and checks the configured files; null when
+ * TLS is off (`tls.cert = ""`).
+ */
+export async function loadTlsCredentials(
+  settings: { cert: string; key: string },
+  read: SecretReader = readSecretDirectly,
+): Promise<TlsCredentials | null> {
   if (settings.cert === '') return null;
-  const cert = await readPem('tls.cert', settings.cert);
-  const key = await readPem('tls.key', settings.key);
+  const cert = await readPem('tls.cert', settings.cert, read);
+  const key = await readPem('tls.key', settings.key, read);
   try {
     return credentialsFromPem(cert, key);
   } catch (err) {
@@ -82,10 +88,13 @@ export function credentialsFromPem(cert: Buffer, key: Buffer): TlsCredentials {
   return { cert, key, context, validTo: new Date(x509.validTo) };
 }
 
-async function readPem(key: 'tls.cert' | 'tls.key', file: string): Promise<Buffer> {
+async function readPem(key: 'tls.cert' | 'tls.key', file: string, read: SecretReader): Promise<Buffer> {
+  let pem: Buffer | null;
   try {
-    return await readFile(file);
+    pem = await read(file);
   } catch (err) {
     throw new TlsFileError(key, file, `cannot read: ${(err as Error).message}`);
   }
+  if (pem === null) throw new TlsFileError(key, file, 'cannot read: no such file');
+  return pem;
 }

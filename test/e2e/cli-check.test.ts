@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { chmod, chown, copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -263,7 +263,7 @@ describe('mailsrv check / config / start with bad input', () => {
     );
   });
 
-  test('run as root: files the daemon cannot re-read after dropping root are warnings naming the fix', {
+  test('as root: root-only secrets pass (the helper re-reads them); unreadable aliases, symlinked key warn', {
     skip: !DAEMON_USER,
   }, async () => {
     const { user, group } = DAEMON_USER!;
@@ -271,20 +271,31 @@ describe('mailsrv check / config / start with bad input', () => {
     await mkdir(hidden, { recursive: true });
     await chmod(hidden, 0o700);
     const usersFile = join(hidden, 'users');
+    const aliasesFile = join(hidden, 'aliases');
     await copyFile(env.usersFile, usersFile);
-    const { cert, key } = await tlsVariant(await generateSelfSigned(HOSTNAME, 365), { keyOwnedByRoot: true });
-    const path = await variant({ users_file: usersFile, tls: { cert, key } });
-    const r = check(path);
+    await copyFile(env.aliasesFile, aliasesFile);
+    await chmod(usersFile, 0o600);
+    const { cert, key } = await tlsVariant(await generateSelfSigned(HOSTNAME, 365), {
+      keyMode: 0o600,
+      keyOwnedByRoot: true,
+    });
+    const rootOnly = check(await variant({ users_file: usersFile, tls: { cert, key } }));
+    assert.equal(rootOnly.code, 0, rootOnly.stderr);
+    assert.equal(rootOnly.stderr, '');
+
+    const keyLink = join(env.dir, `key-link-${n}.pem`);
+    await symlink(key, keyLink);
+    const r = check(await variant({ users_file: usersFile, aliases_file: aliasesFile, tls: { cert, key: keyLink } }));
     assert.equal(r.code, 0, r.stderr);
     const who = `is not readable by user ${user}/group ${group}, as whom mailsrv re-reads it on SIGHUP`;
     assert.ok(
-      r.stderr.includes(`warning: key 'tls.key': ${key} ${who}: chgrp ${group} ${key}; chmod 0640 ${key}\n`),
+      r.stderr.includes(
+        `warning: key 'aliases_file': ${aliasesFile} ${who}: directory ${hidden} is not searchable by them`,
+      ),
       r.stderr,
     );
     assert.ok(
-      r.stderr.includes(
-        `warning: key 'users_file': ${usersFile} ${who}: directory ${hidden} is not searchable by them`,
-      ),
+      r.stderr.includes(`warning: ${keyLink} leads to ${key} through a symlink, which the root helper does not follow`),
       r.stderr,
     );
     assert.match(r.stdout, /is OK \(2 warnings\)/);

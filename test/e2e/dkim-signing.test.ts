@@ -4,6 +4,7 @@
 // mailbox verifies with python3-dkim against the records served by a test DNS server. Mail from
 // outside on the MX port is not signed; a key made while running is used after SIGHUP.
 import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { type DnsZoneServer, startDnsZone } from '../support/dns-zone.js';
@@ -90,7 +91,8 @@ describe('DKIM signing', () => {
     await dns?.close();
   });
 
-  test('keygen writes the key 0640 and never overwrites it', () => {
+  test('keygen writes the key 0600 (its owner alone) and never overwrites it', () => {
+    assert.equal(statSync(`${env.dir}/dkim/${DOMAIN}.key`).mode & 0o777, 0o600);
     const again = runCli(['dkim', 'keygen', DOMAIN, '-c', env.configPath]);
     assert.equal(again.code, 1);
     assert.match(again.stderr, new RegExp(`${env.dir}/dkim/${DOMAIN}\\.key exists`));

@@ -285,7 +285,14 @@ describe('accounts = "system"', { skip: RUN_AS_ROOT ? false : 'run as root to ma
   });
 
   test('the helper worker, run as root on its own, refuses what it must and exits on garbage', async () => {
-    const settings = { spoolDir: env.spoolDir, minUid: MIN_UID, pamService: PAM_SERVICE, mailGid: mail!.gid };
+    const settings = {
+      spoolDir: env.spoolDir,
+      minUid: MIN_UID,
+      pamService: PAM_SERVICE,
+      mailGid: mail!.gid,
+      accounts: true,
+      secretFiles: [],
+    };
     const worker = spawn(process.execPath, [HELPER_ENTRY, 'worker', JSON.stringify(settings)], {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
@@ -329,11 +336,11 @@ describe('accounts = "system"', { skip: RUN_AS_ROOT ? false : 'run as root to ma
   });
 
   test('a killed helper worker is started again and logins work again', async () => {
-    const started = daemon.find((e) => e.msg === 'account helper started');
+    const started = daemon.find((e) => e.msg === 'root helper started');
     const pid = Number(started.at(-1)!.pid);
     process.kill(pid, 'SIGKILL');
-    await daemon.waitForLog((e) => e.msg === 'account helper exited' && e.pid === pid);
-    await daemon.waitForLogs((e) => e.msg === 'account helper started', started.length + 1);
+    await daemon.waitForLog((e) => e.msg === 'root helper exited' && e.pid === pid);
+    await daemon.waitForLogs((e) => e.msg === 'root helper started', started.length + 1);
     const client = await Pop3Client.login(env.pop3Port, alice.login, PASSWORD);
     await client.quit();
     // the daemon itself never became root again

@@ -1,6 +1,7 @@
 // Unit tests for the root helper's protocol (src/accounts/helper-protocol.ts): framing, and the
 // request validator that stands between the daemon and root (only a valid login, only
-// spool_dir/<login>, no extra fields, bounded sizes; no account below system_min_uid); and for
+// spool_dir/<login>, only the secret files named at start, no extra fields, bounded sizes; no
+// account below system_min_uid); the helper's secret file reads (secret-reader.ts); and for
 // the daemon-side pieces around it: the account lookups' cache (system-accounts.ts), alias
 // resolution over looked-up accounts (delivery/directory.ts), and the decoy timing of password
 // checks (system-passwords.ts).
@@ -11,14 +12,17 @@ import {
   encodeFrame,
   FrameError,
   FrameReader,
-  MAX_FRAME,
+  MAX_ANSWER_FRAME,
+  MAX_REQUEST_FRAME,
   validateRequest,
 } from '../../src/accounts/helper-protocol.js';
 import { parsePasswdLine, type SystemAccount, SystemAccounts } from '../../src/accounts/system-accounts.js';
 import { SystemPasswords } from '../../src/accounts/system-passwords.js';
 import { Directory } from '../../src/delivery/directory.js';
 
-const SPOOL = '/var/mail';
+const SECRETS = ['/etc/mailsrv/users', '/etc/mailsrv/tls/key.pem'];
+const SPOOL = { spoolDir: '/var/mail', accounts: true, secretFiles: SECRETS };
+const FILE_ACCOUNTS = { ...SPOOL, accounts: false };
 const auth = { id: 1, op: 'auth', user: 'alice', password: 'pw', rhost: '192.0.2.1' };
 const mailbox = { id: 2, op: 'mailbox', user: 'alice', path: '/var/mail/alice' };
 
@@ -27,6 +31,34 @@ describe('validateRequest', () => {
     assert.deepEqual(validateRequest(auth, SPOOL), auth);
     assert.deepEqual(validateRequest(mailbox, SPOOL), mailbox);
     assert.deepEqual(validateRequest({ ...mailbox, path: '/var/mail/./alice' }, SPOOL), mailbox);
+  });
+
+  test('passes a secret file only when the config named it at start, with accounts = "file" too', () => {
+    const secret = { id: 3, op: 'secret', path: '/etc/mailsrv/users' };
+    assert.deepEqual(validateRequest(secret, SPOOL), secret);
+    assert.deepEqual(validateRequest(secret, FILE_ACCOUNTS), secret);
+    const refused = 'path is not a secret file named by the config at start';
+    for (const path of [
+      '/etc/shadow',
+      '/etc/mailsrv/users/../../shadow',
+      '/etc/mailsrv/./users',
+      '/etc/mailsrv/users/',
+      'etc/mailsrv/users',
+      '/etc/mailsrv/tls',
+      '/etc/mailsrv/users\0',
+      '',
+      42,
+      null,
+    ]) {
+      assert.equal(validateRequest({ ...secret, path }, FILE_ACCOUNTS), refused, String(path));
+    }
+    assert.equal(validateRequest({ ...secret, user: 'alice' }, SPOOL), 'unexpected fields');
+    assert.equal(validateRequest({ id: 3, op: 'secret' }, SPOOL), 'unexpected fields');
+  });
+
+  test('refuses account requests with accounts = "file"', () => {
+    for (const request of [auth, mailbox])
+      assert.equal(validateRequest(request, FILE_ACCOUNTS), 'accounts = "file": no Unix account requests');
   });
 
   test('refuses names that are not valid logins', () => {
@@ -94,9 +126,14 @@ describe('frames', () => {
   test('a zero or oversized length, or a body that is not JSON, is an error', () => {
     const header = (n: number) => Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
     assert.throws(() => new FrameReader().push(header(0)), FrameError);
-    assert.throws(() => new FrameReader().push(header(MAX_FRAME + 1)), FrameError);
+    assert.throws(() => new FrameReader().push(header(MAX_REQUEST_FRAME + 1)), FrameError);
     assert.throws(() => new FrameReader().push(Buffer.concat([header(3), Buffer.from('{x}')])), FrameError);
-    assert.throws(() => encodeFrame({ big: 'x'.repeat(MAX_FRAME) }), FrameError);
+    assert.throws(() => encodeFrame({ big: 'x'.repeat(MAX_REQUEST_FRAME) }), FrameError);
+    // answers may carry a secret file: larger, but bounded too
+    const answer = encodeFrame({ id: 1, content: 'x'.repeat(MAX_REQUEST_FRAME) }, MAX_ANSWER_FRAME);
+    assert.equal(new FrameReader(MAX_ANSWER_FRAME).push(answer).length, 1);
+    assert.throws(() => new FrameReader().push(answer), FrameError);
+    assert.throws(() => new FrameReader(MAX_ANSWER_FRAME).push(header(MAX_ANSWER_FRAME + 1)), FrameError);
   });
 });
 
