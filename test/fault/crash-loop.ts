@@ -43,8 +43,9 @@ const POP3_CLIENTS = 2;
 export interface LoopReport {
   rounds: number;
   acknowledged: number;
-  /** copies the test MX took, and how many of them were second copies after a kill */
+  /** copies the test MX took, the bounces among them, and how many were second copies after a kill */
   relayed: number;
+  bounces: number;
   relayedTwice: number;
   deletedByQuit: number;
   invariantsChecked: number;
@@ -250,7 +251,7 @@ export async function crashLoop(
       duplicatesReported = duplicates.length;
       log(
         `round ${round}/${rounds}${killed}: ${ledger.acknowledged.size} acknowledged, ${mx.received} relayed ` +
-          `(${duplicatesReported} twice after a kill), ${invariantsChecked} invariants held`,
+          `(${mx.bounces} bounces, ${duplicatesReported} twice after a kill), ${invariantsChecked} invariants held`,
       );
     }
   } finally {
@@ -263,6 +264,7 @@ export async function crashLoop(
     rounds,
     acknowledged: ledger.acknowledged.size,
     relayed: mx.received,
+    bounces: mx.bounces,
     relayedTwice: duplicatesReported,
     deletedByQuit: ledger.deleted.size,
     invariantsChecked,
