@@ -100,7 +100,9 @@ export class QueueManager {
 
   /**
    * After a crash between queueing a notice and saving the progress of the entry it reports on:
-   * the notice on disk names its entry and recipients, which count as told (no second bounce).
+   * the notice on disk names its entry and recipients, which count as told (no second bounce);
+   * and a bounce's recipients count as failed, as it told the sender (not delivered after all
+   * when an attempt the saved progress never saw is made again).
    */
   private async settleQueuedNotices(entries: QueueEntry[]): Promise<void> {
     const byId = new Map(entries.map((entry) => [entry.envelope.id, entry]));
@@ -108,10 +110,17 @@ export class QueueManager {
       const origin = notice.envelope.noticeOf;
       const reported = origin === undefined ? undefined : byId.get(origin.queueId);
       if (origin === undefined || reported === undefined) continue;
-      const flag = origin.kind === 'failure' ? 'notified' : 'warned';
-      const unsaved = origin.indexes.filter((i) => reported.progress[i] !== undefined && !reported.progress[i]![flag]);
+      const failure = origin.kind === 'failure';
+      const flag = failure ? 'notified' : 'warned';
+      const unsaved = origin.indexes.filter((i) => {
+        const progress = reported.progress[i];
+        return progress !== undefined && (!progress[flag] || (failure && progress.state === 'pending'));
+      });
       if (unsaved.length === 0) continue;
-      for (const i of unsaved) reported.progress[i]![flag] = true;
+      for (const i of unsaved) {
+        reported.progress[i]![flag] = true;
+        if (failure) reported.progress[i]!.state = 'failed';
+      }
       await this.options.store.saveProgress(origin.queueId, reported.progress);
       this.options.logger.info(
         { queueId: origin.queueId, notice: notice.envelope.id, kind: origin.kind },

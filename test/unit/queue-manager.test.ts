@@ -430,3 +430,35 @@ test('a crash after a bounce was queued, before the progress saying so: no secon
   assert.equal(bounces, 0, 'the queued bounce counts: none made again');
   assert.deepEqual(await readdir(store.dir).then((names) => names.filter((n) => n === notice.envelope.id)), []);
 });
+
+test('a crash after a bounce was queued, before any progress was saved: the recipient stays failed', async () => {
+  const { store, entry } = await setup(['gone']);
+  // as the daemon left it: the attempt failed for good and its bounce is on disk, but the
+  // progress on disk still says pending (the crash came before the save)
+  const notice = await noticeFor(store, { queueId: entry.envelope.id, indexes: [0], kind: 'failure' });
+  let attempts = 0;
+  let bounces = 0;
+  const restarted = manager(
+    store,
+    {
+      deliver: async (jobs) => {
+        attempts += 1;
+        return jobs.map(() => sent());
+      },
+      settleInterruptedAppend: async () => false,
+    },
+    {
+      notifier: {
+        notify: async (reported, indexes, kind) => {
+          bounces += 1;
+          return noticeFor(store, { queueId: reported.envelope.id, indexes, kind });
+        },
+      },
+    },
+  );
+  await restarted.start();
+  await until(() => restarted.size === 0);
+  assert.equal(attempts, 0, 'not delivered after its bounce told the sender it failed');
+  assert.equal(bounces, 0, 'the queued bounce counts: none made again');
+  assert.deepEqual(await readdir(store.dir).then((names) => names.filter((n) => n === notice.envelope.id)), []);
+});
