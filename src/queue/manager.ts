@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import { countBounced, countDeferred, countDelivered } from '../metrics/metrics.js';
 import { MAX_HOPS } from '../message/hops.js';
 import { describeStatus, isDelivered, permanent, temporary } from '../message/status.js';
-import type { AttemptOutcome, DeliveryAgent, DeliveryJob, Notifier, RemoteAgent } from './agents.js';
+import type { AttemptOutcome, DeliveryAgent, DeliveryJob, Notifier, RemoteAgent, RemoteAttempt } from './agents.js';
 import { Fifo, MinHeap } from './collections.js';
 import type { QueueEntry, QueueStore, RecipientProgress } from './store.js';
 
@@ -279,23 +279,30 @@ export class QueueManager {
   private runRemote(destination: string, jobs: Job[]): void {
     this.busyDestinations.set(destination, (this.busyDestinations.get(destination) ?? 0) + 1);
     this.remoteInFlight += 1;
-    this.run(jobs, () => {
+    // the connection counts until it is closed, which may be after the outcome is recorded
+    const release = () => {
       this.remoteInFlight -= 1;
       const left = this.busyDestinations.get(destination)! - 1;
       if (left === 0) this.busyDestinations.delete(destination);
       else this.busyDestinations.set(destination, left);
-    });
+      this.dispatch();
+    };
+    this.run(jobs, (sessionEnded) => void sessionEnded.then(release, release));
   }
 
-  /** Delivers a batch (one mailbox, or one entry's recipients at one destination), then records the outcomes. */
-  private run(jobs: Job[], release: () => void): void {
+  /**
+   * Delivers a batch (one mailbox, or one entry's recipients at one destination), then records the
+   * outcomes; `release` is told when the attempt is over, with the end of its outbound session.
+   */
+  private run(jobs: Job[], release: (sessionEnded: Promise<void>) => void): void {
     const entries = [...new Set(jobs.map((job) => job.entry.envelope.id))];
     for (const id of entries) this.busyEntries.set(id, (this.busyEntries.get(id) ?? 0) + 1);
     const run = (async () => {
+      let sessionEnded = Promise.resolve();
       try {
-        await this.attempt(jobs);
+        ({ sessionEnded } = await this.attempt(jobs));
       } finally {
-        release();
+        release(sessionEnded);
         for (const id of entries) {
           const left = this.busyEntries.get(id)! - 1;
           if (left === 0) this.busyEntries.delete(id);
@@ -334,7 +341,11 @@ export class QueueManager {
     this.runLocal(mailbox, batch);
   }
 
-  private async attempt(jobs: Job[]): Promise<void> {
+  /**
+   * One attempt for `jobs`, its outcomes recorded; an outbound session may still be saying QUIT
+   * (`sessionEnded`): what the server took is saved meanwhile, so a crash then sends nothing twice.
+   */
+  private async attempt(jobs: Job[]): Promise<{ sessionEnded: Promise<void> }> {
     const started = this.clock.now();
     for (const { entry, index } of jobs) {
       entry.progress[index]!.attempts += 1;
@@ -353,21 +364,25 @@ export class QueueManager {
         deliverable.push(...own);
       }
     }
+    let sessionEnded = Promise.resolve();
     if (deliverable.length > 0) {
       const results = isRemote(deliverable[0]!)
         ? await this.deliverRemote(deliverable)
-        : await this.deliverLocal(deliverable);
+        : { outcomes: await this.deliverLocal(deliverable), ended: sessionEnded };
       deliverable.forEach((job, i) => {
-        outcomes.set(job, results[i] ?? { status: temporary('4.3.0', 'no outcome') });
+        outcomes.set(job, results.outcomes[i] ?? { status: temporary('4.3.0', 'no outcome') });
       });
+      sessionEnded = results.ended;
     }
     for (const [job, outcome] of outcomes) this.record(job, outcome, started);
+    return { sessionEnded };
   }
 
-  private deliverRemote(jobs: Job[]): Promise<AttemptOutcome[]> {
-    return this.options.remote
-      .deliver(jobs)
-      .catch((err: Error) => jobs.map(() => ({ status: temporary('4.3.0', err.message) })));
+  private deliverRemote(jobs: Job[]): Promise<RemoteAttempt> {
+    return this.options.remote.deliver(jobs).catch((err: Error) => ({
+      outcomes: jobs.map(() => ({ status: temporary('4.3.0', err.message) })),
+      ended: Promise.resolve(),
+    }));
   }
 
   private async deliverLocal(jobs: Job[]): Promise<AttemptOutcome[]> {

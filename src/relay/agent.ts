@@ -13,7 +13,7 @@ import { missingSubmissionHeaders, receivedHeader } from '../message/trace.js';
 import type { Logger } from '../log.js';
 import { domainOf } from '../message/address.js';
 import { permanent, temporary, type DeliveryStatus } from '../message/status.js';
-import type { AttemptOutcome, DeliveryJob, RemoteAgent } from '../queue/agents.js';
+import type { AttemptOutcome, DeliveryJob, RemoteAgent, RemoteAttempt } from '../queue/agents.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { editHeaders } from '../mbox/headers.js';
 import { DestinationError, DestinationResolver, type Destination } from './destinations.js';
@@ -74,14 +74,17 @@ export class RemoteDelivery implements RemoteAgent {
     return this.settings.relayhost === '' ? domainOf(address) : `[relayhost] ${this.settings.relayhost}`;
   }
 
-  async deliver(jobs: DeliveryJob[]): Promise<AttemptOutcome[]> {
+  async deliver(jobs: DeliveryJob[]): Promise<RemoteAttempt> {
     const { entry } = jobs[0]!;
     const recipients = jobs.map(({ index }) => entry.envelope.recipients[index]!.address);
     const settings = this.settings;
     let destinations: Destination[];
     let auth: { user: string; pass: string } | null;
     const domain = domainOf(recipients[0]!);
-    const allFail = (status: DeliveryStatus) => jobs.map((): AttemptOutcome => ({ status }));
+    const allFail = (status: DeliveryStatus): RemoteAttempt => ({
+      outcomes: jobs.map((): AttemptOutcome => ({ status })),
+      ended: Promise.resolve(),
+    });
     try {
       destinations = await this.resolver.resolve(domain);
     } catch (err) {
@@ -118,10 +121,11 @@ export class RemoteDelivery implements RemoteAgent {
         protocolLogger: this.options.logger.child({ queueId: entry.envelope.id }),
       },
     );
-    return report.results.map((result): AttemptOutcome => {
+    const outcomes = report.results.map((result): AttemptOutcome => {
       const relay = result.remote === null ? (report.relay ?? undefined) : formatDestination(result.remote);
       return { status: result.status, relay };
     });
+    return { outcomes, ended: report.ended };
   }
 }
 
