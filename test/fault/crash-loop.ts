@@ -1,14 +1,14 @@
 // The crash loop: rounds of `kill -9` at a random moment while the daemon receives mail from
 // several SMTP clients at once (one local recipient: direct delivery; several: the queue; remote
 // recipients, alone or with local ones: relayed to a test MX, test/fault/crash-mx.ts, that
-// answers some attempts 451) and POP3 clients delete messages and QUIT, then a restart and a check
-// of every mailbox and of what reached the MX.
+// answers some attempts 451 and a few 554, which bounce) and POP3 clients delete messages and
+// QUIT, then a restart and a check of every mailbox and of what reached the MX.
 // The kill comes after a random number of acknowledgements and deletions, so a round is timed
 // by what happened, not by the clock. Invariants after each round: every message that got a
 // 250 is in each of its mailboxes exactly once (unless a POP3 QUIT that got +OK deleted it
 // there), none is torn, nothing is in a mailbox that was never sent, and the queue drains; each
-// acknowledged remote recipient got a whole copy at the MX, a second one only after a kill cut
-// that delivery short (printed), and nothing reached the MX that was never sent.
+// acknowledged remote recipient got a whole copy at the MX or a bounce (not both), a second copy
+// only after a kill cut that delivery short (printed), and nothing reached the MX never sent.
 // With two nodes (README, "More than one node"), two daemons share one spool_dir, each with its
 // own state_dir: the clients are spread over both, one of them is killed while the other goes
 // on until it is stopped, then both start again and drain their queues.
@@ -184,7 +184,10 @@ export async function crashLoop(
   nodeCount = 1,
 ): Promise<LoopReport> {
   const mx = await TestMx.start(seed);
-  const nodes = await makeNodes(nodeCount, mx);
+  const nodes = await makeNodes(nodeCount, mx).catch(async (err: unknown) => {
+    await mx.close();
+    throw err;
+  });
   const ledger = new Ledger();
   const rand = random(seed);
   let invariantsChecked = 0;
