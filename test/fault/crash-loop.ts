@@ -7,8 +7,9 @@
 // by what happened, not by the clock. Invariants after each round: every message that got a
 // 250 is in each of its mailboxes exactly once (unless a POP3 QUIT that got +OK deleted it
 // there), none is torn, nothing is in a mailbox that was never sent, and the queue drains; each
-// acknowledged remote recipient got a whole copy at the MX or a bounce (not both), a second copy
-// only after a kill cut that delivery short (printed), and nothing reached the MX never sent.
+// acknowledged remote recipient got a whole copy at the MX or a bounce, a second copy (or a
+// bounce after a copy) only after a kill cut that delivery short (printed), and nothing reached
+// the MX that was never sent.
 // With two nodes (README, "More than one node"), two daemons share one spool_dir, each with its
 // own state_dir: the clients are spread over both, one of them is killed while the other goes
 // on until it is stopped, then both start again and drain their queues.
@@ -250,11 +251,11 @@ export async function crashLoop(
       for (const daemon of daemons) await daemon.stop();
       daemons = [];
       const killed = nodeCount === 1 ? '' : ` (node ${victim + 1} killed)`;
-      for (const line of duplicates.slice(duplicatesReported)) log(`  at the test MX twice: ${line}`);
+      for (const line of duplicates.slice(duplicatesReported)) log(`  at the test MX again: ${line}`);
       duplicatesReported = duplicates.length;
       log(
         `round ${round}/${rounds}${killed}: ${ledger.acknowledged.size} acknowledged, ${mx.received} relayed ` +
-          `(${mx.bounces} bounces, ${duplicatesReported} twice after a kill), ${invariantsChecked} invariants held`,
+          `(${mx.bounces} bounces, ${duplicatesReported} again after a kill), ${invariantsChecked} invariants held`,
       );
     }
   } finally {
