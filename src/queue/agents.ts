@@ -41,8 +41,15 @@ export interface AttemptOutcome {
 export interface RemoteAgent {
   /** The destination a remote address goes to (its domain, or the relayhost): the unit of concurrency. */
   destinationOf(address: string): string;
-  /** Sends one entry to recipients that share a destination, over one connection; one outcome per job. */
-  deliver(jobs: DeliveryJob[]): Promise<AttemptOutcome[]>;
+  /** Sends one entry to recipients that share a destination, over one connection. */
+  deliver(jobs: DeliveryJob[]): Promise<RemoteAttempt>;
+}
+
+export interface RemoteAttempt {
+  /** one per job, as soon as the transaction is over */
+  outcomes: AttemptOutcome[];
+  /** settles once the connection is closed (after QUIT): it counts against the concurrency until then */
+  ended: Promise<void>;
 }
 
 export interface Notifier {

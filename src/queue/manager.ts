@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import { countBounced, countDeferred, countDelivered } from '../metrics/metrics.js';
 import { MAX_HOPS } from '../message/hops.js';
 import { describeStatus, isDelivered, permanent, temporary } from '../message/status.js';
-import type { AttemptOutcome, DeliveryAgent, DeliveryJob, Notifier, RemoteAgent } from './agents.js';
+import type { AttemptOutcome, DeliveryAgent, DeliveryJob, Notifier, RemoteAgent, RemoteAttempt } from './agents.js';
 import { Fifo, MinHeap } from './collections.js';
 import type { QueueEntry, QueueStore, RecipientProgress } from './store.js';
 
@@ -100,7 +100,9 @@ export class QueueManager {
 
   /**
    * After a crash between queueing a notice and saving the progress of the entry it reports on:
-   * the notice on disk names its entry and recipients, which count as told (no second bounce).
+   * the notice on disk names its entry and recipients, which count as told (no second bounce);
+   * and a bounce's recipients count as failed, as it told the sender (not delivered after all
+   * when an attempt the saved progress never saw is made again).
    */
   private async settleQueuedNotices(entries: QueueEntry[]): Promise<void> {
     const byId = new Map(entries.map((entry) => [entry.envelope.id, entry]));
@@ -108,10 +110,17 @@ export class QueueManager {
       const origin = notice.envelope.noticeOf;
       const reported = origin === undefined ? undefined : byId.get(origin.queueId);
       if (origin === undefined || reported === undefined) continue;
-      const flag = origin.kind === 'failure' ? 'notified' : 'warned';
-      const unsaved = origin.indexes.filter((i) => reported.progress[i] !== undefined && !reported.progress[i]![flag]);
+      const failure = origin.kind === 'failure';
+      const flag = failure ? 'notified' : 'warned';
+      const unsaved = origin.indexes.filter((i) => {
+        const progress = reported.progress[i];
+        return progress !== undefined && (!progress[flag] || (failure && progress.state === 'pending'));
+      });
       if (unsaved.length === 0) continue;
-      for (const i of unsaved) reported.progress[i]![flag] = true;
+      for (const i of unsaved) {
+        reported.progress[i]![flag] = true;
+        if (failure) reported.progress[i]!.state = 'failed';
+      }
       await this.options.store.saveProgress(origin.queueId, reported.progress);
       this.options.logger.info(
         { queueId: origin.queueId, notice: notice.envelope.id, kind: origin.kind },
@@ -270,23 +279,30 @@ export class QueueManager {
   private runRemote(destination: string, jobs: Job[]): void {
     this.busyDestinations.set(destination, (this.busyDestinations.get(destination) ?? 0) + 1);
     this.remoteInFlight += 1;
-    this.run(jobs, () => {
+    // the connection counts until it is closed, which may be after the outcome is recorded
+    const release = () => {
       this.remoteInFlight -= 1;
       const left = this.busyDestinations.get(destination)! - 1;
       if (left === 0) this.busyDestinations.delete(destination);
       else this.busyDestinations.set(destination, left);
-    });
+      this.dispatch();
+    };
+    this.run(jobs, (sessionEnded) => void sessionEnded.then(release, release));
   }
 
-  /** Delivers a batch (one mailbox, or one entry's recipients at one destination), then records the outcomes. */
-  private run(jobs: Job[], release: () => void): void {
+  /**
+   * Delivers a batch (one mailbox, or one entry's recipients at one destination), then records the
+   * outcomes; `release` is told when the attempt is over, with the end of its outbound session.
+   */
+  private run(jobs: Job[], release: (sessionEnded: Promise<void>) => void): void {
     const entries = [...new Set(jobs.map((job) => job.entry.envelope.id))];
     for (const id of entries) this.busyEntries.set(id, (this.busyEntries.get(id) ?? 0) + 1);
     const run = (async () => {
+      let sessionEnded = Promise.resolve();
       try {
-        await this.attempt(jobs);
+        ({ sessionEnded } = await this.attempt(jobs));
       } finally {
-        release();
+        release(sessionEnded);
         for (const id of entries) {
           const left = this.busyEntries.get(id)! - 1;
           if (left === 0) this.busyEntries.delete(id);
@@ -325,7 +341,11 @@ export class QueueManager {
     this.runLocal(mailbox, batch);
   }
 
-  private async attempt(jobs: Job[]): Promise<void> {
+  /**
+   * One attempt for `jobs`, its outcomes recorded; an outbound session may still be saying QUIT
+   * (`sessionEnded`): what the server took is saved meanwhile, so a crash then sends nothing twice.
+   */
+  private async attempt(jobs: Job[]): Promise<{ sessionEnded: Promise<void> }> {
     const started = this.clock.now();
     for (const { entry, index } of jobs) {
       entry.progress[index]!.attempts += 1;
@@ -344,21 +364,25 @@ export class QueueManager {
         deliverable.push(...own);
       }
     }
+    let sessionEnded = Promise.resolve();
     if (deliverable.length > 0) {
       const results = isRemote(deliverable[0]!)
         ? await this.deliverRemote(deliverable)
-        : await this.deliverLocal(deliverable);
+        : { outcomes: await this.deliverLocal(deliverable), ended: sessionEnded };
       deliverable.forEach((job, i) => {
-        outcomes.set(job, results[i] ?? { status: temporary('4.3.0', 'no outcome') });
+        outcomes.set(job, results.outcomes[i] ?? { status: temporary('4.3.0', 'no outcome') });
       });
+      sessionEnded = results.ended;
     }
     for (const [job, outcome] of outcomes) this.record(job, outcome, started);
+    return { sessionEnded };
   }
 
-  private deliverRemote(jobs: Job[]): Promise<AttemptOutcome[]> {
-    return this.options.remote
-      .deliver(jobs)
-      .catch((err: Error) => jobs.map(() => ({ status: temporary('4.3.0', err.message) })));
+  private deliverRemote(jobs: Job[]): Promise<RemoteAttempt> {
+    return this.options.remote.deliver(jobs).catch((err: Error) => ({
+      outcomes: jobs.map(() => ({ status: temporary('4.3.0', err.message) })),
+      ended: Promise.resolve(),
+    }));
   }
 
   private async deliverLocal(jobs: Job[]): Promise<AttemptOutcome[]> {

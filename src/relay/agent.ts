@@ -24,7 +24,7 @@ import { missingSubmissionHeaders, receivedHeader } from '../message/trace.js';
 import type { Logger } from '../log.js';
 import { domainOf } from '../message/address.js';
 import { permanent, temporary, type DeliveryStatus } from '../message/status.js';
-import type { AttemptOutcome, DeliveryJob, RemoteAgent } from '../queue/agents.js';
+import type { AttemptOutcome, DeliveryJob, RemoteAgent, RemoteAttempt } from '../queue/agents.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import { readSecretDirectly, type SecretReader } from '../secret-reader.js';
 import { editHeaders } from '../mbox/headers.js';
@@ -119,19 +119,24 @@ export class RemoteDelivery implements RemoteAgent {
   }
 
   /** Forwarded copies and the others leave in separate transactions: their senders differ. */
-  async deliver(jobs: DeliveryJob[]): Promise<AttemptOutcome[]> {
+  async deliver(jobs: DeliveryJob[]): Promise<RemoteAttempt> {
     const forwarded = jobs.filter(isForwarded);
     if (forwarded.length === 0 || forwarded.length === jobs.length)
       return this.deliverTogether(jobs, forwarded.length > 0);
     const outcomes = new Map<DeliveryJob, AttemptOutcome>();
+    const sessionsEnded: Promise<void>[] = [];
     for (const [group, forwarding] of [
       [forwarded, true],
       [jobs.filter((job) => !isForwarded(job)), false],
     ] as const) {
-      const results = await this.deliverTogether(group, forwarding);
-      for (const [i, job] of group.entries()) outcomes.set(job, results[i]!);
+      const attempt = await this.deliverTogether(group, forwarding);
+      for (const [i, job] of group.entries()) outcomes.set(job, attempt.outcomes[i]!);
+      sessionsEnded.push(attempt.ended);
     }
-    return jobs.map((job) => outcomes.get(job)!);
+    return {
+      outcomes: jobs.map((job) => outcomes.get(job)!),
+      ended: Promise.all(sessionsEnded).then(() => undefined),
+    };
   }
 
   /**
@@ -187,14 +192,17 @@ export class RemoteDelivery implements RemoteAgent {
     return { destinations: listed, tlsSecurity: 'verify', reportUnverified: false };
   }
 
-  private async deliverTogether(jobs: DeliveryJob[], forwarding: boolean): Promise<AttemptOutcome[]> {
+  private async deliverTogether(jobs: DeliveryJob[], forwarding: boolean): Promise<RemoteAttempt> {
     const { entry } = jobs[0]!;
     const recipients = jobs.map(({ index }) => entry.envelope.recipients[index]!.address);
     const settings = this.settings;
     let destinations: Destination[];
     let auth: { user: string; pass: string } | null;
     const domain = domainOf(recipients[0]!);
-    const allFail = (status: DeliveryStatus) => jobs.map((): AttemptOutcome => ({ status }));
+    const allFail = (status: DeliveryStatus): RemoteAttempt => ({
+      outcomes: jobs.map((): AttemptOutcome => ({ status })),
+      ended: Promise.resolve(),
+    });
     try {
       destinations = await this.resolver.resolve(domain);
     } catch (err) {
@@ -243,10 +251,11 @@ export class RemoteDelivery implements RemoteAgent {
         protocolLogger: this.options.logger.child({ queueId: entry.envelope.id }),
       },
     );
-    return report.results.map((result): AttemptOutcome => {
+    const outcomes = report.results.map((result): AttemptOutcome => {
       const relay = result.remote === null ? (report.relay ?? undefined) : formatDestination(result.remote);
       return { status: result.status, relay };
     });
+    return { outcomes, ended: report.ended };
   }
 }
 

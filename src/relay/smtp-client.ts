@@ -62,6 +62,11 @@ export interface DeliveryReport {
   relay: string | null;
   /** one per recipient, in the message's order */
   results: RecipientResult[];
+  /**
+   * Settles once the session is over. The report comes as soon as the transaction is, before the
+   * QUIT: the queue records what the server took while the session ends (README, "Reliability").
+   */
+  ended: Promise<void>;
 }
 
 /** An outcome shared by several recipients (the recipient is added when it is reported). */
@@ -111,20 +116,25 @@ export async function sendToDestination(
       lastFailure = session.failure;
       continue;
     }
-    let polite = false;
+    let transaction: Awaited<ReturnType<typeof transact>>;
     try {
-      const transaction = await transact(session.connection, session.capabilities, destination, message);
-      polite = transaction.polite;
-      return {
-        relay: formatDestination(destination),
-        results: message.recipients.map((recipient) => ({ recipient, ...transaction.outcomes.get(recipient)! })),
-      };
-    } finally {
-      await hangUp(session.connection, polite, settings.timeoutMs);
+      transaction = await transact(session.connection, session.capabilities, destination, message);
+    } catch (err) {
+      await hangUp(session.connection, false, settings.timeoutMs);
+      throw err;
     }
+    return {
+      relay: formatDestination(destination),
+      results: message.recipients.map((recipient) => ({ recipient, ...transaction.outcomes.get(recipient)! })),
+      ended: hangUp(session.connection, transaction.polite, settings.timeoutMs),
+    };
   }
   const failed: Outcome = { ...lastFailure, status: deferred(lastFailure.status) };
-  return { relay: null, results: message.recipients.map((recipient) => ({ recipient, ...failed })) };
+  return {
+    relay: null,
+    results: message.recipients.map((recipient) => ({ recipient, ...failed })),
+    ended: Promise.resolve(),
+  };
 }
 
 /**

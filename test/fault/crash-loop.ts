@@ -1,10 +1,15 @@
 // The crash loop: rounds of `kill -9` at a random moment while the daemon receives mail from
-// several SMTP clients at once (one local recipient: direct delivery; several: the queue) and
-// POP3 clients delete messages and QUIT, then a restart and a check of every mailbox.
+// several SMTP clients at once (one local recipient: direct delivery; several: the queue; remote
+// recipients, alone or with local ones: relayed to a test MX, test/fault/crash-mx.ts, that
+// answers some attempts 451 and a few 554, which bounce) and POP3 clients delete messages and
+// QUIT, then a restart and a check of every mailbox and of what reached the MX.
 // The kill comes after a random number of acknowledgements and deletions, so a round is timed
 // by what happened, not by the clock. Invariants after each round: every message that got a
 // 250 is in each of its mailboxes exactly once (unless a POP3 QUIT that got +OK deleted it
-// there), none is torn, nothing is in a mailbox that was never sent, and the queue drains.
+// there), none is torn, nothing is in a mailbox that was never sent, and the queue drains; each
+// acknowledged remote recipient got a whole copy at the MX or a bounce, a second copy (or a
+// bounce after a copy) only after a kill cut that delivery short (printed), and nothing reached
+// the MX that was never sent.
 // With two nodes (README, "More than one node"), two daemons share one spool_dir, each with its
 // own state_dir: the clients are spread over both, one of them is killed while the other goes
 // on until it is stopped, then both start again and drain their queues.
@@ -29,64 +34,46 @@ import {
   startDaemon,
   type TestEnv,
 } from '../e2e/harness.js';
+import { bodyEnd, key, Ledger, random } from './crash-ledger.js';
+import { REMOTE, SENDER_DOMAIN, TestMx } from './crash-mx.js';
 
 const USERS = ['ann', 'ben', 'cid'];
 const SMTP_CLIENTS = 6;
 const POP3_CLIENTS = 2;
 
-/** A small deterministic random source (mulberry32), so a failing round can be replayed by its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export interface LoopReport {
   rounds: number;
   acknowledged: number;
+  /** copies the test MX took, the bounces among them, and how many were second copies after a kill */
+  relayed: number;
+  bounces: number;
+  relayedTwice: number;
   deletedByQuit: number;
   invariantsChecked: number;
 }
 
-/** What the clients were told, over all rounds: the truth the mailboxes are checked against. */
-class Ledger {
-  /** subject → users it was sent to (every message sent, acknowledged or not) */
-  readonly sent = new Map<string, string[]>();
-  /** "user subject" of messages that got a 250 */
-  readonly acknowledged = new Set<string>();
-  /** subject → the queue id its 250 named (to find it in the daemons' logs) */
-  readonly queueIds = new Map<string, string>();
-  /** "user subject" deleted by a QUIT that got +OK */
-  readonly deleted = new Set<string>();
-  /** "user subject" marked by a QUIT whose answer never came (the update may or may not have run) */
-  readonly maybeDeleted = new Set<string>();
-}
-
-const key = (user: string, subject: string) => `${user} ${subject}`;
-const bodyEnd = (subject: string) => `end of ${subject}`;
-
 async function smtpClient(env: TestEnv, ledger: Ledger, rand: () => number, tag: string): Promise<void> {
   for (let n = 0; ; n++) {
     const subject = `${tag}-${n}`;
-    const to = USERS.filter(() => rand() < 0.5);
+    const to = [...USERS.filter(() => rand() < 0.5), ...REMOTE.filter(() => rand() < 0.3)];
     if (to.length === 0) to.push(USERS[Math.floor(rand() * USERS.length)]!);
     ledger.sent.set(subject, to);
-    const { client } = await SmtpClient.connect(env.port, { timeoutMs: 5000 });
+    // from inside mynetworks: the remote recipients are relayed
+    const { client } = await SmtpClient.connect(env.port, { timeoutMs: 5000, localAddress: '127.0.0.2' });
     try {
-      await client.cmd('EHLO crash.test');
-      await client.cmd('MAIL FROM:<loop@crash.test>');
+      await client.cmd(`EHLO ${SENDER_DOMAIN}`);
+      await client.cmd(`MAIL FROM:<loop@${SENDER_DOMAIN}>`);
       const accepted: string[] = [];
-      for (const user of to) if ((await client.cmd(`RCPT TO:<${user}@${DOMAIN}>`)).code === 250) accepted.push(user);
+      for (const recipient of to) {
+        const address = recipient.includes('@') ? recipient : `${recipient}@${DOMAIN}`;
+        if ((await client.cmd(`RCPT TO:<${address}>`)).code === 250) accepted.push(recipient);
+      }
       if ((await client.cmd('DATA')).code !== 354) continue;
       const lines = Array.from({ length: 1 + Math.floor(rand() * 40) }, (_, i) => `line ${i} of ${subject}`);
-      const end = await client.data(`Subject: ${subject}\r\n\r\n${lines.join('\r\n')}\r\n${bodyEnd(subject)}\r\n`);
+      const head = `Subject: ${subject}\r\nMessage-ID: <${subject}@${SENDER_DOMAIN}>\r\n`;
+      const end = await client.data(`${head}\r\n${lines.join('\r\n')}\r\n${bodyEnd(subject)}\r\n`);
       if (end.code === 250) {
-        for (const user of accepted) ledger.acknowledged.add(key(user, subject));
+        for (const recipient of accepted) ledger.acknowledged.add(key(recipient, subject));
         ledger.queueIds.set(subject, queueIdOf(end) ?? '?');
       }
     } finally {
@@ -154,21 +141,28 @@ function checkMailboxes(env: TestEnv, ledger: Ledger): number {
   return checked;
 }
 
+const nodeName = (index: number) => `node${index + 1}.test.local`;
+
 /** One daemon's environment and its POP3 port. */
 interface Node {
   env: TestEnv;
   pop3Port: number;
 }
 
-/** `count` environments (1 or 2); a second one shares the first one's spool_dir. */
-async function makeNodes(count: number): Promise<Node[]> {
+/**
+ * `count` environments (1 or 2); a second one shares the first one's spool_dir. Each relays to
+ * the test MX under a hostname of its own (its EHLO there names the node).
+ */
+async function makeNodes(count: number, mx: TestMx): Promise<Node[]> {
   const nodes: Node[] = [];
   for (let i = 0; i < count; i++) {
     const pop3Port = await freePort();
     const env = await makeEnv({
       users: USERS,
       config: {
+        hostname: nodeName(i),
         pop3: { listen: [`127.0.0.1:${pop3Port}`] },
+        relay: { relayhost: mx.relayhost, retry: ['200ms'] },
         plaintext_auth_networks: ['127.0.0.0/8'],
         smtp: { max_connections_per_ip: 1000 },
       },
@@ -190,10 +184,15 @@ export async function crashLoop(
   log: (line: string) => void,
   nodeCount = 1,
 ): Promise<LoopReport> {
-  const nodes = await makeNodes(nodeCount);
+  const mx = await TestMx.start(seed);
+  const nodes = await makeNodes(nodeCount, mx).catch(async (err: unknown) => {
+    await mx.close();
+    throw err;
+  });
   const ledger = new Ledger();
   const rand = random(seed);
   let invariantsChecked = 0;
+  let duplicatesReported = 0;
   let daemons: Daemon[] = [];
   /** every daemon's log, kept for a failure's report */
   const logs: string[] = [];
@@ -213,6 +212,7 @@ export async function crashLoop(
   };
   try {
     for (let round = 1; round <= rounds; round++) {
+      mx.roundStarts();
       await startAll();
       const clients = [
         ...Array.from({ length: SMTP_CLIENTS }, (_, i) =>
@@ -231,11 +231,16 @@ export async function crashLoop(
       await daemons[victim]!.kill9();
       for (const [i, daemon] of daemons.entries()) if (i !== victim) await daemon.stop();
       await Promise.all(clients);
+      await mx.killed(round, nodeName(victim));
       // restart: recovery, then the queues deliver what they hold
       await startAll();
       for (const { env } of nodes) await eventually(() => env.queued().length === 0, 60_000, 'the queue to drain');
+      let duplicates: string[];
       try {
         invariantsChecked += checkMailboxes(nodes[0]!.env, ledger);
+        const relayed = mx.check(ledger);
+        invariantsChecked += relayed.checked;
+        duplicates = relayed.duplicates;
       } catch (err) {
         const report = join(nodes[0]!.env.dir, 'crash-loop-logs.txt');
         const running = daemons.map((d, i) => `--- running daemon, node ${i + 1} ---\n${d.stdout}`);
@@ -246,17 +251,28 @@ export async function crashLoop(
       for (const daemon of daemons) await daemon.stop();
       daemons = [];
       const killed = nodeCount === 1 ? '' : ` (node ${victim + 1} killed)`;
+      for (const line of duplicates.slice(duplicatesReported)) log(`  at the test MX again: ${line}`);
+      duplicatesReported = duplicates.length;
       log(
-        `round ${round}/${rounds}${killed}: ${ledger.acknowledged.size} acknowledged, ` +
-          `${invariantsChecked} invariants held`,
+        `round ${round}/${rounds}${killed}: ${ledger.acknowledged.size} acknowledged, ${mx.received} relayed ` +
+          `(${mx.bounces} bounces, ${duplicatesReported} again after a kill), ${invariantsChecked} invariants held`,
       );
     }
   } finally {
     for (const daemon of daemons) await daemon.kill9();
     // the first env holds the shared spool: it goes last
     for (const { env } of [...nodes].reverse()) await env.cleanup();
+    await mx.close();
   }
-  return { rounds, acknowledged: ledger.acknowledged.size, deletedByQuit: ledger.deleted.size, invariantsChecked };
+  return {
+    rounds,
+    acknowledged: ledger.acknowledged.size,
+    relayed: mx.received,
+    bounces: mx.bounces,
+    relayedTwice: duplicatesReported,
+    deletedByQuit: ledger.deleted.size,
+    invariantsChecked,
+  };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -1,6 +1,7 @@
 // A receiving SMTP server for outbound tests (smtp-server on a chosen loopback address and
 // port): records every message it accepts (envelope, bytes, TLS) and lets the test decide each
-// RCPT's reply, e.g. 451 then 250, or 550. It plays the remote MX or the smarthost.
+// RCPT's reply, e.g. 451 then 250, or 550, and optionally the reply to a whole message (a message
+// refused there is not recorded). It plays the remote MX or the smarthost.
 import type { AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 
@@ -16,6 +17,9 @@ export interface SinkMessage {
 /** What to answer a RCPT: undefined accepts it; otherwise [code, text]. */
 export type RcptDecision = (address: string, attempt: number) => [number, string] | undefined;
 
+/** What to answer a message received in full: undefined accepts (and records) it; otherwise [code, text]. */
+export type DataDecision = (message: SinkMessage) => [number, string] | undefined;
+
 export interface SmtpSink {
   host: string;
   port: number;
@@ -23,11 +27,19 @@ export interface SmtpSink {
   /** RCPT attempts per recipient address (lowercased) */
   rcptAttempts: Map<string, number>;
   connections: number;
+  /** connections open now (a closed one has had all its data read) */
+  openConnections: number;
   close(): Promise<void>;
 }
 
 export async function startSmtpSink(
-  options: { host?: string; port?: number; rcpt?: RcptDecision; server?: Partial<SMTPServerOptions> } = {},
+  options: {
+    host?: string;
+    port?: number;
+    rcpt?: RcptDecision;
+    data?: DataDecision;
+    server?: Partial<SMTPServerOptions>;
+  } = {},
 ): Promise<SmtpSink> {
   const host = options.host ?? '127.0.0.1';
   const sink: SmtpSink = {
@@ -36,6 +48,7 @@ export async function startSmtpSink(
     messages: [],
     rcptAttempts: new Map(),
     connections: 0,
+    openConnections: 0,
     close: async () => undefined,
   };
   const server = new SMTPServer({
@@ -45,7 +58,11 @@ export async function startSmtpSink(
     ...options.server,
     onConnect(_session, callback) {
       sink.connections += 1;
+      sink.openConnections += 1;
       callback();
+    },
+    onClose() {
+      sink.openConnections -= 1;
     },
     onRcptTo(address, _session, callback) {
       const key = address.address.toLowerCase();
@@ -59,13 +76,19 @@ export async function startSmtpSink(
       const chunks: Buffer[] = [];
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.on('end', () => {
-        sink.messages.push({
+        const message: SinkMessage = {
           from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           to: session.envelope.rcptTo.map((r) => r.address),
           data: Buffer.concat(chunks),
           secure: session.secure,
           helo: session.hostNameAppearsAs ?? '',
-        });
+        };
+        const decision = options.data?.(message);
+        if (decision !== undefined) {
+          callback(Object.assign(new Error(decision[1]), { responseCode: decision[0] }));
+          return;
+        }
+        sink.messages.push(message);
         callback(null, 'queued on the sink');
       });
     },

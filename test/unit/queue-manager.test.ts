@@ -10,7 +10,14 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import { delivered as sent, permanent, statusFromReply, temporary } from '../../src/message/status.js';
 import { localClient, type NoticeOrigin } from '../../src/message/envelope.js';
-import type { DeliveryAgent, DeliveryJob, Notifier, RemoteAgent } from '../../src/queue/agents.js';
+import type {
+  AttemptOutcome,
+  DeliveryAgent,
+  DeliveryJob,
+  Notifier,
+  RemoteAgent,
+  RemoteAttempt,
+} from '../../src/queue/agents.js';
 import { QueueManager, type QueueManagerOptions } from '../../src/queue/manager.js';
 import { type QueueEntry, QueueStore } from '../../src/queue/store.js';
 import { eventually } from '../support/wait.js';
@@ -33,8 +40,13 @@ async function setup(users: string[], existing?: QueueStore, receivedAt = Date.n
 
 const noRemote: RemoteAgent = {
   destinationOf: (address) => address.slice(address.lastIndexOf('@') + 1),
-  deliver: async (jobs) => jobs.map(() => ({ status: temporary('4.3.0', 'no remote delivery in this test') })),
+  deliver: async (jobs) =>
+    attempted(jobs.map(() => ({ status: temporary('4.3.0', 'no remote delivery in this test') }))),
 };
+/** A remote attempt whose session is over at once. */
+function attempted(outcomes: AttemptOutcome[]): RemoteAttempt {
+  return { outcomes, ended: Promise.resolve() };
+}
 const noNotices: Notifier = { notify: async () => assert.fail('no notice expected') };
 
 /**
@@ -221,7 +233,7 @@ test('remote recipients: one attempt per destination carries all its recipients;
       destinationOf: noRemote.destinationOf,
       deliver: async (jobs) => {
         batches.push(jobs.map((j) => j.entry.envelope.recipients[j.index]!.address));
-        return jobs.map(() => ({ status: statusFromReply('250 ok', 'sent', 'mx'), relay: 'mx:25' }));
+        return attempted(jobs.map(() => ({ status: statusFromReply('250 ok', 'sent', 'mx'), relay: 'mx:25' })));
       },
     },
   });
@@ -248,7 +260,7 @@ test('a dead destination holds only its own slots: other destinations are delive
         const addresses = jobs.map((j) => j.entry.envelope.recipients[j.index]!.address);
         if (addresses[0]!.endsWith('@dead.test')) await deadHangs;
         delivered.push(...addresses);
-        return jobs.map(() => ({ status: sent() }));
+        return attempted(jobs.map(() => ({ status: sent() })));
       },
     },
   });
@@ -276,7 +288,7 @@ test('a deferred remote recipient past delay_warning is warned about once; expir
       destinationOf: noRemote.destinationOf,
       deliver: async (jobs) => {
         attempts += 1;
-        return jobs.map(() => ({ status: temporary('4.4.1', 'connection refused') }));
+        return attempted(jobs.map(() => ({ status: temporary('4.4.1', 'connection refused') })));
       },
     },
     notifier: {
@@ -300,7 +312,7 @@ test('mail from the null sender is never bounced; too many hops fail as a loop',
     hops: async () => 51,
     remote: {
       destinationOf: noRemote.destinationOf,
-      deliver: async (jobs) => jobs.map(() => ({ status: sent(String(++attempts)) })),
+      deliver: async (jobs) => attempted(jobs.map(() => ({ status: sent(String(++attempts)) }))),
     },
   });
   qmgr.add(entry);
@@ -319,7 +331,8 @@ test('retryDeferredNow retries deferred mail now; forgetDeleted drops an entry d
     remoteRetryMs: [60_000],
     remote: {
       destinationOf: noRemote.destinationOf,
-      deliver: async (jobs) => jobs.map(() => ({ status: attempts++ === 0 ? temporary('4.4.1', 'down') : sent() })),
+      deliver: async (jobs) =>
+        attempted(jobs.map(() => ({ status: attempts++ === 0 ? temporary('4.4.1', 'down') : sent() }))),
     },
   });
   qmgr.add(entry);
@@ -338,10 +351,12 @@ test('retryDeferredNow retries deferred mail now; forgetDeleted drops an entry d
     remote: {
       destinationOf: noRemote.destinationOf,
       deliver: async (jobs) =>
-        jobs.map(() => {
-          tried++;
-          return { status: temporary('4.4.1', 'down') };
-        }),
+        attempted(
+          jobs.map(() => {
+            tried++;
+            return { status: temporary('4.4.1', 'down') };
+          }),
+        ),
     },
   });
   qmgr2.add(second.entry);
@@ -362,7 +377,7 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
       deliver: async (jobs) => {
         // two.test answers only once one.test's failure is recorded: the entry then waits for it
         if (jobs[0]!.index === 1) await until(() => entry.progress[0]!.state === 'failed');
-        return jobs.map(() => ({ status: statusFromReply('550 5.1.1 no such user', 'permanent', 'mx') }));
+        return attempted(jobs.map(() => ({ status: statusFromReply('550 5.1.1 no such user', 'permanent', 'mx') })));
       },
     },
     notifier: {
@@ -383,7 +398,8 @@ test('failures at two destinations make one bounce; a bounce that cannot be queu
     clock,
     remote: {
       destinationOf: noRemote.destinationOf,
-      deliver: async (jobs) => jobs.map(() => ({ status: statusFromReply('550 5.1.1 no', 'permanent', 'mx') })),
+      deliver: async (jobs) =>
+        attempted(jobs.map(() => ({ status: statusFromReply('550 5.1.1 no', 'permanent', 'mx') }))),
     },
     notifier: {
       notify: async (reported, indexes, kind) => {
@@ -429,4 +445,63 @@ test('a crash after a bounce was queued, before the progress saying so: no secon
   await until(() => restarted.size === 0);
   assert.equal(bounces, 0, 'the queued bounce counts: none made again');
   assert.deepEqual(await readdir(store.dir).then((names) => names.filter((n) => n === notice.envelope.id)), []);
+});
+
+test('a crash after a bounce was queued, before any progress was saved: the recipient stays failed', async () => {
+  const { store, entry } = await setup(['gone']);
+  // as the daemon left it: the attempt failed for good and its bounce is on disk, but the
+  // progress on disk still says pending (the crash came before the save)
+  const notice = await noticeFor(store, { queueId: entry.envelope.id, indexes: [0], kind: 'failure' });
+  let attempts = 0;
+  let bounces = 0;
+  const restarted = manager(
+    store,
+    {
+      deliver: async (jobs) => {
+        attempts += 1;
+        return jobs.map(() => sent());
+      },
+      settleInterruptedAppend: async () => false,
+    },
+    {
+      notifier: {
+        notify: async (reported, indexes, kind) => {
+          bounces += 1;
+          return noticeFor(store, { queueId: reported.envelope.id, indexes, kind });
+        },
+      },
+    },
+  );
+  await restarted.start();
+  await until(() => restarted.size === 0);
+  assert.equal(attempts, 0, 'not delivered after its bounce told the sender it failed');
+  assert.equal(bounces, 0, 'the queued bounce counts: none made again');
+  assert.deepEqual(await readdir(store.dir).then((names) => names.filter((n) => n === notice.envelope.id)), []);
+});
+
+test('a remote outcome is saved while the session says QUIT; the connection counts until it is closed', async () => {
+  const first = await setupRemote(['a@one.test']);
+  const second = await setupRemote(['b@one.test'], 's@x.test', first.store);
+  const attempted: string[] = [];
+  let closeSession: () => void = () => undefined;
+  const qmgr = manager(first.store, neverLocal, {
+    destinationConcurrency: 1,
+    remote: {
+      destinationOf: noRemote.destinationOf,
+      deliver: async (jobs) => {
+        attempted.push(jobs[0]!.entry.envelope.recipients[jobs[0]!.index]!.address);
+        const ended = new Promise<void>((resolve) => (closeSession = resolve));
+        return { outcomes: jobs.map(() => ({ status: sent() })), ended };
+      },
+    },
+  });
+  qmgr.add(first.entry);
+  qmgr.add(second.entry);
+  const files = () => readdir(first.store.dir);
+  await until(async () => !(await files()).includes(first.entry.envelope.id));
+  assert.deepEqual(attempted, ['a@one.test'], 'recorded and removed; the session still holds the one connection');
+  closeSession();
+  await until(() => qmgr.size === 0);
+  assert.deepEqual(attempted, ['a@one.test', 'b@one.test']);
+  closeSession();
 });

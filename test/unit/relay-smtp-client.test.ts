@@ -135,6 +135,53 @@ async function startMute(): Promise<{ port: number; open: () => number }> {
   return { port: (server.address() as AddressInfo).port, open: () => sockets.size };
 }
 
+/**
+ * A server that takes one message, then holds its answer to QUIT until `answerQuit`: `quit` is
+ * "held" while the client waits for it, "dropped" once the client closed its side without it.
+ */
+async function startQuitHolder(): Promise<{
+  port: number;
+  quit: () => 'none' | 'held' | 'dropped';
+  answerQuit: () => void;
+}> {
+  let held: Socket | null = null;
+  let quit: 'none' | 'held' | 'dropped' = 'none';
+  const server = createServer((socket) => {
+    socket.on('error', () => undefined);
+    const dropped = () => {
+      if (held === socket) [held, quit] = [null, 'dropped'];
+    };
+    socket.on('end', dropped);
+    socket.on('close', dropped);
+    let inData = false;
+    let buffered = '';
+    socket.write('220 holder ESMTP\r\n');
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('latin1');
+      for (let end = buffered.indexOf('\r\n'); end >= 0; end = buffered.indexOf('\r\n')) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        if (inData) {
+          inData = line !== '.';
+          if (!inData) socket.write('250 2.0.0 taken\r\n');
+        } else if (/^QUIT/i.test(line)) {
+          [held, quit] = [socket, 'held'];
+        } else {
+          inData = /^DATA/i.test(line);
+          socket.write(inData ? '354 go on\r\n' : '250 ok\r\n');
+        }
+      }
+    });
+  });
+  rawServers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    quit: () => quit,
+    answerQuit: () => held?.end('221 2.0.0 bye\r\n'),
+  };
+}
+
 /** A port on 127.0.0.1 with nothing listening. */
 async function deadPort(): Promise<number> {
   const server = createServer();
@@ -171,6 +218,7 @@ function message(
  */
 async function send(...args: Parameters<typeof sendToDestination>) {
   const report = await sendToDestination(...args);
+  await report.ended;
   const results = report.results.map(({ recipient, status, remote }) => ({
     recipient,
     status: isDelivered(status) ? 'sent' : status.permanent ? 'bounced' : 'deferred',
@@ -502,6 +550,20 @@ describe('relay smtp client', () => {
       assert.equal(result.status, 'deferred');
       assert.equal(result.reply, `4.4.2 timed out waiting for a reply from mx.remote.test[127.0.0.1]:${sink.port}`);
     }
+  });
+
+  it('reports what the server took before its answer to QUIT, and ends the session after', async () => {
+    const holder = await startQuitHolder();
+    let reported = false;
+    const sending = sendToDestination([at(holder.port)], message(['alice@remote.test']), settings());
+    void sending.then(() => (reported = true));
+    await until(() => holder.quit() !== 'none', 'the QUIT');
+    assert.ok(reported, 'the outcome came before the QUIT was answered');
+    assert.equal(holder.quit(), 'held');
+    holder.answerQuit();
+    const report = await sending;
+    assert.ok(isDelivered(report.results[0]!.status), describeStatus(report.results[0]!.status));
+    await report.ended;
   });
 
   it('defers when the queued message cannot be read, and drops the session', async () => {
