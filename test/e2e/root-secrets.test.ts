@@ -5,13 +5,11 @@
 // password from the file. The helper worker, run on its own, reads only the files named at start:
 // another path, or a symlink among them, is refused. Skipped unless run as root (CI is).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { chmod, chown, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { TLSSocket } from 'node:tls';
-import { encodeFrame, FrameReader, MAX_ANSWER_FRAME } from '../../src/accounts/helper-protocol.js';
 import { generateSelfSigned } from '../../src/tls/selfsigned.js';
 import { type SmtpSink, startSmtpSink } from '../support/smtp-sink.js';
 import {
@@ -29,11 +27,9 @@ import {
   startDaemon,
   startTls,
   type TestEnv,
-  withTimeout,
 } from './harness.js';
-import { REPO_ROOT } from './harness/constants.js';
+import { startHelperWorker } from '../support/helper-worker.js';
 
-const HELPER_ENTRY = join(REPO_ROOT, 'dist', 'accounts', 'helper-main.js');
 const RELOADED = 'reloaded config, users, aliases and TLS certificate';
 const RELAY_PASSWORD = 'smarthost-secret';
 
@@ -157,21 +153,8 @@ describe('secret files root-only, reloaded through the root helper', {
       accounts: false,
       secretFiles: [env.usersFile, link],
     };
-    const worker = spawn(process.execPath, [HELPER_ENTRY, 'worker', JSON.stringify(settings)], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    const exited = new Promise<number | null>((resolve) => worker.once('exit', (code) => resolve(code)));
-    t.after(() => void worker.kill('SIGKILL'));
-    const reader = new FrameReader(MAX_ANSWER_FRAME);
-    const answers = new Map<number, Record<string, unknown>>();
-    let answered = () => {};
-    worker.stdout.on('data', (chunk: Buffer) => {
-      for (const value of reader.push(chunk)) {
-        const answer = value as Record<string, unknown>;
-        answers.set(Number(answer.id), answer);
-      }
-      answered();
-    });
+    const worker = startHelperWorker(settings);
+    t.after(() => void worker.process.kill('SIGKILL'));
     const requests = [
       { id: 1, op: 'secret', path: env.usersFile },
       { id: 2, op: 'secret', path: '/etc/shadow' },
@@ -179,15 +162,7 @@ describe('secret files root-only, reloaded through the root helper', {
       { id: 4, op: 'secret', path: link },
       { id: 5, op: 'mailbox', user: 'alice', path: join(env.spoolDir, 'alice') },
     ];
-    for (const request of requests) worker.stdin.write(encodeFrame(request));
-    await withTimeout(
-      new Promise<void>((resolve) => {
-        answered = () => answers.size === requests.length && resolve();
-        answered();
-      }),
-      10_000,
-      'the worker did not answer every request',
-    );
+    const answers = await worker.ask(requests);
     const users = answers.get(1)!;
     assert.equal(users.ok, true, JSON.stringify(users));
     assert.match(Buffer.from(String(users.content), 'base64').toString(), /^alice:\{ARGON2ID\}/m);
@@ -197,7 +172,7 @@ describe('secret files root-only, reloaded through the root helper', {
     assert.equal(answers.get(4)!.ok, false);
     assert.match(String(answers.get(4)!.detail), /is a symlink/);
     assert.equal(answers.get(5)!.detail, 'accounts = "file": no Unix account requests');
-    worker.stdin.end();
-    assert.equal(await exited, 0);
+    worker.process.stdin.end();
+    assert.equal(await worker.exited, 0);
   });
 });

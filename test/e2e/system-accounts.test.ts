@@ -8,12 +8,10 @@
 // helper worker is started again.
 // Skipped unless run as root (CI is).
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { encodeFrame, FrameReader } from '../../src/accounts/helper-protocol.js';
 import { PAM_SERVICE_TEXT } from '../../src/accounts/pam-service.js';
 import { resolveIdentity } from '../../src/privileges.js';
 import {
@@ -30,14 +28,12 @@ import {
   sendRaw,
   startDaemon,
   type TestEnv,
-  withTimeout,
 } from './harness.js';
-import { REPO_ROOT } from './harness/constants.js';
+import { startHelperWorker } from '../support/helper-worker.js';
 
 const PREFIX = `msrvt${randomBytes(3).toString('hex')}`;
 const PAM_SERVICE = `${PREFIX}-pam`;
 const PAM_FILE = `/etc/pam.d/${PAM_SERVICE}`;
-const HELPER_ENTRY = join(REPO_ROOT, 'dist', 'accounts', 'helper-main.js');
 const PASSWORD = `Unix-${randomBytes(6).toString('hex')}`;
 
 interface Account {
@@ -293,20 +289,7 @@ describe('accounts = "system"', { skip: RUN_AS_ROOT ? false : 'run as root to ma
       accounts: true,
       secretFiles: [],
     };
-    const worker = spawn(process.execPath, [HELPER_ENTRY, 'worker', JSON.stringify(settings)], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    const exited = new Promise<number | null>((resolve) => worker.once('exit', (code) => resolve(code)));
-    const reader = new FrameReader();
-    const answers = new Map<number, Record<string, unknown>>();
-    let answered = () => {};
-    worker.stdout.on('data', (chunk: Buffer) => {
-      for (const value of reader.push(chunk)) {
-        const answer = value as Record<string, unknown>;
-        answers.set(Number(answer.id), answer);
-      }
-      answered();
-    });
+    const worker = startHelperWorker(settings);
     const requests = [
       { id: 1, op: 'mailbox', user: low.login, path: `${env.spoolDir}/${low.login}` },
       { id: 2, op: 'mailbox', user: alice.login, path: '/etc/shadow' },
@@ -315,15 +298,7 @@ describe('accounts = "system"', { skip: RUN_AS_ROOT ? false : 'run as root to ma
       { id: 5, op: 'chown', user: alice.login, path: '/etc/shadow' },
       { id: 6, op: 'auth', user: alice.login, password: PASSWORD, rhost: '127.0.0.1' },
     ];
-    for (const request of requests) worker.stdin.write(encodeFrame(request));
-    await withTimeout(
-      new Promise<void>((resolve) => {
-        answered = () => answers.size === requests.length && resolve();
-        answered();
-      }),
-      10_000,
-      'the worker did not answer every request',
-    );
+    const answers = await worker.ask(requests);
     assert.match(String(answers.get(1)!.detail), /below system_min_uid/);
     assert.equal(answers.get(2)!.detail, 'path is not spool_dir/<user>');
     assert.equal(answers.get(3)!.detail, 'user is not a valid login name');
@@ -331,8 +306,8 @@ describe('accounts = "system"', { skip: RUN_AS_ROOT ? false : 'run as root to ma
     assert.equal(answers.get(5)!.detail, 'unknown op');
     assert.deepEqual(answers.get(6), { id: 6, ok: true });
     assert.throws(() => statSync(env.mailbox(low.login)), /ENOENT/);
-    worker.stdin.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
-    assert.equal(await exited, 2);
+    worker.process.stdin.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+    assert.equal(await worker.exited, 2);
   });
 
   test('a killed helper worker is started again and logins work again', async () => {
