@@ -1,7 +1,8 @@
 // After a crash: settles an append that was under way. Before each append the queue records
 // where the message would start; at the next start this tells whether the message there is
 // complete (it stays: delivered) or torn (it is cut off, under the mailbox lock, so the
-// redelivery leaves no partial message behind).
+// redelivery leaves no partial message behind). When no message starts there any more (another
+// node sharing the spool rewrote the mailbox meanwhile), the whole mailbox is searched for it.
 import { open } from 'node:fs/promises';
 import { readAt } from '../fsutil.js';
 import { acquireDotlock, type StaleLockHandler } from './lock.js';
@@ -31,13 +32,12 @@ export async function settleInterruptedAppend(append: InterruptedAppend): Promis
     return false;
   }
   try {
-    const size = (await handle.stat()).size;
-    if (size <= append.offset) return false;
     const lock = await acquireDotlock(append.mailboxPath, {
       timeoutMs: append.lockTimeoutMs,
       onStaleBroken: append.onStaleBroken,
     });
     try {
+      const size = (await handle.stat()).size;
       const end = append.offset + append.expectedBytes;
       if (
         size >= end &&
@@ -45,14 +45,17 @@ export async function settleInterruptedAppend(append: InterruptedAppend): Promis
         (await bytesAt(handle, end - 2, 2)).equals(Buffer.from('\n\n'))
       )
         return true;
-      // torn: cut it off, unless the offset no longer starts a message (the mailbox was rewritten
-      // since: another node's POP3 update moved what is there), what is there is a whole other
-      // message, or another program has appended a message after it since
       if (
-        (await bytesAt(handle, append.offset, FROM.length)).equals(FROM) &&
-        !(await startsOtherMessage(handle, append)) &&
-        !(await containsAfter(handle, append.offset, size, NEXT_MESSAGE))
+        !(await bytesAt(handle, append.offset, FROM.length)).equals(FROM) ||
+        (await startsOtherMessage(handle, append))
       ) {
+        // not ours where it was to start: nothing was written, another delivery's message is there,
+        // or the mailbox was rewritten since (another node's POP3 update moved what is there).
+        // Ours, if it got in whole before the crash, is elsewhere: look for its header line; cut nothing.
+        return containsAfter(handle, 0, size, Buffer.from(`\n${append.headerLine}\n`, 'latin1'));
+      }
+      // ours, torn: cut it off, unless another program has appended a message after it since
+      if (!(await containsAfter(handle, append.offset, size, NEXT_MESSAGE))) {
         await handle.truncate(append.offset);
         await handle.sync();
       }

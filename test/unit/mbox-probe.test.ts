@@ -91,3 +91,17 @@ test('a mailbox rewritten since (another node expunged): offset inside a message
   assert.equal(await settle(path, 45, 400), false);
   assert.deepEqual(await readFile(path), before, 'the last message was torn');
 });
+
+test('ours delivered whole, then moved by another node before the restart: found elsewhere, nothing cut', async () => {
+  const { path, offset, expectedBytes } = await mailboxWithNewMessage('line\r\n'.repeat(10));
+  // the other node expunged the old message in front: ours now starts at 0, the offset is past the end
+  const ours = (await readFile(path)).subarray(offset);
+  await writeFile(path, ours);
+  assert.equal(await settle(path, offset, expectedBytes), true, 'ours was taken for undelivered');
+  assert.deepEqual(await readFile(path), ours);
+  // and with another delivery's whole message now where ours was to start (offset 0 here)
+  const other = Buffer.from('From o@x.test Mon Jan  5 10:00:00 2026\nSubject: o\n\nother\n\n');
+  await writeFile(path, Buffer.concat([other, ours]));
+  assert.equal(await settle(path, 0, expectedBytes), true);
+  assert.deepEqual(await readFile(path), Buffer.concat([other, ours]));
+});
