@@ -27,17 +27,27 @@ const TRICKLE_MS = 500;
 const WAIT_MS = 60_000;
 const CUT_SMTP = `421 4.4.2 ${HOSTNAME} Error: timeout exceeded`;
 
-/** Sends `text` a byte every TRICKLE_MS until the connection closes (or the test ends). */
-function trickle(client: SmtpClient | Pop3Client, text: string, t: { after: (fn: () => void) => void }): void {
+/**
+ * Sends `text` a byte every TRICKLE_MS while the connection is open, until the test ends. The
+ * returned `tick()` resolves when the next byte goes out: other clients pace themselves by it.
+ */
+function trickle(
+  client: SmtpClient | Pop3Client,
+  text: string,
+  t: { after: (fn: () => void) => void },
+): { tick: () => Promise<void> } {
   let sent = 0;
+  const ticked: (() => void)[] = [];
   const timer = setInterval(() => {
     if (sent < text.length && !client.socket.destroyed) client.write(text[sent++]!);
+    for (const wake of ticked.splice(0)) wake();
   }, TRICKLE_MS);
-  client.socket.once('close', () => clearInterval(timer));
+  // the ticks go on after the connection is cut (other clients still pace by them) until the test ends
   t.after(() => {
     clearInterval(timer);
     client.destroy();
   });
+  return { tick: () => new Promise((resolve) => ticked.push(resolve)) };
 }
 
 /** Starts a daemon with SMTP and POP3 idle timeouts of 4 s; killed and removed when the test ends. */
@@ -66,7 +76,7 @@ describe('deadlines for trickling clients', { concurrency: true }, () => {
     const { env, daemon } = await daemonFor(t);
     const { client: slow } = await SmtpClient.connect(env.port, { timeoutMs: WAIT_MS });
     assert.equal((await slow.cmd('EHLO trickle.test')).code, 250);
-    trickle(slow, `MAIL FROM:<${'x'.repeat(2000)}`, t);
+    const slowLine = trickle(slow, `MAIL FROM:<${'x'.repeat(2000)}`, t);
 
     const { client: unhurried } = await SmtpClient.connect(env.port);
     t.after(() => unhurried.destroy());
@@ -78,7 +88,7 @@ describe('deadlines for trickling clients', { concurrency: true }, () => {
     assert.equal(normal.end?.code, 250, 'another client is served');
     // a line that takes a while, but less than the idle timeout, is answered
     unhurried.write('NO');
-    await new Promise((resolve) => setTimeout(resolve, IDLE_TIMEOUT_MS / 4));
+    for (let i = 0; i < IDLE_TIMEOUT_MS / 4 / TRICKLE_MS; i++) await slowLine.tick();
     assert.equal((await unhurried.cmd('OP')).code, 250);
 
     assert.equal((await slow.read()).raw, CUT_SMTP);
@@ -96,7 +106,7 @@ describe('deadlines for trickling clients', { concurrency: true }, () => {
     }
     assert.equal((await slow.cmd('DATA')).code, 354);
     // complete lines: only the message's own deadline can end it
-    trickle(slow, 'Subject: slow\r\n\r\n'.padEnd(4000, 'x\r\n'), t);
+    const slowMessage = trickle(slow, 'Subject: slow\r\n\r\n'.padEnd(4000, 'x\r\n'), t);
 
     // 2,000 bytes every 0.5 s (8 times the least rate) for twice the idle timeout
     const { client: steady } = await SmtpClient.connect(env.port);
@@ -108,7 +118,7 @@ describe('deadlines for trickling clients', { concurrency: true }, () => {
     steady.write('Subject: steady\r\n\r\n');
     for (let sent = 0; sent < (2 * IDLE_TIMEOUT_MS) / TRICKLE_MS; sent++) {
       steady.write(`${'y'.repeat(1998)}\r\n`);
-      await new Promise((resolve) => setTimeout(resolve, TRICKLE_MS));
+      await slowMessage.tick();
     }
     const end = await steady.cmd('.');
     assert.equal(end.code, 250, `a slow but steady message is accepted: ${end.raw}`);
