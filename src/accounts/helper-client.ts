@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 import { readSecretDirectly } from '../secret-reader.js';
 import {
   encodeFrame,
-  FrameReader,
+  readFrames,
   type HelperEvent,
   type HelperRequest,
   type HelperResponse,
@@ -126,18 +126,11 @@ export class AccountHelper {
   }
 
   private listen(onEvent: (event: HelperEvent) => void): void {
-    const reader = new FrameReader(MAX_ANSWER_FRAME);
     this.keeper.stdin!.on('error', () => undefined); // a dead keeper: 'exit' handles it
-    this.keeper.stdout!.on('data', (chunk: Buffer) => {
-      let values: unknown[];
-      try {
-        values = reader.push(chunk);
-      } catch (err) {
-        this.logger.error({ err: (err as Error).message }, 'root helper sent garbage; stopping it');
-        this.keeper.kill('SIGKILL');
-        return;
-      }
-      for (const value of values) {
+    readFrames(
+      this.keeper.stdout!,
+      MAX_ANSWER_FRAME,
+      (value) => {
         const id = requestId(value);
         if (id !== null) {
           const settle = this.pending.get(id);
@@ -147,8 +140,13 @@ export class AccountHelper {
           this.logEvent(value as HelperEvent);
           onEvent(value as HelperEvent);
         }
-      }
-    });
+      },
+      (err) => {
+        this.logger.error({ err: err.message }, 'root helper sent garbage; stopping it');
+        this.keeper.kill('SIGKILL');
+      },
+    );
+
     this.keeper.once('exit', (code, signal) => {
       this.gone = 'the root helper is gone (restart mailsrv)';
       if (this.stopping) this.logger.info('root helper stopped');

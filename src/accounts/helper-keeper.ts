@@ -7,7 +7,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import {
   encodeFrame,
-  FrameReader,
+  MAX_REQUEST_FRAME,
+  readFrames,
   type HelperEvent,
   type HelperResponse,
   MAX_ANSWER_FRAME,
@@ -39,22 +40,17 @@ export function runKeeper(entry: string, settings: HelperSettings): void {
     const startedAt = Date.now();
     worker = child;
     send({ event: 'started', pid: child.pid ?? 0 });
-    const reader = new FrameReader(MAX_ANSWER_FRAME);
-    child.stdout!.on('data', (chunk: Buffer) => {
-      let values: unknown[];
-      try {
-        values = reader.push(chunk);
-      } catch {
-        child.kill('SIGKILL');
-        return;
-      }
-      for (const value of values) {
+    readFrames(
+      child.stdout!,
+      MAX_ANSWER_FRAME,
+      (value) => {
         const id = requestId(value);
-        if (id !== null && !inFlight.delete(id)) continue; // not a request we passed on
+        if (id !== null && !inFlight.delete(id)) return; // not a request we passed on
         send(value as HelperResponse | HelperEvent);
         if ((value as HelperEvent).event === 'fatal') stopping = true;
-      }
-    });
+      },
+      () => child.kill('SIGKILL'),
+    );
     child.stdin!.on('error', () => undefined); // a dead worker: 'exit' handles it
     child.once('exit', (code, signal) => {
       worker = null;
@@ -68,29 +64,29 @@ export function runKeeper(entry: string, settings: HelperSettings): void {
     });
   };
 
-  const reader = new FrameReader();
-  process.stdin.on('data', (chunk: Buffer) => {
-    let values: unknown[];
-    try {
-      values = reader.push(chunk);
-    } catch {
-      shutDown(2);
-      return;
-    }
-    for (const value of values) {
+  // a bad request ends the keeper: nothing after it is passed on
+  let refusing = false;
+  const refuse = () => {
+    refusing = true;
+    shutDown(2);
+  };
+  readFrames(
+    process.stdin,
+    MAX_REQUEST_FRAME,
+    (value) => {
+      if (refusing) return;
       const id = requestId(value);
-      if (id === null || inFlight.has(id)) {
-        shutDown(2);
-        return;
-      }
+      if (id === null || inFlight.has(id)) return refuse();
       if (worker === null || inFlight.size >= MAX_IN_FLIGHT) {
         fail(id, worker === null ? 'the helper is restarting; try again' : 'the helper is busy');
-        continue;
+        return;
       }
       inFlight.add(id);
       worker.stdin!.write(encodeFrame(value));
-    }
-  });
+    },
+    refuse,
+  );
+
   process.stdin.on('end', () => shutDown(0));
 
   const shutDown = (code: number) => {

@@ -110,6 +110,29 @@ export class FrameReader {
   }
 }
 
+/**
+ * Reads frames from `stream` as its bytes arrive: each value to `onValue`, in order. A bad frame
+ * (length or JSON) goes to `onBadFrame` with its error, and the rest of that chunk is dropped.
+ */
+export function readFrames(
+  stream: NodeJS.ReadableStream,
+  maxFrame: number,
+  onValue: (value: unknown) => void,
+  onBadFrame: (err: FrameError) => void,
+): void {
+  const reader = new FrameReader(maxFrame);
+  stream.on('data', (chunk: Buffer) => {
+    let values: unknown[];
+    try {
+      values = reader.push(chunk);
+    } catch (err) {
+      onBadFrame(err as FrameError);
+      return;
+    }
+    for (const value of values) onValue(value);
+  });
+}
+
 /** The id of a request-shaped value, or null (the keeper answers by id, so it needs one). */
 export function requestId(value: unknown): number | null {
   const id = (value as { id?: unknown } | null)?.id;

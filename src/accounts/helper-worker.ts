@@ -17,7 +17,8 @@ import {
   type AuthRequest,
   accountRefusal,
   encodeFrame,
-  FrameReader,
+  MAX_REQUEST_FRAME,
+  readFrames,
   type HelperResponse,
   type HelperScope,
   MAX_ANSWER_FRAME,
@@ -66,16 +67,12 @@ export function runWorker(settings: HelperSettings): void {
     process.exitCode = 1;
     return;
   }
-  const reader = new FrameReader();
-  process.stdin.on('data', (chunk: Buffer) => {
-    let values: unknown[];
-    try {
-      values = reader.push(chunk);
-    } catch {
-      process.exit(2);
-    }
-    for (const value of values) void handle(value, settings, pam).then(send);
-  });
+  readFrames(
+    process.stdin,
+    MAX_REQUEST_FRAME,
+    (value) => void handle(value, settings, pam).then(send),
+    () => process.exit(2),
+  );
   process.stdin.on('end', () => process.exit(0));
 }
 

@@ -2,7 +2,7 @@
 // tests that send it requests directly: frames in, one answer per request id out.
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { encodeFrame, FrameReader, MAX_ANSWER_FRAME } from '../../src/accounts/helper-protocol.js';
+import { encodeFrame, MAX_ANSWER_FRAME, readFrames } from '../../src/accounts/helper-protocol.js';
 import { REPO_ROOT } from '../e2e/harness/constants.js';
 import { withTimeout } from './wait.js';
 
@@ -23,16 +23,19 @@ export function startHelperWorker(settings: object): HelperWorker {
     stdio: ['pipe', 'pipe', 'inherit'],
   }) as unknown as ChildProcessWithoutNullStreams;
   const exited = new Promise<number | null>((resolve) => worker.once('exit', (code) => resolve(code)));
-  const reader = new FrameReader(MAX_ANSWER_FRAME);
   const answers = new Map<number, HelperAnswer>();
   let answered = () => {};
-  worker.stdout.on('data', (chunk: Buffer) => {
-    for (const value of reader.push(chunk)) {
-      const answer = value as HelperAnswer;
-      answers.set(Number(answer.id), answer);
-    }
-    answered();
-  });
+  readFrames(
+    worker.stdout,
+    MAX_ANSWER_FRAME,
+    (value) => {
+      answers.set(Number((value as HelperAnswer).id), value as HelperAnswer);
+      answered();
+    },
+    (err) => {
+      throw err;
+    },
+  );
   const ask = async (requests: { id: number }[]) => {
     for (const request of requests) worker.stdin.write(encodeFrame(request));
     await withTimeout(
