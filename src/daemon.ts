@@ -24,6 +24,7 @@ import {
 } from './daemon/startup.js';
 import { stopDaemon } from './daemon/stop.js';
 import type { Logger } from './log.js';
+import { setThisNode } from './mbox/node.js';
 import { type StatePaths, statePaths } from './paths.js';
 import { QUEUE_SIGNAL, takeFlushRequest } from './queue/signal.js';
 import { readSecretDirectly } from './secret-reader.js';
@@ -31,6 +32,7 @@ import { readSecretDirectly } from './secret-reader.js';
 /** Starts the daemon from `config` (read from `configFile`, which SIGHUP reads again); a failure is a StartupError. */
 export async function runDaemon(configFile: string, config: Config, logger: Logger): Promise<void> {
   const paths = statePaths(config.state_dir);
+  setThisNode(config.state_dir);
   await phase('check not running', () => refuseSecondDaemon(paths));
   const identity = await phase('resolve user', () => daemonIdentity(config));
   await phase('prepare directories', () => prepareStateDirectories(config, paths, identity));
@@ -48,7 +50,7 @@ export async function runDaemon(configFile: string, config: Config, logger: Logg
   await phase('bind metrics listeners', () => monitoring.listen());
   await phase('drop privileges', () => becomeDaemonUser(identity, config, logger));
   await phase('recover mailboxes', () => recoverMailboxes(config, paths, logger));
-  await phase('load queue', () => startQueue(parts));
+  await phase('load queue', () => startQueue(parts, config, logger));
   await phase('start pickup', () => {
     parts.pickup.start();
     // set before the ready line and the pid file name this process, so no signal finds its

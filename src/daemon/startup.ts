@@ -9,6 +9,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { recoverInterruptedExpunges } from '../mbox/expunge.js';
 import { clearStaleLocks, type StaleLockInfo } from '../mbox/lock.js';
+import { clearOwnUpdateMarkers, forgetOwnCrashes } from '../mbox/node-recovery.js';
 import type { StatePaths } from '../paths.js';
 import { runningPid, writePidFile } from '../pid-file.js';
 import {
@@ -23,6 +24,9 @@ import {
 import { prepareDropDir } from '../queue/drop-dir.js';
 import type { Components } from './components.js';
 import { type Loaded, secretFilesOf } from './loaded.js';
+
+/** How long start-up waits for a mailbox's lock to take this node's notes out of its spool files. */
+const RECOVERY_LOCK_TIMEOUT_MS = 60_000;
 
 /** As root: who to become once the ports are bound (a bad user or group stops the start); else null. */
 /** A second `mailsrv start` on the same state_dir stops here, naming the one that runs (not at its ports). */
@@ -118,12 +122,22 @@ export async function recoverMailboxes(config: Config, paths: StatePaths, logger
     (info) => logger.warn({ mailbox: info.mailbox, action: info.action }, 'interrupted POP3 update recovered'),
     { onStaleBroken: onStaleLock },
   );
+  await clearOwnUpdateMarkers(config.spool_dir);
 }
 
-/** Loads every entry left in the queue, settles interrupted appends, and starts delivering. */
-export async function startQueue(parts: Components): Promise<void> {
+/**
+ * Loads every entry left in the queue, settles interrupted appends, and starts delivering; then
+ * takes away this node's notes for deliveries it may not have recorded (node-recovery.ts).
+ */
+export async function startQueue(parts: Components, config: Config, logger: Logger): Promise<void> {
   await parts.store.init();
   await parts.manager.start();
+  const skipped = await forgetOwnCrashes(config.spool_dir, {
+    timeoutMs: RECOVERY_LOCK_TIMEOUT_MS,
+    onStaleBroken: (info) => logger.warn({ lock: info.path, reason: info.reason }, 'stale mailbox lock removed'),
+    now: Date.now(),
+  });
+  for (const mailbox of skipped) logger.warn({ mailbox }, 'mailbox locked: its unsettled deliveries note stays');
 }
 
 /** Lets the waiting sessions in, writes the pid file, and logs `ready`. */

@@ -179,7 +179,7 @@ export class LocalDelivery implements DeliveryAgent {
       mailboxPath: mailbox,
       offset,
       expectedBytes,
-      headerLine: `X-Delivery-ID: ${recipient.deliveryId}`,
+      deliveryId: recipient.deliveryId,
       lockTimeoutMs: this.options.lockTimeoutMs,
       onStaleBroken: this.staleLockLogger,
     });

@@ -31,6 +31,9 @@ import { type RecoveryInfo, redoJournal, settleLeftover } from './expunge-recove
 import { saveIndex } from './index-store.js';
 import { acquireDotlock, type StaleLockHandler } from './lock.js';
 import type { MailboxSnapshot, MessageInfo } from './mailbox.js';
+import { thisNode } from './node.js';
+import { recordDeletions } from './unsettled.js';
+import { clearUpdate, markUpdate, updatingNode } from './update-marker.js';
 
 /** the largest chunk copied at once; two are in memory (one written, the next read): the most of a mailbox ever held */
 const DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -153,12 +156,16 @@ export async function expungeMessages(
   });
   let bytesFreed = 0;
   try {
-    await settleLeftover(journalPath, chunkBytes);
+    await settleOwnLeftover(snapshot.path, journalPath, chunkBytes);
     const mailbox = await fs.open(snapshot.path, constants.O_RDWR | constants.O_NOFOLLOW);
     try {
       const size = await verifyUnchanged(mailbox, snapshot);
       const header = await planOf(snapshot, spans, size, mailbox);
       bytesFreed = size - header.end;
+      // a node that crashed while appending may look for what is deleted here (unsettled.ts)
+      await recordDeletions(snapshot.path, mailbox, spans, Date.now());
+      // other nodes keep off the mailbox until the update is finished (update-marker.ts)
+      await markUpdate(snapshot.path, thisNode());
       const first: Progress = { seq: 0, done: header.start, chunk: null };
       let created: { journal: Journal; handle: FileHandle };
       try {
@@ -166,6 +173,7 @@ export async function expungeMessages(
       } catch (err) {
         // the mailbox is untouched: a journal left here would delete what the client was told is kept
         await fs.unlink(journalPath).catch(() => undefined);
+        await clearUpdate(snapshot.path).catch(() => undefined);
         throw err;
       }
       let copyFailure: unknown = null;
@@ -176,11 +184,14 @@ export async function expungeMessages(
       } finally {
         await created.handle.close();
       }
-      if (copyFailure === null) await removeJournal(journalPath);
+      if (copyFailure === null) {
+        await removeJournal(journalPath);
+        await clearUpdate(snapshot.path);
+      }
       // an I/O error part way leaves the mailbox torn: redo the update from its journal now, while
-      // the lock is held; if that fails too, the journal stays and the next reader repairs it
-      // first (finishLeftoverExpunge) or refuses to serve the mailbox
-      else await settleLeftover(journalPath, chunkBytes).catch(() => Promise.reject(copyFailure));
+      // the lock is held; if that fails too, the journal and the marker stay and the next reader
+      // repairs it first (finishLeftoverExpunge) or refuses to serve the mailbox
+      else await settleOwnLeftover(snapshot.path, journalPath, chunkBytes).catch(() => Promise.reject(copyFailure));
     } finally {
       await mailbox.close();
     }
@@ -199,7 +210,16 @@ export async function expungeMessages(
  * crash) left part way, so nobody is served a torn mailbox. Throws when it cannot.
  */
 export async function finishLeftoverExpunge(mailboxPath: string, journalDir: string): Promise<void> {
-  await settleLeftover(journalPathOf(journalDir, mailboxPath), DEFAULT_CHUNK_BYTES);
+  await settleOwnLeftover(mailboxPath, journalPathOf(journalDir, mailboxPath), DEFAULT_CHUNK_BYTES);
+}
+
+/**
+ * Finishes this node's update of the mailbox that a crash or an I/O error left (its lock held),
+ * then takes away the marker that kept other nodes off it.
+ */
+async function settleOwnLeftover(mailboxPath: string, journalPath: string, chunkBytes: number): Promise<void> {
+  await settleLeftover(journalPath, chunkBytes);
+  if ((await updatingNode(mailboxPath)) === thisNode()) await clearUpdate(mailboxPath);
 }
 
 /**
@@ -234,6 +254,7 @@ export async function recoverInterruptedExpunges(
     });
     try {
       log(await redoJournal(path, options.chunkBytes ?? DEFAULT_CHUNK_BYTES));
+      if ((await updatingNode(mailbox)) === thisNode()) await clearUpdate(mailbox);
     } finally {
       await lock.release().catch(() => undefined);
     }

@@ -9,10 +9,12 @@
 import { randomBytes } from 'node:crypto';
 import { constants, promises as fs, readFileSync, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { type Clock, sleep, systemClock, type Timer } from '../clock.js';
 import { isErrno, readAt } from '../fsutil.js';
+import { shortHostname, thisNode } from './node.js';
+import { noteCrashedNode } from './unsettled.js';
+import { updatingNode } from './update-marker.js';
 
 /** A lock without a live holder pid is stale once its mtime is this old (liblockfile: 300 s). */
 const STALE_AGE_MS = 5 * 60 * 1000;
@@ -60,8 +62,13 @@ export interface Dotlock {
 /** The mailbox stayed locked by someone else for the whole timeout: retry later. */
 export class MailboxLockedError extends Error {
   readonly path: string;
-  constructor(path: string, timeoutMs: number) {
-    super(`mailbox is locked: ${path} (waited ${timeoutMs} ms)`);
+  /** `updatingNode`: the lock was free, but that node's update of the mailbox is unfinished */
+  constructor(path: string, timeoutMs: number, updatingNode: string | null = null) {
+    super(
+      updatingNode === null
+        ? `mailbox is locked: ${path} (waited ${timeoutMs} ms)`
+        : `mailbox is locked: ${path}: an update by node ${updatingNode} was cut short; it finishes it when it starts`,
+    );
     this.name = 'MailboxLockedError';
     this.path = path;
   }
@@ -70,13 +77,6 @@ export class MailboxLockedError extends Error {
 /** The dotlock file name of a mailbox. */
 export function lockPathOf(mailboxPath: string): string {
   return `${mailboxPath}.lock`;
-}
-
-/** Short host name, as liblockfile uses it (up to the first dot); read once. */
-let shortHostnameCache: string | undefined;
-function shortHostname(): string {
-  shortHostnameCache ??= hostname().split('.')[0] || 'localhost';
-  return shortHostnameCache;
 }
 
 /** true if a process with this pid exists on this host (EPERM: exists, owned by someone else). */
@@ -117,7 +117,13 @@ interface LockContent {
   otherHost: string | null;
   /** the mailbox's committed size while its holder appended, when noted on this host in this boot */
   appendFrom: number | null;
+  /** the mailsrv node holding it (its node line), null for other programs' locks */
+  node: string | null;
+  /** whether its holder noted an append (on any host, in any boot) */
+  appending: boolean;
 }
+
+const NO_CONTENT: LockContent = { pid: 0, otherHost: null, appendFrom: null, node: null, appending: false };
 
 /** What a lock file says (an unreadable one says nothing). */
 async function readLock(path: string): Promise<LockContent> {
@@ -125,7 +131,7 @@ async function readLock(path: string): Promise<LockContent> {
   try {
     handle = await fs.open(path, 'r');
   } catch {
-    return { pid: 0, otherHost: null, appendFrom: null };
+    return NO_CONTENT;
   }
   try {
     const buf = Buffer.alloc(LOCK_READ_BYTES);
@@ -137,13 +143,31 @@ async function readLock(path: string): Promise<LockContent> {
     const ours = note !== null && note[2] === shortHostname() && note[3] === bootId() && bootId() !== '';
     const host = /^\s*\d+\nhost (\S+)\n/.exec(text)?.[1];
     const otherHost = host === undefined || host === shortHostname() ? null : host;
+    const node = /\nnode (\S+)\n/.exec(text)?.[1] ?? null;
     // no process can have a pid beyond MAX_PID; such content counts as no pid
-    return { pid: pid <= MAX_PID ? pid : 0, otherHost, appendFrom: ours ? Number(note[1]) : null };
+    const appendFrom = ours ? Number(note[1]) : null;
+    return { pid: pid <= MAX_PID ? pid : 0, otherHost, appendFrom, node, appending: note !== null };
   } catch {
-    return { pid: 0, otherHost: null, appendFrom: null };
+    return NO_CONTENT;
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * A stale lock is about to be broken. If its holder was a mailsrv node appending, that node is
+ * noted in the mailbox's unsettled deliveries before anyone can delete what it appended
+ * (unsettled.ts), and an append it left unfinished is cut back (rollBackInterruptedAppend).
+ */
+async function settleStaleHolder(
+  lockPath: string,
+  ownPidIsStale: boolean,
+  onStaleBroken: StaleLockHandler | undefined,
+  now: number,
+): Promise<void> {
+  const { node, appending } = await readLock(lockPath);
+  if (node !== null && appending) await noteCrashedNode(lockPath.slice(0, -'.lock'.length), node, now);
+  await rollBackInterruptedAppend(lockPath, ownPidIsStale, onStaleBroken);
 }
 
 /**
@@ -327,13 +351,15 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
   const tempPath = `${lockPath}.${shortHostname()}.${process.pid}.${randomBytes(6).toString('hex')}`;
   const clock = options.clock ?? systemClock;
   const deadline = clock.now() + options.timeoutMs;
+  /** the node whose interrupted update keeps everyone else off the mailbox (update-marker.ts) */
+  let updater: string | null = null;
   // the handle stays open: it becomes the held lock's handle (see HeldDotlock)
   const handle = await fs.open(tempPath, 'wx', 0o644);
   let held = false;
   waiters.set(lockPath, (waiters.get(lockPath) ?? 0) + 1);
   try {
-    // the host line tells nodes sharing the spool whose pid this is (docs/formats.md)
-    const pidLine = `${process.pid}\nhost ${shortHostname()}\n`;
+    // the host and node lines tell nodes sharing the spool whose pid this is (docs/formats.md)
+    const pidLine = `${process.pid}\nhost ${shortHostname()}\nnode ${thisNode()}\n`;
     await handle.write(pidLine, 0, 'latin1');
     let delay = FIRST_RETRY_MS;
     for (;;) {
@@ -343,26 +369,31 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
         await idle();
       }
       if (await tryLink(tempPath, lockPath)) {
-        held = true;
-        return new HeldDotlock(lockPath, handle, pidLine.length, clock);
-      }
-
-      let existing: Stats | null = null;
-      try {
-        existing = await fs.lstat(lockPath);
-      } catch (err) {
-        if (!isErrno(err, 'ENOENT')) throw err;
-      }
-      if (existing === null) continue; // released meanwhile: try again at once
-      const reason = await staleReason(lockPath, existing, false, clock.now());
-      if (reason !== null) await rollBackInterruptedAppend(lockPath, false, options.onStaleBroken);
-      if (reason !== null && (await breakLock(lockPath, existing))) {
-        options.onStaleBroken?.({ path: lockPath, reason });
-        continue;
+        updater = await updatingNode(mailboxPath);
+        if (updater === null || updater === thisNode()) {
+          held = true;
+          return new HeldDotlock(lockPath, handle, pidLine.length, clock);
+        }
+        // another node's update of this mailbox was cut short: only that node can finish it
+        await fs.unlink(lockPath);
+      } else {
+        let existing: Stats | null = null;
+        try {
+          existing = await fs.lstat(lockPath);
+        } catch (err) {
+          if (!isErrno(err, 'ENOENT')) throw err;
+        }
+        if (existing === null) continue; // released meanwhile: try again at once
+        const reason = await staleReason(lockPath, existing, false, clock.now());
+        if (reason !== null) await settleStaleHolder(lockPath, false, options.onStaleBroken, clock.now());
+        if (reason !== null && (await breakLock(lockPath, existing))) {
+          options.onStaleBroken?.({ path: lockPath, reason });
+          continue;
+        }
       }
 
       const remaining = deadline - clock.now();
-      if (remaining <= 0) throw new MailboxLockedError(lockPath, options.timeoutMs);
+      if (remaining <= 0) throw new MailboxLockedError(lockPath, options.timeoutMs, updater);
       await sleep(clock, Math.min(delay, remaining));
       delay = Math.min(Math.round(delay * 1.5), MAX_RETRY_MS);
     }
@@ -395,7 +426,7 @@ export async function clearStaleLocks(spoolDir: string, onBroken: StaleLockHandl
       }
       if (!st.isFile() && !st.isDirectory()) continue;
       const reason = await staleReason(path, st, true, Date.now());
-      if (reason !== null && st.isFile()) await rollBackInterruptedAppend(path, true, onBroken);
+      if (reason !== null && st.isFile()) await settleStaleHolder(path, true, onBroken, Date.now());
       if (reason !== null && (await breakLock(path, st))) onBroken({ path, reason });
       continue;
     }

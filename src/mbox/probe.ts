@@ -6,6 +6,7 @@
 import { open } from 'node:fs/promises';
 import { readAt } from '../fsutil.js';
 import { acquireDotlock, type StaleLockHandler } from './lock.js';
+import { wasDeleted } from './unsettled.js';
 
 const PROBE_BYTES = 64 * 1024;
 const NEXT_MESSAGE = Buffer.from('\n\nFrom ', 'latin1');
@@ -17,11 +18,13 @@ export interface InterruptedAppend {
   offset: number;
   /** how many bytes the complete message takes there (From_ line through its blank line) */
   expectedBytes: number;
-  /** a header line only this message carries, e.g. `X-Delivery-ID: ...` */
-  headerLine: string;
+  /** the message's delivery id: its header line `X-Delivery-ID: <id>` is only in it */
+  deliveryId: string;
   lockTimeoutMs: number;
   onStaleBroken?: StaleLockHandler;
 }
+
+const headerLineOf = (append: InterruptedAppend): string => `X-Delivery-ID: ${append.deliveryId}`;
 
 /** True when the message is there complete; otherwise false, with a torn tail cut off. */
 export async function settleInterruptedAppend(append: InterruptedAppend): Promise<boolean> {
@@ -52,7 +55,9 @@ export async function settleInterruptedAppend(append: InterruptedAppend): Promis
         // not ours where it was to start: nothing was written, another delivery's message is there,
         // or the mailbox was rewritten since (another node's POP3 update moved what is there).
         // Ours, if it got in whole before the crash, is elsewhere: look for its header line; cut nothing.
-        return containsAfter(handle, 0, size, Buffer.from(`\n${append.headerLine}\n`, 'latin1'));
+        if (await containsAfter(handle, 0, size, Buffer.from(`\n${headerLineOf(append)}\n`, 'latin1'))) return true;
+        // or a POP3 update of another node deleted it meanwhile, and said so (unsettled.ts)
+        return wasDeleted(append.mailboxPath, append.deliveryId, Date.now());
       }
       // ours, torn: cut it off, unless another program has appended a message after it since
       if (!(await containsAfter(handle, append.offset, size, NEXT_MESSAGE))) {
@@ -78,7 +83,7 @@ async function isOurs(handle: Awaited<ReturnType<typeof open>>, append: Interrup
   const text = (await bytesAt(handle, append.offset, PROBE_BYTES)).toString('latin1');
   if (!text.startsWith('From ')) return false;
   const headerEnd = text.indexOf('\n\n');
-  return (headerEnd < 0 ? text : text.slice(0, headerEnd)).split('\n').includes(append.headerLine);
+  return (headerEnd < 0 ? text : text.slice(0, headerEnd)).split('\n').includes(headerLineOf(append));
 }
 
 /**
@@ -92,7 +97,7 @@ async function startsOtherMessage(
   const text = (await bytesAt(handle, append.offset, PROBE_BYTES)).toString('latin1');
   const headerEnd = text.indexOf('\n\n');
   return (
-    text.startsWith('From ') && headerEnd >= 0 && !text.slice(0, headerEnd).split('\n').includes(append.headerLine)
+    text.startsWith('From ') && headerEnd >= 0 && !text.slice(0, headerEnd).split('\n').includes(headerLineOf(append))
   );
 }
 

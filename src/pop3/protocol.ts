@@ -393,7 +393,7 @@ export class Pop3Protocol {
     } catch (err) {
       await this.release();
       if (err instanceof MailboxLockedError) {
-        this.log.warn({ user, lock: err.path }, 'mailbox locked by another program');
+        this.log.warn({ user, lock: err.path, err: err.message }, 'mailbox locked by another program');
         return line('-ERR [IN-USE] Mailbox is locked by another program, try again later');
       }
       this.log.error({ user, err: (err as Error).message }, 'cannot open mailbox');

@@ -5,6 +5,7 @@
 // Usage: EXPUNGE_CHILD='<json ChildArgs>' node --import tsx expunge-crash-child.ts
 import { expungeMessages, recoverInterruptedExpunges } from '../../src/mbox/expunge.js';
 import type { RecoveryInfo } from '../../src/mbox/expunge-recovery.js';
+import { setThisNode } from '../../src/mbox/node.js';
 import { installCrashHooks, type CrashPoint as CrashPointOf } from './crash-hooks.js';
 import { snapshotOf } from './mbox-expunge-fixtures.js';
 
@@ -15,6 +16,8 @@ export interface ChildArgs {
   mode: 'expunge' | 'recover';
   mailbox: string;
   journalDir: string;
+  /** the test's node (setThisNode): the recovery in the test process is the same node */
+  nodeStateDir: string;
   deleted: number[];
   crash: CrashPoint | null;
   /** the copy's chunk size: small, so that the copy takes many steps */
@@ -22,6 +25,7 @@ export interface ChildArgs {
 }
 
 const args = JSON.parse(process.env.EXPUNGE_CHILD ?? '') as ChildArgs;
+setThisNode(args.nodeStateDir);
 
 function targetOf(path: string): Target {
   if (path.endsWith('.journal')) return 'journal';

@@ -14,6 +14,7 @@ import { appendMessage } from '../../src/mbox/append.js';
 import { recoverInterruptedExpunges } from '../../src/mbox/expunge.js';
 import type { RecoveryInfo } from '../../src/mbox/expunge-recovery.js';
 import { acquireDotlock } from '../../src/mbox/lock.js';
+import { setThisNode } from '../../src/mbox/node.js';
 import { runCrashChild, type ChildOutcome } from '../support/crash-hooks.js';
 import type { ChildArgs, CrashPoint } from '../support/expunge-crash-child.js';
 import { expectedRead, messageOf, pythonRead, writeMailbox, type LinesOf } from '../support/mbox-expunge-fixtures.js';
@@ -31,6 +32,8 @@ let original: Buffer;
 let compacted: Buffer;
 before(async () => {
   dir = await fs.mkdtemp(join(tmpdir(), 'mbox-expunge-crash-'));
+  // the children and this process are one node: its recovery may finish what they left
+  setThisNode(dir);
   original = await writeMailbox(join(dir, 'original'), COUNT, linesOf);
   compacted = Buffer.concat(KEPT.map((n) => messageOf(n, linesOf)));
   await fs.writeFile(join(dir, 'compacted'), compacted);
@@ -118,6 +121,7 @@ function mayDiscard(crash: CrashPoint): boolean {
 const args = (run: { mailbox: string; journalDir: string }, crash: CrashPoint | null): ChildArgs => ({
   mode: 'expunge',
   ...run,
+  nodeStateDir: dir,
   deleted: DELETED,
   crash,
   chunkBytes: CHUNK_BYTES,

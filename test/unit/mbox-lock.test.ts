@@ -14,6 +14,7 @@ import {
   MailboxLockedError,
   type StaleLockInfo,
 } from '../../src/mbox/lock.js';
+import { thisNode } from '../../src/mbox/node.js';
 import { eventually } from '../support/wait.js';
 import { FakeClock } from '../support/fake-clock.js';
 
@@ -58,12 +59,12 @@ async function leftovers(): Promise<string[]> {
 }
 
 describe('acquireDotlock', () => {
-  it('creates <mailbox>.lock holding our pid and host and removes it on release', async () => {
+  it('creates <mailbox>.lock holding our pid, host and node and removes it on release', async () => {
     const mbox = await newMailbox();
     const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
     assert.equal(lock.path, `${mbox}.lock`);
     assert.equal(lockPathOf(mbox), lock.path);
-    assert.equal(await fs.readFile(lock.path, 'utf8'), `${process.pid}\nhost ${host}\n`);
+    assert.equal(await fs.readFile(lock.path, 'utf8'), `${process.pid}\nhost ${host}\nnode ${thisNode()}\n`);
     assert.deepEqual(await leftovers(), [], 'temp file removed');
     await lock.release();
     await assert.rejects(fs.stat(lock.path), { code: 'ENOENT' });
@@ -306,7 +307,7 @@ describe('dotlockfile interoperability', {
     await lock.noteCommittedSize(123);
     assert.match(
       await fs.readFile(`${mbox}.lock`, 'latin1'),
-      new RegExp(`^${process.pid}\\nhost ${host}\\nappend 0+123 ${host} `),
+      new RegExp(`^${process.pid}\\nhost ${host}\\nnode ${thisNode()}\\nappend 0+123 ${host} `),
     );
     await assert.rejects(execFileP('dotlockfile', ['-l', '-r', '0', `${mbox}.lock`]));
     await lock.release();

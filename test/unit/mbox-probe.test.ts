@@ -38,7 +38,7 @@ const settle = (path: string, offset: number, expectedBytes: number) =>
     mailboxPath: path,
     offset,
     expectedBytes,
-    headerLine: 'X-Delivery-ID: Q1.0',
+    deliveryId: 'Q1.0',
     lockTimeoutMs: 1000,
   });
 
