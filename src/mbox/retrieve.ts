@@ -219,6 +219,12 @@ export class FileWindow {
     return this.buffer.subarray(position - this.start, Math.min(this.end, position + length) - this.start);
   }
 
+  /** The file's bytes [position, position + length) if the window holds them all (no I/O), else null. */
+  holding(position: number, length: number): Buffer | null {
+    if (this.buffer === null || position < this.start || position + length > this.end) return null;
+    return this.buffer.subarray(position - this.start, position + length - this.start);
+  }
+
   /**
    * The file's bytes [position, position + length) in one piece (length at most WINDOW_BYTES),
    * reading from `position` unless the window holds them all; fewer only at the file's end.

@@ -232,11 +232,15 @@ export class Pop3Connection {
         if (event === null) break;
         // replies wait in the socket while more pipelined commands follow (flushed below or by drained())
         if (this.socket.writableCorked === 0) this.socket.cork();
-        const response =
-          event.kind === 'too-long'
-            ? this.protocol.lineTooLong()
-            : await this.protocol.handle(event.line.toString('utf8'));
-        if (response !== null) await this.answer(response);
+        // most commands (RETR of a message the file window holds among them) are answered
+        // without waiting for anything: no promise, no turn of the event loop per command
+        const handled =
+          event.kind === 'too-long' ? this.protocol.lineTooLong() : this.protocol.handle(event.line.toString('utf8'));
+        const response = handled instanceof Promise ? await handled : handled;
+        if (response !== null) {
+          const answered = this.answer(response);
+          if (answered !== undefined) await answered;
+        }
         // autologout counts from the last command (the socket restarts its idle timer on every
         // read and write); a SIGHUP'd pop3.timeout, or a login, applies from here
         this.followIdleTimeout();
@@ -318,6 +322,35 @@ export class Pop3Connection {
   // ---------------------------------------------------------------- output and end
 
   /**
+   * RETR or TOP. A small message the file window already holds is answered at once, in one
+   * buffer (retr-reply.ts); anything else goes through streamMessage.
+   */
+  private sendMessage(response: MessageResponse): Promise<void> | void {
+    const { mailbox, info, status, bodyLines } = response;
+    if (bodyLines === undefined && info.contentLength <= WHOLE_REPLY_MAX) {
+      let reply: Buffer | null;
+      try {
+        reply = mailbox.wholeReplyNow(info, status);
+      } catch (err) {
+        this.cannotRead(response, err as Error);
+        return;
+      }
+      if (reply !== null) {
+        if (this.ended || this.socket.destroyed) throw new ConnectionGone();
+        this.socket.write(reply);
+        return;
+      }
+    }
+    return this.streamMessage(response);
+  }
+
+  /** A message that cannot be read (nothing of the reply is out yet): -ERR, and the session goes on. */
+  private cannotRead({ mailbox, info }: MessageResponse, err: Error): void {
+    this.log.error({ user: mailbox.user, offset: info.offset, err: err.message }, 'cannot read message');
+    this.send('-ERR [SYS/TEMP] Cannot read the message, try again later');
+  }
+
+  /**
    * Sends the status line, then streams a message (RETR) or its headers and first bodyLines
    * lines (TOP) from the file, dot-stuffed, then the terminating ".". For RETR the octets must be
    * exactly the size LIST gave: if the file no longer holds them (another program changed it),
@@ -325,7 +358,8 @@ export class Pop3Connection {
    * wrong message. A failure before any of the reply went out (the file cannot be opened or
    * read: an I/O error) gets `-ERR [SYS/TEMP]`, and the session goes on.
    */
-  private async sendMessage({ status, mailbox, info, bodyLines }: MessageResponse): Promise<void> {
+  private async streamMessage(response: MessageResponse): Promise<void> {
+    const { status, mailbox, info, bodyLines } = response;
     const { socket } = this;
     this.streaming = true;
     let replyStarted = false;
@@ -354,13 +388,14 @@ export class Pop3Connection {
       socket.write(TERMINATOR);
     } catch (err) {
       if (this.ended || err instanceof ConnectionGone) throw new ConnectionGone();
-      const failure = { user: mailbox.user, offset: info.offset, err: (err as Error).message };
       if (!replyStarted) {
-        this.log.error(failure, 'cannot read message');
-        this.send('-ERR [SYS/TEMP] Cannot read the message, try again later');
+        this.cannotRead(response, err as Error);
         return;
       }
-      this.log.error(failure, 'cannot send message; closing the connection');
+      this.log.error(
+        { user: mailbox.user, offset: info.offset, err: (err as Error).message },
+        'cannot send message; closing the connection',
+      );
       socket.destroy();
       throw new ConnectionGone();
     } finally {

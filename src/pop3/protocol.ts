@@ -145,8 +145,12 @@ export class Pop3Protocol {
     return this.quitUpdate;
   }
 
-  /** Answers one command line (without its line end); null once the session is closed. */
-  async handle(text: string): Promise<Pop3Response | null> {
+  /**
+   * Answers one command line (without its line end); null once the session is closed. Commands
+   * that need no I/O (RETR among them: the connection reads the message) answer at once, the
+   * others (logins, QUIT) through a promise.
+   */
+  handle(text: string): Pop3Response | null | Promise<Pop3Response | null> {
     const { state } = this;
     if (state.phase === 'closed') return null;
     if (state.phase === 'awaiting-sasl') {
@@ -161,7 +165,7 @@ export class Pop3Protocol {
     this.activity.count(COMMAND_NAMES.get(keyword) ?? 'unknown');
     this.log.debug({ command: /^[A-Z]{1,8}$/.test(keyword) ? keyword : '(bad)' }, 'command');
     try {
-      const response = await this.dispatch(keyword, args, rest);
+      const response = this.dispatch(keyword, args, rest);
       this.badCommands = 0;
       return response;
     } catch (err) {
