@@ -236,10 +236,10 @@ export class Pop3Connection {
         // without waiting for anything: no promise, no turn of the event loop per command
         const handled =
           event.kind === 'too-long' ? this.protocol.lineTooLong() : this.protocol.handle(event.line.toString('utf8'));
-        const response = handled instanceof Promise ? await handled : handled;
+        const response = handled instanceof Promise ? await this.flushedWhile(handled) : handled;
         if (response !== null) {
           const answered = this.answer(response);
-          if (answered !== undefined) await answered;
+          if (answered !== undefined) await this.flushedWhile(answered);
         }
         // autologout counts from the last command (the socket restarts its idle timer on every
         // read and write); a SIGHUP'd pop3.timeout, or a login, applies from here
@@ -434,6 +434,15 @@ export class Pop3Connection {
       this.socket.write(`${line}\r\n`, () => resolve());
       this.flush();
     });
+  }
+
+  /**
+   * Writes out what corked replies hold, then waits for `work` (I/O: the next piece of the file,
+   * a login): the client reads the replies so far meanwhile instead of waiting for the read.
+   */
+  private flushedWhile<T>(work: Promise<T>): Promise<T> {
+    this.flush();
+    return work;
   }
 
   /** Writes out what corked replies hold (see pump). */
