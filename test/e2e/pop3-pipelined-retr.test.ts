@@ -138,7 +138,7 @@ describe('pop3 pipelined RETR runs', () => {
     assert.equal(received, expected);
   });
 
-  test('a deleted and a missing message in the middle of a run get -ERR; the replies around them are whole', async () => {
+  test('a deleted and a missing message in the middle of a run get -ERR; the replies around are whole', async () => {
     const retrs = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, k) => `RETR ${from + k}`);
     const commands = ['DELE 40', ...retrs(35, 45), `RETR ${messages.length + 1}`, ...retrs(46, 50), 'RSET', 'QUIT'];
     const received = await pipelinedSession(env.pop3Port, 'grace', commands);
