@@ -9,9 +9,10 @@
 // too many pipelined bytes wait, every reply waits for the socket to drain before the next
 // command runs, and a message is streamed from the file, dot-stuffed, at the pace the client
 // reads (one chunk at a time; a small message in one piece, retr-reply.ts).
-// Replies are corked while pipelined commands are waiting, so a run of small RETRs goes out in
-// a few large writes; the socket is flushed whenever it holds a buffer's worth or the client
-// has nothing more queued.
+// Replies are corked while pipelined commands are waiting, and whole RETR replies that lie next
+// to each other in their buffer are joined (holdReply), so a run of small RETRs goes out in a
+// few large writes; the socket is flushed whenever it holds a buffer's worth, the client has
+// nothing more queued, or the session waits for the file.
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
@@ -77,6 +78,8 @@ export class Pop3Connection {
   private streaming = false;
   /** the session waits for the client to read what it was sent (see drained) */
   private readingReplies = false;
+  /** whole replies not handed to the socket yet (holdReply) */
+  private heldReplies: Buffer | null = null;
   private resolveClosed!: () => void;
   private readonly implicitTls: boolean;
   private readonly limits: ConnectionLimits;
@@ -337,7 +340,7 @@ export class Pop3Connection {
       }
       if (reply !== null) {
         if (this.ended || this.socket.destroyed) throw new ConnectionGone();
-        this.socket.write(reply);
+        this.holdReply(reply);
         return;
       }
     }
@@ -369,7 +372,7 @@ export class Pop3Connection {
         // a small message: status, body and terminator in one buffer, one write
         const reply = await mailbox.wholeReply(window, info, status);
         if (this.ended || socket.destroyed) throw new ConnectionGone();
-        socket.write(reply);
+        this.holdReply(reply);
         return;
       }
       replyStarted = true;
@@ -378,14 +381,14 @@ export class Pop3Connection {
       for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) {
         // a client that went away stops the file read
         if (this.ended || socket.destroyed) throw new ConnectionGone();
-        socket.write(chunk);
+        this.write(chunk);
         if (socket.writableNeedDrain) await this.drained();
       }
       if (this.ended || socket.destroyed) throw new ConnectionGone();
       const octets = reader.encoder.wireBytes;
       if (bodyLines === undefined && octets !== info.size)
         throw new Error(`message has ${octets} octets, ${info.size} expected`);
-      socket.write(TERMINATOR);
+      this.write(TERMINATOR);
     } catch (err) {
       if (this.ended || err instanceof ConnectionGone) throw new ConnectionGone();
       if (!replyStarted) {
@@ -405,7 +408,7 @@ export class Pop3Connection {
 
   private send(line: string): void {
     if (this.ended) return;
-    this.socket.write(`${line}\r\n`);
+    this.write(`${line}\r\n`);
   }
 
   /** First line, then the lines (dot-stuffed), then "."; written in pieces, waiting for the socket to drain. */
@@ -431,7 +434,7 @@ export class Pop3Connection {
   private sendAndFlush(line: string): Promise<void> {
     if (this.ended) return Promise.resolve();
     return new Promise((resolve) => {
-      this.socket.write(`${line}\r\n`, () => resolve());
+      this.write(`${line}\r\n`, () => resolve());
       this.flush();
     });
   }
@@ -445,8 +448,38 @@ export class Pop3Connection {
     return work;
   }
 
-  /** Writes out what corked replies hold (see pump). */
+  /** Every write to the client: after the replies held back (holdReply), in order. */
+  private write(chunk: Buffer | string, written?: () => void): void {
+    this.releaseReplies();
+    this.socket.write(chunk, written);
+  }
+
+  /**
+   * A whole reply (retr-reply.ts) for the socket. Replies built one after another lie next to
+   * each other in their block: they are held and joined, so a run of pipelined RETRs is one
+   * write of up to a block (128 KiB), not one per message. Released by the next other write, a
+   * reply in another block, or flush().
+   */
+  private holdReply(reply: Buffer): void {
+    const held = this.heldReplies;
+    if (held !== null && held.buffer === reply.buffer && held.byteOffset + held.length === reply.byteOffset) {
+      this.heldReplies = Buffer.from(held.buffer, held.byteOffset, held.length + reply.length);
+      return;
+    }
+    this.releaseReplies();
+    this.heldReplies = reply;
+  }
+
+  private releaseReplies(): void {
+    const held = this.heldReplies;
+    if (held === null) return;
+    this.heldReplies = null;
+    this.socket.write(held);
+  }
+
+  /** Writes out the replies held back and what the cork holds (see pump). */
   private flush(): void {
+    this.releaseReplies();
     while (this.socket.writableCorked > 0) this.socket.uncork();
   }
 
