@@ -16,6 +16,8 @@
 //            connection; --large-messages 1000 --large-size 100k at --large-connections 10)
 //            --big 100000x10k --small 10000x4k (POP3 mailboxes) --reps 20 --cold-reps 2
 //            --dele-reps 2 --inflight 32 --generator smtp-source|node --pass bench
+//            --pop3 cold,warm,retr,dele (the POP3 scenarios to run: login+STAT cold, login+STAT warm,
+//            RETR of everything, DELE 1 + QUIT; e.g. `--suite pop3 --pop3 retr` skips the slow 1 GB ones)
 //            --hash argon2id|sha512-crypt (the users' password hash, the same on every server)
 //            --idle 200,1000,2500,5000,10000 (memory: idle connections in all, half SMTP, half POP3;
 //            the references greet only as many as their process limits allow)
@@ -80,6 +82,7 @@ const { values: a } = parseArgs({
     'cold-reps': { type: 'string' },
     'dele-reps': { type: 'string' },
     inflight: { type: 'string', default: '32' },
+    pop3: { type: 'string', default: 'cold,warm,retr,dele' },
     generator: { type: 'string' },
     idle: { type: 'string' },
     'big-message': { type: 'string', default: '50m' },
@@ -115,7 +118,10 @@ const opts = {
   idle: (a.idle ?? (quick ? '200,1000,2000' : '200,1000,2500,5000,10000')).split(',').map(Number),
   bigMessage: parseBytes(a['big-message']!, 'big-message'),
   checksConnections: a['checks-connections']!.split(',').map(Number),
+  pop3: new Set(a.pop3!.split(',')),
 };
+for (const name of opts.pop3)
+  if (!['cold', 'warm', 'retr', 'dele'].includes(name)) throw new Error('--pop3: cold, warm, retr and/or dele');
 if (!['all', 'smtp', 'pop3', 'memory', 'checks'].includes(a.suite!))
   throw new Error('--suite: all, smtp, pop3, memory or checks');
 if (!['argon2id', 'sha512-crypt'].includes(a.hash!)) throw new Error('--hash: argon2id or sha512-crypt');
@@ -393,7 +399,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   };
 
   // login+STAT on the big mailbox, cold: no index, nothing in memory, not in the page cache
-  {
+  if (opts.pop3.has('cold')) {
     const taken: Taken<number[]>[] = [];
     let how = '';
     for (const ep of endpoints) {
@@ -431,7 +437,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   }
 
   // login+STAT warm, on each mailbox: index present, file in the page cache
-  for (const box of [big, small]) {
+  for (const box of opts.pop3.has('warm') ? [big, small] : []) {
     const taken: Taken<number[]>[] = [];
     for (const ep of endpoints) {
       log(`POP3 login+STAT warm, ${box.count} messages → ${ep.name}`);
@@ -466,10 +472,12 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   }
 
   // RETR of every message: small mailbox pipelined, big mailbox one at a time, each after a warm-up
-  for (const [box, inflight] of [
-    [small, opts.inflight],
-    [big, 1],
-  ] as const) {
+  for (const [box, inflight] of opts.pop3.has('retr')
+    ? ([
+        [small, opts.inflight],
+        [big, 1],
+      ] as const)
+    : []) {
     const taken: Taken<{ bytes: number; seconds: number; latencies: Float64Array }>[] = [];
     for (const ep of endpoints) {
       log(`POP3 RETR all ${box.count}, ${inflight} in flight → ${ep.name}`);
@@ -545,7 +553,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   }
 
   // DELE 1 + QUIT on the big mailbox (the server rewrites ~all of it)
-  {
+  if (opts.pop3.has('dele')) {
     const taken: Taken<number[]>[] = [];
     for (const ep of endpoints) {
       log(`POP3 DELE 1 + QUIT, ${big.count} messages → ${ep.name}`);

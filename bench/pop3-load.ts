@@ -13,6 +13,8 @@ const CRLF = Buffer.from('\r\n', 'latin1');
 const TERMINATOR = Buffer.from('\r\n.\r\n', 'latin1');
 const EMPTY = Buffer.alloc(0);
 const MAX_STATUS = 64 * 1024;
+/** one read(2) from the server at most */
+const READ_BYTES = 256 * 1024;
 
 export interface Reply {
   ok: boolean;
@@ -22,6 +24,9 @@ export interface Reply {
   bytes: number;
 }
 
+/** Called with a command's whole reply, or with the error that ended the session. */
+type OnReply = (err: Error | null, reply: Reply | null) => void;
+
 interface Pending {
   multi: boolean;
   head: Buffer | null;
@@ -29,14 +34,16 @@ interface Pending {
   bytes: number;
   /** the last up to 4 bytes scanned, to find a terminator split across chunks */
   tail: Buffer;
-  resolve: (reply: Reply) => void;
-  reject: (err: Error) => void;
+  done: OnReply;
 }
 
 /**
  * A minimal POP3 client. Commands may be pipelined: replies are matched to them in order. A
  * multi-line reply is never split into lines or kept: each chunk is searched for CRLF.CRLF
- * (with the last 4 bytes of the previous chunk) and counted.
+ * (with the last 4 bytes of the previous chunk) and counted. The client's own cost per command
+ * is kept small, as it is part of every figure: commands sent in one tick go out as one string
+ * in one write, and a caller that pipelines many (retrieveAll) takes its replies by callback,
+ * without a promise per command.
  */
 export class Pop3Client {
   private readonly pending: Pending[] = [];
@@ -45,8 +52,8 @@ export class Pop3Client {
   private readonly watchdog: NodeJS.Timeout;
   /** when the oldest waiting command was sent, or its predecessor's reply completed */
   private waitingSince = 0;
-  /** commands written in one tick go out in one write */
-  private corked = false;
+  /** commands written in this tick, sent together at its end */
+  private outgoing = '';
 
   private constructor(
     private readonly socket: Socket,
@@ -62,14 +69,25 @@ export class Pop3Client {
       Math.min(1000, this.timeoutMs),
     );
     this.watchdog.unref();
-    socket.on('data', (chunk: Buffer) => this.feed(chunk));
     socket.on('error', (err) => this.fail(new Error(`${label}: ${err.message}`)));
     socket.on('close', () => this.fail(new Error(`${label}: connection closed by the server`)));
   }
 
   /** Connects and reads the greeting. */
   static async open(host: string, port: number, label: string, timeoutMs = 300_000): Promise<Pop3Client> {
-    const socket = createConnection({ host, port });
+    // replies are read into one reused buffer (no allocation per read), scanned, and let go
+    const buffer = Buffer.allocUnsafe(READ_BYTES);
+    const socket = createConnection({
+      host,
+      port,
+      onread: {
+        buffer,
+        callback: (bytes) => {
+          client.feed(buffer.subarray(0, bytes));
+          return true;
+        },
+      },
+    });
     const client = new Pop3Client(socket, label, timeoutMs);
     const greeting = await client.send(null);
     if (!greeting.ok) {
@@ -81,24 +99,29 @@ export class Pop3Client {
 
   /** Sends a command (null: none, just read a reply) and resolves its whole reply. Calls may overlap. */
   send(line: string | null, multi = false): Promise<Reply> {
-    if (this.failure) return Promise.reject(this.failure);
-    const promise = new Promise<Reply>((resolve, reject) => {
-      this.pending.push({ multi, head: null, status: null, bytes: 0, tail: EMPTY, resolve, reject });
-    });
-    if (this.pending.length === 1) this.waitingSince = performance.now();
-    if (line !== null) {
-      if (!this.corked) {
-        this.corked = true;
-        this.socket.cork();
-        process.nextTick(() => {
-          this.corked = false;
-          this.socket.uncork();
-        });
-      }
-      this.socket.write(`${line}\r\n`);
-    }
-    return promise;
+    return new Promise<Reply>((resolve, reject) =>
+      this.command(line, multi, (err, reply) => (err ? reject(err) : resolve(reply!))),
+    );
   }
+
+  /** send() with a callback: `done` gets the whole reply (or the session's failure). */
+  command(line: string | null, multi: boolean, done: OnReply): void {
+    if (this.failure) {
+      done(this.failure, null);
+      return;
+    }
+    this.pending.push({ multi, head: null, status: null, bytes: 0, tail: EMPTY, done });
+    if (this.pending.length === 1) this.waitingSince = performance.now();
+    if (line === null) return;
+    if (this.outgoing === '') process.nextTick(this.flush);
+    this.outgoing += `${line}\r\n`;
+  }
+
+  private readonly flush = (): void => {
+    const text = this.outgoing;
+    this.outgoing = '';
+    if (this.failure === null) this.socket.write(text);
+  };
 
   /** A command whose reply must be +OK. */
   async ok(line: string, multi = false): Promise<Reply> {
@@ -135,7 +158,8 @@ export class Pop3Client {
             this.fail(new Error(`${this.label}: status line longer than ${MAX_STATUS} bytes`));
             return;
           }
-          p.head = buf;
+          // a copy: the read buffer is reused
+          p.head = Buffer.from(buf);
           return;
         }
         p.head = null;
@@ -163,8 +187,9 @@ export class Pop3Client {
       if (end < 0) {
         p.bytes += chunk.length;
         const keep = TERMINATOR.length - 1;
-        p.tail =
-          chunk.length >= keep ? chunk.subarray(chunk.length - keep) : Buffer.concat([p.tail, chunk]).subarray(-keep);
+        p.tail = Buffer.from(
+          chunk.length >= keep ? chunk.subarray(chunk.length - keep) : Buffer.concat([p.tail, chunk]).subarray(-keep),
+        );
         return;
       }
       p.bytes += end;
@@ -176,14 +201,14 @@ export class Pop3Client {
   private complete(): void {
     const p = this.pending.shift()!;
     this.waitingSince = performance.now();
-    p.resolve({ ok: p.status!.startsWith('+OK'), status: p.status!, bytes: p.bytes });
+    p.done(null, { ok: p.status!.startsWith('+OK'), status: p.status!, bytes: p.bytes });
   }
 
   private fail(err: Error): void {
     this.failure ??= err;
     clearInterval(this.watchdog);
     this.socket.destroy();
-    for (const p of this.pending.splice(0)) p.reject(err);
+    for (const p of this.pending.splice(0)) p.done(err, null);
   }
 }
 
@@ -208,22 +233,29 @@ export async function loginStat(host: string, port: number, user: string, pass: 
  * RETR 1..count with `inflight` commands outstanding at any time (1: one at a time).
  * Returns the octets received, the seconds, and each RETR's ms from send to its last byte.
  */
-export async function retrieveAll(client: Pop3Client, count: number, inflight: number) {
+export function retrieveAll(client: Pop3Client, count: number, inflight: number) {
   const latencies = new Float64Array(count);
+  const sentAt = new Float64Array(count);
   let bytes = 0;
   let next = 1;
+  let received = 0;
   const started = performance.now();
-  const worker = async () => {
-    while (next <= count) {
+  return new Promise<{ bytes: number; seconds: number; latencies: Float64Array }>((resolve, reject) => {
+    const send = () => {
       const n = next++;
-      const t = performance.now();
-      const reply = await client.ok(`RETR ${n}`, true);
-      latencies[n - 1] = ms(t);
-      bytes += reply.bytes;
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(inflight, count) }, worker));
-  return { bytes, seconds: ms(started) / 1000, latencies };
+      sentAt[n - 1] = performance.now();
+      client.command(`RETR ${n}`, true, (err, reply) => {
+        if (err) return reject(err);
+        if (!reply!.ok) return reject(new Error(`${client.label}: RETR ${n} → ${reply!.status}`));
+        latencies[n - 1] = performance.now() - sentAt[n - 1]!;
+        bytes += reply!.bytes;
+        if (++received === count) resolve({ bytes, seconds: ms(started) / 1000, latencies });
+        else if (next <= count) send();
+      });
+    };
+    if (count === 0) resolve({ bytes, seconds: 0, latencies });
+    for (let i = 0; i < Math.min(inflight, count); i++) send();
+  });
 }
 
 /** DELE 1 and QUIT on an open session: the ms until QUIT's reply (the server's update). */

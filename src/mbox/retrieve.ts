@@ -7,7 +7,7 @@
 //
 // WireEncoder does the conversion, one byte loop over each piece (for mail's usual line lengths
 // faster than a native call per line or a string replace; a piece without CR or a line starting
-// with `>` or `.`, found by three native searches, only gets CRs, four bytes at a time),
+// with `>` or `.` only gets CRs, checked and converted 16 bytes at a time: crlf.ts),
 // holding at most the first `>` and 4 bytes of `From` of a line between pieces. Reads go
 // through a FileWindow: one 256 KiB buffer over the file that a session shares between the
 // messages it sends, so a run of small messages (RETR 1, RETR 2, ... pipelined) costs one
@@ -16,6 +16,7 @@
 // for the next piece when it can take it (that is the backpressure).
 import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { toPlainWire } from './crlf.js';
 import { MailboxChangedError, type MessageInfo } from './mailbox.js';
 
 /** bytes of a FileWindow: one read(2), and the largest piece a reader converts at once */
@@ -25,8 +26,6 @@ const CR = 0x0d;
 const GT = 0x3e;
 const DOT = 0x2e;
 const FROM_ = Buffer.from('From ', 'latin1');
-const LF_GT = Buffer.from('\n>', 'latin1');
-const LF_DOT = Buffer.from('\n.', 'latin1');
 
 export interface EncodeOptions {
   /** double a "." that starts a line (POP3) */
@@ -41,38 +40,6 @@ export interface EncodeOptions {
  */
 export function encodedBound(inputBytes: number): number {
   return 2 * inputBytes + 8;
-}
-
-/**
- * Copies input[start, end) to out at o with CR before every LF; returns the offset after it.
- * Four bytes at a time: a word without an LF byte (x = word ^ 0x0a0a0a0a has no zero byte,
- * the usual test (x - 0x01010101) & ~x & 0x80808080) is copied whole, others byte by byte;
- * about twice as fast as a plain byte loop.
- */
-function addCRs(input: Buffer, start: number, end: number, out: Buffer, o: number): number {
-  const from = new DataView(input.buffer, input.byteOffset, input.length);
-  const to = new DataView(out.buffer, out.byteOffset, out.length);
-  let i = start;
-  for (; i + 4 <= end; i += 4) {
-    const word = from.getUint32(i, true);
-    const x = word ^ 0x0a0a0a0a;
-    if (((x - 0x01010101) & ~x & 0x80808080) === 0) {
-      to.setUint32(o, word, true);
-      o += 4;
-      continue;
-    }
-    for (let k = i; k < i + 4; k++) {
-      const b = input[k]!;
-      if (b === LF) out[o++] = CR;
-      out[o++] = b;
-    }
-  }
-  for (; i < end; i++) {
-    const b = input[i]!;
-    if (b === LF) out[o++] = CR;
-    out[o++] = b;
-  }
-  return o;
 }
 
 /** Converts a message's content, given in consecutive pieces, to its wire form. */
@@ -106,12 +73,14 @@ export class WireEncoder {
    * bytes free there); returns the offset after the output. Stops early once `done`.
    */
   encode(input: Buffer, start: number, end: number, out: Buffer, o: number): number {
-    if (this.plain(input, start, end)) {
-      // most mail: the only change is a CR before every LF
-      const after = addCRs(input, start, end, out, o);
-      this.atLineStart = input[end - 1] === LF;
-      this.wireBytes += after - o;
-      return after;
+    if (this.mayBePlain(input, start, end)) {
+      // most mail: the only change is a CR before every LF (-1: not so, the loop below does it)
+      const after = toPlainWire(input, start, end, out, o, this.dotStuff);
+      if (after >= 0) {
+        this.atLineStart = input[end - 1] === LF;
+        this.wireBytes += after - o;
+        return after;
+      }
     }
     const o0 = o;
     let stuffed = 0;
@@ -178,15 +147,13 @@ export class WireEncoder {
   }
 
   /**
-   * Whether input[start, end) needs only CR before LF: no CR, no line starting with `>` (or `.`,
-   * when dot-stuffing), not TOP.
+   * Whether input[start, end) may need only CR before LF (toPlainWire checks the rest): not TOP,
+   * nothing held from the previous piece, and it does not start a line with `>` or `.`.
    */
-  private plain(input: Buffer, start: number, end: number): boolean {
+  private mayBePlain(input: Buffer, start: number, end: number): boolean {
     if (this.bodyLeft !== null || this.heldGt || this.matched > 0 || this.lastCR || start === end) return false;
-    const piece = input.subarray(start, end);
-    const first = piece[0];
-    if (this.atLineStart && (first === GT || first === DOT)) return false;
-    return piece.indexOf(CR) === -1 && piece.indexOf(LF_GT) === -1 && !(this.dotStuff && piece.indexOf(LF_DOT) !== -1);
+    const first = input[start];
+    return !(this.atLineStart && (first === GT || first === DOT));
   }
 
   /** At the end of the content: a held prefix and CRLF for a last line without LF (out needs 8 bytes free). */
@@ -250,6 +217,12 @@ export class FileWindow {
       this.end = position + bytesRead;
     }
     return this.buffer.subarray(position - this.start, Math.min(this.end, position + length) - this.start);
+  }
+
+  /** The file's bytes [position, position + length) if the window holds them all (no I/O), else null. */
+  holding(position: number, length: number): Buffer | null {
+    if (this.buffer === null || position < this.start || position + length > this.end) return null;
+    return this.buffer.subarray(position - this.start, position + length - this.start);
   }
 
   /**

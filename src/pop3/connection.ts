@@ -9,9 +9,10 @@
 // too many pipelined bytes wait, every reply waits for the socket to drain before the next
 // command runs, and a message is streamed from the file, dot-stuffed, at the pace the client
 // reads (one chunk at a time; a small message in one piece, retr-reply.ts).
-// Replies are corked while pipelined commands are waiting, so a run of small RETRs goes out in
-// a few large writes; the socket is flushed whenever it holds a buffer's worth or the client
-// has nothing more queued.
+// Replies are corked while pipelined commands are waiting, and whole RETR replies that lie next
+// to each other in their buffer are joined (holdReply), so a run of small RETRs goes out in a
+// few large writes; the socket is flushed whenever it holds a buffer's worth, the client has
+// nothing more queued, or the session waits for the file.
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
@@ -77,6 +78,8 @@ export class Pop3Connection {
   private streaming = false;
   /** the session waits for the client to read what it was sent (see drained) */
   private readingReplies = false;
+  /** whole replies not handed to the socket yet (holdReply) */
+  private heldReplies: Buffer | null = null;
   private resolveClosed!: () => void;
   private readonly implicitTls: boolean;
   private readonly limits: ConnectionLimits;
@@ -232,11 +235,15 @@ export class Pop3Connection {
         if (event === null) break;
         // replies wait in the socket while more pipelined commands follow (flushed below or by drained())
         if (this.socket.writableCorked === 0) this.socket.cork();
-        const response =
-          event.kind === 'too-long'
-            ? this.protocol.lineTooLong()
-            : await this.protocol.handle(event.line.toString('utf8'));
-        if (response !== null) await this.answer(response);
+        // most commands (RETR of a message the file window holds among them) are answered
+        // without waiting for anything: no promise, no turn of the event loop per command
+        const handled =
+          event.kind === 'too-long' ? this.protocol.lineTooLong() : this.protocol.handle(event.line.toString('utf8'));
+        const response = handled instanceof Promise ? await this.flushedWhile(handled) : handled;
+        if (response !== null) {
+          const answered = this.answer(response);
+          if (answered !== undefined) await this.flushedWhile(answered);
+        }
         // autologout counts from the last command (the socket restarts its idle timer on every
         // read and write); a SIGHUP'd pop3.timeout, or a login, applies from here
         this.followIdleTimeout();
@@ -318,6 +325,35 @@ export class Pop3Connection {
   // ---------------------------------------------------------------- output and end
 
   /**
+   * RETR or TOP. A small message the file window already holds is answered at once, in one
+   * buffer (retr-reply.ts); anything else goes through streamMessage.
+   */
+  private sendMessage(response: MessageResponse): Promise<void> | void {
+    const { mailbox, info, status, bodyLines } = response;
+    if (bodyLines === undefined && info.contentLength <= WHOLE_REPLY_MAX) {
+      let reply: Buffer | null;
+      try {
+        reply = mailbox.wholeReplyNow(info, status);
+      } catch (err) {
+        this.cannotRead(response, err as Error);
+        return;
+      }
+      if (reply !== null) {
+        if (this.ended || this.socket.destroyed) throw new ConnectionGone();
+        this.holdReply(reply);
+        return;
+      }
+    }
+    return this.streamMessage(response);
+  }
+
+  /** A message that cannot be read (nothing of the reply is out yet): -ERR, and the session goes on. */
+  private cannotRead({ mailbox, info }: MessageResponse, err: Error): void {
+    this.log.error({ user: mailbox.user, offset: info.offset, err: err.message }, 'cannot read message');
+    this.send('-ERR [SYS/TEMP] Cannot read the message, try again later');
+  }
+
+  /**
    * Sends the status line, then streams a message (RETR) or its headers and first bodyLines
    * lines (TOP) from the file, dot-stuffed, then the terminating ".". For RETR the octets must be
    * exactly the size LIST gave: if the file no longer holds them (another program changed it),
@@ -325,7 +361,8 @@ export class Pop3Connection {
    * wrong message. A failure before any of the reply went out (the file cannot be opened or
    * read: an I/O error) gets `-ERR [SYS/TEMP]`, and the session goes on.
    */
-  private async sendMessage({ status, mailbox, info, bodyLines }: MessageResponse): Promise<void> {
+  private async streamMessage(response: MessageResponse): Promise<void> {
+    const { status, mailbox, info, bodyLines } = response;
     const { socket } = this;
     this.streaming = true;
     let replyStarted = false;
@@ -335,7 +372,7 @@ export class Pop3Connection {
         // a small message: status, body and terminator in one buffer, one write
         const reply = await mailbox.wholeReply(window, info, status);
         if (this.ended || socket.destroyed) throw new ConnectionGone();
-        socket.write(reply);
+        this.holdReply(reply);
         return;
       }
       replyStarted = true;
@@ -344,23 +381,24 @@ export class Pop3Connection {
       for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) {
         // a client that went away stops the file read
         if (this.ended || socket.destroyed) throw new ConnectionGone();
-        socket.write(chunk);
+        this.write(chunk);
         if (socket.writableNeedDrain) await this.drained();
       }
       if (this.ended || socket.destroyed) throw new ConnectionGone();
       const octets = reader.encoder.wireBytes;
       if (bodyLines === undefined && octets !== info.size)
         throw new Error(`message has ${octets} octets, ${info.size} expected`);
-      socket.write(TERMINATOR);
+      this.write(TERMINATOR);
     } catch (err) {
       if (this.ended || err instanceof ConnectionGone) throw new ConnectionGone();
-      const failure = { user: mailbox.user, offset: info.offset, err: (err as Error).message };
       if (!replyStarted) {
-        this.log.error(failure, 'cannot read message');
-        this.send('-ERR [SYS/TEMP] Cannot read the message, try again later');
+        this.cannotRead(response, err as Error);
         return;
       }
-      this.log.error(failure, 'cannot send message; closing the connection');
+      this.log.error(
+        { user: mailbox.user, offset: info.offset, err: (err as Error).message },
+        'cannot send message; closing the connection',
+      );
       socket.destroy();
       throw new ConnectionGone();
     } finally {
@@ -370,7 +408,7 @@ export class Pop3Connection {
 
   private send(line: string): void {
     if (this.ended) return;
-    this.socket.write(`${line}\r\n`);
+    this.write(`${line}\r\n`);
   }
 
   /** First line, then the lines (dot-stuffed), then "."; written in pieces, waiting for the socket to drain. */
@@ -396,13 +434,52 @@ export class Pop3Connection {
   private sendAndFlush(line: string): Promise<void> {
     if (this.ended) return Promise.resolve();
     return new Promise((resolve) => {
-      this.socket.write(`${line}\r\n`, () => resolve());
+      this.write(`${line}\r\n`, () => resolve());
       this.flush();
     });
   }
 
-  /** Writes out what corked replies hold (see pump). */
+  /**
+   * Writes out what corked replies hold, then waits for `work` (I/O: the next piece of the file,
+   * a login): the client reads the replies so far meanwhile instead of waiting for the read.
+   */
+  private flushedWhile<T>(work: Promise<T>): Promise<T> {
+    this.flush();
+    return work;
+  }
+
+  /** Every write to the client: after the replies held back (holdReply), in order. */
+  private write(chunk: Buffer | string, written?: () => void): void {
+    this.releaseReplies();
+    this.socket.write(chunk, written);
+  }
+
+  /**
+   * A whole reply (retr-reply.ts) for the socket. Replies built one after another lie next to
+   * each other in their block: they are held and joined, so a run of pipelined RETRs is one
+   * write of up to a block (128 KiB), not one per message. Released by the next other write, a
+   * reply in another block, or flush().
+   */
+  private holdReply(reply: Buffer): void {
+    const held = this.heldReplies;
+    if (held !== null && held.buffer === reply.buffer && held.byteOffset + held.length === reply.byteOffset) {
+      this.heldReplies = Buffer.from(held.buffer, held.byteOffset, held.length + reply.length);
+      return;
+    }
+    this.releaseReplies();
+    this.heldReplies = reply;
+  }
+
+  private releaseReplies(): void {
+    const held = this.heldReplies;
+    if (held === null) return;
+    this.heldReplies = null;
+    this.socket.write(held);
+  }
+
+  /** Writes out the replies held back and what the cork holds (see pump). */
   private flush(): void {
+    this.releaseReplies();
     while (this.socket.writableCorked > 0) this.socket.uncork();
   }
 

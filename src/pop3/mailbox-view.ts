@@ -12,6 +12,8 @@ export class MailboxView {
   readonly deleted = new Set<number>();
   /** the mailbox file and its read buffer, opened at the first RETR or TOP */
   private window: Promise<FileWindow> | null = null;
+  /** the same once open */
+  private opened: FileWindow | null = null;
   /** where small RETR replies are built, made at the first RETR */
   private wholeReplies: WholeReplies | null = null;
 
@@ -50,9 +52,14 @@ export class MailboxView {
     if (this.window === null) {
       const opening = this.maildrop.openWindow(this.snapshot);
       this.window = opening;
-      opening.catch(() => {
-        if (this.window === opening) this.window = null;
-      });
+      opening.then(
+        (window) => {
+          if (this.window === opening) this.opened = window;
+        },
+        () => {
+          if (this.window === opening) this.window = null;
+        },
+      );
     }
     return this.window;
   }
@@ -61,6 +68,16 @@ export class MailboxView {
   wholeReply(window: FileWindow, info: MessageInfo, status: string): Promise<Buffer> {
     this.wholeReplies ??= new WholeReplies();
     return this.wholeReplies.retr(window, this.snapshot.path, info, status);
+  }
+
+  /**
+   * wholeReply without waiting: the reply if the file is open and its window holds the message,
+   * else null (then wholeReply reads it).
+   */
+  wholeReplyNow(info: MessageInfo, status: string): Buffer | null {
+    if (this.opened === null) return null;
+    this.wholeReplies ??= new WholeReplies();
+    return this.wholeReplies.retrHeld(this.opened, this.snapshot.path, info, status);
   }
 
   /** A message as POP3 sends it, without the terminator; with bodyLines, TOP's part of it. */
@@ -77,6 +94,7 @@ export class MailboxView {
   close(): void {
     const window = this.window;
     this.window = null;
+    this.opened = null;
     this.wholeReplies = null;
     if (window !== null) void window.then((opened) => opened.close()).catch(() => undefined);
   }

@@ -74,8 +74,15 @@ const COMMAND_NAMES = new Map(
   [...AUTHORIZATION_COMMANDS, ...TRANSACTION_COMMANDS].map((keyword) => [keyword as string, keyword.toLowerCase()]),
 );
 
-function isOneOf<T extends string>(words: readonly T[], word: string): word is T {
-  return (words as readonly string[]).includes(word);
+const AUTHORIZATION_SET: ReadonlySet<string> = new Set(AUTHORIZATION_COMMANDS);
+const TRANSACTION_SET: ReadonlySet<string> = new Set(TRANSACTION_COMMANDS);
+
+function isAuthorizationCommand(word: string): word is (typeof AUTHORIZATION_COMMANDS)[number] {
+  return AUTHORIZATION_SET.has(word);
+}
+
+function isTransactionCommand(word: string): word is (typeof TRANSACTION_COMMANDS)[number] {
+  return TRANSACTION_SET.has(word);
 }
 
 function messagesText(count: number): string {
@@ -145,8 +152,12 @@ export class Pop3Protocol {
     return this.quitUpdate;
   }
 
-  /** Answers one command line (without its line end); null once the session is closed. */
-  async handle(text: string): Promise<Pop3Response | null> {
+  /**
+   * Answers one command line (without its line end); null once the session is closed. Commands
+   * that need no I/O (RETR among them: the connection reads the message) answer at once, the
+   * others (logins, QUIT) through a promise.
+   */
+  handle(text: string): Pop3Response | null | Promise<Pop3Response | null> {
     const { state } = this;
     if (state.phase === 'closed') return null;
     if (state.phase === 'awaiting-sasl') {
@@ -159,9 +170,11 @@ export class Pop3Protocol {
     const rest = space < 0 ? '' : text.slice(space + 1);
     const args = rest.split(' ').filter((arg) => arg !== '');
     this.activity.count(COMMAND_NAMES.get(keyword) ?? 'unknown');
-    this.log.debug({ command: /^[A-Z]{1,8}$/.test(keyword) ? keyword : '(bad)' }, 'command');
+    // checked first: this runs for every command line (a pipelined RETR run is thousands)
+    if (this.log.isLevelEnabled('debug'))
+      this.log.debug({ command: /^[A-Z]{1,8}$/.test(keyword) ? keyword : '(bad)' }, 'command');
     try {
-      const response = await this.dispatch(keyword, args, rest);
+      const response = this.dispatch(keyword, args, rest);
       this.badCommands = 0;
       return response;
     } catch (err) {
@@ -211,16 +224,13 @@ export class Pop3Protocol {
   }
 
   private dispatch(keyword: string, args: string[], rest: string): Pop3Response | Promise<Pop3Response | null> {
-    if (!isOneOf(AUTHORIZATION_COMMANDS, keyword) && !isOneOf(TRANSACTION_COMMANDS, keyword)) {
+    if (!isAuthorizationCommand(keyword) && !isTransactionCommand(keyword)) {
       throw new BadCommand('-ERR Unknown command');
     }
     const { state } = this;
-    if (
-      (state.phase === 'authorization' || state.phase === 'awaiting-pass') &&
-      isOneOf(AUTHORIZATION_COMMANDS, keyword)
-    )
+    if ((state.phase === 'authorization' || state.phase === 'awaiting-pass') && isAuthorizationCommand(keyword))
       return this.authorizationCommand(keyword, args, rest);
-    if (state.phase === 'transaction' && isOneOf(TRANSACTION_COMMANDS, keyword))
+    if (state.phase === 'transaction' && isTransactionCommand(keyword))
       return this.transactionCommand(state.mailbox, keyword, args);
     const rfcState =
       state.phase === 'transaction' ? 'TRANSACTION' : state.phase === 'update' ? 'UPDATE' : 'AUTHORIZATION';

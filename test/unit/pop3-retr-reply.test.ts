@@ -1,6 +1,7 @@
 // Unit tests for src/pop3/retr-reply.ts: a whole RETR reply is the status line, the message as
 // the streaming reader sends it (dot-stuffed) and the terminator; replies built one after
-// another into shared blocks stay intact; a file that no longer holds the message is refused.
+// another into shared blocks stay intact; a file that no longer holds the message is refused;
+// retrHeld builds a reply only from what the file window already holds, the same bytes as retr.
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -95,6 +96,31 @@ describe('WholeReplies', () => {
         reply,
         Buffer.concat([Buffer.from('+OK\r\n'), await streamed(snapshot, i), Buffer.from('.\r\n')]),
       );
+  });
+
+  it('retrHeld: nothing until the window holds the message, then the reply retr gives, no read', async () => {
+    const body = 'line of text\n.stuffed\n'.repeat(400); // ~8.8 KB a message: ~30 fit in the 256 KiB window
+    const snapshot = await mailbox(
+      Array.from({ length: 80 }, (_, n) => `From a Mon\nSubject: ${n}\n\n${body}\n`).join(''),
+    );
+    const { messages, path } = snapshot;
+    await withWindow(path, async (window) => {
+      const held = new WholeReplies();
+      assert.equal(held.retrHeld(window, path, messages[0]!, '+OK'), null, 'nothing read yet');
+      // a read at message 0 brings the next messages into the window, not all 80
+      const first = await new WholeReplies().retr(window, path, messages[0]!, '+OK');
+      assert.deepEqual(held.retrHeld(window, path, messages[0]!, '+OK'), first);
+      let n = 1;
+      for (let reply = held.retrHeld(window, path, messages[n]!, '+OK'); reply !== null; n++) {
+        assert.deepEqual(
+          reply,
+          Buffer.concat([Buffer.from('+OK\r\n'), await streamed(snapshot, n), Buffer.from('.\r\n')]),
+        );
+        reply = held.retrHeld(window, path, messages[n + 1]!, '+OK');
+      }
+      assert.ok(n > 20 && n < 40, `the window held messages 0 to ${n - 1}`);
+      assert.ok(messages[n]!.contentOffset + messages[n]!.contentLength > messages[0]!.contentOffset + 256 * 1024);
+    });
   });
 
   it('refuses a message the file no longer holds as scanned, and one too large', async () => {
