@@ -16,6 +16,8 @@
 //            connection; --large-messages 1000 --large-size 100k at --large-connections 10)
 //            --big 100000x10k --small 10000x4k (POP3 mailboxes) --reps 20 --cold-reps 2
 //            --dele-reps 2 --inflight 32 --generator smtp-source|node --pass bench
+//            --pop3-scenarios cold,warm,retr,dele (POP3: only these scenarios; e.g. dele alone times
+//            the update without the minutes of the others)
 //            --hash argon2id|sha512-crypt (the users' password hash, the same on every server)
 //            --idle 200,1000,2500,5000,10000 (memory: idle connections in all, half SMTP, half POP3;
 //            the references greet only as many as their process limits allow)
@@ -79,6 +81,7 @@ const { values: a } = parseArgs({
     reps: { type: 'string' },
     'cold-reps': { type: 'string' },
     'dele-reps': { type: 'string' },
+    'pop3-scenarios': { type: 'string', default: 'cold,warm,retr,dele' },
     inflight: { type: 'string', default: '32' },
     generator: { type: 'string' },
     idle: { type: 'string' },
@@ -115,9 +118,12 @@ const opts = {
   idle: (a.idle ?? (quick ? '200,1000,2000' : '200,1000,2500,5000,10000')).split(',').map(Number),
   bigMessage: parseBytes(a['big-message']!, 'big-message'),
   checksConnections: a['checks-connections']!.split(',').map(Number),
+  pop3Scenarios: new Set(a['pop3-scenarios']!.split(',')),
 };
 if (!['all', 'smtp', 'pop3', 'memory', 'checks'].includes(a.suite!))
   throw new Error('--suite: all, smtp, pop3, memory or checks');
+if ([...opts.pop3Scenarios].some((name) => !['cold', 'warm', 'retr', 'dele'].includes(name)))
+  throw new Error('--pop3-scenarios: a comma-separated list of cold, warm, retr, dele');
 if (!['argon2id', 'sha512-crypt'].includes(a.hash!)) throw new Error('--hash: argon2id or sha512-crypt');
 if (!['smtp-source', 'node'].includes(opts.generator)) throw new Error('--generator: smtp-source or node');
 
@@ -352,6 +358,8 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   const sources = new Map<Pop3Box, string>();
   for (const box of [big, small]) sources.set(box, await cachedMbox(a['cache-dir']!, box.count, box.size));
   for (const ep of endpoints) for (const box of [big, small]) await ep.install?.(box.user, sources.get(box)!);
+  // the copies on disk before anything is timed: no server's first fsync writes them back
+  spawnSync('sync');
   const bigMB = ((await stat(sources.get(big)!)).size / 1e6).toFixed(0);
   const servers = endpoints.map((e) => e.name);
   const scenarios: Scenario[] = [];
@@ -393,7 +401,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   };
 
   // login+STAT on the big mailbox, cold: no index, nothing in memory, not in the page cache
-  {
+  if (opts.pop3Scenarios.has('cold')) {
     const taken: Taken<number[]>[] = [];
     let how = '';
     for (const ep of endpoints) {
@@ -431,7 +439,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   }
 
   // login+STAT warm, on each mailbox: index present, file in the page cache
-  for (const box of [big, small]) {
+  for (const box of opts.pop3Scenarios.has('warm') ? [big, small] : []) {
     const taken: Taken<number[]>[] = [];
     for (const ep of endpoints) {
       log(`POP3 login+STAT warm, ${box.count} messages → ${ep.name}`);
@@ -466,10 +474,11 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   }
 
   // RETR of every message: small mailbox pipelined, big mailbox one at a time, each after a warm-up
-  for (const [box, inflight] of [
+  const retrRuns = [
     [small, opts.inflight],
     [big, 1],
-  ] as const) {
+  ] as const;
+  for (const [box, inflight] of opts.pop3Scenarios.has('retr') ? retrRuns : []) {
     const taken: Taken<{ bytes: number; seconds: number; latencies: Float64Array }>[] = [];
     for (const ep of endpoints) {
       log(`POP3 RETR all ${box.count}, ${inflight} in flight → ${ep.name}`);
@@ -545,7 +554,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
   }
 
   // DELE 1 + QUIT on the big mailbox (the server rewrites ~all of it)
-  {
+  if (opts.pop3Scenarios.has('dele')) {
     const taken: Taken<number[]>[] = [];
     for (const ep of endpoints) {
       log(`POP3 DELE 1 + QUIT, ${big.count} messages → ${ep.name}`);
