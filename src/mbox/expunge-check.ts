@@ -117,7 +117,9 @@ export async function verifyUnchanged(mailbox: FileHandle, snapshot: MailboxSnap
   if (st.size < snapshot.scannedSize) throw changed(`it shrank to ${st.size} bytes from ${snapshot.scannedSize}`);
   const checks = new BoundaryChecks(snapshot);
   const runs = readRuns(checks);
-  const buffers = Array.from({ length: READS_IN_FLIGHT + 1 }, () => Buffer.allocUnsafe(READ_RUN_BYTES));
+  // a small mailbox gets buffers of its size, not of READ_RUN_BYTES
+  const longest = runs.reduce((most, run) => Math.max(most, run.end - run.start), 0);
+  const buffers = Array.from({ length: READS_IN_FLIGHT + 1 }, () => Buffer.allocUnsafe(longest));
   const read = (r: number): Promise<number> | undefined => {
     const run = runs[r];
     if (run === undefined) return undefined;
