@@ -19,8 +19,8 @@ export interface ChildArgs {
   crash: CrashPoint | null;
   /** the copy's chunk size: small, so that the copy takes many steps */
   chunkBytes: number;
-  /** bytes copied between background fdatasyncs: small, so that several run during the copy */
-  flushBytes: number;
+  /** bytes copied between background fdatasyncs (default: the product's); small: several run during the copy */
+  flushBytes?: number;
 }
 
 const args = JSON.parse(process.env.EXPUNGE_CHILD ?? '') as ChildArgs;
