@@ -1,6 +1,7 @@
 // File-system helpers every durable writer needs: telling errno codes apart, reading or writing
-// a number of bytes at an offset whole, writing a list of buffers whole, and making a directory
-// entry (a new, renamed or removed file) durable, alone or grouped with others.
+// a number of bytes at an offset whole, writing a list of buffers whole, making a directory
+// entry (a new, renamed or removed file) durable, alone or grouped with others, and flushing a
+// large rewrite to the disk while it is still being written.
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
@@ -115,5 +116,45 @@ export class GroupedDirSync {
         return this.sync();
       });
     return this.next;
+  }
+}
+
+/**
+ * Keeps the disk busy during a long rewrite of one file: after each write, wrote() starts an
+ * fdatasync in the background once `stepBytes` were written since the last one started, never
+ * two at once, so that the final fsync finds little left to write. An fdatasync that fails
+ * fails the next wrote() or settled().
+ */
+export class BackgroundFlush {
+  private written = 0;
+  private running: Promise<void> | null = null;
+  private failure: { error: unknown } | null = null;
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly stepBytes: number,
+  ) {}
+
+  /** Counts `bytes` just written; may start an fdatasync. */
+  wrote(bytes: number): void {
+    if (this.failure !== null) throw this.failure.error;
+    this.written += bytes;
+    if (this.running !== null || this.written < this.stepBytes) return;
+    this.written = 0;
+    this.running = this.handle.datasync().then(
+      () => {
+        this.running = null;
+      },
+      (error: unknown) => {
+        this.running = null;
+        this.failure = { error };
+      },
+    );
+  }
+
+  /** Waits for the fdatasync under way, if any; throws if one failed. */
+  async settled(): Promise<void> {
+    await this.running;
+    if (this.failure !== null) throw this.failure.error;
   }
 }

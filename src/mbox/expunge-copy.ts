@@ -7,9 +7,10 @@
 // copy can be taken up again from any point (expunge-recovery.ts). The protocol, step by step:
 // docs/formats.md, "Expunge journal". Cost: the kept bytes after A are read once and written
 // once (plus, for chunks the shift does not clear, once more to the journal in the page cache),
-// and one fsync of the mailbox.
+// and one fsync of the mailbox, most of whose writing is done by fdatasyncs started in the
+// background while the copy goes on (the disk writes while the copy reads and writes memory).
 import type { FileHandle } from 'node:fs/promises';
-import { readAt, writeAt } from '../fsutil.js';
+import { BackgroundFlush, readAt, writeAt } from '../fsutil.js';
 import { type Journal, type Progress, readChunkData, writeChunkData, writeSlot } from './expunge-journal.js';
 
 /** The index of the kept range holding new offset `d` (A <= d < N). */
@@ -39,19 +40,30 @@ async function assemble(mailbox: FileHandle, journal: Journal, d: number, length
   }
 }
 
+/** How the copy goes. */
+export interface CopyTuning {
+  /** the largest chunk; two are in memory (one written, the next read) */
+  chunkBytes: number;
+  /** an fdatasync of the mailbox is started in the background after every this many bytes written */
+  flushBytes: number;
+}
+
 /**
  * Copies the new bytes forward from `progress` to the end N, as the top of this file says;
- * then fsyncs the journal (done = N), truncates the mailbox to N and fsyncs it. `chunkBytes`:
- * the largest chunk; two are in memory (one written, the next read).
+ * then fsyncs the journal (done = N), truncates the mailbox to N and fsyncs it, running
+ * `whileSyncing` during that last fsync (the mailbox then holds its new content).
  */
 export async function copyForward(
   mailbox: FileHandle,
   handle: FileHandle,
   journal: Journal,
   progress: Progress,
-  chunkBytes: number,
+  tuning: CopyTuning,
+  whileSyncing: () => Promise<void> = async () => undefined,
 ): Promise<void> {
+  const { chunkBytes } = tuning;
   const { header } = journal;
+  const flush = new BackgroundFlush(mailbox, tuning.flushBytes);
   const out = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(0, header.end - progress.done)));
   let { seq, done } = progress;
   if (progress.chunk !== null) {
@@ -88,10 +100,13 @@ export async function copyForward(
       await writeSlot(handle, journal, { seq: ++seq, done, chunk: length });
     }
     await writeAt(mailbox, chunk, 0, length, done);
+    flush.wrote(length);
     done += length;
     await writeSlot(handle, journal, { seq: ++seq, done, chunk: null });
   }
-  await handle.sync();
+  await Promise.all([handle.sync(), flush.settled()]);
   await mailbox.truncate(header.end);
-  await mailbox.sync();
+  // both run to their end before an error of either is thrown
+  for (const outcome of await Promise.allSettled([mailbox.sync(), whileSyncing()]))
+    if (outcome.status === 'rejected') throw outcome.reason;
 }

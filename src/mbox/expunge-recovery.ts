@@ -8,7 +8,7 @@
 import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { isErrno } from '../fsutil.js';
-import { copyForward } from './expunge-copy.js';
+import { type CopyTuning, copyForward } from './expunge-copy.js';
 import {
   createJournal,
   type Journal,
@@ -70,7 +70,7 @@ async function extendJournal(
 }
 
 /** Finishes the update the journal at `path` describes (mailbox lock held) and removes it. */
-export async function redoJournal(path: string, chunkBytes: number): Promise<RecoveryInfo> {
+export async function redoJournal(path: string, tuning: CopyTuning): Promise<RecoveryInfo> {
   let handle = await fs.open(path, constants.O_RDWR | constants.O_NOFOLLOW);
   try {
     const found = await readJournal(path, handle);
@@ -107,7 +107,7 @@ export async function redoJournal(path: string, chunkBytes: number): Promise<Rec
           await handle.close();
           ({ journal, handle } = extended);
         }
-        await copyForward(mailbox, handle, journal, progress, chunkBytes);
+        await copyForward(mailbox, handle, journal, progress, tuning);
       }
     } finally {
       await mailbox.close();
@@ -120,9 +120,9 @@ export async function redoJournal(path: string, chunkBytes: number): Promise<Rec
 }
 
 /** Settles a journal of this mailbox left by a failed update, if there is one (its lock is held). */
-export async function settleLeftover(path: string, chunkBytes: number): Promise<void> {
+export async function settleLeftover(path: string, tuning: CopyTuning): Promise<void> {
   try {
-    await redoJournal(path, chunkBytes);
+    await redoJournal(path, tuning);
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) throw err;
   }

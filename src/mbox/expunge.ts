@@ -13,7 +13,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fsyncDir } from '../fsutil.js';
 import { verifyUnchanged } from './expunge-check.js';
-import { copyForward } from './expunge-copy.js';
+import { type CopyTuning, copyForward } from './expunge-copy.js';
 import {
   createJournal,
   isJournalName,
@@ -37,6 +37,8 @@ import { clearUpdate, markUpdate, updatingNode } from './update-marker.js';
 
 /** the largest chunk copied at once; two are in memory (one written, the next read): the most of a mailbox ever held */
 const DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024;
+/** an fdatasync of the mailbox starts in the background after every this many bytes copied (one at a time) */
+const DEFAULT_FLUSH_BYTES = 32 * 1024 * 1024;
 const DEFAULT_RECOVERY_LOCK_TIMEOUT_MS = 60_000;
 
 export interface ExpungeOptions {
@@ -44,10 +46,12 @@ export interface ExpungeOptions {
   journalDir: string;
   lockTimeoutMs: number;
   onStaleBroken?: StaleLockHandler;
-  /** the index directory: the compacted mailbox's index is saved there afterwards (errors ignored) */
+  /** the index directory: the compacted mailbox's index is saved there during the final fsync (errors ignored) */
   indexDir?: string;
   /** largest chunk of the copy (default 4 MiB; crash tests make it small to get many steps) */
   chunkBytes?: number;
+  /** bytes copied between background fdatasyncs (default 32 MiB; crash tests make it small) */
+  flushBytes?: number;
 }
 
 export interface ExpungeResult {
@@ -60,6 +64,14 @@ export interface RecoveryOptions {
   lockTimeoutMs?: number;
   onStaleBroken?: StaleLockHandler;
   chunkBytes?: number;
+  flushBytes?: number;
+}
+
+function tuningOf(options: { chunkBytes?: number; flushBytes?: number }): CopyTuning {
+  return {
+    chunkBytes: options.chunkBytes ?? DEFAULT_CHUNK_BYTES,
+    flushBytes: options.flushBytes ?? DEFAULT_FLUSH_BYTES,
+  };
 }
 
 /** mkdir -p (0700), making every created directory's entry durable. */
@@ -147,7 +159,7 @@ export async function expungeMessages(
   if (last.offset + last.spanLength > snapshot.scannedSize)
     throw new RangeError('message span beyond the scanned part');
 
-  const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const tuning = tuningOf(options);
   await ensureDir(options.journalDir);
   const journalPath = journalPathOf(options.journalDir, snapshot.path);
   const lock = await acquireDotlock(snapshot.path, {
@@ -156,7 +168,7 @@ export async function expungeMessages(
   });
   let bytesFreed = 0;
   try {
-    await settleOwnLeftover(snapshot.path, journalPath, chunkBytes);
+    await settleOwnLeftover(snapshot.path, journalPath, tuning);
     const mailbox = await fs.open(snapshot.path, constants.O_RDWR | constants.O_NOFOLLOW);
     try {
       const size = await verifyUnchanged(mailbox, snapshot);
@@ -178,7 +190,12 @@ export async function expungeMessages(
       }
       let copyFailure: unknown = null;
       try {
-        await copyForward(mailbox, created.handle, created.journal, first, chunkBytes);
+        // the index of the new content is written while its last fsync runs
+        const saveNewIndex = async (): Promise<void> => {
+          if (options.indexDir === undefined) return;
+          await saveIndex(compactedSnapshot(snapshot, deleted, bytesFreed), options.indexDir).catch(() => undefined);
+        };
+        await copyForward(mailbox, created.handle, created.journal, first, tuning, saveNewIndex);
       } catch (err) {
         copyFailure = err;
       } finally {
@@ -191,16 +208,12 @@ export async function expungeMessages(
       // an I/O error part way leaves the mailbox torn: redo the update from its journal now, while
       // the lock is held; if that fails too, the journal and the marker stay and the next reader
       // repairs it first (finishLeftoverExpunge) or refuses to serve the mailbox
-      else await settleOwnLeftover(snapshot.path, journalPath, chunkBytes).catch(() => Promise.reject(copyFailure));
+      else await settleOwnLeftover(snapshot.path, journalPath, tuning).catch(() => Promise.reject(copyFailure));
     } finally {
       await mailbox.close();
     }
   } finally {
     await lock.release().catch(() => undefined);
-  }
-  // outside the lock: mail appended meanwhile leaves [0, new scannedSize) as it is
-  if (options.indexDir !== undefined) {
-    await saveIndex(compactedSnapshot(snapshot, deleted, bytesFreed), options.indexDir).catch(() => undefined);
   }
   return { removed: spans.length, bytesFreed };
 }
@@ -210,15 +223,15 @@ export async function expungeMessages(
  * crash) left part way, so nobody is served a torn mailbox. Throws when it cannot.
  */
 export async function finishLeftoverExpunge(mailboxPath: string, journalDir: string): Promise<void> {
-  await settleOwnLeftover(mailboxPath, journalPathOf(journalDir, mailboxPath), DEFAULT_CHUNK_BYTES);
+  await settleOwnLeftover(mailboxPath, journalPathOf(journalDir, mailboxPath), tuningOf({}));
 }
 
 /**
  * Finishes this node's update of the mailbox that a crash or an I/O error left (its lock held),
  * then takes away the marker that kept other nodes off it.
  */
-async function settleOwnLeftover(mailboxPath: string, journalPath: string, chunkBytes: number): Promise<void> {
-  await settleLeftover(journalPath, chunkBytes);
+async function settleOwnLeftover(mailboxPath: string, journalPath: string, tuning: CopyTuning): Promise<void> {
+  await settleLeftover(journalPath, tuning);
   if ((await updatingNode(mailboxPath)) === thisNode()) await clearUpdate(mailboxPath);
 }
 
@@ -253,7 +266,7 @@ export async function recoverInterruptedExpunges(
       onStaleBroken: options.onStaleBroken,
     });
     try {
-      log(await redoJournal(path, options.chunkBytes ?? DEFAULT_CHUNK_BYTES));
+      log(await redoJournal(path, tuningOf(options)));
       if ((await updatingNode(mailbox)) === thisNode()) await clearUpdate(mailbox);
     } finally {
       await lock.release().catch(() => undefined);

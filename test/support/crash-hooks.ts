@@ -1,12 +1,12 @@
 // For crash tests: wraps node:fs from outside the product code so that a child process SIGKILLs
-// itself at a chosen file operation (the nth write/writev/sync/truncate through a FileHandle,
+// itself at a chosen file operation (the nth write/writev/sync/datasync/truncate through a FileHandle,
 // or the nth rename/unlink of a path, counted per kind of file), or halfway through a write for
 // a torn one; and, for the parent, runs such a child and tells whether it was killed.
 import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
-export type HandleOperation = 'write' | 'writev' | 'sync' | 'truncate';
+export type HandleOperation = 'write' | 'writev' | 'sync' | 'datasync' | 'truncate';
 export type PathOperation = 'rename' | 'unlink';
 
 export interface CrashPoint<Target extends string> {
@@ -58,7 +58,7 @@ export async function installCrashHooks<Target extends string>({
   const sample = await realOpen(sampleFile, 'r');
   const proto = Object.getPrototypeOf(sample) as Record<HandleOperation, Method>;
   await sample.close();
-  for (const op of ['write', 'writev', 'sync', 'truncate'] as const) {
+  for (const op of ['write', 'writev', 'sync', 'datasync', 'truncate'] as const) {
     const real = proto[op];
     proto[op] = async function (this: FileHandle, ...rest: unknown[]) {
       const path = handlePaths.get(this);

@@ -22,6 +22,8 @@ export interface ChildArgs {
   crash: CrashPoint | null;
   /** the copy's chunk size: small, so that the copy takes many steps */
   chunkBytes: number;
+  /** bytes copied between background fdatasyncs (default: the product's); small: several run during the copy */
+  flushBytes?: number;
 }
 
 const args = JSON.parse(process.env.EXPUNGE_CHILD ?? '') as ChildArgs;
@@ -43,12 +45,16 @@ if (args.mode === 'expunge') {
     journalDir: args.journalDir,
     lockTimeoutMs: 5000,
     chunkBytes: args.chunkBytes,
+    flushBytes: args.flushBytes,
   });
   process.stdout.write(`${JSON.stringify({ ...result, ms: Date.now() - started })}\n`);
 } else {
   const log: RecoveryInfo[] = [];
   process.stdout.write('ready\n');
   const started = Date.now();
-  await recoverInterruptedExpunges(args.journalDir, (info) => log.push(info), { chunkBytes: args.chunkBytes });
+  await recoverInterruptedExpunges(args.journalDir, (info) => log.push(info), {
+    chunkBytes: args.chunkBytes,
+    flushBytes: args.flushBytes,
+  });
   process.stdout.write(`${JSON.stringify({ log, ms: Date.now() - started })}\n`);
 }

@@ -1,6 +1,6 @@
 // Crash test for src/mbox/expunge.ts: a child process runs the update on a mailbox of
 // 2,000 messages (every other one deleted) and is SIGKILLed at every write (torn), fsync,
-// truncate and unlink of the journal and the mailbox in turn, at chosen points with mail
+// background fdatasync, truncate and unlink of the journal and the mailbox in turn, at chosen points with mail
 // delivered before the recovery, during the recovery itself, and at random moments; after
 // recoverInterruptedExpunges the mailbox must hold exactly the old 2,000 or exactly the 1,000
 // kept messages, byte for byte, plus any mail delivered after the crash.
@@ -108,6 +108,8 @@ async function assertContent(mailbox: string, expected: 'old' | 'new', late = 0)
  * (shift < chunk), the rest not
  */
 const CHUNK_BYTES = 256 * 1024;
+/** a background fdatasync of the mailbox after every other chunk: several run during the copy */
+const FLUSH_BYTES = 512 * 1024;
 
 /**
  * Whether recovery may still drop the update at this crash point: only while the journal's
@@ -125,6 +127,7 @@ const args = (run: { mailbox: string; journalDir: string }, crash: CrashPoint | 
   deleted: DELETED,
   crash,
   chunkBytes: CHUNK_BYTES,
+  flushBytes: FLUSH_BYTES,
 });
 
 describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () => {
@@ -137,11 +140,13 @@ describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () =
     assert.deepEqual(await fs.readdir(journalDir), []);
   });
 
-  // every write (torn halfway), fsync, truncate and unlink of the journal and the mailbox, in turn
+  // every write (torn halfway), fsync, background fdatasync, truncate and unlink of the journal
+  // and the mailbox, in turn
   const kinds: Omit<CrashPoint, 'nth'>[] = [
     { op: 'write', target: 'journal', torn: true },
     { op: 'write', target: 'mailbox', torn: true },
     { op: 'sync', target: 'journal' },
+    { op: 'datasync', target: 'mailbox' },
     { op: 'truncate', target: 'mailbox' },
     { op: 'sync', target: 'mailbox' },
     { op: 'unlink', target: 'journal' },

@@ -1,8 +1,8 @@
 // An I/O error in the middle of a POP3 update (src/mbox/expunge.ts) never leaves a torn mailbox
 // behind: a passing error is repaired at once from the journal (the update completes), and one
 // that lasts leaves the journal, which the next POP3 open finishes before it reads the mailbox
-// (or, while the disk still fails, refuses to serve it). Writes to the mailbox are made to fail
-// by wrapping node:fs's FileHandle in this test process.
+// (or, while the disk still fails, refuses to serve it). Writes (or the background fdatasyncs)
+// of the mailbox are made to fail by wrapping node:fs's FileHandle in this test process.
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -22,8 +22,8 @@ before(async () => {
 });
 after(() => fs.rm(dir, { recursive: true, force: true }));
 
-/** Which writes to which file fail with EIO: from the nth write on, `count` of them. */
-const failing = { path: '', from: 0, count: 0, seen: 0 };
+/** Which writes (or fdatasyncs) to which file fail with EIO: from the nth one on, `count` of them. */
+const failing = { path: '', op: 'write' as 'write' | 'datasync', from: 0, count: 0, seen: 0 };
 
 const paths = new WeakMap<FileHandle, string>();
 const realOpen = fs.open;
@@ -34,19 +34,22 @@ fs.open = async (...args: Parameters<typeof fs.open>) => {
 };
 before(async () => {
   const sample = await realOpen(process.execPath, 'r');
-  const proto = Object.getPrototypeOf(sample) as { write: (...args: unknown[]) => Promise<unknown> };
+  type Method = (this: FileHandle, ...args: unknown[]) => Promise<unknown>;
+  const proto = Object.getPrototypeOf(sample) as Record<'write' | 'datasync', Method>;
   await sample.close();
-  const realWrite = proto.write;
-  proto.write = async function (this: FileHandle, ...args: unknown[]) {
-    if (paths.get(this) === failing.path) {
-      failing.seen += 1;
-      if (failing.seen >= failing.from && failing.count > 0) {
-        failing.count -= 1;
-        throw Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
+  for (const op of ['write', 'datasync'] as const) {
+    const real = proto[op];
+    proto[op] = async function (this: FileHandle, ...args: unknown[]) {
+      if (paths.get(this) === failing.path && failing.op === op) {
+        failing.seen += 1;
+        if (failing.seen >= failing.from && failing.count > 0) {
+          failing.count -= 1;
+          throw Object.assign(new Error(`EIO: i/o error, ${op}`), { code: 'EIO' });
+        }
       }
-    }
-    return realWrite.apply(this, args);
-  };
+      return real.apply(this, args);
+    };
+  }
 });
 
 const COUNT = 40;
@@ -62,7 +65,7 @@ async function mailbox(name: string): Promise<string> {
 test('a passing write error mid-copy: the update is redone at once from its journal and completes', async () => {
   const path = await mailbox('alice');
   const snapshot = await snapshotOf(path);
-  Object.assign(failing, { path, from: 3, count: 1, seen: 0 });
+  Object.assign(failing, { path, op: 'write', from: 3, count: 1, seen: 0 });
   const result = await expungeMessages(snapshot, new Set(DELETED), {
     journalDir,
     lockTimeoutMs: 1000,
@@ -74,10 +77,26 @@ test('a passing write error mid-copy: the update is redone at once from its jour
   await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'no journal left');
 });
 
+test('a failing background fdatasync: the update is redone at once from its journal and completes', async () => {
+  const path = await mailbox('carol');
+  const snapshot = await snapshotOf(path);
+  Object.assign(failing, { path, op: 'datasync', from: 1, count: 1, seen: 0 });
+  const result = await expungeMessages(snapshot, new Set(DELETED), {
+    journalDir,
+    lockTimeoutMs: 1000,
+    chunkBytes: 512,
+    flushBytes: 1024,
+  });
+  assert.equal(failing.count, 0, 'the error did happen');
+  assert.equal(result.removed, DELETED.length);
+  assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
+  await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'no journal left');
+});
+
 test('a lasting write error: the update fails, the next POP3 open finishes it before reading the mailbox', async () => {
   const path = await mailbox('bob');
   const snapshot = await snapshotOf(path);
-  Object.assign(failing, { path, from: 3, count: 1000, seen: 0 });
+  Object.assign(failing, { path, op: 'write', from: 3, count: 1000, seen: 0 });
   await assert.rejects(
     expungeMessages(snapshot, new Set(DELETED), { journalDir, lockTimeoutMs: 1000, chunkBytes: 512 }),
     /EIO/,
