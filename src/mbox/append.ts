@@ -309,7 +309,7 @@ export class MailboxSession {
       if (!st.isFile()) throw new Error('not a regular file');
       if (!opened.created) checkMailboxFile(path, st, target.owner);
       const tail = { size: st.size, padding: await separatorPadding(opened.handle, st.size) };
-      await lock.noteCommittedSize(st.size);
+      lock.noteCommittedSize(st.size);
       return new MailboxSession(target, lock, opened.handle, { created: opened.created, tail });
     } catch (err) {
       await opened.handle.close().catch(() => undefined);
@@ -369,7 +369,7 @@ export class MailboxSession {
       await this.handle.sync();
       if (this.created) await fsyncDir(dirname(path));
       this.created = false;
-      await this.lock.noteCommittedSize(end ?? (await this.handle.stat()).size);
+      this.lock.noteCommittedSize(end ?? (await this.handle.stat()).size);
     } catch (err) {
       this.broken = true;
       await this.handle.truncate(batchStart).catch(() => undefined);
