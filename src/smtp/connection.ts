@@ -178,6 +178,18 @@ class MailsrvConnection extends SMTPConnection {
     super._onCommand(command, callback);
   }
 
+  /**
+   * After the 221 the connection is closed at once, as Postfix does, once the reply is with the
+   * kernel (plaintext only: TLS may still hold bytes of it): smtp-server would half-close and
+   * wait for the client's FIN, and a client that is gone already (most send QUIT and close)
+   * makes Node build a reset error, stack trace and all, for every such connection.
+   */
+  override handler_QUIT(command: Buffer, callback: () => void): void {
+    super.handler_QUIT(command, callback);
+    const socket = this._socket;
+    if (!(socket instanceof TLSSocket) && socket.writableLength === 0) socket.destroy();
+  }
+
   override _onClose(): void {
     this.deadline.settle();
     super._onClose();
