@@ -38,8 +38,18 @@ import { handshakeDeadline, TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshak
 import { SessionActivity } from '../net/session-activity.js';
 import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
 import { smtpCommandName } from './command-name.js';
+import { randomByte } from '../random-pool.js';
 
 const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+const SESSION_ID_ALPHABET = '0123456789abcdefghijklmnopqrstuv';
+
+/** A session id as smtp-server makes them: 16 base-32 digits, 80 random bits. */
+function newSessionId(): string {
+  let id = '';
+  for (let i = 0; i < 16; i++) id += SESSION_ID_ALPHABET[randomByte() & 31];
+  return id;
+}
 
 /** The reply to a plaintext connection over a limit. */
 const REFUSALS: Record<Refusal, string> = {
@@ -359,18 +369,15 @@ export class MailsrvSMTPServer extends SMTPServer {
   }
 
   /**
-   * The session gets the client clientBehind found (the one a PROXY header named), as read at
-   * accept: a socket closed meanwhile no longer knows its peer.
+   * The session's id, and its client as clientBehind found it (the one a PROXY header named), as
+   * read at accept: a socket closed meanwhile no longer knows its peer. mailsrv reads PROXY
+   * headers itself (smtp-server's useProxy is never set), so smtp-server's version has nothing
+   * to add but its costs: a crypto call and a BigInt for the id, a loop turn before the session.
    */
   override _handleProxy(socket: Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
-    super._handleProxy(socket, (err, socketOptions) => {
-      const client = this.clients.get(socket);
-      if (client !== undefined && socketOptions) {
-        socketOptions.remoteAddress = client.address;
-        socketOptions.remotePort = client.port;
-      }
-      callback(err, socketOptions);
-    });
+    const client = this.clients.get(socket);
+    const peer = client === undefined ? {} : { remoteAddress: client.address, remotePort: client.port };
+    callback(null, { id: newSessionId(), ...peer });
   }
 
   /** Why this accepted socket is refused, if it is. */
