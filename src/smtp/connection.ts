@@ -19,7 +19,9 @@
 //   421 4.4.2 and is closed;
 // - stress mode: a client not yet past MAIL FROM gets a shorter idle timeout, timers already
 //   running included;
-// - each session counts its commands and its duration for the `disconnect` log line.
+// - each session counts its commands and its duration for the `disconnect` log line;
+// - QUIT: the connection is closed right after the 221 (plaintext), not half-closed;
+// - session ids from a pooled random buffer, and no loop turn between accept and the session;
 // - PROXY protocol v1 and v2 (clientBehind, before the limits and any TLS handshake): the client
 //   a header names is the session's remoteAddress (smtp-server's useProxy only knows v1).
 // smtp-server has no public hook for these, so MailsrvConnection overrides members of its
