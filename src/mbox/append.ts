@@ -1,7 +1,9 @@
 // Appends messages to an mbox file under the dotlock: From_ line, edited headers and the
 // mboxrd-quoted body (streamed, or rendered in one pass when held in memory), fsynced; any
 // failure truncates the file back (no partial mail). A MailboxSession keeps the lock and the
-// open file for several batches, each with one fsync.
+// open file for several batches, each with one fsync; a batch of one message held in memory
+// (the usual case unless many arrive at once) is one write through a second descriptor opened
+// with O_DSYNC, durable when it returns: one thread-pool round trip instead of two.
 import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -164,6 +166,23 @@ async function openMailbox(path: string, create: boolean): Promise<{ handle: Fil
   }
 }
 
+/**
+ * A second descriptor of the open mailbox for writes that are durable when they return
+ * (O_DSYNC: the data and the size, as fdatasync): the same file (device and inode) or an error.
+ */
+async function openSyncedWrites(path: string, handle: FileHandle): Promise<FileHandle> {
+  const flags = constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW | constants.O_DSYNC;
+  const synced = await fs.open(path, flags);
+  try {
+    const [a, b] = await Promise.all([handle.stat(), synced.stat()]);
+    if (a.dev !== b.dev || a.ino !== b.ino) throw new Error('the mailbox was replaced while being opened');
+    return synced;
+  } catch (err) {
+    await synced.close().catch(() => undefined);
+    throw err;
+  }
+}
+
 /** Line feeds needed so the new From_ line follows a blank line (or starts the file). */
 async function separatorPadding(handle: FileHandle, size: number): Promise<string> {
   if (size === 0) return '';
@@ -279,6 +298,8 @@ export class MailboxSession {
     private readonly target: MailboxTarget,
     readonly lock: Dotlock,
     private readonly handle: FileHandle,
+    /** the same file opened with O_DSYNC: a batch of one message held in memory is written through it */
+    private readonly syncedHandle: FileHandle,
     opened: { created: boolean; tail: MailboxTail },
   ) {
     this.created = opened.created;
@@ -304,14 +325,17 @@ export class MailboxSession {
       await lock.release().catch(() => undefined);
       throw new MailboxIOError(path, 'cannot open mailbox', err);
     }
+    let synced: FileHandle | undefined;
     try {
       const st = await opened.handle.stat();
       if (!st.isFile()) throw new Error('not a regular file');
       if (!opened.created) checkMailboxFile(path, st, target.owner);
       const tail = { size: st.size, padding: await separatorPadding(opened.handle, st.size) };
-      await lock.noteCommittedSize(st.size);
-      return new MailboxSession(target, lock, opened.handle, { created: opened.created, tail });
+      synced = await openSyncedWrites(path, opened.handle);
+      lock.noteCommittedSize(st.size);
+      return new MailboxSession(target, lock, opened.handle, synced, { created: opened.created, tail });
     } catch (err) {
+      await synced?.close().catch(() => undefined);
       await opened.handle.close().catch(() => undefined);
       await lock.release().catch(() => undefined);
       throw new MailboxIOError(path, 'cannot append to mailbox', err);
@@ -344,6 +368,7 @@ export class MailboxSession {
     const outcomes: (AppendResult | Error)[] = [];
     this.tail ??= await mailboxTail(this.handle);
     const batchStart = this.tail.size;
+    let needsFsync = false;
     for (const [index, message] of messages.entries()) {
       const ready = prepared[index]!;
       try {
@@ -352,7 +377,11 @@ export class MailboxSession {
           continue;
         }
         this.tail ??= await mailboxTail(this.handle);
-        const outcome = await appendLocked(this.handle, this.tail, { ...limits, mailboxPath: path }, message, ready);
+        // a batch of one message held in memory: one O_DSYNC write; more share one fsync (one
+        // flush for all instead of one each), and a streamed message is written in pieces
+        const handle = messages.length === 1 && Buffer.isBuffer(ready.body) ? this.syncedHandle : this.handle;
+        const outcome = await appendLocked(handle, this.tail, { ...limits, mailboxPath: path }, message, ready);
+        if (handle === this.handle || outcome instanceof Error) needsFsync = true;
         outcomes.push(outcome);
         this.tail = outcome instanceof Error ? null : { size: outcome.offset + outcome.bytes, padding: '' };
       } catch (fatal) {
@@ -366,10 +395,11 @@ export class MailboxSession {
     const end = this.tail?.size;
     if (end === batchStart) return outcomes; // nothing written: nothing to make durable
     try {
-      await this.handle.sync();
+      // after a failed message too: its truncation must be as durable as the messages around it
+      if (needsFsync) await this.handle.sync();
       if (this.created) await fsyncDir(dirname(path));
       this.created = false;
-      await this.lock.noteCommittedSize(end ?? (await this.handle.stat()).size);
+      this.lock.noteCommittedSize(end ?? (await this.handle.stat()).size);
     } catch (err) {
       this.broken = true;
       await this.handle.truncate(batchStart).catch(() => undefined);
@@ -390,6 +420,7 @@ export class MailboxSession {
 
   /** Closes the mailbox and removes the lock. */
   async close(): Promise<void> {
+    await this.syncedHandle.close().catch(() => undefined);
     await this.handle.close().catch(() => undefined);
     await this.lock.release().catch(() => undefined);
   }

@@ -1,19 +1,7 @@
 // Queue ids: time-ordered, unique, safe as file names (like Postfix's long queue ids).
-import { randomFillSync } from 'node:crypto';
+import { randomByte } from '../random-pool.js';
 
 const ALPHABET = '0123456789BCDFGHJKLMNPQRSTVWXYZ';
-
-/** Random bytes fetched in bulk: one call to the generator per 585 ids, not one per id. */
-const randomPool = Buffer.alloc(4096);
-let randomUsed = randomPool.length;
-
-function randomByte(): number {
-  if (randomUsed === randomPool.length) {
-    randomFillSync(randomPool);
-    randomUsed = 0;
-  }
-  return randomPool[randomUsed++]!;
-}
 
 /** 9 characters of milliseconds since the epoch, then 7 random ones, all from ALPHABET. */
 export function newQueueId(now = Date.now()): string {

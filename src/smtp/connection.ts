@@ -19,7 +19,9 @@
 //   421 4.4.2 and is closed;
 // - stress mode: a client not yet past MAIL FROM gets a shorter idle timeout, timers already
 //   running included;
-// - each session counts its commands and its duration for the `disconnect` log line.
+// - each session counts its commands and its duration for the `disconnect` log line;
+// - QUIT: the connection is closed right after the 221 (plaintext), not half-closed;
+// - session ids from a pooled random buffer, and no loop turn between accept and the session;
 // - PROXY protocol v1 and v2 (clientBehind, before the limits and any TLS handshake): the client
 //   a header names is the session's remoteAddress (smtp-server's useProxy only knows v1).
 // smtp-server has no public hook for these, so MailsrvConnection overrides members of its
@@ -38,8 +40,18 @@ import { handshakeDeadline, TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshak
 import { SessionActivity } from '../net/session-activity.js';
 import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
 import { smtpCommandName } from './command-name.js';
+import { randomByte } from '../random-pool.js';
 
 const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+const SESSION_ID_ALPHABET = '0123456789abcdefghijklmnopqrstuv';
+
+/** A session id as smtp-server makes them: 16 base-32 digits, 80 random bits. */
+function newSessionId(): string {
+  let id = '';
+  for (let i = 0; i < 16; i++) id += SESSION_ID_ALPHABET[randomByte() & 31];
+  return id;
+}
 
 /** The reply to a plaintext connection over a limit. */
 const REFUSALS: Record<Refusal, string> = {
@@ -176,6 +188,18 @@ class MailsrvConnection extends SMTPConnection {
     // AUTH's continuation lines, and plaintext a client sent before its TLS handshake, are not commands
     if (!this._nextHandler && !this._upgrading) this.activity.count(smtpCommandName(command));
     super._onCommand(command, callback);
+  }
+
+  /**
+   * After the 221 the connection is closed at once, as Postfix does, once the reply is with the
+   * kernel (plaintext only: TLS may still hold bytes of it): smtp-server would half-close and
+   * wait for the client's FIN, and a client that is gone already (most send QUIT and close)
+   * makes Node build a reset error, stack trace and all, for every such connection.
+   */
+  override handler_QUIT(command: Buffer, callback: () => void): void {
+    super.handler_QUIT(command, callback);
+    const socket = this._socket;
+    if (!(socket instanceof TLSSocket) && socket.writableLength === 0) socket.destroy();
   }
 
   override _onClose(): void {
@@ -347,18 +371,15 @@ export class MailsrvSMTPServer extends SMTPServer {
   }
 
   /**
-   * The session gets the client clientBehind found (the one a PROXY header named), as read at
-   * accept: a socket closed meanwhile no longer knows its peer.
+   * The session's id, and its client as clientBehind found it (the one a PROXY header named), as
+   * read at accept: a socket closed meanwhile no longer knows its peer. mailsrv reads PROXY
+   * headers itself (smtp-server's useProxy is never set), so smtp-server's version has nothing
+   * to add but its costs: a crypto call and a BigInt for the id, a loop turn before the session.
    */
   override _handleProxy(socket: Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
-    super._handleProxy(socket, (err, socketOptions) => {
-      const client = this.clients.get(socket);
-      if (client !== undefined && socketOptions) {
-        socketOptions.remoteAddress = client.address;
-        socketOptions.remotePort = client.port;
-      }
-      callback(err, socketOptions);
-    });
+    const client = this.clients.get(socket);
+    const peer = client === undefined ? {} : { remoteAddress: client.address, remotePort: client.port };
+    callback(null, { id: newSessionId(), ...peer });
   }
 
   /** Why this accepted socket is refused, if it is. */

@@ -149,6 +149,11 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const logins = new WeakMap<SMTPServerSession, SessionLogins>();
   const sessionLogs = new WeakMap<SMTPServerSession, Logger>();
   const receiving = new WeakMap<SMTPServerSession, DataProgress>();
+  /** options.ready has resolved: a session with no greeting pause is greeted at once, not after two promise turns */
+  let isReady = false;
+  void options.ready.then(() => {
+    isReady = true;
+  });
   /** sessions whose connection has ended: a login still waiting for its check is not hashed */
   const closed = new WeakSet<SMTPServerSession>();
   const sessionLog = (session: SMTPServerSession): Logger => {
@@ -195,7 +200,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       const outside = options.kind === 'mx' && !policy.mayRelay(clientOf(session));
       if (outside) options.checks?.connected(session, sessionLog(session));
       const pause = outside ? settings.greetPauseMs : 0;
-      void options.ready.then(() => (pause === 0 ? undefined : sleep(pause))).then(() => callback());
+      if (isReady && pause === 0) callback();
+      else void options.ready.then(() => (pause === 0 ? undefined : sleep(pause))).then(() => callback());
     },
 
     onSecure(socket, session, callback) {

@@ -1,10 +1,12 @@
 // For crash tests: wraps node:fs from outside the product code so that a child process SIGKILLs
-// itself at a chosen file operation (the nth write/writev/sync/datasync/truncate through a FileHandle,
-// or the nth rename/unlink of a path, counted per kind of file), or halfway through a write for
-// a torn one; and, for the parent, runs such a child and tells whether it was killed.
+// itself at a chosen file operation (the nth write/writev/sync/datasync/truncate through a
+// FileHandle, a writeSync on such a handle's descriptor counting as a write, or the nth
+// rename/unlink of a path, counted per kind of file), or halfway through a write for a torn one;
+// and, for the parent, runs such a child and tells whether it was killed.
 import { spawn } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import fsSync, { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 
 export type HandleOperation = 'write' | 'writev' | 'sync' | 'datasync' | 'truncate';
 export type PathOperation = 'rename' | 'unlink';
@@ -49,15 +51,34 @@ export async function installCrashHooks<Target extends string>({
 
   type Method = (this: FileHandle, ...rest: unknown[]) => Promise<unknown>;
   const handlePaths = new WeakMap<FileHandle, string>();
+  /** the descriptors of the handles open now, for writeSync */
+  const fdPaths = new Map<number, string>();
   const realOpen = fs.open;
   fs.open = async (...openArgs: Parameters<typeof fs.open>) => {
     const handle = await realOpen(...openArgs);
     handlePaths.set(handle, String(openArgs[0]));
+    fdPaths.set(handle.fd, String(openArgs[0]));
     return handle;
   };
   const sample = await realOpen(sampleFile, 'r');
-  const proto = Object.getPrototypeOf(sample) as Record<HandleOperation, Method>;
+  const proto = Object.getPrototypeOf(sample) as Record<HandleOperation | 'close', Method>;
   await sample.close();
+  const realClose = proto.close;
+  proto.close = function (this: FileHandle) {
+    fdPaths.delete(this.fd);
+    return realClose.call(this);
+  };
+  const realWriteSync = fsSync.writeSync as (fd: number, ...rest: unknown[]) => number;
+  (fsSync as { writeSync: unknown }).writeSync = (fd: number, ...rest: unknown[]) => {
+    const path = fdPaths.get(fd);
+    if (path !== undefined && hits('write', path)) {
+      if (crash?.torn && typeof rest[0] === 'string') realWriteSync(fd, rest[0].slice(0, rest[0].length / 2), rest[1]);
+      die();
+    }
+    return realWriteSync(fd, ...rest);
+  };
+  // the product's `import { writeSync } from 'node:fs'` sees the wrapper from now on
+  syncBuiltinESMExports();
   for (const op of ['write', 'writev', 'sync', 'datasync', 'truncate'] as const) {
     const real = proto[op];
     proto[op] = async function (this: FileHandle, ...rest: unknown[]) {

@@ -59,6 +59,8 @@ interface Scenario {
   name: string;
   crash: CrashPoint;
   expected: string[];
+  /** the batch (default MESSAGES) */
+  messages?: string[];
 }
 
 const scenarios: Scenario[] = [
@@ -91,15 +93,36 @@ const scenarios: Scenario[] = [
   },
   // the lock's first unlink is its temporary name, right after link(); the second is the release
   { name: 'after the lock notes the new size', crash: { op: 'unlink', target: 'lock', nth: 2 }, expected: ALL },
+  // a batch of one message held in memory is one O_DSYNC write and no fsync
+  ...(
+    [
+      {
+        name: 'halfway through the write',
+        crash: { op: 'writev', target: 'mailbox', nth: 1, torn: true },
+        expected: BEFORE,
+      },
+      {
+        name: 'after the write, before the lock notes the new size',
+        crash: { op: 'write', target: 'lock', nth: 3 },
+        expected: BEFORE,
+      },
+      {
+        name: 'after the lock notes the new size',
+        crash: { op: 'unlink', target: 'lock', nth: 2 },
+        expected: ['old', 'm0'],
+      },
+    ] satisfies Scenario[]
+  ).map((s): Scenario => ({ ...s, name: `one message in memory, ${s.name}`, messages: MESSAGES.slice(0, 1) })),
 ];
 
 describe('a batch append killed part-way', () => {
   for (const scenario of scenarios) {
     for (const recovery of ['daemon start', 'next writer'] as const) {
-      const leaves = scenario.expected === ALL ? 'the whole batch' : 'the mailbox as it was';
+      const leaves = scenario.expected === BEFORE ? 'the mailbox as it was' : 'the whole batch';
       it(`${scenario.name}: ${recovery} leaves ${leaves}`, async () => {
         const mailbox = await freshMailbox();
-        const { killed } = await runChild({ mailbox, messages: MESSAGES, crash: scenario.crash });
+        const messages = scenario.messages ?? MESSAGES;
+        const { killed } = await runChild({ mailbox, messages, crash: scenario.crash });
         assert.ok(killed, 'the child reached the crash point');
         assert.ok(await fs.stat(`${mailbox}.lock`), 'the dead child left its lock');
         const broken: StaleLockInfo[] = [];
@@ -134,6 +157,18 @@ describe('a batch append killed part-way', () => {
       });
     }
   }
+
+  it('a batch of one message held in memory is durable without an fsync of the mailbox', async () => {
+    const mailbox = await freshMailbox();
+    // the child dies at the mailbox's first fsync, if there is one
+    const { killed } = await runChild({
+      mailbox,
+      messages: MESSAGES.slice(0, 1),
+      crash: { op: 'sync', target: 'mailbox', nth: 1 },
+    });
+    assert.equal(killed, false, 'no fsync of the mailbox');
+    assert.deepEqual(await contents(mailbox), ['old', 'm0']);
+  });
 
   it('without a crash, every message gets its offset and the batch is whole', async () => {
     const mailbox = await freshMailbox();

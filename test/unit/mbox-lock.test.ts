@@ -304,7 +304,7 @@ describe('dotlockfile interoperability', {
   it('reads a lock carrying our append note like any other', async () => {
     const mbox = await newMailbox();
     const lock = await acquireDotlock(mbox, { timeoutMs: 1000 });
-    await lock.noteCommittedSize(123);
+    lock.noteCommittedSize(123);
     assert.match(
       await fs.readFile(`${mbox}.lock`, 'latin1'),
       new RegExp(`^${process.pid}\\nhost ${host}\\nnode ${thisNode()}\\nappend 0+123 ${host} `),

@@ -32,6 +32,7 @@ test('the SMTPConnection methods mailsrv overrides or calls exist with the shape
     ['handler_AUTH', 2],
     ['handler_MAIL', 2],
     ['handler_DATA', 2],
+    ['handler_QUIT', 2],
     ['_createParser', 0],
     ['_onCommand', 2],
     ['_onClose', 0],
