@@ -234,9 +234,9 @@ export async function crashLoop(
       await mx.killed(round, nodeName(victim));
       // restart: recovery, then the queues deliver what they hold
       await startAll();
-      for (const { env } of nodes) await eventually(() => env.queued().length === 0, 60_000, 'the queue to drain');
       let duplicates: string[];
       try {
+        for (const { env } of nodes) await eventually(() => env.queued().length === 0, 60_000, 'the queue to drain');
         invariantsChecked += checkMailboxes(nodes[0]!.env, ledger);
         const relayed = mx.check(ledger);
         invariantsChecked += relayed.checked;
