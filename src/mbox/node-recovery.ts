@@ -19,10 +19,12 @@ async function mailboxesWith(spoolDir: string, mailboxOf: (name: string) => stri
   return mailboxes;
 }
 
-/** Every update of this node is finished (its journals are redone): its markers go. */
+/** Every update of this node is finished (its journals are redone): its markers go, and markers cut short. */
 export async function clearOwnUpdateMarkers(spoolDir: string): Promise<void> {
   for (const mailbox of await mailboxesWith(spoolDir, mailboxOfUpdateMarker)) {
-    if ((await updatingNode(mailbox)) === thisNode()) await clearUpdate(mailbox);
+    // this node's, or one that names nobody (cut short before any update began)
+    const node = await updatingNode(mailbox);
+    if (node === null || node === thisNode()) await clearUpdate(mailbox);
   }
 }
 

@@ -43,7 +43,7 @@ export async function clearUpdate(mailboxPath: string): Promise<void> {
   await fsyncDir(dirname(mailboxPath));
 }
 
-/** The node whose update of the mailbox is under way or was interrupted, or null. */
+/** The node whose update of the mailbox is under way or was interrupted, or null (none, or none begun). */
 export async function updatingNode(mailboxPath: string): Promise<string | null> {
   let handle;
   try {
@@ -58,9 +58,9 @@ export async function updatingNode(mailboxPath: string): Promise<string | null> 
     if ((await handle.stat()).uid !== process.geteuid?.()) return null;
     const buffer = Buffer.alloc(MARKER_READ_BYTES);
     const n = await readAt(handle, buffer, 0, MARKER_READ_BYTES, 0);
-    const node = /^(\S+)\n/.exec(buffer.toString('latin1', 0, n))?.[1];
-    // an unreadable marker still says that someone's update may have been cut short
-    return node ?? '(unknown node)';
+    // the mailbox is written only once the whole marker is fsynced: a marker cut short (its
+    // writer killed between creating and writing it) stands for an update that never began
+    return /^(\S+)\n/.exec(buffer.toString('latin1', 0, n))?.[1] ?? null;
   } finally {
     await handle.close();
   }

@@ -149,6 +149,17 @@ describe('two nodes on one spool', () => {
     assert.match(await fs.readFile(mailbox, 'latin1'), /X-Delivery-ID: Q4\.0\n/);
   });
 
+  // found by the crash loop: a node killed between creating its marker and writing it
+  it('a marker cut short (empty) keeps nobody off the mailbox, and the next start removes it', async () => {
+    const { spool, mailbox, nodeA, nodeB } = await freshSpool();
+    await fs.writeFile(join(spool, '.user.updating'), '', { mode: 0o600 });
+    actAs(nodeB);
+    await appendMessage({ ...delivery('Q6.0'), mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 200 });
+    actAs(nodeA);
+    await clearOwnUpdateMarkers(spool);
+    await assert.rejects(fs.stat(join(spool, '.user.updating')), { code: 'ENOENT' });
+  });
+
   it('a marker or notes file another account left in the spool counts for nothing', async (t) => {
     if (process.getuid?.() !== 0) return t.skip('needs root to make a file of another account');
     const { spool, mailbox, nodeA } = await freshSpool();
