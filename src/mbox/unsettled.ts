@@ -12,7 +12,7 @@ import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fsyncDir, isErrno, readAt, writeAll } from '../fsutil.js';
-import { mailboxOfSideFile, sideFilePath } from './side-file.js';
+import { mailboxOfSideFile, readOwnSideFile, sideFilePath } from './side-file.js';
 
 const SUFFIX = '.unsettled';
 const MAX_BYTES = 4 * 1024 * 1024;
@@ -34,28 +34,15 @@ export const mailboxOfUnsettled = (name: string): string | null => mailboxOfSide
 
 /** Reads the file (null if there is none, or it is not this account's). Notes past their lifetime are left out. */
 export async function readUnsettled(mailboxPath: string, now: number): Promise<Unsettled | null> {
-  let handle;
-  try {
-    handle = await fs.open(unsettledPath(mailboxPath), constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return null;
-    throw err;
+  const text = await readOwnSideFile(unsettledPath(mailboxPath), MAX_BYTES);
+  if (text === null) return null;
+  const result: Unsettled = { crashed: new Map(), deleted: new Set() };
+  for (const line of text.split('\n')) {
+    const [kind, value, at] = line.split(' ');
+    if (kind === 'crashed' && value && Number(at) > now - NOTE_LIFETIME_MS) result.crashed.set(value, Number(at));
+    else if (kind === 'deleted' && value) result.deleted.add(value);
   }
-  try {
-    const st = await handle.stat();
-    if (!st.isFile() || st.uid !== process.geteuid?.()) return null;
-    const buffer = Buffer.alloc(Math.min(st.size, MAX_BYTES));
-    const n = await readAt(handle, buffer, 0, buffer.length, 0);
-    const result: Unsettled = { crashed: new Map(), deleted: new Set() };
-    for (const line of buffer.toString('latin1', 0, n).split('\n')) {
-      const [kind, value, at] = line.split(' ');
-      if (kind === 'crashed' && value && Number(at) > now - NOTE_LIFETIME_MS) result.crashed.set(value, Number(at));
-      else if (kind === 'deleted' && value) result.deleted.add(value);
-    }
-    return result;
-  } finally {
-    await handle.close();
-  }
+  return result;
 }
 
 /** Appends the lines durably; false (nothing written) when the file would pass its bound. */

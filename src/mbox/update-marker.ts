@@ -6,8 +6,8 @@
 // Format and rules: docs/formats.md, "Mailbox dotlock".
 import { constants, promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
-import { fsyncDir, isErrno, readAt } from '../fsutil.js';
-import { mailboxOfSideFile, sideFilePath } from './side-file.js';
+import { fsyncDir, isErrno } from '../fsutil.js';
+import { mailboxOfSideFile, readOwnSideFile, sideFilePath } from './side-file.js';
 
 const SUFFIX = '.updating';
 /** A marker holds one node name: anything longer is not ours. */
@@ -45,23 +45,8 @@ export async function clearUpdate(mailboxPath: string): Promise<void> {
 
 /** The node whose update of the mailbox is under way or was interrupted, or null (none, or none begun). */
 export async function updatingNode(mailboxPath: string): Promise<string | null> {
-  let handle;
-  try {
-    handle = await fs.open(updateMarkerPath(mailboxPath), constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return null;
-    throw err;
-  }
-  try {
-    // only a marker of this account counts: anyone else who may write in the spool (group mail)
-    // must not be able to keep a mailbox locked by leaving one there
-    if ((await handle.stat()).uid !== process.geteuid?.()) return null;
-    const buffer = Buffer.alloc(MARKER_READ_BYTES);
-    const n = await readAt(handle, buffer, 0, MARKER_READ_BYTES, 0);
-    // the mailbox is written only once the whole marker is fsynced: a marker cut short (its
-    // writer killed between creating and writing it) stands for an update that never began
-    return /^(\S+)\n/.exec(buffer.toString('latin1', 0, n))?.[1] ?? null;
-  } finally {
-    await handle.close();
-  }
+  const text = await readOwnSideFile(updateMarkerPath(mailboxPath), MARKER_READ_BYTES);
+  // the mailbox is written only once the whole marker is fsynced: a marker cut short (its
+  // writer killed between creating and writing it) stands for an update that never began
+  return text === null ? null : (/^(\S+)\n/.exec(text)?.[1] ?? null);
 }
