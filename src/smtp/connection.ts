@@ -22,6 +22,7 @@
 // - each session counts its commands and its duration for the `disconnect` log line;
 // - QUIT: the connection is closed right after the 221 (plaintext), not half-closed;
 // - session ids from a pooled random buffer, and no loop turn between accept and the session;
+// - the message part of the input parser is data-feed.ts's (no copy of every chunk, no byte loop);
 // - PROXY protocol v1 and v2 (clientBehind, before the limits and any TLS handshake): the client
 //   a header names is the session's remoteAddress (smtp-server's useProxy only knows v1).
 // smtp-server has no public hook for these, so MailsrvConnection overrides members of its
@@ -40,6 +41,7 @@ import { handshakeDeadline, TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshak
 import { SessionActivity } from '../net/session-activity.js';
 import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
 import { smtpCommandName } from './command-name.js';
+import { feedData } from './data-feed.js';
 import { randomByte } from '../random-pool.js';
 
 const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
@@ -154,6 +156,7 @@ class MailsrvConnection extends SMTPConnection {
    */
   override _createParser(): ReturnType<SMTPConnection['_createParser']> {
     const parser = super._createParser();
+    parser._feedDataStream = feedData;
     const write = parser.write;
     parser.write = ((chunk: Buffer, ...rest: unknown[]) => {
       // the parser is made in smtp-server's constructor, before this class's fields

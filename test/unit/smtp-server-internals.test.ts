@@ -7,6 +7,7 @@ import { createConnection, type AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { ConnectionLimits } from '../../src/net/connection-limits.js';
 import { MailsrvSMTPServer } from '../../src/smtp/connection.js';
 import { crlfLineReader } from '../support/crlf-lines.js';
@@ -50,6 +51,20 @@ test('the SMTPConnection methods mailsrv overrides or calls exist with the shape
     assert.equal(typeof serverProto[name], 'function', `SMTPServer.prototype.${name} is gone`);
   }
   assert.equal(socketTimeout({ socketTimeout: 1234 }), 1234, 'smtp-connection exports socketTimeout(options)');
+  // src/smtp/data-feed.ts replaces the parser's _feedDataStream and uses these of its members
+  const streamProto = SMTPStream.prototype as unknown as Record<string, unknown>;
+  for (const [name, arity] of [
+    ['_feedDataStream', 2],
+    ['_countDataBytes', 1],
+    ['_endDataMode', 3],
+    ['startDataMode', 1],
+  ] as const) {
+    assert.equal(typeof streamProto[name], 'function', `SMTPStream.prototype.${name} is gone`);
+    assert.equal((streamProto[name] as (...args: unknown[]) => unknown).length, arity, `SMTPStream.${name} arity`);
+  }
+  const parser = new SMTPStream();
+  for (const field of ['_lastBytes', '_atDataStart', '_dataStream'])
+    assert.ok(field in parser, `an SMTPStream has no ${field}`);
 });
 
 test('a live session carries the fields mailsrv reads, and VRFY and DATA reach its overrides', async (t) => {
