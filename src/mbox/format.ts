@@ -9,6 +9,7 @@ const FROM_ = Buffer.from('From ', 'latin1');
 const QUOTED_FROM_ = Buffer.from('>From ', 'latin1');
 const LF_BUF = Buffer.from([LF]);
 const CR_BUF = Buffer.from([CR]);
+const NO_BYTES = Buffer.alloc(0);
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
@@ -51,9 +52,12 @@ export function fromLine(sender: string, date: Date): string {
  * before LF is dropped, other CRs kept), `^>*From ` lines get one more `>`, a missing final
  * newline is added, and one blank separator line is appended.
  *
- * Incremental: write() takes the message in chunks of any size, end() finishes it; the output
- * goes into the array each call is given (slices of the input where possible). Buffering is
- * bounded: at most the first 4 bytes of a line (a partial `From`) and one CR are held back.
+ * Incremental: write() takes the message in chunks of any size, end() finishes it; each call
+ * adds its output to the array it is given. Buffering is bounded: at most the first 4 bytes of
+ * a line (a partial `From`) and one CR are held back. A chunk is converted in one copy: it is
+ * copied whole into its output buffer (a little way in, to leave room for the bytes the
+ * quoting adds), and its lines are then moved down in place, each without its CR (no object
+ * per line: a message of 100 KiB has ~1,300 of them).
  */
 export class MboxrdQuoting {
   /** still inside the `>*` run at the start of a line (nothing else seen on it yet) */
@@ -64,16 +68,27 @@ export class MboxrdQuoting {
   private pendingCr = false;
   /** the current output line has content (so a final newline is missing) */
   private lineOpen = false;
+  /** the output buffer of the chunk being written, the input copied into it at `inputAt` */
+  private target: Buffer = NO_BYTES;
+  private inputAt = 0;
+  /** how much of `target` is output */
+  private written = 0;
 
   write(chunk: Buffer, out: Buffer[]): void {
     const len = chunk.length;
+    // what the output may have beyond the input: the held-back bytes (a CR, up to 4 of `From`),
+    // and a `>` per From_ line (one whose `From ` began in the previous chunk included)
+    let fromLines = 0;
+    for (let at = chunk.indexOf(FROM_); at !== -1; at = chunk.indexOf(FROM_, at + 1)) fromLines++;
+    this.inputAt = 8 + fromLines;
+    this.target = Buffer.allocUnsafe(this.inputAt + len);
+    this.target.set(chunk, this.inputAt);
+    this.written = 0;
     let pos = 0;
     while (pos < len) {
       if (this.pendingCr) {
         this.pendingCr = false;
-        if (chunk[pos] !== LF) {
-          out.push(CR_BUF);
-        }
+        if (chunk[pos] !== LF) this.put(CR_BUF);
       }
       if (this.atLinePrefix) {
         const b = chunk[pos];
@@ -81,7 +96,7 @@ export class MboxrdQuoting {
           // a `>` run can be passed on at once: the extra `>` may go anywhere in the run
           let end = pos + 1;
           while (end < len && chunk[end] === GT) end++;
-          out.push(chunk.subarray(pos, end));
+          this.copy(pos, end);
           this.lineOpen = true;
           pos = end;
           continue;
@@ -91,13 +106,14 @@ export class MboxrdQuoting {
           this.lineOpen = true;
           pos++;
           if (this.matched === FROM_.length) {
-            out.push(QUOTED_FROM_);
+            this.put(QUOTED_FROM_);
             this.matched = 0;
             this.atLinePrefix = false;
           }
           continue;
         }
-        this.releasePrefix(out);
+        const held = this.releasePrefix();
+        if (held) this.put(held);
       }
       const nl = chunk.indexOf(LF, pos);
       if (nl === -1) {
@@ -106,32 +122,50 @@ export class MboxrdQuoting {
           end = len - 1;
           this.pendingCr = true;
         }
-        if (end > pos) out.push(chunk.subarray(pos, end));
+        this.copy(pos, end);
         this.lineOpen = true;
         pos = len;
         break;
       }
       const contentEnd = nl > pos && chunk[nl - 1] === CR ? nl - 1 : nl;
-      if (contentEnd > pos) out.push(chunk.subarray(pos, contentEnd));
-      out.push(LF_BUF);
+      this.copy(pos, contentEnd);
+      this.target[this.written++] = LF;
       this.lineOpen = false;
       this.atLinePrefix = true;
       pos = nl + 1;
     }
+    if (this.written > 0) out.push(this.target.subarray(0, this.written));
+    this.target = NO_BYTES;
+  }
+
+  /** Moves input bytes [start, end) of the chunk being written down to the end of the output. */
+  private copy(start: number, end: number): void {
+    if (end <= start) return;
+    if (this.written !== this.inputAt + start)
+      this.target.copyWithin(this.written, this.inputAt + start, this.inputAt + end);
+    this.written += end - start;
+  }
+
+  /** Adds bytes that are not in the chunk (a held-back CR or `From` prefix, the quoting `>`). */
+  private put(bytes: Buffer): void {
+    this.target.set(bytes, this.written);
+    this.written += bytes.length;
   }
 
   end(out: Buffer[]): void {
-    this.releasePrefix(out);
+    const held = this.releasePrefix();
+    if (held) out.push(held);
     if (this.pendingCr) out.push(CR_BUF);
     if (this.lineOpen) out.push(LF_BUF);
     out.push(LF_BUF);
   }
 
-  /** The line turned out not to be a `>*From ` line: emit the held-back part of `From`. */
-  private releasePrefix(out: Buffer[]): void {
-    if (this.matched > 0) out.push(FROM_.subarray(0, this.matched));
+  /** The line turned out not to be a `>*From ` line: the held-back part of `From`, if any, to go out. */
+  private releasePrefix(): Buffer | null {
+    const held = this.matched > 0 ? FROM_.subarray(0, this.matched) : null;
     this.matched = 0;
     this.atLinePrefix = false;
+    return held;
   }
 }
 

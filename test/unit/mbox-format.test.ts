@@ -99,6 +99,13 @@ describe('MboxrdQuoter', () => {
     assert.equal(quoter.read()?.toString(), 'b', 'only a final CR is held back');
     quoter.destroy();
   });
+  it('quotes a chunk made of nothing but From_ lines, whole and cut after each held-back prefix', async () => {
+    const input = `${'From \n'.repeat(2000)}>From x\n`;
+    const expected = `${'>From \n'.repeat(2000)}>>From x\n\n`;
+    assert.equal(await quote(input), expected);
+    const cuts = Array.from({ length: 400 }, (_, i) => 6 * i + 4); // each piece starts with ` \nFrom`
+    assert.equal(await quote(input, chunksOf(input, cuts)), expected);
+  });
   it('holds back at most a partial From at a line start', () => {
     const quoter = new MboxrdQuoter();
     quoter.write(Buffer.from('x\n>>>Fro'));
@@ -129,6 +136,8 @@ describe('quote/unquote property', () => {
           const body = quoted.slice(0, -1); // the separator line
           assert.ok(!/(^|\n)From /.test(body), 'a line starts with From_');
           assert.equal(unquote(body), lf);
+          // LF line ends: nothing is dropped, so every `>` added must fit in the chunk's output
+          assert.equal(unquote((await quote(lf, chunksOf(lf, cuts))).slice(0, -1)), lf);
         },
       ),
       { numRuns: 300 },
