@@ -76,7 +76,8 @@ const BODY = [
   ...get(POS), ...V128_LOAD, //                      v128.load (pos)
   ...bytesEqual(LF), ...BITMASK, ...set(M), //       m = i8x16.bitmask (i8x16.eq v, (i8x16.splat LF))
   ...get(END), ...get(POS), SUB, ...i32(16), LT_U, ...IF, // if end - pos < 16: bytes from end on do not count
-  ...get(M), ...i32(1), ...get(END), ...get(POS), SUB, SHL, ...i32(1), SUB, AND, ...set(M), // m &= (1 << (end - pos)) - 1
+  ...get(M), ...i32(1), ...get(END), ...get(POS), SUB, SHL, //   m &= (1 << (end - pos)) - 1
+  ...i32(1), SUB, AND, ...set(M),
   END_,
   ...get(M), EQZ, ...IF, //                          if (no LF in the block)
   ...addTo(POS, i32(16)),

@@ -24,13 +24,14 @@
 // twins with equal From_ lines are numbered in file order. Appends never change an existing
 // UIDL; deleting a message changes another's UIDL only if that one was its later twin (with
 // byte-identical hashed headers, the content allows no better).
-import { createHash, hash, type Hash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
+import { MD5_WASM_MAX_BYTES, md5 } from './md5.js';
 
 const FROM_KEY_MAX = 1024;
 /** longest unfolded X-UIDL field value kept (a valid one is at most 70 characters) */
 const XUIDL_MAX = 1024;
-/** hashed header bytes of a message collected for one MD5 call; more go through a Hash object */
-const DIGEST_BUFFER_BYTES = 16 * 1024;
+/** hashed header bytes of a message collected for one md5() call; more go through a Hash object */
+const DIGEST_BUFFER_BYTES = MD5_WASM_MAX_BYTES;
 const FROM_LENGTH = 'From '.length;
 
 const SP = 0x20;
@@ -70,7 +71,7 @@ function validUidl(value: string): boolean {
   return /^[\x21-\x7e]{1,70}$/.test(value);
 }
 
-/** MD5 of one message's hashed header bytes: collected and hashed in one call, unless there are many. */
+/** MD5 of one message's hashed header bytes: collected and hashed in one call (md5.ts), unless there are many. */
 class HeaderDigest {
   private readonly buffer = Buffer.allocUnsafe(DIGEST_BUFFER_BYTES);
   private filled = 0;
@@ -90,8 +91,9 @@ class HeaderDigest {
     this.running.update(data.subarray(start, end));
   }
 
+  /** The digest (read it before the next digest() of any message). */
   digest(): Buffer {
-    return this.running !== null ? this.running.digest() : hash('md5', this.buffer.subarray(0, this.filled), 'buffer');
+    return this.running !== null ? this.running.digest() : md5(this.buffer, 0, this.filled);
   }
 }
 
