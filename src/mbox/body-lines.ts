@@ -8,7 +8,7 @@
 // copied into its scratch memory WINDOW_BYTES at a time: the copy costs far less than the one
 // native search per line (~12 million per GB) of the JavaScript loop it replaces, which stays as
 // the fallback where WebAssembly is unavailable (node --jitless). The function is assembled below
-// from its instructions (wasm-simd.ts has the encoding), with the text form beside them: no build
+// from its instructions (wasm-asm.ts has the encoding), with the text form beside them: no build
 // step, no binary blob.
 import {
   ADD,
@@ -27,7 +27,7 @@ import {
   get,
   i32,
   IF,
-  instantiateSimd,
+  instantiateWasm,
   LOAD8,
   LOOP,
   LT_U,
@@ -39,7 +39,7 @@ import {
   tee,
   V128_LOAD,
   vector,
-} from './wasm-simd.js';
+} from './wasm-asm.js';
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -100,7 +100,7 @@ const BODY = [
 
 type Body = (src: number, end: number) => number;
 
-const wasm = instantiateSimd<Body>({ name: 'body', params: 2, body: BODY, memoryBytes: INPUT_AT + WINDOW_BYTES + 16 });
+const wasm = instantiateWasm<Body>({ name: 'body', params: 2, body: BODY, memoryBytes: INPUT_AT + WINDOW_BYTES + 16 });
 const counts = wasm === null ? null : new Uint32Array(wasm.bytes.buffer, COUNTS_AT, 2);
 
 /** Whether BodyLineCounter runs in WebAssembly (false: the JavaScript fallback). */

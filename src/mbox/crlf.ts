@@ -6,7 +6,7 @@
 // the LF. It gives up (-1) at the first CR or `>`/`.` line start, and WireEncoder's general loop
 // does the piece instead. About five times faster than the JavaScript it replaces (three native
 // searches, then a copy four bytes at a time), which stays as the fallback where WebAssembly is
-// unavailable (node --jitless). The function is assembled below from its instructions (wasm-simd.ts
+// unavailable (node --jitless). The function is assembled below from its instructions (wasm-asm.ts
 // has the encoding), with the text form beside them: no build step, no binary blob. Input and
 // output go through its scratch memory, at most PIECE_BYTES of input at a time.
 
@@ -27,7 +27,7 @@ import {
   get,
   i32,
   IF,
-  instantiateSimd,
+  instantiateWasm,
   LOAD8,
   LOOP,
   LT_U,
@@ -41,7 +41,7 @@ import {
   V128_OR,
   V128_STORE,
   vector,
-} from './wasm-simd.js';
+} from './wasm-asm.js';
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -123,7 +123,7 @@ const WIRE_BODY = [
 
 type Wire = (src: number, end: number, dst: number, stuff: number) => number;
 
-const wasm = instantiateSimd<Wire>({
+const wasm = instantiateWasm<Wire>({
   name: 'wire',
   params: 4,
   body: WIRE_BODY,

@@ -5,7 +5,7 @@
 // every UIDL stays the same (the test compares it with node:crypto on any bytes and lengths).
 // Inputs longer than its memory, and every input where WebAssembly is unavailable (node
 // --jitless), go to node:crypto. The function is assembled below from its instructions
-// (wasm-simd.ts has the encoding): the 64 steps of a block are generated from RFC 1321's tables.
+// (wasm-asm.ts has the encoding): the 64 steps of a block are generated from RFC 1321's tables.
 import { hash } from 'node:crypto';
 import {
   ADD,
@@ -16,7 +16,7 @@ import {
   EQZ,
   get,
   i32,
-  instantiateSimd,
+  instantiateWasm,
   LOOP,
   OR,
   ROTL,
@@ -28,7 +28,7 @@ import {
   load32At,
   AND,
   addTo,
-} from './wasm-simd.js';
+} from './wasm-asm.js';
 
 /** the digest's 16 bytes are at 0, the padded input from INPUT_AT */
 const DIGEST_AT = 0;
@@ -118,7 +118,7 @@ const BODY = [
   END_, //                                      end of the function
 ];
 
-const wasm = instantiateSimd<(blocks: number) => number>({
+const wasm = instantiateWasm<(blocks: number) => number>({
   name: 'md5',
   params: 1,
   body: BODY,

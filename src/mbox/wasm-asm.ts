@@ -1,10 +1,10 @@
-// What the tiny hand-assembled WebAssembly SIMD functions of crlf.ts (RETR's conversion) and
-// body-lines.ts (the scan's body loop) share: the encoding of a module with one exported function
-// of i32 parameters and an i32 result and a memory, the instructions they use, and its
-// instantiation. Each function gets its own module, so its own scratch memory: its caller copies
-// its input there and calls it synchronously, so nothing else uses that memory meanwhile.
-// WebAssembly (or its SIMD) may be missing (node --jitless): instantiateSimd then returns null and
-// the caller runs its JavaScript fallback.
+// What the tiny hand-assembled WebAssembly functions of crlf.ts (RETR's conversion, SIMD),
+// body-lines.ts (the scan's body loop, SIMD) and md5.ts (UIDL digests) share: the encoding of a
+// module with one exported function of i32 parameters and an i32 result and a memory, the
+// instructions they use, and its instantiation. Each function gets its own module, so its own
+// scratch memory: its caller copies its input there and calls it synchronously, so nothing else
+// uses that memory meanwhile. WebAssembly (or its SIMD) may be missing (node --jitless):
+// instantiateWasm then returns null and the caller runs its JavaScript (or node:crypto) fallback.
 
 const WASM_PAGE = 64 * 1024;
 
@@ -72,8 +72,8 @@ export const br = (depth: number) => [0x0c, depth];
 export const brIf = (depth: number) => [0x0d, depth];
 export const RETURN = 0x0f;
 export const addTo = (local: number, amount: number[]) => [...get(local), ...amount, ADD, ...set(local)];
-export const simd = (op: number) => [0xfd, ...uleb(op)];
-export const MEMARG_BYTE = [0x00, 0x00]; // align 1, offset 0
+const simd = (op: number) => [0xfd, ...uleb(op)];
+const MEMARG_BYTE = [0x00, 0x00]; // align 1, offset 0
 export const LOAD8 = [0x2d, ...MEMARG_BYTE]; // i32.load8_u
 export const STORE8 = [0x3a, ...MEMARG_BYTE]; // i32.store8
 export const STORE16 = [0x3b, ...MEMARG_BYTE]; // i32.store16
@@ -87,7 +87,7 @@ export const bytesEqual = (byte: number) => [...i32(byte), ...simd(15), ...simd(
 /** i8x16.bitmask: bit k set where byte k of the vector has its top bit (an i8x16.eq match) */
 export const BITMASK = simd(100);
 
-export interface SimdFunction {
+interface WasmFunction {
   name: string;
   /** how many i32 parameters (locals 0 .. params - 1) */
   params: number;
@@ -97,8 +97,8 @@ export interface SimdFunction {
   memoryBytes: number;
 }
 
-/** The function of a module made by instantiateSimd, and its memory. */
-export interface SimdInstance<F> {
+/** The function of a module made by instantiateWasm, and its memory. */
+interface WasmInstance<F> {
   run: F;
   bytes: Uint8Array;
 }
@@ -111,7 +111,7 @@ interface WasmApi {
 }
 
 /** The binary module exporting `fn` (as fn.name) and its memory (as `memory`). */
-function assemble(fn: SimdFunction): Uint8Array {
+function assemble(fn: WasmFunction): Uint8Array {
   const params = Array.from({ length: fn.params }, () => [0x7f]);
   return Uint8Array.from([
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00], // "\0asm", version 1
@@ -130,7 +130,7 @@ function assemble(fn: SimdFunction): Uint8Array {
 }
 
 /** The function and its memory, or null where WebAssembly (or its SIMD) is not available. */
-export function instantiateSimd<F>(fn: SimdFunction): SimdInstance<F> | null {
+export function instantiateWasm<F>(fn: WasmFunction): WasmInstance<F> | null {
   const api = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
   const module = assemble(fn);
   if (api === undefined || !api.validate(module)) return null;
