@@ -140,7 +140,7 @@ export function md5(data: Uint8Array, start: number, end: number): Buffer {
     return hash('md5', data.subarray(start, end), 'buffer');
   }
   const { bytes } = wasm;
-  bytes.set(data.subarray(start, end), INPUT_AT);
+  bytes.set(new Uint8Array(data.buffer, data.byteOffset + start, length), INPUT_AT);
   // the padding: 0x80, zeros up to 8 bytes before a block's end, the length in bits (64-bit little-endian)
   const blocks = ((length + 8) >>> 6) + 1;
   const lengthAt = INPUT_AT + blocks * 64 - 8;

@@ -106,7 +106,9 @@ export class UidlCollector {
   private fixed = false;
   private received = false;
   private readonly headerDigest = new HeaderDigest();
-  private fromKey = '';
+  /** the From_ line's key bytes (a string only for a twin: most messages never need it) */
+  private readonly fromKeyBytes = Buffer.allocUnsafe(FROM_KEY_MAX);
+  private fromKeyLength = 0;
   /** X-UIDL field: 0 none yet, 1 collecting its value (folded lines too), 2 value complete */
   private xuidlState = 0;
   private xuidl = '';
@@ -128,7 +130,12 @@ export class UidlCollector {
     this.xuidlState = 0;
     this.xuidl = '';
     this.xuidlTooLong = false;
-    this.fromKey = data.toString('latin1', p + FROM_LENGTH, Math.min(lineEnd, p + FROM_LENGTH + FROM_KEY_MAX));
+    this.fromKeyLength = data.copy(
+      this.fromKeyBytes,
+      0,
+      p + FROM_LENGTH,
+      Math.min(lineEnd, p + FROM_LENGTH + FROM_KEY_MAX),
+    );
   }
 
   /**
@@ -177,12 +184,13 @@ export class UidlCollector {
     const taken = this.used.size;
     if (this.used.add(value).size > taken) return value;
     // every n below the last one used for this value and From_ line is taken already
-    const twinKey = `${value}\0${this.fromKey}`;
+    const fromKey = this.fromKeyBytes.toString('latin1', 0, this.fromKeyLength);
+    const twinKey = `${value}\0${fromKey}`;
     for (let n = (this.lastTwin.get(twinKey) ?? 0) + 1; ; n++) {
       const derived = createHash('md5')
         .update(value, 'latin1')
         .update(NUL)
-        .update(this.fromKey, 'latin1')
+        .update(fromKey, 'latin1')
         .update(NUL)
         .update(String(n), 'latin1')
         .digest('hex');
