@@ -126,8 +126,8 @@ export class BodyLineCounter {
 
   constructor(private readonly scalar = false) {}
 
-  /** The next count() calls may get other bytes, even in the same buffer: forget what was copied. */
-  newData(): void {
+  /** Forgets what was copied (and the buffer it came from): the next count() calls may get other bytes. */
+  forget(): void {
     this.windowData = null;
   }
 

@@ -101,9 +101,17 @@ export class MboxParser {
    * start with a From_ line.
    */
   feed(data: Buffer, base: number, eof: boolean): number {
+    try {
+      return this.feedLines(data, base, eof);
+    } finally {
+      // the next piece may be other bytes in the same buffer; and the counter keeps no buffer alive
+      this.bodyCounter.forget();
+    }
+  }
+
+  private feedLines(data: Buffer, base: number, eof: boolean): number {
     const len = data.length;
     let p = 0;
-    this.bodyCounter.newData();
     if (this.midLine) {
       const nl = data.indexOf(LF);
       const end = nl === -1 ? len : nl + 1;
