@@ -2,7 +2,8 @@
 // wire sizes and UIDLs (parser.ts has the rules); the mailbox's index (index-store.ts) lets the
 // next open of an unchanged or only-appended mailbox skip what was already scanned. The file is
 // read in large pieces, the next few already on their way while the parser works on the last (so
-// a cold 1 GB mailbox costs about as long as the slower of the disk and the parser, not both).
+// a cold 1 GB mailbox costs about as long as the slower of the disk and the parser, not both: on
+// the bench VM ~0.3 s of reads against ~0.45 s of parsing, README "Performance").
 //
 // When the index is used: its path, dev and ino match the file, the part to scan ends at or
 // after its scannedSize, its head and tail fingerprints match the file, and, if the file is
