@@ -109,7 +109,7 @@ export const simdAvailable = wasm !== null;
 /** the counter whose window is in the scratch memory */
 let windowOwner: BodyLineCounter | null = null;
 
-/** A line starting with c is not counted: blank (LF, CR LF) or maybe one of a line ending in CR, `>From `. */
+/** Whether a line starting with byte c goes back to the parser: it may be blank (LF, CR LF) or `>+From `. */
 function stopsBody(c: number): boolean {
   return c === LF || c === CR || c === GT;
 }
@@ -150,7 +150,7 @@ export class BodyLineCounter {
         this.windowFrom = q;
         this.windowTo = Math.min(len, q + WINDOW_BYTES);
         windowOwner = this;
-        wasm.bytes.set(data.subarray(this.windowFrom, this.windowTo), INPUT_AT);
+        wasm.bytes.set(new Uint8Array(data.buffer, data.byteOffset + q, this.windowTo - q), INPUT_AT);
       }
       const shift = this.windowFrom - INPUT_AT;
       q = wasm.run(q - shift, this.windowTo - shift) + shift;
