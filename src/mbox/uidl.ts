@@ -24,13 +24,14 @@
 // twins with equal From_ lines are numbered in file order. Appends never change an existing
 // UIDL; deleting a message changes another's UIDL only if that one was its later twin (with
 // byte-identical hashed headers, the content allows no better).
-import { createHash, hash, type Hash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
+import { MD5_WASM_MAX_BYTES, md5 } from './md5.js';
 
 const FROM_KEY_MAX = 1024;
 /** longest unfolded X-UIDL field value kept (a valid one is at most 70 characters) */
 const XUIDL_MAX = 1024;
-/** hashed header bytes of a message collected for one MD5 call; more go through a Hash object */
-const DIGEST_BUFFER_BYTES = 16 * 1024;
+/** hashed header bytes of a message collected for one md5() call; more go through a Hash object */
+const DIGEST_BUFFER_BYTES = MD5_WASM_MAX_BYTES;
 const FROM_LENGTH = 'From '.length;
 
 const SP = 0x20;
@@ -70,7 +71,7 @@ function validUidl(value: string): boolean {
   return /^[\x21-\x7e]{1,70}$/.test(value);
 }
 
-/** MD5 of one message's hashed header bytes: collected and hashed in one call, unless there are many. */
+/** MD5 of one message's hashed header bytes: collected and hashed in one call (md5.ts), unless there are many. */
 class HeaderDigest {
   private readonly buffer = Buffer.allocUnsafe(DIGEST_BUFFER_BYTES);
   private filled = 0;
@@ -90,8 +91,9 @@ class HeaderDigest {
     this.running.update(data.subarray(start, end));
   }
 
+  /** The digest (read it before the next digest() of any message). */
   digest(): Buffer {
-    return this.running !== null ? this.running.digest() : hash('md5', this.buffer.subarray(0, this.filled), 'buffer');
+    return this.running !== null ? this.running.digest() : md5(this.buffer, 0, this.filled);
   }
 }
 
@@ -104,7 +106,9 @@ export class UidlCollector {
   private fixed = false;
   private received = false;
   private readonly headerDigest = new HeaderDigest();
-  private fromKey = '';
+  /** the From_ line's key bytes (a string only for a twin: most messages never need it) */
+  private readonly fromKeyBytes = Buffer.allocUnsafe(FROM_KEY_MAX);
+  private fromKeyLength = 0;
   /** X-UIDL field: 0 none yet, 1 collecting its value (folded lines too), 2 value complete */
   private xuidlState = 0;
   private xuidl = '';
@@ -126,7 +130,12 @@ export class UidlCollector {
     this.xuidlState = 0;
     this.xuidl = '';
     this.xuidlTooLong = false;
-    this.fromKey = data.toString('latin1', p + FROM_LENGTH, Math.min(lineEnd, p + FROM_LENGTH + FROM_KEY_MAX));
+    this.fromKeyLength = data.copy(
+      this.fromKeyBytes,
+      0,
+      p + FROM_LENGTH,
+      Math.min(lineEnd, p + FROM_LENGTH + FROM_KEY_MAX),
+    );
   }
 
   /**
@@ -171,17 +180,17 @@ export class UidlCollector {
   takeUidl(): string {
     const xuidl = this.xuidlState !== 0 && !this.xuidlTooLong ? this.xuidl.replace(/^[ \t]+|[ \t]+$/g, '') : '';
     const value = xuidl !== '' && validUidl(xuidl) ? xuidl : popa3dUidl(this.headerDigest.digest());
-    if (!this.used.has(value)) {
-      this.used.add(value);
-      return value;
-    }
+    // one lookup (add, then see whether the set grew) instead of has + add: 100,000 of them in a big mailbox
+    const taken = this.used.size;
+    if (this.used.add(value).size > taken) return value;
     // every n below the last one used for this value and From_ line is taken already
-    const twinKey = `${value}\0${this.fromKey}`;
+    const fromKey = this.fromKeyBytes.toString('latin1', 0, this.fromKeyLength);
+    const twinKey = `${value}\0${fromKey}`;
     for (let n = (this.lastTwin.get(twinKey) ?? 0) + 1; ; n++) {
       const derived = createHash('md5')
         .update(value, 'latin1')
         .update(NUL)
-        .update(this.fromKey, 'latin1')
+        .update(fromKey, 'latin1')
         .update(NUL)
         .update(String(n), 'latin1')
         .digest('hex');

@@ -403,6 +403,26 @@ describe('scanMailbox: messages and sizes', () => {
     assert.equal(await pythonCount(path), 2);
   });
 
+  it('finds every message of a file read in many pieces, several of them in flight at once', async () => {
+    const { path, indexDir } = fresh();
+    // ~13 MB: more pieces than reads in flight, with messages straddling every piece boundary
+    const messages: string[] = [];
+    for (let i = 0; i < 1500; i++) {
+      const body = `${'z'.repeat(30 + ((i * 7919) % 120))}\n`.repeat(20 + ((i * 104729) % 80));
+      messages.push(`From sender${i} Mon Dec  7 10:00:00 2026\nSubject: ${i}\n\n${body}\n`);
+    }
+    const file = b(messages.join(''));
+    await fs.writeFile(path, file);
+    const snapshot = await scanMailbox(path, { indexDir });
+    assert.equal(snapshot.messages.length, 1500);
+    await assertMatchesReference(snapshot, file);
+    // a scan limited to a prefix that ends inside a piece stops there
+    const half = Math.floor(file.length / 2);
+    const copy = fresh().path;
+    await fs.writeFile(copy, file.subarray(0, half));
+    assert.deepEqual((await fullScan(path, half)).messages, (await fullScan(copy)).messages);
+  });
+
   it('keeps memory bounded on a 50 MB message with a 10 MB line', async () => {
     const { path, indexDir } = fresh();
     const out = createWriteStream(path);
