@@ -25,13 +25,13 @@
 // UIDL; deleting a message changes another's UIDL only if that one was its later twin (with
 // byte-identical hashed headers, the content allows no better).
 import { createHash, type Hash } from 'node:crypto';
-import { MD5_WASM_MAX_BYTES, md5 } from './md5.js';
+import { md5 } from './md5.js';
 
 const FROM_KEY_MAX = 1024;
 /** longest unfolded X-UIDL field value kept (a valid one is at most 70 characters) */
 const XUIDL_MAX = 1024;
 /** hashed header bytes of a message collected for one md5() call; more go through a Hash object */
-const DIGEST_BUFFER_BYTES = MD5_WASM_MAX_BYTES;
+const DIGEST_BUFFER_BYTES = 16 * 1024;
 const FROM_LENGTH = 'From '.length;
 
 const SP = 0x20;
