@@ -1,10 +1,10 @@
-// What the tiny hand-assembled WebAssembly functions of crlf.ts (RETR's conversion, SIMD),
-// body-lines.ts (the scan's body loop, SIMD) and md5.ts (UIDL digests) share: the encoding of a
+// What the tiny hand-assembled WebAssembly functions of crlf.ts (RETR's conversion, SIMD) and
+// body-lines.ts (the scan's body loop, SIMD) share: the encoding of a
 // module with one exported function of i32 parameters and an i32 result and a memory, the
 // instructions they use, and its instantiation. Each function gets its own module, so its own
 // scratch memory: its caller copies its input there and calls it synchronously, so nothing else
 // uses that memory meanwhile. WebAssembly (or its SIMD) may be missing (node --jitless):
-// instantiateWasm then returns null and the caller runs its JavaScript (or node:crypto) fallback.
+// instantiateWasm then returns null and the caller runs its JavaScript fallback.
 
 const WASM_PAGE = 64 * 1024;
 
@@ -55,9 +55,7 @@ export const ADD = 0x6a; // i32.add
 export const SUB = 0x6b; // i32.sub
 export const AND = 0x71; // i32.and
 export const OR = 0x72; // i32.or
-export const XOR = 0x73; // i32.xor
 export const SHL = 0x74; // i32.shl
-export const ROTL = 0x77; // i32.rotl
 export const CTZ = 0x68; // i32.ctz
 export const EQ = 0x46; // i32.eq
 export const EQZ = 0x45; // i32.eqz
@@ -77,7 +75,6 @@ const MEMARG_BYTE = [0x00, 0x00]; // align 1, offset 0
 export const LOAD8 = [0x2d, ...MEMARG_BYTE]; // i32.load8_u
 export const STORE8 = [0x3a, ...MEMARG_BYTE]; // i32.store8
 export const STORE16 = [0x3b, ...MEMARG_BYTE]; // i32.store16
-export const load32At = (offset: number) => [0x28, 0x02, ...uleb(offset)]; // i32.load align 4
 export const store32At = (offset: number) => [0x36, 0x02, ...uleb(offset)]; // i32.store align 4
 export const V128_LOAD = [...simd(0), ...MEMARG_BYTE];
 export const V128_STORE = [...simd(11), ...MEMARG_BYTE];
