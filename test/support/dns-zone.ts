@@ -61,8 +61,6 @@ export async function startDnsZone(zone: Zone): Promise<DnsZoneServer> {
       }
       void send(response);
     };
-  const udp = dns2.createUDPServer(handle(false));
-  await udp.listen(0, '127.0.0.1');
   const tcp = dns2.createTCPServer(handle(true));
   // a resolver may keep its TCP connection open: close() ends them rather than wait
   const connections = new Set<Socket>();
@@ -70,10 +68,26 @@ export async function startDnsZone(zone: Zone): Promise<DnsZoneServer> {
     connections.add(socket);
     socket.once('close', () => connections.delete(socket));
   });
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(udp.address().port, '127.0.0.1', () => resolve());
-  });
+  // UDP and TCP on one port: the port the kernel gives UDP may be taken for TCP (by a local
+  // end of some connection of a test running beside this one); then another port is tried
+  let udp = dns2.createUDPServer(handle(false));
+  for (let attempt = 1; ; attempt++) {
+    await udp.listen(0, '127.0.0.1');
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(udp.address().port, '127.0.0.1', () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
+      break;
+    } catch (err) {
+      await udp.close();
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt === 20) throw err;
+      udp = dns2.createUDPServer(handle(false));
+    }
+  }
   return {
     server: `127.0.0.1:${udp.address().port}`,
     queries,
