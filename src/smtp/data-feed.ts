@@ -8,7 +8,8 @@
 // random pieces): the message's bytes go to the data stream with escape dots removed; `.` CRLF
 // right at the start, or CRLF `.` CRLF anywhere, ends it (what follows is the next command); a
 // `..` at the very start loses its first dot; the last 4 bytes of a chunk are held back until
-// the next one shows whether they begin the end; a full data stream stops the input until drained.
+// the next one shows whether they begin the end; a full data stream stops the input until drained
+// (also when an escape dot's write filled it, which smtp-server lets pass).
 import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 
 const LF = 0x0a;
@@ -39,13 +40,11 @@ export function feedData(this: SMTPStream, chunk: Buffer, done: Done): void {
       head = NOTHING;
     } else head = head.subarray(n);
   };
-  /** writes input[0, end) to the message; false when the stream wants the input to wait */
-  const emit = (end: number): boolean => {
-    let flowing = true;
+  /** writes input[0, end) to the message */
+  const emit = (end: number): void => {
     const fromHead = Math.min(end, head.length);
-    if (fromHead > 0 && dataStream.writable) flowing = dataStream.write(head.subarray(0, fromHead));
-    if (end > head.length && dataStream.writable) flowing = dataStream.write(body.subarray(0, end - head.length));
-    return flowing;
+    if (fromHead > 0 && dataStream.writable) dataStream.write(head.subarray(0, fromHead));
+    if (end > head.length && dataStream.writable) dataStream.write(body.subarray(0, end - head.length));
   };
   /** the first i >= from (and >= 2, <= length - 3) with a dot at i right after an LF, or -1 */
   const nextLineDot = (from: number): number => {
@@ -86,17 +85,21 @@ export function feedData(this: SMTPStream, chunk: Buffer, done: Done): void {
   this._lastBytes = restFrom(end);
   if (end > 0) {
     this._countDataBytes(end);
-    if (dataStream.writable && !emit(end) && !dataStream.destroyed) {
-      // a stream that the application destroys never drains, it only closes
-      const resume = (): void => {
-        dataStream.removeListener('drain', resume);
-        dataStream.removeListener('close', resume);
-        done();
-      };
-      dataStream.once('drain', resume);
-      dataStream.once('close', resume);
-      return;
-    }
+    emit(end);
+  }
+  // the input waits while the message is full, whichever write filled it: smtp-server asks only
+  // the chunk's last write, and a chunk of `..` lines (a write each) ends with none of its own,
+  // so a client sending only those was never held, however far behind the message's reader was
+  if (dataStream.writable && dataStream.writableNeedDrain) {
+    // a stream that the application destroys never drains, it only closes
+    const resume = (): void => {
+      dataStream.removeListener('drain', resume);
+      dataStream.removeListener('close', resume);
+      done();
+    };
+    dataStream.once('drain', resume);
+    dataStream.once('close', resume);
+    return;
   }
   done();
 }
