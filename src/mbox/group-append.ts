@@ -5,7 +5,7 @@
 // last batch (LINGER_MS), so a steady stream of mail pays the lock and the open once, not per
 // message; anyone else in this process who wants the lock meanwhile gets it at once.
 import { MailboxSession, prepareAll, type AppendResult, type MailboxTarget, type MessageToAppend } from './append.js';
-import { isWanted, lendWhileIdle } from './lock.js';
+import { isWanted, lendWhileIdle, whenUnwanted } from './lock.js';
 
 /** Most messages one batch (one fsync) takes. */
 const MAX_BATCH = 64;
@@ -65,8 +65,13 @@ export class GroupAppender {
     this.stopLingering(state);
     try {
       while (state.queue.length > 0) {
-        // someone else in this process waits for the lock (a POP3 update): let them have a turn
-        if (state.session !== null && isWanted(state.session.lock.path)) await this.closeSession(state);
+        // someone else in this process waits for the lock (a POP3 update): let them have a turn,
+        // and take it again only once they have had it
+        if (state.session !== null && isWanted(state.session.lock.path)) {
+          const lockPath = state.session.lock.path;
+          await this.closeSession(state);
+          await whenUnwanted(lockPath);
+        }
         const batch = state.queue.splice(0, MAX_BATCH);
         const outcomes = await this.appendBatch(state, batch);
         batch.forEach((w, i) => {

@@ -327,9 +327,26 @@ const idleLocks = new Map<string, () => Promise<void>>();
 /** How many callers in this process wait for each lock path. */
 const waiters = new Map<string, number>();
 
+/** Who waits, by lock path, for nobody in this process to wait for that lock any more. */
+const unwantedListeners = new Map<string, (() => void)[]>();
+
 /** Whether another part of this process waits for this lock (its holder should let go soon). */
 export function isWanted(lockPath: string): boolean {
   return waiters.has(lockPath);
+}
+
+/**
+ * Resolves once nobody in this process waits for this lock: the holder that let go of it for
+ * them calls this before it takes the lock again, or it would win every time (its own attempt
+ * comes at once, theirs after a sleep of up to a second) and keep them off for good.
+ */
+export function whenUnwanted(lockPath: string): Promise<void> {
+  if (!waiters.has(lockPath)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const listeners = unwantedListeners.get(lockPath) ?? [];
+    listeners.push(resolve);
+    unwantedListeners.set(lockPath, listeners);
+  });
 }
 
 /**
@@ -402,8 +419,12 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
     }
   } finally {
     const left = waiters.get(lockPath)! - 1;
-    if (left === 0) waiters.delete(lockPath);
-    else waiters.set(lockPath, left);
+    if (left === 0) {
+      waiters.delete(lockPath);
+      const listeners = unwantedListeners.get(lockPath) ?? [];
+      unwantedListeners.delete(lockPath);
+      for (const listener of listeners) listener();
+    } else waiters.set(lockPath, left);
     if (!held) await handle.close();
     await fs.unlink(tempPath).catch(() => undefined);
   }

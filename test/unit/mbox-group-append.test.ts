@@ -98,17 +98,20 @@ describe('GroupAppender', () => {
         assert.ok(!(result instanceof Error), String(result));
       }
     });
-    await appender.append(target, [message(sent++)]);
-    // a POP3 update waits for the lock while mail keeps coming: it must get it (not time out)
-    const lock = await acquireDotlock(mailbox, { timeoutMs: 10_000 });
-    // and really holds it: a writer that will not wait is refused
-    await assert.rejects(
-      appendMessage({ ...message(-1), mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 0 }),
-      MailboxLockedError,
-    );
-    await lock.release();
-    stop = true;
-    await Promise.all(feeders);
+    try {
+      await appender.append(target, [message(sent++)]);
+      // a POP3 update waits for the lock while mail keeps coming: it must get it (not time out)
+      const lock = await acquireDotlock(mailbox, { timeoutMs: 10_000 });
+      // and really holds it: a writer that will not wait is refused
+      await assert.rejects(
+        appendMessage({ ...message(-1), mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 0 }),
+        MailboxLockedError,
+      );
+      await lock.release();
+    } finally {
+      stop = true;
+      await Promise.all(feeders);
+    }
     await appender.close();
     const got = await subjects(mailbox);
     assert.equal(got.length, sent);
