@@ -178,8 +178,10 @@ test('a chunk of escaped lines that fills the message stream holds the input unt
   const parser = new SMTPStream();
   parser._feedDataStream = feedData;
   const message = parser.startDataMode();
-  // a socket read of `.` lines: 48 KiB of message, more than the stream's two 16 KiB buffers take
-  const chunk = Buffer.from('..\r\n'.repeat(16_384), 'latin1');
+  // a socket read of `.` lines (3 bytes of message each): twice what the stream's two buffers
+  // take (16 KiB each on Node 20, 64 KiB on Node 22 and later)
+  const room = message.writableHighWaterMark + message.readableHighWaterMark;
+  const chunk = Buffer.from('..\r\n'.repeat(Math.ceil((2 * room) / 3)), 'latin1');
   let taken = false;
   parser._feedDataStream(chunk, () => {
     taken = true;
