@@ -77,7 +77,7 @@ async function scanRange(
   const readAhead = (slot: number): void => {
     const want = Math.min(READ_SIZE, to - readFrom);
     pending[slot] = want > 0 ? readAt(handle, buffers[slot]!, CARRY_MAX, want, readFrom) : Promise.resolve(0);
-    readFrom += Math.max(want, 0);
+    readFrom += want;
   };
   for (let slot = 0; slot < READS_IN_FLIGHT; slot++) readAhead(slot);
   let position = from;

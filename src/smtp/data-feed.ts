@@ -46,12 +46,12 @@ export function feedData(this: SMTPStream, chunk: Buffer, done: Done): void {
     if (fromHead > 0 && dataStream.writable) dataStream.write(head.subarray(0, fromHead));
     if (end > head.length && dataStream.writable) dataStream.write(body.subarray(0, end - head.length));
   };
-  /** the first i >= from (and >= 2, <= length - 3) with a dot at i right after an LF, or -1 */
+  /** the first i >= from (from >= 2), i <= length - 3, with a dot at i right after an LF, or -1 */
   const nextLineDot = (from: number): number => {
     const last = length() - 3;
     const inHead = Math.min(head.length, last);
-    for (let i = Math.max(from, 2); i <= inHead; i++) if (at(i) === DOT && at(i - 1) === LF) return i;
-    const p = body.indexOf(LF_DOT, Math.max(0, 1 - head.length, from - 1 - head.length));
+    for (let i = from; i <= inHead; i++) if (at(i) === DOT && at(i - 1) === LF) return i;
+    const p = body.indexOf(LF_DOT, Math.max(0, from - 1 - head.length));
     const i = p + 1 + head.length;
     return p !== -1 && i <= last ? i : -1;
   };
