@@ -258,12 +258,22 @@ export function retrieveAll(client: Pop3Client, count: number, inflight: number)
   });
 }
 
-/** DELE 1 and QUIT on an open session: the ms until QUIT's reply (the server's update). */
-export async function deleteFirstAndQuit(client: Pop3Client): Promise<number> {
+/**
+ * DELE 1 and QUIT on an open session: the ms until QUIT's reply, and until a next session's STAT
+ * answers (it waits for the update's lock: a server may answer QUIT before its rewrite ends).
+ */
+export async function deleteFirstAndQuit(
+  client: Pop3Client,
+  next: { host: string; port: number; user: string; pass: string },
+): Promise<{ quitMs: number; nextStatMs: number }> {
   const started = performance.now();
   await client.ok('DELE 1');
   await client.quit();
-  return ms(started);
+  const quitMs = ms(started);
+  const after = await loginStat(next.host, next.port, next.user, next.pass);
+  const nextStatMs = ms(started);
+  await after.client.quit();
+  return { quitMs, nextStatMs };
 }
 
 // ------------------------------------------------------------------ the mailboxes

@@ -4,7 +4,8 @@
 // locks and runs the steps, in this order: finish a journal an earlier update left
 // (expunge-recovery.ts), check that the mailbox is still the one the session read
 // (expunge-check.ts), write the redo journal with the plan (expunge-journal.ts), copy the kept
-// bytes forward over the deleted ones and truncate (expunge-copy.ts), remove the journal. At
+// bytes forward over the deleted ones and truncate (expunge-copy.ts), remove the journal. Once the
+// journal is written the update is committed: a long copy goes on after the caller has its answer. At
 // daemon start, recoverInterruptedExpunges finishes every update a crash interrupted. The
 // journal's format and why each crash point ends in the old or the new content:
 // docs/formats.md, "Expunge journal".
@@ -40,6 +41,12 @@ const DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024;
 /** an fdatasync of the mailbox starts in the background after every this many bytes copied (one at a time) */
 const DEFAULT_FLUSH_BYTES = 32 * 1024 * 1024;
 const DEFAULT_RECOVERY_LOCK_TIMEOUT_MS = 60_000;
+/**
+ * an update whose copy moves at most this many bytes returns once it is done; a longer copy goes
+ * on after the update is committed and returned (a client is not kept waiting for a disk-bound
+ * rewrite of a big mailbox; until the copy ends, the mailbox's dotlock stays taken)
+ */
+const DEFAULT_WAIT_FOR_COPY_BYTES = 16 * 1024 * 1024;
 
 export interface ExpungeOptions {
   /** where the journal is kept during the update (created 0700 if missing) */
@@ -52,11 +59,19 @@ export interface ExpungeOptions {
   chunkBytes?: number;
   /** bytes copied between background fdatasyncs (default 32 MiB; crash tests make it small) */
   flushBytes?: number;
+  /** the longest copy that is finished before the update returns (default 16 MiB; 0: none is) */
+  waitForCopyBytes?: number;
 }
 
 export interface ExpungeResult {
   removed: number;
   bytesFreed: number;
+  /**
+   * settles once the mailbox holds its new content and its dotlock is let go: already settled
+   * when the copy was short enough to be waited for. It rejects when the copy and its redo
+   * failed; the update is committed all the same, and the next reader of the mailbox finishes it.
+   */
+  completion: Promise<void>;
 }
 
 export interface RecoveryOptions {
@@ -138,6 +153,9 @@ function compactedSnapshot(
 /**
  * The update for one POP3 QUIT: removes the messages at the `deleted` indices of `snapshot`
  * from the mailbox file, keeping everything else, including mail appended after the scan.
+ * Returns once the update is committed (its journal written: a crash from then on ends in the
+ * new content) and, if its copy moves at most `waitForCopyBytes`, done; a longer copy goes on
+ * under the dotlock until `completion` settles.
  * Throws MailboxLockedError (lock not had in time) or MailboxChangedError (another program
  * changed the part the session read); then nothing was deleted. A RangeError for bad indices
  * is thrown before anything is locked.
@@ -154,7 +172,7 @@ export async function expungeMessages(
       return message;
     })
     .sort((a, b) => a.offset - b.offset);
-  if (spans.length === 0) return { removed: 0, bytesFreed: 0 };
+  if (spans.length === 0) return { removed: 0, bytesFreed: 0, completion: Promise.resolve() };
   const last = spans[spans.length - 1]!;
   if (last.offset + last.spanLength > snapshot.scannedSize)
     throw new RangeError('message span beyond the scanned part');
@@ -166,56 +184,97 @@ export async function expungeMessages(
     timeoutMs: options.lockTimeoutMs,
     onStaleBroken: options.onStaleBroken,
   });
-  let bytesFreed = 0;
+  let mailbox: FileHandle | null = null;
+  let committed: CommittedUpdate;
+  let answerFirst: boolean;
   try {
     await settleOwnLeftover(snapshot.path, journalPath, tuning);
-    const mailbox = await fs.open(snapshot.path, constants.O_RDWR | constants.O_NOFOLLOW);
+    mailbox = await fs.open(snapshot.path, constants.O_RDWR | constants.O_NOFOLLOW);
+    const size = await verifyUnchanged(mailbox, snapshot);
+    const header = await planOf(snapshot, spans, size, mailbox);
+    // a node that crashed while appending may look for what is deleted here (unsettled.ts)
+    await recordDeletions(snapshot.path, mailbox, spans, Date.now());
+    // other nodes keep off the mailbox until the update is finished (update-marker.ts)
+    await markUpdate(snapshot.path, thisNode());
+    answerFirst = header.end - header.start > (options.waitForCopyBytes ?? DEFAULT_WAIT_FOR_COPY_BYTES);
+    let created: { journal: Journal; handle: FileHandle } | null = null;
     try {
-      const size = await verifyUnchanged(mailbox, snapshot);
-      const header = await planOf(snapshot, spans, size, mailbox);
-      bytesFreed = size - header.end;
-      // a node that crashed while appending may look for what is deleted here (unsettled.ts)
-      await recordDeletions(snapshot.path, mailbox, spans, Date.now());
-      // other nodes keep off the mailbox until the update is finished (update-marker.ts)
-      await markUpdate(snapshot.path, thisNode());
-      const first: Progress = { seq: 0, done: header.start, chunk: null };
-      let created: { journal: Journal; handle: FileHandle };
-      try {
-        created = await createJournal(journalPath, header, first);
-      } catch (err) {
-        // the mailbox is untouched: a journal left here would delete what the client was told is kept
-        await fs.unlink(journalPath).catch(() => undefined);
-        await clearUpdate(snapshot.path).catch(() => undefined);
-        throw err;
+      created = await createJournal(journalPath, header, firstProgress(header));
+      if (answerFirst) {
+        // answered before the copy: the journal that finishes it must outlast a power loss too
+        await created.handle.sync();
+        await fsyncDir(options.journalDir);
       }
-      let copyFailure: unknown = null;
-      try {
-        // the index of the new content is written while its last fsync runs
-        const saveNewIndex = async (): Promise<void> => {
-          if (options.indexDir === undefined) return;
-          await saveIndex(compactedSnapshot(snapshot, deleted, bytesFreed), options.indexDir).catch(() => undefined);
-        };
-        await copyForward(mailbox, created.handle, created.journal, first, tuning, saveNewIndex);
-      } catch (err) {
-        copyFailure = err;
-      } finally {
-        await created.handle.close();
-      }
-      if (copyFailure === null) {
-        await removeJournal(journalPath);
-        await clearUpdate(snapshot.path);
-      }
-      // an I/O error part way leaves the mailbox torn: redo the update from its journal now, while
-      // the lock is held; if that fails too, the journal and the marker stay and the next reader
-      // repairs it first (finishLeftoverExpunge) or refuses to serve the mailbox
-      else await settleOwnLeftover(snapshot.path, journalPath, tuning).catch(() => Promise.reject(copyFailure));
-    } finally {
-      await mailbox.close();
+      committed = { mailboxPath: snapshot.path, mailbox, journalPath, ...created };
+    } catch (err) {
+      // the mailbox is untouched: a journal left here would delete what the client was told is kept
+      await created?.handle.close().catch(() => undefined);
+      await fs.unlink(journalPath).catch(() => undefined);
+      await clearUpdate(snapshot.path).catch(() => undefined);
+      throw err;
     }
-  } finally {
+  } catch (err) {
+    await mailbox?.close();
     await lock.release().catch(() => undefined);
+    throw err;
   }
-  return { removed: spans.length, bytesFreed };
+  // committed: from here on a crash ends in the new content (the journal is redone at start)
+  const { header } = committed.journal;
+  const bytesFreed = header.oldSize - header.end;
+  const saveNewIndex = async (): Promise<void> => {
+    if (options.indexDir === undefined) return;
+    await saveIndex(compactedSnapshot(snapshot, deleted, bytesFreed), options.indexDir).catch(() => undefined);
+  };
+  const completion = (async () => {
+    try {
+      await applyCommitted(committed, tuning, saveNewIndex);
+    } finally {
+      await committed.mailbox.close();
+      await lock.release().catch(() => undefined);
+    }
+  })();
+  if (!answerFirst) await completion;
+  return { removed: spans.length, bytesFreed, completion };
+}
+
+/** An update whose journal is written: the mailbox (open, its dotlock held) and the journal (open). */
+interface CommittedUpdate {
+  mailboxPath: string;
+  mailbox: FileHandle;
+  journalPath: string;
+  journal: Journal;
+  handle: FileHandle;
+}
+
+function firstProgress(header: JournalHeader): Progress {
+  return { seq: 0, done: header.start, chunk: null };
+}
+
+/**
+ * The committed update's copy (its journal just written), then the journal and the marker
+ * removed. The index of the new content is written while the copy's last fsync runs. An I/O error
+ * part way leaves the mailbox torn: the update is redone from its journal at once, while the lock
+ * is held; if that fails too, the journal and the marker stay and the next reader repairs it
+ * first (finishLeftoverExpunge) or refuses to serve the mailbox.
+ */
+async function applyCommitted(
+  update: CommittedUpdate,
+  tuning: CopyTuning,
+  saveNewIndex: () => Promise<void>,
+): Promise<void> {
+  const { mailboxPath, mailbox, journalPath, journal, handle } = update;
+  let copyFailure: unknown = null;
+  try {
+    await copyForward(mailbox, handle, journal, firstProgress(journal.header), tuning, saveNewIndex);
+  } catch (err) {
+    copyFailure = err;
+  } finally {
+    await handle.close();
+  }
+  if (copyFailure === null) {
+    await removeJournal(journalPath);
+    await clearUpdate(mailboxPath);
+  } else await settleOwnLeftover(mailboxPath, journalPath, tuning).catch(() => Promise.reject(copyFailure));
 }
 
 /**

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, promises as fs, readFileSync, type Stats, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Clock, sleep, systemClock, type Timer } from '../clock.js';
+import { type Clock, systemClock, type Timer } from '../clock.js';
 import { isErrno, readAt } from '../fsutil.js';
 import { shortHostname, thisNode } from './node.js';
 import { noteCrashedNode } from './unsettled.js';
@@ -303,6 +303,7 @@ class HeldDotlock implements Dotlock {
       }
     } finally {
       await this.handle.close();
+      wakeWaitersHere(this.path);
     }
   }
 }
@@ -330,6 +331,32 @@ const waiters = new Map<string, number>();
 /** Who waits, by lock path, for nobody in this process to wait for that lock any more. */
 const unwantedListeners = new Map<string, (() => void)[]>();
 
+/** Who sleeps between attempts in this process, by lock path: woken when this process lets go of it. */
+const sleepers = new Map<string, Set<() => void>>();
+
+/**
+ * Sleeps `ms`, or less: until this process lets go of the lock (a waiter in the same process
+ * need not sleep on after, say, a POP3 update that took a second ends).
+ */
+function pause(clock: Clock, lockPath: string, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const here = sleepers.get(lockPath) ?? new Set<() => void>();
+    sleepers.set(lockPath, here);
+    const wake = (): void => {
+      timer.cancel();
+      here.delete(wake);
+      if (here.size === 0 && sleepers.get(lockPath) === here) sleepers.delete(lockPath);
+      resolve();
+    };
+    const timer = clock.setTimeout(wake, ms);
+    here.add(wake);
+  });
+}
+
+function wakeWaitersHere(lockPath: string): void {
+  for (const wake of [...(sleepers.get(lockPath) ?? [])]) wake();
+}
+
 /** Whether another part of this process waits for this lock (its holder should let go soon). */
 export function isWanted(lockPath: string): boolean {
   return waiters.has(lockPath);
@@ -338,7 +365,7 @@ export function isWanted(lockPath: string): boolean {
 /**
  * Resolves once nobody in this process waits for this lock: the holder that let go of it for
  * them calls this before it takes the lock again, or it would win every time (its own attempt
- * comes at once, theirs after a sleep of up to a second) and keep them off for good.
+ * comes at once, theirs only once their sleep ends or this process wakes them) and keep them off.
  */
 export function whenUnwanted(lockPath: string): Promise<void> {
   if (!waiters.has(lockPath)) return Promise.resolve();
@@ -363,8 +390,9 @@ export function lendWhileIdle(lock: Dotlock, letGo: () => Promise<void>): () => 
 
 /**
  * Takes `<mailboxPath>.lock`, waiting with a growing delay (50 ms → 1 s) while someone else
- * holds it, breaking it if stale. Throws MailboxLockedError after `timeoutMs`. A lock this
- * process only keeps while idle is let go of first.
+ * holds it (a holder in this process wakes it when it lets go), breaking it if stale. Throws
+ * MailboxLockedError after `timeoutMs`. A lock this process only keeps while idle is let go of
+ * first.
  */
 export async function acquireDotlock(mailboxPath: string, options: DotlockOptions): Promise<Dotlock> {
   const lockPath = lockPathOf(mailboxPath);
@@ -414,7 +442,7 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
 
       const remaining = deadline - clock.now();
       if (remaining <= 0) throw new MailboxLockedError(lockPath, options.timeoutMs, updater);
-      await sleep(clock, Math.min(delay, remaining));
+      await pause(clock, lockPath, Math.min(delay, remaining));
       delay = Math.min(Math.round(delay * 1.5), MAX_RETRY_MS);
     }
   } finally {

@@ -2,6 +2,7 @@
 // DELE marked (removed only by QUIT's update), and the file opened once for the session's RETR
 // and TOP reads, with the buffer small RETR replies are built in (retr-reply.ts). The file
 // work itself is Maildrop's.
+import type { ExpungeResult } from '../mbox/expunge.js';
 import type { MailboxSnapshot, MessageInfo } from '../mbox/mailbox.js';
 import type { FileWindow, MessageReader } from '../mbox/retrieve.js';
 import type { Maildrop } from './maildrop.js';
@@ -85,8 +86,8 @@ export class MailboxView {
     return this.maildrop.retrieve(this.snapshot, window, info, bodyLines);
   }
 
-  /** QUIT's update: removes the messages marked deleted. */
-  expunge(): Promise<{ removed: number; bytesFreed: number }> {
+  /** QUIT's update: removes the messages marked deleted (a long copy goes on after it returns: see ExpungeResult). */
+  expunge(): Promise<ExpungeResult> {
     return this.maildrop.expunge(this.snapshot, this.deleted);
   }
 

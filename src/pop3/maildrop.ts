@@ -8,7 +8,7 @@ import { constants } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { normalizeUsername } from '../auth/username.js';
-import { expungeMessages, finishLeftoverExpunge } from '../mbox/expunge.js';
+import { expungeMessages, type ExpungeResult, finishLeftoverExpunge } from '../mbox/expunge.js';
 import { acquireDotlock, type Dotlock, type StaleLockHandler } from '../mbox/lock.js';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../mbox/mailbox.js';
 import { FileWindow, retrieveMessage, type MessageReader } from '../mbox/retrieve.js';
@@ -107,8 +107,8 @@ export class Maildrop {
     return retrieveMessage(snapshot.path, message, { bodyLines, window, dotStuff: true });
   }
 
-  /** The QUIT update: removes the messages at these indexes of snapshot.messages. */
-  expunge(snapshot: MailboxSnapshot, deleted: ReadonlySet<number>): Promise<{ removed: number; bytesFreed: number }> {
+  /** The QUIT update: removes the messages at these indexes of snapshot.messages (see ExpungeResult). */
+  expunge(snapshot: MailboxSnapshot, deleted: ReadonlySet<number>): Promise<ExpungeResult> {
     return expungeMessages(snapshot, deleted, {
       journalDir: this.options.journalDir,
       lockTimeoutMs: this.options.lockTimeoutMs(),

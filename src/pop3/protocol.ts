@@ -548,28 +548,39 @@ export class Pop3Protocol {
       return this.closing(SIGN_OFF);
     }
     const update = this.update(mailbox);
-    this.quitUpdate = update.then(() => undefined);
-    return this.closing(await update);
+    this.quitUpdate = update.then(({ completion }) => completion);
+    return this.closing((await update).reply);
   }
 
-  /** Removes the messages marked deleted; on any error nothing is deleted. Gives the reply to QUIT. */
-  private async update(mailbox: MailboxView): Promise<string> {
+  /**
+   * Removes the messages marked deleted; on any error nothing is deleted. Gives the reply to QUIT
+   * once the update is committed, and what settles when the mailbox holds its new content (a
+   * long copy goes on after the reply; the session lets go of the mailbox at the reply).
+   */
+  private async update(mailbox: MailboxView): Promise<{ reply: string; completion: Promise<void> }> {
     const { user } = mailbox;
+    const failed = (reply: string) => ({ reply, completion: Promise.resolve() });
     try {
-      const { removed, bytesFreed } = await mailbox.expunge();
-      this.log.info({ user, removed, bytesFreed }, 'mailbox updated');
-      return `${SIGN_OFF} (${messagesText(removed)} deleted)`;
+      const { removed, bytesFreed, completion } = await mailbox.expunge();
+      return {
+        reply: `${SIGN_OFF} (${messagesText(removed)} deleted)`,
+        completion: completion.then(
+          () => this.log.info({ user, removed, bytesFreed }, 'mailbox updated'),
+          (err: Error) =>
+            this.log.error({ user, err: err.message }, 'update committed but not finished: the next open finishes it'),
+        ),
+      };
     } catch (err) {
       if (err instanceof MailboxChangedError) {
         this.log.warn({ user, err: err.message }, 'update refused: mailbox changed by another program');
-        return '-ERR [SYS/TEMP] Mailbox was changed by another program; nothing deleted';
+        return failed('-ERR [SYS/TEMP] Mailbox was changed by another program; nothing deleted');
       }
       if (err instanceof MailboxLockedError) {
         this.log.warn({ user, lock: err.path }, 'update refused: mailbox locked');
-        return '-ERR [SYS/TEMP] Mailbox is locked by another program; nothing deleted, try again later';
+        return failed('-ERR [SYS/TEMP] Mailbox is locked by another program; nothing deleted, try again later');
       }
       this.log.error({ user, err: (err as Error).message }, 'update failed');
-      return '-ERR [SYS/TEMP] Cannot update the mailbox; nothing deleted';
+      return failed('-ERR [SYS/TEMP] Cannot update the mailbox; nothing deleted');
     } finally {
       await this.release();
     }

@@ -38,7 +38,7 @@ describe('pop3 and the mailbox', () => {
 
   before(async () => {
     env = await makePop3Env({
-      users: ['alice', 'bob', 'carol', 'dave', 'erin', 'big'],
+      users: ['alice', 'bob', 'carol', 'dave', 'erin', 'big', 'frank'],
       config: { message_size_limit: 1_000_000 },
     });
     await start();
@@ -149,6 +149,29 @@ describe('pop3 and the mailbox', () => {
     assert.match(await next.cmd('STAT'), /^\+OK 2 /);
     assert.deepEqual((await next.message('RETR 2')).body, pop3Wire(box, 2));
     await next.quit();
+  });
+
+  test('a big update: QUIT answers once it is committed; the next session waits for the copy', async () => {
+    // 2,000 messages of ~10 KiB: the update's copy is longer than the daemon waits for before QUIT's answer
+    const box = env.mailbox('frank');
+    const body = `${'x'.repeat(99)}\n`.repeat(100);
+    const message = (n: number) => `From sender@example.org  Tue Nov 24 10:00:00 2026\nSubject: big ${n}\n\n${body}\n`;
+    writeMailbox(box, Array.from({ length: 2000 }, (_, n) => message(n)).join(''));
+    const before = statSync(box);
+    assert.ok(before.size > 16 * 1024 * 1024);
+
+    const client = await Pop3Client.login(env.pop3Port, 'frank');
+    assert.match(await client.cmd('STAT'), /^\+OK 2000 /);
+    assert.match(await client.cmd('DELE 1'), /^\+OK/);
+    assert.match(await client.quit(), /^\+OK .*1 messages? deleted/);
+
+    const next = await Pop3Client.login(env.pop3Port, 'frank');
+    assert.match(await next.cmd('STAT'), /^\+OK 1999 /, 'the next session sees the update done');
+    assert.match((await next.message('TOP 1 0')).body.toString('latin1'), /^Subject: big 1\r?$/m);
+    await next.quit();
+    await daemon.waitForLog((e) => e.msg === 'mailbox updated' && e.user === 'frank');
+    assert.equal(statSync(box).size, before.size - Buffer.byteLength(message(0)));
+    assert.equal(statSync(box).ino, before.ino, 'in place');
   });
 
   test('served right: a Postfix mboxo mailbox (no X-Delivery-ID), an X-UIDL of another POP3 server', async () => {

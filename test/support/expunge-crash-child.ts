@@ -1,5 +1,6 @@
 // Child process of the expunge crash test: runs expungeMessages (or the recovery) on a mailbox
-// and SIGKILLs itself at a chosen file operation. The hook wraps node:fs calls from outside
+// and SIGKILLs itself at a chosen file operation; it prints `answered` when the update returns
+// (is committed), and a line of figures when its copy is done. The hook wraps node:fs calls from outside
 // the product code: it counts write/sync/truncate/rename/unlink per kind of file and kills
 // the process before the chosen call, or halfway through it for a torn write.
 // Usage: EXPUNGE_CHILD='<json ChildArgs>' node --import tsx expunge-crash-child.ts
@@ -24,6 +25,8 @@ export interface ChildArgs {
   chunkBytes: number;
   /** bytes copied between background fdatasyncs (default: the product's); small: several run during the copy */
   flushBytes?: number;
+  /** the longest copy done before the update returns (default: the product's); 0: the copy goes on after */
+  waitForCopyBytes?: number;
 }
 
 const args = JSON.parse(process.env.EXPUNGE_CHILD ?? '') as ChildArgs;
@@ -46,8 +49,13 @@ if (args.mode === 'expunge') {
     lockTimeoutMs: 5000,
     chunkBytes: args.chunkBytes,
     flushBytes: args.flushBytes,
+    waitForCopyBytes: args.waitForCopyBytes,
   });
-  process.stdout.write(`${JSON.stringify({ ...result, ms: Date.now() - started })}\n`);
+  // the update is committed: what a POP3 client is answered now
+  process.stdout.write('answered\n');
+  await result.completion;
+  const { removed, bytesFreed } = result;
+  process.stdout.write(`${JSON.stringify({ removed, bytesFreed, ms: Date.now() - started })}\n`);
 } else {
   const log: RecoveryInfo[] = [];
   process.stdout.write('ready\n');

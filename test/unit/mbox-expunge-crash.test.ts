@@ -174,6 +174,33 @@ describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () =
     });
   }
 
+  // a long copy goes on after the update has returned (a POP3 client has its +OK): from the
+  // answer on, a crash anywhere in the copy ends in the new content
+  const afterAnswer: Omit<CrashPoint, 'nth'>[] = [
+    { op: 'write', target: 'mailbox', torn: true },
+    { op: 'unlink', target: 'journal' },
+  ];
+  for (const kind of afterAnswer) {
+    it(`answered before its copy, then killed at every ${kind.op} of the ${kind.target}: the new content`, async () => {
+      let nth = 1;
+      for (; ; nth++) {
+        const run = await freshMailbox();
+        const outcome = await runChild({ ...args(run, { ...kind, nth }), waitForCopyBytes: 0 });
+        if (!outcome.killed) {
+          await assertContent(run.mailbox, 'new');
+          break;
+        }
+        assert.match(outcome.stdout, /^answered$/m, `${kind.op} #${nth}: the answer came before it`);
+        assert.deepEqual(
+          (await recover(run.journalDir)).map((l) => l.action),
+          ['redone'],
+        );
+        await assertContent(run.mailbox, 'new');
+      }
+      assert.ok(nth > 1, 'the operation happens at least once');
+    });
+  }
+
   const late: { name: string; crash: CrashPoint; expected: 'old' | 'new' }[] = [
     { name: 'in the journal header', crash: { op: 'write', target: 'journal', nth: 1, torn: true }, expected: 'old' },
     {
@@ -228,7 +255,8 @@ describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () =
   it('ends with the old or the new content when killed at random moments', async () => {
     const first = await freshMailbox();
     const full = await runChild(args(first, null));
-    const updateMs = (JSON.parse(full.stdout.split('\n')[1]!) as { ms: number }).ms;
+    const figures = full.stdout.split('\n').find((l) => l.startsWith('{'))!;
+    const updateMs = (JSON.parse(figures) as { ms: number }).ms;
     const seen: string[] = [];
     for (let i = 0; i < 4; i++) {
       const run = await freshMailbox();

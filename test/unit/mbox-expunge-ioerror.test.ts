@@ -1,8 +1,9 @@
 // An I/O error in the middle of a POP3 update (src/mbox/expunge.ts) never leaves a torn mailbox
 // behind: a passing error is repaired at once from the journal (the update completes), and one
 // that lasts leaves the journal, which the next POP3 open finishes before it reads the mailbox
-// (or, while the disk still fails, refuses to serve it). Writes (or the background fdatasyncs)
-// of the mailbox are made to fail by wrapping node:fs's FileHandle in this test process.
+// (or, while the disk still fails, refuses to serve it), also when the copy ran after the update
+// had answered. Writes (or the background fdatasyncs) of the mailbox are made to fail by wrapping
+// node:fs's FileHandle in this test process.
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -111,4 +112,24 @@ test('a lasting write error: the update fails, the next POP3 open finishes it be
   assert.equal(reopened.messages.length, KEPT.length, 'served as the update left it, complete');
   assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
   await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'the journal is gone');
+});
+
+test('a lasting write error after the answer (a long copy): completion fails, the next open finishes it', async () => {
+  const path = await mailbox('dan');
+  const snapshot = await snapshotOf(path);
+  Object.assign(failing, { path, op: 'write', from: 3, count: 1000, seen: 0 });
+  const answered = await expungeMessages(snapshot, new Set(DELETED), {
+    journalDir,
+    lockTimeoutMs: 1000,
+    chunkBytes: 512,
+    waitForCopyBytes: 0,
+  });
+  assert.equal(answered.removed, DELETED.length, 'answered: the update is committed');
+  await assert.rejects(answered.completion, /EIO/);
+  await fs.access(journalPathOf(journalDir, path)); // the plan is kept
+
+  failing.count = 0; // the disk works again
+  const maildrop = new Maildrop({ spoolDir: dir, indexDir: join(dir, 'index'), journalDir, lockTimeoutMs: () => 1000 });
+  assert.equal((await maildrop.open('dan')).messages.length, KEPT.length, 'the next open finishes it');
+  assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
 });

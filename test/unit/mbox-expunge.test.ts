@@ -78,9 +78,9 @@ describe('expungeMessages', () => {
       const kept = range(0, 10).filter((n) => !deleted.includes(n));
       const freed = deleted.reduce((sum, i) => sum + snapshot.messages[i].spanLength, 0);
 
-      const result = await expungeMessages(snapshot, new Set(deleted), options());
+      const { removed, bytesFreed } = await expungeMessages(snapshot, new Set(deleted), options());
 
-      assert.deepEqual(result, { removed: deleted.length, bytesFreed: freed });
+      assert.deepEqual({ removed, bytesFreed }, { removed: deleted.length, bytesFreed: freed });
       const content = await fs.readFile(path);
       assert.ok(content.equals(Buffer.concat(kept.map((n) => messageOf(n)))), 'exactly the kept messages, in order');
       assert.equal(content.length, old.length - freed);
@@ -91,6 +91,24 @@ describe('expungeMessages', () => {
       assert.deepEqual(await leftovers(path), [], 'no lock or journal left');
     });
   }
+
+  it('returns before a copy longer than waitForCopyBytes, which goes on under the dotlock', async () => {
+    const path = newPath();
+    await writeMailbox(path, 10);
+    const snapshot = await snapshotOf(path);
+    const kept = range(0, 10).filter((n) => n !== 0);
+    const short = await expungeMessages(snapshot, new Set([0]), { ...options(), waitForCopyBytes: 0 });
+    assert.equal(short.removed, 1);
+    // nothing has run between the return and here: the copy has not ended, its lock and journal are there
+    const journal = journalPathOf(journalDir, path).slice(journalDir.length + 1);
+    assert.deepEqual((await leftovers(path)).sort(), [journal, `${path.slice(dir.length + 1)}.lock`].sort());
+    await short.completion;
+    assert.ok(
+      (await fs.readFile(path)).equals(Buffer.concat(kept.map((n) => messageOf(n)))),
+      'exactly the kept messages',
+    );
+    assert.deepEqual(await leftovers(path), [], 'no lock or journal left');
+  });
 
   it('expunges a mailbox written with CRLF line ends on disk', async () => {
     const path = newPath();
@@ -106,10 +124,8 @@ describe('expungeMessages', () => {
     const path = newPath();
     const old = await writeMailbox(path, 3);
     const mtime = (await fs.stat(path)).mtimeMs;
-    assert.deepEqual(await expungeMessages(await snapshotOf(path), new Set(), options()), {
-      removed: 0,
-      bytesFreed: 0,
-    });
+    const { removed, bytesFreed } = await expungeMessages(await snapshotOf(path), new Set(), options());
+    assert.deepEqual({ removed, bytesFreed }, { removed: 0, bytesFreed: 0 });
     assert.ok((await fs.readFile(path)).equals(old));
     assert.equal((await fs.stat(path)).mtimeMs, mtime);
   });

@@ -88,6 +88,27 @@ describe('acquireDotlock', () => {
     await lock.release();
   });
 
+  it('wakes a waiter in this process when the lock is let go of, before its sleep ends', async () => {
+    const mbox = await newMailbox();
+    const first = await acquireDotlock(mbox, { timeoutMs: 1000 });
+    const clock = new FakeClock();
+    const start = clock.now();
+    const second = acquireDotlock(mbox, { timeoutMs: 5000, clock });
+    await clock.waitForTimer('the second acquirer to sleep before its next try');
+    await first.release();
+    // time stands still: only the release can wake it
+    let got: Awaited<typeof second> | null = null;
+    void second.then((l) => {
+      got = l;
+    });
+    await eventually(() => got !== null, 10_000, 'the second acquirer to be woken');
+    const lock = await second;
+    assert.equal(clock.now(), start);
+    assert.equal(clock.pending, 1, 'its sleep was cancelled: only the held lock refresh is left');
+    await lock.release();
+    assert.equal(clock.pending, 0);
+  });
+
   it('keeps many acquirers mutually exclusive', async () => {
     const mbox = await newMailbox();
     let inside = 0;
