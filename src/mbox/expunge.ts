@@ -30,7 +30,7 @@ import {
 } from './expunge-journal.js';
 import { type RecoveryInfo, redoJournal, settleLeftover } from './expunge-recovery.js';
 import { saveIndex } from './index-store.js';
-import { acquireDotlock, type StaleLockHandler } from './lock.js';
+import { acquireDotlock, type Dotlock, type StaleLockHandler } from './lock.js';
 import type { MailboxSnapshot, MessageInfo } from './mailbox.js';
 import { thisNode } from './node.js';
 import { recordDeletions } from './unsettled.js';
@@ -153,12 +153,13 @@ function compactedSnapshot(
 /**
  * The update for one POP3 QUIT: removes the messages at the `deleted` indices of `snapshot`
  * from the mailbox file, keeping everything else, including mail appended after the scan.
- * Returns once the update is committed (its journal written: a crash from then on ends in the
- * new content) and, if its copy moves at most `waitForCopyBytes`, done; a longer copy goes on
- * under the dotlock until `completion` settles.
- * Throws MailboxLockedError (lock not had in time) or MailboxChangedError (another program
- * changed the part the session read); then nothing was deleted. A RangeError for bad indices
- * is thrown before anything is locked.
+ * Returns once the update is committed (its journal written: a crash of this process from then
+ * on ends in the new content) and, if its copy moves at most `waitForCopyBytes`, done; a longer
+ * copy goes on under the dotlock until `completion` settles. An error of the copy rejects
+ * `completion`, not this call. Throws, before the commit, MailboxLockedError (lock not had in
+ * time), MailboxChangedError (another program changed the part the session read) or an I/O
+ * error; then nothing was deleted. A RangeError for bad indices is thrown before anything is
+ * locked.
  */
 export async function expungeMessages(
   snapshot: MailboxSnapshot,
@@ -201,7 +202,8 @@ export async function expungeMessages(
     try {
       created = await createJournal(journalPath, header, firstProgress(header));
       if (answerFirst) {
-        // answered before the copy: the journal that finishes it must outlast a power loss too
+        // answered before the copy: a power loss before the copy has written anything must still
+        // end in the new content (one during the copy can tear the mailbox: README)
         await created.handle.sync();
         await fsyncDir(options.journalDir);
       }
@@ -214,8 +216,7 @@ export async function expungeMessages(
       throw err;
     }
   } catch (err) {
-    await mailbox?.close();
-    await lock.release().catch(() => undefined);
+    await letGo(mailbox, lock);
     throw err;
   }
   // committed: from here on a crash ends in the new content (the journal is redone at start)
@@ -229,12 +230,21 @@ export async function expungeMessages(
     try {
       await applyCommitted(committed, tuning, saveNewIndex);
     } finally {
-      await committed.mailbox.close();
-      await lock.release().catch(() => undefined);
+      await letGo(committed.mailbox, lock);
     }
   })();
-  if (!answerFirst) await completion;
+  // a failed copy is the caller's to log (completion): the update is committed all the same
+  if (!answerFirst) await completion.catch(() => undefined);
   return { removed: spans.length, bytesFreed, completion };
+}
+
+/** Closes the mailbox and lets go of its dotlock, also when the close fails (NFS reports write-back errors there). */
+async function letGo(mailbox: FileHandle | null, lock: Dotlock): Promise<void> {
+  try {
+    await mailbox?.close();
+  } finally {
+    await lock.release().catch(() => undefined);
+  }
 }
 
 /** An update whose journal is written: the mailbox (open, its dotlock held) and the journal (open). */

@@ -333,6 +333,11 @@ const unwantedListeners = new Map<string, (() => void)[]>();
 
 /** Who sleeps between attempts in this process, by lock path: woken when this process lets go of it. */
 const sleepers = new Map<string, Set<() => void>>();
+/**
+ * For each lock someone in this process waits for: how often this process has let go of it
+ * since (a waiter that was between two attempts then, not asleep, tries again at once).
+ */
+const releasesWhileWanted = new Map<string, number>();
 
 /**
  * Sleeps `ms`, or less: until this process lets go of the lock (a waiter in the same process
@@ -354,6 +359,8 @@ function pause(clock: Clock, lockPath: string, ms: number): Promise<void> {
 }
 
 function wakeWaitersHere(lockPath: string): void {
+  const releases = releasesWhileWanted.get(lockPath);
+  if (releases !== undefined) releasesWhileWanted.set(lockPath, releases + 1);
   for (const wake of [...(sleepers.get(lockPath) ?? [])]) wake();
 }
 
@@ -405,12 +412,14 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
   const handle = await fs.open(tempPath, 'wx', 0o644);
   let held = false;
   waiters.set(lockPath, (waiters.get(lockPath) ?? 0) + 1);
+  if (!releasesWhileWanted.has(lockPath)) releasesWhileWanted.set(lockPath, 0);
   try {
     // the host and node lines tell nodes sharing the spool whose pid this is (docs/formats.md)
     const pidLine = `${process.pid}\nhost ${shortHostname()}\nnode ${thisNode()}\n`;
     await handle.write(pidLine, 0, 'latin1');
     let delay = FIRST_RETRY_MS;
     for (;;) {
+      const releasesBefore = releasesWhileWanted.get(lockPath);
       const idle = idleLocks.get(lockPath);
       if (idle !== undefined) {
         idleLocks.delete(lockPath);
@@ -442,6 +451,7 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
 
       const remaining = deadline - clock.now();
       if (remaining <= 0) throw new MailboxLockedError(lockPath, options.timeoutMs, updater);
+      if (releasesWhileWanted.get(lockPath) !== releasesBefore) continue; // let go of here meanwhile
       await pause(clock, lockPath, Math.min(delay, remaining));
       delay = Math.min(Math.round(delay * 1.5), MAX_RETRY_MS);
     }
@@ -449,6 +459,7 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
     const left = waiters.get(lockPath)! - 1;
     if (left === 0) {
       waiters.delete(lockPath);
+      releasesWhileWanted.delete(lockPath);
       const listeners = unwantedListeners.get(lockPath) ?? [];
       unwantedListeners.delete(lockPath);
       for (const listener of listeners) listener();

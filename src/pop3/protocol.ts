@@ -553,9 +553,10 @@ export class Pop3Protocol {
   }
 
   /**
-   * Removes the messages marked deleted; on any error nothing is deleted. Gives the reply to QUIT
-   * once the update is committed, and what settles when the mailbox holds its new content (a
-   * long copy goes on after the reply; the session lets go of the mailbox at the reply).
+   * Removes the messages marked deleted; on an error before the update is committed nothing is
+   * deleted (-ERR). Gives the reply to QUIT once it is committed, and what settles when the
+   * mailbox holds its new content (a long copy goes on after the reply; the session lets go of
+   * the mailbox at the reply; should the copy fail, the journal finishes it at the next open).
    */
   private async update(mailbox: MailboxView): Promise<{ reply: string; completion: Promise<void> }> {
     const { user } = mailbox;

@@ -4,7 +4,8 @@
 // Postfix (mboxo, no X-Delivery-ID) and another POP3 server's X-UIDL, and a 40 MB message
 // streamed to a client that pauses (the daemon must never read far ahead of it).
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -151,7 +152,7 @@ describe('pop3 and the mailbox', () => {
     await next.quit();
   });
 
-  test('a big update: QUIT answers once it is committed; the next session waits for the copy', async () => {
+  test('a big update (its copy goes on after QUIT is answered): the next session and SIGTERM wait for it', async () => {
     // 2,000 messages of ~10 KiB: the update's copy is longer than the daemon waits for before QUIT's answer
     const box = env.mailbox('frank');
     const body = `${'x'.repeat(99)}\n`.repeat(100);
@@ -159,19 +160,32 @@ describe('pop3 and the mailbox', () => {
     writeMailbox(box, Array.from({ length: 2000 }, (_, n) => message(n)).join(''));
     const before = statSync(box);
     assert.ok(before.size > 16 * 1024 * 1024);
+    const deleteFirst = async (count: number) => {
+      const client = await Pop3Client.login(env.pop3Port, 'frank');
+      assert.match(await client.cmd('STAT'), new RegExp(`^\\+OK ${count} `));
+      assert.match(await client.cmd('DELE 1'), /^\+OK/);
+      assert.match(await client.quit(), /^\+OK .*1 messages? deleted/);
+    };
 
-    const client = await Pop3Client.login(env.pop3Port, 'frank');
-    assert.match(await client.cmd('STAT'), /^\+OK 2000 /);
-    assert.match(await client.cmd('DELE 1'), /^\+OK/);
-    assert.match(await client.quit(), /^\+OK .*1 messages? deleted/);
-
+    await deleteFirst(2000);
     const next = await Pop3Client.login(env.pop3Port, 'frank');
     assert.match(await next.cmd('STAT'), /^\+OK 1999 /, 'the next session sees the update done');
     assert.match((await next.message('TOP 1 0')).body.toString('latin1'), /^Subject: big 1\r?$/m);
     await next.quit();
     await daemon.waitForLog((e) => e.msg === 'mailbox updated' && e.user === 'frank');
-    assert.equal(statSync(box).size, before.size - Buffer.byteLength(message(0)));
+
+    // stopped right after the answer: the daemon finishes the copy before it exits
+    await deleteFirst(1999);
+    assert.equal(await daemon.stop(), 0);
+    assert.equal(
+      daemon.find((e) => e.msg === 'mailbox updated' && e.user === 'frank').length,
+      2,
+      'the second update was finished before the exit',
+    );
+    assert.equal(statSync(box).size, before.size - Buffer.byteLength(message(0)) - Buffer.byteLength(message(1)));
     assert.equal(statSync(box).ino, before.ino, 'in place');
+    assert.deepEqual(readdirSync(join(env.stateDir, 'journal')), [], 'no journal left for the next start');
+    await start();
   });
 
   test('served right: a Postfix mboxo mailbox (no X-Delivery-ID), an X-UIDL of another POP3 server', async () => {

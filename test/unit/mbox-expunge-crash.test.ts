@@ -201,6 +201,19 @@ describe('expunge killed with SIGKILL, then recovered', { concurrency: 2 }, () =
     });
   }
 
+  it('answered before its copy: the journal is fsynced before the answer', async () => {
+    const run = await freshMailbox();
+    const crash = { op: 'sync', target: 'journal', nth: 1 } as const;
+    const outcome = await runChild({ ...args(run, crash), waitForCopyBytes: 0 });
+    assert.equal(outcome.killed, true);
+    assert.doesNotMatch(outcome.stdout, /^answered$/m, 'killed at the first journal fsync, before the answer');
+    assert.deepEqual(
+      (await recover(run.journalDir)).map((l) => l.action),
+      ['redone'],
+    );
+    await assertContent(run.mailbox, 'new');
+  });
+
   const late: { name: string; crash: CrashPoint; expected: 'old' | 'new' }[] = [
     { name: 'in the journal header', crash: { op: 'write', target: 'journal', nth: 1, torn: true }, expected: 'old' },
     {

@@ -1,9 +1,10 @@
 // An I/O error in the middle of a POP3 update (src/mbox/expunge.ts) never leaves a torn mailbox
 // behind: a passing error is repaired at once from the journal (the update completes), and one
-// that lasts leaves the journal, which the next POP3 open finishes before it reads the mailbox
-// (or, while the disk still fails, refuses to serve it), also when the copy ran after the update
-// had answered. Writes (or the background fdatasyncs) of the mailbox are made to fail by wrapping
-// node:fs's FileHandle in this test process.
+// that lasts leaves the journal (the update is committed: its completion fails, not its answer),
+// which the next POP3 open finishes before it reads the mailbox (or, while the disk still fails,
+// refuses to serve it), whether the copy ran before the update answered or after. Writes (or the
+// background fdatasyncs) of the mailbox are made to fail by wrapping node:fs's FileHandle in this
+// test process.
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -94,42 +95,36 @@ test('a failing background fdatasync: the update is redone at once from its jour
   await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'no journal left');
 });
 
-test('a lasting write error: the update fails, the next POP3 open finishes it before reading the mailbox', async () => {
-  const path = await mailbox('bob');
-  const snapshot = await snapshotOf(path);
-  Object.assign(failing, { path, op: 'write', from: 3, count: 1000, seen: 0 });
-  await assert.rejects(
-    expungeMessages(snapshot, new Set(DELETED), { journalDir, lockTimeoutMs: 1000, chunkBytes: 512 }),
-    /EIO/,
-  );
-  await fs.access(journalPathOf(journalDir, path)); // the plan is kept
+for (const { copy, waitForCopyBytes, user } of [
+  { copy: 'short, waited for', waitForCopyBytes: undefined, user: 'bob' },
+  { copy: 'long, after the answer', waitForCopyBytes: 0, user: 'dan' },
+]) {
+  test(`a lasting write error (copy ${copy}): completion fails, the next POP3 open finishes the update`, async () => {
+    const path = await mailbox(user);
+    const snapshot = await snapshotOf(path);
+    Object.assign(failing, { path, op: 'write', from: 3, count: 1000, seen: 0 });
+    const answered = await expungeMessages(snapshot, new Set(DELETED), {
+      journalDir,
+      lockTimeoutMs: 1000,
+      chunkBytes: 512,
+      waitForCopyBytes,
+    });
+    assert.equal(answered.removed, DELETED.length, 'answered: the update is committed');
+    await assert.rejects(answered.completion, /EIO/);
+    await fs.access(journalPathOf(journalDir, path)); // the plan is kept
 
-  const maildrop = new Maildrop({ spoolDir: dir, indexDir: join(dir, 'index'), journalDir, lockTimeoutMs: () => 1000 });
-  await assert.rejects(maildrop.open('bob'), /EIO/, 'while the disk still fails, the mailbox is not served');
+    const maildrop = new Maildrop({
+      spoolDir: dir,
+      indexDir: join(dir, 'index'),
+      journalDir,
+      lockTimeoutMs: () => 1000,
+    });
+    await assert.rejects(maildrop.open(user), /EIO/, 'while the disk still fails, the mailbox is not served');
 
-  failing.count = 0; // the disk works again
-  const reopened = await maildrop.open('bob');
-  assert.equal(reopened.messages.length, KEPT.length, 'served as the update left it, complete');
-  assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
-  await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'the journal is gone');
-});
-
-test('a lasting write error after the answer (a long copy): completion fails, the next open finishes it', async () => {
-  const path = await mailbox('dan');
-  const snapshot = await snapshotOf(path);
-  Object.assign(failing, { path, op: 'write', from: 3, count: 1000, seen: 0 });
-  const answered = await expungeMessages(snapshot, new Set(DELETED), {
-    journalDir,
-    lockTimeoutMs: 1000,
-    chunkBytes: 512,
-    waitForCopyBytes: 0,
+    failing.count = 0; // the disk works again
+    const reopened = await maildrop.open(user);
+    assert.equal(reopened.messages.length, KEPT.length, 'served as the update left it, complete');
+    assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
+    await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'the journal is gone');
   });
-  assert.equal(answered.removed, DELETED.length, 'answered: the update is committed');
-  await assert.rejects(answered.completion, /EIO/);
-  await fs.access(journalPathOf(journalDir, path)); // the plan is kept
-
-  failing.count = 0; // the disk works again
-  const maildrop = new Maildrop({ spoolDir: dir, indexDir: join(dir, 'index'), journalDir, lockTimeoutMs: () => 1000 });
-  assert.equal((await maildrop.open('dan')).messages.length, KEPT.length, 'the next open finishes it');
-  assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
-});
+}

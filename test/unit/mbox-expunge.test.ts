@@ -3,7 +3,7 @@
 // interrupted update.
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -97,12 +97,12 @@ describe('expungeMessages', () => {
     await writeMailbox(path, 10);
     const snapshot = await snapshotOf(path);
     const kept = range(0, 10).filter((n) => n !== 0);
-    const short = await expungeMessages(snapshot, new Set([0]), { ...options(), waitForCopyBytes: 0 });
-    assert.equal(short.removed, 1);
-    // nothing has run between the return and here: the copy has not ended, its lock and journal are there
-    const journal = journalPathOf(journalDir, path).slice(journalDir.length + 1);
-    assert.deepEqual((await leftovers(path)).sort(), [journal, `${path.slice(dir.length + 1)}.lock`].sort());
-    await short.completion;
+    const answered = await expungeMessages(snapshot, new Set([0]), { ...options(), waitForCopyBytes: 0 });
+    assert.equal(answered.removed, 1);
+    // looked at before this test yields to the event loop: the copy has not ended, its lock and journal are there
+    assert.ok(existsSync(`${path}.lock`), 'the dotlock is held');
+    assert.ok(existsSync(journalPathOf(journalDir, path)), 'the journal is there');
+    await answered.completion;
     assert.ok(
       (await fs.readFile(path)).equals(Buffer.concat(kept.map((n) => messageOf(n)))),
       'exactly the kept messages',
