@@ -21,6 +21,8 @@ import { MailboxChangedError, type MessageInfo } from './mailbox.js';
 
 /** bytes of a FileWindow: one read(2), and the largest piece a reader converts at once */
 export const WINDOW_BYTES = 256 * 1024;
+/** the longest piece MessageReader.next gives: the wire form of a window's worth of content */
+export const OUTPUT_BYTES = encodedBound(WINDOW_BYTES);
 const LF = 0x0a;
 const CR = 0x0d;
 const GT = 0x3e;
@@ -270,14 +272,21 @@ export class MessageReader implements AsyncIterable<Buffer> {
     this.encoder = new WireEncoder(options);
   }
 
-  /** The next piece of the message (never empty, the caller's to keep), or null once it is all out. */
-  async next(): Promise<Buffer | null> {
+  /**
+   * The next piece of the message (never empty), or null once it is all out. Without `into` the
+   * piece is a buffer of its own, the caller's to keep; with it (at least OUTPUT_BYTES long) the
+   * piece is a part of `into`, valid until `into` is written again, so a caller that streams a
+   * big message can use a couple of buffers over and over instead of one per piece.
+   */
+  async next(into?: Buffer): Promise<Buffer | null> {
+    if (into !== undefined && into.length < OUTPUT_BYTES)
+      throw new RangeError(`an output buffer of ${into.length} bytes is under ${OUTPUT_BYTES}`);
     if (this.finished) return null;
     try {
       this.window ??= new FileWindow(await fs.open(this.path, constants.O_RDONLY | constants.O_NOFOLLOW));
       for (;;) {
         if (this.remaining === 0 || this.encoder.done) {
-          const out = Buffer.allocUnsafe(encodedBound(0));
+          const out = into ?? Buffer.allocUnsafe(encodedBound(0));
           const end = this.encoder.finish(out, 0);
           await this.close();
           return end > 0 ? out.subarray(0, end) : null;
@@ -287,7 +296,7 @@ export class MessageReader implements AsyncIterable<Buffer> {
           throw new MailboxChangedError(this.path, `message at offset ${this.position} is shorter than expected`);
         this.position += input.length;
         this.remaining -= input.length;
-        const out = Buffer.allocUnsafe(encodedBound(input.length));
+        const out = into ?? Buffer.allocUnsafe(encodedBound(input.length));
         const end = this.encoder.encode(input, 0, input.length, out, 0);
         if (end > 0) return out.subarray(0, end);
       }

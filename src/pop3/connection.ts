@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
+import { OUTPUT_BYTES } from '../mbox/retrieve.js';
 import type { ConnectionLimits } from '../net/connection-limits.js';
 import { InputDeadline } from '../net/input-deadline.js';
 import { TLS_HANDSHAKE_TIMEOUT_MS } from '../net/tls-handshake.js';
@@ -378,10 +379,24 @@ export class Pop3Connection {
       replyStarted = true;
       this.send(status);
       const reader = mailbox.retrieve(window, info, bodyLines);
-      for (let chunk = await reader.next(); chunk !== null; chunk = await reader.next()) {
+      // two output buffers in turn, each used again once the socket has taken what was written
+      // from it: a big message leaves no trail of dead buffers for the garbage collector
+      const outputs: { buffer: Buffer | null; taken: Promise<void> | null }[] = [
+        { buffer: null, taken: null },
+        { buffer: null, taken: null },
+      ];
+      for (let i = 0; ; i = 1 - i) {
+        const output = outputs[i]!;
+        if (output.taken !== null) {
+          this.flush(); // a corked write would never be taken
+          await output.taken;
+        }
+        output.buffer ??= Buffer.allocUnsafe(OUTPUT_BYTES);
+        const chunk = await reader.next(output.buffer);
+        if (chunk === null) break;
         // a client that went away stops the file read
         if (this.ended || socket.destroyed) throw new ConnectionGone();
-        this.write(chunk);
+        output.taken = new Promise((resolve) => this.write(chunk, () => resolve()));
         if (socket.writableNeedDrain) await this.drained();
       }
       if (this.ended || socket.destroyed) throw new ConnectionGone();

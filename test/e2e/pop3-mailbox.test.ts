@@ -4,6 +4,7 @@
 // Postfix (mboxo, no X-Delivery-ID) and another POP3 server's X-UIDL, and a 40 MB message
 // streamed to a client that pauses (the daemon must never read far ahead of it).
 import assert from 'node:assert/strict';
+import { createHash, type Hash } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Socket } from 'node:net';
@@ -258,11 +259,18 @@ describe('pop3 and the mailbox', () => {
 
   test('a 40 MB message to a client that pauses: streamed, never far ahead of the client, and complete', async () => {
     const box = env.mailbox('big');
-    const line = `${'x'.repeat(76)}\n`;
-    const count = Math.ceil((40 * 1024 * 1024) / line.length);
+    // numbered lines of 77 octets: a piece sent twice, or overwritten before it went out, shows
+    const lineOf = (n: number) => `${String(n).padStart(10, '0')}${'x'.repeat(66)}`;
+    const count = Math.ceil((40 * 1024 * 1024) / 77);
+    const lines = Array.from({ length: count }, (_, n) => lineOf(n));
     const head = 'From big@example.org Tue Nov 24 10:00:00 2026\nSubject: big\nMessage-ID: <big@example.org>\n\n';
-    writeMailbox(box, `${head + line.repeat(count)}\n`);
-    const expectedSize = 'Subject: big\r\nMessage-ID: <big@example.org>\r\n\r\n'.length + count * (line.length + 1);
+    writeMailbox(box, `${head}${lines.join('\n')}\n\n`);
+    const wireHead = 'Subject: big\r\nMessage-ID: <big@example.org>\r\n\r\n';
+    const expectedSize = wireHead.length + count * 78;
+    const expectedReply = createHash('sha256')
+      .update(`+OK ${expectedSize} octets\r\n${wireHead}`)
+      .update(`${lines.join('\r\n')}\r\n.\r\n`)
+      .digest('hex');
 
     const socket = new Socket();
     await new Promise<void>((resolve, reject) =>
@@ -274,7 +282,9 @@ describe('pop3 and the mailbox', () => {
     // how far the daemon has read ahead of what the client got, at each chunk the client gets
     let readBefore: number | null = null;
     let readAhead = 0;
+    let body: Hash | null = null;
     const onData = (chunk: Buffer) => {
+      body?.update(chunk);
       received += chunk.length;
       if (received < 4096) text += chunk.toString('latin1');
       tail = (tail + chunk.toString('latin1')).slice(-5);
@@ -293,11 +303,13 @@ describe('pop3 and the mailbox', () => {
     await eventually(() => daemon.io().written - before.written >= 64 * 1024, 10_000, 'the message under way', 5);
     received = 0;
     tail = '';
+    body = createHash('sha256');
     readBefore = before.read;
     socket.resume();
     await eventually(() => tail === '\r\n.\r\n', 30_000, 'the whole message');
     const statusLength = `+OK ${expectedSize} octets\r\n`.length;
     assert.equal(received, statusLength + expectedSize + 3, 'octets sent = LIST size (+ status and terminator)');
+    assert.equal(body?.digest('hex'), expectedReply, 'the reply, byte for byte');
     // a daemon that held the message in memory, or read it faster than the client took it, would be far ahead
     assert.ok(
       readAhead < 20 * 1024 * 1024,

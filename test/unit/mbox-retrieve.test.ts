@@ -1,6 +1,6 @@
 // Unit tests for src/mbox/retrieve.ts: RETR bytes (CRLF, mboxrd unquoting, chunk boundaries),
 // sizes equal to scan.ts's, TOP, dot-stuffing in any chunking, errors when the file changed,
-// and closing the file.
+// closing the file, and pieces written into the caller's buffers.
 import assert from 'node:assert/strict';
 import { promises as fs, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,7 +8,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { MailboxChangedError, type MailboxSnapshot, type MessageInfo } from '../../src/mbox/mailbox.js';
-import { encodedBound, FileWindow, retrieveMessage, WINDOW_BYTES, WireEncoder } from '../../src/mbox/retrieve.js';
+import {
+  encodedBound,
+  FileWindow,
+  OUTPUT_BYTES,
+  retrieveMessage,
+  WINDOW_BYTES,
+  WireEncoder,
+} from '../../src/mbox/retrieve.js';
 import { scanMailbox } from '../../src/mbox/scan.js';
 
 let dir: string;
@@ -151,6 +158,37 @@ describe('retrieveMessage: RETR', () => {
       }),
       { numRuns: 80 },
     );
+  });
+});
+
+describe('MessageReader.next(into): pieces written into buffers the caller gives', () => {
+  it('gives the same bytes as fresh pieces, with two buffers used in turn', async () => {
+    // numbered lines over several windows, mboxrd quoting and a dot line in between
+    const body = Array.from({ length: 40_000 }, (_, n) =>
+      n % 997 === 0 ? '>From here' : `${n} .${'z'.repeat(n % 50)}`,
+    );
+    const snapshot = await mailbox(`From a Mon\nSubject: s\n\n.dot\n${body.join('\n')}\n\n`);
+    const message = snapshot.messages[0]!;
+    assert.ok(message.contentLength > 3 * WINDOW_BYTES);
+    const fresh = await collect(retrieveMessage(snapshot.path, message, { dotStuff: true }));
+    const outputs = [Buffer.alloc(OUTPUT_BYTES), Buffer.alloc(OUTPUT_BYTES)];
+    const reader = retrieveMessage(snapshot.path, message, { dotStuff: true });
+    const copies: Buffer[] = [];
+    for (let i = 0; ; i = 1 - i) {
+      const piece = await reader.next(outputs[i]!);
+      if (piece === null) break;
+      assert.equal(piece.buffer, outputs[i]!.buffer, 'the piece lies in the buffer given');
+      copies.push(Buffer.from(piece));
+    }
+    assert.ok(copies.length > 3);
+    assert.deepEqual(Buffer.concat(copies), fresh);
+  });
+
+  it('refuses a buffer too short for a whole window', async () => {
+    const snapshot = await mailbox('From a Mon\nSubject: s\n\nbody\n');
+    const reader = retrieveMessage(snapshot.path, snapshot.messages[0]!);
+    await assert.rejects(reader.next(Buffer.alloc(OUTPUT_BYTES - 1)), RangeError);
+    await reader.close();
   });
 });
 

@@ -512,8 +512,10 @@ describe('relay smtp client', () => {
       assert.equal(report.results[0]!.status, 'sent');
       await until(() => messages.some((m) => m.bytes !== undefined), 'the sink counting the message');
       // every LF became CRLF on the way; a copy held in memory would have grown RSS by the size or more
+      // (the streamed pieces' dead buffers, freed only when a collection finds them, grew it by up to
+      // ~10 MB on Node 24)
       assert.ok(messages.find((m) => m.bytes !== undefined)!.bytes! > size, 'the whole message arrived');
-      assert.ok(peak - before < size / 2, `RSS grew by ${Math.round((peak - before) / 1048576)} MB`);
+      assert.ok(peak - before < size * 0.75, `RSS grew by ${Math.round((peak - before) / 1048576)} MB`);
     } finally {
       sink.kill();
     }
