@@ -98,12 +98,15 @@ export async function mailboxSize(path: string): Promise<number> {
 }
 
 /**
- * File sink that writes `head` first (From_ line), counts bytes and refuses to grow the mailbox
- * past its limit.
+ * File sink for a message's bytes, its headers edited: writes `head` first (From_ line), then each
+ * chunk in mboxrd form (quoted into one output buffer used over and over: a chunk's output is
+ * written before the next chunk comes), counts bytes and refuses to grow the mailbox past its
+ * limit.
  */
 class MailboxWriter extends Writable {
   written = 0;
   private inflight: Promise<void> = Promise.resolve();
+  private readonly quoting = new MboxrdQuoting(true);
 
   constructor(
     private readonly handle: FileHandle,
@@ -120,14 +123,15 @@ class MailboxWriter extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.writeBuffers([chunk], callback);
+    const out: Buffer[] = [];
+    this.quoting.write(chunk, out);
+    this.writeBuffers(out, callback);
   }
 
-  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
-    this.writeBuffers(
-      chunks.map((c) => c.chunk),
-      callback,
-    );
+  override _final(callback: (error?: Error | null) => void): void {
+    const out: Buffer[] = [];
+    this.quoting.end(out);
+    this.writeBuffers(out, callback);
   }
 
   /** Resolves once no file write is in flight (so truncating cannot race a late write). */
@@ -485,7 +489,7 @@ async function appendLocked(
       return { offset, bytes: length - padding.length };
     }
     writer = new MailboxWriter(handle, path, head, sizeLimit > 0 ? sizeLimit - oldSize : Infinity, sizeLimit);
-    await pipeline(message.source as Readable, rendered.body, new MboxrdQuoter(), writer);
+    await pipeline(message.source as Readable, rendered.body, writer);
     return { offset, bytes: writer.written - padding.length };
   } catch (err) {
     dropSource(message);

@@ -73,6 +73,15 @@ export class MboxrdQuoting {
   private inputAt = 0;
   /** how much of `target` is output */
   private written = 0;
+  /** the last output buffer, used again by the next write() when it is big enough (reuseOutput) */
+  private spare: Buffer = NO_BYTES;
+
+  /**
+   * reuseOutput: each write() puts its output in the buffer of the one before when it fits, so
+   * what a write() adds to `out` is valid only until the next write() (for a caller that has
+   * written it out by then: a big message then leaves no trail of dead buffers)
+   */
+  constructor(private readonly reuseOutput = false) {}
 
   write(chunk: Buffer, out: Buffer[]): void {
     const len = chunk.length;
@@ -81,7 +90,8 @@ export class MboxrdQuoting {
     let fromLines = 0;
     for (let at = chunk.indexOf(FROM_); at !== -1; at = chunk.indexOf(FROM_, at + 1)) fromLines++;
     this.inputAt = 8 + fromLines;
-    this.target = Buffer.allocUnsafe(this.inputAt + len);
+    const size = this.inputAt + len;
+    this.target = this.reuseOutput && this.spare.length >= size ? this.spare : Buffer.allocUnsafe(size);
     this.target.set(chunk, this.inputAt);
     this.written = 0;
     let pos = 0;
@@ -135,6 +145,7 @@ export class MboxrdQuoting {
       pos = nl + 1;
     }
     if (this.written > 0) out.push(this.target.subarray(0, this.written));
+    if (this.reuseOutput) this.spare = this.target;
     this.target = NO_BYTES;
   }
 

@@ -309,7 +309,9 @@ describe('pop3 and the mailbox', () => {
     await eventually(() => tail === '\r\n.\r\n', 30_000, 'the whole message');
     const statusLength = `+OK ${expectedSize} octets\r\n`.length;
     assert.equal(received, statusLength + expectedSize + 3, 'octets sent = LIST size (+ status and terminator)');
-    assert.equal(body?.digest('hex'), expectedReply, 'the reply, byte for byte');
+    const replyHash = body?.digest('hex');
+    body = null; // QUIT's answer is not part of it
+    assert.equal(replyHash, expectedReply, 'the reply, byte for byte');
     // a daemon that held the message in memory, or read it faster than the client took it, would be far ahead
     assert.ok(
       readAhead < 20 * 1024 * 1024,

@@ -1,10 +1,11 @@
-// Unit tests for src/mbox/format.ts: From_ line, mboxrd quoting/unquoting, chunk boundaries.
+// Unit tests for src/mbox/format.ts: From_ line, mboxrd quoting/unquoting, chunk boundaries, output
+// buffers used again.
 import assert from 'node:assert/strict';
 import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { fromLine, MboxrdQuoter } from '../../src/mbox/format.js';
+import { fromLine, MboxrdQuoter, MboxrdQuoting } from '../../src/mbox/format.js';
 import { splitAt } from '../support/chunks.js';
 
 async function run(transform: Transform, chunks: Buffer[]): Promise<Buffer> {
@@ -111,6 +112,30 @@ describe('MboxrdQuoter', () => {
     quoter.write(Buffer.from('x\n>>>Fro'));
     assert.equal(quoter.read()?.toString(), 'x\n>>>');
     quoter.destroy();
+  });
+});
+
+describe('MboxrdQuoting with reuseOutput', () => {
+  it('writes each chunk into the buffer of the chunk before when it fits, with the same bytes', async () => {
+    const input = `${'>From x\r\nline one\r\nFrom y\r\n'.repeat(3000)}tail`;
+    const cuts = Array.from({ length: 40 }, (_, i) => 2_000 * (i + 1) + (i % 7));
+    const chunks = chunksOf(input, cuts);
+    const quoting = new MboxrdQuoting(true);
+    const copies: Buffer[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    for (const chunk of chunks) {
+      const out: Buffer[] = [];
+      quoting.write(chunk, out);
+      for (const piece of out) {
+        buffers.add(piece.buffer);
+        copies.push(Buffer.from(piece)); // valid only until the next write
+      }
+    }
+    const end: Buffer[] = [];
+    quoting.end(end);
+    copies.push(...end);
+    assert.equal(Buffer.concat(copies).toString('latin1'), await quote(input));
+    assert.ok(buffers.size < chunks.length / 4, `${buffers.size} output buffers for ${chunks.length} chunks`);
   });
 });
 
