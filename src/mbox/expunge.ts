@@ -47,6 +47,32 @@ const DEFAULT_RECOVERY_LOCK_TIMEOUT_MS = 60_000;
  * rewrite of a big mailbox; until the copy ends, the mailbox's dotlock stays taken)
  */
 const DEFAULT_WAIT_FOR_COPY_BYTES = 16 * 1024 * 1024;
+/** copies going on after their update answered, in this process at once (each holds two chunks) */
+const MAX_BACKGROUND_COPIES = 4;
+
+/**
+ * The places for copies that go on after their update has answered. When they are all taken, an
+ * update waits for its copy, as a short one does: the copies a process runs at once stay bounded
+ * by its POP3 sessions (max_clients) plus these places.
+ */
+export class BackgroundCopies {
+  private running = 0;
+
+  constructor(private readonly places: number) {}
+
+  /** Takes a place if one is free. */
+  tryTake(): boolean {
+    if (this.running >= this.places) return false;
+    this.running += 1;
+    return true;
+  }
+
+  give(): void {
+    this.running -= 1;
+  }
+}
+
+const backgroundCopies = new BackgroundCopies(MAX_BACKGROUND_COPIES);
 
 export interface ExpungeOptions {
   /** where the journal is kept during the update (created 0700 if missing) */
@@ -61,6 +87,8 @@ export interface ExpungeOptions {
   flushBytes?: number;
   /** the longest copy that is finished before the update returns (default 16 MiB; 0: none is) */
   waitForCopyBytes?: number;
+  /** the places for copies after the answer (default: the process's, 4; tests bring their own) */
+  backgroundCopies?: BackgroundCopies;
 }
 
 export interface ExpungeResult {
@@ -154,8 +182,9 @@ function compactedSnapshot(
  * The update for one POP3 QUIT: removes the messages at the `deleted` indices of `snapshot`
  * from the mailbox file, keeping everything else, including mail appended after the scan.
  * Returns once the update is committed (its journal written: a crash of this process from then
- * on ends in the new content) and, if its copy moves at most `waitForCopyBytes`, done; a longer
- * copy goes on under the dotlock until `completion` settles. An error of the copy rejects
+ * on ends in the new content) and, if its copy moves at most `waitForCopyBytes` or no place for
+ * a copy after the answer is free (BackgroundCopies), done; a longer copy goes on under the
+ * dotlock until `completion` settles. An error of the copy rejects
  * `completion`, not this call. Throws, before the commit, MailboxLockedError (lock not had in
  * time), MailboxChangedError (another program changed the part the session read) or an I/O
  * error; then nothing was deleted. A RangeError for bad indices is thrown before anything is
@@ -187,7 +216,9 @@ export async function expungeMessages(
   });
   let mailbox: FileHandle | null = null;
   let committed: CommittedUpdate;
-  let answerFirst: boolean;
+  const places = options.backgroundCopies ?? backgroundCopies;
+  /** the copy goes on after the return, in a place taken for it */
+  let answerFirst = false;
   try {
     await settleOwnLeftover(snapshot.path, journalPath, tuning);
     mailbox = await fs.open(snapshot.path, constants.O_RDWR | constants.O_NOFOLLOW);
@@ -197,7 +228,8 @@ export async function expungeMessages(
     await recordDeletions(snapshot.path, mailbox, spans, Date.now());
     // other nodes keep off the mailbox until the update is finished (update-marker.ts)
     await markUpdate(snapshot.path, thisNode());
-    answerFirst = header.end - header.start > (options.waitForCopyBytes ?? DEFAULT_WAIT_FOR_COPY_BYTES);
+    answerFirst =
+      header.end - header.start > (options.waitForCopyBytes ?? DEFAULT_WAIT_FOR_COPY_BYTES) && places.tryTake();
     let created: { journal: Journal; handle: FileHandle } | null = null;
     try {
       created = await createJournal(journalPath, header, firstProgress(header));
@@ -216,6 +248,7 @@ export async function expungeMessages(
       throw err;
     }
   } catch (err) {
+    if (answerFirst) places.give();
     await letGo(mailbox, lock);
     throw err;
   }
@@ -230,6 +263,7 @@ export async function expungeMessages(
     try {
       await applyCommitted(committed, tuning, saveNewIndex);
     } finally {
+      if (answerFirst) places.give();
       await letGo(committed.mailbox, lock);
     }
   })();

@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { appendMessage } from '../../src/mbox/append.js';
-import { expungeMessages, recoverInterruptedExpunges } from '../../src/mbox/expunge.js';
+import { BackgroundCopies, expungeMessages, recoverInterruptedExpunges } from '../../src/mbox/expunge.js';
 import { journalPathOf } from '../../src/mbox/expunge-journal.js';
 import type { RecoveryInfo } from '../../src/mbox/expunge-recovery.js';
 import { MailboxLockedError } from '../../src/mbox/lock.js';
@@ -108,6 +108,32 @@ describe('expungeMessages', () => {
       'exactly the kept messages',
     );
     assert.deepEqual(await leftovers(path), [], 'no lock or journal left');
+  });
+
+  it('waits for a long copy when every place for a copy after the answer is taken', async () => {
+    const places = new BackgroundCopies(1);
+    assert.ok(places.tryTake(), 'the one place is taken');
+    const path = newPath();
+    await writeMailbox(path, 10);
+    const kept = range(1, 10);
+    await expungeMessages(await snapshotOf(path), new Set([0]), {
+      ...options(),
+      waitForCopyBytes: 0,
+      backgroundCopies: places,
+    });
+    assert.ok(!existsSync(`${path}.lock`), 'returned after its copy, the lock let go of');
+    assert.ok((await fs.readFile(path)).equals(Buffer.concat(kept.map((n) => messageOf(n)))));
+
+    places.give();
+    const next = await expungeMessages(await snapshotOf(path), new Set([0]), {
+      ...options(),
+      waitForCopyBytes: 0,
+      backgroundCopies: places,
+    });
+    assert.ok(existsSync(`${path}.lock`), 'a place was free: returned before its copy');
+    assert.equal(places.tryTake(), false, 'its copy has the place');
+    await next.completion;
+    assert.ok(places.tryTake(), 'and gave it back at the end');
   });
 
   it('expunges a mailbox written with CRLF line ends on disk', async () => {
