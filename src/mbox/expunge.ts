@@ -4,11 +4,11 @@
 // locks and runs the steps, in this order: finish a journal an earlier update left
 // (expunge-recovery.ts), check that the mailbox is still the one the session read
 // (expunge-check.ts), write the redo journal with the plan (expunge-journal.ts), copy the kept
-// bytes forward over the deleted ones and truncate (expunge-copy.ts), remove the journal. Once the
-// journal is written the update is committed: a long copy goes on after the caller has its answer. At
-// daemon start, recoverInterruptedExpunges finishes every update a crash interrupted. The
-// journal's format and why each crash point ends in the old or the new content:
-// docs/formats.md, "Expunge journal".
+// bytes forward over the deleted ones and truncate (expunge-copy.ts), remove the journal. Once
+// the journal is written the update is committed: a long copy goes on after the caller has its
+// answer. At daemon start, recoverInterruptedExpunges finishes every update a crash
+// interrupted. The journal's format and why each crash point ends in the old or the new
+// content: docs/formats.md, "Expunge journal".
 import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -184,11 +184,10 @@ function compactedSnapshot(
  * Returns once the update is committed (its journal written: a crash of this process from then
  * on ends in the new content) and, if its copy moves at most `waitForCopyBytes` or no place for
  * a copy after the answer is free (BackgroundCopies), done; a longer copy goes on under the
- * dotlock until `completion` settles. An error of the copy rejects
- * `completion`, not this call. Throws, before the commit, MailboxLockedError (lock not had in
- * time), MailboxChangedError (another program changed the part the session read) or an I/O
- * error; then nothing was deleted. A RangeError for bad indices is thrown before anything is
- * locked.
+ * dotlock until `completion` settles. An error of the copy rejects `completion`, not this call.
+ * Throws, before the commit, MailboxLockedError (lock not had in time), MailboxChangedError
+ * (another program changed the part the session read) or an I/O error; then nothing was
+ * deleted. A RangeError for bad indices is thrown before anything is locked.
  */
 export async function expungeMessages(
   snapshot: MailboxSnapshot,

@@ -325,48 +325,47 @@ async function tryLink(tempPath: string, lockPath: string): Promise<boolean> {
 
 /** Locks this process keeps while idle, by lock path, with what lets one go (see lendWhileIdle). */
 const idleLocks = new Map<string, () => Promise<void>>();
-/** How many callers in this process wait for each lock path. */
-const waiters = new Map<string, number>();
+/** A lock some part of this process waits for (in acquireDotlock): kept from its first waiter to its last. */
+interface Wanted {
+  /** callers in acquireDotlock for it */
+  waiters: number;
+  /** how often this process has let go of it meanwhile (a waiter between two tries then tries again at once) */
+  releases: number;
+  /** its waiters asleep between two tries: woken when this process lets go of it */
+  sleepers: Set<() => void>;
+  /** who waits for its last waiter to be gone (whenUnwanted) */
+  unwantedListeners: (() => void)[];
+}
 
-/** Who waits, by lock path, for nobody in this process to wait for that lock any more. */
-const unwantedListeners = new Map<string, (() => void)[]>();
-
-/** Who sleeps between attempts in this process, by lock path: woken when this process lets go of it. */
-const sleepers = new Map<string, Set<() => void>>();
-/**
- * For each lock someone in this process waits for: how often this process has let go of it
- * since (a waiter that was between two attempts then, not asleep, tries again at once).
- */
-const releasesWhileWanted = new Map<string, number>();
+/** The locks this process waits for, by lock path. */
+const wanted = new Map<string, Wanted>();
 
 /**
  * Sleeps `ms`, or less: until this process lets go of the lock (a waiter in the same process
  * need not sleep on after, say, a POP3 update that took a second ends).
  */
-function pause(clock: Clock, lockPath: string, ms: number): Promise<void> {
+function pause(clock: Clock, lock: Wanted, ms: number): Promise<void> {
   return new Promise((resolve) => {
-    const here = sleepers.get(lockPath) ?? new Set<() => void>();
-    sleepers.set(lockPath, here);
     const wake = (): void => {
       timer.cancel();
-      here.delete(wake);
-      if (here.size === 0 && sleepers.get(lockPath) === here) sleepers.delete(lockPath);
+      lock.sleepers.delete(wake);
       resolve();
     };
     const timer = clock.setTimeout(wake, ms);
-    here.add(wake);
+    lock.sleepers.add(wake);
   });
 }
 
 function wakeWaitersHere(lockPath: string): void {
-  const releases = releasesWhileWanted.get(lockPath);
-  if (releases !== undefined) releasesWhileWanted.set(lockPath, releases + 1);
-  for (const wake of [...(sleepers.get(lockPath) ?? [])]) wake();
+  const lock = wanted.get(lockPath);
+  if (lock === undefined) return;
+  lock.releases += 1;
+  for (const wake of [...lock.sleepers]) wake();
 }
 
 /** Whether another part of this process waits for this lock (its holder should let go soon). */
 export function isWanted(lockPath: string): boolean {
-  return waiters.has(lockPath);
+  return wanted.has(lockPath);
 }
 
 /**
@@ -375,12 +374,9 @@ export function isWanted(lockPath: string): boolean {
  * comes at once, theirs only once their sleep ends or this process wakes them) and keep them off.
  */
 export function whenUnwanted(lockPath: string): Promise<void> {
-  if (!waiters.has(lockPath)) return Promise.resolve();
-  return new Promise((resolve) => {
-    const listeners = unwantedListeners.get(lockPath) ?? [];
-    listeners.push(resolve);
-    unwantedListeners.set(lockPath, listeners);
-  });
+  const lock = wanted.get(lockPath);
+  if (lock === undefined) return Promise.resolve();
+  return new Promise((resolve) => lock.unwantedListeners.push(resolve));
 }
 
 /**
@@ -411,15 +407,19 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
   // the handle stays open: it becomes the held lock's handle (see HeldDotlock)
   const handle = await fs.open(tempPath, 'wx', 0o644);
   let held = false;
-  waiters.set(lockPath, (waiters.get(lockPath) ?? 0) + 1);
-  if (!releasesWhileWanted.has(lockPath)) releasesWhileWanted.set(lockPath, 0);
+  let wantedHere = wanted.get(lockPath);
+  if (wantedHere === undefined) {
+    wantedHere = { waiters: 0, releases: 0, sleepers: new Set(), unwantedListeners: [] };
+    wanted.set(lockPath, wantedHere);
+  }
+  wantedHere.waiters += 1;
   try {
     // the host and node lines tell nodes sharing the spool whose pid this is (docs/formats.md)
     const pidLine = `${process.pid}\nhost ${shortHostname()}\nnode ${thisNode()}\n`;
     await handle.write(pidLine, 0, 'latin1');
     let delay = FIRST_RETRY_MS;
     for (;;) {
-      const releasesBefore = releasesWhileWanted.get(lockPath);
+      const releasesBefore = wantedHere.releases;
       const idle = idleLocks.get(lockPath);
       if (idle !== undefined) {
         idleLocks.delete(lockPath);
@@ -451,19 +451,16 @@ export async function acquireDotlock(mailboxPath: string, options: DotlockOption
 
       const remaining = deadline - clock.now();
       if (remaining <= 0) throw new MailboxLockedError(lockPath, options.timeoutMs, updater);
-      if (releasesWhileWanted.get(lockPath) !== releasesBefore) continue; // let go of here meanwhile
-      await pause(clock, lockPath, Math.min(delay, remaining));
+      if (wantedHere.releases !== releasesBefore) continue; // let go of here meanwhile
+      await pause(clock, wantedHere, Math.min(delay, remaining));
       delay = Math.min(Math.round(delay * 1.5), MAX_RETRY_MS);
     }
   } finally {
-    const left = waiters.get(lockPath)! - 1;
-    if (left === 0) {
-      waiters.delete(lockPath);
-      releasesWhileWanted.delete(lockPath);
-      const listeners = unwantedListeners.get(lockPath) ?? [];
-      unwantedListeners.delete(lockPath);
-      for (const listener of listeners) listener();
-    } else waiters.set(lockPath, left);
+    wantedHere.waiters -= 1;
+    if (wantedHere.waiters === 0) {
+      wanted.delete(lockPath);
+      for (const listener of wantedHere.unwantedListeners) listener();
+    }
     if (!held) await handle.close();
     await fs.unlink(tempPath).catch(() => undefined);
   }

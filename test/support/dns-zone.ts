@@ -5,6 +5,7 @@
 // `dns_servers` at `server`.
 import type { Socket } from 'node:net';
 import dns2 from 'dns2';
+import { freePort } from '../e2e/harness/net.js';
 
 const { Packet } = dns2;
 
@@ -68,26 +69,17 @@ export async function startDnsZone(zone: Zone): Promise<DnsZoneServer> {
     connections.add(socket);
     socket.once('close', () => connections.delete(socket));
   });
-  // UDP and TCP on one port: the port the kernel gives UDP may be taken for TCP (by a local
-  // end of some connection of a test running beside this one); then another port is tried
-  let udp = dns2.createUDPServer(handle(false));
-  for (let attempt = 1; ; attempt++) {
-    await udp.listen(0, '127.0.0.1');
-    try {
-      await new Promise<void>((resolve, reject) => {
-        tcp.once('error', reject);
-        tcp.listen(udp.address().port, '127.0.0.1', () => {
-          tcp.off('error', reject);
-          resolve();
-        });
-      });
-      break;
-    } catch (err) {
-      await udp.close();
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt === 20) throw err;
-      udp = dns2.createUDPServer(handle(false));
-    }
-  }
+  // UDP and TCP on one port, one that no other test takes meanwhile (freePort)
+  const port = await freePort();
+  const udp = dns2.createUDPServer(handle(false));
+  await udp.listen(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(port, '127.0.0.1', () => {
+      tcp.off('error', reject);
+      resolve();
+    });
+  });
   return {
     server: `127.0.0.1:${udp.address().port}`,
     queries,
