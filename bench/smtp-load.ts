@@ -250,11 +250,19 @@ export async function runSmtpLoad(o: SmtpLoadOptions): Promise<SmtpLoadResult> {
   let acceptedAt = 0;
   if (o.generator === 'smtp-source') {
     const message = makeMessage(o.size, o.from, o.rcpt, 0);
+    // the pause between probes ends with the load, so the end-to-end time holds no idle wait
+    let endPause = () => {};
     probe = (async () => {
       while (!done) {
         latencies.push(await sendOne(o.host, o.port, o.from, o.rcpt, message));
         probeSent += 1;
-        await sleep(50);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 50);
+          endPause = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
       }
     })();
     try {
@@ -262,6 +270,7 @@ export async function runSmtpLoad(o: SmtpLoadOptions): Promise<SmtpLoadResult> {
       acceptedAt = performance.now();
     } finally {
       done = true;
+      endPause();
       await probe.catch(() => undefined);
     }
   } else {

@@ -155,7 +155,7 @@ export function resolveRecipient(
   let name = normalizeUsername(localPart);
   if (name === null) return null;
   if (name === 'postmaster' && !users.has(name) && !aliases.has(name)) name = 'root';
-  if (!users.has(name) && !aliases.has(name)) return null;
+  if (!aliases.has(name)) return users.has(name) ? { local: [name], remote: [] } : null;
 
   const local = new Set<string>();
   const remote = new Set<string>();

@@ -95,17 +95,22 @@ export class Directory {
 
 /** Directory.withUsers for any source (`mailsrv check` runs the alias checks this way). */
 export async function withUserSource<T>(source: UserSource, rule: (users: UserLookup) => T): Promise<T> {
-  const learnt = new Map<string, boolean>();
+  // made only once a name is not known at once (most rules run once, over known names)
+  let learnt: Map<string, boolean> | undefined;
   for (;;) {
-    const unknown = new Set<string>();
+    let unknown: Set<string> | undefined;
     const result = rule({
       has: (name) => {
-        const answer = learnt.get(name) ?? source.known(name);
-        if (answer === undefined) unknown.add(name);
+        const answer = learnt?.get(name) ?? source.known(name);
+        if (answer === undefined) {
+          unknown ??= new Set();
+          unknown.add(name);
+        }
         return answer ?? false;
       },
     });
-    if (unknown.size === 0) return result;
+    if (unknown === undefined) return result;
+    learnt ??= new Map();
     const names = [...unknown];
     const answers = await Promise.all(names.map((name) => source.lookUp(name)));
     for (const [i, name] of names.entries()) learnt.set(name, answers[i]!);

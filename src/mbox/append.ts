@@ -225,9 +225,10 @@ function renderInMemory(raw: Buffer, edit: EditHeadersOptions): Buffer {
   const editing = new HeaderEditing(edit);
   editing.write(raw, edited);
   editing.end(edited);
+  // quoted in one piece: the quoting's cost is mostly per call (a buffer, a scan for `From `)
   const quoted: Buffer[] = [];
   const quoting = new MboxrdQuoting();
-  for (const piece of edited) quoting.write(piece, quoted);
+  quoting.write(edited.length === 1 ? edited[0]! : Buffer.concat(edited), quoted);
   quoting.end(quoted);
   return Buffer.concat(quoted);
 }

@@ -139,47 +139,49 @@ export class HeaderEditing {
 
   /**
    * Collects the start of a header-section line until it can be classified (continuation,
-   * blank line, header field with a name, or other line). Returns the new position.
+   * blank line, header field with a name, or other line). Returns the new position. A line
+   * start found whole within the chunk is passed on as a slice of it; only one that runs past
+   * the chunk's end is gathered in `prefix`.
    */
   private scanLineStart(chunk: Buffer, start: number): number {
-    let pos = start;
-    if (this.prefixLen === 0 && (chunk[pos] === SP || chunk[pos] === HTAB)) {
+    if (this.prefixLen === 0 && (chunk[start] === SP || chunk[start] === HTAB)) {
       // folded continuation: belongs to the field before it
       this.beginRest(this.keepField);
-      return pos;
+      return start;
     }
-    while (pos < chunk.length) {
+    const inChunk = this.prefixLen === 0;
+    const room = MAX_FIELD_PREFIX - this.prefixLen;
+    const limit = Math.min(chunk.length, start + room);
+    let pos = start;
+    while (pos < limit) {
       const b = chunk[pos++];
-      this.prefix[this.prefixLen++] = b;
+      if (b !== LF && b !== COLON) continue;
+      const line = inChunk ? chunk.subarray(start, pos) : this.takePrefix(chunk, start, pos);
       if (b === LF) {
-        const line = this.takePrefix();
         const blank = line.length === 1 || (line.length === 2 && line[0] === CR);
         if (blank) this.pushMissing();
         this.push(line);
-        if (blank) {
-          this.inBody = true;
-        } else {
-          this.keepField = true;
-        }
+        if (blank) this.inBody = true;
+        else this.keepField = true;
         return pos;
       }
-      if (b === COLON) {
-        const name = fieldName(this.prefix, this.prefixLen - 1);
-        this.keepField = name === null || !STRIPPED.has(name);
-        if (name !== null) this.missing.delete(name);
-        const line = this.takePrefix();
-        if (this.keepField) this.push(line);
-        this.beginRest(this.keepField);
-        return pos;
-      }
-      if (this.prefixLen === MAX_FIELD_PREFIX) {
-        // far too long for a field name: some other line, kept as it is
-        this.keepField = true;
-        this.push(this.takePrefix());
-        this.beginRest(true);
-        return pos;
-      }
+      const name = fieldName(line, line.length - 1);
+      this.keepField = name === null || !STRIPPED.has(name);
+      if (name !== null) this.missing.delete(name);
+      if (this.keepField) this.push(line);
+      this.beginRest(this.keepField);
+      return pos;
     }
+    if (pos - start === room) {
+      // far too long for a field name: some other line, kept as it is
+      this.keepField = true;
+      this.push(inChunk ? chunk.subarray(start, pos) : this.takePrefix(chunk, start, pos));
+      this.beginRest(true);
+      return pos;
+    }
+    // the chunk ends inside the line start: kept until the next chunk
+    chunk.copy(this.prefix, this.prefixLen, start, pos);
+    this.prefixLen += pos - start;
     return pos;
   }
 
@@ -188,10 +190,13 @@ export class HeaderEditing {
     this.atLineStart = false;
   }
 
-  private takePrefix(): Buffer {
-    const copy = Buffer.from(this.prefix.subarray(0, this.prefixLen));
+  /** The line start gathered in `prefix` followed by `chunk[start, end)`, as one new buffer. */
+  private takePrefix(chunk: Buffer, start: number, end: number): Buffer {
+    const line = Buffer.allocUnsafe(this.prefixLen + end - start);
+    this.prefix.copy(line, 0, 0, this.prefixLen);
+    chunk.copy(line, this.prefixLen, start, end);
     this.prefixLen = 0;
-    return copy;
+    return line;
   }
 }
 

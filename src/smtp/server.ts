@@ -193,10 +193,12 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       sessionLog(session).info({ client: session.remoteAddress, deadline: kind, elapsedMs, bytes }, 'timeout exceeded'),
 
     onConnect(session, callback) {
-      sessionLog(session).info(
-        { client: session.remoteAddress, port: session.localPort, listener: options.kind },
-        'connect',
-      );
+      // the session's child logger is made when something is logged (most sessions log nothing below info)
+      if (logger.isLevelEnabled('info'))
+        sessionLog(session).info(
+          { client: session.remoteAddress, port: session.localPort, listener: options.kind },
+          'connect',
+        );
       const outside = options.kind === 'mx' && !policy.mayRelay(clientOf(session));
       if (outside) options.checks?.connected(session, sessionLog(session));
       const pause = outside ? settings.greetPauseMs : 0;
@@ -241,6 +243,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
 
     onClose(session) {
       closed.add(session);
+      if (!logger.isLevelEnabled('info')) return;
       const user = typeof session.user === 'string' ? { user: session.user } : {};
       const activity = server.activityOf(session)?.summary();
       sessionLog(session).info({ client: session.remoteAddress, ...user, ...activity }, 'disconnect');
@@ -381,7 +384,10 @@ async function receive(
     recipients,
   });
   const { envelope } = pending;
-  const log = options.logger.child({ sessionId: session.id, queueId: envelope.id });
+  // the message's child logger is made on first use: below info, a delivered message logs nothing
+  let messageLog: Logger | undefined;
+  const log = () => (messageLog ??= options.logger.child({ sessionId: session.id, queueId: envelope.id }));
+  const info = options.logger.isLevelEnabled('info');
   try {
     const hops = new HopCounter();
     // a client that drops mid-DATA errors `stream`, which ends the write with that error
@@ -395,7 +401,7 @@ async function receive(
       throw new SmtpReplyError(554, `5.4.6 Too many hops (${hops.hops} Received headers): mail forwarding loop`);
     if (check !== null) {
       const verdict = await check.finish();
-      log.info({ ...verdict.summary, refused: verdict.refusal?.message }, 'authentication');
+      log().info({ ...verdict.summary, refused: verdict.refusal?.message }, 'authentication');
       if (verdict.refusal !== null) throw verdict.refusal;
       envelope.addedHeaders = verdict.headers;
     }
@@ -404,34 +410,35 @@ async function receive(
     const direct = await options.deliverNow(envelope, pending.messageInMemory() ?? (() => pending.openData()));
     if (direct === 'delivered') {
       const recipient = envelope.recipients[0]!;
-      log.info({ ...accepted, direct: true }, 'queued');
+      if (info) log().info({ ...accepted, direct: true }, 'queued');
       countReceived();
-      log.info(
-        {
-          to: recipient.address,
-          user: recipient.target.kind === 'local' ? recipient.target.user : undefined,
-          status: 'sent',
-          direct: true,
-          delay: { total: Date.now() - envelope.receivedAt },
-        },
-        'delivered',
-      );
+      if (info)
+        log().info(
+          {
+            to: recipient.address,
+            user: recipient.target.kind === 'local' ? recipient.target.user : undefined,
+            status: 'sent',
+            direct: true,
+            delay: { total: Date.now() - envelope.receivedAt },
+          },
+          'delivered',
+        );
       countDelivered('local', Date.now() - envelope.receivedAt);
       await pending.discard();
-      log.info('removed');
+      if (info) log().info('removed');
       return envelope.id;
     }
     const localUsers = recipients.flatMap((r) => (r.target.kind === 'local' ? [r.target.user] : []));
     if (direct === 'mailbox-full') throw options.policy.mailboxFull(localUsers[0]!);
     await options.policy.checkMessageFits(localUsers, size);
     const entry = await pending.commit();
-    log.info(accepted, 'queued');
+    log().info(accepted, 'queued');
     countReceived();
     try {
       options.onQueued(entry);
     } catch (err) {
       // the message is on disk: the queue manager picks it up at the latest at the next start
-      log.error({ err }, 'queued message not scheduled');
+      log().error({ err }, 'queued message not scheduled');
     }
     return envelope.id;
   } catch (err) {
