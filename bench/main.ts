@@ -12,10 +12,10 @@
 //                                          # told by its greeting (give one SMTP and/or one POP3)
 //   npm run bench -- --compare 127.0.0.1:2525 --compare-mbox var/mail/bench
 //                                          # compare with a running server instead of the reference
-//   options: --connections 1,10,50,200 --messages 2000 --size 1024 (SMTP, one message per
+//   options: --connections 1,10,50,200 --messages 5000 --size 1024 (SMTP, one message per
 //            connection; --large-messages 1000 --large-size 100k at --large-connections 10)
 //            --big 100000x10k --small 10000x4k (POP3 mailboxes) --reps 20 --cold-reps 2
-//            --dele-reps 2 --smtp-warm-up 2000 (untimed messages before each SMTP run; 0: none)
+//            --dele-reps 2 --smtp-warm-up 5000 (untimed messages before each SMTP run; 0: none)
 //            --inflight 32 --generator smtp-source|node --pass bench
 //            --pop3 cold,warm,retr,dele (the POP3 scenarios to run: login+STAT cold, login+STAT warm,
 //            RETR of everything, DELE 1 + QUIT; e.g. `--suite pop3 --pop3 retr` skips the slow 1 GB ones)
@@ -105,7 +105,7 @@ const mailboxSpec = (text: string | undefined, fallback: string, name: string) =
 };
 const opts = {
   connections: (a.connections ?? '1,10,50,200').split(',').map(Number),
-  messages: num(a.messages, quick ? 500 : 2000),
+  messages: num(a.messages, quick ? 500 : 5000),
   size: parseBytes(a.size!, 'size'),
   largeMessages: num(a['large-messages'], quick ? 200 : 1000),
   largeSize: parseBytes(a['large-size']!, 'large-size'),
@@ -115,7 +115,7 @@ const opts = {
   reps: num(a.reps, quick ? 10 : 20),
   coldReps: num(a['cold-reps'], quick ? 1 : 2),
   deleReps: num(a['dele-reps'], quick ? 1 : 2),
-  smtpWarmUp: num(a['smtp-warm-up'], quick ? 200 : 2000),
+  smtpWarmUp: num(a['smtp-warm-up'], quick ? 200 : 5000),
   inflight: Number(a.inflight),
   generator: (a.generator ?? (existsSync(SMTP_SOURCE) ? 'smtp-source' : 'node')) as 'smtp-source' | 'node',
   idle: (a.idle ?? (quick ? '200,1000,2000' : '200,1000,2500,5000,10000')).split(',').map(Number),
