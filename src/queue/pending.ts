@@ -73,22 +73,33 @@ export class PendingEntry<Entry> {
 
   /** Reads the whole message from `source`; returns its size. */
   async write(source: AsyncIterable<Buffer>): Promise<number> {
-    for await (const chunk of source) {
-      this.size += chunk.length;
-      if (this.chunks !== null && this.size <= this.options.memoryLimit && this.options.budget.take(chunk.length)) {
-        this.held += chunk.length;
-        this.chunks.push(chunk);
-        continue;
-      }
-      if (this.file === null) await this.spill();
-      await writeAll(this.file!, [chunk]);
-    }
+    for await (const chunk of source) await this.take(chunk);
     return this.size;
+  }
+
+  /**
+   * The next chunk of the message. Held in memory while it fits (nothing to wait for: undefined);
+   * else written to the temporary file, and the next chunk must wait for the promise.
+   */
+  take(chunk: Buffer): Promise<void> | undefined {
+    this.size += chunk.length;
+    if (this.chunks !== null && this.size <= this.options.memoryLimit && this.options.budget.take(chunk.length)) {
+      this.held += chunk.length;
+      this.chunks.push(chunk);
+      return undefined;
+    }
+    return this.writeToFile(chunk);
+  }
+
+  private async writeToFile(chunk: Buffer): Promise<void> {
+    if (this.file === null) await this.spill();
+    await writeAll(this.file!, [chunk]);
   }
 
   /** The whole message in one buffer, if it is held in memory; null if it went to disk. */
   messageInMemory(): Buffer | null {
-    return this.chunks === null ? null : Buffer.concat(this.chunks, this.size);
+    if (this.chunks === null) return null;
+    return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
   }
 
   /** Bytes of the message received (and prepended) so far. */

@@ -25,6 +25,7 @@ import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
 import { smtpProtocolLogger } from '../protocol-log.js';
+import { MessageIntake } from './message-intake.js';
 import { isOutOfSpace } from '../fsutil.js';
 import { type SmtpPolicy, SmtpReplyError, type SmtpClientIdentity } from './policy.js';
 
@@ -390,9 +391,11 @@ async function receive(
   const info = options.logger.isLevelEnabled('info');
   try {
     const hops = new HopCounter();
+    const intake = new MessageIntake(settings.messageSizeLimit, hops, progress);
     // a client that drops mid-DATA errors `stream`, which ends the write with that error
-    const received = withinLimit(stream, settings.messageSizeLimit, hops, progress);
-    let size = await pending.write(check === null ? received : check.pass(received));
+    if (check === null) await intake.feed(stream, (chunk) => pending.take(chunk));
+    else await pending.write(check.pass(intake.chunks(stream)));
+    let size = pending.messageSize;
     progress.complete = true;
     if (stream.sizeExceeded) {
       throw new SmtpReplyError(552, `5.3.4 Message size exceeds fixed limit of ${settings.messageSizeLimit} bytes`);
@@ -444,28 +447,6 @@ async function receive(
   } catch (err) {
     await pending.discard();
     throw err;
-  }
-}
-
-/**
- * The message's chunks until it exceeds the limit, each shown to the hop counter; the rest is
- * dropped: an oversized message is refused at the end of DATA anyway, and must not fill the
- * queue directory or memory first.
- */
-async function* withinLimit(
-  stream: SMTPServerDataStream,
-  limit: number,
-  hops: HopCounter,
-  progress: DataProgress,
-): AsyncGenerator<Buffer> {
-  let seen = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    progress.lastChunkAt = Date.now();
-    const before = seen;
-    seen += chunk.length;
-    if (before > limit) continue;
-    hops.observe(chunk);
-    yield chunk;
   }
 }
 
