@@ -35,14 +35,13 @@ export class MessageIntake {
   }
 
   /**
-   * Hands every admitted chunk to `take`, the stream paused while a take is in progress.
-   * Resolves at the stream's end once the last take is done. Rejects when the stream fails or
-   * closes before its end (a client gone mid-DATA), or when a take fails: the stream is then
-   * destroyed, as a `for await` loop left by an error would.
+   * Hands every admitted chunk to `take`, the stream paused while a take is in progress, and
+   * resolves at the stream's end (which comes after the last take, as the stream is paused).
+   * Rejects when the stream fails or closes before its end (a client gone mid-DATA), or when a
+   * take fails: the stream is then destroyed, as a `for await` loop left by an error would.
    */
   feed(stream: Readable, take: ChunkTaker): Promise<void> {
     return new Promise((resolve, reject) => {
-      let taking: Promise<void> | undefined;
       let settled = false;
       const settle = (err?: Error) => {
         if (settled) return;
@@ -55,9 +54,8 @@ export class MessageIntake {
         const wait = take(chunk);
         if (wait === undefined) return;
         stream.pause();
-        taking = wait.then(
+        wait.then(
           () => {
-            taking = undefined;
             if (!settled) stream.resume();
           },
           (err: Error) => {
@@ -66,10 +64,7 @@ export class MessageIntake {
           },
         );
       });
-      stream.on('end', () => {
-        if (taking === undefined) settle();
-        else void taking.then(() => settle());
-      });
+      stream.on('end', () => settle());
       stream.on('error', settle);
       stream.on('close', () => {
         if (!stream.readableEnded) settle(new Error('the message stream closed before its end'));
