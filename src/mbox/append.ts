@@ -385,7 +385,7 @@ export class MailboxSession {
         // a batch of one message held in memory: one O_DSYNC write; more share one fsync (one
         // flush for all instead of one each), and a streamed message is written in pieces
         const handle = messages.length === 1 && Buffer.isBuffer(ready.body) ? this.syncedHandle : this.handle;
-        const outcome = await appendLocked(handle, this.tail, { ...limits, mailboxPath: path }, message, ready);
+        const outcome = await appendLocked(handle, this.tail, path, limits.sizeLimit, message, ready);
         if (handle === this.handle || outcome instanceof Error) needsFsync = true;
         outcomes.push(outcome);
         this.tail = outcome instanceof Error ? null : { size: outcome.offset + outcome.bytes, padding: '' };
@@ -461,17 +461,18 @@ async function mailboxTail(handle: FileHandle): Promise<MailboxTail> {
 }
 
 /**
- * One message onto an open, locked mailbox that ends at `tail`. A failed message is truncated
- * away and returned as its error; throws only when even the truncation failed.
+ * One message onto the open, locked mailbox at `path` that ends at `tail` (`sizeLimit` 0: no
+ * limit). A failed message is truncated away and returned as its error; throws only when even
+ * the truncation failed.
  */
 async function appendLocked(
   handle: FileHandle,
   tail: MailboxTail,
-  target: MailboxTarget,
+  path: string,
+  sizeLimit: number,
   message: MessageToAppend,
   rendered: Rendered,
 ): Promise<AppendResult | Error> {
-  const { mailboxPath: path, sizeLimit } = target;
   /** the old size, which a failed append truncates back to */
   let oldSize = -1;
   let writer: MailboxWriter | null = null;
@@ -479,7 +480,7 @@ async function appendLocked(
     if (sizeLimit > 0 && tail.size >= sizeLimit) throw new MailboxFullError(path, sizeLimit);
     const { padding } = tail;
     const offset = tail.size + padding.length;
-    await message.beforeWrite?.(offset);
+    if (message.beforeWrite !== undefined) await message.beforeWrite(offset);
     oldSize = tail.size;
     const head = Buffer.from(padding + rendered.from, 'utf8');
     if (Buffer.isBuffer(rendered.body)) {

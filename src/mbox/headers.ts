@@ -68,7 +68,8 @@ export class HeaderEditing {
   private inBody = false;
   /** at the start of a header-section line (collecting its first bytes in `prefix`) */
   private atLineStart = true;
-  private readonly prefix = Buffer.allocUnsafe(MAX_FIELD_PREFIX);
+  /** made when a line start first runs past a chunk's end (most messages come in one piece) */
+  private prefix: Buffer | null = null;
   private prefixLen = 0;
   /** whether the rest of the current line is passed on */
   private keepLine = true;
@@ -112,7 +113,7 @@ export class HeaderEditing {
     this.pushAdded();
     // an unfinished first part of a last line without a colon: not a header, keep it
     const unfinishedLine = this.prefixLen > 0 || !this.atLineStart;
-    if (this.prefixLen > 0) this.push(Buffer.from(this.prefix.subarray(0, this.prefixLen)));
+    if (this.prefix !== null && this.prefixLen > 0) this.push(Buffer.from(this.prefix.subarray(0, this.prefixLen)));
     if (!this.inBody && this.missing.size > 0) {
       if (unfinishedLine) this.push(CRLF_BUF);
       this.pushMissing();
@@ -180,6 +181,7 @@ export class HeaderEditing {
       return pos;
     }
     // the chunk ends inside the line start: kept until the next chunk
+    this.prefix ??= Buffer.allocUnsafe(MAX_FIELD_PREFIX);
     chunk.copy(this.prefix, this.prefixLen, start, pos);
     this.prefixLen += pos - start;
     return pos;
@@ -193,7 +195,7 @@ export class HeaderEditing {
   /** The line start gathered in `prefix` followed by `chunk[start, end)`, as one new buffer. */
   private takePrefix(chunk: Buffer, start: number, end: number): Buffer {
     const line = Buffer.allocUnsafe(this.prefixLen + end - start);
-    this.prefix.copy(line, 0, 0, this.prefixLen);
+    this.prefix?.copy(line, 0, 0, this.prefixLen);
     chunk.copy(line, this.prefixLen, start, end);
     this.prefixLen = 0;
     return line;

@@ -50,7 +50,6 @@ export class PendingEntry<Entry> {
   readonly envelope: Envelope;
   /** the queue file's envelope line, made only when the message goes to disk */
   private headerLine: Buffer | null = null;
-  private readonly tmpPath: string;
   private chunks: Buffer[] | null = [];
   /** bytes taken from the memory budget */
   private held = 0;
@@ -59,7 +58,11 @@ export class PendingEntry<Entry> {
 
   constructor(private readonly options: PendingEntryOptions<Entry>) {
     this.envelope = options.envelope;
-    this.tmpPath = join(options.dir, `${options.envelope.id}.tmp`);
+  }
+
+  /** the temporary file, once the message goes to disk (most are delivered from memory) */
+  private get tmpPath(): string {
+    return join(this.options.dir, `${this.envelope.id}.tmp`);
   }
 
   get id(): string {
