@@ -24,15 +24,21 @@ function deferred() {
   return { promise, resolve, reject };
 }
 
+/** A feed of a fresh stream noting each chunk taken; `answer` gives a take's result by its number (1, 2, ...). */
+function feeding(limit = 1000, answer: (n: number) => Promise<void> | undefined = () => undefined) {
+  const { intake: reader, hops, progress } = intake(limit);
+  const stream = new PassThrough();
+  const taken: string[] = [];
+  const done = reader.feed(stream, (chunk) => {
+    taken.push(chunk.toString());
+    return answer(taken.length);
+  });
+  return { stream, taken, done, hops, progress };
+}
+
 describe('MessageIntake.feed', () => {
   it('hands over every chunk in order and counts the Received headers', async () => {
-    const { intake: reader, hops, progress } = intake();
-    const stream = new PassThrough();
-    const taken: string[] = [];
-    const done = reader.feed(stream, (chunk) => {
-      taken.push(chunk.toString());
-      return undefined;
-    });
+    const { stream, taken, done, hops, progress } = feeding();
     stream.write('Received: a\r\nReceived: b\r\n');
     stream.end('\r\nbody\r\n');
     await done;
@@ -42,13 +48,7 @@ describe('MessageIntake.feed', () => {
   });
 
   it('drops the chunks that begin past the limit', async () => {
-    const { intake: reader } = intake(10);
-    const stream = new PassThrough();
-    const taken: string[] = [];
-    const done = reader.feed(stream, (chunk) => {
-      taken.push(chunk.toString());
-      return undefined;
-    });
+    const { stream, taken, done } = feeding(10);
     for (const piece of ['12345678', '90abcdef', 'ghij', 'klmn']) {
       stream.write(piece);
       await new Promise((resolve) => setImmediate(resolve));
@@ -60,19 +60,12 @@ describe('MessageIntake.feed', () => {
   });
 
   it('holds the stream back while a take is in progress, and ends only after it', async () => {
-    const { intake: reader } = intake();
-    const stream = new PassThrough();
     const slow = deferred();
-    const taken: string[] = [];
+    const { stream, taken, done: fed } = feeding(1000, (n) => (n === 1 ? slow.promise : undefined));
     let ended = false;
-    const done = reader
-      .feed(stream, (chunk) => {
-        taken.push(chunk.toString());
-        return taken.length === 1 ? slow.promise : undefined;
-      })
-      .then(() => {
-        ended = true;
-      });
+    const done = fed.then(() => {
+      ended = true;
+    });
     const paused = new Promise((resolve) => stream.once('pause', resolve));
     stream.write('first');
     await paused;
