@@ -12,6 +12,7 @@ import { SmtpReplyError } from '../smtp/policy.js';
 import { authenticationResults, type MethodResult } from './auth-results.js';
 import type { CheckDns } from './dns-lookup.js';
 import { ForgedResultsFilter } from './forged-results.js';
+import type { ChunkTaker } from '../smtp/message-intake.js';
 import { spfResult, type SpfOutcome } from './sender-check.js';
 
 export type CheckMode = 'off' | 'tag' | 'enforce';
@@ -63,27 +64,31 @@ export class MessageCheck {
     return this.settings.dkim !== 'off' || this.settings.dmarc !== 'off';
   }
 
-  /** The message's chunks as received in, the chunks to store out (forged results removed); verifies on the way. */
-  async *pass(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-    let complete = false;
-    try {
-      for await (const chunk of source) {
-        const out: Buffer[] = [];
-        const inHeader = !this.filter.headerDone;
-        this.filter.write(chunk, out);
-        if (this.verifying) await this.feed(chunk, inHeader);
-        yield* out;
-      }
-      const out: Buffer[] = [];
-      this.filter.end(out);
-      yield* out;
-      if (this.verifying && this.verification === null) this.startVerifier();
-      this.input?.end();
-      complete = true;
-    } finally {
-      // a message cut off (client gone, write failed): the verifier stops too
-      if (!complete) this.input?.destroy(new Error('message not received'));
-    }
+  /**
+   * One chunk of the message as received: what the forged-results filter lets through goes to
+   * `store`, and the chunk to the DKIM verifier. After the last chunk, end(); if the message is
+   * cut off (client gone, a write failed), abort().
+   */
+  async take(chunk: Buffer, store: ChunkTaker): Promise<void> {
+    const out: Buffer[] = [];
+    const inHeader = !this.filter.headerDone;
+    this.filter.write(chunk, out);
+    if (this.verifying) await this.feed(chunk, inHeader);
+    for (const piece of out) await store(piece);
+  }
+
+  /** The message is all in: the rest the filter held goes to `store`, and the verifier gets the end. */
+  async end(store: ChunkTaker): Promise<void> {
+    const out: Buffer[] = [];
+    this.filter.end(out);
+    for (const piece of out) await store(piece);
+    if (this.verifying && this.verification === null) this.startVerifier();
+    this.input?.end();
+  }
+
+  /** The message was cut off: the verifier stops too. */
+  abort(): void {
+    this.input?.destroy(new Error('message not received'));
   }
 
   private async feed(chunk: Buffer, inHeader: boolean): Promise<void> {
@@ -128,7 +133,7 @@ export class MessageCheck {
     for (const chunk of held) input.write(chunk);
   }
 
-  /** The verdict, once the whole message has passed through pass(). */
+  /** The verdict, once the whole message has passed through take() and end(). */
   async finish(): Promise<CheckVerdict> {
     const { settings } = this;
     const spf = this.spf === null ? null : await this.spf;

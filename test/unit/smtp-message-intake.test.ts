@@ -100,22 +100,3 @@ describe('MessageIntake.feed', () => {
     await assert.rejects(closed, /closed before its end/);
   });
 });
-
-describe('MessageIntake.chunks', () => {
-  it('gives the admitted chunks as an async iterable', async () => {
-    const { intake: reader, hops } = intake(5);
-    const stream = new PassThrough();
-    const pieces: string[] = [];
-    const reading = (async () => {
-      for await (const chunk of reader.chunks(stream)) pieces.push(chunk.toString());
-    })();
-    for (const piece of ['Received: x\r\n', '\r\n', 'y']) {
-      stream.write(piece);
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    stream.end();
-    await reading;
-    assert.deepEqual(pieces, ['Received: x\r\n']);
-    assert.equal(hops.hops, 1);
-  });
-});
