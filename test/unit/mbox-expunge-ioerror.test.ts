@@ -11,7 +11,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { expungeMessages } from '../../src/mbox/expunge.js';
+import { type ExpungeOptions, type ExpungeResult, expungeMessages } from '../../src/mbox/expunge.js';
 import { journalPathOf } from '../../src/mbox/expunge-journal.js';
 import { Maildrop } from '../../src/pop3/maildrop.js';
 import { expectedRead, pythonRead, snapshotOf, writeMailbox } from '../support/mbox-expunge-fixtures.js';
@@ -58,39 +58,40 @@ const COUNT = 40;
 const DELETED = [0, 1, 2, 3, 10, 20];
 const KEPT = Array.from({ length: COUNT }, (_, n) => n).filter((n) => !DELETED.includes(n));
 
-async function mailbox(name: string): Promise<string> {
+/**
+ * Deletes DELETED from a fresh mailbox `name` (COUNT messages, copied 512 bytes at a time) while
+ * `fault` makes its writes or fdatasyncs fail; the mailbox's path and what the update answered.
+ */
+async function expungeFailing(
+  name: string,
+  fault: { op: 'write' | 'datasync'; from: number; count: number },
+  tuning: Partial<ExpungeOptions> = {},
+): Promise<{ path: string; answered: ExpungeResult }> {
   const path = join(dir, name);
   await writeMailbox(path, COUNT);
-  return path;
-}
-
-test('a passing write error mid-copy: the update is redone at once from its journal and completes', async () => {
-  const path = await mailbox('alice');
   const snapshot = await snapshotOf(path);
-  Object.assign(failing, { path, op: 'write', from: 3, count: 1, seen: 0 });
-  const result = await expungeMessages(snapshot, new Set(DELETED), {
+  Object.assign(failing, { path, ...fault, seen: 0 });
+  const answered = await expungeMessages(snapshot, new Set(DELETED), {
     journalDir,
     lockTimeoutMs: 1000,
     chunkBytes: 512,
+    ...tuning,
   });
+  return { path, answered };
+}
+
+test('a passing write error mid-copy: the update is redone at once from its journal and completes', async () => {
+  const { path, answered } = await expungeFailing('alice', { op: 'write', from: 3, count: 1 });
   assert.equal(failing.count, 0, 'the error did happen');
-  assert.equal(result.removed, DELETED.length);
+  assert.equal(answered.removed, DELETED.length);
   assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
   await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'no journal left');
 });
 
 test('a failing background fdatasync: the update is redone at once from its journal and completes', async () => {
-  const path = await mailbox('carol');
-  const snapshot = await snapshotOf(path);
-  Object.assign(failing, { path, op: 'datasync', from: 1, count: 1, seen: 0 });
-  const result = await expungeMessages(snapshot, new Set(DELETED), {
-    journalDir,
-    lockTimeoutMs: 1000,
-    chunkBytes: 512,
-    flushBytes: 1024,
-  });
+  const { path, answered } = await expungeFailing('carol', { op: 'datasync', from: 1, count: 1 }, { flushBytes: 1024 });
   assert.equal(failing.count, 0, 'the error did happen');
-  assert.equal(result.removed, DELETED.length);
+  assert.equal(answered.removed, DELETED.length);
   assert.deepEqual(await pythonRead(path), expectedRead(KEPT));
   await assert.rejects(fs.access(journalPathOf(journalDir, path)), 'no journal left');
 });
@@ -100,15 +101,7 @@ for (const { copy, waitForCopyBytes, user } of [
   { copy: 'long, after the answer', waitForCopyBytes: 0, user: 'dan' },
 ]) {
   test(`a lasting write error (copy ${copy}): completion fails, the next POP3 open finishes the update`, async () => {
-    const path = await mailbox(user);
-    const snapshot = await snapshotOf(path);
-    Object.assign(failing, { path, op: 'write', from: 3, count: 1000, seen: 0 });
-    const answered = await expungeMessages(snapshot, new Set(DELETED), {
-      journalDir,
-      lockTimeoutMs: 1000,
-      chunkBytes: 512,
-      waitForCopyBytes,
-    });
+    const { path, answered } = await expungeFailing(user, { op: 'write', from: 3, count: 1000 }, { waitForCopyBytes });
     assert.equal(answered.removed, DELETED.length, 'answered: the update is committed');
     await assert.rejects(answered.completion, /EIO/);
     await fs.access(journalPathOf(journalDir, path)); // the plan is kept
