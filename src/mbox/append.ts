@@ -1,9 +1,10 @@
 // Appends messages to an mbox file under the dotlock: From_ line, edited headers and the
 // mboxrd-quoted body (streamed, or rendered in one pass when held in memory), fsynced; any
 // failure truncates the file back (no partial mail). A MailboxSession keeps the lock and the
-// open file for several batches, each with one fsync; a batch of one message held in memory
-// (the usual case unless many arrive at once) is one write through a second descriptor opened
-// with O_DSYNC, durable when it returns: one thread-pool round trip instead of two.
+// open file for several batches, each with one fsync; a batch held in memory (small messages,
+// none needing a note before its write) is one write through a second descriptor opened with
+// O_DSYNC, durable when it returns: one thread-pool round trip for the batch instead of a write
+// per message and an fsync.
 import { constants, promises as fs } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -303,7 +304,7 @@ export class MailboxSession {
     private readonly target: MailboxTarget,
     readonly lock: Dotlock,
     private readonly handle: FileHandle,
-    /** the same file opened with O_DSYNC: a batch of one message held in memory is written through it */
+    /** the same file opened with O_DSYNC: a batch held in memory is written through it */
     private readonly syncedHandle: FileHandle,
     opened: { created: boolean; tail: MailboxTail },
   ) {
@@ -370,33 +371,10 @@ export class MailboxSession {
     limits: MailboxTarget = this.target,
   ): Promise<(AppendResult | Error)[]> {
     const path = this.target.mailboxPath;
-    const outcomes: (AppendResult | Error)[] = [];
     this.tail ??= await mailboxTail(this.handle);
     const batchStart = this.tail.size;
-    let needsFsync = false;
-    for (const [index, message] of messages.entries()) {
-      const ready = prepared[index]!;
-      try {
-        if (ready instanceof Error) {
-          outcomes.push(ready);
-          continue;
-        }
-        this.tail ??= await mailboxTail(this.handle);
-        // a batch of one message held in memory: one O_DSYNC write; more share one fsync (one
-        // flush for all instead of one each), and a streamed message is written in pieces
-        const handle = messages.length === 1 && Buffer.isBuffer(ready.body) ? this.syncedHandle : this.handle;
-        const outcome = await appendLocked(handle, this.tail, path, limits.sizeLimit, message, ready);
-        if (handle === this.handle || outcome instanceof Error) needsFsync = true;
-        outcomes.push(outcome);
-        this.tail = outcome instanceof Error ? null : { size: outcome.offset + outcome.bytes, padding: '' };
-      } catch (fatal) {
-        // the file could not be truncated back: append nothing more after the damage
-        this.broken = true;
-        for (const rest of messages.slice(index)) dropSource(rest);
-        outcomes.push(...messages.slice(index).map(() => fatal as Error));
-        break;
-      }
-    }
+    const inOneWrite = await this.writeInOne(messages, prepared, limits.sizeLimit);
+    const { outcomes, needsFsync } = inOneWrite ?? (await this.writeEach(messages, prepared, limits.sizeLimit));
     const end = this.tail?.size;
     if (end === batchStart) return outcomes; // nothing written: nothing to make durable
     try {
@@ -416,6 +394,84 @@ export class MailboxSession {
       ),
     );
     return outcomes;
+  }
+
+  /**
+   * A batch of several messages held in memory, none with a beforeWrite, in one write through the
+   * O_DSYNC descriptor: durable when it returns, one thread-pool round trip for the whole batch
+   * (instead of a write each and an fsync). A message that would pass the size limit is left
+   * out with its MailboxFullError. null: not such a batch, or the write failed and was undone;
+   * the batch then goes message by message (writeEach), so each gets its own outcome.
+   */
+  private async writeInOne(
+    messages: MessageToAppend[],
+    prepared: PreparedMessage[],
+    sizeLimit: number,
+  ): Promise<WrittenBatch | null> {
+    const inMemory = (ready: PreparedMessage, i: number) =>
+      ready instanceof Error || (Buffer.isBuffer(ready.body) && messages[i]!.beforeWrite === undefined);
+    if (messages.length < 2 || !prepared.every(inMemory)) return null;
+    const start = this.tail!;
+    let tail = start;
+    const buffers: Buffer[] = [];
+    const outcomes = prepared.map((ready): AppendResult | Error => {
+      if (ready instanceof Error) return ready;
+      const body = ready.body as Buffer;
+      const placed = placeInMemory(tail, this.target.mailboxPath, sizeLimit, ready.from, body);
+      if (placed instanceof Error) return placed;
+      buffers.push(placed.head, body);
+      tail = { size: placed.offset + placed.bytes, padding: '' };
+      return { offset: placed.offset, bytes: placed.bytes };
+    });
+    try {
+      await writeAll(this.syncedHandle, buffers);
+    } catch {
+      // undone here and tried again one by one, where a failure is reported and handled per message
+      try {
+        await this.handle.truncate(start.size);
+      } catch (err) {
+        this.broken = true;
+        throw new MailboxIOError(this.target.mailboxPath, 'append failed and truncating back failed', err);
+      }
+      return null;
+    }
+    this.tail = tail;
+    return { outcomes, needsFsync: false };
+  }
+
+  /** The batch one message after another, through appendLocked; needsFsync unless each write was durable itself. */
+  private async writeEach(
+    messages: MessageToAppend[],
+    prepared: PreparedMessage[],
+    sizeLimit: number,
+  ): Promise<WrittenBatch> {
+    const path = this.target.mailboxPath;
+    const outcomes: (AppendResult | Error)[] = [];
+    let needsFsync = false;
+    for (const [index, message] of messages.entries()) {
+      const ready = prepared[index]!;
+      try {
+        if (ready instanceof Error) {
+          outcomes.push(ready);
+          continue;
+        }
+        this.tail ??= await mailboxTail(this.handle);
+        // a batch of one message held in memory: one O_DSYNC write; more share one fsync (one
+        // flush for all instead of one each), and a streamed message is written in pieces
+        const handle = messages.length === 1 && Buffer.isBuffer(ready.body) ? this.syncedHandle : this.handle;
+        const outcome = await appendLocked(handle, this.tail, path, sizeLimit, message, ready);
+        if (handle === this.handle || outcome instanceof Error) needsFsync = true;
+        outcomes.push(outcome);
+        this.tail = outcome instanceof Error ? null : { size: outcome.offset + outcome.bytes, padding: '' };
+      } catch (fatal) {
+        // the file could not be truncated back: append nothing more after the damage
+        this.broken = true;
+        for (const rest of messages.slice(index)) dropSource(rest);
+        outcomes.push(...messages.slice(index).map(() => fatal as Error));
+        break;
+      }
+    }
+    return { outcomes, needsFsync };
   }
 
   /** The mailbox's size as this session last saw it (null: unknown after a failure). */
@@ -449,6 +505,12 @@ interface Rendered {
   body: Buffer | Transform;
 }
 
+/** What writing a batch came to: one outcome per message; whether the writes still need an fsync. */
+interface WrittenBatch {
+  outcomes: (AppendResult | Error)[];
+  needsFsync: boolean;
+}
+
 /** Where the locked mailbox ends and what the next From_ line needs before it. */
 interface MailboxTail {
   size: number;
@@ -458,6 +520,25 @@ interface MailboxTail {
 async function mailboxTail(handle: FileHandle): Promise<MailboxTail> {
   const { size } = await handle.stat();
   return { size, padding: await separatorPadding(handle, size) };
+}
+
+/**
+ * Where a message held in memory goes at the mailbox's end `tail`: the bytes before its body
+ * (padding and From_ line), its offset and its length up to its blank separator line; a
+ * MailboxFullError if it would take the mailbox past `sizeLimit` (0: no limit).
+ */
+function placeInMemory(
+  tail: MailboxTail,
+  path: string,
+  sizeLimit: number,
+  from: string,
+  body: Buffer,
+): { head: Buffer; offset: number; bytes: number } | MailboxFullError {
+  const head = Buffer.from(tail.padding + from, 'utf8');
+  const length = head.length + body.length;
+  if (sizeLimit > 0 && (tail.size >= sizeLimit || tail.size + length > sizeLimit))
+    return new MailboxFullError(path, sizeLimit);
+  return { head, offset: tail.size + tail.padding.length, bytes: length - tail.padding.length };
 }
 
 /**
@@ -482,14 +563,14 @@ async function appendLocked(
     const offset = tail.size + padding.length;
     if (message.beforeWrite !== undefined) await message.beforeWrite(offset);
     oldSize = tail.size;
-    const head = Buffer.from(padding + rendered.from, 'utf8');
     if (Buffer.isBuffer(rendered.body)) {
       // held in memory: one write of the whole message
-      const length = head.length + rendered.body.length;
-      if (sizeLimit > 0 && oldSize + length > sizeLimit) throw new MailboxFullError(path, sizeLimit);
-      await writeAll(handle, [head, rendered.body]);
-      return { offset, bytes: length - padding.length };
+      const placed = placeInMemory(tail, path, sizeLimit, rendered.from, rendered.body);
+      if (placed instanceof Error) throw placed;
+      await writeAll(handle, [placed.head, rendered.body]);
+      return { offset, bytes: placed.bytes };
     }
+    const head = Buffer.from(padding + rendered.from, 'utf8');
     writer = new MailboxWriter(handle, path, head, sizeLimit > 0 ? sizeLimit - oldSize : Infinity, sizeLimit);
     await pipeline(message.source as Readable, rendered.body, writer);
     return { offset, bytes: writer.written - padding.length };

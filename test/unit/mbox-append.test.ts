@@ -1,6 +1,6 @@
 // Unit tests for src/mbox/append.ts: mbox content, truncate on failure, size limit, locking, Python reads it.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { promises as fs, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,10 +9,13 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import {
   appendMessage,
+  appendMessages,
   MailboxFullError,
   MailboxIOError,
   mailboxSize,
   type AppendOptions,
+  type AppendResult,
+  type MessageToAppend,
 } from '../../src/mbox/append.js';
 import { acquireDotlock, isWanted, MailboxLockedError } from '../../src/mbox/lock.js';
 import { eventually } from '../support/wait.js';
@@ -282,5 +285,96 @@ describe('appendMessage', () => {
     const messages = await pythonRead(path);
     assert.equal(messages.length, 1);
     assert.ok(messages[0].body.startsWith('>From start\n'));
+  });
+});
+
+/** A message held in memory (as a small received one is): `Subject: <subject>` and `body`. */
+function inMemory(subject: string, body: string): MessageToAppend {
+  return {
+    source: Buffer.from(`Subject: ${subject}\r\n\r\n${body}\r\n`, 'latin1'),
+    sender: 'alice@example.org',
+    date: DATE,
+    addHeaders: [],
+  };
+}
+
+/** The subjects of the messages in `path`, each read where its outcome says it is. */
+async function subjectsAtOffsets(path: string, outcomes: (AppendResult | Error)[]): Promise<(string | Error)[]> {
+  const file = await fs.readFile(path, 'latin1');
+  return outcomes.map((outcome) => {
+    if (outcome instanceof Error) return outcome;
+    const text = file.slice(outcome.offset, outcome.offset + outcome.bytes);
+    assert.match(text, /^From alice@example\.org /, 'the outcome starts at its From_ line');
+    assert.ok(text.endsWith('\n\n'), 'and ends with its blank separator line');
+    return /^Subject: (\S+)$/m.exec(text)![1]!;
+  });
+}
+
+describe('appendMessages, a batch held in memory', () => {
+  it('writes every message, each outcome delimiting its own, after what the mailbox held', async () => {
+    const path = newPath();
+    await fs.writeFile(path, 'From x@y Wed Nov 25 11:54:57 2026\nSubject: old\n\nno blank line at the end\n');
+    const target = { mailboxPath: path, sizeLimit: 0, lockTimeoutMs: 2000 };
+    const outcomes = await appendMessages(target, [
+      inMemory('one', 'a'),
+      inMemory('two', 'From b'),
+      inMemory('three', 'c'),
+    ]);
+    assert.deepEqual(await subjectsAtOffsets(path, outcomes), ['one', 'two', 'three']);
+    const last = outcomes[2] as AppendResult;
+    assert.equal(await mailboxSize(path), last.offset + last.bytes, 'the mailbox ends with the last message');
+    const read = await pythonRead(path);
+    assert.deepEqual(
+      read.map((m) => m.subject),
+      ['old', 'one', 'two', 'three'],
+    );
+    assert.equal(read[2]!.body, '>From b\n', 'quoted as any other');
+  });
+
+  it('leaves out a message that would pass the size limit, and writes those before and after it', async () => {
+    const path = newPath();
+    const small = (s: string) => inMemory(s, 'x');
+    const [one] = await appendMessages({ mailboxPath: newPath(), sizeLimit: 0, lockTimeoutMs: 2000 }, [small('a')]);
+    const each = (one as AppendResult).bytes;
+    const target = { mailboxPath: path, sizeLimit: 3 * each + 10, lockTimeoutMs: 2000 };
+    const outcomes = await appendMessages(target, [
+      small('a'),
+      inMemory('big', 'y'.repeat(2 * each)),
+      small('b'),
+      small('c'),
+      small('d'),
+    ]);
+    const subjects = await subjectsAtOffsets(path, outcomes);
+    assert.deepEqual(
+      subjects.slice(0, 4).map((s) => (s instanceof Error ? s.name : s)),
+      ['a', 'MailboxFullError', 'b', 'c'],
+    );
+    assert.ok(subjects[4] instanceof MailboxFullError, 'the fourth small one no longer fits');
+    assert.equal(await mailboxSize(path), 3 * each);
+  });
+
+  it('a write the disk cannot take is undone, then the messages go one by one: those that fit are delivered', {
+    skip: process.getuid?.() !== 0 && 'needs root to mount a tmpfs',
+  }, async (t) => {
+    const disk = await fs.mkdtemp(join(tmpdir(), 'mbox-append-disk-'));
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', disk], { encoding: 'utf8' });
+    assert.equal(mounted.status, 0, `mount: ${mounted.stderr}`);
+    t.after(async () => {
+      spawnSync('umount', ['-l', disk]);
+      await fs.rm(disk, { recursive: true, force: true });
+    });
+    const path = join(disk, 'box');
+    const target = { mailboxPath: path, sizeLimit: 0, lockTimeoutMs: 2000 };
+    // together they need more than the disk has; the first alone fits
+    const outcomes = await appendMessages(target, [
+      inMemory('fits', 'f'.repeat(20 * 1024)),
+      inMemory('too-big', 'g'.repeat(60 * 1024)),
+    ]);
+    const [fits, tooBig] = await subjectsAtOffsets(path, outcomes);
+    assert.equal(fits, 'fits');
+    assert.ok(tooBig instanceof MailboxIOError, `the second: ${String(tooBig)}`);
+    assert.match(tooBig.message, /ENOSPC|no space/i);
+    const first = outcomes[0] as AppendResult;
+    assert.equal(await mailboxSize(path), first.offset + first.bytes, 'nothing of the second is left');
   });
 });
