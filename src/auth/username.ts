@@ -10,6 +10,7 @@ export const USERNAME_MAX_LENGTH = 64;
 /** The canonical (lowercased) form of a user name, or null when the name is not allowed. */
 export function normalizeUsername(name: string): string | null {
   if (name.length === 0 || name.length > USERNAME_MAX_LENGTH) return null;
+  if (USERNAME_PATTERN.test(name)) return name; // already canonical (the usual case)
   // Lowercase ASCII only: String.prototype.toLowerCase maps some non-ASCII letters onto
   // ASCII ones (U+212A KELVIN SIGN becomes "k"), which would let two spellings name one user.
   const lower = name.replace(/[A-Z]/g, (c) => c.toLowerCase());

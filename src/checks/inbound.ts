@@ -71,9 +71,10 @@ export class InboundChecks {
 
   /**
    * MAIL FROM: starts SPF. Returns what the reply must wait for: only an enforced SPF check
-   * (whose fail is refused); undefined when the reply can go at once.
+   * (whose fail is refused); undefined when the reply can go at once. `log` gives the session's
+   * logger (made only when something is logged).
    */
-  mailFrom(session: SMTPServerSession, sender: string, log: Logger): Promise<void> | undefined {
+  mailFrom(session: SMTPServerSession, sender: string, log: () => Logger): Promise<void> | undefined {
     const checks = this.checked(session);
     if (checks === undefined) return undefined;
     const { settings } = this;
@@ -85,7 +86,7 @@ export class InboundChecks {
     if (settings.spf !== 'enforce') return undefined;
     return spf.then((outcome) => {
       if (outcome.result !== 'fail') return;
-      log.info({ spf: outcome.result, domain: outcome.domain, client: ip }, 'spf fail');
+      log().info({ spf: outcome.result, domain: outcome.domain, client: ip }, 'spf fail');
       throw new SmtpReplyError(
         550,
         `5.7.23 SPF check failed: ${outcome.domain} does not designate ${ip} as permitted sender`,
@@ -93,14 +94,15 @@ export class InboundChecks {
     });
   }
 
-  /** RCPT TO: a client on a DNS blocklist is refused. */
-  async rcptTo(session: SMTPServerSession): Promise<void> {
-    const listing = await this.checked(session)?.dnsbl;
-    if (listing)
-      throw new SmtpReplyError(
-        554,
-        `5.7.1 Service unavailable; client [${listing.client}] blocked using ${listing.zone}`,
-      );
+  /** RCPT TO: a client on a DNS blocklist is refused. undefined: nothing to wait for (exempt, or no lists). */
+  rcptTo(session: SMTPServerSession): Promise<void> | undefined {
+    return this.checked(session)?.dnsbl?.then((listing) => {
+      if (listing)
+        throw new SmtpReplyError(
+          554,
+          `5.7.1 Service unavailable; client [${listing.client}] blocked using ${listing.zone}`,
+        );
+    });
   }
 
   /** DATA: the checks of the message (null for an exempt session). */

@@ -12,11 +12,14 @@ export const MAX_HOPS = 50;
 const RECEIVED_FIELD_START = /^received[ \t]*:/i;
 /** Bytes of a line start examined: the field name and some obsolete white space before its colon. */
 const FIELD_START_BYTES = 64;
+/** `r`, as a line's first byte is lowercased (`| 0x20`) to pass by other fields at once */
+const LOWER_R = 0x72;
 
 /** Number of Received header fields in `headerBlock` (its first empty line ends the count). */
 export function countReceivedHeaders(headerBlock: Buffer): number {
   let count = 0;
   for (const line of headerLines(headerBlock)) {
+    if ((line[0]! | 0x20) !== LOWER_R) continue;
     if (RECEIVED_FIELD_START.test(line.toString('latin1', 0, FIELD_START_BYTES))) count++;
   }
   return count;
@@ -47,6 +50,6 @@ export class HopCounter {
   }
 
   get hops(): number {
-    return countReceivedHeaders(Buffer.concat(this.head));
+    return countReceivedHeaders(this.head.length === 1 ? this.head[0]! : Buffer.concat(this.head));
   }
 }

@@ -262,7 +262,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         if (settings.senderLoginMatch && client.user !== undefined)
           await policy.checkSenderOwner(address.address, client.user);
         // SPF starts here; only spf = "enforce" waits for its result
-        await options.checks?.mailFrom(session, address.address, sessionLog(session));
+        await options.checks?.mailFrom(session, address.address, () => sessionLog(session));
       })();
       checked.then(
         () => callback(),
