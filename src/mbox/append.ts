@@ -373,7 +373,7 @@ export class MailboxSession {
     const path = this.target.mailboxPath;
     this.tail ??= await mailboxTail(this.handle);
     const batchStart = this.tail.size;
-    const inOneWrite = await this.writeInOne(messages, prepared, limits.sizeLimit);
+    const inOneWrite = oneWriteTakes(messages, prepared) ? await this.writeInOne(prepared, limits.sizeLimit) : null;
     const { outcomes, needsFsync } = inOneWrite ?? (await this.writeEach(messages, prepared, limits.sizeLimit));
     const end = this.tail?.size;
     if (end === batchStart) return outcomes; // nothing written: nothing to make durable
@@ -388,29 +388,23 @@ export class MailboxSession {
       await this.handle.truncate(batchStart).catch(() => undefined);
       return outcomes.map(() => new MailboxIOError(path, 'cannot fsync mailbox', err));
     }
-    await Promise.all(
-      messages.map((message, i) =>
-        outcomes[i] instanceof Error ? undefined : message.afterCommit?.().catch(() => undefined),
-      ),
-    );
+    if (messages.some((message) => message.afterCommit !== undefined))
+      await Promise.all(
+        messages.map((message, i) =>
+          outcomes[i] instanceof Error ? undefined : message.afterCommit?.().catch(() => undefined),
+        ),
+      );
     return outcomes;
   }
 
   /**
-   * A batch of several messages held in memory, none with a beforeWrite, in one write through the
-   * O_DSYNC descriptor: durable when it returns, one thread-pool round trip for the whole batch
-   * (instead of a write each and an fsync). A message that would pass the size limit is left
-   * out with its MailboxFullError. null: not such a batch, or the write failed and was undone;
-   * the batch then goes message by message (writeEach), so each gets its own outcome.
+   * A batch that oneWriteTakes, in one write through the O_DSYNC descriptor: durable when it
+   * returns, one thread-pool round trip for the whole batch (instead of a write each and an
+   * fsync). A message that would pass the size limit is left out with its MailboxFullError.
+   * null: the write failed and was undone; the batch then goes message by message (writeEach),
+   * so each gets its own outcome.
    */
-  private async writeInOne(
-    messages: MessageToAppend[],
-    prepared: PreparedMessage[],
-    sizeLimit: number,
-  ): Promise<WrittenBatch | null> {
-    const inMemory = (ready: PreparedMessage, i: number) =>
-      ready instanceof Error || (Buffer.isBuffer(ready.body) && messages[i]!.beforeWrite === undefined);
-    if (messages.length < 2 || !prepared.every(inMemory)) return null;
+  private async writeInOne(prepared: PreparedMessage[], sizeLimit: number): Promise<WrittenBatch | null> {
     const start = this.tail!;
     let tail = start;
     const buffers: Buffer[] = [];
@@ -503,6 +497,14 @@ function prepare(message: MessageToAppend): Rendered | Error {
 interface Rendered {
   from: string;
   body: Buffer | Transform;
+}
+
+/** Whether writeInOne takes a batch: several messages, each held in memory with no beforeWrite (or failed already). */
+function oneWriteTakes(messages: MessageToAppend[], prepared: PreparedMessage[]): boolean {
+  if (messages.length < 2) return false;
+  return prepared.every(
+    (ready, i) => ready instanceof Error || (Buffer.isBuffer(ready.body) && messages[i]!.beforeWrite === undefined),
+  );
 }
 
 /** What writing a batch came to: one outcome per message; whether the writes still need an fsync. */

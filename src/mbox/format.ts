@@ -24,13 +24,19 @@ function pad2(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }
 
+/** The last second formatted by asctimeUtc: every message of that second gets the same text. */
+let lastAsctime = { second: Number.NaN, text: '' };
+
 /** asctime(3) form of a date in UTC: `Wed Nov  5 11:54:57 2026` (day padded with a space). */
 function asctimeUtc(date: Date): string {
+  const second = Math.floor(date.getTime() / 1000);
+  if (second === lastAsctime.second) return lastAsctime.text;
   const day = date.getUTCDate();
-  return (
+  const text =
     `${DAYS[date.getUTCDay()]} ${MONTHS[date.getUTCMonth()]} ${day < 10 ? ` ${day}` : day} ` +
-    `${pad2(date.getUTCHours())}:${pad2(date.getUTCMinutes())}:${pad2(date.getUTCSeconds())} ${date.getUTCFullYear()}`
-  );
+    `${pad2(date.getUTCHours())}:${pad2(date.getUTCMinutes())}:${pad2(date.getUTCSeconds())} ${date.getUTCFullYear()}`;
+  lastAsctime = { second, text };
+  return text;
 }
 
 /**

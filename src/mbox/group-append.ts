@@ -23,8 +23,12 @@ interface MailboxState {
   queue: Waiting[];
   draining: boolean;
   session: MailboxSession | null;
-  /** set while the session lingers: ends the linger and closes the session */
-  lingering: { timer: NodeJS.Timeout; reclaim: () => void } | null;
+  /** set while the session lingers: takes the lock back from lendWhileIdle */
+  reclaim: (() => void) | null;
+  /** when the last batch ended (Date.now()) */
+  idleSince: number;
+  /** ends the linger once the session has been idle LINGER_MS; armed while a session is open */
+  lingerTimer: NodeJS.Timeout | null;
 }
 
 export class GroupAppender {
@@ -36,18 +40,29 @@ export class GroupAppender {
    * mailbox waits for the lock as long as the most impatient message of the batch allows.
    */
   append(target: MailboxTarget, messages: MessageToAppend[]): Promise<(AppendResult | Error)[]> {
-    const path = target.mailboxPath;
+    const state = this.stateOf(target.mailboxPath);
+    const outcomes = messages.map(
+      (message) => new Promise<AppendResult | Error>((settle) => state.queue.push({ target, message, settle })),
+    );
+    if (!state.draining) void this.drain(target.mailboxPath, state);
+    return Promise.all(outcomes);
+  }
+
+  /** append() of one message: its outcome. */
+  appendOne(target: MailboxTarget, message: MessageToAppend): Promise<AppendResult | Error> {
+    const state = this.stateOf(target.mailboxPath);
+    const outcome = new Promise<AppendResult | Error>((settle) => state.queue.push({ target, message, settle }));
+    if (!state.draining) void this.drain(target.mailboxPath, state);
+    return outcome;
+  }
+
+  private stateOf(path: string): MailboxState {
     let state = this.mailboxes.get(path);
     if (state === undefined) {
-      state = { queue: [], draining: false, session: null, lingering: null };
+      state = { queue: [], draining: false, session: null, reclaim: null, idleSince: 0, lingerTimer: null };
       this.mailboxes.set(path, state);
     }
-    const queue = state.queue;
-    const outcomes = messages.map(
-      (message) => new Promise<AppendResult | Error>((settle) => queue.push({ target, message, settle })),
-    );
-    if (!state.draining) void this.drain(path, state);
-    return Promise.all(outcomes);
+    return state;
   }
 
   /** The size of a mailbox this appender holds open (no need to stat it); null if not open. */
@@ -85,9 +100,19 @@ export class GroupAppender {
       this.mailboxes.delete(path);
       return;
     }
-    const session = state.session;
-    const reclaim = lendWhileIdle(session.lock, () => this.closeIdle(path));
-    state.lingering = { timer: setTimeout(() => void this.closeIdle(path), LINGER_MS), reclaim };
+    state.reclaim = lendWhileIdle(state.session.lock, () => this.closeIdle(path));
+    state.idleSince = Date.now();
+    // one timer for the whole linger, not one per batch: when it fires early (more batches came
+    // meanwhile), it waits out the rest of LINGER_MS from the last one
+    state.lingerTimer ??= setTimeout(() => this.lingerOver(path, state), LINGER_MS);
+  }
+
+  private lingerOver(path: string, state: MailboxState): void {
+    state.lingerTimer = null;
+    if (state.draining || state.session === null) return; // the drain's end arms it again
+    const idleFor = Date.now() - state.idleSince;
+    if (idleFor < LINGER_MS) state.lingerTimer = setTimeout(() => this.lingerOver(path, state), LINGER_MS - idleFor);
+    else void this.closeIdle(path);
   }
 
   private async appendBatch(state: MailboxState, batch: Waiting[]): Promise<(AppendResult | Error)[]> {
@@ -108,11 +133,11 @@ export class GroupAppender {
     return outcomes;
   }
 
+  /** The lock is in use again: nobody else in the process may take it from the lingering session. */
   private stopLingering(state: MailboxState): void {
-    if (state.lingering === null) return;
-    clearTimeout(state.lingering.timer);
-    state.lingering.reclaim();
-    state.lingering = null;
+    if (state.reclaim === null) return;
+    state.reclaim();
+    state.reclaim = null;
   }
 
   /** Ends an idle mailbox's session (linger over, someone else wants the lock, or stop). */
@@ -125,6 +150,8 @@ export class GroupAppender {
 
   private async closeSession(state: MailboxState): Promise<void> {
     this.stopLingering(state);
+    if (state.lingerTimer !== null) clearTimeout(state.lingerTimer);
+    state.lingerTimer = null;
     const session = state.session;
     state.session = null;
     await session?.close();

@@ -39,9 +39,18 @@ export interface EditHeadersOptions {
   addIfMissing?: string[];
 }
 
-/** A line to add must be exactly one header field: `name: value`, only folding line breaks. */
+const FIELD_NAME_START = /^[!-9;-~]+:/;
+
+/**
+ * A line to add must be exactly one header field: `name: value`, no NUL, and no CR or LF but
+ * as a fold (CR LF, then a space or a tab).
+ */
 function checkAddedLine(line: string): void {
-  if (!/^[!-9;-~]+:/.test(line) || /\0|\r(?!\n[ \t])|(?<!\r)\n/.test(line)) {
+  let ok = FIELD_NAME_START.test(line) && !line.includes('\0');
+  for (let i = line.indexOf('\r'); ok && i !== -1; i = line.indexOf('\r', i + 1)) ok = line[i + 1] === '\n';
+  for (let i = line.indexOf('\n'); ok && i !== -1; i = line.indexOf('\n', i + 1))
+    ok = line[i - 1] === '\r' && (line[i + 1] === ' ' || line[i + 1] === '\t');
+  if (!ok) {
     throw new TypeError(`not a single header line: ${JSON.stringify(line)}`);
   }
 }

@@ -105,9 +105,13 @@ function bootId(): string {
   return bootIdCache;
 }
 
+/** What follows the size in an append note: this host and boot (made once). */
+let appendNoteEnd: string | undefined;
+
 /** The append note (docs/formats.md, "Mailbox dotlock"): zero-padded, each overwrites the last exactly. */
 function appendNote(size: number): string {
-  return `append ${String(size).padStart(16, '0')} ${shortHostname()} ${bootId()}\n`;
+  appendNoteEnd ??= ` ${shortHostname()} ${bootId()}\n`;
+  return `append ${String(size).padStart(16, '0')}${appendNoteEnd}`;
 }
 
 interface LockContent {

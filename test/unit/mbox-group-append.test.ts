@@ -1,13 +1,14 @@
 // Unit tests for src/mbox/group-append.ts: appends that arrive together share a batch, and a
 // mailbox kept open between batches is handed over at once to anyone else in the process.
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { appendMessage, MailboxFullError, MailboxLockedError, type MessageToAppend } from '../../src/mbox/append.js';
 import { GroupAppender } from '../../src/mbox/group-append.js';
 import { acquireDotlock } from '../../src/mbox/lock.js';
+import { eventually } from '../support/wait.js';
 
 let dir: string;
 before(async () => {
@@ -51,6 +52,24 @@ describe('GroupAppender', () => {
     const lock = await acquireDotlock(mailbox, { timeoutMs: 5000 });
     await lock.release();
     await appender.close();
+  });
+
+  it('lets go of the lock by itself once no batch has come for a moment, however many came before', async () => {
+    const mailbox = join(dir, 'linger');
+    const appender = new GroupAppender();
+    const target = { mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 1000 };
+    for (let n = 0; n < 5; n++) {
+      const [outcome] = await appender.append(target, [message(n)]);
+      assert.ok(!(outcome instanceof Error));
+      assert.ok(existsSync(`${mailbox}.lock`), 'held between batches');
+    }
+    // nobody asks for the lock: the lock file goes when the linger ends
+    await eventually(() => !existsSync(`${mailbox}.lock`), 10_000, 'the lock file removed after the linger');
+    assert.deepEqual(await subjects(mailbox), ['m0', 'm1', 'm2', 'm3', 'm4']);
+    const [later] = await appender.append(target, [message(5)]);
+    assert.ok(!(later instanceof Error), 'and it takes mail again');
+    await appender.close();
+    assert.ok(!existsSync(`${mailbox}.lock`));
   });
 
   it('a mailbox that cannot be opened fails only its own messages, and takes mail again once repaired', async () => {

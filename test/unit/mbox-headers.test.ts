@@ -119,6 +119,30 @@ describe('editHeaders', () => {
     for (const bad of ['no colon', 'A: b\r\nC: d', 'A: b\nC', 'A: b\r', ': x', ' A: b', 'A: \0']) {
       assert.throws(() => editHeaders({ add: [bad] }), TypeError, JSON.stringify(bad));
     }
+    for (const bad of ['A: b\r\n', 'A: b\n c', 'A: b\r\r\n c', 'A: b\r c', 'A: b\r\n c\r\n'])
+      assert.throws(() => editHeaders({ add: [bad] }), TypeError, JSON.stringify(bad));
+    for (const folded of ['A: b\r\n c', 'A: b\r\n\tc\r\n d', 'A:\r\n b', 'A: \u00e9'])
+      editHeaders({ add: [folded] }).destroy();
+  });
+
+  it('takes an added line exactly when it is one field with only folding line breaks (property)', () => {
+    // the rule, as a pattern: `name:`, then no NUL, and CR LF only before a space or a tab
+    const oneField = (line: string) => /^[!-9;-~]+:(?:[^\0\r\n]|\r\n[ \t])*$/.test(line);
+    const piece = fc.constantFrom('A', 'b', ':', ' ', '\t', '\r', '\n', '\0', '\r\n', '\r\n ');
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 12 }), (pieces) => {
+        const line = pieces.join('');
+        let taken = true;
+        try {
+          editHeaders({ add: [line] }).destroy();
+        } catch (err) {
+          assert.ok(err instanceof TypeError);
+          taken = false;
+        }
+        assert.equal(taken, oneField(line), JSON.stringify(line));
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('is byte-exact for arbitrary bodies and chunkings (property)', async () => {
