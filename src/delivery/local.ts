@@ -42,14 +42,20 @@ export interface LocalDeliveryOptions {
 /** What offering a just-received message to its mailbox came to. */
 export type DirectOutcome = 'delivered' | 'mailbox-full' | 'use-queue';
 
+/** Mailbox paths remembered at most (a cache: the name check and the join cost more than a lookup). */
+const MAILBOX_PATHS_KEPT = 10_000;
+
 export class LocalDelivery implements DeliveryAgent {
   private readonly appender = new GroupAppender();
+  /** user → mailbox path, for names that can name one */
+  private readonly mailboxPaths = new Map<string, string>();
 
   constructor(private readonly options: LocalDeliveryOptions) {}
 
   /** Applies changed settings (SIGHUP); the next decision uses them. */
   reconfigure(settings: Partial<LocalDeliveryOptions>): void {
     Object.assign(this.options, settings);
+    this.mailboxPaths.clear();
   }
 
   private readonly staleLockLogger = (info: StaleLockInfo) =>
@@ -57,8 +63,14 @@ export class LocalDelivery implements DeliveryAgent {
 
   /** The user's mbox; null for a name that cannot name one. */
   private mailboxPath(user: string): string | null {
+    let path = this.mailboxPaths.get(user);
+    if (path !== undefined) return path;
     const name = normalizeUsername(user);
-    return name === null || name !== user ? null : join(this.options.spoolDir, name);
+    if (name === null || name !== user) return null;
+    path = join(this.options.spoolDir, name);
+    if (this.mailboxPaths.size >= MAILBOX_PATHS_KEPT) this.mailboxPaths.clear();
+    this.mailboxPaths.set(user, path);
+    return path;
   }
 
   /** Appends each job's message to its user's mailbox (all jobs name the same user). */
@@ -111,9 +123,10 @@ export class LocalDelivery implements DeliveryAgent {
     } catch {
       return 'use-queue'; // the queue tries again and says why
     }
-    const [result] = await this.appender.append(this.target(mailbox, 0, rule), [
+    const result = await this.appender.appendOne(
+      this.target(mailbox, 0, rule),
       this.message(envelope, 0, user, Buffer.isBuffer(source) ? source : source()),
-    ]);
+    );
     if (result instanceof MailboxFullError) return 'mailbox-full';
     if (result instanceof Error) {
       const details = { queueId: envelope.id, to: recipient.address, user, reason: result.message };
