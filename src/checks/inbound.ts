@@ -12,6 +12,7 @@ import { CheckDns } from './dns-lookup.js';
 import { Dnsbl, type DnsblListing } from './dnsbl.js';
 import { MessageCheck, type MessageCheckSettings } from './message-check.js';
 import { checkSpf, type SpfOutcome } from './sender-check.js';
+import { ObjectSlot } from '../object-slot.js';
 
 /** What SIGHUP may change. */
 export interface InboundCheckSettings extends MessageCheckSettings {
@@ -30,7 +31,7 @@ export class InboundChecks {
   private dns: CheckDns;
   private dnsbl: Dnsbl;
   /** the checked sessions (outside mynetworks, on the MX port) */
-  private readonly sessions = new WeakMap<SMTPServerSession, SessionChecks>();
+  private readonly sessions = new ObjectSlot<SMTPServerSession, SessionChecks>('inbound checks');
 
   constructor(settings: InboundCheckSettings) {
     this.settings = settings;

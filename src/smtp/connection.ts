@@ -43,6 +43,7 @@ import { TLS_SERVER_OPTIONS, type TlsCredentials } from '../tls/credentials.js';
 import { smtpCommandName } from './command-name.js';
 import { feedData } from './data-feed.js';
 import { randomByte } from '../random-pool.js';
+import { ObjectSlot } from '../object-slot.js';
 
 const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -303,11 +304,11 @@ export class MailsrvSMTPServer extends SMTPServer {
   readonly deadlineExceeded: MailsrvServerOptions['deadlineExceeded'];
   private hasCertificate: boolean;
   /** plaintext sockets over a limit, until their connection has answered 421 */
-  private readonly refusals = new WeakMap<Socket, Refusal>();
+  private readonly refusals = new ObjectSlot<Socket, Refusal>('refusal');
   /** what each session did (see MailsrvConnection.activity), until the session is gone */
-  private readonly activities = new WeakMap<SMTPServerSession, SessionActivity>();
+  private readonly activities = new ObjectSlot<SMTPServerSession, SessionActivity>('activity');
   /** the client of each accepted socket, as clientBehind found it, for its session */
-  private readonly clients = new WeakMap<Socket, ClientAddress>();
+  private readonly clients = new ObjectSlot<Socket, ClientAddress>('client');
   private readonly clientBehind: MailsrvServerOptions['clientBehind'];
 
   constructor({

@@ -27,6 +27,7 @@ import { MailsrvSMTPServer } from './connection.js';
 import { smtpProtocolLogger } from '../protocol-log.js';
 import { type ChunkTaker, MessageIntake } from './message-intake.js';
 import { isOutOfSpace } from '../fsutil.js';
+import { ObjectSlot } from '../object-slot.js';
 import { type SmtpPolicy, SmtpReplyError, type SmtpClientIdentity } from './policy.js';
 
 /** What SIGHUP may change on a running listener. */
@@ -146,17 +147,17 @@ interface DataProgress {
 export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const { policy, logger } = options;
   let settings = options.settings;
-  const resolved = new WeakMap<SMTPServerAddress, ResolvedRecipient[]>();
-  const logins = new WeakMap<SMTPServerSession, SessionLogins>();
-  const sessionLogs = new WeakMap<SMTPServerSession, Logger>();
-  const receiving = new WeakMap<SMTPServerSession, DataProgress>();
+  const resolved = new ObjectSlot<SMTPServerAddress, ResolvedRecipient[]>('resolved recipients');
+  const logins = new ObjectSlot<SMTPServerSession, SessionLogins>('logins');
+  const sessionLogs = new ObjectSlot<SMTPServerSession, Logger>('session log');
+  const receiving = new ObjectSlot<SMTPServerSession, DataProgress>('message progress');
   /** options.ready has resolved: a session with no greeting pause is greeted at once, not after two promise turns */
   let isReady = false;
   void options.ready.then(() => {
     isReady = true;
   });
   /** sessions whose connection has ended: a login still waiting for its check is not hashed */
-  const closed = new WeakSet<SMTPServerSession>();
+  const closed = new ObjectSlot<SMTPServerSession, true>('closed');
   const sessionLog = (session: SMTPServerSession): Logger => {
     let log = sessionLogs.get(session);
     if (log === undefined) {
@@ -243,7 +244,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onClose(session) {
-      closed.add(session);
+      closed.set(session, true);
       if (!logger.isLevelEnabled('info')) return;
       const user = typeof session.user === 'string' ? { user: session.user } : {};
       const activity = server.activityOf(session)?.summary();

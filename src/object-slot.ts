@@ -1,0 +1,32 @@
+// A value kept on an object for as long as the object lives, as a WeakMap keeps one, for
+// objects made per connection or per command (sockets, SMTP sessions, the addresses of RCPT
+// TO). V8 keeps a WeakMap's entries in an ephemeron table that its young-generation
+// collections work through, and with an entry or more per SMTP message that cost ~6% of the
+// daemon's CPU at 10 connections (README "Performance"). A slot is a property named by a
+// symbol of its own instead: nothing else can see or clash with it, and it goes with its object.
+
+export class ObjectSlot<K extends object, V> {
+  private readonly symbol: symbol;
+
+  /** `description` names the symbol (for a debugger). */
+  constructor(description: string) {
+    this.symbol = Symbol(description);
+  }
+
+  get(owner: K): V | undefined {
+    return (owner as Record<symbol, V | undefined>)[this.symbol];
+  }
+
+  set(owner: K, value: V): void {
+    (owner as Record<symbol, V | undefined>)[this.symbol] = value;
+  }
+
+  has(owner: K): boolean {
+    return this.get(owner) !== undefined;
+  }
+
+  /** Forgets the value: the property stays, undefined (removing it would slow the object down). */
+  delete(owner: K): void {
+    if (this.symbol in owner) (owner as Record<symbol, V | undefined>)[this.symbol] = undefined;
+  }
+}
