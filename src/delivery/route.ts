@@ -48,6 +48,7 @@ export async function routeAddresses(addresses: string[], context: RoutingContex
 
 /** The same delivery requested twice (two RCPTs naming one user) happens once. */
 export function uniqueDeliveries(recipients: ResolvedRecipient[]): ResolvedRecipient[] {
+  if (recipients.length < 2) return recipients;
   const seen = new Set<string>();
   return recipients.filter((r) => {
     const key = r.target.kind === 'local' ? `local:${r.target.user}` : `remote:${r.address.toLowerCase()}`;
