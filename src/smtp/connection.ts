@@ -305,10 +305,10 @@ export class MailsrvSMTPServer extends SMTPServer {
   private hasCertificate: boolean;
   /** plaintext sockets over a limit, until their connection has answered 421 */
   private readonly refusals = new ObjectSlot<Socket, Refusal>('refusal');
-  /** what each session did (see MailsrvConnection.activity), until the session is gone */
-  private readonly activities = new ObjectSlot<SMTPServerSession, SessionActivity>('activity');
-  /** the client of each accepted socket, as clientBehind found it, for its session */
-  private readonly clients = new ObjectSlot<Socket, ClientAddress>('client');
+  /** what each open session has done (see MailsrvConnection.activity) */
+  private readonly activities = new Map<SMTPServerSession, SessionActivity>();
+  /** the socket being handed to smtp-server now, and its client as clientBehind found it */
+  private admitting: { socket: Socket; client: ClientAddress } | null = null;
   private readonly clientBehind: MailsrvServerOptions['clientBehind'];
 
   constructor({
@@ -331,6 +331,15 @@ export class MailsrvSMTPServer extends SMTPServer {
       disabledCommands: [...(options.disabledCommands ?? []), 'STARTTLS'],
       allowInsecureAuth: true,
     });
+    // a session's activity is kept until onClose has run (a loop turn after the connection closed)
+    const onClose = this.onClose;
+    this.onClose = (session, callback) => {
+      try {
+        onClose.call(this, session, callback);
+      } finally {
+        this.activities.delete(session);
+      }
+    };
     this.hasCertificate = tls !== null;
     this.plaintextAuth = plaintextAuth;
     this.vrfyPolicy = vrfy;
@@ -363,7 +372,6 @@ export class MailsrvSMTPServer extends SMTPServer {
     const client = await this.clientBehind(socket);
     // no header, or the peer is gone already (a balancer's health check may close at once)
     if (client === null || socket.destroyed) return;
-    this.clients.set(socket, client);
     const refusal = this.limits.admit(socket, listenerName, client.address);
     if (refusal !== null && implicitTls) {
       socket.on('error', () => undefined);
@@ -371,7 +379,13 @@ export class MailsrvSMTPServer extends SMTPServer {
       return;
     }
     if (refusal !== null) this.refusals.set(socket, refusal);
-    accept(socket);
+    // smtp-server's listener calls _handleProxy at once, which takes the client from here
+    this.admitting = { socket, client };
+    try {
+      accept(socket);
+    } finally {
+      this.admitting = null;
+    }
   }
 
   /**
@@ -381,7 +395,7 @@ export class MailsrvSMTPServer extends SMTPServer {
    * to add but its costs: a crypto call and a BigInt for the id, a loop turn before the session.
    */
   override _handleProxy(socket: Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
-    const client = this.clients.get(socket);
+    const client = this.admitting?.socket === socket ? this.admitting.client : undefined;
     const peer = client === undefined ? {} : { remoteAddress: client.address, remotePort: client.port };
     callback(null, { id: newSessionId(), ...peer });
   }
@@ -412,7 +426,7 @@ export class MailsrvSMTPServer extends SMTPServer {
     if (tls !== null) this.updateSecureContext(certificateOptions(tls));
   }
 
-  /** The commands and the duration of a session so far (its `disconnect` log line). */
+  /** The commands and the duration of a session so far (for its `disconnect` log line, in onClose). */
   activityOf(session: SMTPServerSession): SessionActivity | undefined {
     return this.activities.get(session);
   }

@@ -144,27 +144,41 @@ interface DataProgress {
   complete: boolean;
 }
 
+/** What this file keeps per SMTP session, in one record (one slot on the session object). */
+interface SessionState {
+  /** the deliveries each accepted RCPT TO of the transaction resolved to (made on the first) */
+  deliveries: Map<SMTPServerAddress, ResolvedRecipient[]> | null;
+  /** the message being received, for the stop */
+  progress: DataProgress | null;
+  /** the session's AUTH attempts (made on the first) */
+  logins: SessionLogins | null;
+  /** the session's child logger (made when something is logged) */
+  log: Logger | null;
+  /** the connection has ended: a login still waiting for its check is not hashed */
+  closed: boolean;
+}
+
 export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
   const { policy, logger } = options;
   let settings = options.settings;
-  const resolved = new ObjectSlot<SMTPServerAddress, ResolvedRecipient[]>('resolved recipients');
-  const logins = new ObjectSlot<SMTPServerSession, SessionLogins>('logins');
-  const sessionLogs = new ObjectSlot<SMTPServerSession, Logger>('session log');
-  const receiving = new ObjectSlot<SMTPServerSession, DataProgress>('message progress');
+  const sessions = new ObjectSlot<SMTPServerSession, SessionState>('smtp session');
+  const stateOf = (session: SMTPServerSession): SessionState => {
+    let state = sessions.get(session);
+    if (state === undefined) {
+      state = { deliveries: null, progress: null, logins: null, log: null, closed: false };
+      sessions.set(session, state);
+    }
+    return state;
+  };
   /** options.ready has resolved: a session with no greeting pause is greeted at once, not after two promise turns */
   let isReady = false;
   void options.ready.then(() => {
     isReady = true;
   });
-  /** sessions whose connection has ended: a login still waiting for its check is not hashed */
-  const closed = new ObjectSlot<SMTPServerSession, true>('closed');
   const sessionLog = (session: SMTPServerSession): Logger => {
-    let log = sessionLogs.get(session);
-    if (log === undefined) {
-      log = logger.child({ sessionId: session.id });
-      sessionLogs.set(session, log);
-    }
-    return log;
+    const state = stateOf(session);
+    state.log ??= logger.child({ sessionId: session.id });
+    return state.log;
   };
 
   const server: MailsrvSMTPServer = new MailsrvSMTPServer({
@@ -222,11 +236,9 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     onAuth(auth, session, callback) {
       const log = sessionLog(session);
       const client = session.remoteAddress;
-      let sessionLogins = logins.get(session);
-      if (sessionLogins === undefined) {
-        sessionLogins = new SessionLogins(options.authenticator, log, client, () => !closed.has(session));
-        logins.set(session, sessionLogins);
-      }
+      const state = stateOf(session);
+      state.logins ??= new SessionLogins(options.authenticator, log, client, () => !state.closed);
+      const sessionLogins = state.logins;
       const { username, password, authzid, method } = auth;
       void sessionLogins
         .attempt({ name: username ?? '', password: password ?? '', authzid, logFields: { method } })
@@ -244,7 +256,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onClose(session) {
-      closed.set(session, true);
+      const state = sessions.get(session);
+      if (state !== undefined) state.closed = true;
       if (!logger.isLevelEnabled('info')) return;
       const user = typeof session.user === 'string' ? { user: session.user } : {};
       const activity = server.activityOf(session)?.summary();
@@ -252,6 +265,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
 
     onMailFrom(address, session, callback) {
+      // a new transaction: the recipients of one left without DATA (RSET) are forgotten
+      sessions.get(session)?.deliveries?.clear();
       const checked = (async () => {
         const client = clientOf(session);
         // RFC 6409: the submission ports relay nothing for strangers, not even to local users.
@@ -286,7 +301,9 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       })();
       checked.then(
         (recipients) => {
-          resolved.set(address, recipients);
+          const state = stateOf(session);
+          state.deliveries ??= new Map();
+          state.deliveries.set(address, recipients);
           callback();
         },
         (err: Error) => {
@@ -307,18 +324,21 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     onData(stream, session, callback) {
       // a loop, not flatMap: ~20x cheaper, and this runs for every message
       const deliveries: ResolvedRecipient[] = [];
-      for (const rcpt of session.envelope.rcptTo) deliveries.push(...(resolved.get(rcpt) ?? []));
+      const state = stateOf(session);
+      for (const rcpt of session.envelope.rcptTo) deliveries.push(...(state.deliveries?.get(rcpt) ?? []));
+      // the transaction is over, whatever comes of its message (a next one starts with MAIL FROM)
+      state.deliveries?.clear();
       const recipients = uniqueDeliveries(deliveries);
       const progress: DataProgress = { lastChunkAt: Date.now(), complete: false };
-      receiving.set(session, progress);
+      state.progress = progress;
       const check = options.checks?.message(session) ?? null;
       receive(options, settings, stream, session, recipients, progress, check).then(
         (queueId) => {
-          receiving.delete(session);
+          state.progress = null;
           callback(null, `2.0.0 Ok: queued as ${queueId}`);
         },
         (err: Error) => {
-          receiving.delete(session);
+          state.progress = null;
           if (stream.errored) {
             sessionLog(session).info({ reason: err.message }, 'message aborted by the client');
           } else if (isOutOfSpace(err)) {
@@ -344,8 +364,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
     },
     shutdownSessions(quietMs) {
       return server.shutdownSessions((session) => {
-        const progress = receiving.get(session);
-        return progress !== undefined && !progress.complete && Date.now() - progress.lastChunkAt >= quietMs;
+        const progress = sessions.get(session)?.progress ?? null;
+        return progress !== null && !progress.complete && Date.now() - progress.lastChunkAt >= quietMs;
       });
     },
   };
