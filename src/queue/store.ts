@@ -72,11 +72,20 @@ export class QueueStore {
    */
   begin(envelope: Omit<Envelope, 'id' | 'recipients'> & { recipients: ResolvedRecipient[] }): PendingEntry {
     const id = newQueueId();
+    // built field by field, not spread: the spreads here were ~8 us a message in a CPU profile
     const full: Envelope = {
-      ...envelope,
+      sender: envelope.sender,
+      receivedAt: envelope.receivedAt,
+      client: envelope.client,
+      recipients: envelope.recipients.map((r, index) => ({
+        address: r.address,
+        target: r.target,
+        deliveryId: `${id}.${index}`,
+      })),
       id,
-      recipients: envelope.recipients.map((r, index) => ({ ...r, deliveryId: `${id}.${index}` })),
     };
+    if (envelope.addedHeaders !== undefined) full.addedHeaders = envelope.addedHeaders;
+    if (envelope.noticeOf !== undefined) full.noticeOf = envelope.noticeOf;
     return new Pending({
       dir: this.dir,
       envelope: full,

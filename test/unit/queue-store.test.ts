@@ -54,6 +54,27 @@ test('a committed entry reloads with its envelope, message and fresh progress', 
   assert.equal(await text(store.openMessage(loaded!)), message);
 });
 
+test('an entry keeps every field of the envelope it was begun with, the optional ones too', async () => {
+  const store = await freshStore();
+  const given = {
+    sender: 'a@b.test',
+    receivedAt: 1_765_000_000_000,
+    client: { ...client, uid: 1000 },
+    recipients: [{ address: 'x@local.test', target: { kind: 'local' as const, user: 'x' } }],
+    addedHeaders: ['Authentication-Results: mx.test; spf=pass'],
+    noticeOf: { queueId: 'Q', indexes: [0], kind: 'failure' as const },
+  };
+  const pending = store.begin(given);
+  await pending.write(Readable.from([Buffer.from('x\r\n')]));
+  const entry = await pending.commit();
+  const { id, recipients, ...fields } = entry.envelope;
+  const { recipients: givenRecipients, ...givenFields } = given;
+  assert.deepEqual(fields, givenFields);
+  assert.deepEqual(recipients, [{ ...givenRecipients[0], deliveryId: `${id}.0` }]);
+  const [loaded] = await store.loadAll(noCorruption);
+  assert.deepEqual(loaded!.envelope, entry.envelope);
+});
+
 test('progress is saved and reloaded; remove deletes both files', async () => {
   const store = await freshStore();
   const pending = begin(store);
