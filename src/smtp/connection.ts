@@ -46,6 +46,10 @@ import { randomByte } from '../random-pool.js';
 import { ObjectSlot } from '../object-slot.js';
 
 const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3} /;
+const DOT = 0x2e;
+
+/** command verb → the name of its handler method (smtp-server's `handler_<VERB>`), for the verbs that have one */
+const HANDLER_NAMES = new Map<string, string>();
 
 const SESSION_ID_ALPHABET = '0123456789abcdefghijklmnopqrstuv';
 
@@ -226,8 +230,23 @@ class MailsrvConnection extends SMTPConnection {
   }
 
   override send(code: number, data?: string | string[], context?: string | false): void {
-    if (typeof data === 'string' && OWN_ENHANCED_CODE.test(data)) context = false;
+    // "2.0.0 ...": the second character is a dot (most replies are told apart without the pattern)
+    if (typeof data === 'string' && data.charCodeAt(1) === DOT && OWN_ENHANCED_CODE.test(data)) context = false;
     super.send(code, data, context);
+  }
+
+  /**
+   * smtp-server's, with the method names made once: it looked up `'handler_' + command`, a new
+   * string for every command line.
+   */
+  override _getHandler(command: string): ReturnType<SMTPConnection['_getHandler']> {
+    let name = HANDLER_NAMES.get(command);
+    if (name === undefined) {
+      name = `handler_${command}`;
+      // the names of commands that exist only: a client's made-up verbs are not kept
+      if (typeof (this as unknown as Record<string, unknown>)[name] === 'function') HANDLER_NAMES.set(command, name);
+    }
+    return (this as unknown as Record<string, ReturnType<SMTPConnection['_getHandler']>>)[name];
   }
 
   /** STARTTLS follows the loaded certificate; AUTH is hidden from EHLO where it is refused. */

@@ -29,6 +29,7 @@ test('the SMTPConnection methods mailsrv overrides or calls exist with the shape
     ['send', 3],
     ['close', 0],
     ['_isDisabled', 1],
+    ['_getHandler', 1],
     ['handler_EHLO', 2],
     ['handler_AUTH', 2],
     ['handler_MAIL', 2],
