@@ -52,7 +52,6 @@ export async function writeAt(
   }
 }
 
-/** fsync of a directory: after it, the entries created, renamed or removed in it survive a crash. */
 /** Whether anything (a file, a directory, a dangling link) is at `path`; other errors throw. */
 export async function pathExists(path: string): Promise<boolean> {
   try {
@@ -64,6 +63,7 @@ export async function pathExists(path: string): Promise<boolean> {
   }
 }
 
+/** fsync of a directory: after it, the entries created, renamed or removed in it survive a crash. */
 export async function fsyncDir(path: string): Promise<void> {
   const dir = await fs.open(path, 'r');
   try {
