@@ -25,7 +25,7 @@ interface MailboxState {
   session: MailboxSession | null;
   /** set while the session lingers: takes the lock back from lendWhileIdle */
   reclaim: (() => void) | null;
-  /** when the last batch ended (Date.now()) */
+  /** when the last batch ended (performance.now(): a clock the system time's steps do not move) */
   idleSince: number;
   /** ends the linger once the session has been idle LINGER_MS; armed while a session is open */
   lingerTimer: NodeJS.Timeout | null;
@@ -101,7 +101,7 @@ export class GroupAppender {
       return;
     }
     state.reclaim = lendWhileIdle(state.session.lock, () => this.closeIdle(path));
-    state.idleSince = Date.now();
+    state.idleSince = performance.now();
     // one timer for the whole linger, not one per batch: when it fires early (more batches came
     // meanwhile), it waits out the rest of LINGER_MS from the last one
     state.lingerTimer ??= setTimeout(() => this.lingerOver(path, state), LINGER_MS);
@@ -110,7 +110,7 @@ export class GroupAppender {
   private lingerOver(path: string, state: MailboxState): void {
     state.lingerTimer = null;
     if (state.draining || state.session === null) return; // the drain's end arms it again
-    const idleFor = Date.now() - state.idleSince;
+    const idleFor = performance.now() - state.idleSince;
     if (idleFor < LINGER_MS) state.lingerTimer = setTimeout(() => this.lingerOver(path, state), LINGER_MS - idleFor);
     else void this.closeIdle(path);
   }

@@ -146,8 +146,13 @@ interface DataProgress {
 
 /** What this file keeps per SMTP session, in one record (one slot on the session object). */
 interface SessionState {
-  /** the deliveries each accepted RCPT TO of the transaction resolved to (made on the first) */
-  deliveries: Map<SMTPServerAddress, ResolvedRecipient[]> | null;
+  /**
+   * the deliveries each accepted RCPT TO of the transaction resolved to (made on the first), by
+   * the address lowercased, as smtp-server keys its recipients: a repeated RCPT replaces its
+   * entry (keyed by smtp-server's address objects, a client repeating one address for ever
+   * would grow it for ever)
+   */
+  deliveries: Map<string, ResolvedRecipient[]> | null;
   /** the message being received, for the stop */
   progress: DataProgress | null;
   /** the session's AUTH attempts (made on the first) */
@@ -303,7 +308,7 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
         (recipients) => {
           const state = stateOf(session);
           state.deliveries ??= new Map();
-          state.deliveries.set(address, recipients);
+          state.deliveries.set(address.address.toLowerCase(), recipients);
           callback();
         },
         (err: Error) => {
@@ -325,7 +330,8 @@ export function createSmtpServer(options: SmtpServiceOptions): SmtpService {
       // a loop, not flatMap: ~20x cheaper, and this runs for every message
       const deliveries: ResolvedRecipient[] = [];
       const state = stateOf(session);
-      for (const rcpt of session.envelope.rcptTo) deliveries.push(...(state.deliveries?.get(rcpt) ?? []));
+      for (const rcpt of session.envelope.rcptTo)
+        deliveries.push(...(state.deliveries?.get(rcpt.address.toLowerCase()) ?? []));
       // the transaction is over, whatever comes of its message (a next one starts with MAIL FROM)
       state.deliveries?.clear();
       const recipients = uniqueDeliveries(deliveries);
