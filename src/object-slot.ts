@@ -21,13 +21,4 @@ export class ObjectSlot<K extends object, V> {
   set(owner: K, value: V): void {
     (owner as Record<symbol, V | undefined>)[this.symbol] = value;
   }
-
-  has(owner: K): boolean {
-    return this.get(owner) !== undefined;
-  }
-
-  /** Forgets the value: the property stays, undefined (removing it would slow the object down). */
-  delete(owner: K): void {
-    if (this.symbol in owner) (owner as Record<symbol, V | undefined>)[this.symbol] = undefined;
-  }
 }

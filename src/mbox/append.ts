@@ -538,8 +538,7 @@ function placeInMemory(
 ): { head: Buffer; offset: number; bytes: number } | MailboxFullError {
   const head = Buffer.from(tail.padding + from, 'utf8');
   const length = head.length + body.length;
-  if (sizeLimit > 0 && (tail.size >= sizeLimit || tail.size + length > sizeLimit))
-    return new MailboxFullError(path, sizeLimit);
+  if (sizeLimit > 0 && tail.size + length > sizeLimit) return new MailboxFullError(path, sizeLimit);
   return { head, offset: tail.size + tail.padding.length, bytes: length - tail.padding.length };
 }
 

@@ -1,6 +1,7 @@
 // mboxrd on-disk format: the From_ separator line and streaming quoting of message bodies
 // (reading them back, unquoted, is retrieve.ts's job).
 import { Transform, type TransformCallback } from 'node:stream';
+import { oncePerSecond } from '../message/date.js';
 
 const LF = 0x0a;
 const CR = 0x0d;
@@ -24,20 +25,14 @@ function pad2(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }
 
-/** The last second formatted by asctimeUtc: every message of that second gets the same text. */
-let lastAsctime = { second: Number.NaN, text: '' };
-
 /** asctime(3) form of a date in UTC: `Wed Nov  5 11:54:57 2026` (day padded with a space). */
-function asctimeUtc(date: Date): string {
-  const second = Math.floor(date.getTime() / 1000);
-  if (second === lastAsctime.second) return lastAsctime.text;
+const asctimeUtc = oncePerSecond((date) => {
   const day = date.getUTCDate();
-  const text =
+  return (
     `${DAYS[date.getUTCDay()]} ${MONTHS[date.getUTCMonth()]} ${day < 10 ? ` ${day}` : day} ` +
-    `${pad2(date.getUTCHours())}:${pad2(date.getUTCMinutes())}:${pad2(date.getUTCSeconds())} ${date.getUTCFullYear()}`;
-  lastAsctime = { second, text };
-  return text;
-}
+    `${pad2(date.getUTCHours())}:${pad2(date.getUTCMinutes())}:${pad2(date.getUTCSeconds())} ${date.getUTCFullYear()}`
+  );
+});
 
 /**
  * The mbox separator line `From <sender> <asctime>\n`. The null sender `''` is written as

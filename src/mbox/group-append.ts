@@ -40,29 +40,28 @@ export class GroupAppender {
    * mailbox waits for the lock as long as the most impatient message of the batch allows.
    */
   append(target: MailboxTarget, messages: MessageToAppend[]): Promise<(AppendResult | Error)[]> {
-    const state = this.stateOf(target.mailboxPath);
-    const outcomes = messages.map(
-      (message) => new Promise<AppendResult | Error>((settle) => state.queue.push({ target, message, settle })),
-    );
-    if (!state.draining) void this.drain(target.mailboxPath, state);
-    return Promise.all(outcomes);
+    return Promise.all(this.enqueue(target, messages));
   }
 
   /** append() of one message: its outcome. */
   appendOne(target: MailboxTarget, message: MessageToAppend): Promise<AppendResult | Error> {
-    const state = this.stateOf(target.mailboxPath);
-    const outcome = new Promise<AppendResult | Error>((settle) => state.queue.push({ target, message, settle }));
-    if (!state.draining) void this.drain(target.mailboxPath, state);
-    return outcome;
+    return this.enqueue(target, [message])[0]!;
   }
 
-  private stateOf(path: string): MailboxState {
+  /** Queues the messages for the target mailbox, all before its drain starts; their outcomes, in order. */
+  private enqueue(target: MailboxTarget, messages: MessageToAppend[]): Promise<AppendResult | Error>[] {
+    const path = target.mailboxPath;
     let state = this.mailboxes.get(path);
     if (state === undefined) {
       state = { queue: [], draining: false, session: null, reclaim: null, idleSince: 0, lingerTimer: null };
       this.mailboxes.set(path, state);
     }
-    return state;
+    const queue = state.queue;
+    const outcomes = messages.map(
+      (message) => new Promise<AppendResult | Error>((settle) => queue.push({ target, message, settle })),
+    );
+    if (!state.draining) void this.drain(path, state);
+    return outcomes;
   }
 
   /** The size of a mailbox this appender holds open (no need to stat it); null if not open. */
