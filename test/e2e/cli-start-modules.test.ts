@@ -9,8 +9,11 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { makeEnv, MAILSRV_BIN, REPO_ROOT, requireBuild } from './harness.js';
 
-const HOOKS = `export async function load(url, context, next) {
-  if (url.startsWith('file:')) process.stderr.write('LOADED ' + url + '\\n');
+// written with writeSync: the hooks run on a thread of their own, and a process.stderr.write
+// there may still be on its way when a short command exits (the last file loaded went missing)
+const HOOKS = `import { writeSync } from 'node:fs';
+export async function load(url, context, next) {
+  if (url.startsWith('file:')) writeSync(2, 'LOADED ' + url + '\\n');
   return next(url, context);
 }`;
 const REGISTER = `import { register } from 'node:module';
