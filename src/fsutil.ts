@@ -2,7 +2,7 @@
 // a number of bytes at an offset whole, writing a list of buffers whole, making a directory
 // entry (a new, renamed or removed file) durable, alone or grouped with others, and flushing a
 // large rewrite to the disk while it is still being written.
-import { promises as fs } from 'node:fs';
+import { promises as fs, writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 export function isErrno(err: unknown, code: string): boolean {
@@ -76,19 +76,31 @@ export async function fsyncDir(path: string): Promise<void> {
 /** Writes all of `buffers` at the file's position (its end, with O_APPEND), looping over short writes. */
 export async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<void> {
   let rest = buffers.filter((b) => b.length > 0);
-  while (rest.length > 0) {
-    let { bytesWritten } = await handle.writev(rest);
-    const next: Buffer[] = [];
-    for (const buf of rest) {
-      if (bytesWritten >= buf.length) {
-        bytesWritten -= buf.length;
-      } else {
-        next.push(buf.subarray(bytesWritten));
-        bytesWritten = 0;
-      }
+  while (rest.length > 0) rest = unwritten(rest, (await handle.writev(rest)).bytesWritten);
+}
+
+/**
+ * writeAll on the calling thread: blocks the event loop until the write returns (an O_DSYNC
+ * write: until it is on disk). It spares the two thread-pool hand-offs of an asynchronous write,
+ * for when no other client waits on the loop meanwhile.
+ */
+export function writeAllNow(handle: FileHandle, buffers: Buffer[]): void {
+  let rest = buffers.filter((b) => b.length > 0);
+  while (rest.length > 0) rest = unwritten(rest, writevSync(handle.fd, rest));
+}
+
+/** What is left of `buffers` after a write took their first `bytesWritten` bytes. */
+function unwritten(buffers: Buffer[], bytesWritten: number): Buffer[] {
+  const rest: Buffer[] = [];
+  for (const buf of buffers) {
+    if (bytesWritten >= buf.length) {
+      bytesWritten -= buf.length;
+    } else {
+      rest.push(buf.subarray(bytesWritten));
+      bytesWritten = 0;
     }
-    rest = next;
   }
+  return rest;
 }
 
 /**

@@ -90,6 +90,8 @@ export function buildComponents(
     systemClock,
     accountHelper === null || accounts === null ? null : new SystemPasswords(accountHelper),
   );
+  const smtpConnections = new ConnectionLimits('smtp', liveSettings.smtpConnections(config), logger);
+  const pop3Connections = new ConnectionLimits('pop3', liveSettings.pop3Connections(config), logger);
   const store = new QueueStore(config.state_dir);
   const local = new LocalDelivery({
     ...liveSettings.local(config),
@@ -97,6 +99,8 @@ export function buildComponents(
     store,
     userExists: (user) => loaded.directory.hasMailbox(user),
     mailboxes,
+    // one client connected (the one whose message this is): nobody else waits on the event loop
+    writeInPlace: () => smtpConnections.connections + pop3Connections.connections <= 1,
     logger,
   });
   const policy = new SmtpPolicy({
@@ -130,8 +134,6 @@ export function buildComponents(
     logger,
   });
   const checks = new InboundChecks(liveSettings.checks(config));
-  const smtpConnections = new ConnectionLimits('smtp', liveSettings.smtpConnections(config), logger);
-  const pop3Connections = new ConnectionLimits('pop3', liveSettings.pop3Connections(config), logger);
   const smtpListener = (kind: SmtpListenerKind, address: string): SmtpListener => ({
     address,
     service: createSmtpServer({

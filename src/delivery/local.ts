@@ -36,6 +36,11 @@ export interface LocalDeliveryOptions {
   userExists: (user: string) => Promise<boolean>;
   /** whose each mailbox is, and who creates it (accounts = "file" or "system") */
   mailboxes: Mailboxes;
+  /**
+   * Whether a message for a mailbox may be written without the thread pool, blocking the event
+   * loop for that write (GroupAppender's writeInPlace): when no other client is connected.
+   */
+  writeInPlace?: () => boolean;
   logger: Logger;
 }
 
@@ -46,11 +51,13 @@ export type DirectOutcome = 'delivered' | 'mailbox-full' | 'use-queue';
 const MAILBOX_PATHS_KEPT = 10_000;
 
 export class LocalDelivery implements DeliveryAgent {
-  private readonly appender = new GroupAppender();
+  private readonly appender: GroupAppender;
   /** user → mailbox path, for names that can name one */
   private readonly mailboxPaths = new Map<string, string>();
 
-  constructor(private readonly options: LocalDeliveryOptions) {}
+  constructor(private readonly options: LocalDeliveryOptions) {
+    this.appender = new GroupAppender(options.writeInPlace);
+  }
 
   /** Applies changed settings (SIGHUP); the next decision uses them. */
   reconfigure(settings: Partial<LocalDeliveryOptions>): void {

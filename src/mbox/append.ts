@@ -14,7 +14,7 @@ import { fromLine, MboxrdQuoter, MboxrdQuoting } from './format.js';
 import { editHeaders, HeaderEditing, type EditHeadersOptions } from './headers.js';
 import { checkMailboxFile, type MailboxOwner } from './trust.js';
 import { acquireDotlock, MailboxLockedError, type Dotlock, type StaleLockHandler } from './lock.js';
-import { fsyncDir, isErrno, readAt, writeAll } from '../fsutil.js';
+import { fsyncDir, isErrno, readAt, writeAll, writeAllNow } from '../fsutil.js';
 
 export { MailboxLockedError };
 
@@ -364,17 +364,20 @@ export class MailboxSession {
   /**
    * Appends one batch (prepared by prepareAll) and fsyncs it; one outcome per message (see
    * appendMessages). `limits` gives the size limit now (a SIGHUP may have changed it since open).
+   * `inPlace`: a batch of one message held in memory is written on the calling thread
+   * (writeAllNow), blocking the event loop for that write.
    */
   async append(
     messages: MessageToAppend[],
     prepared: PreparedMessage[],
     limits: MailboxTarget = this.target,
+    inPlace = false,
   ): Promise<(AppendResult | Error)[]> {
     const path = this.target.mailboxPath;
     this.tail ??= await mailboxTail(this.handle);
     const batchStart = this.tail.size;
     const inOneWrite = oneWriteTakes(messages, prepared) ? await this.writeInOne(prepared, limits.sizeLimit) : null;
-    const { outcomes, needsFsync } = inOneWrite ?? (await this.writeEach(messages, prepared, limits.sizeLimit));
+    const { outcomes, needsFsync } = inOneWrite ?? (await this.writeEach(messages, prepared, limits.sizeLimit, inPlace));
     const end = this.tail?.size;
     if (end === batchStart) return outcomes; // nothing written: nothing to make durable
     try {
@@ -438,6 +441,7 @@ export class MailboxSession {
     messages: MessageToAppend[],
     prepared: PreparedMessage[],
     sizeLimit: number,
+    inPlace: boolean,
   ): Promise<WrittenBatch> {
     const path = this.target.mailboxPath;
     const outcomes: (AppendResult | Error)[] = [];
@@ -452,8 +456,10 @@ export class MailboxSession {
         this.tail ??= await mailboxTail(this.handle);
         // a batch of one message held in memory: one O_DSYNC write; more share one fsync (one
         // flush for all instead of one each), and a streamed message is written in pieces
-        const handle = messages.length === 1 && Buffer.isBuffer(ready.body) ? this.syncedHandle : this.handle;
-        const outcome = await appendLocked(handle, this.tail, path, sizeLimit, message, ready);
+        const alone = messages.length === 1;
+        const handle = alone && Buffer.isBuffer(ready.body) ? this.syncedHandle : this.handle;
+        const write = alone && inPlace ? writeAllNow : writeAll;
+        const outcome = await appendLocked({ handle, write }, this.tail, path, sizeLimit, message, ready);
         if (handle === this.handle || outcome instanceof Error) needsFsync = true;
         outcomes.push(outcome);
         this.tail = outcome instanceof Error ? null : { size: outcome.offset + outcome.bytes, padding: '' };
@@ -542,13 +548,19 @@ function placeInMemory(
   return { head, offset: tail.size + tail.padding.length, bytes: length - tail.padding.length };
 }
 
+/** Where appendLocked writes, and how it writes a message held in memory (writeAll or writeAllNow). */
+interface AppendWrite {
+  handle: FileHandle;
+  write: (handle: FileHandle, buffers: Buffer[]) => Promise<void> | void;
+}
+
 /**
  * One message onto the open, locked mailbox at `path` that ends at `tail` (`sizeLimit` 0: no
  * limit). A failed message is truncated away and returned as its error; throws only when even
  * the truncation failed.
  */
 async function appendLocked(
-  handle: FileHandle,
+  { handle, write }: AppendWrite,
   tail: MailboxTail,
   path: string,
   sizeLimit: number,
@@ -568,7 +580,7 @@ async function appendLocked(
       // held in memory: one write of the whole message
       const placed = placeInMemory(tail, path, sizeLimit, rendered.from, rendered.body);
       if (placed instanceof Error) throw placed;
-      await writeAll(handle, [placed.head, rendered.body]);
+      await write(handle, [placed.head, rendered.body]);
       return { offset, bytes: placed.bytes };
     }
     const head = Buffer.from(padding + rendered.from, 'utf8');

@@ -34,6 +34,14 @@ interface MailboxState {
 export class GroupAppender {
   private readonly mailboxes = new Map<string, MailboxState>();
 
+  constructor(
+    /**
+     * Whether a batch of one message held in memory may be written on the event loop's own
+     * thread (MailboxSession.append's `inPlace`): asked for each batch.
+     */
+    private readonly writeInPlace: () => boolean = () => false,
+  ) {}
+
   /**
    * Appends the messages to the target mailbox, in order, in the next batch for it. Never
    * rejects: each message gets an AppendResult or the error appendMessages gave it. Opening the
@@ -126,7 +134,7 @@ export class GroupAppender {
     }
     const session = state.session;
     const outcomes = await session
-      .append(messages, prepared, batch[batch.length - 1]!.target)
+      .append(messages, prepared, batch[batch.length - 1]!.target, this.writeInPlace())
       .catch((err: unknown) => batch.map(() => (err instanceof Error ? err : new Error(String(err)))));
     if (session.broken) await this.closeSession(state);
     return outcomes;

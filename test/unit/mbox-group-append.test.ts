@@ -1,7 +1,8 @@
 // Unit tests for src/mbox/group-append.ts: appends that arrive together share a batch, and a
 // mailbox kept open between batches is handed over at once to anyone else in the process.
 import assert from 'node:assert/strict';
-import { existsSync, promises as fs } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, promises as fs, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -24,6 +25,25 @@ function message(n: number): MessageToAppend {
     sender: 'a@example.org',
     date: new Date('2026-12-06T10:00:00Z'),
     addHeaders: [],
+  };
+}
+
+/**
+ * Keeps every thread of libuv's pool blocked (each opening a FIFO for reading, which waits for a
+ * writer) until the returned function opens it read-write (Linux: at once, and a writer): the
+ * file work queued meanwhile waits for a thread.
+ */
+async function occupyThreadPool(fifo: string): Promise<() => Promise<void>> {
+  execFileSync('mkfifo', [fifo]);
+  const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  const readers = Array.from({ length: threads }, () => fs.open(fifo, 'r'));
+  return async () => {
+    const writer = openSync(fifo, 'r+');
+    try {
+      for (const reader of await Promise.all(readers)) await reader.close();
+    } finally {
+      closeSync(writer);
+    }
   };
 }
 
@@ -103,6 +123,34 @@ describe('GroupAppender', () => {
     assert.ok(second instanceof MailboxFullError, String(second));
     await appender.close();
     assert.deepEqual(await subjects(mailbox), ['m1']);
+  });
+
+  it('writes a lone message on the calling thread while writeInPlace says so, in the thread pool otherwise', async () => {
+    const mailbox = join(dir, 'in-place');
+    let inPlace = true;
+    const appender = new GroupAppender(() => inPlace);
+    const target = { mailboxPath: mailbox, sizeLimit: 0, lockTimeoutMs: 1000 };
+    // no loop turn from here to the second appendOne: the mailbox stays open (its linger cannot end)
+    assert.ok(!((await appender.appendOne(target, message(1))) instanceof Error));
+    const opened = statSync(mailbox).size;
+    // the thread pool is kept busy: a write the file shows at once was made on this thread
+    let releasePool = await occupyThreadPool(join(dir, 'in-place-1.fifo'));
+    const written = appender.appendOne(target, message(2));
+    const sizeOnReturn = statSync(mailbox).size;
+    await releasePool();
+    assert.ok(!((await written) instanceof Error));
+    assert.ok(sizeOnReturn > opened, 'written before appendOne returned, with the thread pool busy');
+    // asked per batch: now the write goes to the thread pool, and waits for it
+    inPlace = false;
+    releasePool = await occupyThreadPool(join(dir, 'in-place-2.fifo'));
+    const queued = appender.appendOne(target, message(3));
+    const sizeBeforePool = statSync(mailbox).size;
+    await releasePool();
+    assert.equal(sizeBeforePool, sizeOnReturn, 'nothing written while the thread pool was busy');
+    assert.ok(!((await queued) instanceof Error));
+    await appender.close();
+    assert.equal(sizeOnReturn - opened, (await fs.stat(mailbox)).size - sizeOnReturn, 'all of the message was in');
+    assert.deepEqual(await subjects(mailbox), ['m1', 'm2', 'm3']);
   });
 
   it('a steady stream of mail does not keep another part of the process from the lock', async () => {
