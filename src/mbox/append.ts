@@ -377,7 +377,8 @@ export class MailboxSession {
     this.tail ??= await mailboxTail(this.handle);
     const batchStart = this.tail.size;
     const inOneWrite = oneWriteTakes(messages, prepared) ? await this.writeInOne(prepared, limits.sizeLimit) : null;
-    const { outcomes, needsFsync } = inOneWrite ?? (await this.writeEach(messages, prepared, limits.sizeLimit, inPlace));
+    const { outcomes, needsFsync } =
+      inOneWrite ?? (await this.writeEach(messages, prepared, limits.sizeLimit, inPlace));
     const end = this.tail?.size;
     if (end === batchStart) return outcomes; // nothing written: nothing to make durable
     try {
