@@ -125,7 +125,7 @@ describe('GroupAppender', () => {
     assert.deepEqual(await subjects(mailbox), ['m1']);
   });
 
-  it('writes a lone message on the calling thread while writeInPlace says so, in the thread pool otherwise', async () => {
+  it('writes a lone message on the calling thread while writeInPlace says so, else in the thread pool', async () => {
     const mailbox = join(dir, 'in-place');
     let inPlace = true;
     const appender = new GroupAppender(() => inPlace);
