@@ -470,6 +470,6 @@ describe('mailsrv check / config / start with bad input', () => {
       env: { ...process.env, NODE_OPTIONS: `--import ${report}` },
     });
     assert.equal(result.status, 0, result.stderr);
-    assert.deepEqual(JSON.parse(result.stderr), ['--max-semi-space-size=2']);
+    assert.deepEqual(JSON.parse(result.stderr), ['--max-semi-space-size=1']);
   });
 });
