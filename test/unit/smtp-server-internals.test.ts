@@ -30,6 +30,8 @@ test('the SMTPConnection methods mailsrv overrides or calls exist with the shape
     ['close', 0],
     ['_isDisabled', 1],
     ['_getHandler', 1],
+    ['_isSupported', 1],
+    ['_whenWritable', 1],
     ['handler_EHLO', 2],
     ['handler_AUTH', 2],
     ['handler_MAIL', 2],
@@ -137,6 +139,9 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   const ehlo = await reply(next);
   assert.equal(written, 18, 'the socket is piped into SMTPConnection._parser (its write() sees every byte)');
   assert.match(ehlo, /^250 /);
+  assert.equal(connection._ready, true, 'SMTPConnection._ready once greeted');
+  assert.equal(connection.openingCommand, 'EHLO', 'SMTPConnection.openingCommand');
+  assert.equal(connection.hostNameAppearsAs, 'client.test', 'SMTPConnection.hostNameAppearsAs');
   socket.write('VRFY someone\r\n');
   assert.equal(await reply(next), '252 2.0.0 Send some mail, I will try my best', 'handler_VRFY is dispatched by name');
 
@@ -153,4 +158,12 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   (await releaseData)();
   assert.match(await reply(next), /^250 /);
   assert.equal(connection._dataStream, false, 'SMTPConnection._dataStream after DATA');
+
+  // once SMTPServer.close() has begun (its _closeTimeout set), a command is refused
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  assert.ok((server as unknown as { _closeTimeout: unknown })._closeTimeout, 'SMTPServer._closeTimeout');
+  socket.write('MAIL FROM:<a@client.test>\r\n');
+  assert.match(await reply(next), /^421 /, 'a command while the server closes');
+  socket.destroy();
+  await closed;
 });
