@@ -103,7 +103,6 @@ function loginRefusal({ reason, closeConnection }: RefusedLogin): SmtpReplyError
   return new SmtpReplyError(535, '5.7.8 Authentication credentials invalid');
 }
 
-/** The client as the policy sees it: its address and, after AUTH, its user. */
 /**
  * The MAIL and RCPT parameters of the extensions mailsrv offers (SIZE, 8BITMIME, SMTPUTF8, and
  * AUTH= of RFC 4954); smtp-server checks their values. DSN and REQUIRETLS are not offered.
@@ -121,6 +120,7 @@ function refuseUnsupportedParameters(address: SMTPServerAddress, supported: Read
   }
 }
 
+/** The client as the policy sees it: its address and, after AUTH, its user. */
 function clientOf(session: SMTPServerSession): SmtpClientIdentity {
   return typeof session.user === 'string'
     ? { ip: session.remoteAddress, user: session.user }
