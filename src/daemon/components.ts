@@ -29,6 +29,7 @@ import { RemoteDelivery } from '../relay/agent.js';
 import { SmtpPolicy } from '../smtp/policy.js';
 import { createSmtpServer, type SmtpListenerKind, type SmtpService } from '../smtp/server.js';
 import type { TlsCredentials } from '../tls/credentials.js';
+import { isOnLocalFilesystem } from '../filesystem-kind.js';
 import { liveSettings, type Reconfigurers } from './live-settings.js';
 import type { Loaded } from './loaded.js';
 
@@ -93,14 +94,18 @@ export function buildComponents(
   const smtpConnections = new ConnectionLimits('smtp', liveSettings.smtpConnections(config), logger);
   const pop3Connections = new ConnectionLimits('pop3', liveSettings.pop3Connections(config), logger);
   const store = new QueueStore(config.state_dir);
+  const spoolIsLocal = isOnLocalFilesystem(config.spool_dir);
   const local = new LocalDelivery({
     ...liveSettings.local(config),
     spoolDir: config.spool_dir,
     store,
     userExists: (user) => loaded.directory.hasMailbox(user),
     mailboxes,
-    // one client connected (the one whose message this is): nobody else waits on the event loop
-    writeInPlace: () => smtpConnections.connections + pop3Connections.connections <= 1,
+    // one client connected (most often the one whose message this is): no other SMTP or POP3
+    // client waits on the event loop meanwhile (HTTP clients and sockets still sending a PROXY
+    // header are not counted: they may wait for one write of at most ~256 KiB); never on a
+    // network file system, which can stall for as long as its server does
+    writeInPlace: () => spoolIsLocal && smtpConnections.connections + pop3Connections.connections <= 1,
     logger,
   });
   const policy = new SmtpPolicy({

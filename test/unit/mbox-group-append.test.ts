@@ -28,6 +28,15 @@ function message(n: number): MessageToAppend {
   };
 }
 
+/** How many threads libuv's pool has: UV_THREADPOOL_SIZE read as libuv reads it (atoi, 1 to 1024), else 4. */
+function threadPoolSize(): number {
+  const setting = process.env.UV_THREADPOOL_SIZE;
+  if (setting === undefined) return 4;
+  const threads = Number.parseInt(setting, 10);
+  if (Number.isNaN(threads) || threads === 0) return 1;
+  return threads < 0 || threads > 1024 ? 1024 : threads;
+}
+
 /**
  * Keeps every thread of libuv's pool blocked (each opening a FIFO for reading, which waits for a
  * writer) until the returned function opens it read-write (Linux: at once, and a writer): the
@@ -35,7 +44,7 @@ function message(n: number): MessageToAppend {
  */
 async function occupyThreadPool(fifo: string): Promise<() => Promise<void>> {
   execFileSync('mkfifo', [fifo]);
-  const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  const threads = threadPoolSize();
   const readers = Array.from({ length: threads }, () => fs.open(fifo, 'r'));
   return async () => {
     const writer = openSync(fifo, 'r+');

@@ -1,6 +1,7 @@
 // The smtp-server internals src/smtp/connection.ts overrides or reads, checked on a live
 // session: when an upgrade of the pinned smtp-server renames or reshapes one, this fails
-// naming the member instead of the daemon misbehaving quietly.
+// naming the member instead of the daemon misbehaving quietly. It also checks which commands
+// MailsrvConnection dispatches itself (they skip smtp-server's _onCommand).
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createConnection, type AddressInfo } from 'node:net';
@@ -166,4 +167,57 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   assert.match(await reply(next), /^421 /, 'a command while the server closes');
   socket.destroy();
   await closed;
+});
+
+test("a message's commands skip smtp-server's _onCommand while the protocol log is off, and only then", async (t) => {
+  const reachedSmtpServer: string[] = [];
+  const proto = SMTPConnection.prototype as unknown as { _onCommand: (command: Buffer, ...rest: unknown[]) => void };
+  const onCommand = proto._onCommand;
+  proto._onCommand = function (this: unknown, command: Buffer, ...rest: unknown[]) {
+    reachedSmtpServer.push(command.toString('latin1').split(' ')[0]!);
+    onCommand.call(this, command, ...rest);
+  };
+  t.after(() => {
+    proto._onCommand = onCommand;
+  });
+  let protocolLog = false;
+  const server = new MailsrvSMTPServer({
+    tls: null,
+    plaintextAuth: () => false,
+    protocolLogEnabled: () => protocolLog,
+    limits: new ConnectionLimits(
+      'smtp',
+      { maxClients: 10, maxPerAddress: 10, exempt: () => false },
+      pino({ level: 'silent' }),
+    ),
+    listenerName: 'mx',
+    deadlineExceeded: () => undefined,
+    clientBehind: async (socket) => ({ address: socket.remoteAddress!, port: socket.remotePort! }),
+    authOptional: true,
+    onData(stream, _session, callback) {
+      stream.resume();
+      stream.once('end', () => callback());
+    },
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server.server, 'listening');
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const dialogue = async () => {
+    const socket = createConnection((server.server.address() as AddressInfo).port, '127.0.0.1');
+    const next = crlfLineReader(socket);
+    assert.match(await reply(next), /^220 /);
+    for (const line of ['EHLO client.test', 'NOOP', 'MAIL FROM:<a@client.test>', 'RCPT TO:<b@server.test>', 'RSET']) {
+      socket.write(`${line}\r\n`);
+      assert.match(await reply(next), /^250 /, line);
+    }
+    socket.write('QUIT\r\n');
+    assert.match(await reply(next), /^221 /);
+    socket.destroy();
+  };
+  await dialogue();
+  assert.deepEqual(reachedSmtpServer, ['NOOP', 'RSET'], 'only the other commands went through smtp-server');
+  reachedSmtpServer.length = 0;
+  protocolLog = true;
+  await dialogue();
+  assert.deepEqual(reachedSmtpServer, ['EHLO', 'NOOP', 'MAIL', 'RCPT', 'RSET', 'QUIT'], 'with the log on, all of them');
 });
