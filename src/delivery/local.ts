@@ -38,7 +38,8 @@ export interface LocalDeliveryOptions {
   mailboxes: Mailboxes;
   /**
    * Whether a message for a mailbox may be written without the thread pool, blocking the event
-   * loop for that write (GroupAppender's writeInPlace): when no other client is connected.
+   * loop for that write (GroupAppender's writeInPlace); the daemon allows it while no other
+   * client is connected and the spool is on local storage.
    */
   writeInPlace?: () => boolean;
   logger: Logger;
