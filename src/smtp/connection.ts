@@ -226,9 +226,10 @@ class MailsrvConnection extends SMTPConnection {
     if (verb === undefined || !this._ready || this._server._closeTimeout) return false;
     const options = this._server.options;
     if (this.mailsrv.protocolLogEnabled() || !options.authOptional || options.lmtp) return false;
-    if (!this._isSupported(verb) || (REQUIRES_HELO.has(verb) && !this.hostNameAppearsAs)) return false;
+    if (REQUIRES_HELO.has(verb) && !this.hostNameAppearsAs) return false;
+    // smtp-server's _isSupported, without making the verb a string again and looking it up twice
     const handler = this._getHandler(verb);
-    if (handler === undefined) return false;
+    if (typeof handler !== 'function' || this._isDisabled(verb)) return false;
     if (verb === 'HELO' || verb === 'EHLO') this.openingCommand = verb;
     let handled = false;
     const finished = () => {

@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { SMTPConnection, socketTimeout } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { ConnectionLimits } from '../../src/net/connection-limits.js';
-import { MailsrvSMTPServer } from '../../src/smtp/connection.js';
+import { MailsrvSMTPServer, type MailsrvServerOptions } from '../../src/smtp/connection.js';
 import { crlfLineReader } from '../support/crlf-lines.js';
 
 /** The last line of a (possibly multi-line) reply. */
@@ -19,6 +19,35 @@ async function reply(next: () => Promise<string>): Promise<string> {
     const line = await next();
     if (line[3] !== '-') return line;
   }
+}
+
+/** Connection limits no test session reaches. */
+function testLimits(): ConnectionLimits {
+  return new ConnectionLimits(
+    'smtp',
+    { maxClients: 10, maxPerAddress: 10, exempt: () => false },
+    pino({ level: 'silent' }),
+  );
+}
+
+/** A MailsrvSMTPServer on a free loopback port, closed when the test ends. */
+async function listeningServer(
+  t: { after: (fn: () => Promise<void>) => void },
+  options: Pick<MailsrvServerOptions, 'limits' | 'protocolLogEnabled' | 'onData'>,
+): Promise<{ server: MailsrvSMTPServer; port: number }> {
+  const server = new MailsrvSMTPServer({
+    tls: null,
+    plaintextAuth: () => false,
+    listenerName: 'mx',
+    deadlineExceeded: () => undefined,
+    clientBehind: async (socket) => ({ address: socket.remoteAddress!, port: socket.remotePort! }),
+    authOptional: true,
+    ...options,
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server.server, 'listening');
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return { server, port: (server.server.address() as AddressInfo).port };
 }
 
 test('the SMTPConnection methods mailsrv overrides or calls exist with the shapes it relies on', () => {
@@ -76,20 +105,10 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
   const releaseData = new Promise<() => void>((resolve) => {
     dataStarted = resolve;
   });
-  const limits = new ConnectionLimits(
-    'smtp',
-    { maxClients: 10, maxPerAddress: 10, exempt: () => false },
-    pino({ level: 'silent' }),
-  );
-  const server = new MailsrvSMTPServer({
-    tls: null,
-    plaintextAuth: () => false,
-    protocolLogEnabled: () => false,
+  const limits = testLimits();
+  const { server, port } = await listeningServer(t, {
     limits,
-    listenerName: 'mx',
-    deadlineExceeded: () => undefined,
-    clientBehind: async (socket) => ({ address: socket.remoteAddress!, port: socket.remotePort! }),
-    authOptional: true,
+    protocolLogEnabled: () => false,
     onData(stream, _session, callback) {
       dataStarted(() => {
         stream.resume();
@@ -97,10 +116,7 @@ test('a live session carries the fields mailsrv reads, and VRFY and DATA reach i
       });
     },
   });
-  server.listen(0, '127.0.0.1');
-  await once(server.server, 'listening');
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const socket = createConnection((server.server.address() as AddressInfo).port, '127.0.0.1');
+  const socket = createConnection(port, '127.0.0.1');
   t.after(() => socket.destroy());
   const next = crlfLineReader(socket);
   assert.match(await reply(next), /^220 /);
@@ -181,29 +197,16 @@ test("a message's commands skip smtp-server's _onCommand while the protocol log 
     proto._onCommand = onCommand;
   });
   let protocolLog = false;
-  const server = new MailsrvSMTPServer({
-    tls: null,
-    plaintextAuth: () => false,
+  const { port } = await listeningServer(t, {
+    limits: testLimits(),
     protocolLogEnabled: () => protocolLog,
-    limits: new ConnectionLimits(
-      'smtp',
-      { maxClients: 10, maxPerAddress: 10, exempt: () => false },
-      pino({ level: 'silent' }),
-    ),
-    listenerName: 'mx',
-    deadlineExceeded: () => undefined,
-    clientBehind: async (socket) => ({ address: socket.remoteAddress!, port: socket.remotePort! }),
-    authOptional: true,
     onData(stream, _session, callback) {
       stream.resume();
       stream.once('end', () => callback());
     },
   });
-  server.listen(0, '127.0.0.1');
-  await once(server.server, 'listening');
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const dialogue = async () => {
-    const socket = createConnection((server.server.address() as AddressInfo).port, '127.0.0.1');
+    const socket = createConnection(port, '127.0.0.1');
     const next = crlfLineReader(socket);
     assert.match(await reply(next), /^220 /);
     for (const line of ['EHLO client.test', 'NOOP', 'MAIL FROM:<a@client.test>', 'RCPT TO:<b@server.test>', 'RSET']) {
