@@ -13,6 +13,7 @@ import {
   MailboxLockedError,
   mailboxSize,
   renderedLength,
+  type InMemoryMessage,
   type MailboxTarget,
   type MessageToAppend,
 } from '../mbox/append.js';
@@ -118,7 +119,7 @@ export class LocalDelivery implements DeliveryAgent {
    * free right now; fsynced when this resolves 'delivered'. 'use-queue': nothing was written
    * (several or remote recipients, a busy or failing mailbox), the caller queues the message.
    */
-  async deliverNow(envelope: Envelope, source: Buffer | (() => Readable)): Promise<DirectOutcome> {
+  async deliverNow(envelope: Envelope, source: InMemoryMessage | (() => Readable)): Promise<DirectOutcome> {
     const [recipient, ...others] = envelope.recipients;
     if (recipient === undefined || others.length > 0 || recipient.target.kind !== 'local') return 'use-queue';
     const user = recipient.target.user;
@@ -133,7 +134,7 @@ export class LocalDelivery implements DeliveryAgent {
     }
     const result = await this.appender.appendOne(
       this.target(mailbox, 0, rule),
-      this.message(envelope, 0, user, Buffer.isBuffer(source) ? source : source()),
+      this.message(envelope, 0, user, typeof source === 'function' ? source() : source),
     );
     if (result instanceof MailboxFullError) return 'mailbox-full';
     if (result instanceof Error) {
@@ -174,7 +175,7 @@ export class LocalDelivery implements DeliveryAgent {
     envelope: Envelope,
     index: number,
     user: string,
-    source: Readable | Buffer,
+    source: Readable | InMemoryMessage,
     beforeWrite?: (offset: number) => Promise<void>,
   ): MessageToAppend {
     const address = envelope.recipients[index]!.address;

@@ -31,10 +31,17 @@ export interface MailboxTarget {
   create?: boolean;
 }
 
+/** A message held in memory: its bytes are these pieces one after the other (as they were received). */
+export type InMemoryMessage = readonly Buffer[];
+
+function isInMemory(source: Readable | InMemoryMessage): source is InMemoryMessage {
+  return Array.isArray(source);
+}
+
 /** One message to append. */
 export interface MessageToAppend {
   /** the raw message (CRLF line ends): streamed, or a small one already in memory */
-  source: Readable | Buffer;
+  source: Readable | InMemoryMessage;
   /** envelope sender for the From_ line; '' is the null sender */
   sender: string;
   /** delivery time for the From_ line */
@@ -205,7 +212,7 @@ async function separatorPadding(handle: FileHandle, size: number): Promise<strin
  */
 export async function renderedLength(message: MessageToAppend): Promise<number> {
   let bytes = Buffer.byteLength(fromLine(message.sender, message.date));
-  if (Buffer.isBuffer(message.source)) return bytes + renderInMemory(message.source, headerEdit(message)).length;
+  if (isInMemory(message.source)) return bytes + renderInMemory(message.source, headerEdit(message)).length;
   const counter = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       bytes += chunk.length;
@@ -220,23 +227,18 @@ function headerEdit(message: MessageToAppend): EditHeadersOptions {
   return { add: message.addHeaders, addIfMissing: message.addHeadersIfMissing };
 }
 
-/** The mbox form of a message held in memory (header edit and mboxrd quoting in one pass). */
-function renderInMemory(raw: Buffer, edit: EditHeadersOptions): Buffer {
+/** The mbox form of a message held in memory (header edit and mboxrd quoting in one pass, into one buffer). */
+function renderInMemory(raw: InMemoryMessage, edit: EditHeadersOptions): Buffer {
   const edited: Buffer[] = [];
   const editing = new HeaderEditing(edit);
-  editing.write(raw, edited);
+  for (const piece of raw) editing.write(piece, edited);
   editing.end(edited);
-  // quoted in one piece: the quoting's cost is mostly per call (a buffer, a scan for `From `)
-  const quoted: Buffer[] = [];
-  const quoting = new MboxrdQuoting();
-  quoting.write(edited.length === 1 ? edited[0]! : Buffer.concat(edited), quoted);
-  quoting.end(quoted);
-  return Buffer.concat(quoted);
+  return new MboxrdQuoting().quoteWhole(edited);
 }
 
 /** Destroys a streamed source that will not be read. */
 export function dropSource(message: MessageToAppend): void {
-  if (!Buffer.isBuffer(message.source)) message.source.destroy();
+  if (!isInMemory(message.source)) message.source.destroy();
 }
 
 /**
@@ -493,7 +495,7 @@ function prepare(message: MessageToAppend): Rendered | Error {
   try {
     const from = fromLine(message.sender, message.date);
     const edit = headerEdit(message);
-    if (Buffer.isBuffer(message.source)) return { from, body: renderInMemory(message.source, edit) };
+    if (isInMemory(message.source)) return { from, body: renderInMemory(message.source, edit) };
     return { from, body: editHeaders(edit) };
   } catch (err) {
     return err instanceof Error ? err : new Error(String(err));

@@ -8,12 +8,22 @@ const CR = 0x0d;
 const GT = 0x3e;
 const FROM_ = Buffer.from('From ', 'latin1');
 const QUOTED_FROM_ = Buffer.from('>From ', 'latin1');
-const LF_BUF = Buffer.from([LF]);
 const CR_BUF = Buffer.from([CR]);
 const NO_BYTES = Buffer.alloc(0);
+/** room in an output buffer before its input, for bytes held back from before it (a CR, 4 of `From`) and a `>` */
+const SLACK = 8;
+/** the most end() adds: 4 held-back bytes of `From`, a CR, a missing newline, the separator line */
+const MAX_END_BYTES = 7;
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** An upper bound of the From_ lines in `chunk` (every `From ` counts, at a line start or not). */
+function countFromLines(chunk: Buffer): number {
+  let count = 0;
+  for (let at = chunk.indexOf(FROM_); at !== -1; at = chunk.indexOf(FROM_, at + 1)) count++;
+  return count;
+}
 
 /** Pushes the collected output pieces of one chunk as a single Buffer (nothing if empty). */
 function pushAll(stream: Transform, out: Buffer[]): void {
@@ -58,7 +68,8 @@ export function fromLine(sender: string, date: Date): string {
  * a line (a partial `From`) and one CR are held back. A chunk is converted in one copy: it is
  * copied whole into its output buffer (a little way in, to leave room for the bytes the
  * quoting adds), and its lines are then moved down in place, each without its CR (no object
- * per line: a message of 100 KiB has ~1,300 of them).
+ * per line: a message of 100 KiB has ~1,300 of them). A message held in memory is converted
+ * whole by quoteWhole(), into one buffer.
  */
 export class MboxrdQuoting {
   /** still inside the `>*` run at the start of a line (nothing else seen on it yet) */
@@ -85,15 +96,53 @@ export class MboxrdQuoting {
   constructor(private readonly reuseOutput = false) {}
 
   write(chunk: Buffer, out: Buffer[]): void {
-    const len = chunk.length;
     // what the output may have beyond the input: the held-back bytes (a CR, up to 4 of `From`),
     // and a `>` per From_ line (one whose `From ` began in the previous chunk included)
-    let fromLines = 0;
-    for (let at = chunk.indexOf(FROM_); at !== -1; at = chunk.indexOf(FROM_, at + 1)) fromLines++;
-    this.inputAt = 8 + fromLines;
-    const size = this.inputAt + len;
-    this.target = this.reuseOutput && this.spare.length >= size ? this.spare : Buffer.allocUnsafe(size);
-    this.target.set(chunk, this.inputAt);
+    const inputAt = SLACK + countFromLines(chunk);
+    const size = inputAt + chunk.length;
+    const target = this.reuseOutput && this.spare.length >= size ? this.spare : Buffer.allocUnsafe(size);
+    target.set(chunk, inputAt);
+    this.convert(target, inputAt, chunk.length);
+    if (this.written > 0) out.push(target.subarray(0, this.written));
+    if (this.reuseOutput) this.spare = target;
+    this.target = NO_BYTES;
+  }
+
+  /**
+   * A whole message, in the pieces it is held in, as write() of each piece and then end() would
+   * render it, in one buffer: no other buffer is made (nor the pieces joined first).
+   */
+  quoteWhole(pieces: readonly Buffer[]): Buffer {
+    let length = 0;
+    // a `From ` cut in two by a boundary between pieces is counted in neither: one more each
+    let fromLines = pieces.length - 1;
+    for (const piece of pieces) {
+      length += piece.length;
+      fromLines += countFromLines(piece);
+    }
+    const inputAt = SLACK + fromLines;
+    const target = Buffer.allocUnsafe(inputAt + length + MAX_END_BYTES);
+    let at = inputAt;
+    for (const piece of pieces) {
+      target.set(piece, at);
+      at += piece.length;
+    }
+    this.convert(target, inputAt, length);
+    this.written = this.finishInto(target, this.written);
+    const whole = target.subarray(0, this.written);
+    this.target = NO_BYTES;
+    return whole;
+  }
+
+  /**
+   * Converts the `len` input bytes at `inputAt` in `target` into output at its start. The
+   * input is read where it lies: the output stays behind the next input byte to read, as the
+   * room before `inputAt` covers whatever it gains on the input.
+   */
+  private convert(target: Buffer, inputAt: number, len: number): void {
+    const chunk = target.subarray(inputAt, inputAt + len);
+    this.target = target;
+    this.inputAt = inputAt;
     this.written = 0;
     let pos = 0;
     while (pos < len) {
@@ -145,9 +194,6 @@ export class MboxrdQuoting {
       this.atLinePrefix = true;
       pos = nl + 1;
     }
-    if (this.written > 0) out.push(this.target.subarray(0, this.written));
-    if (this.reuseOutput) this.spare = this.target;
-    this.target = NO_BYTES;
   }
 
   /** Moves input bytes [start, end) of the chunk being written down to the end of the output. */
@@ -165,11 +211,18 @@ export class MboxrdQuoting {
   }
 
   end(out: Buffer[]): void {
+    const tail = Buffer.allocUnsafe(MAX_END_BYTES);
+    out.push(tail.subarray(0, this.finishInto(tail, 0)));
+  }
+
+  /** Writes what end() adds (held-back bytes, a missing newline, the separator) at `at`; returns where it ends. */
+  private finishInto(target: Buffer, at: number): number {
     const held = this.releasePrefix();
-    if (held) out.push(held);
-    if (this.pendingCr) out.push(CR_BUF);
-    if (this.lineOpen) out.push(LF_BUF);
-    out.push(LF_BUF);
+    if (held) at += held.copy(target, at);
+    if (this.pendingCr) target[at++] = CR;
+    if (this.lineOpen) target[at++] = LF;
+    target[at++] = LF;
+    return at;
   }
 
   /** The line turned out not to be a `>*From ` line: the held-back part of `From`, if any, to go out. */
@@ -195,6 +248,7 @@ export class MboxrdQuoter extends Transform {
   override _flush(callback: TransformCallback): void {
     const out: Buffer[] = [];
     this.quoting.end(out);
-    callback(null, Buffer.concat(out));
+    pushAll(this, out);
+    callback();
   }
 }

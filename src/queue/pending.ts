@@ -99,10 +99,9 @@ export class PendingEntry<Entry> {
     await writeAll(this.file!, [chunk]);
   }
 
-  /** The whole message in one buffer, if it is held in memory; null if it went to disk. */
-  messageInMemory(): Buffer | null {
-    if (this.chunks === null) return null;
-    return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
+  /** The message's chunks, if it is held in memory; null if it went to disk. */
+  messageInMemory(): readonly Buffer[] | null {
+    return this.chunks;
   }
 
   /** Bytes of the message received (and prepended) so far. */

@@ -20,6 +20,7 @@ import { clientBehind } from '../net/proxied-client.js';
 import { qualify } from '../message/address.js';
 import type { Envelope, ResolvedRecipient } from '../message/envelope.js';
 import type { DirectOutcome } from '../delivery/local.js';
+import type { InMemoryMessage } from '../mbox/append.js';
 import type { PendingEntry } from '../queue/pending.js';
 import type { QueueEntry, QueueStore } from '../queue/store.js';
 import type { TlsCredentials } from '../tls/credentials.js';
@@ -66,7 +67,7 @@ export interface SmtpServiceOptions {
   /** DKIM-signs a submitted message, all of it received; resolves to its size then (see SubmissionSigner) */
   sign: (pending: PendingEntry<QueueEntry>) => Promise<number>;
   /** offers a received message straight to its one local mailbox (see LocalDelivery.deliverNow) */
-  deliverNow: (envelope: Envelope, source: Buffer | (() => Readable)) => Promise<DirectOutcome>;
+  deliverNow: (envelope: Envelope, source: InMemoryMessage | (() => Readable)) => Promise<DirectOutcome>;
   onQueued: (entry: QueueEntry) => void;
   logger: Logger;
 }

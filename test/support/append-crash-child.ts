@@ -31,8 +31,9 @@ const outcomes = await appender.append(
   { mailboxPath: args.mailbox, sizeLimit: 0, lockTimeoutMs: 5000 },
   args.messages.map((raw, i) => {
     const bytes = Buffer.from(raw, 'latin1');
+    const pieces = [bytes.subarray(0, 7), bytes.subarray(7)];
     return {
-      source: i % 2 === 0 ? bytes : Readable.from([bytes.subarray(0, 7), bytes.subarray(7)]),
+      source: i % 2 === 0 ? pieces : Readable.from(pieces),
       sender: 'crash@example.org',
       date: new Date('2026-12-06T10:00:00Z'),
       addHeaders: [`X-Test: ${i}`],

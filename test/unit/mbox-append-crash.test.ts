@@ -136,7 +136,7 @@ describe('a batch append killed part-way', () => {
         // the next delivery breaks the lock (if still there) and appends after what is left
         await appendMessage({
           mailboxPath: mailbox,
-          source: Buffer.from(`Subject: m9\r\n\r\n${'line 9\r\n'.repeat(59)}`),
+          source: [Buffer.from(`Subject: m9\r\n\r\n${'line 9\r\n'.repeat(59)}`)],
           sender: 'next@example.org',
           date: new Date('2026-12-06T11:00:00Z'),
           addHeaders: [],

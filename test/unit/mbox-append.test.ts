@@ -288,10 +288,15 @@ describe('appendMessage', () => {
   });
 });
 
-/** A message held in memory (as a small received one is): `Subject: <subject>` and `body`. */
+/**
+ * A message held in memory (as a small received one is): `Subject: <subject>` and `body`, in
+ * the pieces it came in (cut in the middle of its body).
+ */
 function inMemory(subject: string, body: string): MessageToAppend {
+  const raw = Buffer.from(`Subject: ${subject}\r\n\r\n${body}\r\n`, 'latin1');
+  const cut = raw.length - Math.ceil(body.length / 2);
   return {
-    source: Buffer.from(`Subject: ${subject}\r\n\r\n${body}\r\n`, 'latin1'),
+    source: [raw.subarray(0, cut), raw.subarray(cut)],
     sender: 'alice@example.org',
     date: DATE,
     addHeaders: [],

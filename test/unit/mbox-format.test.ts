@@ -139,6 +139,34 @@ describe('MboxrdQuoting with reuseOutput', () => {
   });
 });
 
+describe('MboxrdQuoting.quoteWhole', () => {
+  const whole = (pieces: Buffer[]): string => new MboxrdQuoting().quoteWhole(pieces).toString('latin1');
+
+  it('renders a message held in pieces as the stream renders it, however it is cut', async () => {
+    const input = '>>From a\r\nFrom\rb\r\nFro\r\n\r\n>From\r\nFrom \r\nFrom x\r\n\r\rFrom ';
+    const expected = await quote(input);
+    assert.equal(whole([Buffer.from(input, 'latin1')]), expected);
+    assert.equal(whole(bytewise(input)), expected);
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.nat({ max: 64 }), { maxLength: 12 }), async (cuts) => {
+        assert.equal(whole(chunksOf(input, cuts)), expected);
+      }),
+    );
+  });
+  it('has room for a From_ line cut between every two pieces', async () => {
+    // each boundary splits a `From `, which neither piece's own count sees
+    const input = 'From \n'.repeat(300);
+    const cuts = Array.from({ length: 300 }, (_, i) => 6 * i + 3);
+    const pieces = chunksOf(input, cuts);
+    assert.equal(whole(pieces), await quote(input));
+  });
+  it('renders an empty message as the separator alone, and nothing but the end after held bytes', async () => {
+    assert.equal(whole([]), '\n');
+    assert.equal(whole([Buffer.alloc(0)]), '\n');
+    assert.equal(whole([Buffer.from('Fro'), Buffer.from('\r')]), await quote('Fro\r'));
+  });
+});
+
 describe('quote/unquote property', () => {
   const lineChar = fc.constantFrom('>', 'F', 'r', 'o', 'm', ' ', 'x', '\t', '\u00e9');
   const line = fc.oneof(

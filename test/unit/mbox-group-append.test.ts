@@ -21,7 +21,7 @@ after(async () => {
 
 function message(n: number): MessageToAppend {
   return {
-    source: Buffer.from(`Subject: m${n}\r\n\r\nbody ${n}\r\n`),
+    source: [Buffer.from(`Subject: m${n}\r\n\r\nbody ${n}\r\n`)],
     sender: 'a@example.org',
     date: new Date('2026-12-06T10:00:00Z'),
     addHeaders: [],
