@@ -470,6 +470,9 @@ describe('mailsrv check / config / start with bad input', () => {
       env: { ...process.env, NODE_OPTIONS: `--import ${report}` },
     });
     assert.equal(result.status, 0, result.stderr);
-    assert.deepEqual(JSON.parse(result.stderr), ['--max-semi-space-size=1', '--no-memory-reducer']);
+    assert.deepEqual(JSON.parse(result.stderr), [
+      '--max-semi-space-size=1',
+      '--gc-memory-reducer-start-delay-ms=300000',
+    ]);
   });
 });
