@@ -110,7 +110,8 @@ export class MboxrdQuoting {
 
   /**
    * A whole message, in the pieces it is held in, as write() of each piece and then end() would
-   * render it, in one buffer: no other buffer is made (nor the pieces joined first).
+   * render it, in one buffer: no other buffer is made (nor the pieces joined first). Like end(),
+   * it finishes the message: a new message needs a new MboxrdQuoting.
    */
   quoteWhole(pieces: readonly Buffer[]): Buffer {
     let length = 0;

@@ -10,9 +10,9 @@ import { isWanted, lendWhileIdle, whenUnwanted } from './lock.js';
 /** Most messages one batch (one fsync) takes. */
 const MAX_BATCH = 64;
 /**
- * How long an idle mailbox stays locked and open, waiting for more mail: long enough for a
- * stream of 100 or more messages a second to pay the lock and the open once, short enough that
- * a mail reader on the box does not wait for the lock of a delivery long done.
+ * How long an idle mailbox stays locked and open, waiting for more mail: a stream whose messages
+ * come less than this apart pays the lock and the open once (a busy mailbox's gaps are shorter),
+ * and a mail reader on the box does not wait long for the lock of a delivery already done.
  */
 const LINGER_MS = 10;
 

@@ -99,7 +99,10 @@ export class PendingEntry<Entry> {
     await writeAll(this.file!, [chunk]);
   }
 
-  /** The message's chunks, if it is held in memory; null if it went to disk. */
+  /**
+   * The message's chunks, if it is held in memory; null if it went to disk. The array is the
+   * entry's own (prepend() adds to it): render it before the entry changes.
+   */
   messageInMemory(): readonly Buffer[] | null {
     return this.chunks;
   }
