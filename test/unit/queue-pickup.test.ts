@@ -5,7 +5,7 @@
 // is bounded; stop() waits for work in progress. Rescans, debouncing and the age of temp files
 // run on a fake clock.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -209,7 +209,8 @@ test('junk found young is not looked at again before it can be a day old', async
   t.after(() => pickup.stop());
   const day = 24 * 3_600_000;
   await writeFile(join(dir, 'young'), 'x');
-  const writtenAt = Date.now();
+  // its day runs from its mtime (which has fractions of a millisecond, unlike Date.now())
+  const writtenAt = (await stat(join(dir, 'young'))).mtimeMs;
   clock.advance(writtenAt - clock.now());
   await pickup.scan();
   // made old behind the pickup's back: it waits for the day it was given
@@ -217,9 +218,7 @@ test('junk found young is not looked at again before it can be a day old', async
   await utimes(join(dir, 'young'), old, old);
   await pickup.scan();
   assert.deepEqual(await readdir(dir), ['young'], 'not looked at again before its day is over');
-  // its day runs from its mtime, which has fractions of a millisecond: up to 1 ms after writtenAt
-  // (Date.now() rounds down)
-  clock.advance(writtenAt + 1 + day - clock.now());
+  clock.advance(writtenAt + day - clock.now());
   await pickup.scan();
   assert.deepEqual(await readdir(dir), [], 'removed once it may be stale');
 });
