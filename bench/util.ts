@@ -42,6 +42,13 @@ export function percentiles(values: ArrayLike<number>): Percentiles {
   };
 }
 
+/** The item whose key is the median (of an even count, the lower of the two middle ones). */
+export function medianBy<T>(items: readonly T[], key: (item: T) => number): T {
+  if (items.length === 0) throw new RangeError('medianBy of nothing');
+  const sorted = [...items].sort((x, y) => key(x) - key(y));
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
+}
+
 /** The pid of the topmost process listening on 127.0.0.1/0.0.0.0:port (undefined if not ours to see). */
 export async function listenerPid(port: number): Promise<number | undefined> {
   const inodes = new Set<string>();
