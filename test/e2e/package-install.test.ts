@@ -19,6 +19,8 @@ const HOST = 'mx.pkg.test';
 const packageJson = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
   version: string;
   scripts: Record<string, string>;
+  dependencies: Record<string, string>;
+  bundleDependencies: string[];
 };
 
 /** Runs a program to completion; a failure throws with its output. */
@@ -31,6 +33,12 @@ function run(command: string, args: string[], options: SpawnSyncOptions = {}): s
 
 test('npm pack builds a clean dist first: the prepack script removes dist and runs the build', () => {
   assert.equal(packageJson.scripts.prepack, 'rm -rf dist && npm run build');
+});
+
+// A dependency left out of the bundle is resolved from the registry at install time: the offline
+// install below then works only where npm's cache happens to hold its metadata.
+test('every dependency is bundled, so the package installs without the registry', () => {
+  assert.deepEqual(Object.keys(packageJson.dependencies).sort(), [...packageJson.bundleDependencies].sort());
 });
 
 test('the installed package: init, user add, check, start and mail in, sendmail and mailq links', async (t) => {
