@@ -16,7 +16,7 @@
 //            connection; --large-messages 1000 --large-size 100k at --large-connections 10)
 //            --big 100000x10k --small 10000x4k (POP3 mailboxes) --reps 20 --cold-reps 2
 //            --dele-reps 2 --smtp-warm-up 5000 (untimed messages before each SMTP run; 0: none)
-//            --smtp-rounds 3 (timed rounds of each SMTP row, the servers taking turns; the median counts)
+//            --smtp-rounds 5 (timed rounds of each SMTP row, the servers taking turns; the median counts)
 //            --inflight 32 --generator smtp-source|node --pass bench
 //            --pop3 cold,warm,retr,dele (the POP3 scenarios to run: login+STAT cold, login+STAT warm,
 //            RETR of everything, DELE 1 + QUIT; e.g. `--suite pop3 --pop3 retr` skips the slow 1 GB ones)
@@ -127,7 +127,7 @@ const opts = {
   coldReps: num(a['cold-reps'], quick ? 1 : 2),
   deleReps: num(a['dele-reps'], quick ? 1 : 2),
   smtpWarmUp: num(a['smtp-warm-up'], quick ? 200 : 5000),
-  smtpRounds: Math.max(1, num(a['smtp-rounds'], quick ? 1 : 3)),
+  smtpRounds: Math.max(1, num(a['smtp-rounds'], quick ? 1 : 5)),
   inflight: Number(a.inflight),
   generator: (a.generator ?? (existsSync(SMTP_SOURCE) ? 'smtp-source' : 'node')) as 'smtp-source' | 'node',
   idle: (a.idle ?? (quick ? '200,1000,2000' : '200,1000,2500,5000,10000')).split(',').map(Number),
