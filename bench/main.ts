@@ -381,7 +381,6 @@ async function checksScenario(
 
 // ------------------------------------------------------------------ POP3
 
-/** Evicts the mailboxes from the page cache: all of it when allowed (root), else file by file. */
 /** How many passes through a mailbox of `count` messages a RETR row times (see RETR_TIMED_MIN). */
 function retrPasses(count: number): number {
   return Math.max(1, Math.ceil(RETR_TIMED_MIN / count));
@@ -404,6 +403,7 @@ function joinPasses(passes: RetrRun[]): RetrRun {
   };
 }
 
+/** Evicts the mailboxes from the page cache: all of it when allowed (root), else file by file. */
 function dropCaches(paths: string[]): string {
   spawnSync('sync');
   try {
@@ -554,6 +554,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
       ] as const)
     : []) {
     const taken: Taken<RetrRun>[] = [];
+    const passCount = retrPasses(box.count);
     for (const ep of endpoints) {
       log(`POP3 RETR all ${box.count}, ${inflight} in flight → ${ep.name}`);
       // a warm-up of the first messages, not timed: what is measured is a server that has been
@@ -564,7 +565,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
       taken.push(
         await measured(ep, 100, async () => {
           const passes: RetrRun[] = [];
-          while (passes.length < retrPasses(box.count)) {
+          while (passes.length < passCount) {
             const s = await loginStat(ep.host, ep.port, box.user, pass);
             expectCount(ep.name, s.count, box);
             passes.push(await retrieveAll(s.client, s.count, inflight));
@@ -584,7 +585,7 @@ async function pop3Scenarios(endpoints: Pop3Endpoint[], pass: string): Promise<S
         `${inflight === 1 ? 'one at a time' : `${inflight} RETRs in flight (PIPELINING)`}`,
       load:
         `after a warm-up (RETR of the first ${Math.min(box.count, RETR_WARM_UP)} in another session), ` +
-        `${retrPasses(box.count)} time(s) login+STAT and RETR 1..${box.count}` +
+        `${passCount} time(s) login+STAT and RETR 1..${box.count}` +
         `${inflight === 1 ? ', each sent when the previous reply ended' : `, ${inflight} outstanding at any time`}` +
         '; MB/s counts every octet received',
       servers,
